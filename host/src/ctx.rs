@@ -1,0 +1,251 @@
+//! [`ProcessCtx`], the per-store policy and state, and its builder.
+
+use crate::policy::{Denial, DirGrant, ProgramGrant};
+use anyhow::{Context as _, Result, bail};
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+/// A callback told about every request the policy refused, before the guest
+/// gets its `error-code`. Use it to tell an operator which grant is missing.
+pub type DenialReporter = Arc<dyn Fn(&Denial) + Send + Sync>;
+
+/// Resource limits of a [`ProcessCtx`]. [`Limits::default`] gives the values
+/// listed on each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes kept per output stream by `exec` when the guest does not say.
+    /// Default: 1 MiB (Node's `maxBuffer`).
+    pub default_max_buffer: u64,
+    /// The most a guest may ask for as `max-buffer`. Default: 64 MiB.
+    pub max_buffer: u64,
+    /// Timeout of `exec` when the guest does not give one. Default: none.
+    pub default_timeout: Option<Duration>,
+    /// The longest timeout a guest may ask for; with a maximum set, a guest
+    /// cannot run an `exec` without a timeout. Default: none (no maximum).
+    pub max_timeout: Option<Duration>,
+    /// After a timeout or a buffer overflow sends the kill signal, how long
+    /// the process group has before it is killed with SIGKILL and its
+    /// output abandoned. Default: 2 s.
+    pub kill_grace: Duration,
+    /// Most bytes of program path, arguments and `NAME=value` environment
+    /// strings (each counted with its terminating NUL) per child.
+    /// Default: 256 KiB.
+    pub max_arg_bytes: usize,
+    /// Most children alive at once. Default: 64.
+    pub max_live_children: usize,
+    /// Most children started over the life of the context. Default: no limit.
+    pub max_total_spawns: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_max_buffer: 1 << 20,
+            max_buffer: 64 << 20,
+            default_timeout: None,
+            max_timeout: None,
+            kill_grace: Duration::from_secs(2),
+            max_arg_bytes: 256 << 10,
+            max_live_children: 64,
+            max_total_spawns: None,
+        }
+    }
+}
+
+/// Whether a granted directory may be written by the guest's children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirAccess {
+    /// Children may only read (enforced by kernel confinement where
+    /// available).
+    ReadOnly,
+    /// Children may read and write.
+    ReadWrite,
+}
+
+/// The process capabilities of one guest: which programs it may run, where,
+/// with which environment, under which limits. Build one with
+/// [`ProcessCtx::builder`]; reach it from the store through
+/// [`ProcessView`](crate::ProcessView).
+pub struct ProcessCtx {
+    pub(crate) programs: Vec<ProgramGrant>,
+    pub(crate) shell: Option<ProgramGrant>,
+    pub(crate) dirs: Vec<DirGrant>,
+    pub(crate) allowed_env: BTreeSet<String>,
+    pub(crate) limits: Limits,
+    pub(crate) reporter: Option<DenialReporter>,
+    pub(crate) live_children: Arc<AtomicUsize>,
+    pub(crate) total_spawns: u64,
+}
+
+impl fmt::Debug for ProcessCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessCtx")
+            .field("programs", &self.programs)
+            .field("shell", &self.shell)
+            .field("dirs", &self.dirs)
+            .field("allowed_env", &self.allowed_env)
+            .field("limits", &self.limits)
+            .field("live_children", &self.live_children)
+            .field("total_spawns", &self.total_spawns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessCtx {
+    /// A builder that starts from nothing granted.
+    pub fn builder() -> ProcessCtxBuilder {
+        ProcessCtxBuilder::new()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reports `denial` to the embedder and to `tracing`.
+    pub(crate) fn report(&self, denial: &Denial) {
+        tracing::warn!(target: "wasmproc::denied", %denial, "request denied");
+        if let Some(reporter) = &self.reporter {
+            reporter(denial);
+        }
+    }
+}
+
+/// Builds a [`ProcessCtx`]. Everything is denied by default:
+///
+/// | capability | default | grant with |
+/// |---|---|---|
+/// | programs for `exec-file`/`spawn` | none | [`allow_program`](Self::allow_program) |
+/// | a shell for `exec` | none | [`allow_shell`](Self::allow_shell) |
+/// | working directories | none (children run in `/`) | [`dir`](Self::dir) |
+/// | environment of children | empty; no name allowed | [`allow_env`](Self::allow_env) |
+/// | limits | [`Limits::default`] | [`limits`](Self::limits) |
+/// | denial callback | none (denials go to `tracing` only) | [`on_denial`](Self::on_denial) |
+///
+/// Grants are checked when they are made: a program that cannot be found or
+/// a directory that cannot be opened is an error of the builder method, not
+/// of the guest's later request.
+pub struct ProcessCtxBuilder {
+    ctx: ProcessCtx,
+}
+
+impl Default for ProcessCtxBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessCtxBuilder {
+    /// A builder with nothing granted and default [`Limits`].
+    pub fn new() -> Self {
+        ProcessCtxBuilder {
+            ctx: ProcessCtx {
+                programs: Vec::new(),
+                shell: None,
+                dirs: Vec::new(),
+                allowed_env: BTreeSet::new(),
+                limits: Limits::default(),
+                reporter: None,
+                live_children: Arc::default(),
+                total_spawns: 0,
+            },
+        }
+    }
+
+    /// Lets the guest run `program` with `exec-file` and `spawn`.
+    ///
+    /// `program` is a path (absolute, or relative to the host's current
+    /// directory) or a bare name looked up in the host's `PATH` now, with the
+    /// host's ambient authority. It is resolved to an absolute path once,
+    /// here; the guest names it by its file name or by that absolute path and
+    /// can never make another binary run. Two grants with the same file name
+    /// are refused.
+    pub fn allow_program(&mut self, program: impl AsRef<OsStr>) -> Result<&mut Self> {
+        let grant = ProgramGrant::resolve(program.as_ref())?;
+        if let Some(other) = self.ctx.programs.iter().find(|g| g.name == grant.name) {
+            if other.path == grant.path {
+                return Ok(self);
+            }
+            bail!(
+                "two granted programs are both named `{}`: {} and {}",
+                grant.name,
+                other.path.display(),
+                grant.path.display()
+            );
+        }
+        self.ctx.programs.push(grant);
+        Ok(self)
+    }
+
+    /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
+    /// resolved as for [`allow_program`](Self::allow_program).
+    ///
+    /// A shell can run any program it can reach: granting one grants that,
+    /// within the directory, environment and limit rules that still apply.
+    pub fn allow_shell(&mut self, shell: impl AsRef<OsStr>) -> Result<&mut Self> {
+        self.ctx.shell = Some(ProgramGrant::resolve(shell.as_ref())?);
+        Ok(self)
+    }
+
+    /// Lets children run in the host directory `host_path` (and the
+    /// directories below it), which the guest names `guest_path`.
+    ///
+    /// Use the same guest path as the directory's wasi:filesystem preopen so
+    /// that a guest's paths mean the same thing to its files and its
+    /// children. The first directory granted is the default working
+    /// directory and the base of relative `cwd`s.
+    pub fn dir(
+        &mut self,
+        host_path: impl AsRef<Path>,
+        guest_path: &str,
+        access: DirAccess,
+    ) -> Result<&mut Self> {
+        let host_path = host_path.as_ref();
+        let dir = Dir::open_ambient_dir(host_path, ambient_authority())
+            .with_context(|| format!("cannot open directory {}", host_path.display()))?;
+        if guest_path.is_empty() || guest_path.contains('\0') {
+            bail!("invalid guest path {guest_path:?} for {}", host_path.display());
+        }
+        self.ctx.dirs.push(DirGrant {
+            guest_path: PathBuf::from(guest_path),
+            host_path: std::path::absolute(host_path)?,
+            dir: Arc::new(dir),
+            access,
+        });
+        Ok(self)
+    }
+
+    /// Lets the guest set the environment variable `name` for its children.
+    pub fn allow_env(&mut self, name: impl Into<String>) -> Result<&mut Self> {
+        let name = name.into();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            bail!("invalid environment variable name {name:?}");
+        }
+        self.ctx.allowed_env.insert(name);
+        Ok(self)
+    }
+
+    /// Replaces the [`Limits`].
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.ctx.limits = limits;
+        self
+    }
+
+    /// Calls `reporter` for every denied request.
+    pub fn on_denial(&mut self, reporter: impl Fn(&Denial) + Send + Sync + 'static) -> &mut Self {
+        self.ctx.reporter = Some(Arc::new(reporter));
+        self
+    }
+
+    /// The finished context.
+    pub fn build(&mut self) -> ProcessCtx {
+        std::mem::replace(self, ProcessCtxBuilder::new()).ctx
+    }
+}

@@ -1,0 +1,227 @@
+//! `wasmproc:process/exec`: run to completion with buffered output.
+
+use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
+use crate::bindings::types::{Confinement, ErrorCode};
+use crate::policy::{Denial, Request};
+use crate::process::{exit_status, signal};
+use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
+use rustix::process::Signal;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until};
+
+impl Host for ProcessCtxView<'_> {
+    async fn exec(&mut self, command: String, mut options: ExecOptions) -> ProcessResult<ExecOutput> {
+        let input = options.stdin.take();
+        let req = Request {
+            shell_command: Some(&command),
+            program: "",
+            args: &[],
+            cwd: options.cwd.as_deref(),
+            env: &options.env,
+        };
+        Ok(run(self.ctx, &req, &options, input).await?)
+    }
+
+    async fn exec_file(
+        &mut self,
+        program: String,
+        args: Vec<String>,
+        mut options: ExecOptions,
+    ) -> ProcessResult<ExecOutput> {
+        let input = options.stdin.take();
+        let req = Request {
+            shell_command: None,
+            program: &program,
+            args: &args,
+            cwd: options.cwd.as_deref(),
+            env: &options.env,
+        };
+        Ok(run(self.ctx, &req, &options, input).await?)
+    }
+}
+
+/// The limits of one `exec`, checked against the host's.
+struct Bounds {
+    max_buffer: usize,
+    timeout: Option<Duration>,
+    kill_signal: Signal,
+    grace: Duration,
+}
+
+impl ProcessCtx {
+    fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, ErrorCode> {
+        let limits = &self.limits;
+        let max_buffer = options.max_buffer.unwrap_or(limits.default_max_buffer);
+        if max_buffer == 0 {
+            return Err(ErrorCode::InvalidArgument("max-buffer must be at least 1 byte".into()));
+        }
+        if max_buffer > limits.max_buffer {
+            return Err(self.deny(Denial::Limit {
+                limit: "max_buffer",
+                message: format!(
+                    "max-buffer of {max_buffer} bytes is above the host's limit of {} bytes",
+                    limits.max_buffer
+                ),
+            }));
+        }
+        let timeout = match options.timeout_ms {
+            Some(0) => return Err(ErrorCode::InvalidArgument("timeout-ms must be at least 1".into())),
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => limits.default_timeout,
+        };
+        if let Some(max) = limits.max_timeout {
+            if timeout.is_none_or(|t| t > max) {
+                let asked = timeout.map_or("no timeout".to_owned(), |t| format!("a timeout of {t:?}"));
+                return Err(self.deny(Denial::Limit {
+                    limit: "max_timeout",
+                    message: format!("{asked} is above the host's limit of {max:?}"),
+                }));
+            }
+        }
+        Ok(Bounds {
+            // The host's maximum bounds it, so it fits in memory.
+            max_buffer: usize::try_from(max_buffer).unwrap_or(usize::MAX),
+            timeout,
+            kill_signal: signal(options.kill_signal.unwrap_or(9))?,
+            grace: limits.kill_grace,
+        })
+    }
+}
+
+/// Runs the checked request to completion. `input` is the child's stdin
+/// (`None`: /dev/null).
+async fn run(
+    ctx: &mut ProcessCtx,
+    req: &Request<'_>,
+    options: &ExecOptions,
+    input: Option<Vec<u8>>,
+) -> Result<ExecOutput, ErrorCode> {
+    let bounds = ctx.exec_bounds(options)?;
+    let prepared = ctx.prepare(req)?;
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let started = Instant::now();
+    let mut launched = ctx.launch(&prepared, stdin, Stdio::piped(), Stdio::piped())?;
+    drop(prepared);
+    let pid = launched.group.pid();
+    let child = &mut launched.child;
+    let group = &launched.group;
+
+    let mut stdin = child.stdin.take();
+    let input = input.unwrap_or_default();
+    let mut stdout = Capture::new(child.stdout.take(), bounds.max_buffer);
+    let mut stderr = Capture::new(child.stderr.take(), bounds.max_buffer);
+    let write_stdin = async {
+        if let Some(pipe) = stdin.as_mut() {
+            // A child that exits without reading its input is not an error.
+            let _ = pipe.write_all(&input).await;
+        }
+        drop(stdin.take());
+    };
+    tokio::pin!(write_stdin);
+    let mut stdin_done = false;
+
+    let deadline = bounds.timeout.map(|t| started + t);
+    let mut timed_out = false;
+    // Set once the kill signal went out: when the group must be gone.
+    let mut grace_deadline: Option<Instant> = None;
+    let mut status = None;
+
+    while status.is_none() || !stdout.done() || !stderr.done() {
+        let mut overflowed = false;
+        tokio::select! {
+            () = &mut write_stdin, if !stdin_done => stdin_done = true,
+            r = stdout.read(), if !stdout.done() => overflowed = r,
+            r = stderr.read(), if !stderr.done() => overflowed = r,
+            s = child.wait(), if status.is_none() => {
+                status = Some(s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?);
+            }
+            () = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() && !timed_out => {
+                timed_out = true;
+                kill(group, bounds.kill_signal, &mut grace_deadline, bounds.grace);
+            }
+            () = sleep_until(grace_deadline.unwrap_or(started)), if grace_deadline.is_some() => {
+                // Whatever is left of the group, or still holds the pipes
+                // after leaving it, gets no more time.
+                kill(group, Signal::KILL, &mut None, bounds.grace);
+                grace_deadline = None;
+                stdout.abandon();
+                stderr.abandon();
+            }
+        }
+        if overflowed {
+            kill(group, bounds.kill_signal, &mut grace_deadline, bounds.grace);
+        }
+    }
+    let duration = started.elapsed();
+    // No process of the group outlives the exec (the guard kills on drop).
+    drop(launched);
+    let status = status.expect("loop ends after the child exited");
+    Ok(ExecOutput {
+        pid,
+        status: exit_status(status),
+        stdout_truncated: stdout.truncated,
+        stderr_truncated: stderr.truncated,
+        stdout: stdout.data,
+        stderr: stderr.data,
+        timed_out,
+        duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+        confinement: Confinement::None,
+    })
+}
+
+/// Sends `signal` to the group, once, and starts the grace period.
+fn kill(group: &crate::process::GroupGuard, signal: Signal, grace_deadline: &mut Option<Instant>, grace: Duration) {
+    if let Err(e) = group.signal(signal) {
+        tracing::error!(pgid = group.pid(), error = %e, "cannot signal process group");
+    }
+    if grace_deadline.is_none() {
+        *grace_deadline = Some(Instant::now() + grace);
+    }
+}
+
+/// One output stream being collected, up to a bound.
+struct Capture<R> {
+    pipe: Option<R>,
+    data: Vec<u8>,
+    buf: Box<[u8]>,
+    max: usize,
+    truncated: bool,
+}
+
+impl<R: AsyncRead + Unpin> Capture<R> {
+    fn new(pipe: Option<R>, max: usize) -> Self {
+        Capture { pipe, data: Vec::new(), buf: vec![0; 64 << 10].into(), max, truncated: false }
+    }
+
+    fn done(&self) -> bool {
+        self.pipe.is_none()
+    }
+
+    /// Stops reading: the read end is closed.
+    fn abandon(&mut self) {
+        self.pipe = None;
+    }
+
+    /// Reads one chunk; returns whether the stream just went over its bound
+    /// (then it is truncated to the bound and abandoned). Cancel safe.
+    async fn read(&mut self) -> bool {
+        let Some(pipe) = self.pipe.as_mut() else { return false };
+        match pipe.read(&mut self.buf).await {
+            Ok(0) | Err(_) => {
+                self.pipe = None;
+                false
+            }
+            Ok(n) => {
+                let room = self.max - self.data.len();
+                self.data.extend_from_slice(&self.buf[..n.min(room)]);
+                if n > room {
+                    self.truncated = true;
+                    self.pipe = None;
+                }
+                self.truncated
+            }
+        }
+    }
+}

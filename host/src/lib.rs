@@ -1,0 +1,129 @@
+//! # wasmproc-host
+//!
+//! A [wasmtime] host for the `wasmproc:process` WIT package: WebAssembly
+//! components `exec`, `spawn` and `fork` **real OS processes**, under
+//! capabilities the embedder grants: which programs, in which directories,
+//! with which environment variable names, under which limits. Everything is
+//! denied by default.
+//!
+//! It is built like `wasmtime-wasi`: a [`ProcessCtx`] made by a
+//! [`ProcessCtxBuilder`] (whose docs list every default), a small view trait
+//! ([`ProcessView`]) giving the host access to it and to the store's
+//! [`ResourceTable`], and [`add_to_linker_async`]. A policy denial reaches the
+//! guest as an `error-code` value; only a host bug or an invalid handle traps.
+//!
+//! | interface | status |
+//! |---|---|
+//! | `exec` (`exec`, `exec-file`) | implemented |
+//! | `spawn` | returns `unsupported` |
+//! | `fork`, `parent` | return `unsupported` |
+//!
+//! ## What a child gets
+//!
+//! - the granted program's absolute path, resolved when it was granted,
+//!   with `argv[0]` its file name;
+//! - an empty environment plus the allowed names the guest set;
+//! - a working directory inside a granted directory, entered with `fchdir`
+//!   on a directory opened through cap-std (so `..` and symlinks cannot
+//!   leave it), or `/` when no directory was granted;
+//! - its own process group, killed as a whole on timeout, on buffer
+//!   overflow, when the call ends and when the host drops it, and SIGKILL
+//!   if the host thread that started it dies.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use wasmproc_host::{DirAccess, ProcessCtx, ProcessCtxView, ProcessView};
+//! use wasmtime::component::{Linker, ResourceTable};
+//! use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+//!
+//! struct State { wasi: WasiCtx, process: ProcessCtx, table: ResourceTable }
+//!
+//! impl WasiView for State {
+//!     fn ctx(&mut self) -> WasiCtxView<'_> {
+//!         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+//!     }
+//! }
+//! impl ProcessView for State {
+//!     fn process(&mut self) -> ProcessCtxView<'_> {
+//!         ProcessCtxView { ctx: &mut self.process, table: &mut self.table }
+//!     }
+//! }
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let process = ProcessCtx::builder()
+//!     .allow_program("sort")?
+//!     .dir("data", "/data", DirAccess::ReadOnly)?
+//!     .build();
+//! # let engine = wasmtime::Engine::default();
+//! let mut linker = Linker::<State>::new(&engine);
+//! wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+//! wasmproc_host::add_to_linker_async(&mut linker)?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `host/examples/embed.rs` for a complete embedding.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod bindings;
+mod ctx;
+mod error;
+mod exec;
+mod fork;
+mod policy;
+mod process;
+mod spawn;
+mod sys;
+
+pub use ctx::{DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
+pub use error::{ProcessError, ProcessResult};
+pub use fork::Worker;
+pub use policy::Denial;
+pub use spawn::Child;
+
+use bindings::types::ErrorCode;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+/// What the `wasmproc:process` host functions work on: the guest's
+/// [`ProcessCtx`] and the store's resource table (shared with wasmtime-wasi,
+/// so child streams are ordinary wasi:io resources).
+pub struct ProcessCtxView<'a> {
+    /// The guest's process capabilities and state.
+    pub ctx: &'a mut ProcessCtx,
+    /// The store's resource table.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Gives the `wasmproc:process` host access to a store's data. Implement it
+/// beside [`wasmtime_wasi::WasiView`], returning the same table.
+pub trait ProcessView: Send {
+    /// The guest's [`ProcessCtx`] and resource table.
+    fn process(&mut self) -> ProcessCtxView<'_>;
+}
+
+/// The [`HasData`] marker of this crate's host functions.
+struct WasmProcess;
+
+impl HasData for WasmProcess {
+    type Data<'a> = ProcessCtxView<'a>;
+}
+
+/// Adds every interface of `wasmproc:process` (`types`, `exec`, `spawn`,
+/// `fork`, `parent`) to `linker`. The store must be used asynchronously
+/// (`Config::async_support(true)`, `call_async`) on a tokio runtime.
+pub fn add_to_linker_async<T: ProcessView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    bindings::types::add_to_linker::<T, WasmProcess>(linker, T::process)?;
+    bindings::exec::add_to_linker::<T, WasmProcess>(linker, T::process)?;
+    bindings::spawn::add_to_linker::<T, WasmProcess>(linker, T::process)?;
+    bindings::fork::add_to_linker::<T, WasmProcess>(linker, T::process)?;
+    bindings::parent::add_to_linker::<T, WasmProcess>(linker, T::process)?;
+    Ok(())
+}
+
+impl bindings::types::Host for ProcessCtxView<'_> {
+    fn convert_error_code(&mut self, err: ProcessError) -> wasmtime::Result<ErrorCode> {
+        err.downcast()
+    }
+}

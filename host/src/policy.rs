@@ -1,0 +1,296 @@
+//! Checking a guest's request against the grants of a [`ProcessCtx`].
+//!
+//! Every guest-controlled value passes through [`ProcessCtx::prepare`], which
+//! either refuses it with an [`ErrorCode`] naming the problem or turns it into
+//! a [`Prepared`] command that names only granted things.
+
+use crate::ProcessCtx;
+use crate::bindings::types::ErrorCode;
+use crate::ctx::DirAccess;
+use anyhow::{Result, bail};
+use cap_std::fs::Dir;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// A request the policy refused, as told to a
+/// [`DenialReporter`](crate::DenialReporter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// A program that is not on the allow-list.
+    Program(String),
+    /// `exec` without a granted shell.
+    Shell,
+    /// A working directory outside the granted directories.
+    Cwd(String),
+    /// An environment variable name that is not allowed.
+    EnvName(String),
+    /// A limit: which one, and the message given to the guest.
+    Limit {
+        /// The limit's name, as in [`Limits`](crate::Limits).
+        limit: &'static str,
+        /// What was asked for and what the limit is.
+        message: String,
+    },
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::Program(p) => write!(f, "program `{p}` is not allowed"),
+            Denial::Shell => f.write_str("no shell is granted for `exec`"),
+            Denial::Cwd(c) => write!(f, "working directory `{c}` is outside the granted directories"),
+            Denial::EnvName(n) => write!(f, "environment variable `{n}` is not allowed"),
+            Denial::Limit { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl Denial {
+    /// The `error-code` the guest gets for this denial.
+    pub fn to_error_code(&self) -> ErrorCode {
+        match self {
+            Denial::Limit { .. } => ErrorCode::LimitExceeded(self.to_string()),
+            _ => ErrorCode::AccessDenied(self.to_string()),
+        }
+    }
+}
+
+/// A program the guest may run, resolved when it was granted.
+#[derive(Debug, Clone)]
+pub(crate) struct ProgramGrant {
+    /// The file name the guest uses for it, also its `argv[0]`.
+    pub name: String,
+    /// Absolute path of the binary.
+    pub path: PathBuf,
+}
+
+impl ProgramGrant {
+    /// Resolves `program` (a path, or a name looked up in the host's PATH).
+    pub fn resolve(program: &OsStr) -> Result<ProgramGrant> {
+        let as_path = Path::new(program);
+        let path = if program.as_encoded_bytes().contains(&b'/') {
+            std::path::absolute(as_path)?
+        } else {
+            let search = std::env::var_os("PATH").unwrap_or_default();
+            match std::env::split_paths(&search)
+                .map(|dir| dir.join(program))
+                .find(|p| is_executable(p))
+            {
+                Some(p) => std::path::absolute(p)?,
+                None => bail!("program `{}` not found in PATH", as_path.display()),
+            }
+        };
+        if !is_executable(&path) {
+            bail!("{} is not an executable file", path.display());
+        }
+        let name = match path.file_name().and_then(OsStr::to_str) {
+            Some(n) => n.to_owned(),
+            None => bail!("{} has no UTF-8 file name", path.display()),
+        };
+        Ok(ProgramGrant { name, path })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A directory children may run in.
+#[derive(Debug, Clone)]
+pub(crate) struct DirGrant {
+    /// How the guest names it.
+    pub guest_path: PathBuf,
+    /// The host directory (for logs only; access goes through `dir`).
+    pub host_path: PathBuf,
+    /// The opened directory.
+    pub dir: Arc<Dir>,
+    /// Whether children may write to it.
+    #[allow(dead_code, reason = "enforced by kernel confinement (Landlock), next")]
+    pub access: DirAccess,
+}
+
+/// What to run, after every check passed.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The binary to execute.
+    pub program: PathBuf,
+    /// Its `argv[0]`.
+    pub argv0: String,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// The complete environment.
+    pub env: Vec<(String, String)>,
+    /// The working directory, opened; `None`: the root directory.
+    pub cwd: Option<Dir>,
+    /// The working directory on the host (for logs; the child enters `cwd`).
+    pub cwd_host: PathBuf,
+}
+
+/// What the guest asked to run, before any check.
+pub(crate) struct Request<'a> {
+    /// `Some(command)` for `exec` through the shell.
+    pub shell_command: Option<&'a str>,
+    /// The program for `exec-file` and `spawn`.
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub cwd: Option<&'a str>,
+    pub env: &'a [(String, String)],
+}
+
+impl ProcessCtx {
+    /// Checks `req` against the policy and resolves it to a [`Prepared`]
+    /// command, or says why not (reporting denials).
+    pub(crate) fn prepare(&self, req: &Request<'_>) -> Result<Prepared, ErrorCode> {
+        self.check_strings(req)?;
+        let (grant, args) = match req.shell_command {
+            Some(command) => {
+                let shell = self.shell.as_ref().ok_or_else(|| self.deny(Denial::Shell))?;
+                (shell, vec!["-c".to_owned(), command.to_owned()])
+            }
+            None => (self.find_program(req.program)?, req.args.to_vec()),
+        };
+        if !grant.path.exists() {
+            return Err(ErrorCode::NotFound(format!(
+                "granted program `{}` ({}) no longer exists",
+                grant.name,
+                grant.path.display()
+            )));
+        }
+        let env = self.check_env(req.env)?;
+        let arg_bytes = [grant.path.as_os_str().len(), grant.name.len()]
+            .into_iter()
+            .chain(args.iter().map(String::len))
+            .chain(env.iter().map(|(k, v)| k.len() + 1 + v.len()))
+            .map(|n| n + 1)
+            .sum::<usize>();
+        if arg_bytes > self.limits.max_arg_bytes {
+            return Err(self.deny(Denial::Limit {
+                limit: "max_arg_bytes",
+                message: format!(
+                    "arguments and environment take {arg_bytes} bytes, more than the limit of {}",
+                    self.limits.max_arg_bytes
+                ),
+            }));
+        }
+        let (cwd, cwd_host) = self.open_cwd(req.cwd)?;
+        Ok(Prepared {
+            program: grant.path.clone(),
+            argv0: grant.name.clone(),
+            args,
+            env,
+            cwd,
+            cwd_host,
+        })
+    }
+
+    /// Reports `denial` and turns it into the guest's error.
+    pub(crate) fn deny(&self, denial: Denial) -> ErrorCode {
+        self.report(&denial);
+        denial.to_error_code()
+    }
+
+    /// Refuses NUL bytes and empty names in every guest string.
+    fn check_strings(&self, req: &Request<'_>) -> Result<(), ErrorCode> {
+        let nul = |what: String| Err(ErrorCode::InvalidArgument(format!("{what} contains a NUL byte")));
+        match req.shell_command {
+            Some(c) if c.contains('\0') => return nul("the command".into()),
+            Some(_) => {}
+            None if req.program.is_empty() => {
+                return Err(ErrorCode::InvalidArgument("the program name is empty".into()));
+            }
+            None if req.program.contains('\0') => return nul("the program name".into()),
+            None => {}
+        }
+        if let Some(i) = req.args.iter().position(|a| a.contains('\0')) {
+            return nul(format!("argument {} ({:?})", i + 1, req.args[i]));
+        }
+        if req.cwd.is_some_and(|c| c.contains('\0')) {
+            return nul("the working directory".into());
+        }
+        Ok(())
+    }
+
+    fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {
+        let found = if program.contains('/') {
+            self.programs.iter().find(|g| g.path == Path::new(program))
+        } else {
+            self.programs.iter().find(|g| g.name == program)
+        };
+        found.ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
+    }
+
+    fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, ErrorCode> {
+        let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+        for (name, value) in env {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(ErrorCode::InvalidArgument(format!(
+                    "invalid environment variable name {name:?}"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(ErrorCode::InvalidArgument(format!(
+                    "the value of environment variable `{name}` contains a NUL byte"
+                )));
+            }
+            if !self.allowed_env.contains(name) {
+                return Err(self.deny(Denial::EnvName(name.clone())));
+            }
+            // A later value for the same name wins, as in a shell.
+            out.retain(|(n, _)| n != name);
+            out.push((name.clone(), value.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Opens the guest's working directory inside a granted directory.
+    fn open_cwd(&self, cwd: Option<&str>) -> Result<(Option<Dir>, PathBuf), ErrorCode> {
+        let Some(cwd) = cwd else {
+            return match self.dirs.first() {
+                Some(d) => {
+                    let dir = d.dir.try_clone().map_err(|e| {
+                        ErrorCode::from_io(format_args!("opening {}", d.guest_path.display()), &e)
+                    })?;
+                    Ok((Some(dir), d.host_path.clone()))
+                }
+                None => Ok((None, PathBuf::from("/"))),
+            };
+        };
+        let path = Path::new(cwd);
+        // The granted directory whose guest path is the longest prefix of
+        // `cwd`; a relative `cwd` that matches none is relative to the first.
+        let matched = self
+            .dirs
+            .iter()
+            .filter_map(|d| path.strip_prefix(&d.guest_path).ok().map(|rest| (d, rest)))
+            .max_by_key(|(d, _)| d.guest_path.components().count());
+        let (grant, rest) = match matched {
+            Some(m) => m,
+            None if path.is_relative() && !self.dirs.is_empty() => (&self.dirs[0], path),
+            None => return Err(self.deny(Denial::Cwd(cwd.to_owned()))),
+        };
+        let rest: PathBuf = rest.components().filter(|c| *c != Component::CurDir).collect();
+        let opened = if rest.as_os_str().is_empty() {
+            grant.dir.try_clone()
+        } else {
+            grant.dir.open_dir(&rest)
+        };
+        match opened {
+            Ok(dir) => Ok((Some(dir), grant.host_path.join(&rest))),
+            // cap-std refuses `..` and symlinks that lead out of the grant.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(Denial::Cwd(cwd.to_owned()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
+                "working directory `{cwd}` does not exist in {}",
+                grant.guest_path.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(ErrorCode::InvalidArgument(
+                format!("working directory `{cwd}` is not a directory"),
+            )),
+            Err(e) => Err(ErrorCode::from_io(format_args!("opening working directory `{cwd}`"), &e)),
+        }
+    }
+}

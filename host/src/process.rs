@@ -1,0 +1,147 @@
+//! Starting a [`Prepared`] command as the leader of its own process group,
+//! and the guard that kills the group.
+
+use crate::ProcessCtx;
+use crate::bindings::types::{ErrorCode, ExitStatus};
+use crate::policy::{Denial, Prepared};
+use rustix::process::{Pid, Signal, kill_process_group};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::process::{Child, Command};
+
+/// A started child: the leader of its own process group.
+pub(crate) struct Launched {
+    pub child: Child,
+    pub group: GroupGuard,
+}
+
+/// Owns a child's process group: dropping it kills every process left in
+/// the group with SIGKILL and gives back the child's slot in the live-child
+/// limit. (tokio reaps the leader in the background if nobody waited.)
+pub(crate) struct GroupGuard {
+    pgid: Pid,
+    live: Arc<AtomicUsize>,
+}
+
+impl GroupGuard {
+    /// Sends `signal` to every process of the group. A group that is
+    /// already gone is not an error.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        match kill_process_group(self.pgid, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The process group id, which is the leader's pid.
+    pub fn pid(&self) -> u32 {
+        self.pgid.as_raw_nonzero().get().unsigned_abs()
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.signal(Signal::KILL) {
+            tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
+        }
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ProcessCtx {
+    /// Starts `prepared` with the given stdio, counting it against the
+    /// live-child and total-spawn limits.
+    pub(crate) fn launch(
+        &mut self,
+        prepared: &Prepared,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<Launched, ErrorCode> {
+        let live = self.live_children.load(Ordering::Acquire);
+        if live >= self.limits.max_live_children {
+            return Err(self.deny(Denial::Limit {
+                limit: "max_live_children",
+                message: format!("{live} children are alive, the most allowed at once"),
+            }));
+        }
+        if let Some(max) = self.limits.max_total_spawns {
+            if self.total_spawns >= max {
+                return Err(self.deny(Denial::Limit {
+                    limit: "max_total_spawns",
+                    message: format!("{max} children were started, the most allowed"),
+                }));
+            }
+        }
+        let mut cmd = Command::new(&prepared.program);
+        cmd.arg0(&prepared.argv0)
+            .args(&prepared.args)
+            .env_clear()
+            .envs(prepared.env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        crate::sys::prepare_child(&mut cmd, prepared.cwd.as_ref());
+        let child = cmd.spawn().map_err(|e| spawn_error(prepared, &e))?;
+        let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
+        let Some(pgid) = pid else {
+            return Err(ErrorCode::Io("the child has no pid".into()));
+        };
+        self.live_children.fetch_add(1, Ordering::AcqRel);
+        self.total_spawns += 1;
+        tracing::debug!(
+            target: "wasmproc::process",
+            program = %prepared.program.display(),
+            args = ?prepared.args,
+            cwd = %prepared.cwd_host.display(),
+            env = ?prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            pid = pgid.as_raw_nonzero().get(),
+            "started child"
+        );
+        Ok(Launched {
+            child,
+            group: GroupGuard {
+                pgid,
+                live: self.live_children.clone(),
+            },
+        })
+    }
+}
+
+fn spawn_error(prepared: &Prepared, err: &io::Error) -> ErrorCode {
+    let program = prepared.program.display();
+    match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+        Some(rustix::io::Errno::NOENT) => ErrorCode::NotFound(format!("program {program} does not exist")),
+        Some(rustix::io::Errno::ACCESS) => {
+            ErrorCode::AccessDenied(format!("the OS refused to execute {program}"))
+        }
+        Some(rustix::io::Errno::TOOBIG) => {
+            ErrorCode::LimitExceeded(format!("arguments and environment of {program} are too large for the OS"))
+        }
+        Some(rustix::io::Errno::NOEXEC) => {
+            ErrorCode::InvalidArgument(format!("{program} is not in an executable format"))
+        }
+        _ => ErrorCode::from_io(format_args!("starting {program}"), err),
+    }
+}
+
+/// The signal numbered `n`, or `invalid-argument`.
+pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
+    Signal::from_named_raw(i32::from(n))
+        .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
+}
+
+/// The WIT exit status of a finished process.
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
+        (Some(code), _) => ExitStatus::Exited(code as u8),
+        (None, Some(sig)) => ExitStatus::Signaled(sig as u8),
+        (None, None) => unreachable!("a finished Unix process has an exit code or a signal"),
+    }
+}
