@@ -8,7 +8,9 @@
 # not reachable on these machines, so std for wasm32-wasip2 is built with
 # -Zbuild-std from Debian's rustc-web and the *same version's* rust-web-src,
 # unpacked (not installed) into a private folder, driven by rustup's cargo and
-# linked by rustup's wasm-component-ld against Debian's wasi-libc.
+# linked by rustup's wasm-component-ld against Debian's wasi-libc. Every Rust
+# guest is a `bin` (a wasi:cli command): the link adds wasi-libc's
+# crt1-command.o, which rustc leaves out with link-self-contained=no.
 #
 # Environment:
 #   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler lives
@@ -62,7 +64,7 @@ build_rust_guests() {
     env LD_LIBRARY_PATH="$lib" RUSTC="$TC/deb/usr/bin/rustc" RUSTC_BOOTSTRAP=1 \
       PATH="$RB/gcc-ld:$PATH" \
       CARGO_TARGET_WASM32_WASIP2_LINKER="$RB/wasm-component-ld" \
-      CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L native=/usr/lib/wasm32-wasi" \
+      CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L native=/usr/lib/wasm32-wasi -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o" \
       cargo build -q --release --locked --target wasm32-wasip2 -Zbuild-std=std,panic_abort \
         --target-dir "$GT" --workspace)
   mkdir -p "$GT/components"

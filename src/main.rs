@@ -1,1 +1,197 @@
-fn main() {}
+//! `wasmproc`: run WebAssembly components that may start real, capability-
+//! scoped OS processes.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use wasmproc::{GuestExit, Runner};
+use wasmproc_host::{Denial, DirAccess, Limits, ProcessCtx};
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+const CAPABILITIES: &str = "\
+CAPABILITY MODEL
+  Everything is denied by default. A guest may only:
+    - run programs granted with --allow-run (resolved to absolute paths now,
+      never through a PATH the guest controls; the guest names a program by
+      its file name or that absolute path);
+    - run shell commands with `exec` if a shell is granted with --allow-shell
+      (a shell can run any program it can reach: grant it knowingly);
+    - start children in directories granted with --dir (and below them;
+      `..` and symlinks cannot leave them), which are also the guest's own
+      WASI preopens;
+    - give its children the environment variable names allowed with
+      --allow-env (children start with an empty environment).
+  Each child is the leader of its own process group; the whole group is
+  killed on timeout, on output overflow, when the request ends and when the
+  host exits. A refused request returns an error-code to the guest and is
+  reported on stderr with the flag that would grant it.";
+
+/// Run WebAssembly components that exec, spawn and fork real OS processes,
+/// under capabilities you grant.
+#[derive(Parser)]
+#[command(version, about, after_long_help = CAPABILITIES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a wasi:cli/command component with the process capabilities granted
+    /// by the options.
+    #[command(after_long_help = CAPABILITIES)]
+    Run(RunArgs),
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Grant the host directory HOST to the guest as GUEST (default: the same
+    /// path): the guest can use its files and start children in it. The
+    /// first --dir is the children's default working directory.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+
+    /// Set the guest's own environment variable NAME (to VALUE, or to the
+    /// host's value of NAME). Children do not inherit it.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    envs: Vec<String>,
+
+    /// Let the guest run PROGRAM with exec-file and spawn. PROGRAM is a path
+    /// or a name looked up in the host's PATH now.
+    #[arg(long = "allow-run", value_name = "PROGRAM")]
+    allow_run: Vec<String>,
+
+    /// Let the guest run shell commands with `exec`, through SHELL -c.
+    /// This grants running any program the shell can reach.
+    #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, default_missing_value = "/bin/sh")]
+    allow_shell: Option<String>,
+
+    /// Let the guest set environment variable NAME for its children.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    allow_env: Vec<String>,
+
+    /// Longest time any child may run (for example 500ms, 10s, 2m). It is
+    /// also the default timeout of exec. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Largest output, in bytes, exec may keep per stream.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_buffer)]
+    max_buffer: u64,
+
+    /// Most children alive at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
+    max_children: usize,
+
+    /// The component to run.
+    component: PathBuf,
+
+    /// Arguments for the component (its argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMPROC_LOG")
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmproc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let (wasi, process) = contexts(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let runner = Runner::new()?;
+        let component = runner.load(&args.component)?;
+        let (exit, trap) = runner.run(&component, wasi, process).await?;
+        Ok(match exit {
+            GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            GuestExit::Trap => {
+                let trap = trap.map(|e| format!("{e:?}")).unwrap_or_default();
+                eprintln!("wasmproc: error: the guest trapped: {trap}");
+                // As wasmtime's CLI does for a trap: the status of SIGABRT.
+                ExitCode::from(134)
+            }
+        })
+    })
+}
+
+/// The WASI and process contexts the flags describe.
+fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
+    let mut wasi = WasiCtx::builder();
+    let mut process = ProcessCtx::builder();
+    wasi.inherit_stdio();
+    let name = args.component.file_name().unwrap_or_default().to_string_lossy();
+    wasi.arg(name).args(&args.args);
+    for env in &args.envs {
+        match env.split_once('=') {
+            Some((k, v)) => wasi.env(k, v),
+            None => match std::env::var(env) {
+                Ok(v) => wasi.env(env, v),
+                Err(_) => bail!("--env {env}: the host has no variable {env} to pass on"),
+            },
+        };
+    }
+    for dir in &args.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("--dir {dir}"))?;
+        process
+            .dir(Path::new(host), guest, DirAccess::ReadWrite)
+            .with_context(|| format!("--dir {dir}"))?;
+    }
+    for program in &args.allow_run {
+        process.allow_program(program).with_context(|| format!("--allow-run {program}"))?;
+    }
+    if let Some(shell) = &args.allow_shell {
+        process.allow_shell(shell).with_context(|| format!("--allow-shell {shell}"))?;
+    }
+    for name in &args.allow_env {
+        process.allow_env(name).with_context(|| format!("--allow-env {name}"))?;
+    }
+    process
+        .limits(Limits {
+            default_timeout: args.timeout,
+            max_timeout: args.timeout,
+            max_buffer: args.max_buffer,
+            default_max_buffer: Limits::default().default_max_buffer.min(args.max_buffer),
+            max_live_children: args.max_children,
+            ..Limits::default()
+        })
+        .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
+    Ok((wasi.build(), process.build()))
+}
+
+/// The flag that would have granted what `denial` refused.
+fn grant_hint(denial: &Denial) -> String {
+    match denial {
+        Denial::Program(p) => format!("grant it with --allow-run {p}"),
+        Denial::Shell => "grant one with --allow-shell".to_owned(),
+        Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
+        Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
+        Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
+        Denial::Limit { limit: "max_timeout", .. } => "raise it with --timeout".to_owned(),
+        Denial::Limit { limit: "max_buffer", .. } => "raise it with --max-buffer".to_owned(),
+        Denial::Limit { limit: "max_live_children", .. } => "raise it with --max-children".to_owned(),
+        Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
+        _ => "not grantable by a flag".to_owned(),
+    }
+}

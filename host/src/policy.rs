@@ -27,6 +27,14 @@ pub enum Denial {
     Shell,
     /// A working directory outside the granted directories.
     Cwd(String),
+    /// A working directory whose `..` or symlinks lead out of the granted
+    /// directory it starts in.
+    CwdEscape {
+        /// The working directory the guest asked for.
+        cwd: String,
+        /// The guest path of the granted directory it starts in.
+        granted: String,
+    },
     /// An environment variable name that is not allowed.
     EnvName(String),
     /// A limit: which one, and the message given to the guest.
@@ -44,6 +52,10 @@ impl fmt::Display for Denial {
             Denial::Program(p) => write!(f, "program `{p}` is not allowed"),
             Denial::Shell => f.write_str("no shell is granted for `exec`"),
             Denial::Cwd(c) => write!(f, "working directory `{c}` is outside the granted directories"),
+            Denial::CwdEscape { cwd, granted } => write!(
+                f,
+                "working directory `{cwd}` leads out of the granted directory `{granted}` through `..` or a symlink"
+            ),
             Denial::EnvName(n) => write!(f, "environment variable `{n}` is not allowed"),
             Denial::Limit { message, .. } => f.write_str(message),
         }
@@ -282,7 +294,10 @@ impl ProcessCtx {
         match opened {
             Ok(dir) => Ok((Some(dir), grant.host_path.join(&rest))),
             // cap-std refuses `..` and symlinks that lead out of the grant.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(Denial::Cwd(cwd.to_owned()))),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(Denial::CwdEscape {
+                cwd: cwd.to_owned(),
+                granted: grant.guest_path.display().to_string(),
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
                 "working directory `{cwd}` does not exist in {}",
                 grant.guest_path.display()

@@ -1,0 +1,73 @@
+//! A tiny native program the tests run as a child, so they do not depend on
+//! whatever `/bin` has. Built by the tests with plain `rustc` (std only).
+//!
+//! testprog echo ARGS...      print ARGS joined by spaces, and a newline
+//! testprog stderr TEXT       print TEXT to stderr
+//! testprog exit N            exit with code N
+//! testprog abort             die by SIGABRT
+//! testprog sleep SECS        sleep
+//! testprog grandchild SECS   start `testprog sleep SECS` (same process group),
+//!                            print its pid, then sleep SECS
+//! testprog flood BYTES       write BYTES bytes of 'x' to stdout
+//! testprog env               print the environment, sorted, one NAME=VALUE a line
+//! testprog cwd               print the working directory
+//! testprog cat               copy stdin to stdout
+//! testprog argv0             print argv[0]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let secs = |i: usize| Duration::from_secs_f64(arg(i).parse().expect("seconds"));
+    let mut out = std::io::stdout().lock();
+    match arg(1).as_str() {
+        "echo" => {
+            let _ = writeln!(out, "{}", args[2..].join(" "));
+        }
+        "stderr" => eprint!("{}", arg(2)),
+        "exit" => std::process::exit(arg(2).parse().expect("exit code")),
+        "abort" => std::process::abort(),
+        "sleep" => std::thread::sleep(secs(2)),
+        "grandchild" => {
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["sleep", &arg(2)])
+                .spawn()
+                .expect("spawn grandchild");
+            let _ = writeln!(out, "{}", child.id());
+            let _ = out.flush();
+            std::thread::sleep(secs(2));
+        }
+        "flood" => {
+            let mut left: usize = arg(2).parse().expect("bytes");
+            let chunk = [b'x'; 65536];
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if out.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        }
+        "env" => {
+            let mut vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            vars.sort();
+            for v in vars {
+                let _ = writeln!(out, "{v}");
+            }
+        }
+        "cwd" => {
+            let _ = writeln!(out, "{}", std::env::current_dir().unwrap().display());
+        }
+        "cat" => {
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input).unwrap();
+            let _ = out.write_all(&input);
+        }
+        "argv0" => {
+            let _ = writeln!(out, "{}", arg(0));
+        }
+        other => panic!("testprog: unknown mode {other:?}"),
+    }
+}
