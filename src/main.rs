@@ -172,7 +172,6 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             default_timeout: args.timeout,
             max_timeout: args.timeout,
             max_buffer: args.max_buffer,
-            default_max_buffer: Limits::default().default_max_buffer.min(args.max_buffer),
             max_live_children: args.max_children,
             ..Limits::default()
         })

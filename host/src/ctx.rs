@@ -20,8 +20,8 @@ pub type DenialReporter = Arc<dyn Fn(&Denial) + Send + Sync>;
 /// listed on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes kept per output stream by `exec` when the guest does not say.
-    /// Default: 1 MiB (Node's `maxBuffer`).
+    /// Bytes kept per output stream by `exec` when the guest does not say
+    /// (bounded by `max_buffer`). Default: 1 MiB (Node's `maxBuffer`).
     pub default_max_buffer: u64,
     /// The most a guest may ask for as `max-buffer`. Default: 64 MiB.
     pub max_buffer: u64,

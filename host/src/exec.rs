@@ -53,7 +53,8 @@ struct Bounds {
 impl ProcessCtx {
     fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, ErrorCode> {
         let limits = &self.limits;
-        let max_buffer = options.max_buffer.unwrap_or(limits.default_max_buffer);
+        let max_buffer = (options.max_buffer)
+            .unwrap_or(limits.default_max_buffer.min(limits.max_buffer));
         if max_buffer == 0 {
             return Err(ErrorCode::InvalidArgument("max-buffer must be at least 1 byte".into()));
         }

@@ -4,6 +4,7 @@
 //! ```text
 //! exec-probe REQUEST [--- REQUEST]...
 //! REQUEST := [OPTION]... (shell COMMAND | file PROGRAM [ARG]...)
+//!          | spawn PROGRAM | fork COMPONENT
 //! OPTION  := --cwd DIR | --env NAME=VALUE | --timeout-ms N | --kill-signal N
 //!          | --max-buffer N | --stdin TEXT
 //! ```
@@ -14,15 +15,50 @@
 //! `timed-out`.
 
 use wasmproc_guest::exec::{ExecOptions, ExecOutput, exec, exec_file};
-use wasmproc_guest::types::ErrorCode;
+use wasmproc_guest::fork::{ForkOptions, fork};
+use wasmproc_guest::spawn::{SpawnOptions, spawn};
+use wasmproc_guest::types::{ErrorCode, Stdio};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).map(|a| a.replace("<NUL>", "\0")).collect();
     for request in args.split(|a| a == "---") {
+        if let Some(result) = other_interface(request) {
+            match result {
+                Ok(what) => println!("{what}"),
+                Err(e) => println!("error: {}: {}", e.code(), e.message()),
+            }
+            continue;
+        }
         match run(request) {
             Ok(out) => print_output(&out),
             Err(e) => println!("error: {}: {}", e.code(), e.message()),
         }
+    }
+}
+
+/// `spawn PROGRAM` and `fork COMPONENT`, to see what this host says of them.
+fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
+    let stdio = || (Stdio::Inherit, Stdio::Inherit, Stdio::Inherit);
+    match request {
+        [kind, program] if kind == "spawn" => {
+            let (stdin, stdout, stderr) = stdio();
+            let options = SpawnOptions { cwd: None, env: vec![], stdin, stdout, stderr };
+            Some(spawn(program, &[], &options).map(|child| format!("spawned: pid {}", child.pid())))
+        }
+        [kind, component] if kind == "fork" => {
+            let (_, stdout, stderr) = stdio();
+            let options = ForkOptions {
+                programs: vec![],
+                dirs: vec![],
+                allow_env: vec![],
+                env: vec![],
+                shell: false,
+                stdout,
+                stderr,
+            };
+            Some(fork(component, &[], &options).map(|worker| format!("forked: pid {}", worker.pid())))
+        }
+        _ => None,
     }
 }
 

@@ -1,0 +1,191 @@
+//! Shared test fixtures: guest components built from source, the `testprog`
+//! helper, and running a guest against a [`ProcessCtx`] with its output
+//! captured.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use wasmproc::{GuestExit, Runner};
+use wasmproc_host::{Denial, ProcessCtx, ProcessCtxBuilder};
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// The repository's root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds every guest in guest-examples/ with scripts/build-guests.sh (once
+/// per test binary; cargo makes it incremental) and returns the directory
+/// of the components.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo().join("scripts/build-guests.sh"))
+            .status()
+            .expect("run scripts/build-guests.sh");
+        assert!(status.success(), "scripts/build-guests.sh failed");
+        let target = std::env::var_os("WASMPROC_GUEST_TARGET")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("guest-examples/target"));
+        target.join("components")
+    })
+}
+
+/// The path of the freshly built guest component `name`.
+pub fn guest(name: &str) -> PathBuf {
+    guests_dir().join(format!("{name}.wasm"))
+}
+
+/// The `testprog` helper (tests/helpers/testprog.rs), compiled once.
+pub fn testprog() -> &'static Path {
+    static PROG: OnceLock<PathBuf> = OnceLock::new();
+    PROG.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testprog");
+        let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .args(["--edition", "2024", "-O", "-o"])
+            .arg(&out)
+            .arg(repo().join("tests/helpers/testprog.rs"))
+            .status()
+            .expect("run rustc");
+        assert!(status.success(), "cannot compile testprog");
+        out
+    })
+}
+
+/// A builder that grants `testprog` and nothing else.
+pub fn grants_testprog() -> ProcessCtxBuilder {
+    let mut b = ProcessCtx::builder();
+    b.allow_program(testprog()).unwrap();
+    b
+}
+
+fn runner() -> &'static Runner {
+    static RUNNER: OnceLock<Runner> = OnceLock::new();
+    RUNNER.get_or_init(|| Runner::new().unwrap())
+}
+
+fn component(path: &Path) -> Component {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Component>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap().get(path) {
+        return c.clone();
+    }
+    let c = runner().load(path).unwrap();
+    cache.lock().unwrap().insert(path.to_owned(), c.clone());
+    c
+}
+
+/// What a guest run produced.
+#[derive(Debug)]
+pub struct GuestRun {
+    pub exit: GuestExit,
+    pub stdout: String,
+    pub stderr: String,
+    /// Denials the host reported while the guest ran.
+    pub denials: Vec<Denial>,
+    /// The trap, if the guest trapped.
+    pub trap: Option<String>,
+}
+
+/// Runs the component at `path` with `args` and the capabilities of
+/// `process`, capturing its stdout and stderr.
+pub async fn run_component(path: &Path, mut process: ProcessCtxBuilder, args: &[&str]) -> GuestRun {
+    let denials = Arc::new(Mutex::new(Vec::new()));
+    let seen = denials.clone();
+    process.on_denial(move |d| seen.lock().unwrap().push(d.clone()));
+    let stdout = MemoryOutputPipe::new(64 << 20);
+    let stderr = MemoryOutputPipe::new(64 << 20);
+    let mut wasi = WasiCtx::builder();
+    wasi.arg(path.file_name().unwrap().to_str().unwrap())
+        .args(args)
+        .stdout(stdout.clone())
+        .stderr(stderr.clone());
+    let (exit, trap) = runner()
+        .run(&component(path), wasi.build(), process.build())
+        .await
+        .unwrap();
+    let denials = denials.lock().unwrap().clone();
+    GuestRun {
+        exit,
+        stdout: String::from_utf8(stdout.contents().to_vec()).unwrap(),
+        stderr: String::from_utf8(stderr.contents().to_vec()).unwrap(),
+        denials,
+        trap: trap.map(|t| format!("{t:?}")),
+    }
+}
+
+/// One request's result as the exec-probe guest printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The fields of an `exec-output` (`status`, `stdout`, ...).
+    Ok(BTreeMap<String, String>),
+    /// The `error-code` case (`access-denied`, ...) and its message.
+    Err(String, String),
+}
+
+impl Outcome {
+    /// The fields of a successful request; panics on an error.
+    pub fn ok(&self) -> &BTreeMap<String, String> {
+        match self {
+            Outcome::Ok(fields) => fields,
+            Outcome::Err(code, msg) => panic!("expected success, got {code}: {msg}"),
+        }
+    }
+
+    /// `(code, message)` of a failed request; panics on success.
+    pub fn err(&self) -> (&str, &str) {
+        match self {
+            Outcome::Err(code, msg) => (code, msg),
+            Outcome::Ok(fields) => panic!("expected an error, got {fields:?}"),
+        }
+    }
+
+    /// The field `name` of a successful request.
+    pub fn field(&self, name: &str) -> &str {
+        &self.ok()[name]
+    }
+}
+
+/// Runs the exec-probe guest with `args` (requests separated by `---`).
+pub async fn probe(process: ProcessCtxBuilder, args: &[&str]) -> (Vec<Outcome>, GuestRun) {
+    let run = run_component(&guest("exec-probe"), process, args).await;
+    assert_eq!(run.exit, GuestExit::Code(0), "exec-probe failed: {}\n{:?}", run.stderr, run.trap);
+    let mut outcomes = Vec::new();
+    for line in run.stdout.lines() {
+        let (key, value) = line.split_once(": ").unwrap_or((line, ""));
+        match key {
+            "error" => {
+                let (code, msg) = value.split_once(": ").unwrap_or((value, ""));
+                outcomes.push(Outcome::Err(code.to_owned(), msg.to_owned()));
+            }
+            "pid" => outcomes.push(Outcome::Ok(BTreeMap::from([("pid".to_owned(), value.to_owned())]))),
+            _ => match outcomes.last_mut() {
+                Some(Outcome::Ok(fields)) => {
+                    fields.insert(key.to_owned(), value.to_owned());
+                }
+                _ => outcomes.push(Outcome::Err("unparsed".into(), line.to_owned())),
+            },
+        }
+    }
+    (outcomes, run)
+}
+
+/// Runs one request through exec-probe and returns its outcome.
+pub async fn probe_one(process: ProcessCtxBuilder, args: &[&str]) -> Outcome {
+    let (mut outcomes, run) = probe(process, args).await;
+    assert_eq!(outcomes.len(), 1, "one request, one outcome: {}", run.stdout);
+    outcomes.remove(0)
+}
+
+/// The program argument for `testprog`, as a guest names it.
+pub const TP: &str = "testprog";
+
+/// Quoted as exec-probe prints short output.
+pub fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
