@@ -116,7 +116,9 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let (wasi, process) = contexts(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let runner = Runner::new()?;
         let component = runner.load(&args.component)?;
@@ -138,7 +140,11 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
     wasi.inherit_stdio();
-    let name = args.component.file_name().unwrap_or_default().to_string_lossy();
+    let name = args
+        .component
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
     wasi.arg(name).args(&args.args);
     for env in &args.envs {
         match env.split_once('=') {
@@ -159,13 +165,19 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             .with_context(|| format!("--dir {dir}"))?;
     }
     for program in &args.allow_run {
-        process.allow_program(program).with_context(|| format!("--allow-run {program}"))?;
+        process
+            .allow_program(program)
+            .with_context(|| format!("--allow-run {program}"))?;
     }
     if let Some(shell) = &args.allow_shell {
-        process.allow_shell(shell).with_context(|| format!("--allow-shell {shell}"))?;
+        process
+            .allow_shell(shell)
+            .with_context(|| format!("--allow-shell {shell}"))?;
     }
     for name in &args.allow_env {
-        process.allow_env(name).with_context(|| format!("--allow-env {name}"))?;
+        process
+            .allow_env(name)
+            .with_context(|| format!("--allow-env {name}"))?;
     }
     process
         .limits(Limits {
@@ -187,9 +199,18 @@ fn grant_hint(denial: &Denial) -> String {
         Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
         Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
         Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
-        Denial::Limit { limit: "max_timeout", .. } => "raise it with --timeout".to_owned(),
-        Denial::Limit { limit: "max_buffer", .. } => "raise it with --max-buffer".to_owned(),
-        Denial::Limit { limit: "max_live_children", .. } => "raise it with --max-children".to_owned(),
+        Denial::Limit {
+            limit: "max_timeout",
+            ..
+        } => "raise it with --timeout".to_owned(),
+        Denial::Limit {
+            limit: "max_buffer",
+            ..
+        } => "raise it with --max-buffer".to_owned(),
+        Denial::Limit {
+            limit: "max_live_children",
+            ..
+        } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
         _ => "not grantable by a flag".to_owned(),
     }

@@ -19,7 +19,12 @@ async fn exec_file_returns_the_childs_output_and_exit_code_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_file_reports_a_nonzero_exit_code() {
-    let outs = probe(grants_testprog(), &["file", TP, "exit", "3", "---", "file", TP, "exit", "255"]).await.0;
+    let outs = probe(
+        grants_testprog(),
+        &["file", TP, "exit", "3", "---", "file", TP, "exit", "255"],
+    )
+    .await
+    .0;
     assert_eq!(outs[0].field("status"), "exited(3)");
     assert_eq!(outs[1].field("status"), "exited(255)");
 }
@@ -39,7 +44,11 @@ async fn exec_file_reports_a_child_killed_by_a_signal_as_signaled_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_file_gives_the_child_its_stdin_bytes() {
-    let out = probe_one(grants_testprog(), &["--stdin", "line one\nline two", "file", TP, "cat"]).await;
+    let out = probe_one(
+        grants_testprog(),
+        &["--stdin", "line one\nline two", "file", TP, "cat"],
+    )
+    .await;
     assert_eq!(out.field("stdout"), quoted("line one\nline two"));
 }
 
@@ -54,10 +63,26 @@ async fn exec_file_runs_the_granted_binary_with_its_name_as_argv0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_file_is_denied_when_program_not_allowed() {
-    let (outs, run) = probe(grants_testprog(), &["file", "sh", "-c", "true", "---", "file", "/bin/sh"]).await;
-    assert_eq!(outs[0].err(), ("access-denied", "program `sh` is not allowed"));
-    assert_eq!(outs[1].err(), ("access-denied", "program `/bin/sh` is not allowed"));
-    assert_eq!(run.denials, [Denial::Program("sh".into()), Denial::Program("/bin/sh".into())]);
+    let (outs, run) = probe(
+        grants_testprog(),
+        &["file", "sh", "-c", "true", "---", "file", "/bin/sh"],
+    )
+    .await;
+    assert_eq!(
+        outs[0].err(),
+        ("access-denied", "program `sh` is not allowed")
+    );
+    assert_eq!(
+        outs[1].err(),
+        ("access-denied", "program `/bin/sh` is not allowed")
+    );
+    assert_eq!(
+        run.denials,
+        [
+            Denial::Program("sh".into()),
+            Denial::Program("/bin/sh".into())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,7 +108,10 @@ async fn exec_file_reports_not_found_when_a_granted_program_is_gone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_through_a_shell_is_denied_unless_a_shell_is_granted() {
     let denied = probe_one(grants_testprog(), &["shell", "echo hi"]).await;
-    assert_eq!(denied.err(), ("access-denied", "no shell is granted for `exec`"));
+    assert_eq!(
+        denied.err(),
+        ("access-denied", "no shell is granted for `exec`")
+    );
 
     let mut grants = grants_testprog();
     grants.allow_shell("/bin/sh").unwrap();
@@ -105,8 +133,26 @@ async fn children_start_with_an_empty_environment_plus_allowed_names() {
 async fn env_name_not_allowed_is_denied() {
     let mut grants = grants_testprog();
     grants.allow_env("GREETING").unwrap();
-    let (outs, run) = probe(grants, &["--env", "GREETING=x", "--env", "LD_PRELOAD=/x.so", "file", TP, "env"]).await;
-    assert_eq!(outs[0].err(), ("access-denied", "environment variable `LD_PRELOAD` is not allowed"));
+    let (outs, run) = probe(
+        grants,
+        &[
+            "--env",
+            "GREETING=x",
+            "--env",
+            "LD_PRELOAD=/x.so",
+            "file",
+            TP,
+            "env",
+        ],
+    )
+    .await;
+    assert_eq!(
+        outs[0].err(),
+        (
+            "access-denied",
+            "environment variable `LD_PRELOAD` is not allowed"
+        )
+    );
     assert_eq!(run.denials, [Denial::EnvName("LD_PRELOAD".into())]);
 }
 
@@ -133,14 +179,38 @@ async fn cwd_inside_a_granted_dir_is_entered() {
     let host = granted.path().canonicalize().unwrap();
     let outs = probe(
         grants_dir(granted.path()),
-        &["--cwd", "/work/sub", "file", TP, "cwd", "---", "--cwd", "sub", "file", TP, "cwd", "---", "file", TP, "cwd"],
+        &[
+            "--cwd",
+            "/work/sub",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "--cwd",
+            "sub",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "file",
+            TP,
+            "cwd",
+        ],
     )
     .await
     .0;
     let sub = quoted(&format!("{}\n", host.join("sub").display()));
     assert_eq!(outs[0].field("stdout"), sub, "absolute guest path");
-    assert_eq!(outs[1].field("stdout"), sub, "relative to the first granted dir");
-    assert_eq!(outs[2].field("stdout"), quoted(&format!("{}\n", host.display())), "default: first granted dir");
+    assert_eq!(
+        outs[1].field("stdout"),
+        sub,
+        "relative to the first granted dir"
+    );
+    assert_eq!(
+        outs[2].field("stdout"),
+        quoted(&format!("{}\n", host.display())),
+        "default: first granted dir"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,8 +222,18 @@ async fn children_run_in_the_root_directory_when_no_dir_is_granted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cwd_outside_granted_dirs_is_denied() {
     let (granted, _outside) = granted_tree();
-    let (outs, run) = probe(grants_dir(granted.path()), &["--cwd", "/etc", "file", TP, "cwd"]).await;
-    assert_eq!(outs[0].err(), ("access-denied", "working directory `/etc` is outside the granted directories"));
+    let (outs, run) = probe(
+        grants_dir(granted.path()),
+        &["--cwd", "/etc", "file", TP, "cwd"],
+    )
+    .await;
+    assert_eq!(
+        outs[0].err(),
+        (
+            "access-denied",
+            "working directory `/etc` is outside the granted directories"
+        )
+    );
     assert_eq!(run.denials, [Denial::Cwd("/etc".into())]);
 }
 
@@ -162,25 +242,53 @@ async fn cwd_dotdot_escape_is_denied() {
     let (granted, _outside) = granted_tree();
     let outs = probe(
         grants_dir(granted.path()),
-        &["--cwd", "/work/..", "file", TP, "cwd", "---", "--cwd", "/work/sub/../..", "file", TP, "cwd", "---", "--cwd", "../", "file", TP, "cwd"],
+        &[
+            "--cwd",
+            "/work/..",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "--cwd",
+            "/work/sub/../..",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "--cwd",
+            "../",
+            "file",
+            TP,
+            "cwd",
+        ],
     )
     .await
     .0;
     for out in &outs {
         let (code, message) = out.err();
         assert_eq!(code, "access-denied");
-        assert!(message.contains("leads out of the granted directory `/work`"), "{message}");
+        assert!(
+            message.contains("leads out of the granted directory `/work`"),
+            "{message}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cwd_symlink_escape_is_denied() {
     let (granted, _outside) = granted_tree();
-    let (outs, run) = probe(grants_dir(granted.path()), &["--cwd", "/work/out", "file", TP, "cwd"]).await;
+    let (outs, run) = probe(
+        grants_dir(granted.path()),
+        &["--cwd", "/work/out", "file", TP, "cwd"],
+    )
+    .await;
     assert_eq!(outs[0].err().0, "access-denied");
     assert_eq!(
         run.denials,
-        [Denial::CwdEscape { cwd: "/work/out".into(), granted: "/work".into() }]
+        [Denial::CwdEscape {
+            cwd: "/work/out".into(),
+            granted: "/work".into()
+        }]
     );
 }
 
@@ -189,7 +297,19 @@ async fn cwd_that_does_not_exist_or_is_a_file_is_refused() {
     let (granted, _outside) = granted_tree();
     let outs = probe(
         grants_dir(granted.path()),
-        &["--cwd", "/work/missing", "file", TP, "cwd", "---", "--cwd", "/work/file", "file", TP, "cwd"],
+        &[
+            "--cwd",
+            "/work/missing",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "--cwd",
+            "/work/file",
+            "file",
+            TP,
+            "cwd",
+        ],
     )
     .await
     .0;
@@ -201,18 +321,31 @@ async fn cwd_that_does_not_exist_or_is_a_file_is_refused() {
 fn is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z')),
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_kills_the_child_and_its_grandchild() {
     let started = Instant::now();
-    let out = probe_one(grants_testprog(), &["--timeout-ms", "500", "file", TP, "grandchild", "60"]).await;
+    let out = probe_one(
+        grants_testprog(),
+        &["--timeout-ms", "500", "file", TP, "grandchild", "60"],
+    )
+    .await;
     assert_eq!(out.field("timed-out"), "true");
     assert_eq!(out.field("status"), "signaled(9)");
-    let printed = out.field("stdout").trim_matches('"').trim_end_matches("\\n").to_owned();
-    let grandchild: u32 = printed.parse().unwrap_or_else(|_| panic!("grandchild pid in {printed:?}"));
+    let printed = out
+        .field("stdout")
+        .trim_matches('"')
+        .trim_end_matches("\\n")
+        .to_owned();
+    let grandchild: u32 = printed
+        .parse()
+        .unwrap_or_else(|_| panic!("grandchild pid in {printed:?}"));
     // The grandchild was killed with its group; give the kernel a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !is_gone(grandchild) && Instant::now() < deadline {
@@ -224,7 +357,20 @@ async fn timeout_kills_the_child_and_its_grandchild() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_sends_the_requested_signal_first() {
-    let out = probe_one(grants_testprog(), &["--timeout-ms", "200", "--kill-signal", "15", "file", TP, "sleep", "60"]).await;
+    let out = probe_one(
+        grants_testprog(),
+        &[
+            "--timeout-ms",
+            "200",
+            "--kill-signal",
+            "15",
+            "file",
+            TP,
+            "sleep",
+            "60",
+        ],
+    )
+    .await;
     assert_eq!(out.field("timed-out"), "true");
     assert_eq!(out.field("status"), "signaled(15)");
 }
@@ -233,7 +379,19 @@ async fn timeout_sends_the_requested_signal_first() {
 async fn output_over_max_buffer_is_truncated_and_flagged_and_the_host_stays_healthy() {
     let outs = probe(
         grants_testprog(),
-        &["--max-buffer", "1000", "file", TP, "flood", "50000000", "---", "file", TP, "echo", "still fine"],
+        &[
+            "--max-buffer",
+            "1000",
+            "file",
+            TP,
+            "flood",
+            "50000000",
+            "---",
+            "file",
+            TP,
+            "echo",
+            "still fine",
+        ],
     )
     .await
     .0;
@@ -246,7 +404,11 @@ async fn output_over_max_buffer_is_truncated_and_flagged_and_the_host_stays_heal
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_up_to_max_buffer_is_kept_whole() {
-    let out = probe_one(grants_testprog(), &["--max-buffer", "100000", "file", TP, "flood", "100000"]).await;
+    let out = probe_one(
+        grants_testprog(),
+        &["--max-buffer", "100000", "file", TP, "flood", "100000"],
+    )
+    .await;
     assert_eq!(out.field("stdout"), "<100000 bytes>");
     assert_eq!(out.field("stdout-truncated"), "false");
     assert_eq!(out.field("status"), "exited(0)");
@@ -255,15 +417,36 @@ async fn output_up_to_max_buffer_is_kept_whole() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nul_byte_in_an_argument_is_invalid_argument() {
     let mut grants = grants_testprog();
-    grants.allow_env("A").unwrap().allow_shell("/bin/sh").unwrap();
+    grants
+        .allow_env("A")
+        .unwrap()
+        .allow_shell("/bin/sh")
+        .unwrap();
     let outs = probe(
         grants,
         &[
-            "file", TP, "echo", "a<NUL>b", "---",
-            "file", "test<NUL>prog", "---",
-            "--env", "A=x<NUL>y", "file", TP, "env", "---",
-            "--cwd", "a<NUL>", "file", TP, "cwd", "---",
-            "shell", "echo <NUL>",
+            "file",
+            TP,
+            "echo",
+            "a<NUL>b",
+            "---",
+            "file",
+            "test<NUL>prog",
+            "---",
+            "--env",
+            "A=x<NUL>y",
+            "file",
+            TP,
+            "env",
+            "---",
+            "--cwd",
+            "a<NUL>",
+            "file",
+            TP,
+            "cwd",
+            "---",
+            "shell",
+            "echo <NUL>",
         ],
     )
     .await
@@ -279,16 +462,45 @@ async fn nul_byte_in_an_argument_is_invalid_argument() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_sizes_timeouts_and_signals_are_refused_with_a_reason() {
     let mut grants = grants_testprog();
-    grants.limits(Limits { max_buffer: 4096, ..Limits::default() });
+    grants.limits(Limits {
+        max_buffer: 4096,
+        ..Limits::default()
+    });
     let outs = probe(
         grants,
         &[
-            "--max-buffer", "0", "file", TP, "echo", "---",
-            "--max-buffer", "5000", "file", TP, "echo", "---",
-            "--timeout-ms", "0", "file", TP, "echo", "---",
-            "--kill-signal", "0", "file", TP, "echo", "---",
-            "--kill-signal", "200", "file", TP, "echo", "---",
-            "file", "",
+            "--max-buffer",
+            "0",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "--max-buffer",
+            "5000",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "--timeout-ms",
+            "0",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "--kill-signal",
+            "0",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "--kill-signal",
+            "200",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "file",
+            "",
         ],
     )
     .await
@@ -296,7 +508,14 @@ async fn bad_sizes_timeouts_and_signals_are_refused_with_a_reason() {
     let codes: Vec<&str> = outs.iter().map(|o| o.err().0).collect();
     assert_eq!(
         codes,
-        ["invalid-argument", "limit-exceeded", "invalid-argument", "invalid-argument", "invalid-argument", "invalid-argument"]
+        [
+            "invalid-argument",
+            "limit-exceeded",
+            "invalid-argument",
+            "invalid-argument",
+            "invalid-argument",
+            "invalid-argument"
+        ]
     );
 }
 
@@ -308,15 +527,38 @@ async fn a_host_maximum_timeout_bounds_what_the_guest_may_ask() {
         max_timeout: Some(Duration::from_secs(1)),
         ..Limits::default()
     });
-    let outs = probe(grants, &["--timeout-ms", "5000", "file", TP, "echo", "---", "file", TP, "sleep", "60"]).await.0;
+    let outs = probe(
+        grants,
+        &[
+            "--timeout-ms",
+            "5000",
+            "file",
+            TP,
+            "echo",
+            "---",
+            "file",
+            TP,
+            "sleep",
+            "60",
+        ],
+    )
+    .await
+    .0;
     assert_eq!(outs[0].err().0, "limit-exceeded");
-    assert_eq!(outs[1].field("timed-out"), "true", "the default timeout applies");
+    assert_eq!(
+        outs[1].field("timed-out"),
+        "true",
+        "the default timeout applies"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn arguments_over_the_byte_limit_are_refused() {
     let mut grants = grants_testprog();
-    grants.limits(Limits { max_arg_bytes: 1000, ..Limits::default() });
+    grants.limits(Limits {
+        max_arg_bytes: 1000,
+        ..Limits::default()
+    });
     let big = "y".repeat(2000);
     let out = probe_one(grants, &["file", TP, "echo", &big]).await;
     assert_eq!(out.err().0, "limit-exceeded");
@@ -325,8 +567,18 @@ async fn arguments_over_the_byte_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spawns_over_the_total_limit_are_refused() {
     let mut grants = grants_testprog();
-    grants.limits(Limits { max_total_spawns: Some(2), ..Limits::default() });
-    let outs = probe(grants, &["file", TP, "echo", "---", "file", TP, "echo", "---", "file", TP, "echo"]).await.0;
+    grants.limits(Limits {
+        max_total_spawns: Some(2),
+        ..Limits::default()
+    });
+    let outs = probe(
+        grants,
+        &[
+            "file", TP, "echo", "---", "file", TP, "echo", "---", "file", TP, "echo",
+        ],
+    )
+    .await
+    .0;
     assert_eq!(outs[0].field("status"), "exited(0)");
     assert_eq!(outs[1].field("status"), "exited(0)");
     assert_eq!(outs[2].err().0, "limit-exceeded");
@@ -334,7 +586,12 @@ async fn spawns_over_the_total_limit_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unimplemented_spawn_and_fork_return_unsupported_not_a_trap() {
-    let outs = probe(grants_testprog(), &["spawn", TP, "---", "fork", "worker.wasm"]).await.0;
+    let outs = probe(
+        grants_testprog(),
+        &["spawn", TP, "---", "fork", "worker.wasm"],
+    )
+    .await
+    .0;
     assert_eq!(outs[0].err().0, "unsupported");
     assert_eq!(outs[1].err().0, "unsupported");
 }
@@ -344,7 +601,13 @@ async fn a_guest_that_traps_leaves_the_host_healthy() {
     // A request without a program makes exec-probe panic: a trap.
     let trapped = run_component(&guest("exec-probe"), grants_testprog(), &["--cwd", "/"]).await;
     assert_eq!(trapped.exit, wasmproc::GuestExit::Trap);
-    assert!(trapped.stderr.contains("needs `shell COMMAND` or `file PROGRAM`"), "{}", trapped.stderr);
+    assert!(
+        trapped
+            .stderr
+            .contains("needs `shell COMMAND` or `file PROGRAM`"),
+        "{}",
+        trapped.stderr
+    );
     let out = probe_one(grants_testprog(), &["file", TP, "echo", "after"]).await;
     assert_eq!(out.field("stdout"), quoted("after\n"));
 }

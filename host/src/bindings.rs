@@ -8,7 +8,10 @@
 //! [`ErrorCode`](wasmproc::process::types::ErrorCode) while a host bug or a bad
 //! handle traps.
 
-#![allow(missing_docs, reason = "generated; each item is documented in wit/process.wit")]
+#![allow(
+    missing_docs,
+    reason = "generated; each item is documented in wit/process.wit"
+)]
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -211,7 +211,10 @@ impl ProcessCtxBuilder {
         let dir = Dir::open_ambient_dir(host_path, ambient_authority())
             .with_context(|| format!("cannot open directory {}", host_path.display()))?;
         if guest_path.is_empty() || guest_path.contains('\0') {
-            bail!("invalid guest path {guest_path:?} for {}", host_path.display());
+            bail!(
+                "invalid guest path {guest_path:?} for {}",
+                host_path.display()
+            );
         }
         self.ctx.dirs.push(DirGrant {
             guest_path: PathBuf::from(guest_path),
@@ -246,6 +249,6 @@ impl ProcessCtxBuilder {
 
     /// The finished context.
     pub fn build(&mut self) -> ProcessCtx {
-        std::mem::replace(self, ProcessCtxBuilder::new()).ctx
+        std::mem::take(self).ctx
     }
 }

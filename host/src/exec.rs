@@ -12,7 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
 
 impl Host for ProcessCtxView<'_> {
-    async fn exec(&mut self, command: String, mut options: ExecOptions) -> ProcessResult<ExecOutput> {
+    async fn exec(
+        &mut self,
+        command: String,
+        mut options: ExecOptions,
+    ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
         let req = Request {
             shell_command: Some(&command),
@@ -53,10 +57,12 @@ struct Bounds {
 impl ProcessCtx {
     fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, ErrorCode> {
         let limits = &self.limits;
-        let max_buffer = (options.max_buffer)
-            .unwrap_or(limits.default_max_buffer.min(limits.max_buffer));
+        let max_buffer =
+            (options.max_buffer).unwrap_or(limits.default_max_buffer.min(limits.max_buffer));
         if max_buffer == 0 {
-            return Err(ErrorCode::InvalidArgument("max-buffer must be at least 1 byte".into()));
+            return Err(ErrorCode::InvalidArgument(
+                "max-buffer must be at least 1 byte".into(),
+            ));
         }
         if max_buffer > limits.max_buffer {
             return Err(self.deny(Denial::Limit {
@@ -68,18 +74,22 @@ impl ProcessCtx {
             }));
         }
         let timeout = match options.timeout_ms {
-            Some(0) => return Err(ErrorCode::InvalidArgument("timeout-ms must be at least 1".into())),
+            Some(0) => {
+                return Err(ErrorCode::InvalidArgument(
+                    "timeout-ms must be at least 1".into(),
+                ));
+            }
             Some(ms) => Some(Duration::from_millis(ms)),
             None => limits.default_timeout,
         };
-        if let Some(max) = limits.max_timeout {
-            if timeout.is_none_or(|t| t > max) {
-                let asked = timeout.map_or("no timeout".to_owned(), |t| format!("a timeout of {t:?}"));
-                return Err(self.deny(Denial::Limit {
-                    limit: "max_timeout",
-                    message: format!("{asked} is above the host's limit of {max:?}"),
-                }));
-            }
+        if let Some(max) = limits.max_timeout
+            && timeout.is_none_or(|t| t > max)
+        {
+            let asked = timeout.map_or("no timeout".to_owned(), |t| format!("a timeout of {t:?}"));
+            return Err(self.deny(Denial::Limit {
+                limit: "max_timeout",
+                message: format!("{asked} is above the host's limit of {max:?}"),
+            }));
         }
         Ok(Bounds {
             // The host's maximum bounds it, so it fits in memory.
@@ -101,7 +111,11 @@ async fn run(
 ) -> Result<ExecOutput, ErrorCode> {
     let bounds = ctx.exec_bounds(options)?;
     let prepared = ctx.prepare(req)?;
-    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let started = Instant::now();
     let mut launched = ctx.launch(&prepared, stdin, Stdio::piped(), Stdio::piped())?;
     drop(prepared);
@@ -173,7 +187,12 @@ async fn run(
 }
 
 /// Sends `signal` to the group, once, and starts the grace period.
-fn kill(group: &crate::process::GroupGuard, signal: Signal, grace_deadline: &mut Option<Instant>, grace: Duration) {
+fn kill(
+    group: &crate::process::GroupGuard,
+    signal: Signal,
+    grace_deadline: &mut Option<Instant>,
+    grace: Duration,
+) {
     if let Err(e) = group.signal(signal) {
         tracing::error!(pgid = group.pid(), error = %e, "cannot signal process group");
     }
@@ -193,7 +212,13 @@ struct Capture<R> {
 
 impl<R: AsyncRead + Unpin> Capture<R> {
     fn new(pipe: Option<R>, max: usize) -> Self {
-        Capture { pipe, data: Vec::new(), buf: vec![0; 64 << 10].into(), max, truncated: false }
+        Capture {
+            pipe,
+            data: Vec::new(),
+            buf: vec![0; 64 << 10].into(),
+            max,
+            truncated: false,
+        }
     }
 
     fn done(&self) -> bool {
@@ -208,7 +233,9 @@ impl<R: AsyncRead + Unpin> Capture<R> {
     /// Reads one chunk; returns whether the stream just went over its bound
     /// (then it is truncated to the bound and abandoned). Cancel safe.
     async fn read(&mut self) -> bool {
-        let Some(pipe) = self.pipe.as_mut() else { return false };
+        let Some(pipe) = self.pipe.as_mut() else {
+            return false;
+        };
         match pipe.read(&mut self.buf).await {
             Ok(0) | Err(_) => {
                 self.pipe = None;

@@ -16,7 +16,9 @@ pub struct Worker {
 }
 
 fn no_worker<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::format_err!("no `worker` resource can exist: fork is not implemented"))
+    Err(wasmtime::format_err!(
+        "no `worker` resource can exist: fork is not implemented"
+    ))
 }
 
 fn no_worker_trap<T>() -> ProcessResult<T> {
@@ -26,8 +28,16 @@ fn no_worker_trap<T>() -> ProcessResult<T> {
 }
 
 impl Host for ProcessCtxView<'_> {
-    fn fork(&mut self, component: String, _args: Vec<String>, _options: ForkOptions) -> ProcessResult<Resource<Worker>> {
-        Err(ErrorCode::Unsupported(format!("fork (of `{component}`) is not implemented by this host yet")).into())
+    fn fork(
+        &mut self,
+        component: String,
+        _args: Vec<String>,
+        _options: ForkOptions,
+    ) -> ProcessResult<Resource<Worker>> {
+        Err(ErrorCode::Unsupported(format!(
+            "fork (of `{component}`) is not implemented by this host yet"
+        ))
+        .into())
     }
 }
 
@@ -59,10 +69,16 @@ impl HostWorker for ProcessCtxView<'_> {
     fn kill(&mut self, _: Resource<Worker>, _signal: u8) -> ProcessResult<()> {
         no_worker_trap()
     }
-    fn take_stdout(&mut self, _: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stdout(
+        &mut self,
+        _: Resource<Worker>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         no_worker()
     }
-    fn take_stderr(&mut self, _: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stderr(
+        &mut self,
+        _: Resource<Worker>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         no_worker()
     }
     fn drop(&mut self, _: Resource<Worker>) -> wasmtime::Result<()> {
@@ -71,7 +87,10 @@ impl HostWorker for ProcessCtxView<'_> {
 }
 
 fn not_forked() -> ProcessError {
-    ErrorCode::Unsupported("this component was not started by fork: it has no parent channel".into()).into()
+    ErrorCode::Unsupported(
+        "this component was not started by fork: it has no parent channel".into(),
+    )
+    .into()
 }
 
 impl parent::Host for ProcessCtxView<'_> {

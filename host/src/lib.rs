@@ -113,7 +113,9 @@ impl HasData for WasmProcess {
 /// Adds every interface of `wasmproc:process` (`types`, `exec`, `spawn`,
 /// `fork`, `parent`) to `linker`. The store must be used asynchronously
 /// (`Config::async_support(true)`, `call_async`) on a tokio runtime.
-pub fn add_to_linker_async<T: ProcessView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+pub fn add_to_linker_async<T: ProcessView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     bindings::types::add_to_linker::<T, WasmProcess>(linker, T::process)?;
     bindings::exec::add_to_linker::<T, WasmProcess>(linker, T::process)?;
     bindings::spawn::add_to_linker::<T, WasmProcess>(linker, T::process)?;

@@ -51,7 +51,10 @@ impl fmt::Display for Denial {
         match self {
             Denial::Program(p) => write!(f, "program `{p}` is not allowed"),
             Denial::Shell => f.write_str("no shell is granted for `exec`"),
-            Denial::Cwd(c) => write!(f, "working directory `{c}` is outside the granted directories"),
+            Denial::Cwd(c) => write!(
+                f,
+                "working directory `{c}` is outside the granted directories"
+            ),
             Denial::CwdEscape { cwd, granted } => write!(
                 f,
                 "working directory `{cwd}` leads out of the granted directory `{granted}` through `..` or a symlink"
@@ -161,7 +164,10 @@ impl ProcessCtx {
         self.check_strings(req)?;
         let (grant, args) = match req.shell_command {
             Some(command) => {
-                let shell = self.shell.as_ref().ok_or_else(|| self.deny(Denial::Shell))?;
+                let shell = self
+                    .shell
+                    .as_ref()
+                    .ok_or_else(|| self.deny(Denial::Shell))?;
                 (shell, vec!["-c".to_owned(), command.to_owned()])
             }
             None => (self.find_program(req.program)?, req.args.to_vec()),
@@ -208,12 +214,18 @@ impl ProcessCtx {
 
     /// Refuses NUL bytes and empty names in every guest string.
     fn check_strings(&self, req: &Request<'_>) -> Result<(), ErrorCode> {
-        let nul = |what: String| Err(ErrorCode::InvalidArgument(format!("{what} contains a NUL byte")));
+        let nul = |what: String| {
+            Err(ErrorCode::InvalidArgument(format!(
+                "{what} contains a NUL byte"
+            )))
+        };
         match req.shell_command {
             Some(c) if c.contains('\0') => return nul("the command".into()),
             Some(_) => {}
             None if req.program.is_empty() => {
-                return Err(ErrorCode::InvalidArgument("the program name is empty".into()));
+                return Err(ErrorCode::InvalidArgument(
+                    "the program name is empty".into(),
+                ));
             }
             None if req.program.contains('\0') => return nul("the program name".into()),
             None => {}
@@ -285,7 +297,10 @@ impl ProcessCtx {
             None if path.is_relative() && !self.dirs.is_empty() => (&self.dirs[0], path),
             None => return Err(self.deny(Denial::Cwd(cwd.to_owned()))),
         };
-        let rest: PathBuf = rest.components().filter(|c| *c != Component::CurDir).collect();
+        let rest: PathBuf = rest
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
         let opened = if rest.as_os_str().is_empty() {
             grant.dir.try_clone()
         } else {
@@ -294,10 +309,12 @@ impl ProcessCtx {
         match opened {
             Ok(dir) => Ok((Some(dir), grant.host_path.join(&rest))),
             // cap-std refuses `..` and symlinks that lead out of the grant.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(Denial::CwdEscape {
-                cwd: cwd.to_owned(),
-                granted: grant.guest_path.display().to_string(),
-            })),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Err(self.deny(Denial::CwdEscape {
+                    cwd: cwd.to_owned(),
+                    granted: grant.guest_path.display().to_string(),
+                }))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
                 "working directory `{cwd}` does not exist in {}",
                 grant.guest_path.display()
@@ -305,7 +322,10 @@ impl ProcessCtx {
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(ErrorCode::InvalidArgument(
                 format!("working directory `{cwd}` is not a directory"),
             )),
-            Err(e) => Err(ErrorCode::from_io(format_args!("opening working directory `{cwd}`"), &e)),
+            Err(e) => Err(ErrorCode::from_io(
+                format_args!("opening working directory `{cwd}`"),
+                &e,
+            )),
         }
     }
 }

@@ -68,13 +68,13 @@ impl ProcessCtx {
                 message: format!("{live} children are alive, the most allowed at once"),
             }));
         }
-        if let Some(max) = self.limits.max_total_spawns {
-            if self.total_spawns >= max {
-                return Err(self.deny(Denial::Limit {
-                    limit: "max_total_spawns",
-                    message: format!("{max} children were started, the most allowed"),
-                }));
-            }
+        if let Some(max) = self.limits.max_total_spawns
+            && self.total_spawns >= max
+        {
+            return Err(self.deny(Denial::Limit {
+                limit: "max_total_spawns",
+                message: format!("{max} children were started, the most allowed"),
+            }));
         }
         let mut cmd = Command::new(&prepared.program);
         cmd.arg0(&prepared.argv0)
@@ -116,13 +116,15 @@ impl ProcessCtx {
 fn spawn_error(prepared: &Prepared, err: &io::Error) -> ErrorCode {
     let program = prepared.program.display();
     match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
-        Some(rustix::io::Errno::NOENT) => ErrorCode::NotFound(format!("program {program} does not exist")),
+        Some(rustix::io::Errno::NOENT) => {
+            ErrorCode::NotFound(format!("program {program} does not exist"))
+        }
         Some(rustix::io::Errno::ACCESS) => {
             ErrorCode::AccessDenied(format!("the OS refused to execute {program}"))
         }
-        Some(rustix::io::Errno::TOOBIG) => {
-            ErrorCode::LimitExceeded(format!("arguments and environment of {program} are too large for the OS"))
-        }
+        Some(rustix::io::Errno::TOOBIG) => ErrorCode::LimitExceeded(format!(
+            "arguments and environment of {program} are too large for the OS"
+        )),
         Some(rustix::io::Errno::NOEXEC) => {
             ErrorCode::InvalidArgument(format!("{program} is not in an executable format"))
         }

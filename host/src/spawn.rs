@@ -14,16 +14,28 @@ pub struct Child {
 }
 
 fn no_child<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::format_err!("no `child` resource can exist: spawn is not implemented"))
+    Err(wasmtime::format_err!(
+        "no `child` resource can exist: spawn is not implemented"
+    ))
 }
 
 fn no_child_trap<T>() -> ProcessResult<T> {
-    Err(ProcessError::trap(wasmtime::format_err!("no `child` resource can exist: spawn is not implemented")))
+    Err(ProcessError::trap(wasmtime::format_err!(
+        "no `child` resource can exist: spawn is not implemented"
+    )))
 }
 
 impl Host for ProcessCtxView<'_> {
-    fn spawn(&mut self, program: String, _args: Vec<String>, _options: SpawnOptions) -> ProcessResult<Resource<Child>> {
-        Err(ErrorCode::Unsupported(format!("spawn (of `{program}`) is not implemented by this host yet; use exec-file")).into())
+    fn spawn(
+        &mut self,
+        program: String,
+        _args: Vec<String>,
+        _options: SpawnOptions,
+    ) -> ProcessResult<Resource<Child>> {
+        Err(ErrorCode::Unsupported(format!(
+            "spawn (of `{program}`) is not implemented by this host yet; use exec-file"
+        ))
+        .into())
     }
 }
 
@@ -31,13 +43,22 @@ impl HostChild for ProcessCtxView<'_> {
     fn pid(&mut self, _: Resource<Child>) -> wasmtime::Result<u32> {
         no_child()
     }
-    fn take_stdin(&mut self, _: Resource<Child>) -> wasmtime::Result<Option<Resource<DynOutputStream>>> {
+    fn take_stdin(
+        &mut self,
+        _: Resource<Child>,
+    ) -> wasmtime::Result<Option<Resource<DynOutputStream>>> {
         no_child()
     }
-    fn take_stdout(&mut self, _: Resource<Child>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stdout(
+        &mut self,
+        _: Resource<Child>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         no_child()
     }
-    fn take_stderr(&mut self, _: Resource<Child>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stderr(
+        &mut self,
+        _: Resource<Child>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         no_child()
     }
     fn subscribe(&mut self, _: Resource<Child>) -> wasmtime::Result<Resource<DynPollable>> {

@@ -2,7 +2,7 @@
 //! `exec`.
 
 use cap_std::fs::Dir;
-use rustix::process::{Signal, fchdir, getppid, getpid, set_parent_process_death_signal};
+use rustix::process::{Signal, fchdir, getpid, getppid, set_parent_process_death_signal};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use tokio::process::Command;

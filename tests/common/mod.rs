@@ -154,7 +154,13 @@ impl Outcome {
 /// Runs the exec-probe guest with `args` (requests separated by `---`).
 pub async fn probe(process: ProcessCtxBuilder, args: &[&str]) -> (Vec<Outcome>, GuestRun) {
     let run = run_component(&guest("exec-probe"), process, args).await;
-    assert_eq!(run.exit, GuestExit::Code(0), "exec-probe failed: {}\n{:?}", run.stderr, run.trap);
+    assert_eq!(
+        run.exit,
+        GuestExit::Code(0),
+        "exec-probe failed: {}\n{:?}",
+        run.stderr,
+        run.trap
+    );
     let mut outcomes = Vec::new();
     for line in run.stdout.lines() {
         let (key, value) = line.split_once(": ").unwrap_or((line, ""));
@@ -163,7 +169,10 @@ pub async fn probe(process: ProcessCtxBuilder, args: &[&str]) -> (Vec<Outcome>, 
                 let (code, msg) = value.split_once(": ").unwrap_or((value, ""));
                 outcomes.push(Outcome::Err(code.to_owned(), msg.to_owned()));
             }
-            "pid" => outcomes.push(Outcome::Ok(BTreeMap::from([("pid".to_owned(), value.to_owned())]))),
+            "pid" => outcomes.push(Outcome::Ok(BTreeMap::from([(
+                "pid".to_owned(),
+                value.to_owned(),
+            )]))),
             _ => match outcomes.last_mut() {
                 Some(Outcome::Ok(fields)) => {
                     fields.insert(key.to_owned(), value.to_owned());
@@ -178,7 +187,12 @@ pub async fn probe(process: ProcessCtxBuilder, args: &[&str]) -> (Vec<Outcome>, 
 /// Runs one request through exec-probe and returns its outcome.
 pub async fn probe_one(process: ProcessCtxBuilder, args: &[&str]) -> Outcome {
     let (mut outcomes, run) = probe(process, args).await;
-    assert_eq!(outcomes.len(), 1, "one request, one outcome: {}", run.stdout);
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "one request, one outcome: {}",
+        run.stdout
+    );
     outcomes.remove(0)
 }
 
