@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, Runner};
 use wasmproc_host::{Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime_wasi::{FsPerms, WasiCtx};
@@ -122,7 +123,15 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let runner = Runner::new()?;
         let component = runner.load(&args.component)?;
-        let (exit, trap) = runner.run(&component, wasi, process).await?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        // On SIGINT/SIGTERM the guest's store is dropped, which kills the
+        // process group of every child it still holds.
+        let (exit, trap) = tokio::select! {
+            result = runner.run(&component, wasi, process) => result?,
+            _ = interrupt.recv() => return Ok(stopped("SIGINT", 130)),
+            _ = terminate.recv() => return Ok(stopped("SIGTERM", 143)),
+        };
         Ok(match exit {
             GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             GuestExit::Trap => {
@@ -133,6 +142,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             }
         })
     })
+}
+
+fn stopped(signal: &str, code: u8) -> ExitCode {
+    eprintln!("wasmproc: stopped by {signal}; the guest's children were killed");
+    ExitCode::from(code)
 }
 
 /// The WASI and process contexts the flags describe.

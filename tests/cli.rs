@@ -198,3 +198,108 @@ fn cli_help_explains_the_capability_model() {
         assert!(help.contains(needle), "help lacks {needle}:\n{help}");
     }
 }
+
+#[test]
+fn host_sigterm_kills_every_child_and_grandchild() {
+    use std::io::{BufRead, BufReader};
+    let probe = guest("spawn-probe");
+    let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args([
+            "run",
+            "--allow-run",
+            testprog().to_str().unwrap(),
+            probe.to_str().unwrap(),
+        ])
+        .args(["hold", TP, "grandchild", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let mut pid = || {
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let (child, grandchild) = (pid(), pid());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(host.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = host.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    assert!(
+        text(&out.stderr).contains("stopped by SIGTERM"),
+        "{}",
+        text(&out.stderr)
+    );
+    for pid in [child, grandchild] {
+        assert!(
+            text(
+                &Command::new(testprog())
+                    .args(["alive", &pid])
+                    .output()
+                    .unwrap()
+                    .stdout
+            ) == "gone\n",
+            "process {pid} outlived the host"
+        );
+    }
+}
+
+#[test]
+fn prebuilt_seed_spawn_runs_from_the_readme_command() {
+    let out = wasmproc(&[
+        "run",
+        "--allow-run",
+        "guest-examples/support/support",
+        "guest-examples/prebuilt/seed-spawn.wasm",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for i in 0..3 {
+        assert!(
+            stdout.contains(&format!("stdout: Child Process {i} executed.\n")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(
+        stdout.matches("child process exited with code 0\n").count(),
+        3
+    );
+}
+
+#[test]
+fn a_child_writing_a_gigabyte_nobody_reads_does_not_grow_the_host() {
+    let probe = guest("spawn-probe");
+    let host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args([
+            "run",
+            "--allow-run",
+            testprog().to_str().unwrap(),
+            probe.to_str().unwrap(),
+        ])
+        .args(["never-read", "3", TP, "flood", "1000000000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let out = host.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "still-running: true\n");
+    assert!(
+        peak_kib < 256 << 10,
+        "host peak RSS {peak_kib} KiB: it buffered what the guest did not read"
+    );
+}

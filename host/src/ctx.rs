@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
+use wasmtime_wasi::cli::StdoutStream;
 
 /// A callback told about every request the policy refused, before the guest
 /// gets its `error-code`. Use it to tell an operator which grant is missing.
@@ -80,6 +81,8 @@ pub struct ProcessCtx {
     pub(crate) allowed_env: BTreeSet<String>,
     pub(crate) limits: Limits,
     pub(crate) reporter: Option<DenialReporter>,
+    pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
+    pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
     pub(crate) total_spawns: u64,
 }
@@ -128,6 +131,7 @@ impl ProcessCtx {
 /// | environment of children | empty; no name allowed | [`allow_env`](Self::allow_env) |
 /// | limits | [`Limits::default`] | [`limits`](Self::limits) |
 /// | denial callback | none (denials go to `tracing` only) | [`on_denial`](Self::on_denial) |
+/// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -153,6 +157,8 @@ impl ProcessCtxBuilder {
                 allowed_env: BTreeSet::new(),
                 limits: Limits::default(),
                 reporter: None,
+                inherit_stdout: None,
+                inherit_stderr: None,
                 live_children: Arc::default(),
                 total_spawns: 0,
             },
@@ -244,6 +250,23 @@ impl ProcessCtxBuilder {
     /// Calls `reporter` for every denied request.
     pub fn on_denial(&mut self, reporter: impl Fn(&Denial) + Send + Sync + 'static) -> &mut Self {
         self.ctx.reporter = Some(Arc::new(reporter));
+        self
+    }
+
+    /// Where the output of children spawned with `stdout: inherit` goes.
+    /// Give the same stream as the guest's `WasiCtx` stdout, so that
+    /// `inherit` means the guest's own stdout. Default: the host process's
+    /// stdout (what the guest has when the host inherits its stdio, as the
+    /// CLI does). A child's `inherit`ed stdin is always the host's.
+    pub fn stdout(&mut self, stream: impl StdoutStream + 'static) -> &mut Self {
+        self.ctx.inherit_stdout = Some(Box::new(stream));
+        self
+    }
+
+    /// Where the output of children spawned with `stderr: inherit` goes; as
+    /// [`stdout`](Self::stdout).
+    pub fn stderr(&mut self, stream: impl StdoutStream + 'static) -> &mut Self {
+        self.ctx.inherit_stderr = Some(Box::new(stream));
         self
     }
 

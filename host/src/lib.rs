@@ -15,7 +15,7 @@
 //! | interface | status |
 //! |---|---|
 //! | `exec` (`exec`, `exec-file`) | implemented |
-//! | `spawn` | returns `unsupported` |
+//! | `spawn` | implemented: streaming stdio as wasi:io streams |
 //! | `fork`, `parent` | return `unsupported` |
 //!
 //! ## What a child gets
@@ -27,8 +27,9 @@
 //!   on a directory opened through cap-std (so `..` and symlinks cannot
 //!   leave it), or `/` when no directory was granted;
 //! - its own process group, killed as a whole on timeout, on buffer
-//!   overflow, when the call ends and when the host drops it, and SIGKILL
-//!   if the host thread that started it dies.
+//!   overflow, when an `exec` ends, when the guest drops its `child`, when
+//!   the store is dropped (guest trap or end), and SIGKILL if the host
+//!   thread that started it dies.
 //!
 //! ## Example
 //!

@@ -1,82 +1,269 @@
-//! `wasmproc:process/spawn`: not implemented by this host yet; `spawn`
-//! returns `unsupported`, so no `child` resource can exist.
+//! `wasmproc:process/spawn`: running children with streaming stdio.
+//!
+//! A child's piped stdio are wasmtime-wasi's own stream types over the pipe
+//! ([`AsyncReadStream`], [`AsyncWriteStream`]), pushed into the resource table
+//! as children of the `child` resource. Each holds at most one chunk
+//! (64 KiB) in the host: a guest that does not read makes the child block on
+//! a full pipe, and `check-write` reports the write budget of stdin.
 
 use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
-use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
-use crate::{ProcessCtxView, ProcessError, ProcessResult};
+use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, Stdio as StdioKind};
+use crate::policy::Request;
+use crate::process::{GroupGuard, exit_status, signal};
+use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 
-/// A child process started by `spawn`.
-#[derive(Debug)]
+/// Bytes the guest may write to a child's stdin before the host waits for
+/// the pipe to take them (the size of a Linux pipe).
+const STDIN_WRITE_BUDGET: usize = 64 << 10;
+
+/// A child process started by `spawn`: the leader of its own process group.
+/// Dropping it kills the group; the reaping of the leader is left to tokio.
 pub struct Child {
-    _private: (),
+    process: tokio::process::Child,
+    /// Set once the leader has been reaped.
+    status: Option<ExitStatus>,
+    group: GroupGuard,
+    stdin: Option<DynOutputStream>,
+    stdout: Option<DynInputStream>,
+    stderr: Option<DynInputStream>,
+    /// Tasks copying `inherit`ed output to the guest's streams.
+    forwarders: Vec<JoinHandle<()>>,
 }
 
-fn no_child<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::format_err!(
-        "no `child` resource can exist: spawn is not implemented"
-    ))
+/// How long `wait` waits, after the child exited, for its `inherit`ed output
+/// to be passed on: descendants may keep the pipe open for longer.
+const FORWARD_GRACE: Duration = Duration::from_secs(1);
+
+impl std::fmt::Debug for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.group.pid())
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
-fn no_child_trap<T>() -> ProcessResult<T> {
-    Err(ProcessError::trap(wasmtime::format_err!(
-        "no `child` resource can exist: spawn is not implemented"
-    )))
+impl Child {
+    /// Waits for the leader to exit and for its `inherit`ed output to be
+    /// passed on (up to [`FORWARD_GRACE`]), and remembers its status.
+    /// Cancel safe.
+    async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = (self.process.wait().await).map_err(|e| {
+            ErrorCode::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
+        })?;
+        let forwarded = async {
+            for task in &mut self.forwarders {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(FORWARD_GRACE, forwarded).await;
+        // Tasks still copying (for descendants) go on detached.
+        self.forwarders.clear();
+        let status = exit_status(status);
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Child {
+    async fn ready(&mut self) {
+        // An error makes the pollable ready too; `try-wait` then reports it.
+        let _ = self.reap().await;
+    }
+}
+
+/// Where one output stream of a child goes.
+enum Route {
+    /// A pipe the guest reads as a wasi:io input-stream.
+    Guest,
+    /// A pipe the host copies to the guest's own stream (`inherit`).
+    Forward(Pin<Box<dyn AsyncWrite + Send + Sync>>),
+    /// Straight to an OS file: the host's own stream, or /dev/null.
+    Os,
+}
+
+impl ProcessCtx {
+    /// The OS stdio and route of a child's output stream given as `kind`.
+    fn route(&self, kind: StdioKind, inherit_to: Option<&dyn StdoutStream>) -> (Stdio, Route) {
+        match (kind, inherit_to) {
+            (StdioKind::Piped, _) => (Stdio::piped(), Route::Guest),
+            (StdioKind::Inherit, Some(to)) => (
+                Stdio::piped(),
+                Route::Forward(Box::into_pin(to.async_stream())),
+            ),
+            (StdioKind::Inherit, None) => (Stdio::inherit(), Route::Os),
+            (StdioKind::Null, _) => (Stdio::null(), Route::Os),
+        }
+    }
+}
+
+impl Route {
+    /// The guest's stream for `pipe`, or `None` when the host forwards it
+    /// (starting the copy) or there is no pipe.
+    fn stream(
+        self,
+        pipe: Option<impl AsyncRead + Send + Unpin + 'static>,
+        forwarders: &mut Vec<JoinHandle<()>>,
+    ) -> Option<DynInputStream> {
+        let pipe = pipe?;
+        match self {
+            Route::Guest => Some(Box::new(AsyncReadStream::new(pipe))),
+            Route::Forward(mut to) => {
+                let mut pipe = pipe;
+                // Never aborted: it ends at EOF, when the child's group is
+                // gone, so output is not lost when the guest drops the child.
+                forwarders.push(tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut pipe, &mut to).await;
+                    let _ = to.flush().await;
+                }));
+                None
+            }
+            Route::Os => None,
+        }
+    }
 }
 
 impl Host for ProcessCtxView<'_> {
     fn spawn(
         &mut self,
         program: String,
-        _args: Vec<String>,
-        _options: SpawnOptions,
+        args: Vec<String>,
+        options: SpawnOptions,
     ) -> ProcessResult<Resource<Child>> {
-        Err(ErrorCode::Unsupported(format!(
-            "spawn (of `{program}`) is not implemented by this host yet; use exec-file"
-        ))
-        .into())
+        let req = Request {
+            shell_command: None,
+            program: &program,
+            args: &args,
+            cwd: options.cwd.as_deref(),
+            env: &options.env,
+        };
+        let prepared = self.ctx.prepare(&req)?;
+        let stdin = match options.stdin {
+            StdioKind::Piped => Stdio::piped(),
+            StdioKind::Inherit => Stdio::inherit(),
+            StdioKind::Null => Stdio::null(),
+        };
+        let (out_os, out_route) = self
+            .ctx
+            .route(options.stdout, self.ctx.inherit_stdout.as_deref());
+        let (err_os, err_route) = self
+            .ctx
+            .route(options.stderr, self.ctx.inherit_stderr.as_deref());
+        let mut launched = self.ctx.launch(&prepared, stdin, out_os, err_os)?;
+        drop(prepared);
+        let process = &mut launched.child;
+        let mut forwarders = Vec::new();
+        let stdin = (process.stdin.take())
+            .map(|w| Box::new(AsyncWriteStream::new(STDIN_WRITE_BUDGET, w)) as DynOutputStream);
+        let stdout = out_route.stream(process.stdout.take(), &mut forwarders);
+        let stderr = err_route.stream(process.stderr.take(), &mut forwarders);
+        let child = Child {
+            process: launched.child,
+            status: None,
+            group: launched.group,
+            stdin,
+            stdout,
+            stderr,
+            forwarders,
+        };
+        self.table.push(child).map_err(ProcessError::trap)
+    }
+}
+
+impl ProcessCtxView<'_> {
+    fn child(&mut self, child: &Resource<Child>) -> wasmtime::Result<&mut Child> {
+        Ok(self.table.get_mut(child)?)
+    }
+
+    /// Moves a stream out of `child` into the table, as its child resource.
+    fn take_stream<S: Send + 'static>(
+        &mut self,
+        child: &Resource<Child>,
+        take: impl FnOnce(&mut Child) -> Option<S>,
+    ) -> wasmtime::Result<Option<Resource<S>>> {
+        let Some(stream) = take(self.child(child)?) else {
+            return Ok(None);
+        };
+        Ok(Some(self.table.push_child(stream, child)?))
     }
 }
 
 impl HostChild for ProcessCtxView<'_> {
-    fn pid(&mut self, _: Resource<Child>) -> wasmtime::Result<u32> {
-        no_child()
+    fn pid(&mut self, child: Resource<Child>) -> wasmtime::Result<u32> {
+        Ok(self.child(&child)?.group.pid())
     }
+
     fn take_stdin(
         &mut self,
-        _: Resource<Child>,
+        child: Resource<Child>,
     ) -> wasmtime::Result<Option<Resource<DynOutputStream>>> {
-        no_child()
+        self.take_stream(&child, |c| c.stdin.take())
     }
+
     fn take_stdout(
         &mut self,
-        _: Resource<Child>,
+        child: Resource<Child>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        no_child()
+        self.take_stream(&child, |c| c.stdout.take())
     }
+
     fn take_stderr(
         &mut self,
-        _: Resource<Child>,
+        child: Resource<Child>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        no_child()
+        self.take_stream(&child, |c| c.stderr.take())
     }
-    fn subscribe(&mut self, _: Resource<Child>) -> wasmtime::Result<Resource<DynPollable>> {
-        no_child()
+
+    fn subscribe(&mut self, child: Resource<Child>) -> wasmtime::Result<Resource<DynPollable>> {
+        wasmtime_wasi::p2::subscribe(self.table, child)
     }
-    fn try_wait(&mut self, _: Resource<Child>) -> ProcessResult<Option<ExitStatus>> {
-        no_child_trap()
+
+    fn try_wait(&mut self, child: Resource<Child>) -> ProcessResult<Option<ExitStatus>> {
+        let child = self.child(&child).map_err(ProcessError::trap)?;
+        if child.status.is_none() {
+            let pid = child.group.pid();
+            let status = (child.process.try_wait())
+                .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
+            child.status = status.map(exit_status);
+        }
+        Ok(child.status)
     }
-    async fn wait(&mut self, _: Resource<Child>) -> ProcessResult<ExitStatus> {
-        no_child_trap()
+
+    async fn wait(&mut self, child: Resource<Child>) -> ProcessResult<ExitStatus> {
+        let child = self.child(&child).map_err(ProcessError::trap)?;
+        Ok(child.reap().await?)
     }
-    fn kill(&mut self, _: Resource<Child>, _signal: u8) -> ProcessResult<()> {
-        no_child_trap()
+
+    fn kill(&mut self, child: Resource<Child>, signal_number: u8) -> ProcessResult<()> {
+        let signal = signal(signal_number)?;
+        let child = self.child(&child).map_err(ProcessError::trap)?;
+        let pid = child.group.pid();
+        (child.group.signal(signal))
+            .map_err(|e| ErrorCode::from_io(format_args!("signalling child {pid}"), &e))?;
+        Ok(())
     }
-    fn confinement(&mut self, _: Resource<Child>) -> wasmtime::Result<Confinement> {
-        no_child()
+
+    fn confinement(&mut self, child: Resource<Child>) -> wasmtime::Result<Confinement> {
+        self.child(&child)?;
+        Ok(Confinement::None)
     }
-    fn drop(&mut self, _: Resource<Child>) -> wasmtime::Result<()> {
-        no_child()
+
+    fn drop(&mut self, child: Resource<Child>) -> wasmtime::Result<()> {
+        // Dropping the value kills the process group (see `GroupGuard`).
+        self.table.delete(child)?;
+        Ok(())
     }
 }

@@ -97,9 +97,13 @@ pub struct GuestRun {
 pub async fn run_component(path: &Path, mut process: ProcessCtxBuilder, args: &[&str]) -> GuestRun {
     let denials = Arc::new(Mutex::new(Vec::new()));
     let seen = denials.clone();
-    process.on_denial(move |d| seen.lock().unwrap().push(d.clone()));
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(64 << 20);
+    // Children's `inherit`ed output goes where the guest's own does.
+    process
+        .on_denial(move |d| seen.lock().unwrap().push(d.clone()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone());
     let mut wasi = WasiCtx::builder();
     wasi.arg(path.file_name().unwrap().to_str().unwrap())
         .args(args)

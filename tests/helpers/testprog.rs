@@ -12,7 +12,10 @@
 //! testprog env               print the environment, sorted, one NAME=VALUE a line
 //! testprog cwd               print the working directory
 //! testprog cat               copy stdin to stdout
+//! testprog count             print the number of bytes read from stdin
 //! testprog argv0             print argv[0]
+//! testprog alive PID         print `gone` once process PID is gone (or a
+//!                            zombie), waiting up to 5 s, else `alive`
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -65,8 +68,24 @@ fn main() {
             std::io::stdin().read_to_end(&mut input).unwrap();
             let _ = out.write_all(&input);
         }
+        "count" => {
+            let n = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()).unwrap();
+            let _ = writeln!(out, "{n}");
+        }
         "argv0" => {
             let _ = writeln!(out, "{}", arg(0));
+        }
+        "alive" => {
+            let stat = format!("/proc/{}/stat", arg(2));
+            let gone = || match std::fs::read_to_string(&stat) {
+                Err(_) => true,
+                Ok(s) => s.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')),
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !gone() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = writeln!(out, "{}", if gone() { "gone" } else { "alive" });
         }
         other => panic!("testprog: unknown mode {other:?}"),
     }
