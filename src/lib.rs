@@ -5,7 +5,7 @@
 
 use anyhow::{Context as _, Result};
 use std::path::Path;
-use wasmproc_host::{ProcessCtx, ProcessCtxView, ProcessView};
+use wasmproc_host::{ComponentCache, ProcessCtx, ProcessCtxView, ProcessView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::Command;
@@ -54,6 +54,7 @@ pub enum GuestExit {
 pub struct Runner {
     engine: Engine,
     linker: Linker<GuestState>,
+    cache: Option<ComponentCache>,
 }
 
 impl Runner {
@@ -66,14 +67,24 @@ impl Runner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmproc_host::add_to_linker_async(&mut linker)?;
-        Ok(Runner { engine, linker })
+        let cache = ComponentCache::default_dir().and_then(|dir| match ComponentCache::new(&dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(error = %e, "compiling without a component cache");
+                None
+            }
+        });
+        Ok(Runner { engine, linker, cache })
     }
 
-    /// Compiles the component at `path`.
+    /// The component at `path`, compiled once and then loaded from the
+    /// component cache ([`ComponentCache::default_dir`]).
     pub fn load(&self, path: &Path) -> Result<Component> {
-        Component::from_file(&self.engine, path)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot load component {}", path.display()))
+        let component = match &self.cache {
+            Some(cache) => cache.load(&self.engine, path),
+            None => Component::from_file(&self.engine, path).map_err(anyhow::Error::from),
+        };
+        component.with_context(|| format!("cannot load component {}", path.display()))
     }
 
     /// Runs `component`'s `wasi:cli/run` export with `wasi` and `process`.
@@ -96,6 +107,10 @@ impl Runner {
             .map_err(anyhow::Error::from)
             .context("cannot instantiate the component as a wasi:cli command")?;
         let result = command.wasi_cli_run().call_run(&mut store).await;
+        // A forked worker's messages are all delivered before it exits.
+        if let Some(channel) = store.data_mut().process.take_parent_channel() {
+            channel.close().await;
+        }
         Ok(match result {
             Ok(Ok(())) => (GuestExit::Code(0), None),
             Ok(Err(())) => (GuestExit::Code(1), None),

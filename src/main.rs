@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, Runner};
+use wasmtime::component::Component;
 use wasmproc_host::{Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -23,7 +24,9 @@ CAPABILITY MODEL
       `..` and symlinks cannot leave them), which are also the guest's own
       WASI preopens;
     - give its children the environment variable names allowed with
-      --allow-env (children start with an empty environment).
+      --allow-env (children start with an empty environment);
+    - fork the components granted with --allow-fork, as workers in their own
+      processes that hold at most the guest's own capabilities.
   Each child is the leader of its own process group; the whole group is
   killed on timeout, on output overflow, when the request ends and when the
   host exits. A refused request returns an error-code to the guest and is
@@ -44,6 +47,14 @@ enum Commands {
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
     Run(RunArgs),
+    /// Worker mode, started by `fork`: the worker's capabilities come from
+    /// its parent host over the channel, never from flags.
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// The inherited descriptor of the channel to the parent host.
+        #[arg(long)]
+        channel_fd: i32,
+    },
 }
 
 #[derive(Parser)]
@@ -68,6 +79,11 @@ struct RunArgs {
     /// This grants running any program the shell can reach.
     #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, default_missing_value = "/bin/sh")]
     allow_shell: Option<String>,
+
+    /// Let the guest fork the component at PATH as a worker in its own
+    /// process (with at most the guest's own capabilities).
+    #[arg(long = "allow-fork", value_name = "PATH")]
+    allow_fork: Vec<PathBuf>,
 
     /// Let the guest set environment variable NAME for its children.
     #[arg(long = "allow-env", value_name = "NAME")]
@@ -105,6 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Run(args) => run(args),
+        Commands::Worker { channel_fd } => worker(channel_fd),
     };
     match result {
         Ok(code) => code,
@@ -117,30 +134,45 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let (wasi, process) = contexts(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let runner = Runner::new()?;
         let component = runner.load(&args.component)?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        // On SIGINT/SIGTERM the guest's store is dropped, which kills the
-        // process group of every child it still holds.
-        let (exit, trap) = tokio::select! {
-            result = runner.run(&component, wasi, process) => result?,
-            _ = interrupt.recv() => return Ok(stopped("SIGINT", 130)),
-            _ = terminate.recv() => return Ok(stopped("SIGTERM", 143)),
-        };
-        Ok(match exit {
-            GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            GuestExit::Trap => {
-                let trap = trap.map(|e| format!("{e:?}")).unwrap_or_default();
-                eprintln!("wasmproc: error: the guest trapped: {trap}");
-                // As wasmtime's CLI does for a trap: the status of SIGABRT.
-                ExitCode::from(134)
-            }
-        })
+        run_guest(&runner, &component, wasi, process).await
+    })
+}
+
+/// Runs a forked worker: see `wasmproc_host::worker`.
+fn worker(channel_fd: i32) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut worker = wasmproc_host::worker::Worker::accept(channel_fd).await?;
+        let runner = Runner::new()?;
+        let component = runner.load(&worker.spec.component)?;
+        run_guest(&runner, &component, worker.wasi.build(), worker.process.build()).await
+    })
+}
+
+/// Runs a guest until it ends or the host gets SIGINT/SIGTERM, and turns how
+/// it ended into the process's exit code.
+async fn run_guest(runner: &Runner, component: &Component, wasi: WasiCtx, process: ProcessCtx) -> Result<ExitCode> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    // On SIGINT/SIGTERM the guest's store is dropped, which kills the
+    // process group of every child it still holds.
+    let (exit, trap) = tokio::select! {
+        result = runner.run(component, wasi, process) => result?,
+        _ = interrupt.recv() => return Ok(stopped("SIGINT", 130)),
+        _ = terminate.recv() => return Ok(stopped("SIGTERM", 143)),
+    };
+    Ok(match exit {
+        GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        GuestExit::Trap => {
+            let trap = trap.map(|e| format!("{e:?}")).unwrap_or_default();
+            eprintln!("wasmproc: error: the guest trapped: {trap}");
+            // As wasmtime's CLI does for a trap: the status of SIGABRT.
+            ExitCode::from(134)
+        }
     })
 }
 
@@ -183,6 +215,14 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             .allow_program(program)
             .with_context(|| format!("--allow-run {program}"))?;
     }
+    if !args.allow_fork.is_empty() {
+        process.worker_executable(std::env::current_exe()?)?;
+    }
+    for component in &args.allow_fork {
+        process
+            .allow_fork(component)
+            .with_context(|| format!("--allow-fork {}", component.display()))?;
+    }
     if let Some(shell) = &args.allow_shell {
         process
             .allow_shell(shell)
@@ -202,6 +242,11 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             ..Limits::default()
         })
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
+    // Running wasmproc itself would let a guest choose its own flags.
+    let me = std::fs::canonicalize(std::env::current_exe()?)?;
+    if process.programs().any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == me)) {
+        bail!("refusing to grant wasmproc itself to the guest: it could run it with any flags (use --allow-fork)");
+    }
     Ok((wasi.build(), process.build()))
 }
 
@@ -226,6 +271,8 @@ fn grant_hint(denial: &Denial) -> String {
             ..
         } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
+        Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
+        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) => "a worker only gets what its parent holds".to_owned(),
         _ => "not grantable by a flag".to_owned(),
     }
 }

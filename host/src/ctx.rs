@@ -1,5 +1,6 @@
 //! [`ProcessCtx`], the per-store policy and state, and its builder.
 
+use crate::channel::Channel;
 use crate::policy::{Denial, DirGrant, ProgramGrant};
 use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;
@@ -19,7 +20,7 @@ pub type DenialReporter = Arc<dyn Fn(&Denial) + Send + Sync>;
 
 /// Resource limits of a [`ProcessCtx`]. [`Limits::default`] gives the values
 /// listed on each field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Bytes kept per output stream by `exec` when the guest does not say
     /// (bounded by `max_buffer`). Default: 1 MiB (Node's `maxBuffer`).
@@ -81,6 +82,9 @@ pub struct ProcessCtx {
     pub(crate) allowed_env: BTreeSet<String>,
     pub(crate) limits: Limits,
     pub(crate) reporter: Option<DenialReporter>,
+    pub(crate) forks: Vec<ProgramGrant>,
+    pub(crate) worker_executable: Option<PathBuf>,
+    pub(crate) parent: Option<Channel>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -94,6 +98,8 @@ impl fmt::Debug for ProcessCtx {
             .field("shell", &self.shell)
             .field("dirs", &self.dirs)
             .field("allowed_env", &self.allowed_env)
+            .field("forks", &self.forks)
+            .field("worker_executable", &self.worker_executable)
             .field("limits", &self.limits)
             .field("live_children", &self.live_children)
             .field("total_spawns", &self.total_spawns)
@@ -110,6 +116,13 @@ impl ProcessCtx {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Takes the channel to the parent of a forked worker (see
+    /// [`ProcessCtxBuilder::parent_channel`]), to [`Channel::close`] it when
+    /// the guest is done so every message it sent is delivered.
+    pub fn take_parent_channel(&mut self) -> Option<Channel> {
+        self.parent.take()
     }
 
     /// Reports `denial` to the embedder and to `tracing`.
@@ -131,6 +144,8 @@ impl ProcessCtx {
 /// | environment of children | empty; no name allowed | [`allow_env`](Self::allow_env) |
 /// | limits | [`Limits::default`] | [`limits`](Self::limits) |
 /// | denial callback | none (denials go to `tracing` only) | [`on_denial`](Self::on_denial) |
+/// | components for `fork` | none | [`allow_fork`](Self::allow_fork) |
+/// | the program that runs forked workers | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
@@ -157,6 +172,9 @@ impl ProcessCtxBuilder {
                 allowed_env: BTreeSet::new(),
                 limits: Limits::default(),
                 reporter: None,
+                forks: Vec::new(),
+                worker_executable: None,
+                parent: None,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -190,6 +208,11 @@ impl ProcessCtxBuilder {
         Ok(self)
     }
 
+    /// The paths of the programs granted so far.
+    pub fn programs(&self) -> impl Iterator<Item = &Path> {
+        self.ctx.programs.iter().chain(&self.ctx.shell).map(|g| g.path.as_path())
+    }
+
     /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
     /// resolved as for [`allow_program`](Self::allow_program).
     ///
@@ -216,15 +239,23 @@ impl ProcessCtxBuilder {
         let host_path = host_path.as_ref();
         let dir = Dir::open_ambient_dir(host_path, ambient_authority())
             .with_context(|| format!("cannot open directory {}", host_path.display()))?;
+        self.dir_handle(dir, &std::path::absolute(host_path)?, guest_path, access)
+    }
+
+    /// As [`dir`](Self::dir), for a directory that is already open.
+    pub fn dir_handle(
+        &mut self,
+        dir: Dir,
+        host_path: &Path,
+        guest_path: &str,
+        access: DirAccess,
+    ) -> Result<&mut Self> {
         if guest_path.is_empty() || guest_path.contains('\0') {
-            bail!(
-                "invalid guest path {guest_path:?} for {}",
-                host_path.display()
-            );
+            bail!("invalid guest path {guest_path:?} for {}", host_path.display());
         }
         self.ctx.dirs.push(DirGrant {
             guest_path: PathBuf::from(guest_path),
-            host_path: std::path::absolute(host_path)?,
+            host_path: host_path.to_owned(),
             dir: Arc::new(dir),
             access,
         });
@@ -250,6 +281,38 @@ impl ProcessCtxBuilder {
     /// Calls `reporter` for every denied request.
     pub fn on_denial(&mut self, reporter: impl Fn(&Denial) + Send + Sync + 'static) -> &mut Self {
         self.ctx.reporter = Some(Arc::new(reporter));
+        self
+    }
+
+    /// Lets the guest `fork` the component at `path` (relative to the host's
+    /// current directory), which it names by file name or absolute path.
+    pub fn allow_fork(&mut self, path: impl AsRef<Path>) -> Result<&mut Self> {
+        let grant = ProgramGrant::component(path.as_ref())?;
+        if let Some(other) = self.ctx.forks.iter().find(|g| g.name == grant.name && g.path != grant.path) {
+            bail!(
+                "two fork components are both named `{}`: {} and {}",
+                grant.name,
+                other.path.display(),
+                grant.path.display()
+            );
+        }
+        self.ctx.forks.push(grant);
+        Ok(self)
+    }
+
+    /// The program that runs forked workers: a `wasmproc` executable (the
+    /// CLI sets its own), started as `PROGRAM __worker --channel-fd N`
+    /// with the worker's capabilities sent over the channel.
+    pub fn worker_executable(&mut self, program: impl AsRef<Path>) -> Result<&mut Self> {
+        let grant = ProgramGrant::resolve(program.as_ref().as_os_str())?;
+        self.ctx.worker_executable = Some(grant.path);
+        Ok(self)
+    }
+
+    /// Makes this the context of a forked worker whose `parent` interface
+    /// talks over `channel`. Used by the worker mode of `wasmproc`.
+    pub fn parent_channel(&mut self, channel: Channel) -> &mut Self {
+        self.ctx.parent = Some(channel);
         self
     }
 

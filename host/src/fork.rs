@@ -1,113 +1,288 @@
-//! `wasmproc:process/fork` and `wasmproc:process/parent`: not implemented by
-//! this host yet; `fork` returns `unsupported`, so no `worker` resource can
-//! exist, and a component that was not forked has no parent to talk to.
+//! `wasmproc:process/fork` and `wasmproc:process/parent`: worker components
+//! in their own OS processes, with a message channel.
+//!
+//! `fork` checks that every capability asked for the worker is one the
+//! guest holds (programs, shell, directories with read-only kept read-only,
+//! environment names; limits are the guest's own), starts the worker
+//! executable in worker mode as a child (own process group, no orphans, as
+//! for `spawn`) and sends it a [`WorkerSpec`] over a socketpair. Workers get
+//! no `fork` grants of their own.
 
-use crate::bindings::fork::{ForkOptions, Host, HostWorker};
+use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker};
 use crate::bindings::parent;
-use crate::bindings::types::{ErrorCode, ExitStatus};
-use crate::{ProcessCtxView, ProcessError, ProcessResult};
+use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
+use crate::channel::{Channel, Readiness};
+use crate::ctx::DirAccess;
+use crate::policy::{Denial, Prepared};
+use crate::spawn::Child;
+use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
+use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
+use cap_std::fs::Dir;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 use wasmtime::component::Resource;
-use wasmtime_wasi::p2::{DynInputStream, DynPollable};
+use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
 
-/// A forked worker component running in its own OS process.
-#[derive(Debug)]
+/// A forked worker: a component running in its own OS process, and the
+/// channel to it. Dropping it kills the worker's process group.
 pub struct Worker {
-    _private: (),
+    channel: Channel,
+    child: Child,
 }
 
-fn no_worker<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::format_err!(
-        "no `worker` resource can exist: fork is not implemented"
-    ))
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("pid", &self.child.pid()).finish_non_exhaustive()
+    }
 }
 
-fn no_worker_trap<T>() -> ProcessResult<T> {
-    Err(ProcessError::trap(wasmtime::format_err!(
-        "no `worker` resource can exist: fork is not implemented"
-    )))
+/// Ready when the worker process has exited.
+#[wasmtime_wasi::async_trait]
+impl Pollable for Worker {
+    async fn ready(&mut self) {
+        let _ = self.child.reap().await;
+    }
+}
+
+impl ProcessCtx {
+    /// The worker specification for `options`, with the directories opened,
+    /// if every capability asked for is one this guest holds.
+    fn narrow(
+        &self,
+        component: PathBuf,
+        args: Vec<String>,
+        options: &ForkOptions,
+    ) -> Result<(WorkerSpec, Vec<Dir>), ErrorCode> {
+        let nul = |what: &str| ErrorCode::InvalidArgument(format!("{what} contains a NUL byte"));
+        if args.iter().any(|a| a.contains('\0')) {
+            return Err(nul("an argument"));
+        }
+        for (name, value) in &options.env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(ErrorCode::InvalidArgument(format!("invalid environment variable {name:?}")));
+            }
+        }
+        let programs = (options.programs.iter())
+            .map(|p| Ok(self.find_program(p)?.path.clone()))
+            .collect::<Result<Vec<_>, ErrorCode>>()?;
+        let shell = match (options.shell, &self.shell) {
+            (false, _) => None,
+            (true, Some(shell)) => Some(shell.path.clone()),
+            (true, None) => return Err(self.deny(Denial::Shell)),
+        };
+        for name in &options.allow_env {
+            if !self.allowed_env.contains(name) {
+                return Err(self.deny(Denial::EnvName(name.clone())));
+            }
+        }
+        let mut opened = Vec::new();
+        let mut dirs = Vec::new();
+        for ForkDir { path, read_only } in &options.dirs {
+            let (dir, host_path) = self.narrow_dir(path, *read_only)?;
+            dirs.push(WorkerDir {
+                guest_path: path.clone(),
+                host_path,
+                fd: dir.as_fd().as_raw_fd(),
+                read_only: *read_only,
+            });
+            opened.push(dir);
+        }
+        let spec = WorkerSpec {
+            component,
+            args,
+            env: options.env.clone(),
+            programs,
+            shell,
+            dirs,
+            allowed_env: options.allow_env.clone(),
+            limits: self.limits.clone(),
+        };
+        Ok((spec, opened))
+    }
+
+    /// Opens directory `path` to pass on, if this guest holds it (and holds
+    /// it writable unless `read_only`).
+    fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), ErrorCode> {
+        if path.contains('\0') {
+            return Err(ErrorCode::InvalidArgument("a directory path contains a NUL byte".into()));
+        }
+        let Some((grant, rest, opened)) = self.locate_dir(path) else {
+            return Err(self.deny(Denial::ForkDir(path.to_owned())));
+        };
+        let dir = match opened {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(self.deny(Denial::ForkDir(path.to_owned())));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ErrorCode::NotFound(format!("directory `{path}` does not exist")));
+            }
+            Err(e) => return Err(ErrorCode::from_io(format_args!("opening directory `{path}`"), &e)),
+        };
+        if grant.access == DirAccess::ReadOnly && !read_only {
+            return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
+        }
+        Ok((dir, grant.host_path.join(rest)))
+    }
 }
 
 impl Host for ProcessCtxView<'_> {
     fn fork(
         &mut self,
         component: String,
-        _args: Vec<String>,
-        _options: ForkOptions,
+        args: Vec<String>,
+        options: ForkOptions,
     ) -> ProcessResult<Resource<Worker>> {
-        Err(ErrorCode::Unsupported(format!(
-            "fork (of `{component}`) is not implemented by this host yet"
-        ))
-        .into())
+        let ctx = &mut *self.ctx;
+        if component.contains('\0') {
+            return Err(ErrorCode::InvalidArgument("the component name contains a NUL byte".into()).into());
+        }
+        let path = ctx.find_fork(&component)?.path.clone();
+        let Some(executable) = ctx.worker_executable.clone() else {
+            return Err(ErrorCode::Unsupported("this host has no worker executable to run forked components".into()).into());
+        };
+        let (spec, dirs) = ctx.narrow(path, args, &options)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
+        let channel_fd = theirs.as_raw_fd();
+        let mut inherit_fds = vec![channel_fd];
+        inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
+        let prepared = Prepared {
+            program: executable,
+            argv0: "wasmproc".to_owned(),
+            args: vec!["__worker".to_owned(), "--channel-fd".to_owned(), channel_fd.to_string()],
+            env: (HOST_ENV.iter())
+                .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+                .collect(),
+            cwd: None,
+            cwd_host: PathBuf::from("/"),
+            inherit_fds,
+        };
+        let child = ctx.start(&prepared, StdioKind::Null, options.stdout, options.stderr)?;
+        // The worker has its copies now.
+        drop((theirs, dirs));
+        ours.set_nonblocking(true)
+            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+        let socket = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+        let channel = Channel::new(socket);
+        let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
+        channel.try_send(spec)?;
+        self.table.push(Worker { channel, child }).map_err(ProcessError::trap)
+    }
+}
+
+impl ProcessCtxView<'_> {
+    fn worker(&mut self, worker: &Resource<Worker>) -> ProcessResult<&mut Worker> {
+        self.table.get_mut(worker).map_err(ProcessError::trap)
+    }
+
+    /// A pollable for `channel`'s readiness, owned by the pollable itself
+    /// and, if given, a table child of `owner`.
+    fn channel_pollable<T: 'static>(
+        &mut self,
+        readiness: Readiness,
+        owner: Option<&Resource<T>>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let readiness = match owner {
+            Some(owner) => self.table.push_child(readiness, owner)?,
+            None => self.table.push(readiness)?,
+        };
+        wasmtime_wasi::p2::subscribe(self.table, readiness)
     }
 }
 
 impl HostWorker for ProcessCtxView<'_> {
-    fn pid(&mut self, _: Resource<Worker>) -> wasmtime::Result<u32> {
-        no_worker()
+    fn pid(&mut self, worker: Resource<Worker>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&worker)?.child.pid())
     }
-    async fn send(&mut self, _: Resource<Worker>, _message: Vec<u8>) -> ProcessResult<()> {
-        no_worker_trap()
+
+    async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
+        Ok(self.worker(&worker)?.channel.send(message).await?)
     }
-    async fn receive(&mut self, _: Resource<Worker>) -> ProcessResult<Vec<u8>> {
-        no_worker_trap()
+
+    async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
+        Ok(self.worker(&worker)?.channel.receive().await?)
     }
-    fn try_receive(&mut self, _: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
-        no_worker_trap()
+
+    fn try_receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
+        Ok(self.worker(&worker)?.channel.try_receive()?)
     }
-    fn subscribe(&mut self, _: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
-        no_worker()
+
+    fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
+        let readiness = self.table.get(&worker)?.channel.readiness();
+        self.channel_pollable(readiness, Some(&worker))
     }
-    fn subscribe_exit(&mut self, _: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
-        no_worker()
+
+    fn subscribe_exit(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
+        wasmtime_wasi::p2::subscribe(self.table, worker)
     }
-    fn try_wait(&mut self, _: Resource<Worker>) -> ProcessResult<Option<ExitStatus>> {
-        no_worker_trap()
+
+    fn try_wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<ExitStatus>> {
+        Ok(self.worker(&worker)?.child.try_status()?)
     }
-    async fn wait(&mut self, _: Resource<Worker>) -> ProcessResult<ExitStatus> {
-        no_worker_trap()
+
+    async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<ExitStatus> {
+        Ok(self.worker(&worker)?.child.reap().await?)
     }
-    fn kill(&mut self, _: Resource<Worker>, _signal: u8) -> ProcessResult<()> {
-        no_worker_trap()
+
+    fn kill(&mut self, worker: Resource<Worker>, signal: u8) -> ProcessResult<()> {
+        Ok(self.worker(&worker)?.child.kill(signal)?)
     }
-    fn take_stdout(
-        &mut self,
-        _: Resource<Worker>,
-    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        no_worker()
+
+    fn take_stdout(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+        self.take_stream(&worker, |w: &mut Worker| w.child.take_stdout())
     }
-    fn take_stderr(
-        &mut self,
-        _: Resource<Worker>,
-    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        no_worker()
+
+    fn take_stderr(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+        self.take_stream(&worker, |w: &mut Worker| w.child.take_stderr())
     }
-    fn drop(&mut self, _: Resource<Worker>) -> wasmtime::Result<()> {
-        no_worker()
+
+    fn drop(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {
+        // Dropping the value kills the worker's process group.
+        self.table.delete(worker)?;
+        Ok(())
     }
 }
 
-fn not_forked() -> ProcessError {
-    ErrorCode::Unsupported(
-        "this component was not started by fork: it has no parent channel".into(),
-    )
-    .into()
+fn not_forked() -> ErrorCode {
+    ErrorCode::Unsupported("this component was not started by fork: it has no parent channel".into())
+}
+
+impl ProcessCtxView<'_> {
+    fn parent(&self) -> Result<&Channel, ErrorCode> {
+        self.ctx.parent.as_ref().ok_or_else(not_forked)
+    }
 }
 
 impl parent::Host for ProcessCtxView<'_> {
-    async fn send(&mut self, _message: Vec<u8>) -> ProcessResult<()> {
-        Err(not_forked())
+    async fn send(&mut self, message: Vec<u8>) -> ProcessResult<()> {
+        Ok(self.parent()?.send(message).await?)
     }
+
     async fn receive(&mut self) -> ProcessResult<Vec<u8>> {
-        Err(not_forked())
+        Ok(self.parent()?.receive().await?)
     }
+
     fn try_receive(&mut self) -> ProcessResult<Option<Vec<u8>>> {
-        Err(not_forked())
+        Ok(self.parent()?.try_receive()?)
     }
-    /// Ready at once, so a guest polling it goes on to `try-receive` and
-    /// gets the `unsupported` error instead of waiting forever.
+
+    /// Ready when `receive` would not block; for a component that was not
+    /// forked, ready at once, so that it goes on to `try-receive` and gets
+    /// `unsupported` instead of waiting forever.
     fn subscribe(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
-        let ready = self.table.push(Ready)?;
-        wasmtime_wasi::p2::subscribe(self.table, ready)
+        match &self.ctx.parent {
+            Some(channel) => {
+                let readiness = channel.readiness();
+                self.channel_pollable::<Readiness>(readiness, None)
+            }
+            None => {
+                let ready = self.table.push(Ready)?;
+                wasmtime_wasi::p2::subscribe(self.table, ready)
+            }
+        }
     }
 }
 
@@ -115,6 +290,6 @@ impl parent::Host for ProcessCtxView<'_> {
 struct Ready;
 
 #[wasmtime_wasi::async_trait]
-impl wasmtime_wasi::p2::Pollable for Ready {
+impl Pollable for Ready {
     async fn ready(&mut self) {}
 }

@@ -16,7 +16,7 @@
 //! |---|---|
 //! | `exec` (`exec`, `exec-file`) | implemented |
 //! | `spawn` | implemented: streaming stdio as wasi:io streams |
-//! | `fork`, `parent` | return `unsupported` |
+//! | `fork`, `parent` | implemented: workers in their own processes, [`Channel`] |
 //!
 //! ## What a child gets
 //!
@@ -69,6 +69,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bindings;
+mod cache;
+pub mod channel;
 mod ctx;
 mod error;
 mod exec;
@@ -77,7 +79,10 @@ mod policy;
 mod process;
 mod spawn;
 mod sys;
+pub mod worker;
 
+pub use cache::ComponentCache;
+pub use channel::Channel;
 pub use ctx::{DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;

@@ -12,6 +12,7 @@ use cap_std::fs::Dir;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,12 @@ pub enum Denial {
     },
     /// An environment variable name that is not allowed.
     EnvName(String),
+    /// A component that is not granted for `fork`.
+    ForkComponent(String),
+    /// A directory passed on to a worker that the guest does not hold.
+    ForkDir(String),
+    /// A read-only directory passed on to a worker as writable.
+    ReadOnlyDir(String),
     /// A limit: which one, and the message given to the guest.
     Limit {
         /// The limit's name, as in [`Limits`](crate::Limits).
@@ -60,6 +67,11 @@ impl fmt::Display for Denial {
                 "working directory `{cwd}` leads out of the granted directory `{granted}` through `..` or a symlink"
             ),
             Denial::EnvName(n) => write!(f, "environment variable `{n}` is not allowed"),
+            Denial::ForkComponent(c) => write!(f, "component `{c}` is not allowed for fork"),
+            Denial::ForkDir(d) => write!(f, "directory `{d}` is not inside a directory this guest holds"),
+            Denial::ReadOnlyDir(d) => {
+                write!(f, "directory `{d}` is read-only for this guest and can only be passed on read-only")
+            }
             Denial::Limit { message, .. } => f.write_str(message),
         }
     }
@@ -111,8 +123,32 @@ impl ProgramGrant {
     }
 }
 
+impl ProgramGrant {
+    /// A component granted for `fork`: an existing file.
+    pub fn component(path: &Path) -> Result<ProgramGrant> {
+        let path = std::path::absolute(path)?;
+        if !path.is_file() {
+            bail!("component {} is not a file", path.display());
+        }
+        let name = match path.file_name().and_then(OsStr::to_str) {
+            Some(n) => n.to_owned(),
+            None => bail!("{} has no UTF-8 file name", path.display()),
+        };
+        Ok(ProgramGrant { name, path })
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The grant named `name`: by absolute path if it has a `/`, else by file name.
+fn find<'a>(grants: &'a [ProgramGrant], name: &str) -> Option<&'a ProgramGrant> {
+    if name.contains('/') {
+        grants.iter().find(|g| g.path == Path::new(name))
+    } else {
+        grants.iter().find(|g| g.name == name)
+    }
 }
 
 /// A directory children may run in.
@@ -125,7 +161,6 @@ pub(crate) struct DirGrant {
     /// The opened directory.
     pub dir: Arc<Dir>,
     /// Whether children may write to it.
-    #[allow(dead_code, reason = "enforced by kernel confinement (Landlock), next")]
     pub access: DirAccess,
 }
 
@@ -144,6 +179,9 @@ pub(crate) struct Prepared {
     pub cwd: Option<Dir>,
     /// The working directory on the host (for logs; the child enters `cwd`).
     pub cwd_host: PathBuf,
+    /// Open file descriptors the child keeps across `exec` (for a forked
+    /// worker: its channel and directories); all others are closed.
+    pub inherit_fds: Vec<RawFd>,
 }
 
 /// What the guest asked to run, before any check.
@@ -203,6 +241,7 @@ impl ProcessCtx {
             env,
             cwd,
             cwd_host,
+            inherit_fds: Vec::new(),
         })
     }
 
@@ -239,13 +278,12 @@ impl ProcessCtx {
         Ok(())
     }
 
-    fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {
-        let found = if program.contains('/') {
-            self.programs.iter().find(|g| g.path == Path::new(program))
-        } else {
-            self.programs.iter().find(|g| g.name == program)
-        };
-        found.ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
+    pub(crate) fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {
+        find(&self.programs, program).ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
+    }
+
+    pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, ErrorCode> {
+        find(&self.forks, component).ok_or_else(|| self.deny(Denial::ForkComponent(component.to_owned())))
     }
 
     fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, ErrorCode> {
@@ -271,6 +309,33 @@ impl ProcessCtx {
         Ok(out)
     }
 
+    /// The granted directory `path` (a guest path) is in, the rest of the
+    /// path below it, and the directory opened through cap-std (which
+    /// refuses `..` and symlinks that lead out of the grant with
+    /// `PermissionDenied`). `None` when `path` is in no granted directory.
+    pub(crate) fn locate_dir(&self, path: &str) -> Option<(&DirGrant, PathBuf, io::Result<Dir>)> {
+        let path = Path::new(path);
+        // The granted directory whose guest path is the longest prefix of
+        // `path`; a relative `path` that matches none is relative to the first.
+        let matched = (self.dirs.iter())
+            .filter_map(|d| path.strip_prefix(&d.guest_path).ok().map(|rest| (d, rest)))
+            .max_by_key(|(d, _)| d.guest_path.components().count());
+        let (grant, rest) = match matched {
+            Some(m) => m,
+            None if path.is_relative() && !self.dirs.is_empty() => (&self.dirs[0], path),
+            None => return None,
+        };
+        let rest: PathBuf = (rest.components())
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        let opened = if rest.as_os_str().is_empty() {
+            grant.dir.try_clone()
+        } else {
+            grant.dir.open_dir(&rest)
+        };
+        Some((grant, rest, opened))
+    }
+
     /// Opens the guest's working directory inside a granted directory.
     fn open_cwd(&self, cwd: Option<&str>) -> Result<(Option<Dir>, PathBuf), ErrorCode> {
         let Some(cwd) = cwd else {
@@ -284,27 +349,8 @@ impl ProcessCtx {
                 None => Ok((None, PathBuf::from("/"))),
             };
         };
-        let path = Path::new(cwd);
-        // The granted directory whose guest path is the longest prefix of
-        // `cwd`; a relative `cwd` that matches none is relative to the first.
-        let matched = self
-            .dirs
-            .iter()
-            .filter_map(|d| path.strip_prefix(&d.guest_path).ok().map(|rest| (d, rest)))
-            .max_by_key(|(d, _)| d.guest_path.components().count());
-        let (grant, rest) = match matched {
-            Some(m) => m,
-            None if path.is_relative() && !self.dirs.is_empty() => (&self.dirs[0], path),
-            None => return Err(self.deny(Denial::Cwd(cwd.to_owned()))),
-        };
-        let rest: PathBuf = rest
-            .components()
-            .filter(|c| *c != Component::CurDir)
-            .collect();
-        let opened = if rest.as_os_str().is_empty() {
-            grant.dir.try_clone()
-        } else {
-            grant.dir.open_dir(&rest)
+        let Some((grant, rest, opened)) = self.locate_dir(cwd) else {
+            return Err(self.deny(Denial::Cwd(cwd.to_owned())));
         };
         match opened {
             Ok(dir) => Ok((Some(dir), grant.host_path.join(&rest))),

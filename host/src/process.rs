@@ -86,7 +86,7 @@ impl ProcessCtx {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
-        crate::sys::prepare_child(&mut cmd, prepared.cwd.as_ref());
+        crate::sys::prepare_child(&mut cmd, prepared.cwd.as_ref(), &prepared.inherit_fds);
         let child = cmd.spawn().map_err(|e| spawn_error(prepared, &e))?;
         let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
         let Some(pgid) = pid else {

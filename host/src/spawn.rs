@@ -8,7 +8,7 @@
 
 use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, Stdio as StdioKind};
-use crate::policy::Request;
+use crate::policy::{Prepared, Request};
 use crate::process::{GroupGuard, exit_status, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use std::pin::Pin;
@@ -56,7 +56,7 @@ impl Child {
     /// Waits for the leader to exit and for its `inherit`ed output to be
     /// passed on (up to [`FORWARD_GRACE`]), and remembers its status.
     /// Cancel safe.
-    async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
+    pub(crate) async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
         if let Some(status) = self.status {
             return Ok(status);
         }
@@ -136,6 +136,77 @@ impl Route {
     }
 }
 
+impl ProcessCtx {
+    /// Starts `prepared` with stdio set up as asked: the common part of
+    /// `spawn` and `fork`.
+    pub(crate) fn start(
+        &mut self,
+        prepared: &Prepared,
+        stdin: StdioKind,
+        stdout: StdioKind,
+        stderr: StdioKind,
+    ) -> Result<Child, ErrorCode> {
+        let stdin = match stdin {
+            StdioKind::Piped => Stdio::piped(),
+            StdioKind::Inherit => Stdio::inherit(),
+            StdioKind::Null => Stdio::null(),
+        };
+        let (out_os, out_route) = self.route(stdout, self.inherit_stdout.as_deref());
+        let (err_os, err_route) = self.route(stderr, self.inherit_stderr.as_deref());
+        let mut launched = self.launch(prepared, stdin, out_os, err_os)?;
+        let process = &mut launched.child;
+        let mut forwarders = Vec::new();
+        let stdin = (process.stdin.take())
+            .map(|w| Box::new(AsyncWriteStream::new(STDIN_WRITE_BUDGET, w)) as DynOutputStream);
+        let stdout = out_route.stream(process.stdout.take(), &mut forwarders);
+        let stderr = err_route.stream(process.stderr.take(), &mut forwarders);
+        Ok(Child {
+            process: launched.child,
+            status: None,
+            group: launched.group,
+            stdin,
+            stdout,
+            stderr,
+            forwarders,
+        })
+    }
+}
+
+impl Child {
+    /// The leader's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.group.pid()
+    }
+
+    /// The exit status if the leader has exited, without blocking.
+    pub(crate) fn try_status(&mut self) -> Result<Option<ExitStatus>, ErrorCode> {
+        if self.status.is_none() {
+            let pid = self.pid();
+            let status = (self.process.try_wait())
+                .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
+            self.status = status.map(exit_status);
+        }
+        Ok(self.status)
+    }
+
+    /// Sends signal number `n` to the group.
+    pub(crate) fn kill(&self, n: u8) -> Result<(), ErrorCode> {
+        let signal = signal(n)?;
+        (self.group.signal(signal))
+            .map_err(|e| ErrorCode::from_io(format_args!("signalling child {}", self.pid()), &e))
+    }
+
+    /// Takes the piped stdout.
+    pub(crate) fn take_stdout(&mut self) -> Option<DynInputStream> {
+        self.stdout.take()
+    }
+
+    /// Takes the piped stderr.
+    pub(crate) fn take_stderr(&mut self) -> Option<DynInputStream> {
+        self.stderr.take()
+    }
+}
+
 impl Host for ProcessCtxView<'_> {
     fn spawn(
         &mut self,
@@ -151,34 +222,7 @@ impl Host for ProcessCtxView<'_> {
             env: &options.env,
         };
         let prepared = self.ctx.prepare(&req)?;
-        let stdin = match options.stdin {
-            StdioKind::Piped => Stdio::piped(),
-            StdioKind::Inherit => Stdio::inherit(),
-            StdioKind::Null => Stdio::null(),
-        };
-        let (out_os, out_route) = self
-            .ctx
-            .route(options.stdout, self.ctx.inherit_stdout.as_deref());
-        let (err_os, err_route) = self
-            .ctx
-            .route(options.stderr, self.ctx.inherit_stderr.as_deref());
-        let mut launched = self.ctx.launch(&prepared, stdin, out_os, err_os)?;
-        drop(prepared);
-        let process = &mut launched.child;
-        let mut forwarders = Vec::new();
-        let stdin = (process.stdin.take())
-            .map(|w| Box::new(AsyncWriteStream::new(STDIN_WRITE_BUDGET, w)) as DynOutputStream);
-        let stdout = out_route.stream(process.stdout.take(), &mut forwarders);
-        let stderr = err_route.stream(process.stderr.take(), &mut forwarders);
-        let child = Child {
-            process: launched.child,
-            status: None,
-            group: launched.group,
-            stdin,
-            stdout,
-            stderr,
-            forwarders,
-        };
+        let child = (self.ctx).start(&prepared, options.stdin, options.stdout, options.stderr)?;
         self.table.push(child).map_err(ProcessError::trap)
     }
 }
@@ -188,22 +232,23 @@ impl ProcessCtxView<'_> {
         Ok(self.table.get_mut(child)?)
     }
 
-    /// Moves a stream out of `child` into the table, as its child resource.
-    fn take_stream<S: Send + 'static>(
+    /// Moves a stream out of resource `parent` into the table, as a child
+    /// resource of `parent`.
+    pub(crate) fn take_stream<T: 'static, S: Send + 'static>(
         &mut self,
-        child: &Resource<Child>,
-        take: impl FnOnce(&mut Child) -> Option<S>,
+        parent: &Resource<T>,
+        take: impl FnOnce(&mut T) -> Option<S>,
     ) -> wasmtime::Result<Option<Resource<S>>> {
-        let Some(stream) = take(self.child(child)?) else {
+        let Some(stream) = take(self.table.get_mut(parent)?) else {
             return Ok(None);
         };
-        Ok(Some(self.table.push_child(stream, child)?))
+        Ok(Some(self.table.push_child(stream, parent)?))
     }
 }
 
 impl HostChild for ProcessCtxView<'_> {
     fn pid(&mut self, child: Resource<Child>) -> wasmtime::Result<u32> {
-        Ok(self.child(&child)?.group.pid())
+        Ok(self.child(&child)?.pid())
     }
 
     fn take_stdin(
@@ -217,14 +262,14 @@ impl HostChild for ProcessCtxView<'_> {
         &mut self,
         child: Resource<Child>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&child, |c| c.stdout.take())
+        self.take_stream(&child, Child::take_stdout)
     }
 
     fn take_stderr(
         &mut self,
         child: Resource<Child>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&child, |c| c.stderr.take())
+        self.take_stream(&child, Child::take_stderr)
     }
 
     fn subscribe(&mut self, child: Resource<Child>) -> wasmtime::Result<Resource<DynPollable>> {
@@ -233,13 +278,7 @@ impl HostChild for ProcessCtxView<'_> {
 
     fn try_wait(&mut self, child: Resource<Child>) -> ProcessResult<Option<ExitStatus>> {
         let child = self.child(&child).map_err(ProcessError::trap)?;
-        if child.status.is_none() {
-            let pid = child.group.pid();
-            let status = (child.process.try_wait())
-                .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
-            child.status = status.map(exit_status);
-        }
-        Ok(child.status)
+        Ok(child.try_status()?)
     }
 
     async fn wait(&mut self, child: Resource<Child>) -> ProcessResult<ExitStatus> {
@@ -247,13 +286,9 @@ impl HostChild for ProcessCtxView<'_> {
         Ok(child.reap().await?)
     }
 
-    fn kill(&mut self, child: Resource<Child>, signal_number: u8) -> ProcessResult<()> {
-        let signal = signal(signal_number)?;
+    fn kill(&mut self, child: Resource<Child>, signal: u8) -> ProcessResult<()> {
         let child = self.child(&child).map_err(ProcessError::trap)?;
-        let pid = child.group.pid();
-        (child.group.signal(signal))
-            .map_err(|e| ErrorCode::from_io(format_args!("signalling child {pid}"), &e))?;
-        Ok(())
+        Ok(child.kill(signal)?)
     }
 
     fn confinement(&mut self, child: Resource<Child>) -> wasmtime::Result<Confinement> {

@@ -4,30 +4,40 @@
 use cap_std::fs::Dir;
 use rustix::process::{Signal, fchdir, getpid, getppid, set_parent_process_death_signal};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Mutex;
+use rustix::io::{FdFlags, fcntl_setfd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use tokio::process::Command;
 
 /// Makes the child, before it executes its program:
 /// - enter `cwd` with `fchdir` on the already opened directory (never by a
 ///   path string a guest could race), or `/` when there is none;
+/// - keep the descriptors `inherit` open across `exec` (all others are
+///   close-on-exec);
 /// - ask for SIGKILL when the host thread that started it dies, and exit at
 ///   once if the host is already gone.
 ///
-/// `cwd` must stay open until the command has been spawned.
-pub(crate) fn prepare_child(cmd: &mut Command, cwd: Option<&Dir>) {
+/// `cwd` and the descriptors of `inherit` must stay open until the command
+/// has been spawned.
+pub(crate) fn prepare_child(cmd: &mut Command, cwd: Option<&Dir>, inherit: &[RawFd]) {
     let cwd_fd = cwd.map(|d| d.as_fd().as_raw_fd());
+    let inherit = inherit.to_vec();
     let host = getpid();
     // SAFETY: the closure runs in the forked child before `exec`, where only
     // async-signal-safe operations are allowed. It makes raw system calls
-    // through rustix (fchdir, chdir, prctl, getppid) and converts error
+    // through rustix (fchdir, chdir, fcntl, prctl, getppid) and converts error
     // numbers to `io::Error`s, none of which allocates or takes a lock. The file
-    // descriptor is valid in the child: the caller keeps `cwd` open until
-    // `spawn` returns, and `fork` copied the descriptor table.
+    // descriptors are valid in the child: the caller keeps `cwd` and
+    // `inherit` open until `spawn` returns, and `fork` copied the descriptor
+    // table; clearing close-on-exec there does not touch the host's table.
     unsafe {
         cmd.pre_exec(move || {
             match cwd_fd {
                 Some(fd) => fchdir(BorrowedFd::borrow_raw(fd))?,
                 None => rustix::process::chdir(c"/")?,
+            }
+            for &fd in &inherit {
+                fcntl_setfd(BorrowedFd::borrow_raw(fd), FdFlags::empty())?;
             }
             set_parent_process_death_signal(Some(Signal::KILL))?;
             if getppid() != Some(host) {
@@ -36,4 +46,44 @@ pub(crate) fn prepare_child(cmd: &mut Command, cwd: Option<&Dir>) {
             Ok(())
         });
     }
+}
+
+/// Takes ownership of descriptor `fd`, which this process's parent host
+/// left open for it (a forked worker's channel or directory), and marks it
+/// close-on-exec so it goes no further. Each descriptor can be taken once;
+/// it must be one named by the parent (on the command line or in the worker
+/// specification).
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    static TAKEN: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if fd <= 2 || taken.contains(&fd) {
+        return Err(io::Error::other(format!("descriptor {fd} cannot be inherited")));
+    }
+    // SAFETY: the parent host opened `fd` for this process and keeps it
+    // open across `exec`; nothing in this process opened it, and it cannot
+    // have been closed and reused because only this function takes
+    // inherited descriptors, once each (`TAKEN`); `fcntl_getfd` on the
+    // borrowed descriptor first checks that it is open.
+    let owned = unsafe {
+        rustix::io::fcntl_getfd(BorrowedFd::borrow_raw(fd))?;
+        OwnedFd::from_raw_fd(fd)
+    };
+    taken.push(fd);
+    fcntl_setfd(&owned, FdFlags::CLOEXEC)?;
+    Ok(owned)
+}
+
+/// Loads a compiled component that [`ComponentCache`](crate::cache::ComponentCache)
+/// wrote, mapping its code from the file.
+pub(crate) fn deserialize_component(
+    engine: &wasmtime::Engine,
+    path: &std::path::Path,
+) -> wasmtime::Result<wasmtime::component::Component> {
+    // SAFETY: `Component::deserialize_file` runs the file's machine code, so
+    // it must be a component this host serialized and nobody altered: the
+    // cache only reads entries it wrote itself (named by the SHA-256 of the
+    // source and the engine's compatibility hash, written then renamed) in a
+    // directory it checked belongs to this user and is closed to others;
+    // wasmtime itself checks the engine version and settings in the header.
+    unsafe { wasmtime::component::Component::deserialize_file(engine, path) }
 }

@@ -1,0 +1,117 @@
+//! The worker side of `fork`: what a forked worker may do, as the parent
+//! host sends it, and how the worker process sets itself up from it.
+//!
+//! A worker is started as `WORKER_EXECUTABLE __worker --channel-fd N`, with
+//! descriptor N one end of a Unix socketpair, an empty environment (but for
+//! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdin. The
+//! first message on the channel is a JSON [`WorkerSpec`]; everything after
+//! it belongs to the guests. The worker has no capability the spec does not
+//! name, and the spec only ever names a subset of its parent's.
+
+use crate::channel::Channel;
+use crate::{DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+/// Host environment variables a worker process gets from its parent host
+/// (never seen by the worker's guest or its children): where caches live
+/// and how to log.
+pub const HOST_ENV: &[&str] = &["HOME", "XDG_CACHE_HOME", "WASMPROC_LOG", "WASMPROC_CACHE"];
+
+/// The worker's capabilities and guest, as sent by the parent host.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// The component to run (absolute path, granted to the parent).
+    pub component: PathBuf,
+    /// Its arguments after `argv[0]` (the component's file name).
+    pub args: Vec<String>,
+    /// Its own environment (wasi:cli/environment).
+    pub env: Vec<(String, String)>,
+    /// Programs it may run (absolute paths).
+    pub programs: Vec<PathBuf>,
+    /// The shell it may use for `exec`.
+    pub shell: Option<PathBuf>,
+    /// Directories it holds, passed as open descriptors.
+    pub dirs: Vec<WorkerDir>,
+    /// Environment variable names it may give its children.
+    pub allowed_env: Vec<String>,
+    /// Its limits (the parent's).
+    pub limits: Limits,
+}
+
+/// A directory a worker holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerDir {
+    /// The guest path, the same as in the parent.
+    pub guest_path: String,
+    /// The host path, for logs only.
+    pub host_path: PathBuf,
+    /// The open descriptor the worker inherited.
+    pub fd: RawFd,
+    /// Whether the worker may only read it.
+    pub read_only: bool,
+}
+
+/// A worker process, set up from what its parent host sent.
+pub struct Worker {
+    /// What the parent sent.
+    pub spec: WorkerSpec,
+    /// The worker guest's WASI context: arguments, environment, its
+    /// directories as preopens and the process's stdio.
+    pub wasi: WasiCtxBuilder,
+    /// The worker guest's process capabilities, with the channel to its
+    /// parent.
+    pub process: ProcessCtxBuilder,
+}
+
+impl Worker {
+    /// Takes the channel on the inherited descriptor `channel_fd`, reads the
+    /// specification from it and builds the worker's contexts. Must run
+    /// inside a tokio runtime.
+    pub async fn accept(channel_fd: RawFd) -> Result<Worker> {
+        let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
+        let socket = std::os::unix::net::UnixStream::from(fd);
+        socket.set_nonblocking(true)?;
+        let channel = Channel::new(tokio::net::UnixStream::from_std(socket)?);
+        let first = (channel.receive().await)
+            .map_err(|e| anyhow::anyhow!("no worker specification from the parent: {e:?}"))?;
+        let spec: WorkerSpec = serde_json::from_slice(&first).context("reading the worker specification")?;
+
+        let mut wasi = WasiCtx::builder();
+        let name = spec.component.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        wasi.inherit_stdout().inherit_stderr().arg(name).args(&spec.args).envs(&spec.env);
+        let mut process = ProcessCtx::builder();
+        for dir in &spec.dirs {
+            let fd = crate::sys::take_inherited_fd(dir.fd)
+                .with_context(|| format!("taking directory {}", dir.guest_path))?;
+            let (perms, access) = if dir.read_only {
+                (FsPerms::ReadOnly, DirAccess::ReadOnly)
+            } else {
+                (FsPerms::ReadWrite, DirAccess::ReadWrite)
+            };
+            // The same directory (not a path that may have changed since).
+            let same = format!("/proc/self/fd/{}", dir.fd);
+            wasi.preopened_dir(&same, &dir.guest_path, perms)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("opening directory {}", dir.guest_path))?;
+            process.dir_handle(cap_std::fs::Dir::from_std_file(fd.into()), &dir.host_path, &dir.guest_path, access)?;
+        }
+        for program in &spec.programs {
+            process.allow_program(program)?;
+        }
+        if let Some(shell) = &spec.shell {
+            process.allow_shell(shell)?;
+        }
+        for name in &spec.allowed_env {
+            process.allow_env(name.as_str())?;
+        }
+        if spec.component.as_os_str().is_empty() {
+            bail!("the worker specification names no component");
+        }
+        process.limits(spec.limits.clone()).parent_channel(channel);
+        Ok(Worker { spec, wasi, process })
+    }
+}
