@@ -74,7 +74,11 @@ impl Runner {
                 None
             }
         });
-        Ok(Runner { engine, linker, cache })
+        Ok(Runner {
+            engine,
+            linker,
+            cache,
+        })
     }
 
     /// The component at `path`, compiled once and then loaded from the

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, Runner};
-use wasmtime::component::Component;
 use wasmproc_host::{Denial, DirAccess, Limits, ProcessCtx};
+use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 const CAPABILITIES: &str = "\
@@ -134,7 +134,9 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let (wasi, process) = contexts(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let runner = Runner::new()?;
         let component = runner.load(&args.component)?;
@@ -144,18 +146,31 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
 fn worker(channel_fd: i32) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut worker = wasmproc_host::worker::Worker::accept(channel_fd).await?;
         let runner = Runner::new()?;
         let component = runner.load(&worker.spec.component)?;
-        run_guest(&runner, &component, worker.wasi.build(), worker.process.build()).await
+        run_guest(
+            &runner,
+            &component,
+            worker.wasi.build(),
+            worker.process.build(),
+        )
+        .await
     })
 }
 
 /// Runs a guest until it ends or the host gets SIGINT/SIGTERM, and turns how
 /// it ended into the process's exit code.
-async fn run_guest(runner: &Runner, component: &Component, wasi: WasiCtx, process: ProcessCtx) -> Result<ExitCode> {
+async fn run_guest(
+    runner: &Runner,
+    component: &Component,
+    wasi: WasiCtx,
+    process: ProcessCtx,
+) -> Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     // On SIGINT/SIGTERM the guest's store is dropped, which kills the
@@ -244,8 +259,13 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
-    if process.programs().any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == me)) {
-        bail!("refusing to grant wasmproc itself to the guest: it could run it with any flags (use --allow-fork)");
+    if process
+        .programs()
+        .any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == me))
+    {
+        bail!(
+            "refusing to grant wasmproc itself to the guest: it could run it with any flags (use --allow-fork)"
+        );
     }
     Ok((wasi.build(), process.build()))
 }
@@ -272,7 +292,9 @@ fn grant_hint(denial: &Denial) -> String {
         } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
         Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
-        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) => "a worker only gets what its parent holds".to_owned(),
+        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) => {
+            "a worker only gets what its parent holds".to_owned()
+        }
         _ => "not grantable by a flag".to_owned(),
     }
 }

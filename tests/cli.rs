@@ -303,3 +303,82 @@ fn a_child_writing_a_gigabyte_nobody_reads_does_not_grow_the_host() {
         "host peak RSS {peak_kib} KiB: it buffered what the guest did not read"
     );
 }
+
+#[test]
+fn prebuilt_seed_fork_runs_from_the_readme_command() {
+    let out = wasmproc(&[
+        "run",
+        "--allow-fork",
+        "guest-examples/prebuilt/support-worker.wasm",
+        "guest-examples/prebuilt/seed-fork.wasm",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "Child Process 0 executed.",
+            "Child Process 1 executed.",
+            "Child Process 2 executed.",
+            "child process exited with code 0",
+            "child process exited with code 0",
+            "child process exited with code 0",
+        ]
+    );
+}
+
+#[test]
+fn a_killed_host_takes_its_workers_and_their_children_with_it() {
+    use std::io::{BufRead, BufReader};
+    let host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-run", testprog().to_str().unwrap()])
+        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
+        .args([guest("fork-probe").to_str().unwrap(), "hold"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut host = host;
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let mut pid = || {
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let (worker, grandchild) = (pid(), pid());
+    host.kill().unwrap(); // SIGKILL: no cleanup code runs in the host
+    host.wait().unwrap();
+    for pid in [worker, grandchild] {
+        let alive = Command::new(testprog())
+            .args(["alive", &pid])
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&alive.stdout),
+            "gone\n",
+            "process {pid} outlived the killed host"
+        );
+    }
+}
+
+#[test]
+fn cli_refuses_to_grant_wasmproc_itself() {
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--allow-run",
+        env!("CARGO_BIN_EXE_wasmproc"),
+        probe.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("refusing to grant wasmproc itself"),
+        "{}",
+        text(&out.stderr)
+    );
+}

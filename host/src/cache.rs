@@ -26,11 +26,19 @@ impl ComponentCache {
     /// make a guest run their code.
     pub fn new(dir: impl Into<PathBuf>) -> Result<ComponentCache> {
         let dir = dir.into();
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
             .with_context(|| format!("creating the component cache {}", dir.display()))?;
         let meta = std::fs::metadata(&dir)?;
-        if meta.uid() != rustix::process::geteuid().as_raw() || meta.permissions().mode() & 0o022 != 0 {
-            bail!("the component cache {} must belong to this user and not be writable by others", dir.display());
+        if meta.uid() != rustix::process::geteuid().as_raw()
+            || meta.permissions().mode() & 0o022 != 0
+        {
+            bail!(
+                "the component cache {} must belong to this user and not be writable by others",
+                dir.display()
+            );
         }
         Ok(ComponentCache { dir })
     }
@@ -39,7 +47,11 @@ impl ComponentCache {
     /// `$XDG_CACHE_HOME/wasmproc/components`, else
     /// `$HOME/.cache/wasmproc/components`.
     pub fn default_dir() -> Option<PathBuf> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         var("WASMPROC_CACHE")
             .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wasmproc/components")))
             .or_else(|| var("HOME").map(|d| d.join(".cache/wasmproc/components")))
@@ -49,7 +61,9 @@ impl ComponentCache {
     pub fn load(&self, engine: &Engine, path: &Path) -> Result<Component> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let key = Sha256::new()
             .chain_update(&bytes)
             .chain_update(engine_hash.finish().to_le_bytes())
@@ -58,13 +72,16 @@ impl ComponentCache {
         if entry.exists() {
             match crate::sys::deserialize_component(engine, &entry) {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(entry = %entry.display(), error = %e, "recompiling a bad cache entry"),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), error = %e, "recompiling a bad cache entry")
+                }
             }
         }
         let component = Component::new(engine, &bytes)?;
         let serialized = component.serialize()?;
         let temp = self.dir.join(format!(".{key:x}.{}", std::process::id()));
-        std::fs::write(&temp, serialized).and_then(|()| std::fs::rename(&temp, &entry))
+        std::fs::write(&temp, serialized)
+            .and_then(|()| std::fs::rename(&temp, &entry))
             .with_context(|| format!("writing {}", entry.display()))?;
         Ok(component)
     }

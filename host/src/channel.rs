@@ -34,7 +34,11 @@ pub struct FrameError(pub usize);
 
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "message of {} bytes is above the limit of {MAX_MESSAGE}", self.0)
+        write!(
+            f,
+            "message of {} bytes is above the limit of {MAX_MESSAGE}",
+            self.0
+        )
     }
 }
 
@@ -140,18 +144,39 @@ impl Channel {
 
     /// Queues `message`, waiting while the send queue is full.
     pub async fn send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+        self.check_open()?;
         check_size(&message)?;
-        let permit = (self.send_budget.clone().acquire_many_owned(cost(&message)).await)
+        let permit = (self
+            .send_budget
+            .clone()
+            .acquire_many_owned(cost(&message))
+            .await)
             .map_err(|_| ErrorCode::Closed)?;
-        self.outbox.send((message, permit)).map_err(|_| ErrorCode::Closed)
+        self.outbox
+            .send((message, permit))
+            .map_err(|_| ErrorCode::Closed)
     }
 
     /// Queues `message` if the send queue has room for it now.
     pub fn try_send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+        self.check_open()?;
         check_size(&message)?;
-        let permit = (self.send_budget.clone().try_acquire_many_owned(cost(&message)))
-            .map_err(|_| ErrorCode::LimitExceeded("the channel's send queue is full".into()))?;
-        self.outbox.send((message, permit)).map_err(|_| ErrorCode::Closed)
+        let permit = (self
+            .send_budget
+            .clone()
+            .try_acquire_many_owned(cost(&message)))
+        .map_err(|_| ErrorCode::LimitExceeded("the channel's send queue is full".into()))?;
+        self.outbox
+            .send((message, permit))
+            .map_err(|_| ErrorCode::Closed)
+    }
+
+    /// `closed` once the peer has closed its end (exited or crashed).
+    fn check_open(&self) -> Result<(), ErrorCode> {
+        match self.inbox.state.lock().unwrap().closed {
+            true => Err(ErrorCode::Closed),
+            false => Ok(()),
+        }
     }
 
     /// Waits for the next message; `closed` after the last one.
@@ -191,7 +216,11 @@ impl Channel {
     /// written to the socket (or the socket failed), then shuts the socket
     /// down for writing, so the peer sees `closed` after the last message.
     pub async fn close(self) {
-        let Channel { outbox, _tasks: [reader, writer], .. } = self;
+        let Channel {
+            outbox,
+            _tasks: [reader, writer],
+            ..
+        } = self;
         drop(outbox);
         let _ = writer.await;
         reader.abort();

@@ -210,7 +210,11 @@ impl ProcessCtxBuilder {
 
     /// The paths of the programs granted so far.
     pub fn programs(&self) -> impl Iterator<Item = &Path> {
-        self.ctx.programs.iter().chain(&self.ctx.shell).map(|g| g.path.as_path())
+        self.ctx
+            .programs
+            .iter()
+            .chain(&self.ctx.shell)
+            .map(|g| g.path.as_path())
     }
 
     /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
@@ -251,7 +255,10 @@ impl ProcessCtxBuilder {
         access: DirAccess,
     ) -> Result<&mut Self> {
         if guest_path.is_empty() || guest_path.contains('\0') {
-            bail!("invalid guest path {guest_path:?} for {}", host_path.display());
+            bail!(
+                "invalid guest path {guest_path:?} for {}",
+                host_path.display()
+            );
         }
         self.ctx.dirs.push(DirGrant {
             guest_path: PathBuf::from(guest_path),
@@ -288,7 +295,12 @@ impl ProcessCtxBuilder {
     /// current directory), which it names by file name or absolute path.
     pub fn allow_fork(&mut self, path: impl AsRef<Path>) -> Result<&mut Self> {
         let grant = ProgramGrant::component(path.as_ref())?;
-        if let Some(other) = self.ctx.forks.iter().find(|g| g.name == grant.name && g.path != grant.path) {
+        if let Some(other) = self
+            .ctx
+            .forks
+            .iter()
+            .find(|g| g.name == grant.name && g.path != grant.path)
+        {
             bail!(
                 "two fork components are both named `{}`: {} and {}",
                 grant.name,

@@ -33,7 +33,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("pid", &self.child.pid()).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("pid", &self.child.pid())
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,9 @@ impl ProcessCtx {
         }
         for (name, value) in &options.env {
             if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                return Err(ErrorCode::InvalidArgument(format!("invalid environment variable {name:?}")));
+                return Err(ErrorCode::InvalidArgument(format!(
+                    "invalid environment variable {name:?}"
+                )));
             }
         }
         let programs = (options.programs.iter())
@@ -105,7 +109,9 @@ impl ProcessCtx {
     /// it writable unless `read_only`).
     fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), ErrorCode> {
         if path.contains('\0') {
-            return Err(ErrorCode::InvalidArgument("a directory path contains a NUL byte".into()));
+            return Err(ErrorCode::InvalidArgument(
+                "a directory path contains a NUL byte".into(),
+            ));
         }
         let Some((grant, rest, opened)) = self.locate_dir(path) else {
             return Err(self.deny(Denial::ForkDir(path.to_owned())));
@@ -116,9 +122,16 @@ impl ProcessCtx {
                 return Err(self.deny(Denial::ForkDir(path.to_owned())));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ErrorCode::NotFound(format!("directory `{path}` does not exist")));
+                return Err(ErrorCode::NotFound(format!(
+                    "directory `{path}` does not exist"
+                )));
             }
-            Err(e) => return Err(ErrorCode::from_io(format_args!("opening directory `{path}`"), &e)),
+            Err(e) => {
+                return Err(ErrorCode::from_io(
+                    format_args!("opening directory `{path}`"),
+                    &e,
+                ));
+            }
         };
         if grant.access == DirAccess::ReadOnly && !read_only {
             return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
@@ -136,11 +149,17 @@ impl Host for ProcessCtxView<'_> {
     ) -> ProcessResult<Resource<Worker>> {
         let ctx = &mut *self.ctx;
         if component.contains('\0') {
-            return Err(ErrorCode::InvalidArgument("the component name contains a NUL byte".into()).into());
+            return Err(ErrorCode::InvalidArgument(
+                "the component name contains a NUL byte".into(),
+            )
+            .into());
         }
         let path = ctx.find_fork(&component)?.path.clone();
         let Some(executable) = ctx.worker_executable.clone() else {
-            return Err(ErrorCode::Unsupported("this host has no worker executable to run forked components".into()).into());
+            return Err(ErrorCode::Unsupported(
+                "this host has no worker executable to run forked components".into(),
+            )
+            .into());
         };
         let (spec, dirs) = ctx.narrow(path, args, &options)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -151,7 +170,11 @@ impl Host for ProcessCtxView<'_> {
         let prepared = Prepared {
             program: executable,
             argv0: "wasmproc".to_owned(),
-            args: vec!["__worker".to_owned(), "--channel-fd".to_owned(), channel_fd.to_string()],
+            args: vec![
+                "__worker".to_owned(),
+                "--channel-fd".to_owned(),
+                channel_fd.to_string(),
+            ],
             env: (HOST_ENV.iter())
                 .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
                 .collect(),
@@ -169,7 +192,9 @@ impl Host for ProcessCtxView<'_> {
         let channel = Channel::new(socket);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec)?;
-        self.table.push(Worker { channel, child }).map_err(ProcessError::trap)
+        self.table
+            .push(Worker { channel, child })
+            .map_err(ProcessError::trap)
     }
 }
 
@@ -215,7 +240,10 @@ impl HostWorker for ProcessCtxView<'_> {
         self.channel_pollable(readiness, Some(&worker))
     }
 
-    fn subscribe_exit(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe_exit(
+        &mut self,
+        worker: Resource<Worker>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         wasmtime_wasi::p2::subscribe(self.table, worker)
     }
 
@@ -231,11 +259,17 @@ impl HostWorker for ProcessCtxView<'_> {
         Ok(self.worker(&worker)?.child.kill(signal)?)
     }
 
-    fn take_stdout(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stdout(
+        &mut self,
+        worker: Resource<Worker>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         self.take_stream(&worker, |w: &mut Worker| w.child.take_stdout())
     }
 
-    fn take_stderr(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
+    fn take_stderr(
+        &mut self,
+        worker: Resource<Worker>,
+    ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         self.take_stream(&worker, |w: &mut Worker| w.child.take_stderr())
     }
 
@@ -247,7 +281,9 @@ impl HostWorker for ProcessCtxView<'_> {
 }
 
 fn not_forked() -> ErrorCode {
-    ErrorCode::Unsupported("this component was not started by fork: it has no parent channel".into())
+    ErrorCode::Unsupported(
+        "this component was not started by fork: it has no parent channel".into(),
+    )
 }
 
 impl ProcessCtxView<'_> {

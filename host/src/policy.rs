@@ -68,9 +68,15 @@ impl fmt::Display for Denial {
             ),
             Denial::EnvName(n) => write!(f, "environment variable `{n}` is not allowed"),
             Denial::ForkComponent(c) => write!(f, "component `{c}` is not allowed for fork"),
-            Denial::ForkDir(d) => write!(f, "directory `{d}` is not inside a directory this guest holds"),
+            Denial::ForkDir(d) => write!(
+                f,
+                "directory `{d}` is not inside a directory this guest holds"
+            ),
             Denial::ReadOnlyDir(d) => {
-                write!(f, "directory `{d}` is read-only for this guest and can only be passed on read-only")
+                write!(
+                    f,
+                    "directory `{d}` is read-only for this guest and can only be passed on read-only"
+                )
             }
             Denial::Limit { message, .. } => f.write_str(message),
         }
@@ -283,7 +289,8 @@ impl ProcessCtx {
     }
 
     pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, ErrorCode> {
-        find(&self.forks, component).ok_or_else(|| self.deny(Denial::ForkComponent(component.to_owned())))
+        find(&self.forks, component)
+            .ok_or_else(|| self.deny(Denial::ForkComponent(component.to_owned())))
     }
 
     fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, ErrorCode> {

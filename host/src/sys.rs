@@ -2,11 +2,11 @@
 //! `exec`.
 
 use cap_std::fs::Dir;
+use rustix::io::{FdFlags, fcntl_setfd};
 use rustix::process::{Signal, fchdir, getpid, getppid, set_parent_process_death_signal};
 use std::io;
-use std::sync::Mutex;
-use rustix::io::{FdFlags, fcntl_setfd};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use tokio::process::Command;
 
 /// Makes the child, before it executes its program:
@@ -57,7 +57,9 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     static TAKEN: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     if fd <= 2 || taken.contains(&fd) {
-        return Err(io::Error::other(format!("descriptor {fd} cannot be inherited")));
+        return Err(io::Error::other(format!(
+            "descriptor {fd} cannot be inherited"
+        )));
     }
     // SAFETY: the parent host opened `fd` for this process and keeps it
     // open across `exec`; nothing in this process opened it, and it cannot

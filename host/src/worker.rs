@@ -78,11 +78,21 @@ impl Worker {
         let channel = Channel::new(tokio::net::UnixStream::from_std(socket)?);
         let first = (channel.receive().await)
             .map_err(|e| anyhow::anyhow!("no worker specification from the parent: {e:?}"))?;
-        let spec: WorkerSpec = serde_json::from_slice(&first).context("reading the worker specification")?;
+        let spec: WorkerSpec =
+            serde_json::from_slice(&first).context("reading the worker specification")?;
 
         let mut wasi = WasiCtx::builder();
-        let name = spec.component.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        wasi.inherit_stdout().inherit_stderr().arg(name).args(&spec.args).envs(&spec.env);
+        let name = spec
+            .component
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        wasi.inherit_stdout()
+            .inherit_stderr()
+            .arg(name)
+            .args(&spec.args)
+            .envs(&spec.env);
         let mut process = ProcessCtx::builder();
         for dir in &spec.dirs {
             let fd = crate::sys::take_inherited_fd(dir.fd)
@@ -97,7 +107,12 @@ impl Worker {
             wasi.preopened_dir(&same, &dir.guest_path, perms)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("opening directory {}", dir.guest_path))?;
-            process.dir_handle(cap_std::fs::Dir::from_std_file(fd.into()), &dir.host_path, &dir.guest_path, access)?;
+            process.dir_handle(
+                cap_std::fs::Dir::from_std_file(fd.into()),
+                &dir.host_path,
+                &dir.guest_path,
+                access,
+            )?;
         }
         for program in &spec.programs {
             process.allow_program(program)?;
@@ -112,6 +127,10 @@ impl Worker {
             bail!("the worker specification names no component");
         }
         process.limits(spec.limits.clone()).parent_channel(channel);
-        Ok(Worker { spec, wasi, process })
+        Ok(Worker {
+            spec,
+            wasi,
+            process,
+        })
     }
 }

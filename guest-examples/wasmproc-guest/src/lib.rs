@@ -1,6 +1,8 @@
 //! Rust bindings for guest components that use the `wasmproc:process` WIT
-//! package (world `wasmproc:process/guest`), for `wasm32-wasip2` command
-//! components.
+//! package, for `wasm32-wasip2` command components. They are generated for
+//! the world `wasmproc:process/worker` (everything of `guest`, plus the
+//! `parent` channel of forked workers); a component imports only what it
+//! uses.
 //!
 //! ```ignore
 //! use wasmproc_guest::exec::{exec_file, ExecOptions};
@@ -9,12 +11,12 @@
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "wasmproc:process/guest",
+    world: "wasmproc:process/worker",
     generate_all,
 });
 
 pub use wasi::io;
-pub use wasmproc::process::{exec, fork, spawn, types};
+pub use wasmproc::process::{exec, fork, parent, spawn, types};
 
 use std::fmt;
 use types::{ErrorCode, ExitStatus};

@@ -1,0 +1,90 @@
+//! A test worker component, forked by fork-probe. Its first argument picks
+//! what it does:
+//!
+//! ```text
+//! echo             send back every message until the channel closes
+//! count N          send N numbered messages while receiving N, checking order
+//! then MODE        send `one`, `two`, `three`, then MODE: trap | exit3 | sleep
+//! exec PROGRAM ARGS...  run PROGRAM through exec-file; send back its stdout or error
+//! read PATH        read file PATH; send back its contents or the error
+//! cwd DIR PROGRAM  run PROGRAM in DIR; send back its stdout or error
+//! spawn PROGRAM... spawn PROGRAM (a grandchild); send back its pid; sleep
+//! ```
+
+use wasmproc_guest::exec::{ExecOptions, exec_file};
+use wasmproc_guest::parent;
+use wasmproc_guest::types::ErrorCode;
+
+fn describe(e: &ErrorCode) -> Vec<u8> {
+    format!("error: {}: {}", e.code(), e.message()).into_bytes()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "echo" => {
+            while let Ok(message) = parent::receive() {
+                parent::send(&message).expect("send");
+            }
+        }
+        "count" => {
+            let n: u64 = arg(1).parse().unwrap();
+            let mut next_in = 0u64;
+            for i in 0..n {
+                parent::send(&i.to_le_bytes()).expect("send");
+                while let Some(m) = parent::try_receive().expect("receive") {
+                    assert_eq!(m, next_in.to_le_bytes(), "message out of order");
+                    next_in += 1;
+                }
+            }
+            while next_in < n {
+                let m = parent::receive().expect("receive");
+                assert_eq!(m, next_in.to_le_bytes(), "message out of order");
+                next_in += 1;
+            }
+        }
+        "then" => {
+            for m in ["one", "two", "three"] {
+                parent::send(m.as_bytes()).expect("send");
+            }
+            match arg(1).as_str() {
+                "trap" => panic!("worker trapping on purpose"),
+                "exit3" => std::process::exit(3),
+                _ => std::thread::sleep(std::time::Duration::from_secs(60)),
+            }
+        }
+        "exec" => {
+            let reply = match exec_file(&arg(1), &args[2..], &ExecOptions::default()) {
+                Ok(out) => out.stdout,
+                Err(e) => describe(&e),
+            };
+            parent::send(&reply).expect("send");
+        }
+        "read" => {
+            let reply = match std::fs::read(arg(1)) {
+                Ok(bytes) => bytes,
+                Err(e) => format!("error: {e}").into_bytes(),
+            };
+            parent::send(&reply).expect("send");
+        }
+        "cwd" => {
+            let options = ExecOptions { cwd: Some(arg(1)), ..ExecOptions::default() };
+            let reply = match exec_file(&arg(2), &["cwd".into()], &options) {
+                Ok(out) => out.stdout,
+                Err(e) => describe(&e),
+            };
+            parent::send(&reply).expect("send");
+        }
+        "spawn" => {
+            use wasmproc_guest::spawn::{SpawnOptions, spawn};
+            use wasmproc_guest::types::Stdio;
+            let options =
+                SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null };
+            let child = spawn(&arg(1), &args[2..], &options).expect("spawn");
+            parent::send(child.pid().to_string().as_bytes()).expect("send");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        other => panic!("echo-worker: unknown mode {other:?}"),
+    }
+}

@@ -1,0 +1,170 @@
+//! A test guest for `fork`: runs one scenario named by its first argument
+//! against the `echo-worker.wasm` component and prints what it saw.
+//!
+//! ```text
+//! fork-probe ping N SIZE            N round trips of SIZE-byte messages, checked
+//! fork-probe big                    a 1 MiB and a maximum-size (16 MiB) round trip; one over the maximum
+//! fork-probe pipelined N            N messages each way at once, order checked on both sides
+//! fork-probe end MODE               worker sends three messages then MODE (trap|exit3|kill)
+//! fork-probe ask KIND VALUE         fork asking for a capability: program|dir|dir-rw|env|shell|component
+//! fork-probe worker PROGRAMS DIRS MODE ARGS...
+//!                                   fork echo-worker MODE ARGS passing on PROGRAMS and DIRS
+//!                                   (comma-separated, `-` for none; a `:ro` suffix passes a
+//!                                   directory read-only); print its reply
+//! fork-probe hold                   fork a worker that spawns `testprog sleep 60`; print both pids; sleep
+//! ```
+
+use wasmproc_guest::fork::{DirGrant, ForkOptions, Worker, fork};
+use wasmproc_guest::types::{ErrorCode, Stdio};
+
+const WORKER: &str = "echo-worker.wasm";
+
+fn options() -> ForkOptions {
+    ForkOptions {
+        programs: vec![],
+        dirs: vec![],
+        allow_env: vec![],
+        env: vec![],
+        shell: false,
+        stdout: Stdio::Inherit,
+        stderr: Stdio::Inherit,
+    }
+}
+
+fn start(args: &[&str], options: &ForkOptions) -> Result<Worker, ErrorCode> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    fork(WORKER, &args, options)
+}
+
+fn must(args: &[&str]) -> Worker {
+    start(args, &options()).unwrap_or_else(|e| panic!("fork: {}: {}", e.code(), e.message()))
+}
+
+fn show(e: &ErrorCode) -> String {
+    format!("{}: {}", e.code(), e.message())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "ping" => {
+            let (n, size): (u32, usize) = (arg(1).parse().unwrap(), arg(2).parse().unwrap());
+            let worker = must(&["echo"]);
+            for i in 0..n {
+                let mut message = vec![(i % 251) as u8; size.max(4)];
+                message[..4].copy_from_slice(&i.to_le_bytes());
+                worker.send(&message).unwrap();
+                assert_eq!(worker.receive().unwrap(), message, "round trip {i}");
+            }
+            println!("round-trips: {n}");
+        }
+        "big" => {
+            let worker = must(&["echo"]);
+            for size in [1 << 20, 16 << 20] {
+                let message: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+                worker.send(&message).unwrap();
+                println!("{size}: {}", worker.receive().unwrap() == message);
+            }
+            println!("over: {}", worker.send(&vec![0; (16 << 20) + 1]).map_err(|e| show(&e)).unwrap_err());
+            println!("after: {}", worker.send(b"still").is_ok() && worker.receive().unwrap() == b"still");
+        }
+        "pipelined" => {
+            let n: u64 = arg(1).parse().unwrap();
+            let worker = must(&["count", &n.to_string()]);
+            let mut next_in = 0u64;
+            for i in 0..n {
+                worker.send(&i.to_le_bytes()).unwrap();
+                while let Some(m) = worker.try_receive().unwrap() {
+                    assert_eq!(m, next_in.to_le_bytes(), "message out of order");
+                    next_in += 1;
+                }
+            }
+            while next_in < n {
+                let m = worker.receive().unwrap();
+                assert_eq!(m, next_in.to_le_bytes(), "message out of order");
+                next_in += 1;
+            }
+            println!("received-in-order: {next_in}");
+            println!("status: {:?}", worker.wait().map(|s| s.to_string()).map_err(|e| show(&e)));
+        }
+        "end" => {
+            let mode = arg(1);
+            let worker = must(&["then", if mode == "kill" { "sleep" } else { &mode }]);
+            let mut got = Vec::new();
+            if mode == "kill" {
+                for _ in 0..3 {
+                    got.push(String::from_utf8(worker.receive().unwrap()).unwrap());
+                }
+                worker.kill(9).unwrap();
+            }
+            let end = loop {
+                match worker.receive() {
+                    Ok(m) => got.push(String::from_utf8(m).unwrap()),
+                    Err(e) => break e,
+                }
+            };
+            println!("messages: {}", got.join(" "));
+            println!("then: {}", show(&end));
+            println!("status: {}", worker.wait().unwrap());
+            println!("send-after: {:?}", worker.send(b"x").map_err(|e| e.code()));
+        }
+        "ask" => {
+            let mut options = options();
+            let value = arg(2);
+            let component = match arg(1).as_str() {
+                "program" => {
+                    options.programs.push(value);
+                    WORKER.to_owned()
+                }
+                "dir" => {
+                    options.dirs.push(DirGrant { path: value, read_only: true });
+                    WORKER.to_owned()
+                }
+                "dir-rw" => {
+                    options.dirs.push(DirGrant { path: value, read_only: false });
+                    WORKER.to_owned()
+                }
+                "env" => {
+                    options.allow_env.push(value);
+                    WORKER.to_owned()
+                }
+                "shell" => {
+                    options.shell = true;
+                    WORKER.to_owned()
+                }
+                _ => value,
+            };
+            match fork(&component, &["echo".to_owned()], &options) {
+                Ok(_) => println!("forked"),
+                Err(e) => println!("error: {}", show(&e)),
+            }
+        }
+        "worker" => {
+            let mut options = options();
+            let list = |s: String| -> Vec<String> {
+                s.split(',').filter(|s| !s.is_empty() && *s != "-").map(String::from).collect()
+            };
+            options.programs = list(arg(1));
+            options.dirs = list(arg(2))
+                .into_iter()
+                .map(|d| match d.strip_suffix(":ro") {
+                    Some(path) => DirGrant { path: path.to_owned(), read_only: true },
+                    None => DirGrant { path: d, read_only: false },
+                })
+                .collect();
+            let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();
+            let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
+        }
+        "hold" => {
+            let mut options = options();
+            options.programs.push("testprog".into());
+            let worker = start(&["spawn", "testprog", "sleep", "60"], &options).unwrap();
+            println!("worker: {}", worker.pid());
+            println!("grandchild: {}", String::from_utf8(worker.receive().unwrap()).unwrap());
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        other => panic!("fork-probe: unknown scenario {other:?}"),
+    }
+}

@@ -1,0 +1,211 @@
+//! `fork` end to end: guest components fork worker components that run in
+//! their own `wasmproc` processes, and talk to them over the channel.
+
+mod common;
+
+use common::*;
+use wasmproc::GuestExit;
+use wasmproc_host::{DirAccess, ProcessCtxBuilder};
+
+/// Grants testprog, and forking echo-worker through the wasmproc binary.
+fn grants_fork() -> ProcessCtxBuilder {
+    let mut grants = grants_testprog();
+    grants
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .unwrap()
+        .allow_fork(guest("echo-worker"))
+        .unwrap();
+    grants
+}
+
+async fn fork_probe(grants: ProcessCtxBuilder, args: &[&str]) -> String {
+    let run = run_component(&guest("fork-probe"), grants, args).await;
+    assert_eq!(
+        run.exit,
+        GuestExit::Code(0),
+        "fork-probe failed: {}\n{:?}",
+        run.stderr,
+        run.trap
+    );
+    run.stdout
+}
+
+fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}: ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{key}` in:\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_pong_of_ten_thousand_messages_keeps_their_order() {
+    let out = fork_probe(grants_fork(), &["ping", "10000", "64"]).await;
+    assert_eq!(out, "round-trips: 10000\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_mib_and_maximum_size_messages_round_trip_and_one_byte_more_is_refused() {
+    let out = fork_probe(grants_fork(), &["big"]).await;
+    assert_eq!(value(&out, "1048576"), "true");
+    assert_eq!(value(&out, "16777216"), "true");
+    assert_eq!(
+        value(&out, "over"),
+        "limit-exceeded: message of 16777217 bytes is above the limit of 16777216 bytes"
+    );
+    assert_eq!(value(&out, "after"), "true", "the channel still works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_thousand_pipelined_messages_each_way_arrive_in_order() {
+    let out = fork_probe(grants_fork(), &["pipelined", "100000"]).await;
+    assert_eq!(value(&out, "received-in-order"), "100000");
+    // The worker checked the other direction and exits 0 only if it was in order.
+    assert_eq!(value(&out, "status"), "Ok(\"exited(0)\")");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_trap_is_reported_after_its_messages_are_delivered() {
+    let out = fork_probe(grants_fork(), &["end", "trap"]).await;
+    assert_eq!(value(&out, "messages"), "one two three");
+    assert_eq!(value(&out, "then"), "closed: ");
+    assert_eq!(value(&out, "status"), "exited(134)");
+    assert_eq!(value(&out, "send-after"), "Err(\"closed\")");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_exit_code_is_reported_after_its_messages_are_delivered() {
+    let out = fork_probe(grants_fork(), &["end", "exit3"]).await;
+    assert_eq!(value(&out, "messages"), "one two three");
+    assert_eq!(value(&out, "then"), "closed: ");
+    // The worker called exit(3); wasi:cli@0.2's `exit` carries only success
+    // or failure (exit-with-code is unstable and unused by Rust's std), so
+    // a failing exit is status 1.
+    assert_eq!(value(&out, "status"), "exited(1)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_is_reported_as_signaled_and_its_channel_closed() {
+    let out = fork_probe(grants_fork(), &["end", "kill"]).await;
+    assert_eq!(value(&out, "messages"), "one two three");
+    assert_eq!(value(&out, "then"), "closed: ");
+    assert_eq!(value(&out, "status"), "signaled(9)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_is_denied_for_a_component_not_granted() {
+    let out = fork_probe(grants_fork(), &["ask", "component", "seed-exec.wasm"]).await;
+    assert_eq!(
+        out,
+        "error: access-denied: component `seed-exec.wasm` is not allowed for fork\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
+    let granted = tempfile::tempdir().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .dir(granted.path(), "/ro", DirAccess::ReadOnly)
+        .unwrap();
+    grants.allow_env("LANG").unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["ask", "program", "sh"],
+            "error: access-denied: program `sh` is not allowed",
+        ),
+        (
+            &["ask", "shell", ""],
+            "error: access-denied: no shell is granted for `exec`",
+        ),
+        (
+            &["ask", "env", "LD_PRELOAD"],
+            "error: access-denied: environment variable `LD_PRELOAD` is not allowed",
+        ),
+        (
+            &["ask", "dir", "/etc"],
+            "error: access-denied: directory `/etc` is not inside a directory this guest holds",
+        ),
+        (
+            &["ask", "dir", "/ro/.."],
+            "error: access-denied: directory `/ro/..` is not inside a directory this guest holds",
+        ),
+        (
+            &["ask", "dir-rw", "/ro"],
+            "error: access-denied: directory `/ro` is read-only for this guest and can only be passed on read-only",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut grants = grants_fork();
+        grants
+            .dir(granted.path(), "/ro", DirAccess::ReadOnly)
+            .unwrap();
+        assert_eq!(
+            fork_probe(grants, args).await.trim_end(),
+            expected,
+            "{args:?}"
+        );
+    }
+    // What it does hold it may pass on.
+    for args in [
+        &["ask", "program", TP][..],
+        &["ask", "dir", "/ro"],
+        &["ask", "env", "LANG"],
+    ] {
+        let mut grants = grants_fork();
+        grants
+            .dir(granted.path(), "/ro", DirAccess::ReadOnly)
+            .unwrap()
+            .allow_env("LANG")
+            .unwrap();
+        assert_eq!(fork_probe(grants, args).await, "forked\n", "{args:?}");
+    }
+    drop(grants);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_runs_only_the_programs_passed_on_to_it() {
+    let passed = fork_probe(
+        grants_fork(),
+        &["worker", TP, "-", "exec", TP, "echo", "from", "worker"],
+    )
+    .await;
+    assert_eq!(value(&passed, "reply"), "from worker\n".trim_end());
+    let kept = fork_probe(
+        grants_fork(),
+        &["worker", "-", "-", "exec", TP, "echo", "hi"],
+    )
+    .await;
+    assert_eq!(
+        value(&kept, "reply"),
+        "error: access-denied: program `testprog` is not allowed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cannot_use_a_directory_its_parent_did_not_pass_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().canonicalize().unwrap();
+    let grants = || {
+        let mut g = grants_fork();
+        g.dir(dir.path(), "/work", DirAccess::ReadWrite).unwrap();
+        g
+    };
+    let passed = fork_probe(grants(), &["worker", TP, "/work", "cwd", "/work", TP]).await;
+    assert_eq!(value(&passed, "reply"), host.display().to_string());
+    let kept = fork_probe(grants(), &["worker", TP, "-", "cwd", "/work", TP]).await;
+    assert_eq!(
+        value(&kept, "reply"),
+        "error: access-denied: working directory `/work` is outside the granted directories"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_without_a_worker_executable_is_unsupported() {
+    let mut grants = grants_testprog();
+    grants.allow_fork(guest("echo-worker")).unwrap();
+    let out = fork_probe(grants, &["ask", "program", TP]).await;
+    assert!(
+        out.starts_with("error: unsupported: this host has no worker executable"),
+        "{out}"
+    );
+}
