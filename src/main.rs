@@ -46,7 +46,7 @@ enum Commands {
     /// Run a wasi:cli/command component with the process capabilities granted
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Worker mode, started by `fork`: the worker's capabilities come from
     /// its parent host over the channel, never from flags.
     #[command(name = "__worker", hide = true)]
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Commands::Run(args) => run(args),
+        Commands::Run(args) => run(*args),
         Commands::Worker { channel_fd } => worker(channel_fd),
     };
     match result {
