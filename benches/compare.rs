@@ -1,1 +1,581 @@
-fn main() {}
+//! wasmproc against native Rust `std::process` and Node.js `child_process`.
+//!
+//! ```sh
+//! cargo bench --bench compare [-- --json PATH]
+//! ```
+//!
+//! Each wasmproc figure comes from the `bench-guest` component
+//! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
+//! its own loop, so instantiation is not counted. Native comparators run in
+//! this process; Node comparators are a small script run with `node` (the
+//! Node column is skipped when `node` is not on PATH). Every figure is the
+//! median of [`RUNS`] runs. The table is printed as markdown, ready for
+//! benches/RESULTS.md; `--json PATH` also writes it as JSON.
+//!
+//! Guests are built with scripts/build-guests.sh first; fork workers run in
+//! the `wasmproc` binary cargo builds with this bench.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmproc::{GuestExit, Runner};
+use wasmproc_host::{Limits, ProcessCtx};
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// Runs of each measurement; the median is reported.
+const RUNS: usize = 5;
+const SPAWNS: u64 = 200;
+const EXECS: u64 = 200;
+const READ_BYTES: u64 = 1 << 30;
+const WRITE_BYTES: u64 = 100 << 20;
+const FORKS: u64 = 10;
+const ROUND_TRIPS: u64 = 10_000;
+const PIPELINED: u64 = 100_000;
+/// Messages in flight at most in the pipelined test.
+const WINDOW: u64 = 1_000;
+const MESSAGE: u64 = 64;
+const CHILDREN: u64 = 1_000;
+
+/// The Node comparators: `node SCRIPT SCENARIO ARGS...` prints `elapsed-ns: T`
+/// for the same loop as the guest. A file, not `node -e`, because `fork`
+/// needs a module to start.
+const NODE_SCRIPT: &str = r#"
+const cp = require('child_process');
+const { once } = require('events');
+const [mode, a, b, c] = process.argv.slice(2);
+const n = Number(a);
+const now = () => process.hrtime.bigint();
+const done = (t0) => console.log(`elapsed-ns: ${now() - t0}`);
+const echo = () => cp.fork(__filename, ['child-echo']);
+const roundTrip = (w, m) => new Promise((r) => { w.once('message', r); w.send(m); });
+const scenarios = {
+  'child-echo': async () => process.on('message', (m) => process.send(m)),
+  'child-first': async () => process.send('one', () => process.disconnect()),
+  spawn: async () => {
+    const t0 = now();
+    for (let i = 0; i < n; i++) await once(cp.spawn('/bin/true', [], { stdio: 'ignore' }), 'exit');
+    done(t0);
+  },
+  exec: async () => {
+    const t0 = now();
+    for (let i = 0; i < n; i++) {
+      const out = await new Promise((r, j) => cp.exec('echo hi', (e, o) => (e ? j(e) : r(o))));
+      if (out !== 'hi\n') throw new Error(`exec: ${out}`);
+    }
+    done(t0);
+  },
+  read: async () => {
+    const t0 = now();
+    const child = cp.spawn('head', ['-c', a, '/dev/zero'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let total = 0;
+    child.stdout.on('data', (d) => { total += d.length; });
+    await once(child, 'close');
+    if (total !== n) throw new Error(`read ${total} bytes`);
+    done(t0);
+  },
+  fork: async () => {
+    const t0 = now();
+    for (let i = 0; i < n; i++) {
+      const w = cp.fork(__filename, ['child-first']);
+      const exit = once(w, 'exit');
+      await once(w, 'message');
+      await exit;
+    }
+    done(t0);
+  },
+  'round-trip': async () => {
+    const [w, m] = [echo(), 'x'.repeat(Number(b))];
+    for (let i = 0; i < 100; i++) await roundTrip(w, m);
+    const t0 = now();
+    for (let i = 0; i < n; i++) await roundTrip(w, m);
+    done(t0);
+    w.disconnect();
+  },
+  pipelined: async () => {
+    const [w, m, window] = [echo(), 'x'.repeat(Number(b)), Number(c)];
+    await roundTrip(w, m);
+    const t0 = now();
+    let [sent, got] = [0, 0];
+    await new Promise((resolve) => {
+      const pump = () => { for (; sent < n && sent - got < window; sent++) w.send(m); };
+      w.on('message', () => { if (++got === n) resolve(); else pump(); });
+      pump();
+    });
+    done(t0);
+    w.disconnect();
+  },
+};
+scenarios[mode]().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// Whether smaller or larger values are better, and how to print them.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Nanoseconds per operation (lower is better), printed in µs.
+    Micros,
+    /// Nanoseconds per operation (lower is better), printed in ms.
+    Millis,
+    /// Bytes per second (higher is better), printed in MiB/s.
+    MibPerSec,
+    /// Messages per second (higher is better).
+    PerSec,
+    /// KiB of host RSS per live child (lower is better).
+    KibPerChild,
+}
+
+impl Unit {
+    fn show(self, v: f64) -> String {
+        match self {
+            Unit::Micros => format!("{:.1} µs", v / 1e3),
+            Unit::Millis => format!("{:.2} ms", v / 1e6),
+            Unit::MibPerSec => format!("{:.0} MiB/s", v / (1 << 20) as f64),
+            Unit::PerSec => format!("{v:.0}/s"),
+            Unit::KibPerChild => format!("{v:.1} KiB/child"),
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    metric: &'static str,
+    unit: Unit,
+    wasmproc: f64,
+    native: Option<f64>,
+    node: Option<f64>,
+    goal: &'static str,
+    met: bool,
+}
+
+impl Row {
+    fn new(metric: &'static str, unit: Unit, wasmproc: f64) -> Row {
+        Row {
+            metric,
+            unit,
+            wasmproc,
+            native: None,
+            node: None,
+            goal: "",
+            met: true,
+        }
+    }
+
+    fn cells(&self, other: Option<f64>) -> [String; 2] {
+        match other {
+            Some(v) => [self.unit.show(v), format!("{:.2}×", self.wasmproc / v)],
+            None => ["–".into(), "–".into()],
+        }
+    }
+
+    /// Sets the goal and whether `ok(wasmproc, native)` meets it.
+    fn goal(mut self, goal: &'static str, ok: impl Fn(f64, Option<f64>) -> bool) -> Row {
+        self.goal = goal;
+        self.met = ok(self.wasmproc, self.native);
+        self
+    }
+}
+
+/// The median of `RUNS` calls of `f`.
+fn median(mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut v = (0..RUNS).map(|_| f()).collect::<Result<Vec<f64>>>()?;
+    v.sort_by(f64::total_cmp);
+    Ok(v[RUNS / 2])
+}
+
+fn per_op(elapsed: Duration, ops: u64) -> f64 {
+    elapsed.as_nanos() as f64 / ops as f64
+}
+
+fn rate(elapsed: Duration, count: u64) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// The `elapsed-ns: T` line a guest or Node script printed.
+fn elapsed(stdout: &str) -> Result<Duration> {
+    let ns = stdout.lines().find_map(|l| l.strip_prefix("elapsed-ns: "));
+    let ns = ns.with_context(|| format!("no elapsed-ns in output: {stdout:?}"))?;
+    Ok(Duration::from_nanos(ns.trim().parse()?))
+}
+
+/// The wasmproc side: the bench guest run in-process.
+struct Guest {
+    rt: tokio::runtime::Runtime,
+    runner: Runner,
+    component: Component,
+    components: PathBuf,
+}
+
+impl Guest {
+    fn new() -> Result<Guest> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("bash")
+            .arg(root.join("scripts/build-guests.sh"))
+            .status()?;
+        ensure!(status.success(), "scripts/build-guests.sh failed");
+        let components = std::env::var_os("WASMPROC_GUEST_TARGET")
+            .map_or_else(|| root.join("guest-examples/target"), PathBuf::from)
+            .join("components");
+        let runner = Runner::new()?;
+        let component = runner.load(&components.join("bench-guest.wasm"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(Guest {
+            rt,
+            runner,
+            component,
+            components,
+        })
+    }
+
+    /// Runs the guest with `args` and returns its stdout.
+    fn run(&self, limits: Limits, args: &[String]) -> Result<String> {
+        let mut process = ProcessCtx::builder();
+        for program in ["true", "head", "cat", "sleep"] {
+            process.allow_program(program)?;
+        }
+        process
+            .allow_shell("/bin/sh")?
+            .allow_fork(self.components.join("echo-worker.wasm"))?
+            .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))?
+            .limits(limits);
+        let (stdout, stderr) = (
+            MemoryOutputPipe::new(1 << 20),
+            MemoryOutputPipe::new(1 << 20),
+        );
+        let mut wasi = WasiCtx::builder();
+        wasi.arg("bench-guest")
+            .args(args)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        let run = self
+            .runner
+            .run(&self.component, wasi.build(), process.build());
+        let (exit, trap) = self.rt.block_on(run)?;
+        let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        if exit != GuestExit::Code(0) {
+            bail!("bench-guest {args:?}: {exit:?} {trap:?}\n{stderr}");
+        }
+        Ok(String::from_utf8(stdout.contents().to_vec())?)
+    }
+
+    fn time(&self, args: &[&dyn ToString]) -> Result<Duration> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        elapsed(&self.run(Limits::default(), &args)?)
+    }
+}
+
+/// The Node side: `node` with [`NODE_SCRIPT`], if `node` is on PATH.
+struct Node {
+    script: tempfile::NamedTempFile,
+}
+
+impl Node {
+    fn find() -> Result<Option<Node>> {
+        let Ok(version) = Command::new("node").arg("--version").output() else {
+            return Ok(None);
+        };
+        println!("node: {}", String::from_utf8_lossy(&version.stdout).trim());
+        let mut script = tempfile::Builder::new().suffix(".js").tempfile()?;
+        script.write_all(NODE_SCRIPT.as_bytes())?;
+        Ok(Some(Node { script }))
+    }
+
+    fn time(&self, args: &[&dyn ToString]) -> Result<Duration> {
+        let out = Command::new("node")
+            .arg(self.script.path())
+            .args(args.iter().map(|a| a.to_string()))
+            .stderr(Stdio::inherit())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "node {:?}: {}",
+            args.first().map(|a| a.to_string()),
+            out.status
+        );
+        elapsed(&String::from_utf8(out.stdout)?)
+    }
+}
+
+/// Applies `f` to Node if there is one, with the median of its runs.
+fn node_median(node: &Option<Node>, f: impl Fn(&Node) -> Result<f64>) -> Result<Option<f64>> {
+    node.as_ref().map(|node| median(|| f(node))).transpose()
+}
+
+fn native_spawn() -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..SPAWNS {
+        let status = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        ensure!(status.success());
+    }
+    Ok(per_op(t.elapsed(), SPAWNS))
+}
+
+fn native_exec() -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..EXECS {
+        let out = Command::new("/bin/sh")
+            .args(["-c", "echo hi"])
+            .stdin(Stdio::null())
+            .output()?;
+        ensure!(out.stdout == b"hi\n");
+    }
+    Ok(per_op(t.elapsed(), EXECS))
+}
+
+/// Reads a `head -c READ_BYTES /dev/zero` child's stdout in 64 KiB reads.
+fn native_read() -> Result<f64> {
+    let t = Instant::now();
+    let mut child = Command::new("head")
+        .args(["-c", &READ_BYTES.to_string(), "/dev/zero"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let (mut buf, mut total) = (vec![0u8; 64 << 10], 0);
+    loop {
+        match stdout.read(&mut buf)? {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    ensure!(total == READ_BYTES && child.wait()?.success());
+    Ok(rate(t.elapsed(), READ_BYTES))
+}
+
+/// Writes WRITE_BYTES into a `cat` child (stdout null) in 1 MiB writes.
+fn native_write() -> Result<f64> {
+    let t = Instant::now();
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..WRITE_BYTES / zeros.len() as u64 {
+        stdin.write_all(&zeros)?;
+    }
+    drop(stdin);
+    ensure!(child.wait()?.success());
+    Ok(rate(t.elapsed(), WRITE_BYTES))
+}
+
+/// VmRSS of this process, in KiB.
+fn rss_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// Processes (zombies included) whose parent is this process.
+fn own_children() -> Result<usize> {
+    let me = std::process::id().to_string();
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1));
+        count += usize::from(ppid == Some(me.as_str()));
+    }
+    Ok(count)
+}
+
+/// CHILDREN live children at once: host RSS growth per child while they
+/// are alive (sampled every 2 ms), and whether any is left afterwards.
+fn children(guest: &Guest) -> Result<(Row, String)> {
+    let limits = Limits {
+        max_live_children: CHILDREN as usize + 10,
+        ..Limits::default()
+    };
+    let run = |n: u64| {
+        guest.run(
+            limits.clone(),
+            &["children".into(), n.to_string(), "1000".into()],
+        )
+    };
+    run(10)?; // warm up the spawn path
+    let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count());
+    let (fds_before, before) = (fds()?, rss_kib()?);
+    let (stop, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(before)),
+    );
+    let sampler = std::thread::spawn({
+        let (stop, peak) = (stop.clone(), peak.clone());
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib().unwrap_or(0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    let out = run(CHILDREN);
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    ensure!(
+        out?.contains(&format!("spawned: {CHILDREN}")),
+        "not all children spawned"
+    );
+    // Reaping may lag a little behind the kill.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while own_children()? > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (left, fds_after, after) = (own_children()?, fds()?, rss_kib()?);
+    let per_child = (peak.load(Ordering::Relaxed) - before) as f64 / CHILDREN as f64;
+    let note = format!(
+        "{CHILDREN} children: host RSS {before} KiB before, {} KiB peak, {after} KiB after; \
+         children left after the guest ended: {left}; open fds before/after: {fds_before}/{fds_after}",
+        peak.load(Ordering::Relaxed)
+    );
+    let row = Row::new(
+        "1 000 concurrent children: host RSS growth, no leak",
+        Unit::KibPerChild,
+        per_child,
+    )
+    .goal("≤ 100 KiB/child, none left", |v, _| {
+        v <= 100.0 && left == 0 && fds_after <= fds_before
+    });
+    Ok((row, note))
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| metric | wasmproc | native | ratio | Node | ratio | goal | met |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let ([native, native_ratio], [node, node_ratio]) = (r.cells(r.native), r.cells(r.node));
+        let met = if r.met { "yes" } else { "**no**" };
+        s += &format!(
+            "| {} | {} | {native} | {native_ratio} | {node} | {node_ratio} | {} | {met} |\n",
+            r.metric,
+            r.unit.show(r.wasmproc),
+            r.goal
+        );
+    }
+    s
+}
+
+fn json(rows: &[Row]) -> String {
+    let num = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.1}"));
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "  {{\"metric\": {:?}, \"value\": {}, \"shown\": {:?}, \"native\": {}, \"node\": {}, \"goal\": {:?}, \"met\": {}}}",
+                r.metric,
+                num(Some(r.wasmproc)),
+                r.unit.show(r.wasmproc),
+                num(r.native),
+                num(r.node),
+                r.goal,
+                r.met
+            )
+        })
+        .collect();
+    format!("[\n{}\n]\n", items.join(",\n"))
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip_while(|a| a != "--json").skip(1);
+    let json_path = args.next().map(PathBuf::from);
+    let guest = Guest::new()?;
+    let node = Node::find()?;
+    if node.is_none() {
+        println!("node: not on PATH, the Node columns are skipped");
+    }
+    println!("median of {RUNS} runs each; ratio = wasmproc ÷ comparator");
+    let mut rows = Vec::new();
+
+    let mut row = Row::new(
+        "spawn+wait `/bin/true`, sequential (per op)",
+        Unit::Micros,
+        0.0,
+    );
+    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"spawn", &SPAWNS])?, SPAWNS)))?;
+    row.native = Some(median(native_spawn)?);
+    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"spawn", &SPAWNS])?, SPAWNS)))?;
+    rows.push(row.goal("≤ 1.15× native", |v, n| {
+        v <= 1.15 * n.unwrap_or(f64::NAN)
+    }));
+
+    let mut row = Row::new(
+        "exec `echo hi` through sh, buffered (per op)",
+        Unit::Micros,
+        0.0,
+    );
+    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"exec", &EXECS])?, EXECS)))?;
+    row.native = Some(median(native_exec)?);
+    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"exec", &EXECS])?, EXECS)))?;
+    rows.push(row.goal("≤ 1.15× native", |v, n| {
+        v <= 1.15 * n.unwrap_or(f64::NAN)
+    }));
+
+    let mut row = Row::new(
+        "1 GiB of child stdout read (throughput)",
+        Unit::MibPerSec,
+        0.0,
+    );
+    row.wasmproc = median(|| Ok(rate(guest.time(&[&"read", &READ_BYTES])?, READ_BYTES)))?;
+    row.native = Some(median(native_read)?);
+    row.node = node_median(&node, |n| {
+        Ok(rate(n.time(&[&"read", &READ_BYTES])?, READ_BYTES))
+    })?;
+    rows.push(row.goal("≥ 0.8× native", |v, n| v >= 0.8 * n.unwrap_or(f64::NAN)));
+
+    let mut row = Row::new(
+        "100 MiB into child stdin (throughput)",
+        Unit::MibPerSec,
+        0.0,
+    );
+    row.wasmproc = median(|| Ok(rate(guest.time(&[&"write", &WRITE_BYTES])?, WRITE_BYTES)))?;
+    row.native = Some(median(native_write)?);
+    rows.push(row.goal("≥ 0.8× native", |v, n| v >= 0.8 * n.unwrap_or(f64::NAN)));
+
+    let mut row = Row::new("fork → first message → exit (per op)", Unit::Millis, 0.0);
+    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"fork", &FORKS])?, FORKS)))?;
+    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"fork", &FORKS])?, FORKS)))?;
+    rows.push(row.goal("≤ 10 ms", |v, _| v <= 10e6));
+
+    let rt_args: [&dyn ToString; 3] = [&"round-trip", &ROUND_TRIPS, &MESSAGE];
+    let mut row = Row::new("channel round trip, 64 B (per op)", Unit::Micros, 0.0);
+    row.wasmproc = median(|| Ok(per_op(guest.time(&rt_args)?, ROUND_TRIPS)))?;
+    row.node = node_median(&node, |n| Ok(per_op(n.time(&rt_args)?, ROUND_TRIPS)))?;
+    rows.push(row.goal("≤ 30 µs", |v, _| v <= 30e3));
+
+    let pipe_args: [&dyn ToString; 4] = [&"pipelined", &PIPELINED, &MESSAGE, &WINDOW];
+    let mut row = Row::new(
+        "channel pipelined, 64 B, ≤ 1 000 in flight (messages/s)",
+        Unit::PerSec,
+        0.0,
+    );
+    row.wasmproc = median(|| Ok(rate(guest.time(&pipe_args)?, PIPELINED)))?;
+    row.node = node_median(&node, |n| Ok(rate(n.time(&pipe_args)?, PIPELINED)))?;
+    rows.push(row.goal("≥ 300 000/s", |v, _| v >= 300e3));
+
+    let (row, note) = children(&guest)?;
+    rows.push(row);
+
+    let table = table(&rows);
+    println!("\n{table}\n{note}");
+    if let Some(path) = json_path {
+        std::fs::write(&path, json(&rows))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

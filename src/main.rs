@@ -183,7 +183,7 @@ async fn run_guest(
     Ok(match exit {
         GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         GuestExit::Trap => {
-            let trap = trap.map(|e| format!("{e:?}")).unwrap_or_default();
+            let trap = trap.map(|e| format!("{e:#}")).unwrap_or_default();
             eprintln!("wasmproc: error: the guest trapped: {trap}");
             // As wasmtime's CLI does for a trap: the status of SIGABRT.
             ExitCode::from(134)

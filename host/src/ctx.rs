@@ -1,6 +1,8 @@
 //! [`ProcessCtx`], the per-store policy and state, and its builder.
 
 use crate::channel::Channel;
+use crate::confine::Confiner;
+use crate::bindings::types::Confinement;
 use crate::policy::{Denial, DirGrant, ProgramGrant};
 use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;
@@ -44,6 +46,41 @@ pub struct Limits {
     pub max_live_children: usize,
     /// Most children started over the life of the context. Default: no limit.
     pub max_total_spawns: Option<u64>,
+    /// Resource limits (soft and hard) set in every child. Default: none.
+    pub rlimits: ChildRlimits,
+}
+
+/// Resource limits set in each child (`setrlimit`), inherited by its
+/// descendants. `None` leaves a limit as the host has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChildRlimits {
+    /// CPU seconds (`RLIMIT_CPU`): the child gets SIGXCPU, then SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// Bytes of address space (`RLIMIT_AS`).
+    pub address_space: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Processes of the child's user (`RLIMIT_NPROC`; not enforced for
+    /// root).
+    pub processes: Option<u64>,
+    /// Bytes of a file the child may write (`RLIMIT_FSIZE`).
+    pub file_size: Option<u64>,
+}
+
+impl ChildRlimits {
+    pub(crate) fn to_list(&self) -> Vec<(rustix::process::Resource, u64)> {
+        use rustix::process::Resource;
+        [
+            (Resource::Cpu, self.cpu_seconds),
+            (Resource::As, self.address_space),
+            (Resource::Nofile, self.open_files),
+            (Resource::Nproc, self.processes),
+            (Resource::Fsize, self.file_size),
+        ]
+        .into_iter()
+        .filter_map(|(r, v)| Some((r, v?)))
+        .collect()
+    }
 }
 
 impl Default for Limits {
@@ -57,6 +94,7 @@ impl Default for Limits {
             max_arg_bytes: 256 << 10,
             max_live_children: 64,
             max_total_spawns: None,
+            rlimits: ChildRlimits::default(),
         }
     }
 }
@@ -88,6 +126,10 @@ pub struct ProcessCtx {
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
+    pub(crate) confine: bool,
+    pub(crate) network: bool,
+    pub(crate) require_confinement: bool,
+    pub(crate) confiner: Confiner,
     pub(crate) total_spawns: u64,
 }
 
@@ -111,6 +153,11 @@ impl ProcessCtx {
     /// A builder that starts from nothing granted.
     pub fn builder() -> ProcessCtxBuilder {
         ProcessCtxBuilder::new()
+    }
+
+    /// How children of this context are confined.
+    pub fn confinement(&self) -> Confinement {
+        self.confiner.level
     }
 
     /// The limits in force.
@@ -146,6 +193,7 @@ impl ProcessCtx {
 /// | denial callback | none (denials go to `tracing` only) | [`on_denial`](Self::on_denial) |
 /// | components for `fork` | none | [`allow_fork`](Self::allow_fork) |
 /// | the program that runs forked workers | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
+/// | kernel confinement (Landlock) of children | on; no TCP; not required | [`confine`](Self::confine), [`allow_network`](Self::allow_network), [`require_confinement`](Self::require_confinement) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
@@ -178,6 +226,10 @@ impl ProcessCtxBuilder {
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
+                confine: true,
+                network: false,
+                require_confinement: false,
+                confiner: Confiner::none(),
                 total_spawns: 0,
             },
         }
@@ -345,8 +397,41 @@ impl ProcessCtxBuilder {
         self
     }
 
-    /// The finished context.
+    /// Whether children are confined with Landlock (see the `confine`
+    /// module docs for what they may reach). Default: yes.
+    pub fn confine(&mut self, confine: bool) -> &mut Self {
+        self.ctx.confine = confine;
+        self
+    }
+
+    /// Whether confined children may bind and connect TCP sockets.
+    /// Default: no.
+    pub fn allow_network(&mut self, allow: bool) -> &mut Self {
+        self.ctx.network = allow;
+        self
+    }
+
+    /// Refuse to start children (`unsupported`) unless they can be fully
+    /// confined on this kernel. Default: no (run them with the confinement
+    /// available, and report it).
+    pub fn require_confinement(&mut self, require: bool) -> &mut Self {
+        self.ctx.require_confinement = require;
+        self
+    }
+
+    /// The finished context. Its Landlock ruleset is made here, from the
+    /// grants; if that fails, children run unconfined (reported as
+    /// `confinement::none`, and refused under
+    /// [`require_confinement`](Self::require_confinement)).
     pub fn build(&mut self) -> ProcessCtx {
-        std::mem::take(self).ctx
+        let mut ctx = std::mem::take(self).ctx;
+        if ctx.confine {
+            let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
+            ctx.confiner = Confiner::new(&ctx.dirs, &programs, ctx.network).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "children will run without Landlock confinement");
+                Confiner::none()
+            });
+        }
+        ctx
     }
 }

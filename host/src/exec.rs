@@ -1,7 +1,7 @@
 //! `wasmproc:process/exec`: run to completion with buffered output.
 
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
-use crate::bindings::types::{Confinement, ErrorCode};
+use crate::bindings::types::ErrorCode;
 use crate::policy::{Denial, Request};
 use crate::process::{exit_status, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
@@ -120,6 +120,7 @@ async fn run(
     let mut launched = ctx.launch(&prepared, stdin, Stdio::piped(), Stdio::piped())?;
     drop(prepared);
     let pid = launched.group.pid();
+    let confinement = launched.confinement;
     let child = &mut launched.child;
     let group = &launched.group;
 
@@ -182,7 +183,7 @@ async fn run(
         stderr: stderr.data,
         timed_out,
         duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
-        confinement: Confinement::None,
+        confinement,
     })
 }
 

@@ -181,6 +181,7 @@ impl Host for ProcessCtxView<'_> {
             cwd: None,
             cwd_host: PathBuf::from("/"),
             inherit_fds,
+            confine: false,
         };
         let child = ctx.start(&prepared, StdioKind::Null, options.stdout, options.stderr)?;
         // The worker has its copies now.

@@ -71,6 +71,7 @@
 pub mod bindings;
 mod cache;
 pub mod channel;
+pub mod confine;
 mod ctx;
 mod error;
 mod exec;
@@ -83,7 +84,7 @@ pub mod worker;
 
 pub use cache::ComponentCache;
 pub use channel::Channel;
-pub use ctx::{DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
+pub use ctx::{ChildRlimits, DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;
 pub use policy::Denial;

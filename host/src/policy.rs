@@ -188,6 +188,9 @@ pub(crate) struct Prepared {
     /// Open file descriptors the child keeps across `exec` (for a forked
     /// worker: its channel and directories); all others are closed.
     pub inherit_fds: Vec<RawFd>,
+    /// Whether the child is confined with the context's Landlock ruleset
+    /// (not a forked worker, which is the host itself; its children are).
+    pub confine: bool,
 }
 
 /// What the guest asked to run, before any check.
@@ -248,6 +251,7 @@ impl ProcessCtx {
             cwd,
             cwd_host,
             inherit_fds: Vec::new(),
+            confine: true,
         })
     }
 

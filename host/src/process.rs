@@ -2,7 +2,8 @@
 //! and the guard that kills the group.
 
 use crate::ProcessCtx;
-use crate::bindings::types::{ErrorCode, ExitStatus};
+use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
+use std::os::fd::AsFd;
 use crate::policy::{Denial, Prepared};
 use rustix::process::{Pid, Signal, kill_process_group};
 use std::io;
@@ -16,6 +17,8 @@ use tokio::process::{Child, Command};
 pub(crate) struct Launched {
     pub child: Child,
     pub group: GroupGuard,
+    /// How the child is confined.
+    pub confinement: Confinement,
 }
 
 /// Owns a child's process group: dropping it kills every process left in
@@ -76,6 +79,16 @@ impl ProcessCtx {
                 message: format!("{max} children were started, the most allowed"),
             }));
         }
+        let landlock = match (prepared.confine, &self.confiner.ruleset) {
+            (true, Some(fd)) => Some(fd.as_fd()),
+            _ => None,
+        };
+        if prepared.confine && self.require_confinement && self.confiner.level != Confinement::Full {
+            return Err(ErrorCode::Unsupported(format!(
+                "children must be fully confined, but this kernel allows only {:?} confinement",
+                self.confiner.level
+            )));
+        }
         let mut cmd = Command::new(&prepared.program);
         cmd.arg0(&prepared.argv0)
             .args(&prepared.args)
@@ -86,7 +99,13 @@ impl ProcessCtx {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
-        crate::sys::prepare_child(&mut cmd, prepared.cwd.as_ref(), &prepared.inherit_fds);
+        crate::sys::prepare_child(
+            &mut cmd,
+            prepared.cwd.as_ref(),
+            &prepared.inherit_fds,
+            landlock,
+            &self.limits.rlimits.to_list(),
+        );
         let child = cmd.spawn().map_err(|e| spawn_error(prepared, &e))?;
         let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
         let Some(pgid) = pid else {
@@ -104,6 +123,7 @@ impl ProcessCtx {
             "started child"
         );
         Ok(Launched {
+            confinement: if landlock.is_some() { self.confiner.level } else { Confinement::None },
             child,
             group: GroupGuard {
                 pgid,

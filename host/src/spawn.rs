@@ -35,6 +35,7 @@ pub struct Child {
     stdin: Option<DynOutputStream>,
     stdout: Option<DynInputStream>,
     stderr: Option<DynInputStream>,
+    confinement: Confinement,
     /// Tasks copying `inherit`ed output to the guest's streams.
     forwarders: Vec<JoinHandle<()>>,
 }
@@ -161,6 +162,7 @@ impl ProcessCtx {
         let stdout = out_route.stream(process.stdout.take(), &mut forwarders);
         let stderr = err_route.stream(process.stderr.take(), &mut forwarders);
         Ok(Child {
+            confinement: launched.confinement,
             process: launched.child,
             status: None,
             group: launched.group,
@@ -292,8 +294,7 @@ impl HostChild for ProcessCtxView<'_> {
     }
 
     fn confinement(&mut self, child: Resource<Child>) -> wasmtime::Result<Confinement> {
-        self.child(&child)?;
-        Ok(Confinement::None)
+        Ok(self.child(&child)?.confinement)
     }
 
     fn drop(&mut self, child: Resource<Child>) -> wasmtime::Result<()> {

@@ -3,7 +3,10 @@
 
 use cap_std::fs::Dir;
 use rustix::io::{FdFlags, fcntl_setfd};
-use rustix::process::{Signal, fchdir, getpid, getppid, set_parent_process_death_signal};
+use rustix::process::{
+    Resource, Rlimit, Signal, fchdir, getpid, getppid, set_parent_process_death_signal, setrlimit,
+};
+use rustix::thread::set_no_new_privs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -15,17 +18,29 @@ use tokio::process::Command;
 /// - keep the descriptors `inherit` open across `exec` (all others are
 ///   close-on-exec);
 /// - ask for SIGKILL when the host thread that started it dies, and exit at
-///   once if the host is already gone.
+///   once if the host is already gone;
+/// - set the resource limits `rlimits` (soft and hard);
+/// - set no_new_privs, then restrict itself with the Landlock ruleset
+///   `landlock` (see `confine`); failing that, the spawn fails.
 ///
-/// `cwd` and the descriptors of `inherit` must stay open until the command
-/// has been spawned.
-pub(crate) fn prepare_child(cmd: &mut Command, cwd: Option<&Dir>, inherit: &[RawFd]) {
+/// `cwd`, the descriptors of `inherit` and `landlock` must stay open until
+/// the command has been spawned.
+pub(crate) fn prepare_child(
+    cmd: &mut Command,
+    cwd: Option<&Dir>,
+    inherit: &[RawFd],
+    landlock: Option<BorrowedFd<'_>>,
+    rlimits: &[(Resource, u64)],
+) {
     let cwd_fd = cwd.map(|d| d.as_fd().as_raw_fd());
     let inherit = inherit.to_vec();
+    let landlock = landlock.map(|fd| fd.as_raw_fd());
+    let rlimits = rlimits.to_vec();
     let host = getpid();
     // SAFETY: the closure runs in the forked child before `exec`, where only
     // async-signal-safe operations are allowed. It makes raw system calls
-    // through rustix (fchdir, chdir, fcntl, prctl, getppid) and converts error
+    // through rustix and libc (fchdir, chdir, fcntl, prctl, getppid,
+    // setrlimit, landlock_restrict_self) and converts error
     // numbers to `io::Error`s, none of which allocates or takes a lock. The file
     // descriptors are valid in the child: the caller keeps `cwd` and
     // `inherit` open until `spawn` returns, and `fork` copied the descriptor
@@ -42,6 +57,16 @@ pub(crate) fn prepare_child(cmd: &mut Command, cwd: Option<&Dir>, inherit: &[Raw
             set_parent_process_death_signal(Some(Signal::KILL))?;
             if getppid() != Some(host) {
                 return Err(io::Error::from(rustix::io::Errno::SRCH));
+            }
+            for &(resource, limit) in &rlimits {
+                setrlimit(resource, Rlimit { current: Some(limit), maximum: Some(limit) })?;
+            }
+            // No setuid/setcap binary can give the child more rights.
+            set_no_new_privs(true)?;
+            if let Some(ruleset) = landlock {
+                if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -88,4 +113,21 @@ pub(crate) fn deserialize_component(
     // directory it checked belongs to this user and is closed to others;
     // wasmtime itself checks the engine version and settings in the header.
     unsafe { wasmtime::component::Component::deserialize_file(engine, path) }
+}
+
+/// The Landlock ABI version of the running kernel; 0 without Landlock.
+pub(crate) fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag,
+    // landlock_create_ruleset only returns the ABI version (or an error); it
+    // reads and writes no memory of ours.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(version).unwrap_or(0).max(0)
 }

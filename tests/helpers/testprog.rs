@@ -15,7 +15,8 @@
 //! testprog count             print the number of bytes read from stdin
 //! testprog argv0             print argv[0]
 //! testprog alive PID         print `gone` once process PID is gone (or a
-//!                            zombie), waiting up to 5 s, else `alive`
+//!                            zombie), waiting up to 5 s, else `alive`;
+//!                            `unknown` if /proc cannot be read
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -77,15 +78,23 @@ fn main() {
         }
         "alive" => {
             let stat = format!("/proc/{}/stat", arg(2));
+            // `None`: cannot tell (for example /proc is not readable here).
             let gone = || match std::fs::read_to_string(&stat) {
-                Err(_) => true,
-                Ok(s) => s.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')),
+                // ESRCH (3): it exited while we looked.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => Some(true),
+                Err(_) => None,
+                Ok(s) => Some(s.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z'))),
             };
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while !gone() && std::time::Instant::now() < deadline {
+            while gone() == Some(false) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = writeln!(out, "{}", if gone() { "gone" } else { "alive" });
+            let answer = match gone() {
+                Some(true) => "gone",
+                Some(false) => "alive",
+                None => "unknown",
+            };
+            let _ = writeln!(out, "{answer}");
         }
         other => panic!("testprog: unknown mode {other:?}"),
     }

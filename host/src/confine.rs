@@ -1,0 +1,121 @@
+//! Kernel confinement of native children with Linux Landlock.
+//!
+//! One ruleset is made per [`ProcessCtx`](crate::ProcessCtx) when it is built,
+//! from its grants, and every child restricts itself with it (in `sys`)
+//! before it executes its program; its descendants inherit the domain. A
+//! confined child may:
+//!
+//! - read and execute below the system directories [`SYSTEM_DIRS`] and read
+//!   the system files [`SYSTEM_FILES`] (what dynamically linked programs and
+//!   shells need: no other file of `/etc`, nothing of `/home`, `/root`,
+//!   `/tmp`, `/proc` or `/sys`);
+//! - read, write and execute below the guest's read-write directories; read
+//!   and execute below its read-only ones;
+//! - read and execute the granted programs and shell wherever they are;
+//! - read and write `/dev/null`, read `/dev/zero`, `/dev/random` and
+//!   `/dev/urandom`;
+//! - with Landlock ABI 4 and later, neither bind nor connect TCP sockets,
+//!   unless the network is allowed;
+//! - with ABI 6 and later, neither signal processes nor connect to abstract
+//!   Unix sockets outside its own domain.
+//!
+//! The level is [`Confinement::Full`] when files and (unless allowed) TCP
+//! are enforced (Landlock ABI 4 and later), `Partial` on older kernels that
+//! enforce only files, `None` without Landlock.
+
+use crate::bindings::types::Confinement;
+use crate::ctx::DirAccess;
+use crate::policy::{DirGrant, ProgramGrant};
+use anyhow::Result;
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, Scope,
+};
+use std::os::fd::OwnedFd;
+
+/// Directories whose files confined children may read and execute.
+pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
+
+/// Single system files confined children may read.
+pub const SYSTEM_FILES: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+];
+
+/// The newest Landlock ABI this host knows.
+const ABI_USED: ABI = ABI::V6;
+
+/// A Landlock ruleset, ready for children to restrict themselves with.
+#[derive(Debug)]
+pub(crate) struct Confiner {
+    /// The ruleset; `None` without Landlock.
+    pub ruleset: Option<OwnedFd>,
+    /// What the ruleset enforces on this kernel.
+    pub level: Confinement,
+}
+
+impl Confiner {
+    /// No confinement.
+    pub fn none() -> Confiner {
+        Confiner { ruleset: None, level: Confinement::None }
+    }
+
+    /// The ruleset for these grants.
+    pub fn new(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Confiner> {
+        let kernel_abi = crate::sys::landlock_abi();
+        if kernel_abi < 1 {
+            return Ok(Confiner::none());
+        }
+        let fs_all = AccessFs::from_all(ABI_USED);
+        let read: BitFlags<AccessFs> = AccessFs::from_read(ABI_USED);
+        let file_read = AccessFs::ReadFile | AccessFs::Execute;
+        let mut ruleset = Ruleset::default().handle_access(fs_all)?;
+        if !network {
+            ruleset = ruleset.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?;
+        }
+        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
+        let mut rules: Vec<(PathFd, BitFlags<AccessFs>)> = Vec::new();
+        let mut system = |path: &str, access: BitFlags<AccessFs>| {
+            // Missing system paths (/lib32, ...) are simply not granted.
+            if let Ok(fd) = PathFd::new(path) {
+                rules.push((fd, access));
+            }
+        };
+        for dir in SYSTEM_DIRS {
+            system(dir, read);
+        }
+        for file in SYSTEM_FILES {
+            system(file, if file.ends_with(".d") { read } else { AccessFs::ReadFile.into() });
+        }
+        system("/dev/null", AccessFs::ReadFile | AccessFs::WriteFile);
+        for dev in ["/dev/zero", "/dev/random", "/dev/urandom"] {
+            system(dev, AccessFs::ReadFile.into());
+        }
+        for program in programs {
+            rules.push((PathFd::new(&program.path)?, file_read));
+        }
+        let mut created = ruleset.create()?;
+        for (fd, access) in rules {
+            created = created.add_rule(PathBeneath::new(fd, access))?;
+        }
+        for dir in dirs {
+            let access = match dir.access {
+                DirAccess::ReadWrite => fs_all,
+                DirAccess::ReadOnly => read,
+            };
+            created = created.add_rule(PathBeneath::new(dir.dir.try_clone()?, access))?;
+        }
+        // Full: files and (unless allowed) TCP are enforced, which takes ABI 4.
+        let level = match kernel_abi {
+            abi if abi >= ABI::V4 as i32 => Confinement::Full,
+            abi if abi >= ABI::V3 as i32 && network => Confinement::Full,
+            _ => Confinement::Partial,
+        };
+        Ok(Confiner { ruleset: Option::<OwnedFd>::from(created), level })
+    }
+}
