@@ -587,7 +587,13 @@ async fn spawns_over_the_total_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fork_of_a_component_not_granted_is_an_error_value_not_a_trap() {
     let out = probe_one(grants_testprog(), &["fork", "worker.wasm"]).await;
-    assert_eq!(out.err(), ("access-denied", "component `worker.wasm` is not allowed for fork"));
+    assert_eq!(
+        out.err(),
+        (
+            "access-denied",
+            "component `worker.wasm` is not allowed for fork"
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -117,10 +117,18 @@ async fn a_guest_that_never_reads_blocks_the_child() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_the_child_kills_its_whole_process_group() {
-    let out = spawn_probe(grants_testprog(), &["drop", TP, "grandchild", "60"])
-        .await
-        .stdout;
-    assert_eq!(out.matches("after-drop: gone").count(), 2, "{out}");
+    // The guest checks with `testprog alive`, which reads /proc: a confined
+    // child cannot.
+    let mut grants = grants_testprog();
+    grants.confine(false);
+    let out = spawn_probe(grants, &["drop", TP, "grandchild", "60"]).await;
+    assert_eq!(
+        out.stdout.matches("after-drop: gone").count(),
+        2,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,7 +62,10 @@ pub(crate) struct Confiner {
 impl Confiner {
     /// No confinement.
     pub fn none() -> Confiner {
-        Confiner { ruleset: None, level: Confinement::None }
+        Confiner {
+            ruleset: None,
+            level: Confinement::None,
+        }
     }
 
     /// The ruleset for these grants.
@@ -90,7 +93,14 @@ impl Confiner {
             system(dir, read);
         }
         for file in SYSTEM_FILES {
-            system(file, if file.ends_with(".d") { read } else { AccessFs::ReadFile.into() });
+            system(
+                file,
+                if file.ends_with(".d") {
+                    read
+                } else {
+                    AccessFs::ReadFile.into()
+                },
+            );
         }
         system("/dev/null", AccessFs::ReadFile | AccessFs::WriteFile);
         for dev in ["/dev/zero", "/dev/random", "/dev/urandom"] {
@@ -116,6 +126,9 @@ impl Confiner {
             abi if abi >= ABI::V3 as i32 && network => Confinement::Full,
             _ => Confinement::Partial,
         };
-        Ok(Confiner { ruleset: Option::<OwnedFd>::from(created), level })
+        Ok(Confiner {
+            ruleset: Option::<OwnedFd>::from(created),
+            level,
+        })
     }
 }

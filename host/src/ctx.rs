@@ -1,8 +1,8 @@
 //! [`ProcessCtx`], the per-store policy and state, and its builder.
 
+use crate::bindings::types::Confinement;
 use crate::channel::Channel;
 use crate::confine::Confiner;
-use crate::bindings::types::Confinement;
 use crate::policy::{Denial, DirGrant, ProgramGrant};
 use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;

@@ -3,10 +3,10 @@
 
 use crate::ProcessCtx;
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
-use std::os::fd::AsFd;
 use crate::policy::{Denial, Prepared};
 use rustix::process::{Pid, Signal, kill_process_group};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -83,7 +83,8 @@ impl ProcessCtx {
             (true, Some(fd)) => Some(fd.as_fd()),
             _ => None,
         };
-        if prepared.confine && self.require_confinement && self.confiner.level != Confinement::Full {
+        if prepared.confine && self.require_confinement && self.confiner.level != Confinement::Full
+        {
             return Err(ErrorCode::Unsupported(format!(
                 "children must be fully confined, but this kernel allows only {:?} confinement",
                 self.confiner.level
@@ -123,7 +124,11 @@ impl ProcessCtx {
             "started child"
         );
         Ok(Launched {
-            confinement: if landlock.is_some() { self.confiner.level } else { Confinement::None },
+            confinement: if landlock.is_some() {
+                self.confiner.level
+            } else {
+                Confinement::None
+            },
             child,
             group: GroupGuard {
                 pgid,

@@ -59,7 +59,13 @@ pub(crate) fn prepare_child(
                 return Err(io::Error::from(rustix::io::Errno::SRCH));
             }
             for &(resource, limit) in &rlimits {
-                setrlimit(resource, Rlimit { current: Some(limit), maximum: Some(limit) })?;
+                setrlimit(
+                    resource,
+                    Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    },
+                )?;
             }
             // No setuid/setcap binary can give the child more rights.
             set_no_new_privs(true)?;

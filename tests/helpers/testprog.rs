@@ -82,7 +82,10 @@ fn main() {
             let gone = || match std::fs::read_to_string(&stat) {
                 // ESRCH (3): it exited while we looked.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => Some(true),
-                Err(_) => None,
+                Err(e) => {
+                    eprintln!("testprog: {stat}: {e}");
+                    None
+                }
                 Ok(s) => Some(s.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z'))),
             };
             let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -120,6 +120,7 @@ fn main() {
             for p in [child_pid, pid] {
                 let alive = exec_file("testprog", &["alive".into(), p], &ExecOptions::default()).unwrap();
                 print!("after-drop: {}", String::from_utf8_lossy(&alive.stdout));
+                eprint!("{}", String::from_utf8_lossy(&alive.stderr));
             }
         }
         "trap" => {
