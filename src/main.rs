@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, Runner};
-use wasmproc_host::{Denial, DirAccess, Limits, ProcessCtx};
+use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -29,7 +29,11 @@ CAPABILITY MODEL
       processes that hold at most the guest's own capabilities.
   Each child is the leader of its own process group; the whole group is
   killed on timeout, on output overflow, when the request ends and when the
-  host exits. A refused request returns an error-code to the guest and is
+  host exits. Children are confined by the kernel (Landlock) to the granted
+  directories (read-only ones stay read-only), the granted programs and the
+  system files programs need to run, without TCP unless --allow-network;
+  they get no_new_privs, and loader/interpreter injection variables
+  (LD_PRELOAD, NODE_OPTIONS, ...) are refused even if allowed. A refused request returns an error-code to the guest and is
   reported on stderr with the flag that would grant it.";
 
 /// Run WebAssembly components that exec, spawn and fork real OS processes,
@@ -65,14 +69,20 @@ struct RunArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
 
+    /// As --dir, but children may only read the directory (and the guest's
+    /// preopen is read-only).
+    #[arg(long = "dir-ro", value_name = "HOST[::GUEST]")]
+    dirs_ro: Vec<String>,
+
     /// Set the guest's own environment variable NAME (to VALUE, or to the
     /// host's value of NAME). Children do not inherit it.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     envs: Vec<String>,
 
     /// Let the guest run PROGRAM with exec-file and spawn. PROGRAM is a path
-    /// or a name looked up in the host's PATH now.
-    #[arg(long = "allow-run", value_name = "PROGRAM")]
+    /// or a name looked up in the host's PATH now; `PROGRAM@sha256:HEX`
+    /// pins the binary to that digest.
+    #[arg(long = "allow-run", value_name = "PROGRAM[@sha256:HEX]")]
     allow_run: Vec<String>,
 
     /// Let the guest run shell commands with `exec`, through SHELL -c.
@@ -88,6 +98,35 @@ struct RunArgs {
     /// Let the guest set environment variable NAME for its children.
     #[arg(long = "allow-env", value_name = "NAME")]
     allow_env: Vec<String>,
+
+    /// Let the guest set NAME for its children even though it is a loader or
+    /// interpreter injection variable (LD_PRELOAD, NODE_OPTIONS, ...), which
+    /// is refused otherwise.
+    #[arg(long = "allow-injection-env", value_name = "NAME")]
+    allow_injection_env: Vec<String>,
+
+    /// Let confined children bind and connect TCP sockets.
+    #[arg(long)]
+    allow_network: bool,
+
+    /// Refuse to start children unless the kernel can fully confine them
+    /// (Landlock: files and TCP).
+    #[arg(long)]
+    require_confinement: bool,
+
+    /// Run children without kernel confinement (only the checks made before
+    /// they start apply).
+    #[arg(long, conflicts_with = "require_confinement")]
+    no_confinement: bool,
+
+    /// Set a resource limit in every child: cpu (seconds), as (bytes of
+    /// address space), nofile, nproc, fsize (bytes).
+    #[arg(long = "rlimit", value_name = "NAME=VALUE")]
+    rlimits: Vec<String>,
+
+    /// Append one JSON line per child started, denial and exit to FILE.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
 
     /// Longest time any child may run (for example 500ms, 10s, 2m). It is
     /// also the default timeout of exec. Default: no limit.
@@ -216,19 +255,29 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             },
         };
     }
-    for dir in &args.dirs {
+    let rw = args
+        .dirs
+        .iter()
+        .map(|d| (d, DirAccess::ReadWrite, FsPerms::ReadWrite, "--dir"));
+    let ro = args
+        .dirs_ro
+        .iter()
+        .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
+    for (dir, access, perms, flag) in rw.chain(ro) {
         let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
-        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+        wasi.preopened_dir(host, guest, perms)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("--dir {dir}"))?;
+            .with_context(|| format!("{flag} {dir}"))?;
         process
-            .dir(Path::new(host), guest, DirAccess::ReadWrite)
-            .with_context(|| format!("--dir {dir}"))?;
+            .dir(Path::new(host), guest, access)
+            .with_context(|| format!("{flag} {dir}"))?;
     }
     for program in &args.allow_run {
-        process
-            .allow_program(program)
-            .with_context(|| format!("--allow-run {program}"))?;
+        match program.rsplit_once("@sha256:") {
+            Some((path, hex)) => process.allow_program_pinned(path, hex),
+            None => process.allow_program(program),
+        }
+        .with_context(|| format!("--allow-run {program}"))?;
     }
     if !args.allow_fork.is_empty() {
         process.worker_executable(std::env::current_exe()?)?;
@@ -248,14 +297,28 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             .allow_env(name)
             .with_context(|| format!("--allow-env {name}"))?;
     }
+    for name in &args.allow_injection_env {
+        process
+            .allow_injection_env(name)
+            .with_context(|| format!("--allow-injection-env {name}"))?;
+    }
+    if let Some(path) = &args.audit_log {
+        let log =
+            AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
+        process.audit_log(log);
+    }
     process
         .limits(Limits {
             default_timeout: args.timeout,
             max_timeout: args.timeout,
             max_buffer: args.max_buffer,
             max_live_children: args.max_children,
+            rlimits: rlimits(&args.rlimits)?,
             ..Limits::default()
         })
+        .confine(!args.no_confinement)
+        .allow_network(args.allow_network)
+        .require_confinement(args.require_confinement)
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
@@ -270,6 +333,27 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
     Ok((wasi.build(), process.build()))
 }
 
+/// The `--rlimit NAME=VALUE` flags.
+fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
+    let mut limits = ChildRlimits::default();
+    for flag in flags {
+        let (name, value) = flag.split_once('=').context("--rlimit takes NAME=VALUE")?;
+        let value: u64 = value
+            .parse()
+            .with_context(|| format!("--rlimit {flag}: not a number"))?;
+        let slot = match name {
+            "cpu" => &mut limits.cpu_seconds,
+            "as" => &mut limits.address_space,
+            "nofile" => &mut limits.open_files,
+            "nproc" => &mut limits.processes,
+            "fsize" => &mut limits.file_size,
+            _ => bail!("--rlimit {flag}: unknown limit `{name}` (cpu, as, nofile, nproc, fsize)"),
+        };
+        *slot = Some(value);
+    }
+    Ok(limits)
+}
+
 /// The flag that would have granted what `denial` refused.
 fn grant_hint(denial: &Denial) -> String {
     match denial {
@@ -278,6 +362,8 @@ fn grant_hint(denial: &Denial) -> String {
         Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
         Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
         Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
+        Denial::InjectionEnv(n) => format!("allow it with --allow-injection-env {n}, knowingly"),
+        Denial::PinMismatch(_) => "check the binary, then grant its new digest".to_owned(),
         Denial::Limit {
             limit: "max_timeout",
             ..

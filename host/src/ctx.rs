@@ -1,5 +1,6 @@
 //! [`ProcessCtx`], the per-store policy and state, and its builder.
 
+use crate::audit::AuditLog;
 use crate::bindings::types::Confinement;
 use crate::channel::Channel;
 use crate::confine::Confiner;
@@ -130,6 +131,8 @@ pub struct ProcessCtx {
     pub(crate) network: bool,
     pub(crate) require_confinement: bool,
     pub(crate) confiner: Confiner,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) injection_env: BTreeSet<String>,
     pub(crate) total_spawns: u64,
 }
 
@@ -172,9 +175,15 @@ impl ProcessCtx {
         self.parent.take()
     }
 
-    /// Reports `denial` to the embedder and to `tracing`.
+    /// Reports `denial` to the embedder, the audit log and `tracing`.
     pub(crate) fn report(&self, denial: &Denial) {
         tracing::warn!(target: "wasmproc::denied", %denial, "request denied");
+        if let Some(audit) = &self.audit {
+            audit.record(
+                "denied",
+                serde_json::json!({ "reason": denial.to_string() }),
+            );
+        }
         if let Some(reporter) = &self.reporter {
             reporter(denial);
         }
@@ -194,6 +203,8 @@ impl ProcessCtx {
 /// | components for `fork` | none | [`allow_fork`](Self::allow_fork) |
 /// | the program that runs forked workers | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
 /// | kernel confinement (Landlock) of children | on; no TCP; not required | [`confine`](Self::confine), [`allow_network`](Self::allow_network), [`require_confinement`](Self::require_confinement) |
+/// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
+/// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
@@ -230,6 +241,8 @@ impl ProcessCtxBuilder {
                 network: false,
                 require_confinement: false,
                 confiner: Confiner::none(),
+                audit: None,
+                injection_env: BTreeSet::new(),
                 total_spawns: 0,
             },
         }
@@ -267,6 +280,30 @@ impl ProcessCtxBuilder {
             .iter()
             .chain(&self.ctx.shell)
             .map(|g| g.path.as_path())
+    }
+
+    /// As [`allow_program`](Self::allow_program), pinned to the SHA-256
+    /// `sha256` (hex): the binary must have it now, and a child is refused
+    /// (`access-denied`) if the file has changed to other contents since.
+    pub fn allow_program_pinned(
+        &mut self,
+        program: impl AsRef<OsStr>,
+        sha256: &str,
+    ) -> Result<&mut Self> {
+        let mut grant = ProgramGrant::resolve(program.as_ref())?;
+        grant.pin(sha256)?;
+        self.ctx
+            .programs
+            .retain(|g| g.name != grant.name || g.path != grant.path);
+        if let Some(other) = self.ctx.programs.iter().find(|g| g.name == grant.name) {
+            bail!(
+                "two granted programs are both named `{}`: {}",
+                grant.name,
+                other.path.display()
+            );
+        }
+        self.ctx.programs.push(grant);
+        Ok(self)
     }
 
     /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
@@ -319,6 +356,25 @@ impl ProcessCtxBuilder {
             access,
         });
         Ok(self)
+    }
+
+    /// Lets the guest set `name` for its children even though it is one of
+    /// the loader or interpreter variables that make a program run code of
+    /// the setter's choice ([`INJECTION_ENV`](crate::INJECTION_ENV)),
+    /// which are refused otherwise, even when allowed with
+    /// [`allow_env`](Self::allow_env).
+    pub fn allow_injection_env(&mut self, name: impl Into<String>) -> Result<&mut Self> {
+        let name = name.into();
+        self.allow_env(name.clone())?;
+        self.ctx.injection_env.insert(name);
+        Ok(self)
+    }
+
+    /// Writes an audit event for every child started, denial and exit to
+    /// `log`. Default: none (events still go to `tracing`).
+    pub fn audit_log(&mut self, log: AuditLog) -> &mut Self {
+        self.ctx.audit = Some(log);
+        self
     }
 
     /// Lets the guest set the environment variable `name` for its children.

@@ -117,7 +117,17 @@ async fn run(
         Stdio::null()
     };
     let started = Instant::now();
-    let mut launched = ctx.launch(&prepared, stdin, Stdio::piped(), Stdio::piped())?;
+    let mut launched = ctx.launch(
+        if req.shell_command.is_some() {
+            "exec"
+        } else {
+            "exec-file"
+        },
+        &prepared,
+        stdin,
+        Stdio::piped(),
+        Stdio::piped(),
+    )?;
     drop(prepared);
     let pid = launched.group.pid();
     let confinement = launched.confinement;
@@ -171,12 +181,13 @@ async fn run(
         }
     }
     let duration = started.elapsed();
+    let status = exit_status(status.expect("loop ends after the child exited"));
+    launched.group.exited(status);
     // No process of the group outlives the exec (the guard kills on drop).
     drop(launched);
-    let status = status.expect("loop ends after the child exited");
     Ok(ExecOutput {
         pid,
-        status: exit_status(status),
+        status,
         stdout_truncated: stdout.truncated,
         stderr_truncated: stderr.truncated,
         stdout: stdout.data,

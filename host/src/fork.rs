@@ -100,6 +100,10 @@ impl ProcessCtx {
             shell,
             dirs,
             allowed_env: options.allow_env.clone(),
+            injection_env: (options.allow_env.iter())
+                .filter(|n| self.injection_env.contains(*n))
+                .cloned()
+                .collect(),
             limits: self.limits.clone(),
         };
         Ok((spec, opened))
@@ -183,7 +187,13 @@ impl Host for ProcessCtxView<'_> {
             inherit_fds,
             confine: false,
         };
-        let child = ctx.start(&prepared, StdioKind::Null, options.stdout, options.stderr)?;
+        let child = ctx.start(
+            "fork",
+            &prepared,
+            StdioKind::Null,
+            options.stdout,
+            options.stderr,
+        )?;
         // The worker has its copies now.
         drop((theirs, dirs));
         ours.set_nonblocking(true)

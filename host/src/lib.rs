@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod audit;
 pub mod bindings;
 mod cache;
 pub mod channel;
@@ -82,12 +83,13 @@ mod spawn;
 mod sys;
 pub mod worker;
 
+pub use audit::AuditLog;
 pub use cache::ComponentCache;
 pub use channel::Channel;
 pub use ctx::{ChildRlimits, DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;
-pub use policy::Denial;
+pub use policy::{Denial, INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};
 pub use spawn::Child;
 
 use bindings::types::ErrorCode;

@@ -17,6 +17,59 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+/// Environment variables that make a dynamic loader, shell or interpreter
+/// run code or load libraries of the setter's choice: refused for children
+/// even when allowed, unless the embedder opts in per name
+/// ([`ProcessCtxBuilder::allow_injection_env`](crate::ProcessCtxBuilder::allow_injection_env)).
+/// Names starting with one of [`INJECTION_ENV_PREFIXES`] are refused too.
+pub const INJECTION_ENV: &[&str] = &[
+    "BASH_ENV",
+    "ENV",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
+    "CDPATH",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "NODE_REPL_EXTERNAL_MODULE",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONUSERBASE",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "PERL5DB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "MALLOC_CHECK_",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "GIT_EXEC_PATH",
+    "GIT_SSH_COMMAND",
+    "GIT_CONFIG_GLOBAL",
+];
+
+/// Prefixes of [`INJECTION_ENV`] names: the dynamic loaders' (`LD_PRELOAD`,
+/// `LD_LIBRARY_PATH`, `LD_AUDIT`, macOS `DYLD_*`) and bash's exported
+/// functions.
+pub const INJECTION_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+
+/// Whether `name` is a loader or interpreter injection variable.
+pub fn is_injection_env(name: &str) -> bool {
+    INJECTION_ENV.contains(&name) || INJECTION_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// A request the policy refused, as told to a
 /// [`DenialReporter`](crate::DenialReporter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +91,10 @@ pub enum Denial {
     },
     /// An environment variable name that is not allowed.
     EnvName(String),
+    /// A loader or interpreter injection variable the host did not opt in to.
+    InjectionEnv(String),
+    /// A pinned program whose binary no longer has its SHA-256.
+    PinMismatch(String),
     /// A component that is not granted for `fork`.
     ForkComponent(String),
     /// A directory passed on to a worker that the guest does not hold.
@@ -67,6 +124,14 @@ impl fmt::Display for Denial {
                 "working directory `{cwd}` leads out of the granted directory `{granted}` through `..` or a symlink"
             ),
             Denial::EnvName(n) => write!(f, "environment variable `{n}` is not allowed"),
+            Denial::PinMismatch(p) => write!(
+                f,
+                "program `{p}` was changed since it was granted (SHA-256 mismatch)"
+            ),
+            Denial::InjectionEnv(n) => write!(
+                f,
+                "environment variable `{n}` can make the child load or run other code, and the host did not opt in to it"
+            ),
             Denial::ForkComponent(c) => write!(f, "component `{c}` is not allowed for fork"),
             Denial::ForkDir(d) => write!(
                 f,
@@ -100,6 +165,57 @@ pub(crate) struct ProgramGrant {
     pub name: String,
     /// Absolute path of the binary.
     pub path: PathBuf,
+    /// The SHA-256 the binary must have, and the file's identity (device,
+    /// inode, size, modification time) when it was checked.
+    pub pin: Option<([u8; 32], FileId)>,
+}
+
+/// What identifies a file's contents without reading them.
+pub(crate) type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
+impl ProgramGrant {
+    /// Pins the binary to the SHA-256 `hex`, which it must have now.
+    pub fn pin(&mut self, hex: &str) -> Result<()> {
+        let mut want = [0u8; 32];
+        if hex.len() != 64 || !hex.is_ascii() {
+            bail!("`{hex}` is not a SHA-256 in hex");
+        }
+        for (i, byte) in want.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+        }
+        let id = file_id(&self.path)?;
+        if sha256_file(&self.path)? != want {
+            bail!("{} does not have the SHA-256 {hex}", self.path.display());
+        }
+        self.pin = Some((want, id));
+        Ok(())
+    }
+
+    /// Whether the binary still has its pinned SHA-256 (re-hashed only
+    /// when the file changed).
+    fn pin_holds(&self) -> bool {
+        match &self.pin {
+            None => true,
+            Some((want, id)) => match file_id(&self.path) {
+                Ok(now) if now == *id => true,
+                Ok(_) => sha256_file(&self.path).is_ok_and(|got| got == *want),
+                Err(_) => false,
+            },
+        }
+    }
 }
 
 impl ProgramGrant {
@@ -125,7 +241,11 @@ impl ProgramGrant {
             Some(n) => n.to_owned(),
             None => bail!("{} has no UTF-8 file name", path.display()),
         };
-        Ok(ProgramGrant { name, path })
+        Ok(ProgramGrant {
+            name,
+            path,
+            pin: None,
+        })
     }
 }
 
@@ -140,7 +260,11 @@ impl ProgramGrant {
             Some(n) => n.to_owned(),
             None => bail!("{} has no UTF-8 file name", path.display()),
         };
-        Ok(ProgramGrant { name, path })
+        Ok(ProgramGrant {
+            name,
+            path,
+            pin: None,
+        })
     }
 }
 
@@ -219,6 +343,9 @@ impl ProcessCtx {
             }
             None => (self.find_program(req.program)?, req.args.to_vec()),
         };
+        if !grant.pin_holds() {
+            return Err(self.deny(Denial::PinMismatch(grant.name.clone())));
+        }
         if !grant.path.exists() {
             return Err(ErrorCode::NotFound(format!(
                 "granted program `{}` ({}) no longer exists",
@@ -312,6 +439,9 @@ impl ProcessCtx {
             }
             if !self.allowed_env.contains(name) {
                 return Err(self.deny(Denial::EnvName(name.clone())));
+            }
+            if is_injection_env(name) && !self.injection_env.contains(name) {
+                return Err(self.deny(Denial::InjectionEnv(name.clone())));
             }
             // A later value for the same name wins, as in a shell.
             out.retain(|(n, _)| n != name);

@@ -2,15 +2,18 @@
 //! and the guard that kills the group.
 
 use crate::ProcessCtx;
+use crate::audit::AuditLog;
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
 use crate::policy::{Denial, Prepared};
 use rustix::process::{Pid, Signal, kill_process_group};
+use serde_json::json;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::process::{Child, Command};
 
 /// A started child: the leader of its own process group.
@@ -27,6 +30,9 @@ pub(crate) struct Launched {
 pub(crate) struct GroupGuard {
     pgid: Pid,
     live: Arc<AtomicUsize>,
+    audit: Option<AuditLog>,
+    started: Instant,
+    status: Option<ExitStatus>,
 }
 
 impl GroupGuard {
@@ -37,6 +43,11 @@ impl GroupGuard {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Notes how the leader ended, for the audit log.
+    pub fn exited(&mut self, status: ExitStatus) {
+        self.status = Some(status);
     }
 
     /// The process group id, which is the leader's pid.
@@ -51,6 +62,22 @@ impl Drop for GroupGuard {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
         self.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some(audit) = &self.audit {
+            let status = self.status.map_or("killed".to_owned(), |s| status_text(&s));
+            let duration_ms = self.started.elapsed().as_millis() as u64;
+            audit.record(
+                "exit",
+                json!({ "pid": self.pid(), "status": status, "duration_ms": duration_ms }),
+            );
+        }
+    }
+}
+
+/// `exited(N)` or `signaled(N)`.
+pub(crate) fn status_text(status: &ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exited({code})"),
+        ExitStatus::Signaled(signal) => format!("signaled({signal})"),
     }
 }
 
@@ -59,6 +86,7 @@ impl ProcessCtx {
     /// live-child and total-spawn limits.
     pub(crate) fn launch(
         &mut self,
+        kind: &'static str,
         prepared: &Prepared,
         stdin: Stdio,
         stdout: Stdio,
@@ -114,6 +142,25 @@ impl ProcessCtx {
         };
         self.live_children.fetch_add(1, Ordering::AcqRel);
         self.total_spawns += 1;
+        let confinement = if landlock.is_some() {
+            self.confiner.level
+        } else {
+            Confinement::None
+        };
+        if let Some(audit) = &self.audit {
+            audit.record(
+                kind,
+                json!({
+                    "pid": pgid.as_raw_nonzero().get(),
+                    "program": prepared.program,
+                    "argv": std::iter::once(&prepared.argv0).chain(&prepared.args).collect::<Vec<_>>(),
+                    "cwd": prepared.cwd_host,
+                    "env": prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                    "confinement": format!("{confinement:?}").to_lowercase(),
+                    "rlimits": self.limits.rlimits,
+                }),
+            );
+        }
         tracing::debug!(
             target: "wasmproc::process",
             program = %prepared.program.display(),
@@ -124,15 +171,14 @@ impl ProcessCtx {
             "started child"
         );
         Ok(Launched {
-            confinement: if landlock.is_some() {
-                self.confiner.level
-            } else {
-                Confinement::None
-            },
+            confinement,
             child,
             group: GroupGuard {
                 pgid,
                 live: self.live_children.clone(),
+                audit: self.audit.clone(),
+                started: Instant::now(),
+                status: None,
             },
         })
     }

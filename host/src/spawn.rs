@@ -74,6 +74,7 @@ impl Child {
         self.forwarders.clear();
         let status = exit_status(status);
         self.status = Some(status);
+        self.group.exited(status);
         Ok(status)
     }
 }
@@ -142,6 +143,7 @@ impl ProcessCtx {
     /// `spawn` and `fork`.
     pub(crate) fn start(
         &mut self,
+        kind: &'static str,
         prepared: &Prepared,
         stdin: StdioKind,
         stdout: StdioKind,
@@ -154,7 +156,7 @@ impl ProcessCtx {
         };
         let (out_os, out_route) = self.route(stdout, self.inherit_stdout.as_deref());
         let (err_os, err_route) = self.route(stderr, self.inherit_stderr.as_deref());
-        let mut launched = self.launch(prepared, stdin, out_os, err_os)?;
+        let mut launched = self.launch(kind, prepared, stdin, out_os, err_os)?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();
         let stdin = (process.stdin.take())
@@ -187,6 +189,9 @@ impl Child {
             let status = (self.process.try_wait())
                 .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
             self.status = status.map(exit_status);
+            if let Some(status) = self.status {
+                self.group.exited(status);
+            }
         }
         Ok(self.status)
     }
@@ -224,7 +229,13 @@ impl Host for ProcessCtxView<'_> {
             env: &options.env,
         };
         let prepared = self.ctx.prepare(&req)?;
-        let child = (self.ctx).start(&prepared, options.stdin, options.stdout, options.stderr)?;
+        let child = (self.ctx).start(
+            "spawn",
+            &prepared,
+            options.stdin,
+            options.stdout,
+            options.stderr,
+        )?;
         self.table.push(child).map_err(ProcessError::trap)
     }
 }

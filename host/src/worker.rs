@@ -38,6 +38,8 @@ pub struct WorkerSpec {
     pub dirs: Vec<WorkerDir>,
     /// Environment variable names it may give its children.
     pub allowed_env: Vec<String>,
+    /// Of those, the injection variables its parent's host opted in to.
+    pub injection_env: Vec<String>,
     /// Its limits (the parent's).
     pub limits: Limits,
 }
@@ -122,6 +124,9 @@ impl Worker {
         }
         for name in &spec.allowed_env {
             process.allow_env(name.as_str())?;
+        }
+        for name in &spec.injection_env {
+            process.allow_injection_env(name.as_str())?;
         }
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
