@@ -9,8 +9,10 @@
 # -Zbuild-std from Debian's rustc-web and the *same version's* rust-web-src,
 # unpacked (not installed) into a private folder, driven by rustup's cargo and
 # linked by rustup's wasm-component-ld against Debian's wasi-libc. Every Rust
-# guest is a `bin` (a wasi:cli command): the link adds wasi-libc's
-# crt1-command.o, which rustc leaves out with link-self-contained=no.
+# guest is a `bin` (a wasi:cli command): the link adds our own `_start`
+# (scripts/crt1-command.c, compiled here), which rustc leaves out with
+# link-self-contained=no; Debian's crt1-command.o does not run constructors,
+# which breaks std::fs (see that file).
 #
 # Environment:
 #   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler lives
@@ -59,12 +61,17 @@ setup_toolchain() {
 
 build_rust_guests() {
   local lib="$TC/deb/usr/lib/x86_64-linux-gnu"
+  local crt="$GT/crt1-command.o"
+  mkdir -p "$GT"
+  if [ ! -f "$crt" ] || [ "$ROOT/scripts/crt1-command.c" -nt "$crt" ]; then
+    clang-19 --target=wasm32-wasi -O2 -c "$ROOT/scripts/crt1-command.c" -o "$crt"
+  fi
   log "building Rust guests (rustc-web $(cat "$TC/version")) into $GT"
   (cd "$ROOT/guest-examples" && \
     env LD_LIBRARY_PATH="$lib" RUSTC="$TC/deb/usr/bin/rustc" RUSTC_BOOTSTRAP=1 \
       PATH="$RB/gcc-ld:$PATH" \
       CARGO_TARGET_WASM32_WASIP2_LINKER="$RB/wasm-component-ld" \
-      CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L native=/usr/lib/wasm32-wasi -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o" \
+      CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L native=/usr/lib/wasm32-wasi -C link-arg=$crt" \
       cargo build -q --release --locked --target wasm32-wasip2 -Zbuild-std=std,panic_abort \
         --target-dir "$GT" --workspace)
   mkdir -p "$GT/components"

@@ -200,6 +200,58 @@ async fn a_worker_cannot_use_a_directory_its_parent_did_not_pass_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_reads_files_only_in_directories_passed_on_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note"), "for the worker").unwrap();
+    let grants = || {
+        let mut g = grants_fork();
+        g.dir(dir.path(), "/work", DirAccess::ReadWrite).unwrap();
+        g
+    };
+    let passed = fork_probe(grants(), &["worker", "-", "/work:ro", "read", "/work/note"]).await;
+    assert_eq!(value(&passed, "reply"), "for the worker");
+    let kept = fork_probe(grants(), &["worker", "-", "-", "read", "/work/note"]).await;
+    assert!(value(&kept, "reply").starts_with("error: "), "{kept}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_pool_hashes_every_file_of_a_directory_across_its_workers() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = String::new();
+    for i in 0..12 {
+        let name = format!("file{i:02}");
+        let body = format!("contents of file {i}\n").repeat(i * 100 + 1);
+        std::fs::write(dir.path().join(&name), &body).unwrap();
+        let hex: String = Sha256::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        expected.push_str(&format!("{hex}  /data/{name}\n"));
+    }
+    let mut grants = ProcessCtxBuilder::new();
+    grants
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .unwrap()
+        .allow_fork(guest("pool-worker"))
+        .unwrap()
+        .dir(dir.path(), "/data", DirAccess::ReadOnly)
+        .unwrap();
+    let run = run_component_with_dir(
+        &guest("worker-pool"),
+        grants,
+        dir.path(),
+        "/data",
+        &["/data", "3"],
+    )
+    .await;
+    assert_eq!(run.exit, GuestExit::Code(0), "{}", run.stderr);
+    let (hashes, summary) = run.stdout.rsplit_once("12 files").expect("a summary line");
+    assert_eq!(hashes, expected);
+    assert!(summary.contains("hashed by 3 workers"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn fork_without_a_worker_executable_is_unsupported() {
     let mut grants = grants_testprog();
     grants.allow_fork(guest("echo-worker")).unwrap();

@@ -69,10 +69,10 @@ pub(crate) fn prepare_child(
             }
             // No setuid/setcap binary can give the child more rights.
             set_no_new_privs(true)?;
-            if let Some(ruleset) = landlock {
-                if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            if let Some(ruleset) = landlock
+                && libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });

@@ -94,7 +94,31 @@ pub struct GuestRun {
 
 /// Runs the component at `path` with `args` and the capabilities of
 /// `process`, capturing its stdout and stderr.
-pub async fn run_component(path: &Path, mut process: ProcessCtxBuilder, args: &[&str]) -> GuestRun {
+pub async fn run_component(path: &Path, process: ProcessCtxBuilder, args: &[&str]) -> GuestRun {
+    run_component_with(path, process, WasiCtx::builder(), args).await
+}
+
+/// As [`run_component`], with the host directory `host` also preopened for
+/// the guest itself as `guest_path` (read-only).
+pub async fn run_component_with_dir(
+    path: &Path,
+    process: ProcessCtxBuilder,
+    host: &Path,
+    guest_path: &str,
+    args: &[&str],
+) -> GuestRun {
+    let mut wasi = WasiCtx::builder();
+    wasi.preopened_dir(host, guest_path, wasmtime_wasi::FsPerms::ReadOnly)
+        .unwrap();
+    run_component_with(path, process, wasi, args).await
+}
+
+async fn run_component_with(
+    path: &Path,
+    mut process: ProcessCtxBuilder,
+    mut wasi: wasmtime_wasi::WasiCtxBuilder,
+    args: &[&str],
+) -> GuestRun {
     let denials = Arc::new(Mutex::new(Vec::new()));
     let seen = denials.clone();
     let stdout = MemoryOutputPipe::new(64 << 20);
@@ -104,7 +128,6 @@ pub async fn run_component(path: &Path, mut process: ProcessCtxBuilder, args: &[
         .on_denial(move |d| seen.lock().unwrap().push(d.clone()))
         .stdout(stdout.clone())
         .stderr(stderr.clone());
-    let mut wasi = WasiCtx::builder();
     wasi.arg(path.file_name().unwrap().to_str().unwrap())
         .args(args)
         .stdout(stdout.clone())

@@ -12,6 +12,13 @@
 //! testprog env               print the environment, sorted, one NAME=VALUE a line
 //! testprog cwd               print the working directory
 //! testprog cat               copy stdin to stdout
+//! testprog read PATH        print the file's contents, or `error: KIND`
+//! testprog write PATH TEXT  write TEXT to PATH; print `written` or `error: KIND`
+//! testprog connect ADDR      connect a TCP socket; print `connected` or `error: KIND`
+//! testprog daemon OUT PATH   start `testprog detached OUT PATH` in a new process
+//!                            group (out of the child's group), and exit at once
+//! testprog detached OUT PATH after 1 s, try to read PATH; write what `read`
+//!                            would print to the file OUT
 //! testprog count             print the number of bytes read from stdin
 //! testprog argv0             print argv[0]
 //! testprog alive PID         print `gone` once process PID is gone (or a
@@ -69,6 +76,33 @@ fn main() {
             std::io::stdin().read_to_end(&mut input).unwrap();
             let _ = out.write_all(&input);
         }
+        "read" => {
+            let _ = writeln!(out, "{}", read(&arg(2)));
+        }
+        "write" => {
+            let result = std::fs::write(arg(2), arg(3)).map_or_else(|e| format!("error: {}", e.kind()), |()| "written".into());
+            let _ = writeln!(out, "{result}");
+        }
+        "connect" => {
+            let result = std::net::TcpStream::connect(arg(2))
+                .map_or_else(|e| format!("error: {}", e.kind()), |_| "connected".into());
+            let _ = writeln!(out, "{result}");
+        }
+        "daemon" => {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["detached", &arg(2), &arg(3)])
+                .process_group(0)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn the daemon");
+        }
+        "detached" => {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = std::fs::write(arg(2), read(&arg(3)));
+        }
         "count" => {
             let n = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()).unwrap();
             let _ = writeln!(out, "{n}");
@@ -101,4 +135,9 @@ fn main() {
         }
         other => panic!("testprog: unknown mode {other:?}"),
     }
+}
+
+/// The contents of the file at `path`, or `error: KIND`.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("error: {}", e.kind()))
 }

@@ -11,6 +11,8 @@
 //! spawn-probe trap PROGRAM [ARGS]...          print the first line (a pid), then trap
 //! spawn-probe hold PROGRAM [ARGS]...          print the first line (a pid), then sleep 60 s
 //! spawn-probe exit PROGRAM [ARGS]...          print the first line (a pid), then exit(0) at once
+//! spawn-probe many-hold N PROGRAM [ARGS]...  spawn N children, print `pid: P` for each and
+//!                                             `ready`, then sleep 60 s
 //! spawn-probe limit N PROGRAM [ARGS]...       spawn N children at once, printing each result
 //! spawn-probe stdio KIND PROGRAM [ARGS]...    spawn with stdout and stderr KIND (inherit|null), wait
 //! spawn-probe fanout N PROGRAM [ARGS]...      run N children at once, polling all; print each one's output
@@ -143,6 +145,17 @@ fn main() {
             let out = child.take_stdout().unwrap();
             println!("child: {}", child.pid());
             println!("grandchild: {}", first_line(&out));
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        "many-hold" => {
+            let n: usize = rest[0].parse().unwrap();
+            let children: Vec<Child> = (0..n)
+                .map(|_| must(&rest[1..], &options(Stdio::Null, Stdio::Null, Stdio::Null)))
+                .collect();
+            for c in &children {
+                println!("pid: {}", c.pid());
+            }
+            println!("ready");
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
         "limit" => {
