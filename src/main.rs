@@ -51,6 +51,10 @@ enum Commands {
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
     Run(Box<RunArgs>),
+    /// Print the WIT package wasmproc:process@0.1.0 that guests import (the
+    /// wasi 0.2.12 packages it uses come with wasmtime-wasi 48 and any
+    /// wasi 0.2 toolchain).
+    Wit,
     /// Worker mode, started by `fork`: the worker's capabilities come from
     /// its parent host over the channel, never from flags.
     #[command(name = "__worker", hide = true)]
@@ -161,6 +165,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(*args),
         Commands::Worker { channel_fd } => worker(channel_fd),
+        Commands::Wit => {
+            print!("{}", include_str!("../wit/process.wit"));
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -382,3 +382,10 @@ fn cli_refuses_to_grant_wasmproc_itself() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn wit_prints_the_package_guests_import() {
+    let out = wasmproc(&["wit"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), std::fs::read_to_string(repo().join("wit/process.wit")).unwrap());
+}
