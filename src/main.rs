@@ -2,6 +2,8 @@
 //! scoped OS processes.
 
 use anyhow::{Context as _, Result, bail};
+
+mod policy;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +69,11 @@ enum Commands {
 
 #[derive(Parser)]
 struct RunArgs {
+    /// Read grants from a TOML policy file (see `wasmproc help run` and
+    /// the README); they add to the flags' grants.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
     /// Grant the host directory HOST to the guest as GUEST (default: the same
     /// path): the guest can use its files and start children in it. The
     /// first --dir is the children's default working directory.
@@ -179,7 +186,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+fn run(mut args: RunArgs) -> Result<ExitCode> {
+    if let Some(path) = args.policy.clone() {
+        policy::apply(&path, &mut args)?;
+    }
     let (wasi, process) = contexts(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

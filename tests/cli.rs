@@ -387,5 +387,88 @@ fn cli_refuses_to_grant_wasmproc_itself() {
 fn wit_prints_the_package_guests_import() {
     let out = wasmproc(&["wit"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout), std::fs::read_to_string(repo().join("wit/process.wit")).unwrap());
+    assert_eq!(
+        text(&out.stdout),
+        std::fs::read_to_string(repo().join("wit/process.wit")).unwrap()
+    );
+}
+
+#[test]
+fn a_policy_file_grants_what_the_flags_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "programs = [{:?}]\nallow_env = [\"MODE\"]\naudit_log = \"audit.jsonl\"\n\n[[dir]]\nhost = \"data\"\nguest = \"/data\"\naccess = \"ro\"\n\n[limits]\ntimeout = \"5s\"\n",
+            testprog().display().to_string()
+        ),
+    )
+    .unwrap();
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--policy",
+        policy.to_str().unwrap(),
+        probe.to_str().unwrap(),
+        "--cwd",
+        "/data",
+        "--env",
+        "MODE=x",
+        "file",
+        TP,
+        "env",
+        "---",
+        "file",
+        "sh",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("stdout: \"MODE=x\\n\""),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("error: access-denied: program `sh` is not allowed"),
+        "{stdout}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["exec-file", "exit", "denied"], "{audit}");
+    assert_eq!(
+        events[0]["env"],
+        serde_json::json!(["MODE"]),
+        "names, never values"
+    );
+    assert!(events[0]["cwd"].as_str().unwrap().ends_with("/data"));
+    assert_eq!(events[0]["confinement"], "full");
+    assert_eq!(events[1]["status"], "exited(0)");
+    assert_eq!(events[0]["pid"], events[1]["pid"]);
+}
+
+#[test]
+fn a_bad_policy_file_is_refused_with_the_line_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "allow_env = [\"A\"]\nprogramz = [\"sort\"]\n").unwrap();
+    let out = wasmproc(&[
+        "run",
+        "--policy",
+        policy.to_str().unwrap(),
+        guest("exec-probe").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("programz"),
+        "{stderr}"
+    );
 }

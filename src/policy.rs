@@ -1,0 +1,182 @@
+//! `wasmproc run --policy FILE`: the same grants as the flags, in TOML.
+//!
+//! ```toml
+//! shell = "/bin/sh"                  # --allow-shell
+//! programs = ["sort", "tools/wc@sha256:…"]   # --allow-run
+//! forks = ["worker.wasm"]            # --allow-fork
+//! allow_env = ["LANG"]               # --allow-env
+//! allow_injection_env = []           # --allow-injection-env
+//! env = { MODE = "fast" }            # --env (the guest's own)
+//! audit_log = "audit.jsonl"          # --audit-log
+//!
+//! [[dir]]                            # --dir / --dir-ro
+//! host = "data"
+//! guest = "/data"                    # default: the host path
+//! access = "ro"                      # "ro" or "rw" (default)
+//!
+//! [limits]
+//! timeout = "10s"                    # --timeout
+//! max_buffer = 1048576               # --max-buffer
+//! max_children = 64                  # --max-children
+//! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
+//!
+//! [confinement]
+//! require = true                     # --require-confinement
+//! network = false                    # --allow-network
+//! enabled = true                     # false: --no-confinement
+//! ```
+//!
+//! Host paths (`dir.host`, programs and forks written as paths, `audit_log`)
+//! are relative to the policy file's directory. Lists add to the flags';
+//! a single value given both ways must agree, else the run is refused.
+//! Unknown keys and bad values are errors that name the line.
+
+use crate::RunArgs;
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Policy {
+    shell: Option<String>,
+    #[serde(default)]
+    programs: Vec<String>,
+    #[serde(default)]
+    forks: Vec<String>,
+    #[serde(default)]
+    allow_env: Vec<String>,
+    #[serde(default)]
+    allow_injection_env: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    audit_log: Option<String>,
+    #[serde(default)]
+    dir: Vec<Dir>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    confinement: Confinement,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dir {
+    host: String,
+    guest: Option<String>,
+    #[serde(default)]
+    access: Access,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Access {
+    Ro,
+    #[default]
+    Rw,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    timeout: Option<String>,
+    max_buffer: Option<u64>,
+    max_children: Option<usize>,
+    #[serde(default)]
+    rlimits: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Confinement {
+    require: Option<bool>,
+    network: Option<bool>,
+    enabled: Option<bool>,
+}
+
+/// Adds the grants of the policy file at `path` to `args`.
+pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let policy: Policy =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    // A program written as a path is relative to the policy file.
+    let host = |p: &str| -> String {
+        if p.contains('/') {
+            base.join(p).display().to_string()
+        } else {
+            p.to_owned()
+        }
+    };
+    let conflict =
+        |what: &str| anyhow::anyhow!("{}: `{what}` differs from the flag", path.display());
+
+    if let Some(shell) = policy.shell {
+        let shell = host(&shell);
+        match &args.allow_shell {
+            Some(flag) if *flag != shell => return Err(conflict("shell")),
+            _ => args.allow_shell = Some(shell),
+        }
+    }
+    args.allow_run
+        .extend(policy.programs.iter().map(|p| host(p)));
+    args.allow_fork
+        .extend(policy.forks.iter().map(|p| base.join(p)));
+    args.allow_env.extend(policy.allow_env);
+    args.allow_injection_env.extend(policy.allow_injection_env);
+    args.envs
+        .extend(policy.env.into_iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some(log) = policy.audit_log {
+        let log = base.join(log);
+        match &args.audit_log {
+            Some(flag) if *flag != log => return Err(conflict("audit_log")),
+            _ => args.audit_log = Some(log),
+        }
+    }
+    for dir in policy.dir {
+        let grant = format!(
+            "{}::{}",
+            base.join(&dir.host).display(),
+            dir.guest.as_deref().unwrap_or(&dir.host)
+        );
+        match dir.access {
+            Access::Ro => args.dirs_ro.push(grant),
+            Access::Rw => args.dirs.push(grant),
+        }
+    }
+    if let Some(timeout) = policy.limits.timeout {
+        let timeout: Duration = humantime::parse_duration(&timeout)
+            .with_context(|| format!("{}: limits.timeout = {timeout:?}", path.display()))?;
+        match args.timeout {
+            Some(flag) if flag != timeout => return Err(conflict("limits.timeout")),
+            _ => args.timeout = Some(timeout),
+        }
+    }
+    if let Some(max) = policy.limits.max_buffer {
+        args.max_buffer = max;
+    }
+    if let Some(max) = policy.limits.max_children {
+        args.max_children = max;
+    }
+    args.rlimits.extend(
+        policy
+            .limits
+            .rlimits
+            .iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    let c = policy.confinement;
+    args.require_confinement |= c.require.unwrap_or(false);
+    args.allow_network |= c.network.unwrap_or(false);
+    args.no_confinement |= c.enabled == Some(false);
+    if args.require_confinement && args.no_confinement {
+        bail!(
+            "{}: confinement is both required and disabled",
+            path.display()
+        );
+    }
+    Ok(())
+}
