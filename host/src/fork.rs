@@ -140,7 +140,7 @@ impl ProcessCtx {
         if grant.access == DirAccess::ReadOnly && !read_only {
             return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
         }
-        Ok((dir, grant.host_path.join(rest)))
+        Ok((dir, grant.host_path_of(&rest)))
     }
 }
 

@@ -294,6 +294,16 @@ pub(crate) struct DirGrant {
     pub access: DirAccess,
 }
 
+impl DirGrant {
+    /// The host path of `rest` (a relative path) below this directory.
+    pub fn host_path_of(&self, rest: &Path) -> PathBuf {
+        match rest.as_os_str().is_empty() {
+            true => self.host_path.clone(),
+            false => self.host_path.join(rest),
+        }
+    }
+}
+
 /// What to run, after every check passed.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -494,7 +504,7 @@ impl ProcessCtx {
             return Err(self.deny(Denial::Cwd(cwd.to_owned())));
         };
         match opened {
-            Ok(dir) => Ok((Some(dir), grant.host_path.join(&rest))),
+            Ok(dir) => Ok((Some(dir), grant.host_path_of(&rest))),
             // cap-std refuses `..` and symlinks that lead out of the grant.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 Err(self.deny(Denial::CwdEscape {
