@@ -156,7 +156,11 @@ impl ProcessCtx {
                     "argv": std::iter::once(&prepared.argv0).chain(&prepared.args).collect::<Vec<_>>(),
                     "cwd": prepared.cwd_host,
                     "env": prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                    "confinement": format!("{confinement:?}").to_lowercase(),
+                    "confinement": match confinement {
+                        Confinement::Full => "full",
+                        Confinement::Partial => "partial",
+                        Confinement::None => "none",
+                    },
                     "rlimits": self.limits.rlimits,
                 }),
             );
