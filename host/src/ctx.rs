@@ -257,19 +257,7 @@ impl ProcessCtxBuilder {
     /// can never make another binary run. Two grants with the same file name
     /// are refused.
     pub fn allow_program(&mut self, program: impl AsRef<OsStr>) -> Result<&mut Self> {
-        let grant = ProgramGrant::resolve(program.as_ref())?;
-        if let Some(other) = self.ctx.programs.iter().find(|g| g.name == grant.name) {
-            if other.path == grant.path {
-                return Ok(self);
-            }
-            bail!(
-                "two granted programs are both named `{}`: {} and {}",
-                grant.name,
-                other.path.display(),
-                grant.path.display()
-            );
-        }
-        self.ctx.programs.push(grant);
+        ProgramGrant::resolve(program.as_ref())?.add_to(&mut self.ctx.programs)?;
         Ok(self)
     }
 
@@ -292,17 +280,7 @@ impl ProcessCtxBuilder {
     ) -> Result<&mut Self> {
         let mut grant = ProgramGrant::resolve(program.as_ref())?;
         grant.pin(sha256)?;
-        self.ctx
-            .programs
-            .retain(|g| g.name != grant.name || g.path != grant.path);
-        if let Some(other) = self.ctx.programs.iter().find(|g| g.name == grant.name) {
-            bail!(
-                "two granted programs are both named `{}`: {}",
-                grant.name,
-                other.path.display()
-            );
-        }
-        self.ctx.programs.push(grant);
+        grant.add_to(&mut self.ctx.programs)?;
         Ok(self)
     }
 
@@ -402,21 +380,7 @@ impl ProcessCtxBuilder {
     /// Lets the guest `fork` the component at `path` (relative to the host's
     /// current directory), which it names by file name or absolute path.
     pub fn allow_fork(&mut self, path: impl AsRef<Path>) -> Result<&mut Self> {
-        let grant = ProgramGrant::component(path.as_ref())?;
-        if let Some(other) = self
-            .ctx
-            .forks
-            .iter()
-            .find(|g| g.name == grant.name && g.path != grant.path)
-        {
-            bail!(
-                "two fork components are both named `{}`: {} and {}",
-                grant.name,
-                other.path.display(),
-                grant.path.display()
-            );
-        }
-        self.ctx.forks.push(grant);
+        ProgramGrant::component(path.as_ref())?.add_to(&mut self.ctx.forks)?;
         Ok(self)
     }
 

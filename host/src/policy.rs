@@ -237,34 +237,44 @@ impl ProgramGrant {
         if !is_executable(&path) {
             bail!("{} is not an executable file", path.display());
         }
-        let name = match path.file_name().and_then(OsStr::to_str) {
-            Some(n) => n.to_owned(),
-            None => bail!("{} has no UTF-8 file name", path.display()),
-        };
-        Ok(ProgramGrant {
-            name,
-            path,
-            pin: None,
-        })
+        ProgramGrant::named(path)
     }
-}
 
-impl ProgramGrant {
     /// A component granted for `fork`: an existing file.
     pub fn component(path: &Path) -> Result<ProgramGrant> {
         let path = std::path::absolute(path)?;
         if !path.is_file() {
             bail!("component {} is not a file", path.display());
         }
-        let name = match path.file_name().and_then(OsStr::to_str) {
-            Some(n) => n.to_owned(),
-            None => bail!("{} has no UTF-8 file name", path.display()),
+        ProgramGrant::named(path)
+    }
+
+    /// The grant of `path`, named by its file name.
+    fn named(path: PathBuf) -> Result<ProgramGrant> {
+        let Some(name) = path.file_name().and_then(OsStr::to_str) else {
+            bail!("{} has no UTF-8 file name", path.display());
         };
         Ok(ProgramGrant {
-            name,
+            name: name.to_owned(),
             path,
             pin: None,
         })
+    }
+
+    /// Adds this grant to `grants` (replacing the same one), unless another
+    /// there has the same name.
+    pub fn add_to(self, grants: &mut Vec<ProgramGrant>) -> Result<()> {
+        grants.retain(|g| g.name != self.name || g.path != self.path);
+        if let Some(other) = grants.iter().find(|g| g.name == self.name) {
+            bail!(
+                "two grants are both named `{}`: {} and {}",
+                self.name,
+                other.path.display(),
+                self.path.display()
+            );
+        }
+        grants.push(self);
+        Ok(())
     }
 }
 
