@@ -1,8 +1,11 @@
 //! wasmproc against native Rust `std::process` and Node.js `child_process`.
 //!
 //! ```sh
-//! cargo bench --bench compare [-- --json PATH]
+//! cargo bench --bench compare [-- [KEY...] [--json PATH]]
 //! ```
+//!
+//! With KEYs, only the scenarios whose key contains one of them run (keys:
+//! spawn, exec, read, write, fork, round-trip, pipelined, children).
 //!
 //! Each wasmproc figure comes from the `bench-guest` component
 //! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
@@ -20,7 +23,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmproc::{GuestExit, Runner};
 use wasmproc_host::{Limits, ProcessCtx};
@@ -114,12 +117,12 @@ const scenarios = {
 scenarios[mode]().catch((e) => { console.error(e); process.exit(1); });
 "#;
 
-/// Whether smaller or larger values are better, and how to print them.
+/// How a figure is printed; per-op times are in nanoseconds.
 #[derive(Clone, Copy)]
 enum Unit {
-    /// Nanoseconds per operation (lower is better), printed in µs.
+    /// Time per operation (lower is better), printed in µs.
     Micros,
-    /// Nanoseconds per operation (lower is better), printed in ms.
+    /// Time per operation (lower is better), printed in ms.
     Millis,
     /// Bytes per second (higher is better), printed in MiB/s.
     MibPerSec,
@@ -141,6 +144,19 @@ impl Unit {
     }
 }
 
+/// What the wasmproc figure of a row must reach.
+#[derive(Clone, Copy)]
+enum Goal {
+    /// At most this multiple of the native figure.
+    NativeAtMost(f64),
+    /// At least this multiple of the native figure.
+    NativeAtLeast(f64),
+    /// At most this value.
+    AtMost(f64),
+    /// At least this value.
+    AtLeast(f64),
+}
+
 /// One line of the table.
 struct Row {
     metric: &'static str,
@@ -148,35 +164,58 @@ struct Row {
     wasmproc: f64,
     native: Option<f64>,
     node: Option<f64>,
-    goal: &'static str,
-    met: bool,
+    goal: Goal,
+    /// False when a check besides the goal failed (a leak).
+    clean: bool,
+    /// Details printed under the table.
+    note: Option<String>,
 }
 
 impl Row {
-    fn new(metric: &'static str, unit: Unit, wasmproc: f64) -> Row {
+    fn new(
+        metric: &'static str,
+        unit: Unit,
+        (wasmproc, node): (f64, Option<f64>),
+        goal: Goal,
+    ) -> Row {
         Row {
             metric,
             unit,
             wasmproc,
             native: None,
-            node: None,
-            goal: "",
-            met: true,
+            node,
+            goal,
+            clean: true,
+            note: None,
         }
     }
 
+    fn met(&self) -> bool {
+        let (v, native) = (self.wasmproc, self.native);
+        self.clean
+            && match self.goal {
+                Goal::NativeAtMost(r) => native.is_some_and(|n| v <= r * n),
+                Goal::NativeAtLeast(r) => native.is_some_and(|n| v >= r * n),
+                Goal::AtMost(max) => v <= max,
+                Goal::AtLeast(min) => v >= min,
+            }
+    }
+
+    fn goal_text(&self) -> String {
+        match self.goal {
+            Goal::NativeAtMost(r) => format!("≤ {r}× native"),
+            Goal::NativeAtLeast(r) => format!("≥ {r}× native"),
+            Goal::AtMost(max) => format!("≤ {}", self.unit.show(max)),
+            Goal::AtLeast(min) => format!("≥ {}", self.unit.show(min)),
+        }
+    }
+
+    /// A comparator's figure and the ratio wasmproc ÷ comparator.
     fn cells(&self, other: Option<f64>) -> [String; 2] {
         match other {
             Some(v) => [self.unit.show(v), format!("{:.2}×", self.wasmproc / v)],
             None => ["–".into(), "–".into()],
         }
-    }
-
-    /// Sets the goal and whether `ok(wasmproc, native)` meets it.
-    fn goal(mut self, goal: &'static str, ok: impl Fn(f64, Option<f64>) -> bool) -> Row {
-        self.goal = goal;
-        self.met = ok(self.wasmproc, self.native);
-        self
     }
 }
 
@@ -302,9 +341,28 @@ impl Node {
     }
 }
 
-/// Applies `f` to Node if there is one, with the median of its runs.
-fn node_median(node: &Option<Node>, f: impl Fn(&Node) -> Result<f64>) -> Result<Option<f64>> {
-    node.as_ref().map(|node| median(|| f(node))).transpose()
+/// The two sides of the comparison that run guest code or scripts.
+struct Bench {
+    guest: Guest,
+    node: Option<Node>,
+}
+
+impl Bench {
+    /// The medians of the guest's and (with `node`) Node's timed loop for
+    /// `args`, each timing turned into a figure by `figure`.
+    fn measure(
+        &self,
+        args: &[&dyn ToString],
+        node: bool,
+        figure: impl Fn(Duration) -> f64,
+    ) -> Result<(f64, Option<f64>)> {
+        let guest = median(|| Ok(figure(self.guest.time(args)?)))?;
+        let node = match &self.node {
+            Some(n) if node => Some(median(|| Ok(figure(n.time(args)?)))?),
+            _ => None,
+        };
+        Ok((guest, node))
+    }
 }
 
 fn native_spawn() -> Result<f64> {
@@ -395,15 +453,104 @@ fn own_children() -> Result<usize> {
     Ok(count)
 }
 
+/// Measures one row of the table.
+type Scenario = fn(&Bench) -> Result<Row>;
+
+/// The scenarios in table order; a command-line argument selects those
+/// whose key contains it.
+const SCENARIOS: [(&str, Scenario); 8] = [
+    ("spawn", spawn),
+    ("exec", exec),
+    ("read", read),
+    ("write", write),
+    ("fork", fork),
+    ("round-trip", round_trip),
+    ("pipelined", pipelined),
+    ("children", children),
+];
+
+fn spawn(b: &Bench) -> Result<Row> {
+    let figures = b.measure(&[&"spawn", &SPAWNS], true, |t| per_op(t, SPAWNS))?;
+    let mut row = Row::new(
+        "spawn+wait `/bin/true`, sequential (per op)",
+        Unit::Micros,
+        figures,
+        Goal::NativeAtMost(1.15),
+    );
+    row.native = Some(median(native_spawn)?);
+    Ok(row)
+}
+
+fn exec(b: &Bench) -> Result<Row> {
+    let figures = b.measure(&[&"exec", &EXECS], true, |t| per_op(t, EXECS))?;
+    let mut row = Row::new(
+        "exec `echo hi` through sh, buffered (per op)",
+        Unit::Micros,
+        figures,
+        Goal::NativeAtMost(1.15),
+    );
+    row.native = Some(median(native_exec)?);
+    Ok(row)
+}
+
+fn read(b: &Bench) -> Result<Row> {
+    let figures = b.measure(&[&"read", &READ_BYTES], true, |t| rate(t, READ_BYTES))?;
+    let mut row = Row::new(
+        "1 GiB of child stdout read (throughput)",
+        Unit::MibPerSec,
+        figures,
+        Goal::NativeAtLeast(0.8),
+    );
+    row.native = Some(median(native_read)?);
+    Ok(row)
+}
+
+fn write(b: &Bench) -> Result<Row> {
+    let figures = b.measure(&[&"write", &WRITE_BYTES], false, |t| rate(t, WRITE_BYTES))?;
+    let mut row = Row::new(
+        "100 MiB into child stdin (throughput)",
+        Unit::MibPerSec,
+        figures,
+        Goal::NativeAtLeast(0.8),
+    );
+    row.native = Some(median(native_write)?);
+    Ok(row)
+}
+
+fn fork(b: &Bench) -> Result<Row> {
+    let figures = b.measure(&[&"fork", &FORKS], true, |t| per_op(t, FORKS))?;
+    let metric = "fork → first message → exit (per op)";
+    Ok(Row::new(metric, Unit::Millis, figures, Goal::AtMost(10e6)))
+}
+
+fn round_trip(b: &Bench) -> Result<Row> {
+    let args: [&dyn ToString; 3] = [&"round-trip", &ROUND_TRIPS, &MESSAGE];
+    let figures = b.measure(&args, true, |t| per_op(t, ROUND_TRIPS))?;
+    let metric = "channel round trip, 64 B (per op)";
+    Ok(Row::new(metric, Unit::Micros, figures, Goal::AtMost(30e3)))
+}
+
+fn pipelined(b: &Bench) -> Result<Row> {
+    let args: [&dyn ToString; 4] = [&"pipelined", &PIPELINED, &MESSAGE, &WINDOW];
+    let figures = b.measure(&args, true, |t| rate(t, PIPELINED))?;
+    let metric = "channel pipelined, 64 B, ≤ 1 000 in flight (messages/s)";
+    Ok(Row::new(
+        metric,
+        Unit::PerSec,
+        figures,
+        Goal::AtLeast(300e3),
+    ))
+}
+
 /// CHILDREN live children at once: host RSS growth per child while they
-/// are alive (sampled every 2 ms), and whether any is left afterwards.
-fn children(guest: &Guest) -> Result<(Row, String)> {
+/// are alive (sampled every few ms), and whether any is left afterwards.
+fn children(b: &Bench) -> Result<Row> {
     let limits = Limits {
         max_live_children: CHILDREN as usize + 10,
         ..Limits::default()
     };
     let run = |n: u64| {
-        guest.run(
+        b.guest.run(
             limits.clone(),
             &["children".into(), n.to_string(), "1000".into()],
         )
@@ -411,22 +558,22 @@ fn children(guest: &Guest) -> Result<(Row, String)> {
     run(10)?; // warm up the spawn path
     let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count());
     let (fds_before, before) = (fds()?, rss_kib()?);
-    let (stop, peak) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(before)),
-    );
+    let stop = Arc::new(AtomicBool::new(false));
     let sampler = std::thread::spawn({
-        let (stop, peak) = (stop.clone(), peak.clone());
-        move || {
+        let stop = stop.clone();
+        move || -> Result<(u64, usize)> {
+            let (mut rss, mut alive) = (before, 0);
             while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib().unwrap_or(0), Ordering::Relaxed);
+                rss = rss.max(rss_kib()?);
+                alive = alive.max(own_children()?);
                 std::thread::sleep(Duration::from_millis(2));
             }
+            Ok((rss, alive))
         }
     });
     let out = run(CHILDREN);
     stop.store(true, Ordering::Relaxed);
-    sampler.join().expect("sampler");
+    let (peak, alive) = sampler.join().expect("sampler")?;
     ensure!(
         out?.contains(&format!("spawned: {CHILDREN}")),
         "not all children spawned"
@@ -437,40 +584,40 @@ fn children(guest: &Guest) -> Result<(Row, String)> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let (left, fds_after, after) = (own_children()?, fds()?, rss_kib()?);
-    let per_child = (peak.load(Ordering::Relaxed) - before) as f64 / CHILDREN as f64;
-    let note = format!(
-        "{CHILDREN} children: host RSS {before} KiB before, {} KiB peak, {after} KiB after; \
-         children left after the guest ended: {left}; open fds before/after: {fds_before}/{fds_after}",
-        peak.load(Ordering::Relaxed)
-    );
-    let row = Row::new(
-        "1 000 concurrent children: host RSS growth, no leak",
+    let per_child = (peak - before) as f64 / CHILDREN as f64;
+    let metric = "1 000 concurrent children: host RSS growth (none left after)";
+    let mut row = Row::new(
+        metric,
         Unit::KibPerChild,
-        per_child,
-    )
-    .goal("≤ 100 KiB/child, none left", |v, _| {
-        v <= 100.0 && left == 0 && fds_after <= fds_before
-    });
-    Ok((row, note))
+        (per_child, None),
+        Goal::AtMost(100.0),
+    );
+    row.clean = left == 0 && fds_after <= fds_before;
+    row.note = Some(format!(
+        "{CHILDREN} children ({alive} seen alive at once): host RSS {before} KiB before, \
+         {peak} KiB peak, {after} KiB after; children left after the guest ended: {left}; open fds before/after: {fds_before}/{fds_after}"
+    ));
+    Ok(row)
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut s = String::from(
-        "| metric | wasmproc | native | ratio | Node | ratio | goal | met |\n|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut s =
+        String::from("| metric | wasmproc | native | ratio | Node | ratio | goal | met |\n");
+    s += "|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let ([native, native_ratio], [node, node_ratio]) = (r.cells(r.native), r.cells(r.node));
-        let met = if r.met { "yes" } else { "**no**" };
         s += &format!(
-            "| {} | {} | {native} | {native_ratio} | {node} | {node_ratio} | {} | {met} |\n",
+            "| {} | {} | {native} | {native_ratio} | {node} | {node_ratio} | {} | {} |\n",
             r.metric,
             r.unit.show(r.wasmproc),
-            r.goal
+            r.goal_text(),
+            if r.met() { "yes" } else { "**no**" },
         );
     }
     s
 }
 
+/// The rows as JSON (all strings are ASCII-safe literals or numbers).
 fn json(rows: &[Row]) -> String {
     let num = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.1}"));
     let items: Vec<String> = rows
@@ -483,8 +630,8 @@ fn json(rows: &[Row]) -> String {
                 r.unit.show(r.wasmproc),
                 num(r.native),
                 num(r.node),
-                r.goal,
-                r.met
+                r.goal_text(),
+                r.met()
             )
         })
         .collect();
@@ -492,90 +639,48 @@ fn json(rows: &[Row]) -> String {
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip_while(|a| a != "--json").skip(1);
-    let json_path = args.next().map(PathBuf::from);
-    let guest = Guest::new()?;
-    let node = Node::find()?;
-    if node.is_none() {
+    // `cargo bench` passes `--bench`; other `--` flags are ignored too.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json_at = args.iter().position(|a| a == "--json");
+    let json_path = json_at
+        .map(|i| args.get(i + 1).context("--json needs a path"))
+        .transpose()?;
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|&(i, a)| !a.starts_with("--") && json_at.is_none_or(|j| i != j + 1))
+        .map(|(_, a)| a)
+        .collect();
+    let bench = Bench {
+        guest: Guest::new()?,
+        node: Node::find()?,
+    };
+    if bench.node.is_none() {
         println!("node: not on PATH, the Node columns are skipped");
     }
     println!("median of {RUNS} runs each; ratio = wasmproc ÷ comparator");
+    let mut selected: Vec<_> = SCENARIOS
+        .iter()
+        .enumerate()
+        .filter(|(_, (key, _))| {
+            filters.is_empty() || filters.iter().any(|f| key.contains(f.as_str()))
+        })
+        .collect();
+    // Children first: its RSS baseline is cleanest before the others ran.
+    selected.sort_by_key(|(_, (key, _))| *key != "children");
     let mut rows = Vec::new();
-
-    let mut row = Row::new(
-        "spawn+wait `/bin/true`, sequential (per op)",
-        Unit::Micros,
-        0.0,
-    );
-    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"spawn", &SPAWNS])?, SPAWNS)))?;
-    row.native = Some(median(native_spawn)?);
-    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"spawn", &SPAWNS])?, SPAWNS)))?;
-    rows.push(row.goal("≤ 1.15× native", |v, n| {
-        v <= 1.15 * n.unwrap_or(f64::NAN)
-    }));
-
-    let mut row = Row::new(
-        "exec `echo hi` through sh, buffered (per op)",
-        Unit::Micros,
-        0.0,
-    );
-    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"exec", &EXECS])?, EXECS)))?;
-    row.native = Some(median(native_exec)?);
-    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"exec", &EXECS])?, EXECS)))?;
-    rows.push(row.goal("≤ 1.15× native", |v, n| {
-        v <= 1.15 * n.unwrap_or(f64::NAN)
-    }));
-
-    let mut row = Row::new(
-        "1 GiB of child stdout read (throughput)",
-        Unit::MibPerSec,
-        0.0,
-    );
-    row.wasmproc = median(|| Ok(rate(guest.time(&[&"read", &READ_BYTES])?, READ_BYTES)))?;
-    row.native = Some(median(native_read)?);
-    row.node = node_median(&node, |n| {
-        Ok(rate(n.time(&[&"read", &READ_BYTES])?, READ_BYTES))
-    })?;
-    rows.push(row.goal("≥ 0.8× native", |v, n| v >= 0.8 * n.unwrap_or(f64::NAN)));
-
-    let mut row = Row::new(
-        "100 MiB into child stdin (throughput)",
-        Unit::MibPerSec,
-        0.0,
-    );
-    row.wasmproc = median(|| Ok(rate(guest.time(&[&"write", &WRITE_BYTES])?, WRITE_BYTES)))?;
-    row.native = Some(median(native_write)?);
-    rows.push(row.goal("≥ 0.8× native", |v, n| v >= 0.8 * n.unwrap_or(f64::NAN)));
-
-    let mut row = Row::new("fork → first message → exit (per op)", Unit::Millis, 0.0);
-    row.wasmproc = median(|| Ok(per_op(guest.time(&[&"fork", &FORKS])?, FORKS)))?;
-    row.node = node_median(&node, |n| Ok(per_op(n.time(&[&"fork", &FORKS])?, FORKS)))?;
-    rows.push(row.goal("≤ 10 ms", |v, _| v <= 10e6));
-
-    let rt_args: [&dyn ToString; 3] = [&"round-trip", &ROUND_TRIPS, &MESSAGE];
-    let mut row = Row::new("channel round trip, 64 B (per op)", Unit::Micros, 0.0);
-    row.wasmproc = median(|| Ok(per_op(guest.time(&rt_args)?, ROUND_TRIPS)))?;
-    row.node = node_median(&node, |n| Ok(per_op(n.time(&rt_args)?, ROUND_TRIPS)))?;
-    rows.push(row.goal("≤ 30 µs", |v, _| v <= 30e3));
-
-    let pipe_args: [&dyn ToString; 4] = [&"pipelined", &PIPELINED, &MESSAGE, &WINDOW];
-    let mut row = Row::new(
-        "channel pipelined, 64 B, ≤ 1 000 in flight (messages/s)",
-        Unit::PerSec,
-        0.0,
-    );
-    row.wasmproc = median(|| Ok(rate(guest.time(&pipe_args)?, PIPELINED)))?;
-    row.node = node_median(&node, |n| Ok(rate(n.time(&pipe_args)?, PIPELINED)))?;
-    rows.push(row.goal("≥ 300 000/s", |v, _| v >= 300e3));
-
-    let (row, note) = children(&guest)?;
-    rows.push(row);
-
-    let table = table(&rows);
-    println!("\n{table}\n{note}");
+    for (i, (key, scenario)) in selected {
+        eprintln!("running {key}");
+        rows.push((i, scenario(&bench)?));
+    }
+    rows.sort_by_key(|(i, _)| *i);
+    let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    println!("\n{}", table(&rows));
+    for note in rows.iter().filter_map(|r| r.note.as_ref()) {
+        println!("{note}");
+    }
     if let Some(path) = json_path {
-        std::fs::write(&path, json(&rows))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, json(&rows)).with_context(|| format!("writing {path}"))?;
     }
     Ok(())
 }
