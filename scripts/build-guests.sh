@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Build every Rust guest in guest-examples/ into a WebAssembly component.
+# Build every guest in guest-examples/ into a WebAssembly component: the Rust
+# guests (cargo workspace), and the C, Python and JavaScript guests
+# (guest-examples/{c,python,js}/<name>.{c,py,js}, one component each).
 #
-#   scripts/build-guests.sh            install the toolchain if missing, then build
-#   scripts/build-guests.sh --setup    only install the toolchain
+#   scripts/build-guests.sh                 install missing toolchains, then build all four languages
+#   scripts/build-guests.sh --setup         only install the toolchains
+#   scripts/build-guests.sh --skip-missing  install nothing; skip (and say so) each language
+#                                           whose toolchain is missing
 #
-# Recipe (see ../shared/GUEST-TOOLCHAINS.md): `rustup target add wasm32-wasip2` is
+# Without --skip-missing (or WASMPROC_SKIP_MISSING=1), a toolchain that is
+# missing and cannot be installed is an error: CI and the tests build all four.
+#
+# Rust recipe (see ../shared/GUEST-TOOLCHAINS.md): `rustup target add wasm32-wasip2` is
 # not reachable on these machines, so std for wasm32-wasip2 is built with
 # -Zbuild-std from Debian's rustc-web and the *same version's* rust-web-src,
 # unpacked (not installed) into a private folder, driven by rustup's cargo and
@@ -14,12 +21,29 @@
 # link-self-contained=no; Debian's crt1-command.o does not run constructors,
 # which breaks std::fs (see that file).
 #
+# C: clang-19 + Debian's wasi-libc, a plain `main` linked by wasm-component-ld
+# straight to a wasi:cli command, with the same `_start` (-nostartfiles
+# crt1-command.o: with Debian's, wasi-libc fills its preopen table inside the
+# host's realloc callback and the guest traps). The wasmproc:process bindings
+# are committed in guest-examples/c/gen (world wasmproc:process/guest); after
+# a WIT change regenerate them with `scripts/build-guests.sh --regen-c-bindings`
+# (builds guest-examples/c/cgen, a small program over the wit-bindgen-c library).
+#
+# Python: componentize-py (pip, in a venv under the toolchain dir), world
+# wasmproc:process/command. JavaScript: componentize-js (npm, under the
+# toolchain dir), world wasmproc:process/command, `-d http -d fetch-event` so
+# it does not import wasi:http. Their components are 10-20 MB: never
+# committed; each is rebuilt only when its source, the WIT or the tool changed.
+#
 # Environment:
-#   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler lives
+#   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler, the Python venv
+#                           and the npm packages live
 #                           (default: ~/.cache/wasmproc/guest-toolchain)
 #   WASMPROC_GUEST_TARGET   cargo target dir for the guests
 #                           (default: guest-examples/target)
-# Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm.
+#   WASMPROC_SKIP_MISSING=1 as --skip-missing
+# Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm
+# (Rust), <name>-c.wasm, <name>-py.wasm and <name>-js.wasm.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,11 +51,15 @@ TC=${WASMPROC_TOOLCHAIN_DIR:-$HOME/.cache/wasmproc/guest-toolchain}
 GT=${WASMPROC_GUEST_TARGET:-$ROOT/guest-examples/target}
 RB=$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin
 
+COMPONENTIZE_PY_VERSION=0.25.1
+COMPONENTIZE_JS_VERSION=0.23.0
+
 log() { echo "build-guests: $*" >&2; }
+die() { log "$*"; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-setup_toolchain() {
+setup_rust() {
   if [ ! -f /usr/lib/wasm32-wasi/libc.a ] || ! command -v clang-19 >/dev/null; then
     log "installing clang-19, lld-19, wasi-libc (apt)"
     as_root apt-get update -q >/dev/null
@@ -42,7 +70,7 @@ setup_toolchain() {
     return 0
   fi
   log "unpacking Debian rustc-web and rust-web-src into $TC"
-  rm -rf "$TC" && mkdir -p "$TC/debs" "$TC/deb"
+  rm -rf "$TC/debs" "$TC/deb" "$TC/version" && mkdir -p "$TC/debs" "$TC/deb"
   local pkgs
   pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
            --no-replaces --no-enhances rustc-web | grep -E '^(rustc-web|libstd-rust-web|libllvm)' | sort -u)
@@ -62,10 +90,7 @@ setup_toolchain() {
 build_rust_guests() {
   local lib="$TC/deb/usr/lib/x86_64-linux-gnu"
   local crt="$GT/crt1-command.o"
-  mkdir -p "$GT"
-  if [ ! -f "$crt" ] || [ "$ROOT/scripts/crt1-command.c" -nt "$crt" ]; then
-    clang-19 --target=wasm32-wasi -O2 -c "$ROOT/scripts/crt1-command.c" -o "$crt"
-  fi
+  build_crt
   log "building Rust guests (rustc-web $(cat "$TC/version")) into $GT"
   (cd "$ROOT/guest-examples" && \
     env LD_LIBRARY_PATH="$lib" RUSTC="$TC/deb/usr/bin/rustc" RUSTC_BOOTSTRAP=1 \
@@ -73,16 +98,166 @@ build_rust_guests() {
       CARGO_TARGET_WASM32_WASIP2_LINKER="$RB/wasm-component-ld" \
       CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-self-contained=no -L native=/usr/lib/wasm32-wasi -C link-arg=$crt" \
       cargo build -q --release --locked --target wasm32-wasip2 -Zbuild-std=std,panic_abort \
-        --target-dir "$GT" --workspace)
+        --target-dir "$GT" --workspace --bins --examples)
   mkdir -p "$GT/components"
   local f name
-  for f in "$GT"/wasm32-wasip2/release/*.wasm; do
+  for f in "$GT"/wasm32-wasip2/release/*.wasm "$GT"/wasm32-wasip2/release/examples/*.wasm; do
     name=$(basename "$f" .wasm)
+    [[ "$name" =~ -[0-9a-f]{16}$ ]] && continue  # cargo's hashed copies of examples
     cp "$f" "$GT/components/${name//_/-}.wasm"
   done
-  log "components: $(cd "$GT/components" && echo *.wasm)"
 }
 
-setup_toolchain
-[ "${1:-}" = "--setup" ] && exit 0
-build_rust_guests
+setup_python() {
+  local venv="$TC/py/venv"
+  if [ -x "$venv/bin/componentize-py" ] && [ "$(cat "$TC/py/version" 2>/dev/null)" = "$COMPONENTIZE_PY_VERSION" ]; then
+    return 0
+  fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    log "installing python3-venv (apt)"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-venv >/dev/null
+  fi
+  log "installing componentize-py $COMPONENTIZE_PY_VERSION into $TC/py"
+  rm -rf "$TC/py" && mkdir -p "$TC/py"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+  echo "$COMPONENTIZE_PY_VERSION" > "$TC/py/version"
+}
+
+setup_js() {
+  if [ -x "$TC/js/node_modules/.bin/componentize-js" ] && [ "$(cat "$TC/js/version" 2>/dev/null)" = "$COMPONENTIZE_JS_VERSION" ]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    log "installing nodejs, npm (apt)"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+  fi
+  log "installing componentize-js $COMPONENTIZE_JS_VERSION into $TC/js"
+  rm -rf "$TC/js" && mkdir -p "$TC/js"
+  (cd "$TC/js" && echo '{"name":"wasmproc-guest-toolchain","private":true}' > package.json \
+    && npm install -q --no-audit --no-fund "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >/dev/null)
+  echo "$COMPONENTIZE_JS_VERSION" > "$TC/js/version"
+}
+
+# Whether each language's toolchain is there (nothing is installed).
+have_rust() { [ -x "$TC/deb/usr/bin/rustc" ] && [ -f "$TC/version" ] && have_c; }
+have_c() { command -v clang-19 >/dev/null && [ -f /usr/lib/wasm32-wasi/libc.a ] && [ -x "$RB/wasm-component-ld" ]; }
+have_python() { [ -x "$TC/py/venv/bin/componentize-py" ] && [ "$(cat "$TC/py/version" 2>/dev/null)" = "$COMPONENTIZE_PY_VERSION" ]; }
+have_js() { [ -x "$TC/js/node_modules/.bin/componentize-js" ] && [ "$(cat "$TC/js/version" 2>/dev/null)" = "$COMPONENTIZE_JS_VERSION" ] && command -v node >/dev/null; }
+
+# The crt `_start` shared by Rust and C command guests.
+build_crt() {
+  local crt="$GT/crt1-command.o"
+  mkdir -p "$GT"
+  if [ ! -f "$crt" ] || [ "$ROOT/scripts/crt1-command.c" -nt "$crt" ]; then
+    clang-19 --target=wasm32-wasi -O2 -c "$ROOT/scripts/crt1-command.c" -o "$crt"
+  fi
+}
+
+# A digest of the files and strings given, to rebuild a component only when
+# one of its inputs changed.
+inputs_digest() {
+  { for x in "$@"; do
+      if [ -d "$x" ]; then find "$x" -type f -name '*.wit' | LC_ALL=C sort | xargs sha256sum
+      elif [ -f "$x" ]; then sha256sum "$x"
+      else echo "$x"; fi
+    done; } | sha256sum | cut -d' ' -f1
+}
+
+# up_to_date OUT DIGEST: OUT exists and was built from DIGEST.
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1.inputs" 2>/dev/null)" = "$2" ]; }
+
+build_c_guests() {
+  build_crt
+  mkdir -p "$GT/components"
+  local src name out digest
+  for src in "$ROOT"/guest-examples/c/*.c; do
+    name=$(basename "$src" .c)
+    out="$GT/components/$name-c.wasm"
+    digest=$(inputs_digest "$src" "$ROOT"/guest-examples/c/gen/* "$GT/crt1-command.o" "$(clang-19 --version | head -1)")
+    up_to_date "$out" "$digest" && continue
+    log "building C guest $name"
+    clang-19 --target=wasm32-wasi -O2 -Wall -Wextra -Werror -nostartfiles -fuse-ld="$RB/wasm-component-ld" \
+      -I "$ROOT/guest-examples/c" -o "$out.tmp" "$src" \
+      "$ROOT/guest-examples/c/gen/guest.c" "$ROOT/guest-examples/c/gen/guest_component_type.o" "$GT/crt1-command.o"
+    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+  done
+}
+
+build_python_guests() {
+  mkdir -p "$GT/components"
+  local src name out digest
+  for src in "$ROOT"/guest-examples/python/*.py; do
+    name=$(basename "$src" .py)
+    out="$GT/components/$name-py.wasm"
+    digest=$(inputs_digest "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION")
+    up_to_date "$out" "$digest" && continue
+    log "building Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)"
+    (cd "$ROOT" && PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w wasmproc:process/command \
+       componentize -p guest-examples/python "$name" -o "$out.tmp" >/dev/null)
+    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+  done
+}
+
+build_js_guests() {
+  mkdir -p "$GT/components"
+  local src name out digest
+  for src in "$ROOT"/guest-examples/js/*.js; do
+    name=$(basename "$src" .js)
+    out="$GT/components/$name-js.wasm"
+    digest=$(inputs_digest "$src" "$ROOT/wit" "componentize-js $COMPONENTIZE_JS_VERSION")
+    up_to_date "$out" "$digest" && continue
+    log "building JavaScript guest $name (componentize-js $COMPONENTIZE_JS_VERSION)"
+    (cd "$ROOT" && "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name wasmproc:process/command \
+       -d http -d fetch-event -o "$out.tmp" "$src" >/dev/null)
+    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+  done
+}
+
+regen_c_bindings() {
+  log "building guest-examples/c/cgen and regenerating guest-examples/c/gen"
+  cargo build -q --release --manifest-path "$ROOT/guest-examples/c/cgen/Cargo.toml" --target-dir "$GT/cgen"
+  (cd "$ROOT" && "$GT/cgen/release/cgen" wit wasmproc:process/guest guest-examples/c/gen >/dev/null)
+}
+
+SETUP_ONLY=0
+SKIP_MISSING=${WASMPROC_SKIP_MISSING:-0}
+REGEN_C=0
+for arg in "$@"; do
+  case "$arg" in
+    --setup) SETUP_ONLY=1 ;;
+    --skip-missing) SKIP_MISSING=1 ;;
+    --regen-c-bindings) REGEN_C=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $arg (see --help)" ;;
+  esac
+done
+[ "$SKIP_MISSING" = 1 ] && [ "$SETUP_ONLY" = 1 ] && die "--setup and --skip-missing exclude each other"
+
+if [ "$SKIP_MISSING" != 1 ]; then
+  setup_rust
+  setup_python
+  setup_js
+fi
+[ "$SETUP_ONLY" = 1 ] && exit 0
+[ "$REGEN_C" = 1 ] && regen_c_bindings
+
+skipped=()
+for lang in rust c python js; do
+  if ! "have_$lang"; then
+    [ "$SKIP_MISSING" = 1 ] || die "the $lang guest toolchain is missing (run scripts/build-guests.sh --setup)"
+    log "SKIPPING $lang guests: toolchain missing (--skip-missing)"
+    skipped+=("$lang")
+    continue
+  fi
+  case "$lang" in
+    rust) build_rust_guests ;;
+    c) build_c_guests ;;
+    python) build_python_guests ;;
+    js) build_js_guests ;;
+  esac
+done
+[ ${#skipped[@]} = 0 ] || log "skipped: ${skipped[*]}"
+log "components: $(cd "$GT/components" && echo *.wasm)"

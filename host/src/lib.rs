@@ -77,6 +77,7 @@ mod ctx;
 mod error;
 mod exec;
 mod fork;
+mod pipe;
 mod policy;
 mod process;
 mod spawn;

@@ -1,16 +1,19 @@
 //! `wasmproc:process/spawn`: running children with streaming stdio.
 //!
-//! A child's piped stdio are wasmtime-wasi's own stream types over the pipe
-//! ([`AsyncReadStream`], [`AsyncWriteStream`]), pushed into the resource table
-//! as children of the `child` resource. Each holds at most one chunk
-//! (64 KiB) in the host: a guest that does not read makes the child block on
-//! a full pipe, and `check-write` reports the write budget of stdin.
+//! A child's piped stdio are wasi:io streams that read and write the pipe
+//! directly ([`crate::pipe`]), pushed into the resource table as children of
+//! the `child` resource. The host holds no output: a guest that does not
+//! read makes the child block on a full pipe; `check-write` offers stdin's
+//! bounded write budget.
 
 use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, Stdio as StdioKind};
+use crate::pipe::{PipeReader, PipeWriter};
 use crate::policy::{Prepared, Request};
 use crate::process::{GroupGuard, exit_status, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,12 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 use wasmtime_wasi::cli::StdoutStream;
-use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
-
-/// Bytes the guest may write to a child's stdin before the host waits for
-/// the pipe to take them (the size of a Linux pipe).
-const STDIN_WRITE_BUDGET: usize = 64 << 10;
 
 /// A child process started by `spawn`: the leader of its own process group.
 /// Dropping it kills the group; the reaping of the leader is left to tokio.
@@ -117,12 +115,12 @@ impl Route {
     /// (starting the copy) or there is no pipe.
     fn stream(
         self,
-        pipe: Option<impl AsyncRead + Send + Unpin + 'static>,
+        pipe: Option<impl ChildPipe>,
         forwarders: &mut Vec<JoinHandle<()>>,
-    ) -> Option<DynInputStream> {
-        let pipe = pipe?;
-        match self {
-            Route::Guest => Some(Box::new(AsyncReadStream::new(pipe))),
+    ) -> io::Result<Option<DynInputStream>> {
+        let Some(pipe) = pipe else { return Ok(None) };
+        Ok(match self {
+            Route::Guest => Some(Box::new(PipeReader::new(pipe.into_owned_fd()?)?)),
             Route::Forward(mut to) => {
                 let mut pipe = pipe;
                 // Never aborted: it ends at EOF, when the child's group is
@@ -134,7 +132,24 @@ impl Route {
                 None
             }
             Route::Os => None,
-        }
+        })
+    }
+}
+
+/// A child's stdout or stderr.
+trait ChildPipe: AsyncRead + Send + Unpin + 'static {
+    fn into_owned_fd(self) -> io::Result<OwnedFd>;
+}
+
+impl ChildPipe for tokio::process::ChildStdout {
+    fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        tokio::process::ChildStdout::into_owned_fd(self)
+    }
+}
+
+impl ChildPipe for tokio::process::ChildStderr {
+    fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        tokio::process::ChildStderr::into_owned_fd(self)
     }
 }
 
@@ -159,10 +174,15 @@ impl ProcessCtx {
         let mut launched = self.launch(kind, prepared, stdin, out_os, err_os)?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();
-        let stdin = (process.stdin.take())
-            .map(|w| Box::new(AsyncWriteStream::new(STDIN_WRITE_BUDGET, w)) as DynOutputStream);
-        let stdout = out_route.stream(process.stdout.take(), &mut forwarders);
-        let stderr = err_route.stream(process.stderr.take(), &mut forwarders);
+        let pipes = |e: io::Error| ErrorCode::from_io("setting up the child's pipes", &e);
+        let stdin = match process.stdin.take() {
+            Some(w) => Some(Box::new(
+                PipeWriter::new(w.into_owned_fd().map_err(pipes)?).map_err(pipes)?,
+            ) as DynOutputStream),
+            None => None,
+        };
+        let stdout = (out_route.stream(process.stdout.take(), &mut forwarders)).map_err(pipes)?;
+        let stderr = (err_route.stream(process.stderr.take(), &mut forwarders)).map_err(pipes)?;
         Ok(Child {
             confinement: launched.confinement,
             process: launched.child,

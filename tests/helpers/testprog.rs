@@ -24,6 +24,8 @@
 //! testprog alive PID         print `gone` once process PID is gone (or a
 //!                            zombie), waiting up to 5 s, else `alive`;
 //!                            `unknown` if /proc cannot be read
+//! testprog wc PATH           print `N PATH`, N the number of newlines in the
+//!                            file (as `wc -l PATH`), or `error: KIND`
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -132,6 +134,13 @@ fn main() {
                 None => "unknown",
             };
             let _ = writeln!(out, "{answer}");
+        }
+        "wc" => {
+            let result = std::fs::read(arg(2)).map_or_else(
+                |e| format!("error: {}", e.kind()),
+                |bytes| format!("{} {}", bytes.iter().filter(|&&b| b == b'\n').count(), arg(2)),
+            );
+            let _ = writeln!(out, "{result}");
         }
         other => panic!("testprog: unknown mode {other:?}"),
     }

@@ -4,7 +4,24 @@
 //! `parent` channel of forked workers); a component imports only what it
 //! uses.
 //!
+//! Two layers:
+//!
+//! - [`process`]: the idiomatic one, modelled on `std::process` —
+//!   [`Command`], [`Stdio`], [`Child`](process::Child) with `Read`/`Write`
+//!   streams, [`process::exec`] through the granted shell, and
+//!   [`process::fork`] returning a [`Worker`](process::Worker) with
+//!   `send`/`recv`; errors are a [`process::Error`] carrying the WIT
+//!   `error-code`.
+//! - the generated bindings, re-exported as [`exec`], [`spawn`], [`fork`],
+//!   [`parent`], [`types`] and [`io`] (wasi:io streams and poll).
+//!
 //! ```ignore
+//! use wasmproc_guest::{Command, Stdio};
+//! let mut child = Command::new("sort").arg("-n").current_dir("data").env("K", "V")
+//!     .stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+//! let out = Command::new("wc").arg("-l").output()?;
+//!
+//! // or the generated bindings directly:
 //! use wasmproc_guest::exec::{exec_file, ExecOptions};
 //! let out = exec_file("sort", &["-n".into()], &ExecOptions::default())?;
 //! ```
@@ -17,6 +34,9 @@ wit_bindgen::generate!({
 
 pub use wasi::io;
 pub use wasmproc::process::{exec, fork, parent, spawn, types};
+
+pub mod process;
+pub use process::{Command, Error, Stdio};
 
 use std::fmt;
 use types::{ErrorCode, ExitStatus};
