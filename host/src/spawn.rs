@@ -26,7 +26,8 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 /// A child process started by `spawn`: the leader of its own process group.
 /// Dropping it kills the group; the reaping of the leader is left to tokio.
 pub struct Child {
-    process: tokio::process::Child,
+    /// `None` only while dropping.
+    process: Option<tokio::process::Child>,
     /// Set once the leader has been reaped.
     status: Option<ExitStatus>,
     group: GroupGuard,
@@ -59,7 +60,8 @@ impl Child {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let status = (self.process.wait().await).map_err(|e| {
+        let process = self.process.as_mut().expect("a live child has its process");
+        let status = (process.wait().await).map_err(|e| {
             ErrorCode::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
         })?;
         let forwarded = async {
@@ -74,6 +76,22 @@ impl Child {
         self.status = Some(status);
         self.group.exited(status);
         Ok(status)
+    }
+}
+
+impl Drop for Child {
+    /// Kills the group now and reaps the leader in the background, so no
+    /// zombie waits for the next child's exit to be collected.
+    fn drop(&mut self) {
+        let (Some(mut process), None) = (self.process.take(), self.status) else {
+            return;
+        };
+        let _ = self.group.signal(rustix::process::Signal::KILL);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = process.wait().await;
+            });
+        }
     }
 }
 
@@ -185,7 +203,7 @@ impl ProcessCtx {
         let stderr = (err_route.stream(process.stderr.take(), &mut forwarders)).map_err(pipes)?;
         Ok(Child {
             confinement: launched.confinement,
-            process: launched.child,
+            process: Some(launched.child),
             status: None,
             group: launched.group,
             stdin,
@@ -206,7 +224,8 @@ impl Child {
     pub(crate) fn try_status(&mut self) -> Result<Option<ExitStatus>, ErrorCode> {
         if self.status.is_none() {
             let pid = self.pid();
-            let status = (self.process.try_wait())
+            let process = self.process.as_mut().expect("a live child has its process");
+            let status = (process.try_wait())
                 .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
             self.status = status.map(exit_status);
             if let Some(status) = self.status {
