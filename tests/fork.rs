@@ -7,17 +7,6 @@ use common::*;
 use wasmproc::GuestExit;
 use wasmproc_host::{DirAccess, ProcessCtxBuilder};
 
-/// Grants testprog, and forking echo-worker through the wasmproc binary.
-fn grants_fork() -> ProcessCtxBuilder {
-    let mut grants = grants_testprog();
-    grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
-        .unwrap()
-        .allow_fork(guest("echo-worker"))
-        .unwrap();
-    grants
-}
-
 async fn fork_probe(grants: ProcessCtxBuilder, args: &[&str]) -> String {
     let run = run_component(&guest("fork-probe"), grants, args).await;
     assert_eq!(
@@ -28,13 +17,6 @@ async fn fork_probe(grants: ProcessCtxBuilder, args: &[&str]) -> String {
         run.trap
     );
     run.stdout
-}
-
-fn value<'a>(out: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}: ");
-    out.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no `{key}` in:\n{out}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

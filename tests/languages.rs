@@ -155,13 +155,12 @@ async fn fanout_reports_failed_children() {
 /// their error-code, `exec`, and `fork` with `send`/`recv`.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rust_command_layer_works_end_to_end() {
-    let mut grants = grants_testprog();
-    grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
-        .unwrap()
-        .allow_fork(guest("echo-worker"))
-        .unwrap();
-    let run = run_component(&guest("command-demo"), grants, &[TP, "echo-worker.wasm"]).await;
+    let run = run_component(
+        &guest("command-demo"),
+        grants_fork(),
+        &[TP, "echo-worker.wasm"],
+    )
+    .await;
     assert_eq!(
         run.exit,
         GuestExit::Code(0),

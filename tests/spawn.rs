@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
 use wasmproc::GuestExit;
 use wasmproc_host::{Limits, ProcessCtx, ProcessCtxBuilder};
 
@@ -18,31 +17,6 @@ async fn spawn_probe(grants: ProcessCtxBuilder, args: &[&str]) -> GuestRun {
         run.trap
     );
     run
-}
-
-/// The value of the `key: value` line `key` in `out`.
-fn value<'a>(out: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}: ");
-    out.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no `{key}` in:\n{out}"))
-}
-
-/// Whether process `pid` is gone, waiting up to 5 s (a zombie counts as gone).
-fn gone(pid: &str) -> bool {
-    let stat = format!("/proc/{pid}/stat");
-    let is_gone = || match std::fs::read_to_string(&stat) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z')),
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !is_gone() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    is_gone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,15 +114,15 @@ async fn a_guest_trap_kills_its_children_and_grandchildren() {
     )
     .await;
     assert_eq!(run.exit, GuestExit::Trap);
-    assert!(gone(value(&run.stdout, "child")));
-    assert!(gone(value(&run.stdout, "grandchild")));
+    assert!(process_gone(value(&run.stdout, "child")));
+    assert!(process_gone(value(&run.stdout, "grandchild")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_guest_ending_kills_the_children_it_left_running() {
     let run = spawn_probe(grants_testprog(), &["exit", TP, "grandchild", "60"]).await;
-    assert!(gone(value(&run.stdout, "child")));
-    assert!(gone(value(&run.stdout, "grandchild")));
+    assert!(process_gone(value(&run.stdout, "child")));
+    assert!(process_gone(value(&run.stdout, "grandchild")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

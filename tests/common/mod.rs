@@ -230,3 +230,41 @@ pub const TP: &str = "testprog";
 pub fn quoted(s: &str) -> String {
     format!("{s:?}")
 }
+
+/// The value of the `key: value` line `key` in `out`.
+pub fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}: ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{key}` in:\n{out}"))
+}
+
+/// Whether process `pid` is gone, waiting up to 5 s for it (a zombie
+/// nobody has reaped yet counts as gone).
+pub fn process_gone(pid: impl std::fmt::Display) -> bool {
+    let stat = format!("/proc/{pid}/stat");
+    let gone = || match std::fs::read_to_string(&stat) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z')),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    gone()
+}
+
+/// A builder that grants testprog, and forking echo-worker through the
+/// wasmproc binary.
+pub fn grants_fork() -> ProcessCtxBuilder {
+    let mut grants = grants_testprog();
+    grants
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .unwrap()
+        .allow_fork(guest("echo-worker"))
+        .unwrap();
+    grants
+}
