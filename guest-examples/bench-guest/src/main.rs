@@ -36,15 +36,7 @@ fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
 
 fn start_worker(args: &[&str]) -> Worker {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let options = ForkOptions {
-        programs: vec![],
-        dirs: vec![],
-        allow_env: vec![],
-        env: vec![],
-        shell: false,
-        stdout: Stdio::Null,
-        stderr: Stdio::Inherit,
-    };
+    let options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
     fork(WORKER, &args, &options).unwrap_or_else(|e| fail("fork", e))
 }
 

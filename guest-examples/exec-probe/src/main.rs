@@ -47,15 +47,7 @@ fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
         }
         [kind, component] if kind == "fork" => {
             let (_, stdout, stderr) = stdio();
-            let options = ForkOptions {
-                programs: vec![],
-                dirs: vec![],
-                allow_env: vec![],
-                env: vec![],
-                shell: false,
-                stdout,
-                stderr,
-            };
+            let options = ForkOptions { stdout, stderr, ..ForkOptions::default() };
             Some(fork(component, &[], &options).map(|worker| format!("forked: pid {}", worker.pid())))
         }
         _ => None,

@@ -15,21 +15,9 @@
 //! ```
 
 use wasmproc_guest::fork::{DirGrant, ForkOptions, Worker, fork};
-use wasmproc_guest::types::{ErrorCode, Stdio};
+use wasmproc_guest::types::ErrorCode;
 
 const WORKER: &str = "echo-worker.wasm";
-
-fn options() -> ForkOptions {
-    ForkOptions {
-        programs: vec![],
-        dirs: vec![],
-        allow_env: vec![],
-        env: vec![],
-        shell: false,
-        stdout: Stdio::Inherit,
-        stderr: Stdio::Inherit,
-    }
-}
 
 fn start(args: &[&str], options: &ForkOptions) -> Result<Worker, ErrorCode> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -37,7 +25,7 @@ fn start(args: &[&str], options: &ForkOptions) -> Result<Worker, ErrorCode> {
 }
 
 fn must(args: &[&str]) -> Worker {
-    start(args, &options()).unwrap_or_else(|e| panic!("fork: {}: {}", e.code(), e.message()))
+    start(args, &ForkOptions::default()).unwrap_or_else(|e| panic!("fork: {}: {}", e.code(), e.message()))
 }
 
 fn show(e: &ErrorCode) -> String {
@@ -110,7 +98,7 @@ fn main() {
             println!("send-after: {:?}", worker.send(b"x").map_err(|e| e.code()));
         }
         "ask" => {
-            let mut options = options();
+            let mut options = ForkOptions::default();
             let value = arg(2);
             let component = match arg(1).as_str() {
                 "program" => {
@@ -141,7 +129,7 @@ fn main() {
             }
         }
         "worker" => {
-            let mut options = options();
+            let mut options = ForkOptions::default();
             let list = |s: String| -> Vec<String> {
                 s.split(',').filter(|s| !s.is_empty() && *s != "-").map(String::from).collect()
             };
@@ -158,7 +146,7 @@ fn main() {
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
         }
         "hold" => {
-            let mut options = options();
+            let mut options = ForkOptions::default();
             options.programs.push("testprog".into());
             let worker = start(&["spawn", "testprog", "sleep", "60"], &options).unwrap();
             println!("worker: {}", worker.pid());

@@ -10,19 +10,12 @@
 //! `Child Process i executed.` to the stdout it inherits.
 
 use wasmproc_guest::fork::{ForkOptions, fork};
-use wasmproc_guest::types::{ExitStatus, Stdio};
+use wasmproc_guest::types::ExitStatus;
 
 fn main() {
     let component = std::env::args().nth(1).unwrap_or_else(|| "support-worker.wasm".to_owned());
-    let options = ForkOptions {
-        programs: vec![],
-        dirs: vec![],
-        allow_env: vec![],
-        env: vec![],
-        shell: false,
-        stdout: Stdio::Inherit,
-        stderr: Stdio::Inherit,
-    };
+    // Nothing passed on; the workers print to our stdout.
+    let options = ForkOptions::default();
     let workers: Vec<_> = (0..3)
         .map(|i| {
             fork(&component, &[i.to_string()], &options).unwrap_or_else(|e| {

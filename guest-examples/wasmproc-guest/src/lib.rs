@@ -56,6 +56,23 @@ impl Default for exec::ExecOptions {
     }
 }
 
+impl Default for fork::ForkOptions {
+    /// Nothing passed on to the worker (no programs, directories or env
+    /// names, no shell, empty environment); its stdout and stderr are the
+    /// guest's own.
+    fn default() -> Self {
+        fork::ForkOptions {
+            programs: Vec::new(),
+            dirs: Vec::new(),
+            allow_env: Vec::new(),
+            env: Vec::new(),
+            shell: false,
+            stdout: types::Stdio::Inherit,
+            stderr: types::Stdio::Inherit,
+        }
+    }
+}
+
 impl ErrorCode {
     /// The WIT name of the case, such as `access-denied`.
     pub fn code(&self) -> &'static str {

@@ -12,7 +12,6 @@
 
 use wasmproc_guest::fork::{DirGrant, ForkOptions, Worker, fork};
 use wasmproc_guest::io::poll::poll;
-use wasmproc_guest::types::Stdio;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,15 +31,8 @@ fn main() {
     jobs.sort();
     jobs.reverse(); // pop() hands them out in order
     let total = jobs.len();
-    let options = ForkOptions {
-        programs: vec![],
-        dirs: vec![DirGrant { path: dir.clone(), read_only: true }],
-        allow_env: vec![],
-        env: vec![],
-        shell: false,
-        stdout: Stdio::Inherit,
-        stderr: Stdio::Inherit,
-    };
+    let options =
+        ForkOptions { dirs: vec![DirGrant { path: dir.clone(), read_only: true }], ..ForkOptions::default() };
     let workers: Vec<Worker> = (0..n.min(total.max(1)))
         .map(|_| {
             fork("pool-worker.wasm", &[], &options).unwrap_or_else(|e| {
