@@ -1,31 +1,31 @@
 //! The message channel between a guest and a forked worker: ordered,
-//! length-framed messages over a Unix stream socket.
+//! length-framed messages over a Unix stream socket, with bounded queues on
+//! both sides.
 //!
 //! Wire format: each message is a 4-byte little-endian length followed by
 //! that many bytes. A length above [`MAX_MESSAGE`] is a protocol error that
 //! closes the channel.
 //!
-//! Both directions work on the socket in the guest's own call, with no task
-//! in between: `send` writes the frame (waiting while the socket is full),
-//! `receive` reads the socket when no whole message is buffered. The queue
-//! in each direction is the kernel's socket buffers (set to [`QUEUE_BYTES`]):
-//! when the receiving guest does not receive, its socket fills, and the
-//! sender's `send` waits — backpressure from end to end. When the peer
-//! closes its end (it exited or crashed), every message it sent first is
-//! still received, then `closed`.
+//! Bounds: messages `send` has accepted but the socket has not yet taken
+//! may hold up to [`QUEUE_BYTES`] (a larger message is let through alone);
+//! received messages the guest has not yet taken may hold up to
+//! [`QUEUE_BYTES`] too, after which the host stops reading the socket, the
+//! peer's writes block, and the peer's `send` blocks: backpressure from end
+//! to end.
 
 use crate::bindings::types::ErrorCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// The largest message, in bytes: 16 MiB.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// The socket buffer size asked of the kernel in each direction: 1 MiB
-/// (it may give less; Linux doubles what it grants for bookkeeping).
+/// Bytes of messages queued in each direction before `send` blocks or the
+/// host stops reading: 1 MiB.
 pub const QUEUE_BYTES: usize = 1 << 20;
 
 /// A malformed frame.
@@ -85,18 +85,6 @@ impl FrameDecoder {
     pub fn has_partial(&self) -> bool {
         self.start < self.buf.len()
     }
-
-    /// Whether a whole message (or a frame error) is buffered.
-    pub fn has_message(&self) -> bool {
-        let rest = &self.buf[self.start..];
-        match rest.first_chunk::<4>() {
-            Some(header) => {
-                let len = u32::from_le_bytes(*header) as usize;
-                len > MAX_MESSAGE || rest.len() >= 4 + len
-            }
-            None => false,
-        }
-    }
 }
 
 /// Appends the frame of `message` to `out`.
@@ -108,10 +96,10 @@ pub fn encode(message: &[u8], out: &mut Vec<u8>) {
 
 /// One end of a message channel.
 pub struct Channel {
-    write: OwnedWriteHalf,
-    /// A frame being built, kept to reuse its allocation.
-    frame: Vec<u8>,
-    read: Arc<ReadSide>,
+    outbox: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
+    send_budget: Arc<Semaphore>,
+    inbox: Arc<Inbox>,
+    _tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl std::fmt::Debug for Channel {
@@ -120,161 +108,227 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-/// The receiving side, shared with the pollables of `subscribe`.
-struct ReadSide {
-    socket: OwnedReadHalf,
-    decoder: Mutex<FrameDecoder>,
-    /// The peer closed its end (or the stream broke): after the buffered
-    /// messages, `closed`.
-    eof: AtomicBool,
+/// Received messages not yet taken by the guest.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    state: Mutex<InboxState>,
+    /// Signalled when a message arrives or the channel closes.
+    arrived: Notify,
+    /// Signalled when the guest takes a message.
+    taken: Notify,
 }
 
-impl ReadSide {
-    /// The next buffered message, reading what the socket holds now if
-    /// none is. `Ok(None)`: nothing yet.
-    fn try_next(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
-        let mut decoder = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match decoder.next_message() {
-                Ok(Some(message)) => return Ok(Some(message)),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
-                    self.eof.store(true, Ordering::Release);
-                    return Err(ErrorCode::Closed);
-                }
-            }
-            if self.eof.load(Ordering::Acquire) {
-                return Err(ErrorCode::Closed);
-            }
-            let mut buf = [0u8; 64 << 10];
-            match self.socket.try_read(&mut buf) {
-                Ok(0) => self.eof.store(true, Ordering::Release),
-                Ok(n) => decoder.feed(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(_) => self.eof.store(true, Ordering::Release),
-            }
-        }
-    }
-
-    /// Whether `try_next` would not return `Ok(None)`.
-    fn ready_now(&self) -> bool {
-        self.eof.load(Ordering::Acquire)
-            || self
-                .decoder
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .has_message()
-    }
-
-    /// Waits until `try_next` would not return `Ok(None)`.
-    async fn wait(&self) {
-        loop {
-            if self.ready_now() {
-                return;
-            }
-            if self.socket.readable().await.is_err() {
-                self.eof.store(true, Ordering::Release);
-                return;
-            }
-            // Take in what arrived, so a partial frame does not count.
-            let mut decoder = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
-            let mut buf = [0u8; 64 << 10];
-            match self.socket.try_read(&mut buf) {
-                Ok(0) => self.eof.store(true, Ordering::Release),
-                Ok(n) => decoder.feed(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => self.eof.store(true, Ordering::Release),
-            }
-        }
-    }
+#[derive(Default)]
+struct InboxState {
+    messages: VecDeque<Vec<u8>>,
+    bytes: usize,
+    closed: bool,
 }
 
 impl Channel {
-    /// A channel over `socket`, with [`QUEUE_BYTES`] socket buffers. Must
-    /// be called inside a tokio runtime.
+    /// Starts the channel's reader and writer tasks on `socket`. Must be
+    /// called inside a tokio runtime.
     pub fn new(socket: UnixStream) -> Channel {
-        let size = QUEUE_BYTES;
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&socket, size);
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size);
         let (read, write) = socket.into_split();
+        let inbox = Arc::new(Inbox::default());
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_frames(read, inbox.clone()));
+        let writer = tokio::spawn(write_frames(write, queued));
         Channel {
-            write,
-            frame: Vec::new(),
-            read: Arc::new(ReadSide {
-                socket: read,
-                decoder: Mutex::new(FrameDecoder::default()),
-                eof: AtomicBool::new(false),
-            }),
+            outbox,
+            send_budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            inbox,
+            _tasks: [reader, writer],
         }
     }
 
-    /// Sends `message`, waiting while the socket is full.
-    pub async fn send(&mut self, message: &[u8]) -> Result<(), ErrorCode> {
-        if self.read.eof.load(Ordering::Acquire) {
-            return Err(ErrorCode::Closed);
+    /// Queues `message`, waiting while the send queue is full.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+        self.check_open()?;
+        check_size(&message)?;
+        let permit = (self
+            .send_budget
+            .clone()
+            .acquire_many_owned(cost(&message))
+            .await)
+            .map_err(|_| ErrorCode::Closed)?;
+        self.outbox
+            .send((message, permit))
+            .map_err(|_| ErrorCode::Closed)
+    }
+
+    /// Queues `message` if the send queue has room for it now.
+    pub fn try_send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+        self.check_open()?;
+        check_size(&message)?;
+        let permit = (self
+            .send_budget
+            .clone()
+            .try_acquire_many_owned(cost(&message)))
+        .map_err(|_| ErrorCode::LimitExceeded("the channel's send queue is full".into()))?;
+        self.outbox
+            .send((message, permit))
+            .map_err(|_| ErrorCode::Closed)
+    }
+
+    /// `closed` once the peer has closed its end (exited or crashed).
+    fn check_open(&self) -> Result<(), ErrorCode> {
+        match self.inbox.state.lock().unwrap().closed {
+            true => Err(ErrorCode::Closed),
+            false => Ok(()),
         }
-        if message.len() > MAX_MESSAGE {
-            return Err(ErrorCode::LimitExceeded(format!(
-                "message of {} bytes is above the limit of {MAX_MESSAGE} bytes",
-                message.len()
-            )));
-        }
-        self.frame.clear();
-        // Large messages are not copied into the frame: header, then message.
-        let written = if message.len() > (64 << 10) {
-            let len = message.len() as u32;
-            self.frame.extend_from_slice(&len.to_le_bytes());
-            match self.write.write_all(&self.frame[..4]).await {
-                Ok(()) => self.write.write_all(message).await,
-                Err(e) => Err(e),
-            }
-        } else {
-            encode(message, &mut self.frame);
-            self.write.write_all(&self.frame).await
-        };
-        if self.frame.capacity() > (1 << 20) {
-            self.frame = Vec::new();
-        }
-        written.map_err(|_| ErrorCode::Closed)
     }
 
     /// Waits for the next message; `closed` after the last one.
     pub async fn receive(&self) -> Result<Vec<u8>, ErrorCode> {
         loop {
-            if let Some(message) = self.read.try_next()? {
+            let arrived = self.inbox.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(message) = self.try_receive()? {
                 return Ok(message);
             }
-            self.read.wait().await;
+            arrived.await;
         }
     }
 
     /// The next message if one is here; `closed` after the last one.
     pub fn try_receive(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
-        self.read.try_next()
+        let mut state = self.inbox.state.lock().unwrap();
+        match state.messages.pop_front() {
+            Some(message) => {
+                state.bytes -= message.len();
+                drop(state);
+                self.inbox.taken.notify_one();
+                Ok(Some(message))
+            }
+            None if state.closed => Err(ErrorCode::Closed),
+            None => Ok(None),
+        }
     }
 
     /// A pollable value that is ready when `receive` would not block.
     pub(crate) fn readiness(&self) -> Readiness {
-        Readiness(self.read.clone())
+        Readiness(self.inbox.clone())
     }
 
-    /// Shuts the socket down for writing, so the peer sees `closed` after
-    /// the last message (every `send` has already handed its frame to the
-    /// kernel).
-    pub async fn close(mut self) {
-        let _ = self.write.shutdown().await;
+    /// Stops accepting messages and waits until every queued one has been
+    /// written to the socket (or the socket failed), then shuts the socket
+    /// down for writing, so the peer sees `closed` after the last message.
+    pub async fn close(self) {
+        let Channel {
+            outbox,
+            _tasks: [reader, writer],
+            ..
+        } = self;
+        drop(outbox);
+        let _ = writer.await;
+        reader.abort();
     }
 }
 
+fn check_size(message: &[u8]) -> Result<(), ErrorCode> {
+    if message.len() > MAX_MESSAGE {
+        return Err(ErrorCode::LimitExceeded(format!(
+            "message of {} bytes is above the limit of {MAX_MESSAGE} bytes",
+            message.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The queue budget a message takes: its size, but at least 1 and at most
+/// the whole queue (so a large message goes alone).
+fn cost(message: &[u8]) -> u32 {
+    message.len().clamp(1, QUEUE_BYTES) as u32
+}
+
 /// Ready when a channel's `receive` would not block.
-pub(crate) struct Readiness(Arc<ReadSide>);
+pub(crate) struct Readiness(Arc<Inbox>);
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for Readiness {
     async fn ready(&mut self) {
-        self.0.wait().await;
+        loop {
+            let arrived = self.0.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            {
+                let state = self.0.state.lock().unwrap();
+                if state.closed || !state.messages.is_empty() {
+                    return;
+                }
+            }
+            arrived.await;
+        }
     }
+}
+
+async fn read_frames(mut socket: OwnedReadHalf, inbox: Arc<Inbox>) {
+    let mut decoder = FrameDecoder::default();
+    let mut buf = vec![0u8; 64 << 10];
+    'read: loop {
+        let n = match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.feed(&buf[..n]);
+        loop {
+            let message = match decoder.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
+                    break 'read;
+                }
+            };
+            // Wait for room, then queue it.
+            loop {
+                let taken = inbox.taken.notified();
+                tokio::pin!(taken);
+                taken.as_mut().enable();
+                {
+                    let mut state = inbox.state.lock().unwrap();
+                    if state.bytes == 0 || state.bytes + message.len() <= QUEUE_BYTES {
+                        state.bytes += message.len();
+                        state.messages.push_back(message);
+                        break;
+                    }
+                }
+                taken.await;
+            }
+            inbox.arrived.notify_waiters();
+        }
+    }
+    if decoder.has_partial() {
+        tracing::debug!(target: "wasmproc::channel", "the peer closed the channel inside a message");
+    }
+    inbox.state.lock().unwrap().closed = true;
+    inbox.arrived.notify_waiters();
+}
+
+async fn write_frames(
+    socket: OwnedWriteHalf,
+    mut queued: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>,
+) {
+    let mut socket = BufWriter::with_capacity(64 << 10, socket);
+    let mut frame = Vec::new();
+    while let Some((message, permit)) = queued.recv().await {
+        // Write everything already queued, then flush once.
+        let mut next = Some((message, permit));
+        while let Some((message, _permit)) = next {
+            frame.clear();
+            encode(&message, &mut frame);
+            if socket.write_all(&frame).await.is_err() {
+                return;
+            }
+            next = queued.try_recv().ok();
+        }
+        if socket.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.shutdown().await;
 }
 
 #[cfg(test)]

@@ -196,18 +196,13 @@ impl Host for ProcessCtxView<'_> {
         )?;
         // The worker has its copies now.
         drop((theirs, dirs));
-        let setup = |e: std::io::Error| ErrorCode::from_io("setting up the worker's channel", &e);
-        // The specification goes first, while the socket is still blocking
-        // (the kernel takes it whole: the worker has not started reading).
-        let mut frame = Vec::new();
-        crate::channel::encode(
-            &serde_json::to_vec(&spec).map_err(ProcessError::trap)?,
-            &mut frame,
-        );
-        let mut ours = ours;
-        std::io::Write::write_all(&mut ours, &frame).map_err(setup)?;
-        ours.set_nonblocking(true).map_err(setup)?;
-        let channel = Channel::new(tokio::net::UnixStream::from_std(ours).map_err(setup)?);
+        ours.set_nonblocking(true)
+            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+        let socket = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+        let channel = Channel::new(socket);
+        let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
+        channel.try_send(spec)?;
         self.table
             .push(Worker { channel, child })
             .map_err(ProcessError::trap)
@@ -240,7 +235,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
-        Ok(self.worker(&worker)?.channel.send(&message).await?)
+        Ok(self.worker(&worker)?.channel.send(message).await?)
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
@@ -303,14 +298,14 @@ fn not_forked() -> ErrorCode {
 }
 
 impl ProcessCtxView<'_> {
-    fn parent(&mut self) -> Result<&mut Channel, ErrorCode> {
-        self.ctx.parent.as_mut().ok_or_else(not_forked)
+    fn parent(&self) -> Result<&Channel, ErrorCode> {
+        self.ctx.parent.as_ref().ok_or_else(not_forked)
     }
 }
 
 impl parent::Host for ProcessCtxView<'_> {
     async fn send(&mut self, message: Vec<u8>) -> ProcessResult<()> {
-        Ok(self.parent()?.send(&message).await?)
+        Ok(self.parent()?.send(message).await?)
     }
 
     async fn receive(&mut self) -> ProcessResult<Vec<u8>> {
