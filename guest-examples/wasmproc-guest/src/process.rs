@@ -654,15 +654,7 @@ impl Fork {
         Fork {
             component: component.into(),
             args: Vec::new(),
-            options: wit_fork::ForkOptions {
-                programs: Vec::new(),
-                dirs: Vec::new(),
-                allow_env: Vec::new(),
-                env: Vec::new(),
-                shell: false,
-                stdout: types::Stdio::Inherit,
-                stderr: types::Stdio::Inherit,
-            },
+            options: wit_fork::ForkOptions::default(),
         }
     }
 
