@@ -161,7 +161,9 @@ async fn run(
             r = stdout.read(), if !stdout.done() => overflowed = r,
             r = stderr.read(), if !stderr.done() => overflowed = r,
             s = child.wait(), if status.is_none() => {
-                status = Some(s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?);
+                let s = exit_status(s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?);
+                group.exited(s);
+                status = Some(s);
             }
             () = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() && !timed_out => {
                 timed_out = true;
@@ -181,8 +183,7 @@ async fn run(
         }
     }
     let duration = started.elapsed();
-    let status = exit_status(status.expect("loop ends after the child exited"));
-    launched.group.exited(status);
+    let status = status.expect("loop ends after the child exited");
     // No process of the group outlives the exec (the guard kills on drop).
     drop(launched);
     Ok(ExecOutput {

@@ -11,8 +11,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::process::{Child, Command};
 
@@ -32,22 +32,32 @@ pub(crate) struct GroupGuard {
     live: Arc<AtomicUsize>,
     audit: Option<AuditLog>,
     started: Instant,
-    status: Option<ExitStatus>,
+    status: OnceLock<ExitStatus>,
 }
 
 impl GroupGuard {
     /// Sends `signal` to every process of the group. A group that is
     /// already gone is not an error.
+    ///
+    /// Once the leader has been reaped, its pid may be given to a new
+    /// process (pids wrap around, at 32768 on some machines) — but only
+    /// when no process is left in the group, since a group keeps its number
+    /// in use. So if a process with the leader's pid exists then, it is
+    /// someone else's, our group is empty, and nothing is sent.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        if self.status.get().is_some() && rustix::process::test_kill_process(self.pgid).is_ok() {
+            return Ok(());
+        }
         match kill_process_group(self.pgid, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Notes how the leader ended, for the audit log.
-    pub fn exited(&mut self, status: ExitStatus) {
-        self.status = Some(status);
+    /// Notes that the leader has been reaped, and how it ended (for
+    /// [`signal`](Self::signal) and the audit log).
+    pub fn exited(&self, status: ExitStatus) {
+        let _ = self.status.set(status);
     }
 
     /// The process group id, which is the leader's pid.
@@ -63,7 +73,7 @@ impl Drop for GroupGuard {
         }
         self.live.fetch_sub(1, Ordering::AcqRel);
         if let Some(audit) = &self.audit {
-            let status = self.status.map_or("killed".to_owned(), |s| status_text(&s));
+            let status = self.status.get().map_or("killed".to_owned(), status_text);
             let duration_ms = self.started.elapsed().as_millis() as u64;
             audit.record(
                 "exit",
@@ -182,7 +192,7 @@ impl ProcessCtx {
                 live: self.live_children.clone(),
                 audit: self.audit.clone(),
                 started: Instant::now(),
-                status: None,
+                status: OnceLock::new(),
             },
         })
     }

@@ -60,16 +60,22 @@ fn main() {
         "pipelined" => {
             let n: u64 = arg(1).parse().unwrap();
             let worker = must(&["count", &n.to_string()]);
+            // On a failure, say where, and how the worker ended.
+            let fail = |what: &str, e: ErrorCode| -> ! {
+                let status = worker.wait().map(|s| s.to_string()).map_err(|e| show(&e));
+                eprintln!("fork-probe: {what}: {}; the worker: {status:?}", show(&e));
+                std::process::exit(1);
+            };
             let mut next_in = 0u64;
             for i in 0..n {
-                worker.send(&i.to_le_bytes()).unwrap();
-                while let Some(m) = worker.try_receive().unwrap() {
+                worker.send(&i.to_le_bytes()).unwrap_or_else(|e| fail(&format!("send {i}"), e));
+                while let Some(m) = worker.try_receive().unwrap_or_else(|e| fail(&format!("try-receive {next_in}"), e)) {
                     assert_eq!(m, next_in.to_le_bytes(), "message out of order");
                     next_in += 1;
                 }
             }
             while next_in < n {
-                let m = worker.receive().unwrap();
+                let m = worker.receive().unwrap_or_else(|e| fail(&format!("receive {next_in}"), e));
                 assert_eq!(m, next_in.to_le_bytes(), "message out of order");
                 next_in += 1;
             }
