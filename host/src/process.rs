@@ -33,6 +33,9 @@ pub(crate) struct GroupGuard {
     audit: Option<AuditLog>,
     started: Instant,
     status: OnceLock<ExitStatus>,
+    /// The group was killed while the leader was still unreaped: nothing
+    /// left to do on drop.
+    killed: bool,
 }
 
 impl GroupGuard {
@@ -54,6 +57,15 @@ impl GroupGuard {
         }
     }
 
+    /// Kills the group now, before the leader is reaped (the caller reaps
+    /// it next), so that dropping the guard later sends nothing.
+    pub fn kill_before_reaping(&mut self) {
+        if let Err(e) = self.signal(Signal::KILL) {
+            tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
+        }
+        self.killed = true;
+    }
+
     /// Notes that the leader has been reaped, and how it ended (for
     /// [`signal`](Self::signal) and the audit log).
     pub fn exited(&self, status: ExitStatus) {
@@ -68,7 +80,9 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Err(e) = self.signal(Signal::KILL) {
+        if !self.killed
+            && let Err(e) = self.signal(Signal::KILL)
+        {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
         self.live.fetch_sub(1, Ordering::AcqRel);
@@ -193,6 +207,7 @@ impl ProcessCtx {
                 audit: self.audit.clone(),
                 started: Instant::now(),
                 status: OnceLock::new(),
+                killed: false,
             },
         })
     }

@@ -86,7 +86,7 @@ impl Drop for Child {
         let (Some(mut process), None) = (self.process.take(), self.status) else {
             return;
         };
-        let _ = self.group.signal(rustix::process::Signal::KILL);
+        self.group.kill_before_reaping();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = process.wait().await;
