@@ -79,13 +79,7 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            running.push(Job {
-                name,
-                stdout: child.stdout.take(),
-                out: Vec::new(),
-                child,
-                status: None,
-            });
+            running.push(Job { name, stdout: child.stdout.take(), out: Vec::new(), child, status: None });
         }
         most = most.max(running.len());
 

@@ -35,20 +35,12 @@ fn main() {
     let program = std::env::args().nth(1).unwrap_or_else(|| "support".to_owned());
     let mut running = Vec::new();
     for i in 0..3 {
-        let options = SpawnOptions {
-            cwd: None,
-            env: vec![],
-            stdin: Stdio::Null,
-            stdout: Stdio::Piped,
-            stderr: Stdio::Piped,
-        };
+        let options =
+            SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Piped, stderr: Stdio::Piped };
         match spawn(&program, &[i.to_string()], &options) {
-            Ok(child) => running.push(Running {
-                stdout: child.take_stdout(),
-                stderr: child.take_stderr(),
-                child,
-                status: None,
-            }),
+            Ok(child) => {
+                running.push(Running { stdout: child.take_stdout(), stderr: child.take_stderr(), child, status: None })
+            }
             Err(e) => {
                 eprintln!("spawn {program} {i}: {}: {}", e.code(), e.message());
                 std::process::exit(1);

@@ -149,9 +149,8 @@ fn main() {
         }
         "many-hold" => {
             let n: usize = rest[0].parse().unwrap();
-            let children: Vec<Child> = (0..n)
-                .map(|_| must(&rest[1..], &options(Stdio::Null, Stdio::Null, Stdio::Null)))
-                .collect();
+            let children: Vec<Child> =
+                (0..n).map(|_| must(&rest[1..], &options(Stdio::Null, Stdio::Null, Stdio::Null))).collect();
             for c in &children {
                 println!("pid: {}", c.pid());
             }

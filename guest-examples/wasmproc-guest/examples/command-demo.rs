@@ -12,49 +12,26 @@ fn main() -> std::io::Result<()> {
     let (program, worker) = (&args[1], &args[2]);
 
     // Run to completion; the host collects the output.
-    let out = Command::new(program)
-        .args(["echo", "hello", "world"])
-        .output()?;
-    println!(
-        "output: {} {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = Command::new(program).args(["echo", "hello", "world"]).output()?;
+    println!("output: {} {:?}", out.status, String::from_utf8_lossy(&out.stdout));
 
     // Feed stdin through a pipe; collect what comes back.
-    let mut child = Command::new(program)
-        .arg("cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = Command::new(program).arg("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     child.stdin.take().unwrap().write_all(b"through a pipe")?;
     let out = child.wait_with_output()?;
-    println!(
-        "piped: {} {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
+    println!("piped: {} {:?}", out.status, String::from_utf8_lossy(&out.stdout));
 
     // Read a child's stdout with std::io::Read; the stream may outlive the
     // Child value.
-    let mut stdout = Command::new(program)
-        .args(["echo", "streamed"])
-        .stdout(Stdio::piped())
-        .spawn()?
-        .stdout
-        .take()
-        .unwrap();
+    let mut stdout =
+        Command::new(program).args(["echo", "streamed"]).stdout(Stdio::piped()).spawn()?.stdout.take().unwrap();
     let mut text = String::new();
     stdout.read_to_string(&mut text)?;
     println!("read: {text:?}");
 
     // Exit statuses.
     let status = Command::new(program).args(["exit", "3"]).status()?;
-    println!(
-        "status: {status} success={} code={:?}",
-        status.success(),
-        status.code()
-    );
+    println!("status: {status} success={} code={:?}", status.success(), status.code());
 
     // Errors carry the WIT error-code.
     match Command::new("cat").output() {

@@ -62,10 +62,7 @@ pub struct Error {
 impl Error {
     /// An error with `code` and no context.
     pub fn new(code: ErrorCode) -> Self {
-        Error {
-            code,
-            context: None,
-        }
+        Error { code, context: None }
     }
 
     /// The same error, saying what was being done (`spawn sort`).
@@ -259,8 +256,7 @@ impl Command {
         K: Into<String>,
         V: Into<String>,
     {
-        self.env
-            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -319,9 +315,7 @@ impl Command {
         wit_exec::ExecOptions {
             cwd: self.cwd.clone(),
             env: self.env.clone(),
-            timeout_ms: self
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             kill_signal: None,
             max_buffer: self.max_buffer,
             stdin: self.input.clone(),
@@ -421,10 +415,7 @@ pub struct Child {
 
 impl fmt::Debug for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Child")
-            .field("pid", &self.id())
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        f.debug_struct("Child").field("pid", &self.id()).field("status", &self.status).finish_non_exhaustive()
     }
 }
 
@@ -432,22 +423,9 @@ impl Child {
     fn new(child: wit_spawn::Child) -> Self {
         let inner = Rc::new(child);
         Child {
-            stdin: inner.take_stdin().map(|stream| ChildStdin {
-                stream,
-                _owner: inner.clone(),
-            }),
-            stdout: inner.take_stdout().map(|stream| {
-                ChildStdout(Reader {
-                    stream,
-                    _owner: inner.clone(),
-                })
-            }),
-            stderr: inner.take_stderr().map(|stream| {
-                ChildStderr(Reader {
-                    stream,
-                    _owner: inner.clone(),
-                })
-            }),
+            stdin: inner.take_stdin().map(|stream| ChildStdin { stream, _owner: inner.clone() }),
+            stdout: inner.take_stdout().map(|stream| ChildStdout(Reader { stream, _owner: inner.clone() })),
+            stderr: inner.take_stderr().map(|stream| ChildStderr(Reader { stream, _owner: inner.clone() })),
             status: None,
             inner,
         }
@@ -497,17 +475,11 @@ impl Child {
     /// so neither pipe can fill up and block the child) and waits.
     pub fn wait_with_output(mut self) -> Result<Output> {
         drop(self.stdin.take());
-        let mut readers = [
-            self.stdout.take().map(|s| s.0),
-            self.stderr.take().map(|s| s.0),
-        ];
+        let mut readers = [self.stdout.take().map(|s| s.0), self.stderr.take().map(|s| s.0)];
         let mut bufs = [Vec::new(), Vec::new()];
         while readers.iter().any(Option::is_some) {
             let open: Vec<usize> = (0..2).filter(|&i| readers[i].is_some()).collect();
-            let pollables: Vec<Pollable> = open
-                .iter()
-                .map(|&i| readers[i].as_ref().unwrap().subscribe())
-                .collect();
+            let pollables: Vec<Pollable> = open.iter().map(|&i| readers[i].as_ref().unwrap().subscribe()).collect();
             let ready = crate::io::poll::poll(&pollables.iter().collect::<Vec<_>>());
             drop(pollables);
             for r in ready {
@@ -520,14 +492,7 @@ impl Child {
         }
         let status = self.wait()?;
         let [stdout, stderr] = bufs;
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
-            pid: self.id(),
-            timed_out: false,
-            truncated: false,
-        })
+        Ok(Output { status, stdout, stderr, pid: self.id(), timed_out: false, truncated: false })
     }
 }
 
@@ -547,16 +512,12 @@ impl ChildStdin {
 impl std::io::Write for ChildStdin {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = buf.len().min(4096);
-        self.stream
-            .blocking_write_and_flush(&buf[..n])
-            .map_err(|e| std::io::Error::from(Error::stream(e)))?;
+        self.stream.blocking_write_and_flush(&buf[..n]).map_err(|e| std::io::Error::from(Error::stream(e)))?;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.stream
-            .blocking_flush()
-            .map_err(|e| std::io::Error::from(Error::stream(e)))
+        self.stream.blocking_flush().map_err(|e| std::io::Error::from(Error::stream(e)))
     }
 }
 
@@ -651,11 +612,7 @@ pub struct Fork {
 impl Fork {
     /// A worker running `component`.
     pub fn new(component: impl Into<String>) -> Self {
-        Fork {
-            component: component.into(),
-            args: Vec::new(),
-            options: wit_fork::ForkOptions::default(),
-        }
+        Fork { component: component.into(), args: Vec::new(), options: wit_fork::ForkOptions::default() }
     }
 
     /// Adds an argument of the worker.
@@ -672,10 +629,7 @@ impl Fork {
 
     /// Passes on the granted directory `path`.
     pub fn dir(&mut self, path: impl Into<String>, read_only: bool) -> &mut Self {
-        self.options.dirs.push(wit_fork::DirGrant {
-            path: path.into(),
-            read_only,
-        });
+        self.options.dirs.push(wit_fork::DirGrant { path: path.into(), read_only });
         self
     }
 
@@ -725,9 +679,7 @@ pub struct Worker {
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Worker")
-            .field("pid", &self.id())
-            .finish_non_exhaustive()
+        f.debug_struct("Worker").field("pid", &self.id()).finish_non_exhaustive()
     }
 }
 

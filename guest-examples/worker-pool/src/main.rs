@@ -31,8 +31,7 @@ fn main() {
     jobs.sort();
     jobs.reverse(); // pop() hands them out in order
     let total = jobs.len();
-    let options =
-        ForkOptions { dirs: vec![DirGrant { path: dir.clone(), read_only: true }], ..ForkOptions::default() };
+    let options = ForkOptions { dirs: vec![DirGrant { path: dir.clone(), read_only: true }], ..ForkOptions::default() };
     let workers: Vec<Worker> = (0..n.min(total.max(1)))
         .map(|_| {
             fork("pool-worker.wasm", &[], &options).unwrap_or_else(|e| {
@@ -78,7 +77,8 @@ fn main() {
     let mut bytes = 0u64;
     for line in &results {
         let mut fields = line.split("  ");
-        let (hash, path, size) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next().unwrap_or("0"));
+        let (hash, path, size) =
+            (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next().unwrap_or("0"));
         bytes += size.parse::<u64>().unwrap_or(0);
         println!("{hash}  {path}");
     }
