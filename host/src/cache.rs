@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -79,7 +80,10 @@ impl ComponentCache {
         }
         let component = Component::new(engine, &bytes)?;
         let serialized = component.serialize()?;
-        let temp = self.dir.join(format!(".{key:x}.{}", std::process::id()));
+        // A temporary name of its own, even for loads racing in this process.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".{key:x}.{}.{n}", std::process::id()));
         std::fs::write(&temp, serialized)
             .and_then(|()| std::fs::rename(&temp, &entry))
             .with_context(|| format!("writing {}", entry.display()))?;

@@ -33,7 +33,8 @@ fn main() {
             let mut next_in = 0u64;
             for i in 0..n {
                 parent::send(&i.to_le_bytes()).expect("send");
-                while let Some(m) = parent::try_receive().expect("receive") {
+                while next_in < n {
+                    let Some(m) = parent::try_receive().expect("receive") else { break };
                     assert_eq!(m, next_in.to_le_bytes(), "message out of order");
                     next_in += 1;
                 }
