@@ -83,7 +83,9 @@ impl ComponentCache {
         // A temporary name of its own, even for loads racing in this process.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".{key:x}.{}.{n}", std::process::id()));
+        let temp = self
+            .dir
+            .join(format!(".{key:x}.{}.{n}", std::process::id()));
         std::fs::write(&temp, serialized)
             .and_then(|()| std::fs::rename(&temp, &entry))
             .with_context(|| format!("writing {}", entry.display()))?;
