@@ -169,50 +169,58 @@ inputs_digest() {
 # up_to_date OUT DIGEST: OUT exists and was built from DIGEST.
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1.inputs" 2>/dev/null)" = "$2" ]; }
 
+# build_if_changed OUT WHAT INPUT... -- COMMAND...: unless OUT was built from
+# the same INPUTs (files, folders of .wit files, or strings such as tool
+# versions), log WHAT and run COMMAND in the repository root; COMMAND writes
+# OUT.tmp, which then replaces OUT.
+build_if_changed() {
+  local out=$1 what=$2 inputs=() digest
+  shift 2
+  while [ "$1" != "--" ]; do inputs+=("$1"); shift; done
+  shift
+  digest=$(inputs_digest "${inputs[@]}")
+  up_to_date "$out" "$digest" && return 0
+  log "building $what"
+  (cd "$ROOT" && "$@" >/dev/null)
+  mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+}
+
 build_c_guests() {
   build_crt
   mkdir -p "$GT/components"
-  local src name out digest
+  local src name out gen="$ROOT/guest-examples/c/gen"
   for src in "$ROOT"/guest-examples/c/*.c; do
     name=$(basename "$src" .c)
     out="$GT/components/$name-c.wasm"
-    digest=$(inputs_digest "$src" "$ROOT"/guest-examples/c/gen/* "$GT/crt1-command.o" "$(clang-19 --version | head -1)")
-    up_to_date "$out" "$digest" && continue
-    log "building C guest $name"
-    clang-19 --target=wasm32-wasi -O2 -Wall -Wextra -Werror -nostartfiles -fuse-ld="$RB/wasm-component-ld" \
-      -I "$ROOT/guest-examples/c" -o "$out.tmp" "$src" \
-      "$ROOT/guest-examples/c/gen/guest.c" "$ROOT/guest-examples/c/gen/guest_component_type.o" "$GT/crt1-command.o"
-    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+    build_if_changed "$out" "C guest $name" "$src" "$gen"/* "$GT/crt1-command.o" "$(clang-19 --version | head -1)" -- \
+      clang-19 --target=wasm32-wasi -O2 -Wall -Wextra -Werror -nostartfiles -fuse-ld="$RB/wasm-component-ld" \
+        -I "$ROOT/guest-examples/c" -o "$out.tmp" "$src" "$gen/guest.c" "$gen/guest_component_type.o" "$GT/crt1-command.o"
   done
 }
 
 build_python_guests() {
   mkdir -p "$GT/components"
-  local src name out digest
+  local src name out
   for src in "$ROOT"/guest-examples/python/*.py; do
     name=$(basename "$src" .py)
     out="$GT/components/$name-py.wasm"
-    digest=$(inputs_digest "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION")
-    up_to_date "$out" "$digest" && continue
-    log "building Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)"
-    (cd "$ROOT" && PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w wasmproc:process/command \
-       componentize -p guest-examples/python "$name" -o "$out.tmp" >/dev/null)
-    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+    build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
+      "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
+      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w wasmproc:process/command \
+        componentize -p guest-examples/python "$name" -o "$out.tmp"
   done
 }
 
 build_js_guests() {
   mkdir -p "$GT/components"
-  local src name out digest
+  local src name out
   for src in "$ROOT"/guest-examples/js/*.js; do
     name=$(basename "$src" .js)
     out="$GT/components/$name-js.wasm"
-    digest=$(inputs_digest "$src" "$ROOT/wit" "componentize-js $COMPONENTIZE_JS_VERSION")
-    up_to_date "$out" "$digest" && continue
-    log "building JavaScript guest $name (componentize-js $COMPONENTIZE_JS_VERSION)"
-    (cd "$ROOT" && "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name wasmproc:process/command \
-       -d http -d fetch-event -o "$out.tmp" "$src" >/dev/null)
-    mv "$out.tmp" "$out" && echo "$digest" > "$out.inputs"
+    build_if_changed "$out" "JavaScript guest $name (componentize-js $COMPONENTIZE_JS_VERSION)" \
+      "$src" "$ROOT/wit" "componentize-js $COMPONENTIZE_JS_VERSION" -- \
+      "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name wasmproc:process/command \
+        -d http -d fetch-event -o "$out.tmp" "$src"
   done
 }
 

@@ -2,7 +2,7 @@
 
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
 use crate::bindings::types::ErrorCode;
-use crate::policy::{Denial, Request};
+use crate::policy::{Denial, Request, Run};
 use crate::process::{exit_status, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
 use rustix::process::Signal;
@@ -18,13 +18,7 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request {
-            shell_command: Some(&command),
-            program: "",
-            args: &[],
-            cwd: options.cwd.as_deref(),
-            env: &options.env,
-        };
+        let req = Request::new(Run::Shell(&command), &options.cwd, &options.env);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 
@@ -35,13 +29,7 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request {
-            shell_command: None,
-            program: &program,
-            args: &args,
-            cwd: options.cwd.as_deref(),
-            env: &options.env,
-        };
+        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 }
@@ -117,17 +105,7 @@ async fn run(
         Stdio::null()
     };
     let started = Instant::now();
-    let mut launched = ctx.launch(
-        if req.shell_command.is_some() {
-            "exec"
-        } else {
-            "exec-file"
-        },
-        &prepared,
-        stdin,
-        Stdio::piped(),
-        Stdio::piped(),
-    )?;
+    let mut launched = ctx.launch(req.kind(), &prepared, stdin, Stdio::piped(), Stdio::piped())?;
     drop(prepared);
     let pid = launched.group.pid();
     let confinement = launched.confinement;

@@ -22,14 +22,18 @@
 //!
 //! - the granted program's absolute path, resolved when it was granted,
 //!   with `argv[0]` its file name;
-//! - an empty environment plus the allowed names the guest set;
+//! - an empty environment plus the allowed names the guest set (loader and
+//!   interpreter injection variables only if the embedder opted in);
 //! - a working directory inside a granted directory, entered with `fchdir`
 //!   on a directory opened through cap-std (so `..` and symlinks cannot
 //!   leave it), or `/` when no directory was granted;
 //! - its own process group, killed as a whole on timeout, on buffer
 //!   overflow, when an `exec` ends, when the guest drops its `child`, when
 //!   the store is dropped (guest trap or end), and SIGKILL if the host
-//!   thread that started it dies.
+//!   thread that started it dies;
+//! - `no_new_privs`, the context's resource limits, and Landlock
+//!   confinement to the granted directories, programs and the system files
+//!   programs need, without TCP (see [`confine`]).
 //!
 //! ## Example
 //!

@@ -339,13 +339,36 @@ pub(crate) struct Prepared {
 
 /// What the guest asked to run, before any check.
 pub(crate) struct Request<'a> {
-    /// `Some(command)` for `exec` through the shell.
-    pub shell_command: Option<&'a str>,
-    /// The program for `exec-file` and `spawn`.
-    pub program: &'a str,
-    pub args: &'a [String],
+    pub run: Run<'a>,
     pub cwd: Option<&'a str>,
     pub env: &'a [(String, String)],
+}
+
+/// The program part of a [`Request`].
+pub(crate) enum Run<'a> {
+    /// `exec`: a command for the granted shell.
+    Shell(&'a str),
+    /// `exec-file`, `spawn`: a granted program and its arguments.
+    Program(&'a str, &'a [String]),
+}
+
+impl<'a> Request<'a> {
+    /// A request to run `run` with the `cwd` and `env` the guest gave.
+    pub fn new(run: Run<'a>, cwd: &'a Option<String>, env: &'a [(String, String)]) -> Self {
+        Request {
+            run,
+            cwd: cwd.as_deref(),
+            env,
+        }
+    }
+
+    /// The audit log's name for the request's kind.
+    pub fn kind(&self) -> &'static str {
+        match self.run {
+            Run::Shell(_) => "exec",
+            Run::Program(..) => "exec-file",
+        }
+    }
 }
 
 impl ProcessCtx {
@@ -353,15 +376,15 @@ impl ProcessCtx {
     /// command, or says why not (reporting denials).
     pub(crate) fn prepare(&self, req: &Request<'_>) -> Result<Prepared, ErrorCode> {
         self.check_strings(req)?;
-        let (grant, args) = match req.shell_command {
-            Some(command) => {
+        let (grant, args) = match req.run {
+            Run::Shell(command) => {
                 let shell = self
                     .shell
                     .as_ref()
                     .ok_or_else(|| self.deny(Denial::Shell))?;
                 (shell, vec!["-c".to_owned(), command.to_owned()])
             }
-            None => (self.find_program(req.program)?, req.args.to_vec()),
+            Run::Program(program, args) => (self.find_program(program)?, args.to_vec()),
         };
         if !grant.pin_holds() {
             return Err(self.deny(Denial::PinMismatch(grant.name.clone())));
@@ -415,19 +438,20 @@ impl ProcessCtx {
                 "{what} contains a NUL byte"
             )))
         };
-        match req.shell_command {
-            Some(c) if c.contains('\0') => return nul("the command".into()),
-            Some(_) => {}
-            None if req.program.is_empty() => {
+        match req.run {
+            Run::Shell(c) if c.contains('\0') => return nul("the command".into()),
+            Run::Shell(_) => {}
+            Run::Program("", _) => {
                 return Err(ErrorCode::InvalidArgument(
                     "the program name is empty".into(),
                 ));
             }
-            None if req.program.contains('\0') => return nul("the program name".into()),
-            None => {}
-        }
-        if let Some(i) = req.args.iter().position(|a| a.contains('\0')) {
-            return nul(format!("argument {} ({:?})", i + 1, req.args[i]));
+            Run::Program(p, _) if p.contains('\0') => return nul("the program name".into()),
+            Run::Program(_, args) => {
+                if let Some(i) = args.iter().position(|a| a.contains('\0')) {
+                    return nul(format!("argument {} ({:?})", i + 1, args[i]));
+                }
+            }
         }
         if req.cwd.is_some_and(|c| c.contains('\0')) {
             return nul("the working directory".into());

@@ -9,7 +9,7 @@
 use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::pipe::{PipeReader, PipeWriter};
-use crate::policy::{Prepared, Request};
+use crate::policy::{Prepared, Request, Run};
 use crate::process::{GroupGuard, exit_status, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use std::io;
@@ -260,13 +260,7 @@ impl Host for ProcessCtxView<'_> {
         args: Vec<String>,
         options: SpawnOptions,
     ) -> ProcessResult<Resource<Child>> {
-        let req = Request {
-            shell_command: None,
-            program: &program,
-            args: &args,
-            cwd: options.cwd.as_deref(),
-            env: &options.env,
-        };
+        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env);
         let prepared = self.ctx.prepare(&req)?;
         let child = (self.ctx).start(
             "spawn",
