@@ -316,6 +316,26 @@ async fn every_attack_is_refused() {
         },
     ));
 
+    // A descriptor the host opened without close-on-exec (a careless
+    // library, say): the child must not get it.
+    let leaked = rustix::fs::open(
+        site.secret().as_str(),
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaked).to_string();
+    let out = probe_one(site.grants(), &["file", TP, "read-fd", &fd]).await;
+    table.push((
+        "child reads a host descriptor left without close-on-exec",
+        refused_by_output(
+            &out,
+            "error: bad descriptor\n",
+            "closed before exec (close_range)",
+        ),
+    ));
+    drop(leaked);
+
     let mut grants = site.grants();
     grants
         .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))

@@ -3,12 +3,13 @@
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
 use crate::bindings::types::ErrorCode;
 use crate::policy::{Denial, Request, Run};
-use crate::process::{exit_status, signal};
+use crate::process::{ChildIo, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
 use rustix::process::Signal;
-use std::process::Stdio;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::time::{Instant, sleep_until};
 
 impl Host for ProcessCtxView<'_> {
@@ -100,22 +101,28 @@ async fn run(
     let bounds = ctx.exec_bounds(options)?;
     let prepared = ctx.prepare(req)?;
     let stdin = if input.is_some() {
-        Stdio::piped()
+        ChildIo::Pipe
     } else {
-        Stdio::null()
+        ChildIo::Null
     };
     let started = Instant::now();
-    let mut launched = ctx.launch(req.kind(), &prepared, stdin, Stdio::piped(), Stdio::piped())?;
+    let mut launched = ctx.launch(req.kind(), &prepared, [stdin, ChildIo::Pipe, ChildIo::Pipe])?;
     drop(prepared);
     let pid = launched.group.pid();
     let confinement = launched.confinement;
     let child = &mut launched.child;
     let group = &launched.group;
 
-    let mut stdin = child.stdin.take();
+    let pipes = |e: std::io::Error| ErrorCode::from_io("setting up the child's pipes", &e);
+    let mut stdin = (child
+        .stdin
+        .take()
+        .map(pipe::Sender::from_owned_fd)
+        .transpose())
+    .map_err(pipes)?;
     let input = input.unwrap_or_default();
-    let mut stdout = Capture::new(child.stdout.take(), bounds.max_buffer);
-    let mut stderr = Capture::new(child.stderr.take(), bounds.max_buffer);
+    let mut stdout = Capture::new(child.stdout.take(), bounds.max_buffer).map_err(pipes)?;
+    let mut stderr = Capture::new(child.stderr.take(), bounds.max_buffer).map_err(pipes)?;
     let write_stdin = async {
         if let Some(pipe) = stdin.as_mut() {
             // A child that exits without reading its input is not an error.
@@ -139,7 +146,7 @@ async fn run(
             r = stdout.read(), if !stdout.done() => overflowed = r,
             r = stderr.read(), if !stderr.done() => overflowed = r,
             s = child.wait(), if status.is_none() => {
-                let s = exit_status(s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?);
+                let s = s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?;
                 group.exited(s);
                 status = Some(s);
             }
@@ -193,23 +200,24 @@ fn kill(
 }
 
 /// One output stream being collected, up to a bound.
-struct Capture<R> {
-    pipe: Option<R>,
+struct Capture {
+    pipe: Option<pipe::Receiver>,
     data: Vec<u8>,
     buf: Box<[u8]>,
     max: usize,
     truncated: bool,
 }
 
-impl<R: AsyncRead + Unpin> Capture<R> {
-    fn new(pipe: Option<R>, max: usize) -> Self {
-        Capture {
-            pipe,
+impl Capture {
+    /// Collects from the read end `pipe`.
+    fn new(pipe: Option<OwnedFd>, max: usize) -> std::io::Result<Self> {
+        Ok(Capture {
+            pipe: pipe.map(pipe::Receiver::from_owned_fd).transpose()?,
             data: Vec::new(),
             buf: vec![0; 64 << 10].into(),
             max,
             truncated: false,
-        }
+        })
     }
 
     fn done(&self) -> bool {

@@ -5,28 +5,114 @@ use crate::ProcessCtx;
 use crate::audit::AuditLog;
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
 use crate::policy::{Denial, Prepared};
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, kill_process_group};
 use serde_json::json;
+use std::ffi::CString;
+use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokio::process::{Child, Command};
+use tokio::io::unix::AsyncFd;
 
 /// A started child: the leader of its own process group.
 pub(crate) struct Launched {
-    pub child: Child,
+    pub child: OsChild,
     pub group: GroupGuard,
     /// How the child is confined.
     pub confinement: Confinement,
 }
 
+/// What one of a child's stdin, stdout and stderr is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildIo {
+    /// A new pipe; the host keeps the other end.
+    Pipe,
+    /// The host's own descriptor.
+    Inherit,
+    /// `/dev/null`.
+    Null,
+}
+
+/// A started OS process, known by a pidfd (so waiting and signalling the
+/// leader can never hit a recycled pid), with the host's ends of its pipes.
+pub(crate) struct OsChild {
+    pid: Pid,
+    /// `None` once given to the background reaper on drop.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+    /// The write end of the child's stdin pipe.
+    pub stdin: Option<OwnedFd>,
+    /// The read end of the child's stdout pipe.
+    pub stdout: Option<OwnedFd>,
+    /// The read end of the child's stderr pipe.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl OsChild {
+    /// Waits for the process to exit and reaps it. Cancel safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
+        loop {
+            let mut ready = pidfd.readable().await?;
+            if let Some(status) = reap(pidfd.get_ref().as_fd())? {
+                self.status = Some(status);
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+
+    /// Reaps the process if it has exited, without blocking.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
+            self.status = reap(pidfd.get_ref().as_fd())?;
+        }
+        Ok(self.status)
+    }
+}
+
+impl Drop for OsChild {
+    /// Reaps the process in the background if nobody did: the caller has
+    /// killed it (or it is about to exit), so no zombie is left behind.
+    fn drop(&mut self) {
+        let (Some(pidfd), None) = (self.pidfd.take(), self.status) else {
+            return;
+        };
+        if let Ok(Some(_)) = reap(pidfd.get_ref().as_fd()) {
+            return;
+        }
+        let pid = self.pid.as_raw_nonzero().get();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    while let Ok(mut ready) = pidfd.readable().await {
+                        match reap(pidfd.get_ref().as_fd()) {
+                            Ok(None) => ready.clear_ready(),
+                            Ok(Some(_)) | Err(_) => break,
+                        }
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(pid, "no runtime to reap a child in: it stays a zombie"),
+        }
+    }
+}
+
+/// Reaps the process of `pidfd` if it has exited.
+fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+    Ok(rustix::process::waitid(WaitId::PidFd(pidfd), options)?.map(|s| exit_status(&s)))
+}
+
 /// Owns a child's process group: dropping it kills every process left in
 /// the group with SIGKILL and gives back the child's slot in the live-child
-/// limit. (tokio reaps the leader in the background if nobody waited.)
+/// limit. ([`OsChild`] reaps the leader in the background if nobody waited.)
 pub(crate) struct GroupGuard {
     pgid: Pid,
     live: Arc<AtomicUsize>,
@@ -106,15 +192,13 @@ pub(crate) fn status_text(status: &ExitStatus) -> String {
 }
 
 impl ProcessCtx {
-    /// Starts `prepared` with the given stdio, counting it against the
-    /// live-child and total-spawn limits.
+    /// Starts `prepared` with the given stdin, stdout and stderr, counting
+    /// it against the live-child and total-spawn limits.
     pub(crate) fn launch(
         &mut self,
         kind: &'static str,
         prepared: &Prepared,
-        stdin: Stdio,
-        stdout: Stdio,
-        stderr: Stdio,
+        stdio: [ChildIo; 3],
     ) -> Result<Launched, ErrorCode> {
         let live = self.live_children.load(Ordering::Acquire);
         if live >= self.limits.max_live_children {
@@ -142,28 +226,7 @@ impl ProcessCtx {
                 self.confiner.level
             )));
         }
-        let mut cmd = Command::new(&prepared.program);
-        cmd.arg0(&prepared.argv0)
-            .args(&prepared.args)
-            .env_clear()
-            .envs(prepared.env.iter().map(|(k, v)| (k, v)))
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true);
-        crate::sys::prepare_child(
-            &mut cmd,
-            prepared.cwd.as_ref(),
-            &prepared.inherit_fds,
-            landlock,
-            &self.limits.rlimits.to_list(),
-        );
-        let child = cmd.spawn().map_err(|e| spawn_error(prepared, &e))?;
-        let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
-        let Some(pgid) = pid else {
-            return Err(ErrorCode::Io("the child has no pid".into()));
-        };
+        let (child, pgid) = start(prepared, stdio, landlock, &self.limits.rlimits.to_list())?;
         self.live_children.fetch_add(1, Ordering::AcqRel);
         self.total_spawns += 1;
         let confinement = if landlock.is_some() {
@@ -213,6 +276,79 @@ impl ProcessCtx {
     }
 }
 
+/// Starts the OS process for `prepared`; returns it and its pid.
+fn start(
+    prepared: &Prepared,
+    stdio: [ChildIo; 3],
+    landlock: Option<BorrowedFd<'_>>,
+    rlimits: &[(rustix::process::Resource, u64)],
+) -> Result<(OsChild, Pid), ErrorCode> {
+    let pipes = |e: io::Error| ErrorCode::from_io("creating the child's pipes", &e);
+    let c_string = |what: &str, s: Vec<u8>| {
+        CString::new(s)
+            .map_err(|_| ErrorCode::InvalidArgument(format!("{what} contains a NUL byte")))
+    };
+    let program = c_string(
+        "the program path",
+        prepared.program.as_os_str().as_encoded_bytes().to_vec(),
+    )?;
+    let argv = (std::iter::once(&prepared.argv0).chain(&prepared.args))
+        .map(|a| c_string("an argument", a.clone().into_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = (prepared.env.iter())
+        .map(|(k, v)| c_string("the environment", format!("{k}={v}").into_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let null = if stdio.contains(&ChildIo::Null) {
+        let file = File::options().read(true).write(true).open("/dev/null");
+        Some(file.map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?)
+    } else {
+        None
+    };
+    let (host_in, host_out, host_err) = (io::stdin(), io::stdout(), io::stderr());
+    let inherited = [host_in.as_fd(), host_out.as_fd(), host_err.as_fd()];
+    // (the host's end, the child's end) of each stream.
+    let mut ends: [(Option<OwnedFd>, Option<OwnedFd>); 3] = Default::default();
+    for (i, io) in stdio.into_iter().enumerate() {
+        if io == ChildIo::Pipe {
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| pipes(e.into()))?;
+            ends[i] = if i == 0 {
+                (Some(write), Some(read))
+            } else {
+                (Some(read), Some(write))
+            };
+        }
+    }
+    let child_fd = |i: usize| match stdio[i] {
+        ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
+        ChildIo::Inherit => inherited[i],
+        ChildIo::Null => null.as_ref().expect("/dev/null opened").as_fd(),
+    };
+    let spec = crate::sys::SpawnSpec {
+        program: &program,
+        argv: &argv,
+        envp: &envp,
+        stdio: [child_fd(0), child_fd(1), child_fd(2)],
+        cwd: prepared.cwd.as_ref(),
+        inherit: &prepared.inherit_fds,
+        landlock,
+        rlimits,
+    };
+    let (pid, pidfd) = crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, &e))?;
+    let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);
+    let pidfd = crate::sys::watch(pidfd, tokio::io::Interest::READABLE)
+        .map_err(|e| ErrorCode::from_io("watching the child", &e))?;
+    let child = OsChild {
+        pid,
+        pidfd: Some(pidfd),
+        status: None,
+        stdin,
+        stdout,
+        stderr,
+    };
+    Ok((child, pid))
+}
+
 fn spawn_error(prepared: &Prepared, err: &io::Error) -> ErrorCode {
     let program = prepared.program.display();
     match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
@@ -238,12 +374,12 @@ pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
         .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
 }
 
-/// The WIT exit status of a finished process.
-pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    match (status.code(), status.signal()) {
+/// The WIT exit status of a reaped process.
+fn exit_status(status: &WaitIdStatus) -> ExitStatus {
+    match (status.exit_status(), status.terminating_signal()) {
         // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
         (Some(code), _) => ExitStatus::Exited(code as u8),
         (None, Some(sig)) => ExitStatus::Signaled(sig as u8),
-        (None, None) => unreachable!("a finished Unix process has an exit code or a signal"),
+        (None, None) => unreachable!("waitid(WEXITED) reports an exit code or a signal"),
     }
 }

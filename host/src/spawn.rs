@@ -10,24 +10,23 @@ use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::pipe::{PipeReader, PipeWriter};
 use crate::policy::{Prepared, Request, Run};
-use crate::process::{GroupGuard, exit_status, signal};
+use crate::process::{ChildIo, GroupGuard, OsChild, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 
 /// A child process started by `spawn`: the leader of its own process group.
-/// Dropping it kills the group; the reaping of the leader is left to tokio.
+/// Dropping it kills the group (and reaps the leader in the background).
 pub struct Child {
-    /// `None` only while dropping.
-    process: Option<tokio::process::Child>,
+    process: OsChild,
     /// Set once the leader has been reaped.
     status: Option<ExitStatus>,
     group: GroupGuard,
@@ -60,8 +59,7 @@ impl Child {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let process = self.process.as_mut().expect("a live child has its process");
-        let status = (process.wait().await).map_err(|e| {
+        let status = (self.process.wait().await).map_err(|e| {
             ErrorCode::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
         })?;
         let forwarded = async {
@@ -72,7 +70,6 @@ impl Child {
         let _ = tokio::time::timeout(FORWARD_GRACE, forwarded).await;
         // Tasks still copying (for descendants) go on detached.
         self.forwarders.clear();
-        let status = exit_status(status);
         self.status = Some(status);
         self.group.exited(status);
         Ok(status)
@@ -80,17 +77,11 @@ impl Child {
 }
 
 impl Drop for Child {
-    /// Kills the group now and reaps the leader in the background, so no
-    /// zombie waits for the next child's exit to be collected.
+    /// Kills the group now; [`OsChild`] then reaps the leader in the
+    /// background, so no zombie is left.
     fn drop(&mut self) {
-        let (Some(mut process), None) = (self.process.take(), self.status) else {
-            return;
-        };
-        self.group.kill_before_reaping();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = process.wait().await;
-            });
+        if self.status.is_none() {
+            self.group.kill_before_reaping();
         }
     }
 }
@@ -115,15 +106,15 @@ enum Route {
 
 impl ProcessCtx {
     /// The OS stdio and route of a child's output stream given as `kind`.
-    fn route(&self, kind: StdioKind, inherit_to: Option<&dyn StdoutStream>) -> (Stdio, Route) {
+    fn route(&self, kind: StdioKind, inherit_to: Option<&dyn StdoutStream>) -> (ChildIo, Route) {
         match (kind, inherit_to) {
-            (StdioKind::Piped, _) => (Stdio::piped(), Route::Guest),
+            (StdioKind::Piped, _) => (ChildIo::Pipe, Route::Guest),
             (StdioKind::Inherit, Some(to)) => (
-                Stdio::piped(),
+                ChildIo::Pipe,
                 Route::Forward(Box::into_pin(to.async_stream())),
             ),
-            (StdioKind::Inherit, None) => (Stdio::inherit(), Route::Os),
-            (StdioKind::Null, _) => (Stdio::null(), Route::Os),
+            (StdioKind::Inherit, None) => (ChildIo::Inherit, Route::Os),
+            (StdioKind::Null, _) => (ChildIo::Null, Route::Os),
         }
     }
 }
@@ -133,14 +124,14 @@ impl Route {
     /// (starting the copy) or there is no pipe.
     fn stream(
         self,
-        pipe: Option<impl ChildPipe>,
+        pipe: Option<OwnedFd>,
         forwarders: &mut Vec<JoinHandle<()>>,
     ) -> io::Result<Option<DynInputStream>> {
         let Some(pipe) = pipe else { return Ok(None) };
         Ok(match self {
-            Route::Guest => Some(Box::new(PipeReader::new(pipe.into_owned_fd()?)?)),
+            Route::Guest => Some(Box::new(PipeReader::new(pipe)?)),
             Route::Forward(mut to) => {
-                let mut pipe = pipe;
+                let mut pipe = pipe::Receiver::from_owned_fd(pipe)?;
                 // Never aborted: it ends at EOF, when the child's group is
                 // gone, so output is not lost when the guest drops the child.
                 forwarders.push(tokio::spawn(async move {
@@ -151,23 +142,6 @@ impl Route {
             }
             Route::Os => None,
         })
-    }
-}
-
-/// A child's stdout or stderr.
-trait ChildPipe: AsyncRead + Send + Unpin + 'static {
-    fn into_owned_fd(self) -> io::Result<OwnedFd>;
-}
-
-impl ChildPipe for tokio::process::ChildStdout {
-    fn into_owned_fd(self) -> io::Result<OwnedFd> {
-        tokio::process::ChildStdout::into_owned_fd(self)
-    }
-}
-
-impl ChildPipe for tokio::process::ChildStderr {
-    fn into_owned_fd(self) -> io::Result<OwnedFd> {
-        tokio::process::ChildStderr::into_owned_fd(self)
     }
 }
 
@@ -183,27 +157,25 @@ impl ProcessCtx {
         stderr: StdioKind,
     ) -> Result<Child, ErrorCode> {
         let stdin = match stdin {
-            StdioKind::Piped => Stdio::piped(),
-            StdioKind::Inherit => Stdio::inherit(),
-            StdioKind::Null => Stdio::null(),
+            StdioKind::Piped => ChildIo::Pipe,
+            StdioKind::Inherit => ChildIo::Inherit,
+            StdioKind::Null => ChildIo::Null,
         };
         let (out_os, out_route) = self.route(stdout, self.inherit_stdout.as_deref());
         let (err_os, err_route) = self.route(stderr, self.inherit_stderr.as_deref());
-        let mut launched = self.launch(kind, prepared, stdin, out_os, err_os)?;
+        let mut launched = self.launch(kind, prepared, [stdin, out_os, err_os])?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();
         let pipes = |e: io::Error| ErrorCode::from_io("setting up the child's pipes", &e);
         let stdin = match process.stdin.take() {
-            Some(w) => Some(Box::new(
-                PipeWriter::new(w.into_owned_fd().map_err(pipes)?).map_err(pipes)?,
-            ) as DynOutputStream),
+            Some(w) => Some(Box::new(PipeWriter::new(w).map_err(pipes)?) as DynOutputStream),
             None => None,
         };
         let stdout = (out_route.stream(process.stdout.take(), &mut forwarders)).map_err(pipes)?;
         let stderr = (err_route.stream(process.stderr.take(), &mut forwarders)).map_err(pipes)?;
         Ok(Child {
             confinement: launched.confinement,
-            process: Some(launched.child),
+            process: launched.child,
             status: None,
             group: launched.group,
             stdin,
@@ -224,10 +196,8 @@ impl Child {
     pub(crate) fn try_status(&mut self) -> Result<Option<ExitStatus>, ErrorCode> {
         if self.status.is_none() {
             let pid = self.pid();
-            let process = self.process.as_mut().expect("a live child has its process");
-            let status = (process.try_wait())
+            self.status = (self.process.try_wait())
                 .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
-            self.status = status.map(exit_status);
             if let Some(status) = self.status {
                 self.group.exited(status);
             }

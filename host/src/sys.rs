@@ -1,82 +1,274 @@
-//! The only `unsafe` code of the host: what a child does between `fork` and
-//! `exec`.
+//! The only `unsafe` code of the host: starting a child process (what it
+//! does between `clone` and `exec`), taking inherited descriptors, and
+//! loading compiled components.
 
 use cap_std::fs::Dir;
 use rustix::io::{FdFlags, fcntl_setfd};
-use rustix::process::{
-    Resource, Rlimit, Signal, fchdir, getpid, getppid, set_parent_process_death_signal, setrlimit,
-};
-use rustix::thread::set_no_new_privs;
+use rustix::process::{Pid, Resource};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
-use tokio::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use tokio::io::unix::AsyncFd;
 
-/// Makes the child, before it executes its program:
-/// - enter `cwd` with `fchdir` on the already opened directory (never by a
-///   path string a guest could race), or `/` when there is none;
-/// - keep the descriptors `inherit` open across `exec` (all others are
-///   close-on-exec);
-/// - ask for SIGKILL when the host thread that started it dies, and exit at
-///   once if the host is already gone;
-/// - set the resource limits `rlimits` (soft and hard);
-/// - set no_new_privs, then restrict itself with the Landlock ruleset
-///   `landlock` (see `confine`); failing that, the spawn fails.
+/// Everything a child needs between `clone` and `exec`.
+pub(crate) struct SpawnSpec<'a> {
+    /// The absolute path of the binary.
+    pub program: &'a CStr,
+    /// `argv`, from `argv[0]`.
+    pub argv: &'a [CString],
+    /// The complete environment, as `NAME=value`.
+    pub envp: &'a [CString],
+    /// The descriptors that become the child's stdin, stdout and stderr.
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// The working directory; `None`: `/`.
+    pub cwd: Option<&'a Dir>,
+    /// Descriptors the child keeps open across `exec` (all others close).
+    pub inherit: &'a [RawFd],
+    /// The Landlock ruleset to restrict the child with.
+    pub landlock: Option<BorrowedFd<'a>>,
+    /// Resource limits (soft and hard) to set.
+    pub rlimits: &'a [(Resource, u64)],
+}
+
+/// The stack the child runs on until `exec`: it only makes system calls.
+const CHILD_STACK: usize = 64 << 10;
+
+/// What [`child_main`] reads: plain values and pointers into memory the
+/// parent keeps alive (and does not touch: its thread is suspended) until
+/// the child has called `exec` or exited.
+struct ChildArgs {
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    stdio: [RawFd; 3],
+    cwd: RawFd,
+    inherit: *const RawFd,
+    inherit_len: usize,
+    landlock: RawFd,
+    rlimits: *const (Resource, u64),
+    rlimits_len: usize,
+    host: libc::pid_t,
+    /// Set by the child to the error number of the step that failed.
+    error: AtomicI32,
+}
+
+/// Starts the child described by `spec` as the leader of a new process
+/// group and returns its pid and a pidfd for it.
 ///
-/// `cwd`, the descriptors of `inherit` and `landlock` must stay open until
-/// the command has been spawned.
-pub(crate) fn prepare_child(
-    cmd: &mut Command,
-    cwd: Option<&Dir>,
-    inherit: &[RawFd],
-    landlock: Option<BorrowedFd<'_>>,
-    rlimits: &[(Resource, u64)],
-) {
-    let cwd_fd = cwd.map(|d| d.as_fd().as_raw_fd());
-    let inherit = inherit.to_vec();
-    let landlock = landlock.map(|fd| fd.as_raw_fd());
-    let rlimits = rlimits.to_vec();
-    let host = getpid();
-    // SAFETY: the closure runs in the forked child before `exec`, where only
-    // async-signal-safe operations are allowed. It makes raw system calls
-    // through rustix and libc (fchdir, chdir, fcntl, prctl, getppid,
-    // setrlimit, landlock_restrict_self) and converts error
-    // numbers to `io::Error`s, none of which allocates or takes a lock. The file
-    // descriptors are valid in the child: the caller keeps `cwd` and
-    // `inherit` open until `spawn` returns, and `fork` copied the descriptor
-    // table; clearing close-on-exec there does not touch the host's table.
-    unsafe {
-        cmd.pre_exec(move || {
-            match cwd_fd {
-                Some(fd) => fchdir(BorrowedFd::borrow_raw(fd))?,
-                None => rustix::process::chdir(c"/")?,
-            }
-            for &fd in &inherit {
-                fcntl_setfd(BorrowedFd::borrow_raw(fd), FdFlags::empty())?;
-            }
-            set_parent_process_death_signal(Some(Signal::KILL))?;
-            if getppid() != Some(host) {
-                return Err(io::Error::from(rustix::io::Errno::SRCH));
-            }
-            for &(resource, limit) in &rlimits {
-                setrlimit(
-                    resource,
-                    Rlimit {
-                        current: Some(limit),
-                        maximum: Some(limit),
-                    },
-                )?;
-            }
-            // No setuid/setcap binary can give the child more rights.
-            set_no_new_privs(true)?;
-            if let Some(ruleset) = landlock
-                && libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+/// The child is created like glibc's `posix_spawn` does, with
+/// `clone(CLONE_VM | CLONE_VFORK)`: it shares the host's memory, so nothing
+/// is copied however big the host is, and this thread sleeps until the child
+/// has called `exec` (or failed). Before `exec` the child, making only raw
+/// system calls:
+/// - resets every signal handler to the default and unblocks all signals;
+/// - joins a new process group of its own;
+/// - puts `stdio` on descriptors 0, 1 and 2;
+/// - marks every other descriptor close-on-exec, except `inherit`;
+/// - enters `cwd` with `fchdir` on the already opened directory (never by
+///   a path string a guest could race), or `/`;
+/// - asks for SIGKILL when the host thread that started it dies, and
+///   gives up if the host is already gone;
+/// - sets the resource limits `rlimits` (soft and hard);
+/// - sets no_new_privs, then restricts itself with the Landlock ruleset
+///   `landlock` (see `confine`).
+///
+/// A step that fails fails the spawn with that step's error; the child is
+/// then reaped before this returns.
+pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
+    let null_terminated = |strings: &[CString]| -> Vec<*const c_char> {
+        (strings.iter().map(|s| s.as_ptr()))
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let argv = null_terminated(spec.argv);
+    let envp = null_terminated(spec.envp);
+    let mut stack = vec![0u8; CHILD_STACK];
+    let mut args = ChildArgs {
+        program: spec.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        stdio: spec.stdio.map(|fd| fd.as_raw_fd()),
+        cwd: spec.cwd.map_or(-1, |d| d.as_raw_fd()),
+        inherit: spec.inherit.as_ptr(),
+        inherit_len: spec.inherit.len(),
+        landlock: spec.landlock.map_or(-1, |fd| fd.as_raw_fd()),
+        rlimits: spec.rlimits.as_ptr(),
+        rlimits_len: spec.rlimits.len(),
+        host: std::process::id() as libc::pid_t,
+        error: AtomicI32::new(0),
+    };
+    let mut pidfd: c_int = -1;
+    // The stack grows down from its 16-byte aligned top.
+    let top = stack.as_mut_ptr_range().end as usize & !15;
+    // SAFETY: blocking every signal of this thread (and restoring the old
+    // mask after `clone`) keeps the host's signal handlers from running in
+    // the child, which shares the host's memory, before it reset them.
+    // `clone` runs `child_main` on `stack`, which lives until the end of
+    // this function; with CLONE_VFORK this thread only resumes once the
+    // child called `exec` or exited, so everything `args` points to (the
+    // spec, `argv`, `envp`) stays alive and unchanged while the child reads
+    // it, and the child writes only `args.error`. CLONE_PIDFD stores the
+    // pidfd into `pidfd`.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top as *mut c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (&raw mut args).cast::<c_void>(),
+            &raw mut pidfd,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        pid
+    };
+    // SAFETY: `clone` succeeded, so `pidfd` is a new descriptor that only we
+    // own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop(stack);
+    let error = args.error.load(Ordering::Acquire);
+    if error != 0 {
+        // The child has exited (or is about to): collect it.
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(rustix::fd::AsFd::as_fd(&pidfd)),
+            rustix::process::WaitIdOptions::EXITED,
+        );
+        return Err(io::Error::from_raw_os_error(error));
     }
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("clone returned pid 0"))?;
+    Ok((pid, pidfd))
+}
+
+/// The child, until `exec`. It runs on its own stack in the host's memory,
+/// with every signal blocked: it must not allocate, lock or unwind, and
+/// only reads `arg`.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this
+    // child has called `exec` or exited; its pointers and lengths describe
+    // live arrays. Every call below is a system call wrapper (no allocation,
+    // no lock), on descriptors the child's copy of the descriptor table
+    // holds: `spawn`'s caller keeps them open until `spawn` returns.
+    unsafe {
+        let args = &*arg.cast::<ChildArgs>();
+        let errno = setup_child(args);
+        args.error.store(errno.max(1), Ordering::Release);
+        libc::_exit(127)
+    }
+}
+
+/// The steps of [`spawn`] in the child, then `exec`; returns the error
+/// number of the step that failed.
+///
+/// # Safety
+/// Only from [`child_main`], with its `args`.
+unsafe fn setup_child(args: &ChildArgs) -> c_int {
+    let last_error = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
+    macro_rules! check {
+        ($call:expr) => {
+            if $call < 0 {
+                return last_error();
+            }
+        };
+    }
+    // SAFETY: see `child_main`.
+    unsafe {
+        // Handlers (the host's code, in the host's memory) go back to the
+        // default; SIGPIPE, which Rust hosts ignore, too. Other ignored
+        // signals stay ignored, as across any exec.
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && (old.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE)
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        check!(libc::setpgid(0, 0));
+        for (target, &fd) in args.stdio.iter().enumerate() {
+            let target = target as c_int;
+            if fd == target {
+                check!(libc::fcntl(fd, libc::F_SETFD, 0));
+            } else {
+                check!(libc::dup2(fd, target));
+            }
+        }
+        // Whatever the host left open without close-on-exec goes no further.
+        // (Older kernels without close_range rely on close-on-exec alone.)
+        libc::close_range(
+            3,
+            c_int::MAX as libc::c_uint,
+            libc::CLOSE_RANGE_CLOEXEC as c_int,
+        );
+        for i in 0..args.inherit_len {
+            check!(libc::fcntl(*args.inherit.add(i), libc::F_SETFD, 0));
+        }
+        if args.cwd >= 0 {
+            check!(libc::fchdir(args.cwd));
+        } else {
+            check!(libc::chdir(c"/".as_ptr()));
+        }
+        check!(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong
+        ));
+        if libc::getppid() != args.host {
+            return libc::ESRCH;
+        }
+        for i in 0..args.rlimits_len {
+            let (resource, limit) = *args.rlimits.add(i);
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            check!(libc::setrlimit(
+                resource as libc::__rlimit_resource_t,
+                &limit
+            ));
+        }
+        // No setuid/setcap binary can give the child more rights.
+        check!(libc::prctl(
+            libc::PR_SET_NO_NEW_PRIVS,
+            1 as libc::c_ulong,
+            0,
+            0,
+            0
+        ));
+        if args.landlock >= 0 {
+            check!(libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                args.landlock,
+                0
+            ));
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(args.program, args.argv, args.envp);
+        last_error()
+    }
+}
+
+/// Registers `fd` with the tokio reactor for `interest`. Must be called
+/// inside a tokio runtime.
+pub(crate) fn watch(fd: OwnedFd, interest: tokio::io::Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns `fd`, so the descriptor stays open and
+    // refers to the same file until the `AsyncFd` deregisters it on drop.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
 
 /// Takes ownership of descriptor `fd`, which this process's parent host

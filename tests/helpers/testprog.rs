@@ -24,6 +24,9 @@
 //! testprog alive PID         print `gone` once process PID is gone (or a
 //!                            zombie), waiting up to 5 s, else `alive`;
 //!                            `unknown` if /proc cannot be read
+//! testprog read-fd N        print what descriptor N holds (an attacker
+//!                            guessing at descriptors the host left open), or
+//!                            `error: bad descriptor`
 //! testprog wc PATH           print `N PATH`, N the number of newlines in the
 //!                            file (as `wc -l PATH`), or `error: KIND`
 
@@ -134,6 +137,20 @@ fn main() {
                 None => "unknown",
             };
             let _ = writeln!(out, "{answer}");
+        }
+        "read-fd" => {
+            use std::os::fd::FromRawFd;
+            let fd: i32 = arg(2).parse().expect("descriptor");
+            // SAFETY: none — this is the attack: take over a descriptor this
+            // program did not open.
+            let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+            let mut text = String::new();
+            let _ = match file.read_to_string(&mut text) {
+                Ok(_) => writeln!(out, "{text}"),
+                Err(e) if e.raw_os_error() == Some(9) => writeln!(out, "error: bad descriptor"),
+                Err(e) => writeln!(out, "error: {}", e.kind()),
+            };
+            std::mem::forget(file);
         }
         "wc" => {
             let result = std::fs::read(arg(2)).map_or_else(
