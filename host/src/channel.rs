@@ -1,32 +1,64 @@
 //! The message channel between a guest and a forked worker: ordered,
-//! length-framed messages over a Unix stream socket, with bounded queues on
-//! both sides.
+//! length-framed messages over a Unix stream socket.
 //!
 //! Wire format: each message is a 4-byte little-endian length followed by
 //! that many bytes. A length above [`MAX_MESSAGE`] is a protocol error that
 //! closes the channel.
 //!
-//! Bounds: messages `send` has accepted but the socket has not yet taken
-//! may hold up to [`QUEUE_BYTES`] (a larger message is let through alone);
-//! received messages the guest has not yet taken may hold up to
-//! [`QUEUE_BYTES`] too, after which the host stops reading the socket, the
-//! peer's writes block, and the peer's `send` blocks: backpressure from end
-//! to end.
+//! The socket is read and written in the guest's own calls, so a round trip
+//! costs two socket hops and no task hand-offs:
+//! - `send` appends the frame to an output buffer. The buffer is written
+//!   out when it reaches [`FLUSH_AT`], when this end is about to wait for a
+//!   message (`receive`, `try-receive` finding nothing, the pollable), and
+//!   otherwise by a flusher task woken when the buffer stops being empty.
+//!   Back-to-back sends thus share one `write`, and a request followed by a
+//!   wait for its reply goes out at once. At most [`QUEUE_BYTES`] wait in
+//!   the buffer; then `send` waits for the socket (backpressure).
+//! - `receive` reads the socket directly (up to [`READ_CHUNK`] at a time)
+//!   and decodes frames; it reads only when it has no whole message, so
+//!   the host holds at most one message plus one chunk, and the kernel's
+//!   socket buffer is the queue: a guest that does not receive makes its
+//!   peer's `send` wait.
+//! - A `receive` that finds nothing checks the socket again for up to
+//!   [`SPIN`] before it sleeps. Waking a sleeping thread costs tens of
+//!   microseconds on an idle (virtual) CPU, more than a whole round trip; a
+//!   peer that answers within the spin is seen at once. The pollable never
+//!   spins (a guest may poll many channels at once).
+//!
+//! The socket is read and written with non-blocking system calls made
+//! directly (tokio's cached readiness would hide data that arrived since
+//! the last reactor turn, defeating the spin); the reactor is only used to
+//! sleep until the socket is readable or writable.
 
 use crate::bindings::types::ErrorCode;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use rustix::net::{RecvFlags, SendFlags};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// The largest message, in bytes: 16 MiB.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// Bytes of messages queued in each direction before `send` blocks or the
-/// host stops reading: 1 MiB.
+/// Bytes of messages `send` holds that the socket has not taken yet,
+/// before it waits (a larger message is let through alone): 1 MiB.
 pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// How long a `receive` that finds nothing keeps checking the socket before
+/// it sleeps: 50 µs (see the module docs).
+pub const SPIN: Duration = Duration::from_micros(50);
+
+/// Frames held before `send` writes them out itself rather than leaving
+/// them to the flusher task: 64 KiB.
+const FLUSH_AT: usize = 64 << 10;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 << 10;
 
 /// A malformed frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +113,16 @@ impl FrameDecoder {
         Ok(Some(message))
     }
 
+    /// Whether [`next_message`](Self::next_message) has something to say: a
+    /// whole message or a frame error.
+    pub fn has_message(&self) -> bool {
+        let rest = &self.buf[self.start..];
+        rest.first_chunk::<4>().is_some_and(|header| {
+            let len = u32::from_le_bytes(*header) as usize;
+            len > MAX_MESSAGE || rest.len() >= 4 + len
+        })
+    }
+
     /// Whether a message was cut off (bytes left that are not a whole one).
     pub fn has_partial(&self) -> bool {
         self.start < self.buf.len()
@@ -96,10 +138,8 @@ pub fn encode(message: &[u8], out: &mut Vec<u8>) {
 
 /// One end of a message channel.
 pub struct Channel {
-    outbox: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
-    send_budget: Arc<Semaphore>,
-    inbox: Arc<Inbox>,
-    _tasks: [tokio::task::JoinHandle<()>; 2],
+    shared: Arc<Shared>,
+    flusher: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -108,122 +148,318 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-/// Received messages not yet taken by the guest.
-#[derive(Default)]
-pub(crate) struct Inbox {
-    state: Mutex<InboxState>,
-    /// Signalled when a message arrives or the channel closes.
-    arrived: Notify,
-    /// Signalled when the guest takes a message.
-    taken: Notify,
+/// What the channel's end, its pollables and its flusher task share.
+struct Shared {
+    socket: AsyncFd<OwnedFd>,
+    inbox: Mutex<Inbox>,
+    outbox: Mutex<Outbox>,
+    /// Wakes the flusher task.
+    flush: Notify,
 }
 
-#[derive(Default)]
-struct InboxState {
-    messages: VecDeque<Vec<u8>>,
-    bytes: usize,
+/// The read side: bytes read from the socket, not yet taken as messages.
+struct Inbox {
+    decoder: FrameDecoder,
+    chunk: Box<[u8]>,
+    /// The peer closed its end, the socket failed, or a frame was bad.
     closed: bool,
 }
 
+/// The write side: frames not yet written to the socket.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    /// How much of `bytes` has been written.
+    written: usize,
+    /// Writing failed (the peer is gone): nothing more can be sent.
+    broken: bool,
+    /// `close` was called: the flusher writes what is left and ends.
+    closing: bool,
+    /// The guest's last call on this end was a send.
+    after_send: bool,
+}
+
+impl Outbox {
+    fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+}
+
 impl Channel {
-    /// Starts the channel's reader and writer tasks on `socket`. Must be
-    /// called inside a tokio runtime.
-    pub fn new(socket: UnixStream) -> Channel {
-        let (read, write) = socket.into_split();
-        let inbox = Arc::new(Inbox::default());
-        let (outbox, queued) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_frames(read, inbox.clone()));
-        let writer = tokio::spawn(write_frames(write, queued));
-        Channel {
-            outbox,
-            send_budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
-            inbox,
-            _tasks: [reader, writer],
+    /// Makes `socket` one end of a channel and starts its flusher task.
+    /// Must be called inside a tokio runtime.
+    pub fn new(socket: UnixStream) -> io::Result<Channel> {
+        socket.set_nonblocking(true)?;
+        let socket = crate::sys::watch(socket.into(), Interest::READABLE | Interest::WRITABLE)?;
+        let shared = Arc::new(Shared {
+            socket,
+            inbox: Mutex::new(Inbox {
+                decoder: FrameDecoder::default(),
+                chunk: vec![0; READ_CHUNK].into(),
+                closed: false,
+            }),
+            outbox: Mutex::new(Outbox::default()),
+            flush: Notify::new(),
+        });
+        let flusher = tokio::spawn(flush_in_background(shared.clone()));
+        Ok(Channel { shared, flusher })
+    }
+
+    /// Sends `message`, waiting while [`QUEUE_BYTES`] are already waiting
+    /// for the socket.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+        check_size(&message)?;
+        loop {
+            if self.shared.try_queue(&message)? {
+                return Ok(());
+            }
+            // Full: write some out ourselves.
+            self.shared
+                .flush_or_wait()
+                .await
+                .map_err(|_| ErrorCode::Closed)?;
         }
     }
 
-    /// Queues `message`, waiting while the send queue is full.
-    pub async fn send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
-        self.check_open()?;
-        check_size(&message)?;
-        let permit = (self
-            .send_budget
-            .clone()
-            .acquire_many_owned(cost(&message))
-            .await)
-            .map_err(|_| ErrorCode::Closed)?;
-        self.outbox
-            .send((message, permit))
-            .map_err(|_| ErrorCode::Closed)
-    }
-
-    /// Queues `message` if the send queue has room for it now.
+    /// Sends `message` if there is room for it now.
     pub fn try_send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
-        self.check_open()?;
         check_size(&message)?;
-        let permit = (self
-            .send_budget
-            .clone()
-            .try_acquire_many_owned(cost(&message)))
-        .map_err(|_| ErrorCode::LimitExceeded("the channel's send queue is full".into()))?;
-        self.outbox
-            .send((message, permit))
-            .map_err(|_| ErrorCode::Closed)
-    }
-
-    /// `closed` once the peer has closed its end (exited or crashed).
-    fn check_open(&self) -> Result<(), ErrorCode> {
-        match self.inbox.state.lock().unwrap().closed {
-            true => Err(ErrorCode::Closed),
-            false => Ok(()),
+        if self.shared.try_queue(&message)? {
+            return Ok(());
+        }
+        let _ = self.shared.flush_now();
+        match self.shared.try_queue(&message)? {
+            true => Ok(()),
+            false => Err(ErrorCode::LimitExceeded(
+                "the channel's send queue is full".into(),
+            )),
         }
     }
 
     /// Waits for the next message; `closed` after the last one.
     pub async fn receive(&self) -> Result<Vec<u8>, ErrorCode> {
-        loop {
-            let arrived = self.inbox.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            if let Some(message) = self.try_receive()? {
+        let shared = &self.shared;
+        shared.receiving();
+        if let Some(message) = shared.next()? {
+            return Ok(message);
+        }
+        // About to wait: what we sent must go out first.
+        let _ = shared.flush_now();
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
+            std::thread::yield_now();
+            if let Some(message) = shared.next()? {
                 return Ok(message);
             }
-            arrived.await;
+        }
+        loop {
+            match shared.socket.readable().await {
+                Ok(mut ready) => {
+                    if let Some(message) = shared.next()? {
+                        return Ok(message);
+                    }
+                    ready.clear_ready();
+                }
+                Err(_) => shared.inbox().closed = true,
+            }
         }
     }
 
     /// The next message if one is here; `closed` after the last one.
     pub fn try_receive(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
-        let mut state = self.inbox.state.lock().unwrap();
-        match state.messages.pop_front() {
-            Some(message) => {
-                state.bytes -= message.len();
-                drop(state);
-                self.inbox.taken.notify_one();
-                Ok(Some(message))
-            }
-            None if state.closed => Err(ErrorCode::Closed),
-            None => Ok(None),
+        self.shared.receiving();
+        let message = self.shared.next()?;
+        if message.is_none() {
+            // The guest will wait or do something else: let what it sent go.
+            let _ = self.shared.flush_now();
         }
+        Ok(message)
     }
 
     /// A pollable value that is ready when `receive` would not block.
     pub(crate) fn readiness(&self) -> Readiness {
-        Readiness(self.inbox.clone())
+        Readiness(self.shared.clone())
     }
 
-    /// Stops accepting messages and waits until every queued one has been
-    /// written to the socket (or the socket failed), then shuts the socket
-    /// down for writing, so the peer sees `closed` after the last message.
-    pub async fn close(self) {
-        let Channel {
-            outbox,
-            _tasks: [reader, writer],
-            ..
-        } = self;
-        drop(outbox);
-        let _ = writer.await;
-        reader.abort();
+    /// Stops sending and waits until everything sent has been written to
+    /// the socket (or the socket failed), then shuts the socket down for
+    /// writing, so the peer sees `closed` after the last message.
+    pub async fn close(mut self) {
+        self.shared.outbox().closing = true;
+        self.shared.flush.notify_one();
+        let _ = (&mut self.flusher).await;
+    }
+}
+
+impl Drop for Channel {
+    /// Stops the flusher and shuts the socket down, so the peer sees the
+    /// channel closed even while a pollable still holds the socket.
+    fn drop(&mut self) {
+        self.flusher.abort();
+        let _ = rustix::net::shutdown(self.shared.socket.get_ref(), rustix::net::Shutdown::Both);
+    }
+}
+
+impl Shared {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `message`'s frame to the output buffer if there is room
+    /// (there always is when the buffer is empty).
+    ///
+    /// A message that looks like a request, with nothing else to send and
+    /// no message waiting to be taken, is written at once; one in a run of
+    /// sends, or a reply while more messages wait, stays in the buffer for
+    /// one `write` with the others.
+    fn try_queue(&self, message: &[u8]) -> Result<bool, ErrorCode> {
+        let mut outbox = self.outbox();
+        let (closed, waiting) = {
+            let inbox = self.inbox();
+            (inbox.closed, inbox.decoder.has_message())
+        };
+        if outbox.broken || outbox.closing || closed {
+            return Err(ErrorCode::Closed);
+        }
+        let pending = outbox.pending();
+        if pending > 0 && pending + 4 + message.len() > QUEUE_BYTES {
+            return Ok(false);
+        }
+        let at_once = pending == 0 && !waiting && !outbox.after_send;
+        outbox.after_send = true;
+        encode(message, &mut outbox.bytes);
+        let flushed = if at_once || outbox.pending() >= FLUSH_AT {
+            self.write_out(&mut outbox).map_err(|_| ErrorCode::Closed)?
+        } else {
+            false
+        };
+        if pending == 0 && !flushed {
+            // The buffer was empty: the flusher writes it out unless this
+            // end does first. (Whenever the buffer holds bytes, the flusher
+            // has been woken and writes until it is empty.)
+            self.flush.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Notes that the guest asked for a message (see [`Shared::try_queue`]).
+    fn receiving(&self) {
+        self.outbox().after_send = false;
+    }
+
+    /// Writes as much of the output buffer as the socket takes now;
+    /// whether it is all written. An error marks the channel broken.
+    fn flush_now(&self) -> io::Result<bool> {
+        self.write_out(&mut self.outbox())
+    }
+
+    fn write_out(&self, outbox: &mut Outbox) -> io::Result<bool> {
+        while outbox.pending() > 0 {
+            let from = outbox.written;
+            let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+            match rustix::net::send(self.socket.get_ref(), &outbox.bytes[from..], flags)
+                .map_err(io::Error::from)
+            {
+                Ok(n) => outbox.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    outbox.broken = true;
+                    outbox.bytes = Vec::new();
+                    outbox.written = 0;
+                    return Err(e);
+                }
+            }
+        }
+        outbox.bytes.clear();
+        outbox.written = 0;
+        Ok(true)
+    }
+
+    /// The next whole message, reading the socket (without waiting) if none
+    /// is decoded yet; `closed` once the peer is gone and every message it
+    /// sent was taken.
+    fn next(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
+        let mut inbox = self.inbox();
+        if !inbox.decoder.has_message() {
+            self.fill(&mut inbox);
+        }
+        match inbox.decoder.next_message() {
+            Ok(Some(message)) => Ok(Some(message)),
+            Ok(None) if inbox.closed => Err(ErrorCode::Closed),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
+                inbox.closed = true;
+                Err(ErrorCode::Closed)
+            }
+        }
+    }
+
+    /// Reads what the socket holds now, until there is a whole message.
+    fn fill(&self, inbox: &mut Inbox) {
+        let Inbox {
+            decoder,
+            chunk,
+            closed,
+        } = inbox;
+        while !*closed && !decoder.has_message() {
+            match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
+                .map_err(io::Error::from)
+            {
+                Ok((0, _)) => {
+                    if decoder.has_partial() {
+                        tracing::debug!(target: "wasmproc::channel", "the peer closed the channel inside a message");
+                    }
+                    *closed = true;
+                }
+                Ok((n, _)) => decoder.feed(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => *closed = true,
+            }
+        }
+    }
+
+    /// Writes out the output buffer, waiting for the socket as needed
+    /// (but returning after the first wait, so the caller can recheck).
+    async fn flush_or_wait(&self) -> io::Result<()> {
+        if !self.flush_now()? {
+            let mut ready = self.socket.writable().await?;
+            if !self.flush_now()? {
+                ready.clear_ready();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `receive` would not block now (reading the socket to know).
+    fn ready(&self) -> bool {
+        let mut inbox = self.inbox();
+        self.fill(&mut inbox);
+        inbox.closed || inbox.decoder.has_message()
+    }
+}
+
+/// The flusher task: writes out what `send` left in the output buffer when
+/// the guest goes on without waiting for a message; on `close`, writes
+/// everything and shuts the socket down for writing.
+async fn flush_in_background(shared: Arc<Shared>) {
+    loop {
+        shared.flush.notified().await;
+        while shared.outbox().pending() > 0 {
+            if shared.flush_or_wait().await.is_err() {
+                return;
+            }
+        }
+        if shared.outbox().closing {
+            let _ = rustix::net::shutdown(shared.socket.get_ref(), rustix::net::Shutdown::Write);
+            return;
+        }
     }
 }
 
@@ -237,98 +473,27 @@ fn check_size(message: &[u8]) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-/// The queue budget a message takes: its size, but at least 1 and at most
-/// the whole queue (so a large message goes alone).
-fn cost(message: &[u8]) -> u32 {
-    message.len().clamp(1, QUEUE_BYTES) as u32
-}
-
 /// Ready when a channel's `receive` would not block.
-pub(crate) struct Readiness(Arc<Inbox>);
+pub(crate) struct Readiness(Arc<Shared>);
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for Readiness {
     async fn ready(&mut self) {
-        loop {
-            let arrived = self.0.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            {
-                let state = self.0.state.lock().unwrap();
-                if state.closed || !state.messages.is_empty() {
-                    return;
-                }
-            }
-            arrived.await;
-        }
-    }
-}
-
-async fn read_frames(mut socket: OwnedReadHalf, inbox: Arc<Inbox>) {
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 64 << 10];
-    'read: loop {
-        let n = match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        decoder.feed(&buf[..n]);
-        loop {
-            let message = match decoder.next_message() {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
-                    break 'read;
-                }
-            };
-            // Wait for room, then queue it.
-            loop {
-                let taken = inbox.taken.notified();
-                tokio::pin!(taken);
-                taken.as_mut().enable();
-                {
-                    let mut state = inbox.state.lock().unwrap();
-                    if state.bytes == 0 || state.bytes + message.len() <= QUEUE_BYTES {
-                        state.bytes += message.len();
-                        state.messages.push_back(message);
-                        break;
+        let shared = &self.0;
+        // About to wait: what we sent must go out first.
+        let _ = shared.flush_now();
+        while !shared.ready() {
+            match shared.socket.readable().await {
+                Ok(mut ready) => {
+                    if shared.ready() {
+                        return;
                     }
+                    ready.clear_ready();
                 }
-                taken.await;
+                Err(_) => shared.inbox().closed = true,
             }
-            inbox.arrived.notify_waiters();
         }
     }
-    if decoder.has_partial() {
-        tracing::debug!(target: "wasmproc::channel", "the peer closed the channel inside a message");
-    }
-    inbox.state.lock().unwrap().closed = true;
-    inbox.arrived.notify_waiters();
-}
-
-async fn write_frames(
-    socket: OwnedWriteHalf,
-    mut queued: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>,
-) {
-    let mut socket = BufWriter::with_capacity(64 << 10, socket);
-    let mut frame = Vec::new();
-    while let Some((message, permit)) = queued.recv().await {
-        // Write everything already queued, then flush once.
-        let mut next = Some((message, permit));
-        while let Some((message, _permit)) = next {
-            frame.clear();
-            encode(&message, &mut frame);
-            if socket.write_all(&frame).await.is_err() {
-                return;
-            }
-            next = queued.try_recv().ok();
-        }
-        if socket.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = socket.shutdown().await;
 }
 
 #[cfg(test)]

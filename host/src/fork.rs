@@ -196,11 +196,8 @@ impl Host for ProcessCtxView<'_> {
         )?;
         // The worker has its copies now.
         drop((theirs, dirs));
-        ours.set_nonblocking(true)
+        let channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
-        let socket = tokio::net::UnixStream::from_std(ours)
-            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
-        let channel = Channel::new(socket);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec)?;
         self.table

@@ -75,9 +75,7 @@ impl Worker {
     /// inside a tokio runtime.
     pub async fn accept(channel_fd: RawFd) -> Result<Worker> {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
-        let socket = std::os::unix::net::UnixStream::from(fd);
-        socket.set_nonblocking(true)?;
-        let channel = Channel::new(tokio::net::UnixStream::from_std(socket)?);
+        let channel = Channel::new(std::os::unix::net::UnixStream::from(fd))?;
         let first = (channel.receive().await)
             .map_err(|e| anyhow::anyhow!("no worker specification from the parent: {e:?}"))?;
         let spec: WorkerSpec =
