@@ -46,6 +46,14 @@ async fn a_hundred_thousand_pipelined_messages_each_way_arrive_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn messages_sent_in_a_burst_arrive_while_the_guest_only_waits_for_the_exit() {
+    // The guest never receives or polls the channel after its sends, so
+    // only the host's background flusher can deliver what they buffered.
+    let out = fork_probe(grants_fork(), &["burst", "1000"]).await;
+    assert_eq!(value(&out, "status"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_worker_trap_is_reported_after_its_messages_are_delivered() {
     let out = fork_probe(grants_fork(), &["end", "trap"]).await;
     assert_eq!(value(&out, "messages"), "one two three");

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! echo             send back every message until the channel closes
+//! take N           receive N numbered messages, checking order, then exit
 //! count N          send N numbered messages while receiving N, checking order
 //! then MODE        send `one`, `two`, `three`, then MODE: trap | exit3 | sleep
 //! exec PROGRAM ARGS...  run PROGRAM through exec-file; send back its stdout or error
@@ -26,6 +27,12 @@ fn main() {
         "echo" => {
             while let Ok(message) = parent::receive() {
                 parent::send(&message).expect("send");
+            }
+        }
+        "take" => {
+            let n: u32 = arg(1).parse().unwrap();
+            for i in 0..n {
+                assert_eq!(parent::receive().expect("receive"), i.to_le_bytes(), "message out of order");
             }
         }
         "count" => {

@@ -5,6 +5,8 @@
 //! fork-probe ping N SIZE            N round trips of SIZE-byte messages, checked
 //! fork-probe big                    a 1 MiB and a maximum-size (16 MiB) round trip; one over the maximum
 //! fork-probe pipelined N            N messages each way at once, order checked on both sides
+//! fork-probe burst N               send N messages, then only wait for the worker (which exits
+//!                                   after taking N): nothing but the host may deliver them
 //! fork-probe end MODE               worker sends three messages then MODE (trap|exit3|kill)
 //! fork-probe ask KIND VALUE         fork asking for a capability: program|dir|dir-rw|env|shell|component
 //! fork-probe worker PROGRAMS DIRS MODE ARGS...
@@ -84,6 +86,23 @@ fn main() {
             }
             println!("received-in-order: {next_in}");
             println!("status: {:?}", worker.wait().map(|s| s.to_string()).map_err(|e| show(&e)));
+        }
+        "burst" => {
+            let n: u32 = arg(1).parse().unwrap();
+            let worker = must(&["take", &n.to_string()]);
+            for i in 0..n {
+                worker.send(&i.to_le_bytes()).unwrap();
+            }
+            // No receive, no poll on the channel: wait for the exit, up to 10 s.
+            let mut status = None;
+            for _ in 0..1000 {
+                status = worker.try_wait().unwrap();
+                if status.is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            println!("status: {}", status.map_or("still running".to_owned(), |s| s.to_string()));
         }
         "end" => {
             let mode = arg(1);
