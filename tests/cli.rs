@@ -329,6 +329,29 @@ fn prebuilt_seed_fork_runs_from_the_readme_command() {
 }
 
 #[test]
+fn worker_channels_work_without_spinning_and_with_a_long_spin() {
+    for spin in ["0", "2ms"] {
+        let out = wasmproc(&[
+            "run",
+            "--channel-spin",
+            spin,
+            "--allow-fork",
+            guest("echo-worker").to_str().unwrap(),
+            guest("fork-probe").to_str().unwrap(),
+            "ping",
+            "500",
+            "100",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "round-trips: 500\n",
+            "--channel-spin {spin}"
+        );
+    }
+}
+
+#[test]
 fn a_killed_host_takes_its_workers_and_their_children_with_it() {
     use std::io::{BufRead, BufReader};
     let host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))

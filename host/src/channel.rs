@@ -50,7 +50,7 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 pub const QUEUE_BYTES: usize = 1 << 20;
 
 /// How long a `receive` that finds nothing keeps checking the socket before
-/// it sleeps: 50 µs (see the module docs).
+/// it sleeps, unless set otherwise: 50 µs (see the module docs).
 pub const SPIN: Duration = Duration::from_micros(50);
 
 /// Frames held before `send` writes them out itself rather than leaving
@@ -140,6 +140,7 @@ pub fn encode(message: &[u8], out: &mut Vec<u8>) {
 pub struct Channel {
     shared: Arc<Shared>,
     flusher: JoinHandle<()>,
+    spin: Duration,
 }
 
 impl std::fmt::Debug for Channel {
@@ -202,7 +203,17 @@ impl Channel {
             flush: Notify::new(),
         });
         let flusher = tokio::spawn(flush_in_background(shared.clone()));
-        Ok(Channel { shared, flusher })
+        Ok(Channel {
+            shared,
+            flusher,
+            spin: SPIN,
+        })
+    }
+
+    /// Sets how long `receive` checks the socket before it sleeps (default
+    /// [`SPIN`]; `Duration::ZERO` never spins).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 
     /// Sends `message`, waiting while [`QUEUE_BYTES`] are already waiting
@@ -245,7 +256,7 @@ impl Channel {
         }
         // About to wait: what we sent must go out first.
         let _ = shared.flush_now();
-        let spin_until = Instant::now() + SPIN;
+        let spin_until = Instant::now() + self.spin;
         while Instant::now() < spin_until {
             std::thread::yield_now();
             if let Some(message) = shared.next()? {

@@ -123,6 +123,8 @@ pub struct ProcessCtx {
     pub(crate) reporter: Option<DenialReporter>,
     pub(crate) forks: Vec<ProgramGrant>,
     pub(crate) worker_executable: Option<PathBuf>,
+    /// How long a channel's `receive` spins before sleeping.
+    pub(crate) channel_spin: Duration,
     pub(crate) parent: Option<Channel>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
@@ -206,6 +208,7 @@ impl ProcessCtx {
 /// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
 /// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
+/// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -234,6 +237,7 @@ impl ProcessCtxBuilder {
                 forks: Vec::new(),
                 worker_executable: None,
                 parent: None,
+                channel_spin: crate::channel::SPIN,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -393,9 +397,24 @@ impl ProcessCtxBuilder {
         Ok(self)
     }
 
+    /// How long a `receive` on a worker channel (both ends: this context's
+    /// workers and, passed on, the workers themselves) keeps checking the
+    /// socket before its thread sleeps. Spinning trades a little CPU for
+    /// latency: waking a sleeping thread costs tens of microseconds on an
+    /// idle machine, more than a whole round trip. `Duration::ZERO` never
+    /// spins. Default: 50 µs.
+    pub fn channel_spin(&mut self, spin: Duration) -> &mut Self {
+        self.ctx.channel_spin = spin;
+        if let Some(channel) = &mut self.ctx.parent {
+            channel.set_spin(spin);
+        }
+        self
+    }
+
     /// Makes this the context of a forked worker whose `parent` interface
     /// talks over `channel`. Used by the worker mode of `wasmproc`.
-    pub fn parent_channel(&mut self, channel: Channel) -> &mut Self {
+    pub fn parent_channel(&mut self, mut channel: Channel) -> &mut Self {
+        channel.set_spin(self.ctx.channel_spin);
         self.ctx.parent = Some(channel);
         self
     }

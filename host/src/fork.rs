@@ -105,6 +105,7 @@ impl ProcessCtx {
                 .cloned()
                 .collect(),
             limits: self.limits.clone(),
+            channel_spin_us: self.channel_spin.as_micros() as u64,
         };
         Ok((spec, opened))
     }
@@ -196,8 +197,9 @@ impl Host for ProcessCtxView<'_> {
         )?;
         // The worker has its copies now.
         drop((theirs, dirs));
-        let channel = Channel::new(ours)
+        let mut channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+        channel.set_spin(ctx.channel_spin);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec)?;
         self.table

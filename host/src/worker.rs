@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::time::Duration;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Host environment variables a worker process gets from its parent host
@@ -42,6 +43,14 @@ pub struct WorkerSpec {
     pub injection_env: Vec<String>,
     /// Its limits (the parent's).
     pub limits: Limits,
+    /// How long its channel's `receive` spins, in microseconds (the
+    /// parent's setting).
+    #[serde(default = "default_spin_us")]
+    pub channel_spin_us: u64,
+}
+
+fn default_spin_us() -> u64 {
+    crate::channel::SPIN.as_micros() as u64
 }
 
 /// A directory a worker holds.
@@ -129,7 +138,10 @@ impl Worker {
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
         }
-        process.limits(spec.limits.clone()).parent_channel(channel);
+        process
+            .limits(spec.limits.clone())
+            .channel_spin(Duration::from_micros(spec.channel_spin_us))
+            .parent_channel(channel);
         Ok(Worker {
             spec,
             wasi,
