@@ -130,6 +130,12 @@ struct RunArgs {
     #[arg(long, conflicts_with = "require_confinement")]
     no_confinement: bool,
 
+    /// Do not start children in a cgroup of their own (by default one is
+    /// made when this process may, and killed when the guest ends, taking
+    /// every descendant with it, even one that left its process group).
+    #[arg(long)]
+    no_cgroup: bool,
+
     /// Set a resource limit in every child: cpu (seconds), as (bytes of
     /// address space), nofile, nproc, fsize (bytes).
     #[arg(long = "rlimit", value_name = "NAME=VALUE")]
@@ -341,6 +347,7 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
             ..Limits::default()
         })
         .confine(!args.no_confinement)
+        .cgroup(!args.no_cgroup)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn wasmproc(args: &[&str]) -> Output {
@@ -374,11 +375,24 @@ fn a_killed_host_takes_its_workers_and_their_children_with_it() {
             .to_owned()
     };
     let (worker, grandchild) = (pid(), pid());
+    // The worker runs in the cgroup the host made for its guest's children.
+    let cgroup = cgroup_dir(&worker);
+    let name = format!("wasmproc-{}-", host.id());
+    assert!(
+        cgroup
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&name),
+        "{}",
+        cgroup.display()
+    );
     host.kill().unwrap(); // SIGKILL: no cleanup code runs in the host
     host.wait().unwrap();
-    for pid in [worker, grandchild] {
+    for pid in [&worker, &grandchild] {
         let alive = Command::new(testprog())
-            .args(["alive", &pid])
+            .args(["alive", pid])
             .output()
             .unwrap();
         assert_eq!(
@@ -387,6 +401,31 @@ fn a_killed_host_takes_its_workers_and_their_children_with_it() {
             "process {pid} outlived the killed host"
         );
     }
+    // Nothing removed the dead host's cgroup; the next host does.
+    let next = wasmproc(&[
+        "run",
+        "--allow-run",
+        testprog().to_str().unwrap(),
+        guest("exec-probe").to_str().unwrap(),
+        "file",
+        "testprog",
+        "echo",
+    ]);
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
+}
+
+/// The directory of process `pid`'s cgroup v2.
+fn cgroup_dir(pid: &str) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let own = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4))
+        .expect("a cgroup v2 hierarchy");
+    Path::new(mount).join(own.trim_start_matches('/'))
 }
 
 #[test]

@@ -153,6 +153,28 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_guests_cgroup_and_its_workers_cgroups_are_gone_when_the_guest_ends() {
+    // The worker spawns a long sleep in its own cgroup (nested in the
+    // guest's), then the guest ends while both still run.
+    let run = run_component(
+        &guest("fork-probe"),
+        grants_fork(),
+        &["worker", TP, "-", "spawn", TP, "sleep", "60"],
+    )
+    .await;
+    let pid: i32 = value(&run.stdout, "reply")
+        .parse()
+        .expect("the grandchild's pid");
+    let cgroup = run.cgroup.expect("this machine lets the host make cgroups");
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
+    // Removed only once empty: nothing of the guest is left.
+    assert!(
+        process_gone(pid),
+        "the worker's child {pid} outlived the guest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_worker_runs_only_the_programs_passed_on_to_it() {
     let passed = fork_probe(
         grants_fork(),

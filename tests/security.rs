@@ -297,11 +297,13 @@ async fn every_attack_is_refused() {
         },
     ));
 
-    // A child that leaves its process group: it survives the group kill but
-    // stays confined.
+    // A child that leaves its process group: without the cgroup it survives
+    // the group kill, but stays confined...
     let report = work.join("daemon-report");
+    let mut no_cgroup = site.grants();
+    no_cgroup.cgroup(false);
     let out = probe_one(
-        site.grants(),
+        no_cgroup,
         &["file", TP, "daemon", report.to_str().unwrap(), &secret],
     )
     .await;
@@ -309,10 +311,26 @@ async fn every_attack_is_refused() {
     std::thread::sleep(Duration::from_millis(1500));
     let said = std::fs::read_to_string(&report).unwrap_or_default();
     table.push((
-        "child double-forks and daemonizes, then reads outside",
+        "child double-forks and daemonizes (no cgroup), then reads outside",
         Verdict {
             refused: said == "error: permission denied",
             how: format!("still confined: {said}"),
+        },
+    ));
+    // ... and with the guest's cgroup (the default) it dies with the guest.
+    let report = work.join("daemon-report-2");
+    let out = probe_one(
+        site.grants(),
+        &["file", TP, "daemon", report.to_str().unwrap(), &secret],
+    )
+    .await;
+    assert_eq!(out.field("status"), "exited(0)");
+    std::thread::sleep(Duration::from_millis(1500));
+    table.push((
+        "daemonized grandchild outlives the guest",
+        Verdict {
+            refused: !report.exists(),
+            how: "killed with the guest's cgroup before its report was due".into(),
         },
     ));
 

@@ -2,6 +2,7 @@
 
 use crate::audit::AuditLog;
 use crate::bindings::types::Confinement;
+use crate::cgroup::Cgroup;
 use crate::channel::Channel;
 use crate::confine::Confiner;
 use crate::policy::{Denial, DirGrant, ProgramGrant};
@@ -133,6 +134,10 @@ pub struct ProcessCtx {
     pub(crate) network: bool,
     pub(crate) require_confinement: bool,
     pub(crate) confiner: Confiner,
+    /// Whether to put children in a cgroup of their own.
+    pub(crate) use_cgroup: bool,
+    /// The cgroup children start in; `None`: none could be made.
+    pub(crate) cgroup: Option<Cgroup>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) injection_env: BTreeSet<String>,
     pub(crate) total_spawns: u64,
@@ -158,6 +163,12 @@ impl ProcessCtx {
     /// A builder that starts from nothing granted.
     pub fn builder() -> ProcessCtxBuilder {
         ProcessCtxBuilder::new()
+    }
+
+    /// The cgroup this context's children start in, if it has one (see
+    /// [`ProcessCtxBuilder::cgroup`]).
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(Cgroup::path)
     }
 
     /// How children of this context are confined.
@@ -208,6 +219,7 @@ impl ProcessCtx {
 /// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
 /// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
+/// | a cgroup of its own for the children, killed when the context is dropped | on, where the host can make one | [`cgroup`](Self::cgroup) |
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
@@ -245,6 +257,8 @@ impl ProcessCtxBuilder {
                 network: false,
                 require_confinement: false,
                 confiner: Confiner::none(),
+                use_cgroup: true,
+                cgroup: None,
                 audit: None,
                 injection_env: BTreeSet::new(),
                 total_spawns: 0,
@@ -436,6 +450,18 @@ impl ProcessCtxBuilder {
         self
     }
 
+    /// Whether children start in a cgroup v2 made for this context, which
+    /// is killed as a whole when the context is dropped: then no process a
+    /// child started outlives the guest, not even one that left its
+    /// process group. Needs write access to the host's own cgroup (root, or
+    /// a delegated subtree) and Linux ≥ 5.14; without it the context goes
+    /// on without a cgroup (logged; see [`ProcessCtx::cgroup`]). Default:
+    /// on.
+    pub fn cgroup(&mut self, on: bool) -> &mut Self {
+        self.ctx.use_cgroup = on;
+        self
+    }
+
     /// Whether children are confined with Landlock (see the `confine`
     /// module docs for what they may reach). Default: yes.
     pub fn confine(&mut self, confine: bool) -> &mut Self {
@@ -464,6 +490,13 @@ impl ProcessCtxBuilder {
     /// [`require_confinement`](Self::require_confinement)).
     pub fn build(&mut self) -> ProcessCtx {
         let mut ctx = std::mem::take(self).ctx;
+        if ctx.use_cgroup {
+            ctx.cgroup = Cgroup::create()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "children will run without a cgroup of their own");
+                })
+                .ok();
+        }
         if ctx.confine {
             let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
             ctx.confiner = Confiner::new(&ctx.dirs, &programs, ctx.network).unwrap_or_else(|e| {

@@ -75,6 +75,7 @@
 mod audit;
 pub mod bindings;
 mod cache;
+mod cgroup;
 pub mod channel;
 pub mod confine;
 mod ctx;

@@ -226,7 +226,14 @@ impl ProcessCtx {
                 self.confiner.level
             )));
         }
-        let (child, pgid) = start(prepared, stdio, landlock, &self.limits.rlimits.to_list())?;
+        let cgroup = self.cgroup.as_ref().map(|c| c.fd());
+        let (child, pgid) = start(
+            prepared,
+            stdio,
+            landlock,
+            cgroup,
+            &self.limits.rlimits.to_list(),
+        )?;
         self.live_children.fetch_add(1, Ordering::AcqRel);
         self.total_spawns += 1;
         let confinement = if landlock.is_some() {
@@ -249,6 +256,7 @@ impl ProcessCtx {
                         Confinement::None => "none",
                     },
                     "rlimits": self.limits.rlimits,
+                    "cgroup": self.cgroup.as_ref().map(|c| c.path()),
                 }),
             );
         }
@@ -281,6 +289,7 @@ fn start(
     prepared: &Prepared,
     stdio: [ChildIo; 3],
     landlock: Option<BorrowedFd<'_>>,
+    cgroup: Option<BorrowedFd<'_>>,
     rlimits: &[(rustix::process::Resource, u64)],
 ) -> Result<(OsChild, Pid), ErrorCode> {
     let pipes = |e: io::Error| ErrorCode::from_io("creating the child's pipes", &e);
@@ -333,6 +342,7 @@ fn start(
         inherit: &prepared.inherit_fds,
         landlock,
         rlimits,
+        cgroup,
     };
     let (pid, pidfd) = crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);

@@ -30,6 +30,8 @@ pub(crate) struct SpawnSpec<'a> {
     pub landlock: Option<BorrowedFd<'a>>,
     /// Resource limits (soft and hard) to set.
     pub rlimits: &'a [(Resource, u64)],
+    /// The cgroup v2 directory to start the child in (see `cgroup`).
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// The stack the child runs on until `exec`: it only makes system calls.
@@ -74,6 +76,10 @@ struct ChildArgs {
 /// - sets no_new_privs, then restricts itself with the Landlock ruleset
 ///   `landlock` (see `confine`).
 ///
+/// With `cgroup`, the child is started in that cgroup by `clone3` with
+/// CLONE_INTO_CGROUP (moving it there afterwards would cost a slow cgroup
+/// migration per spawn).
+///
 /// A step that fails fails the spawn with that step's error; the child is
 /// then reaped before this returns.
 pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
@@ -105,8 +111,8 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
     // SAFETY: blocking every signal of this thread (and restoring the old
     // mask after `clone`) keeps the host's signal handlers from running in
     // the child, which shares the host's memory, before it reset them.
-    // `clone` runs `child_main` on `stack`, which lives until the end of
-    // this function; with CLONE_VFORK this thread only resumes once the
+    // `clone` (or `clone3_vfork`) runs `child_main` on `stack`, which lives
+    // until the end of this function; with CLONE_VFORK this thread only resumes once the
     // child called `exec` or exited, so everything `args` points to (the
     // spec, `argv`, `envp`) stays alive and unchanged while the child reads
     // it, and the child writes only `args.error`. CLONE_PIDFD stores the
@@ -116,14 +122,36 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child_main,
-            top as *mut c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            (&raw mut args).cast::<c_void>(),
-            &raw mut pidfd,
-        );
-        let clone_error = io::Error::last_os_error();
+        let arg = (&raw mut args).cast::<c_void>();
+        let (pid, clone_error) = match spec.cgroup {
+            None => {
+                let pid = libc::clone(
+                    child_main,
+                    top as *mut c_void,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                    arg,
+                    &raw mut pidfd,
+                );
+                (pid, io::Error::last_os_error())
+            }
+            Some(cgroup) => {
+                let clone_args = CloneArgs {
+                    flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+                        | CLONE_INTO_CGROUP,
+                    pidfd: (&raw mut pidfd) as u64,
+                    exit_signal: libc::SIGCHLD as u64,
+                    stack: stack.as_mut_ptr() as u64,
+                    stack_size: (top - stack.as_mut_ptr() as usize) as u64,
+                    cgroup: cgroup.as_raw_fd() as u64,
+                    ..CloneArgs::default()
+                };
+                let ret = clone3_vfork(&clone_args, child_main, arg);
+                match ret {
+                    ..0 => (-1, io::Error::from_raw_os_error(-ret as i32)),
+                    _ => (ret as c_int, io::Error::from_raw_os_error(0)),
+                }
+            }
+        };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
             return Err(clone_error);
@@ -145,6 +173,82 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
     }
     let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("clone returned pid 0"))?;
     Ok((pid, pidfd))
+}
+
+/// `struct clone_args` of `clone3(2)`, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(args)`, the child calling `child(arg)` on the stack `args`
+/// names and then exiting; returns the child's pid or `-errno`.
+///
+/// # Safety
+/// As `libc::clone` with CLONE_VM | CLONE_VFORK: `args` must describe a
+/// valid stack with a 16-byte aligned top, and `child` must never return
+/// into this function's caller (it runs on that stack, sharing memory).
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_vfork(
+    args: &CloneArgs,
+    child: extern "C" fn(*mut c_void) -> c_int,
+    arg: *mut c_void,
+) -> i64 {
+    let ret: i64;
+    // SAFETY: see the function's contract. The kernel starts the child
+    // after the `syscall` instruction with rax = 0 and rsp = the top of its
+    // stack (16-byte aligned, so `call` leaves the callee the ABI's
+    // alignment); r12 and r13 are kept. The child calls `child(arg)` and
+    // exits with its result without returning into Rust code. The parent
+    // only sees rax (the pid or -errno), rcx and r11 clobbered by `syscall`.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, 60", // SYS_exit
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Starting a child in a cgroup needs `clone3`, implemented for x86_64
+/// only; elsewhere `cgroup` never hands out a cgroup.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_vfork(
+    _args: &CloneArgs,
+    _child: extern "C" fn(*mut c_void) -> c_int,
+    _arg: *mut c_void,
+) -> i64 {
+    -(libc::ENOSYS as i64)
 }
 
 /// The child, until `exec`. It runs on its own stack in the host's memory,

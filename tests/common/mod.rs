@@ -90,6 +90,8 @@ pub struct GuestRun {
     pub denials: Vec<Denial>,
     /// The trap, if the guest trapped.
     pub trap: Option<String>,
+    /// The cgroup the guest's children started in, if it had one.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Runs the component at `path` with `args` and the capabilities of
@@ -132,8 +134,10 @@ async fn run_component_with(
         .args(args)
         .stdout(stdout.clone())
         .stderr(stderr.clone());
+    let process = process.build();
+    let cgroup = process.cgroup().map(Path::to_path_buf);
     let (exit, trap) = runner()
-        .run(&component(path), wasi.build(), process.build())
+        .run(&component(path), wasi.build(), process)
         .await
         .unwrap();
     let denials = denials.lock().unwrap().clone();
@@ -143,6 +147,7 @@ async fn run_component_with(
         stderr: String::from_utf8(stderr.contents().to_vec()).unwrap(),
         denials,
         trap: trap.map(|t| format!("{t:?}")),
+        cgroup,
     }
 }
 
