@@ -410,7 +410,7 @@ fn grant_hint(denial: &Denial) -> String {
         } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
         Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
-        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) => {
+        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
             "a worker only gets what its parent holds".to_owned()
         }
         _ => "not grantable by a flag".to_owned(),

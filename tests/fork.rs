@@ -98,7 +98,7 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
         .dir(granted.path(), "/ro", DirAccess::ReadOnly)
         .unwrap();
     grants.allow_env("LANG").unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["ask", "program", "sh"],
             "error: access-denied: program `sh` is not allowed",
@@ -123,6 +123,10 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
             &["ask", "dir-rw", "/ro"],
             "error: access-denied: directory `/ro` is read-only for this guest and can only be passed on read-only",
         ),
+        (
+            &["ask", "max-live-children", "65"],
+            "error: access-denied: worker limit max-live-children of 65 is above this guest's own (64)",
+        ),
     ];
     for (args, expected) in cases {
         let mut grants = grants_fork();
@@ -140,6 +144,8 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
         &["ask", "program", TP][..],
         &["ask", "dir", "/ro"],
         &["ask", "env", "LANG"],
+        &["ask", "max-live-children", "2"],
+        &["ask", "max-timeout-ms", "100"],
     ] {
         let mut grants = grants_fork();
         grants
@@ -150,6 +156,40 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
         assert_eq!(fork_probe(grants, args).await, "forked\n", "{args:?}");
     }
     drop(grants);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_gets_the_lower_limits_its_parent_asked_for() {
+    let out = fork_probe(
+        grants_fork(),
+        &[
+            "limited",
+            "max-live-children",
+            "2",
+            "spawn-n",
+            "5",
+            TP,
+            "sleep",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(value(&out, "reply"), "started 2, then limit-exceeded");
+    // Every exec of the worker gets the lowered maximum as its timeout.
+    let out = fork_probe(
+        grants_fork(),
+        &[
+            "limited",
+            "max-timeout-ms",
+            "200",
+            "exec-status",
+            TP,
+            "sleep",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(value(&out, "reply"), "signaled(9) timed-out=true");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -165,6 +165,13 @@ async fn run(
         }
         if overflowed {
             kill(group, bounds.kill_signal, &mut grace_deadline, bounds.grace);
+            // Only now close the pipe, so the child dies of the kill signal,
+            // not of SIGPIPE on its next write.
+            for capture in [&mut stdout, &mut stderr] {
+                if capture.truncated {
+                    capture.abandon();
+                }
+            }
         }
     }
     let duration = started.elapsed();
@@ -221,7 +228,7 @@ impl Capture {
     }
 
     fn done(&self) -> bool {
-        self.pipe.is_none()
+        self.pipe.is_none() || self.truncated
     }
 
     /// Stops reading: the read end is closed.
@@ -230,7 +237,8 @@ impl Capture {
     }
 
     /// Reads one chunk; returns whether the stream just went over its bound
-    /// (then it is truncated to the bound and abandoned). Cancel safe.
+    /// (then it is truncated to the bound, and done: the caller kills the
+    /// child, then abandons the pipe). Cancel safe.
     async fn read(&mut self) -> bool {
         let Some(pipe) = self.pipe.as_mut() else {
             return false;
@@ -245,7 +253,6 @@ impl Capture {
                 self.data.extend_from_slice(&self.buf[..n.min(room)]);
                 if n > room {
                     self.truncated = true;
-                    self.pipe = None;
                 }
                 self.truncated
             }

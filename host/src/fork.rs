@@ -3,12 +3,12 @@
 //!
 //! `fork` checks that every capability asked for the worker is one the
 //! guest holds (programs, shell, directories with read-only kept read-only,
-//! environment names; limits are the guest's own), starts the worker
+//! environment names; limits at most the guest's own), starts the worker
 //! executable in worker mode as a child (own process group, no orphans, as
 //! for `spawn`) and sends it a [`WorkerSpec`] over a socketpair. Workers get
 //! no `fork` grants of their own.
 
-use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker};
+use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, WorkerLimits};
 use crate::bindings::parent;
 use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::channel::{Channel, Readiness};
@@ -16,11 +16,12 @@ use crate::ctx::DirAccess;
 use crate::policy::{Denial, Prepared};
 use crate::spawn::Child;
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
-use crate::{ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
+use crate::{Limits, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
+use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
 
@@ -104,10 +105,56 @@ impl ProcessCtx {
                 .filter(|n| self.injection_env.contains(*n))
                 .cloned()
                 .collect(),
-            limits: self.limits.clone(),
+            limits: self.narrow_limits(&options.limits)?,
             channel_spin_us: self.channel_spin.as_micros() as u64,
         };
         Ok((spec, opened))
+    }
+
+    /// This guest's limits, lowered as `asked`, if nothing asked for is
+    /// above this guest's own.
+    fn narrow_limits(&self, asked: &WorkerLimits) -> Result<Limits, ErrorCode> {
+        let mut limits = self.limits.clone();
+        // `mine`: this guest's value (`None`: no limit).
+        let lower = |name: &'static str, mine: Option<u64>, asked: Option<u64>| match (mine, asked)
+        {
+            (_, None) => Ok(mine),
+            (Some(mine), Some(asked)) if asked > mine => Err(self.deny(Denial::ForkLimit {
+                limit: name,
+                message: format!(
+                    "worker limit {name} of {asked} is above this guest's own ({mine})"
+                ),
+            })),
+            (_, Some(asked)) => Ok(Some(asked)),
+        };
+        let live = lower(
+            "max-live-children",
+            Some(limits.max_live_children as u64),
+            asked.max_live_children.map(u64::from),
+        )?;
+        limits.max_live_children = live.map_or(limits.max_live_children, |n| n as usize);
+        limits.max_total_spawns = lower(
+            "max-total-spawns",
+            limits.max_total_spawns,
+            asked.max_total_spawns,
+        )?;
+        limits.max_buffer = (lower("max-buffer", Some(limits.max_buffer), asked.max_buffer)?)
+            .unwrap_or(limits.max_buffer);
+        limits.default_max_buffer = limits.default_max_buffer.min(limits.max_buffer);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let timeout = lower(
+            "max-timeout-ms",
+            limits.max_timeout.map(ms),
+            asked.max_timeout_ms,
+        )?;
+        limits.max_timeout = timeout.map(Duration::from_millis);
+        if let Some(max) = limits.max_timeout {
+            limits.default_timeout = Some(limits.default_timeout.map_or(max, |d| d.min(max)));
+        }
+        let rlimits = &mut limits.rlimits;
+        rlimits.cpu_seconds = lower("cpu-seconds", rlimits.cpu_seconds, asked.cpu_seconds)?;
+        rlimits.address_space = lower("address-space", rlimits.address_space, asked.address_space)?;
+        Ok(limits)
     }
 
     /// Opens directory `path` to pass on, if this guest holds it (and holds

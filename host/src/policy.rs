@@ -101,6 +101,14 @@ pub enum Denial {
     ForkDir(String),
     /// A read-only directory passed on to a worker as writable.
     ReadOnlyDir(String),
+    /// A worker limit above the forking guest's own: which one, and the
+    /// message given to the guest.
+    ForkLimit {
+        /// The limit's name, as in `worker-limits`.
+        limit: &'static str,
+        /// What was asked for and what the guest holds.
+        message: String,
+    },
     /// A limit: which one, and the message given to the guest.
     Limit {
         /// The limit's name, as in [`Limits`](crate::Limits).
@@ -143,7 +151,9 @@ impl fmt::Display for Denial {
                     "directory `{d}` is read-only for this guest and can only be passed on read-only"
                 )
             }
-            Denial::Limit { message, .. } => f.write_str(message),
+            Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {
+                f.write_str(message)
+            }
         }
     }
 }

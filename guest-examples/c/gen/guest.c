@@ -142,7 +142,7 @@ __attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__
 extern void __wasm_import_wasmproc_process_fork_method_worker_take_stderr(int32_t, uint8_t *);
 
 __attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("fork")))
-extern void __wasm_import_wasmproc_process_fork_fork(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t, int32_t, uint8_t *);
+extern void __wasm_import_wasmproc_process_fork_fork(uint8_t *, uint8_t *);
 
 // Canonical ABI intrinsics
 
@@ -482,6 +482,20 @@ void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr
   guest_string_free(&ptr->path);
 }
 
+void guest_option_u32_free(guest_option_u32_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
+void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr) {
+  guest_option_u32_free(&ptr->max_live_children);
+  guest_option_u64_free(&ptr->max_total_spawns);
+  guest_option_u64_free(&ptr->max_buffer);
+  guest_option_u64_free(&ptr->max_timeout_ms);
+  guest_option_u64_free(&ptr->cpu_seconds);
+  guest_option_u64_free(&ptr->address_space);
+}
+
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -498,6 +512,7 @@ void wasmproc_process_fork_fork_options_free(wasmproc_process_fork_fork_options_
   wasmproc_process_fork_list_dir_grant_free(&ptr->dirs);
   guest_list_string_free(&ptr->allow_env);
   guest_list_tuple2_string_string_free(&ptr->env);
+  wasmproc_process_fork_worker_limits_free(&ptr->limits);
 }
 
 __attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[resource-drop]worker")))
@@ -2253,36 +2268,94 @@ bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borro
 }
 
 bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(96+12*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_fork((uint8_t *) (*component).ptr, (*component).len, (uint8_t *) (*args).ptr, (*args).len, (uint8_t *) ((*options).programs).ptr, ((*options).programs).len, (uint8_t *) ((*options).dirs).ptr, ((*options).dirs).len, (uint8_t *) ((*options).allow_env).ptr, ((*options).allow_env).len, (uint8_t *) ((*options).env).ptr, ((*options).env).len, (*options).shell, (int32_t) (*options).stdout_, (int32_t) (*options).stderr_, ptr);
+  *((size_t*)(ptr + sizeof(void*))) = (*component).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*component).ptr;
+  *((size_t*)(ptr + (3*sizeof(void*)))) = (*args).len;
+  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*args).ptr;
+  *((size_t*)(ptr + (5*sizeof(void*)))) = ((*options).programs).len;
+  *((uint8_t **)(ptr + (4*sizeof(void*)))) = (uint8_t *) ((*options).programs).ptr;
+  *((size_t*)(ptr + (7*sizeof(void*)))) = ((*options).dirs).len;
+  *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) ((*options).dirs).ptr;
+  *((size_t*)(ptr + (9*sizeof(void*)))) = ((*options).allow_env).len;
+  *((uint8_t **)(ptr + (8*sizeof(void*)))) = (uint8_t *) ((*options).allow_env).ptr;
+  *((size_t*)(ptr + (11*sizeof(void*)))) = ((*options).env).len;
+  *((uint8_t **)(ptr + (10*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
+  *((int8_t*)(ptr + (12*sizeof(void*)))) = (*options).shell;
+  *((int8_t*)(ptr + (1+12*sizeof(void*)))) = (int32_t) (*options).stdout_;
+  *((int8_t*)(ptr + (2+12*sizeof(void*)))) = (int32_t) (*options).stderr_;
+  if ((((*options).limits).max_live_children).is_some) {
+    const uint32_t *payload0 = &(((*options).limits).max_live_children).val;
+    *((int8_t*)(ptr + (8+12*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (12+12*sizeof(void*)))) = (int32_t) (*payload0);
+  } else {
+    *((int8_t*)(ptr + (8+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).max_total_spawns).is_some) {
+    const uint64_t *payload2 = &(((*options).limits).max_total_spawns).val;
+    *((int8_t*)(ptr + (16+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (24+12*sizeof(void*)))) = (int64_t) (*payload2);
+  } else {
+    *((int8_t*)(ptr + (16+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).max_buffer).is_some) {
+    const uint64_t *payload4 = &(((*options).limits).max_buffer).val;
+    *((int8_t*)(ptr + (32+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (40+12*sizeof(void*)))) = (int64_t) (*payload4);
+  } else {
+    *((int8_t*)(ptr + (32+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).max_timeout_ms).is_some) {
+    const uint64_t *payload6 = &(((*options).limits).max_timeout_ms).val;
+    *((int8_t*)(ptr + (48+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (56+12*sizeof(void*)))) = (int64_t) (*payload6);
+  } else {
+    *((int8_t*)(ptr + (48+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).cpu_seconds).is_some) {
+    const uint64_t *payload8 = &(((*options).limits).cpu_seconds).val;
+    *((int8_t*)(ptr + (64+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (72+12*sizeof(void*)))) = (int64_t) (*payload8);
+  } else {
+    *((int8_t*)(ptr + (64+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).address_space).is_some) {
+    const uint64_t *payload10 = &(((*options).limits).address_space).val;
+    *((int8_t*)(ptr + (80+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (88+12*sizeof(void*)))) = (int64_t) (*payload10);
+  } else {
+    *((int8_t*)(ptr + (80+12*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr11 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_fork(ptr, ptr11);
   wasmproc_process_fork_result_own_worker_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr11 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr11 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr11 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
@@ -2292,11 +2365,11 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
           break;
         }
       }

@@ -137,7 +137,7 @@ typedef struct wasmproc_process_exec_exec_options_t {
   // Working directory: a guest path inside one of the guest's granted
   // directories (absolute, or relative to the first granted directory).
   // `..` and symlinks may not leave the granted directory. `none`: the
-  // first granted directory.
+  // first granted directory (or `/` when no directory is granted).
   guest_option_string_t   cwd;
   // Environment of the child. Children start with an empty environment;
   // each name here must be allowed by the host.
@@ -383,12 +383,37 @@ typedef struct wasmproc_process_fork_dir_grant_t {
 } wasmproc_process_fork_dir_grant_t;
 
 typedef struct {
+  bool is_some;
+  uint32_t val;
+} guest_option_u32_t;
+
+// Limits a forking guest may lower for its worker (and the worker's
+// children). `none` keeps the forking guest's own value; a value above
+// it is refused with `access-denied`.
+typedef struct wasmproc_process_fork_worker_limits_t {
+  // Most children alive at once.
+  guest_option_u32_t   max_live_children;
+  // Most children started over the worker's life.
+  guest_option_u64_t   max_total_spawns;
+  // The largest `max-buffer` of `exec`, in bytes.
+  guest_option_u64_t   max_buffer;
+  // The longest `exec` timeout, in milliseconds; also the worker's
+  // default timeout, so every `exec` of the worker has one.
+  guest_option_u64_t   max_timeout_ms;
+  // CPU seconds of each child (`RLIMIT_CPU`).
+  guest_option_u64_t   cpu_seconds;
+  // Bytes of address space of each child (`RLIMIT_AS`).
+  guest_option_u64_t   address_space;
+} wasmproc_process_fork_worker_limits_t;
+
+typedef struct {
   wasmproc_process_fork_dir_grant_t *ptr;
   size_t len;
 } wasmproc_process_fork_list_dir_grant_t;
 
 // What a worker may do: each list names a subset of what the forking
-// guest holds; asking for more is refused with `access-denied`.
+// guest holds, and `limits` can only lower the forking guest's; asking
+// for more is refused with `access-denied`.
 typedef struct wasmproc_process_fork_fork_options_t {
   // Programs (as the parent names them) the worker may run.
   guest_list_string_t   programs;
@@ -405,6 +430,8 @@ typedef struct wasmproc_process_fork_fork_options_t {
   wasmproc_process_fork_stdio_t   stdout_;
   // Where the worker's stderr goes.
   wasmproc_process_fork_stdio_t   stderr_;
+  // The worker's limits.
+  wasmproc_process_fork_worker_limits_t   limits;
 } wasmproc_process_fork_fork_options_t;
 
 typedef struct wasmproc_process_fork_own_worker_t {
@@ -725,7 +752,8 @@ extern bool wasmproc_process_fork_method_worker_take_stdout(wasmproc_process_for
 // The read end of a `piped` stderr, once.
 extern bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_own_input_stream_t *ret);
 // Start `component` (a path the host granted for forking) as a worker
-// with `args` and the capabilities in `options`.
+// with `args` and the capabilities in `options`. The worker has the
+// forking guest's limits and cannot fork in turn.
 extern bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err);
 
 // Helper Functions
@@ -827,6 +855,10 @@ void wasmproc_process_fork_error_code_free(wasmproc_process_fork_error_code_t *p
 void wasmproc_process_fork_exit_status_free(wasmproc_process_fork_exit_status_t *ptr);
 
 void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr);
+
+void guest_option_u32_free(guest_option_u32_t *ptr);
+
+void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr);
 
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr);
 

@@ -7,6 +7,9 @@
 //! count N          send N numbered messages while receiving N, checking order
 //! then MODE        send `one`, `two`, `three`, then MODE: trap | exit3 | sleep
 //! exec PROGRAM ARGS...  run PROGRAM through exec-file; send back its stdout or error
+//! exec-status PROGRAM ARGS...  the same, sending back `STATUS timed-out=BOOL` or the error
+//! spawn-n N PROGRAM ARGS...    spawn PROGRAM N times, keeping each; send back how many
+//!                  started and the error that stopped the rest
 //! read PATH        read file PATH; send back its contents or the error
 //! cwd DIR PROGRAM  run PROGRAM in DIR; send back its stdout or error
 //! spawn PROGRAM... spawn PROGRAM (a grandchild); send back its pid; sleep
@@ -68,6 +71,32 @@ fn main() {
                 Err(e) => describe(&e),
             };
             parent::send(&reply).expect("send");
+        }
+        "exec-status" => {
+            let reply = match exec_file(&arg(1), &args[2..], &ExecOptions::default()) {
+                Ok(out) => format!("{} timed-out={}", out.status, out.timed_out).into_bytes(),
+                Err(e) => describe(&e),
+            };
+            parent::send(&reply).expect("send");
+        }
+        "spawn-n" => {
+            use wasmproc_guest::spawn::{SpawnOptions, spawn};
+            use wasmproc_guest::types::Stdio;
+            let n: usize = arg(1).parse().unwrap();
+            let options =
+                SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null };
+            let mut children = Vec::new();
+            let mut stopped = String::from("none");
+            for _ in 0..n {
+                match spawn(&arg(2), &args[3..], &options) {
+                    Ok(child) => children.push(child),
+                    Err(e) => {
+                        stopped = e.code().to_owned();
+                        break;
+                    }
+                }
+            }
+            parent::send(format!("started {}, then {stopped}", children.len()).as_bytes()).expect("send");
         }
         "read" => {
             let reply = match std::fs::read(arg(1)) {

@@ -13,6 +13,10 @@
 //!                                   fork echo-worker MODE ARGS passing on PROGRAMS and DIRS
 //!                                   (comma-separated, `-` for none; a `:ro` suffix passes a
 //!                                   directory read-only); print its reply
+//! fork-probe limited LIMIT VALUE MODE ARGS...
+//!                                   fork echo-worker MODE ARGS with worker limit LIMIT
+//!                                   (max-live-children|max-timeout-ms) lowered to VALUE, passing
+//!                                   on testprog; print its reply
 //! fork-probe hold                   fork a worker that spawns `testprog sleep 60`; print both pids; sleep
 //! ```
 
@@ -149,6 +153,14 @@ fn main() {
                     options.shell = true;
                     WORKER.to_owned()
                 }
+                "max-live-children" => {
+                    options.limits.max_live_children = Some(value.parse().unwrap());
+                    WORKER.to_owned()
+                }
+                "max-timeout-ms" => {
+                    options.limits.max_timeout_ms = Some(value.parse().unwrap());
+                    WORKER.to_owned()
+                }
                 _ => value,
             };
             match fork(&component, &["echo".to_owned()], &options) {
@@ -169,6 +181,19 @@ fn main() {
                     None => DirGrant { path: d, read_only: false },
                 })
                 .collect();
+            let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();
+            let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
+        }
+        "limited" => {
+            let mut options = ForkOptions::default();
+            options.programs.push("testprog".into());
+            let value: u64 = arg(2).parse().unwrap();
+            match arg(1).as_str() {
+                "max-live-children" => options.limits.max_live_children = Some(value as u32),
+                "max-timeout-ms" => options.limits.max_timeout_ms = Some(value),
+                other => panic!("fork-probe: unknown limit {other:?}"),
+            }
             let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();
             let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));

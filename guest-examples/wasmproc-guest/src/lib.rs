@@ -59,7 +59,7 @@ impl Default for exec::ExecOptions {
 impl Default for fork::ForkOptions {
     /// Nothing passed on to the worker (no programs, directories or env
     /// names, no shell, empty environment); its stdout and stderr are the
-    /// guest's own.
+    /// guest's own; its limits are the guest's.
     fn default() -> Self {
         fork::ForkOptions {
             programs: Vec::new(),
@@ -69,6 +69,21 @@ impl Default for fork::ForkOptions {
             shell: false,
             stdout: types::Stdio::Inherit,
             stderr: types::Stdio::Inherit,
+            limits: fork::WorkerLimits::default(),
+        }
+    }
+}
+
+impl Default for fork::WorkerLimits {
+    /// Every limit the forking guest's own.
+    fn default() -> Self {
+        fork::WorkerLimits {
+            max_live_children: None,
+            max_total_spawns: None,
+            max_buffer: None,
+            max_timeout_ms: None,
+            cpu_seconds: None,
+            address_space: None,
         }
     }
 }
