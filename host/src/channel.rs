@@ -8,13 +8,13 @@
 //! The socket is read and written in the guest's own calls, so a round trip
 //! costs two socket hops and no task hand-offs:
 //! - `send` appends the frame to an output buffer. The buffer is written
-//!   out when it reaches [`FLUSH_AT`], when this end is about to wait for a
+//!   out when it reaches 64 KiB, when this end is about to wait for a
 //!   message (`receive`, `try-receive` finding nothing, the pollable), and
 //!   otherwise by a flusher task woken when the buffer stops being empty.
 //!   Back-to-back sends thus share one `write`, and a request followed by a
 //!   wait for its reply goes out at once. At most [`QUEUE_BYTES`] wait in
 //!   the buffer; then `send` waits for the socket (backpressure).
-//! - `receive` reads the socket directly (up to [`READ_CHUNK`] at a time)
+//! - `receive` reads the socket directly (up to 64 KiB at a time)
 //!   and decodes frames; it reads only when it has no whole message, so
 //!   the host holds at most one message plus one chunk, and the kernel's
 //!   socket buffer is the queue: a guest that does not receive makes its

@@ -77,7 +77,7 @@ impl Child {
 }
 
 impl Drop for Child {
-    /// Kills the group now; [`OsChild`] then reaps the leader in the
+    /// Kills the group now; the `OsChild` then reaps the leader in the
     /// background, so no zombie is left.
     fn drop(&mut self) {
         if self.status.is_none() {
