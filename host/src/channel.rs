@@ -85,7 +85,7 @@ impl FrameDecoder {
     /// Adds bytes read from the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+            shrink(&mut self.buf);
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
@@ -126,6 +126,14 @@ impl FrameDecoder {
     /// Whether a message was cut off (bytes left that are not a whole one).
     pub fn has_partial(&self) -> bool {
         self.start < self.buf.len()
+    }
+}
+
+/// Empties `buf`, giving back the memory a large message left it with.
+fn shrink(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > QUEUE_BYTES {
+        *buf = Vec::new();
     }
 }
 
@@ -386,7 +394,7 @@ impl Shared {
                 }
             }
         }
-        outbox.bytes.clear();
+        shrink(&mut outbox.bytes);
         outbox.written = 0;
         Ok(true)
     }

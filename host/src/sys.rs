@@ -112,11 +112,11 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
     // mask after `clone`) keeps the host's signal handlers from running in
     // the child, which shares the host's memory, before it reset them.
     // `clone` (or `clone3_vfork`) runs `child_main` on `stack`, which lives
-    // until the end of this function; with CLONE_VFORK this thread only resumes once the
-    // child called `exec` or exited, so everything `args` points to (the
-    // spec, `argv`, `envp`) stays alive and unchanged while the child reads
-    // it, and the child writes only `args.error`. CLONE_PIDFD stores the
-    // pidfd into `pidfd`.
+    // until the end of this function; with CLONE_VFORK this thread only
+    // resumes once the child called `exec` or exited, so everything `args`
+    // points to (the spec, `argv`, `envp`) stays alive and unchanged while
+    // the child reads it, and the child writes only `args.error`.
+    // CLONE_PIDFD stores the pidfd into `pidfd`.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
