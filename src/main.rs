@@ -130,6 +130,12 @@ struct RunArgs {
     #[arg(long, conflicts_with = "require_confinement")]
     no_confinement: bool,
 
+    /// Let children change their user and group ids (they keep CAP_SETUID
+    /// and CAP_SETGID when wasmproc runs as root); every other capability is
+    /// always dropped.
+    #[arg(long)]
+    allow_uid_change: bool,
+
     /// Do not start children in a cgroup of their own (by default one is
     /// made when this process may, and killed when the guest ends, taking
     /// every descendant with it, even one that left its process group).
@@ -348,6 +354,7 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
         })
         .confine(!args.no_confinement)
         .cgroup(!args.no_cgroup)
+        .allow_uid_change(args.allow_uid_change)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)

@@ -92,6 +92,21 @@ async fn exec_file_is_denied_when_nothing_is_granted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn children_change_their_uid_only_when_the_embedder_allows_it() {
+    let denied = probe_one(grants_testprog(), &["file", TP, "setuid", "65534"]).await;
+    assert_eq!(denied.field("stdout"), quoted("error: permission denied\n"));
+    let mut grants = grants_testprog();
+    grants.allow_uid_change(true);
+    let allowed = probe_one(grants, &["file", TP, "setuid", "65534"]).await;
+    // Only a root host has CAP_SETUID to pass on.
+    let expected = match rustix::process::geteuid().is_root() {
+        true => "changed\n",
+        false => "error: permission denied\n",
+    };
+    assert_eq!(allowed.field("stdout"), quoted(expected));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exec_file_reports_not_found_when_a_granted_program_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("vanishing");

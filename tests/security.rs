@@ -334,6 +334,37 @@ async fn every_attack_is_refused() {
         },
     ));
 
+    // A root host's child would be root with every capability: it must not
+    // be able to use them.
+    let out = probe_one(site.grants(), &["file", TP, "setuid", "65534"]).await;
+    table.push((
+        "child switches to another user id",
+        refused_by_output(
+            &out,
+            "error: permission denied\n",
+            "no CAP_SETUID: every capability dropped before exec",
+        ),
+    ));
+    if rustix::process::geteuid().is_root() {
+        let private = site.host(&site.work, "private");
+        std::fs::write(&private, "not yours").unwrap();
+        std::os::unix::fs::chown(&private, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(
+            &private,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let out = probe_one(site.grants(), &["file", TP, "read", &private]).await;
+        table.push((
+            "child of a root host reads another user's private file in a grant",
+            refused_by_output(
+                &out,
+                "error: permission denied\n",
+                "no CAP_DAC_OVERRIDE: every capability dropped before exec",
+            ),
+        ));
+    }
+
     // A descriptor the host opened without close-on-exec (a careless
     // library, say): the child must not get it.
     let leaked = rustix::fs::open(

@@ -136,6 +136,8 @@ pub struct ProcessCtx {
     pub(crate) confiner: Confiner,
     /// Whether to put children in a cgroup of their own.
     pub(crate) use_cgroup: bool,
+    /// The capabilities children keep (a bit per capability number).
+    pub(crate) keep_caps: u64,
     /// The cgroup children start in; `None`: none could be made.
     pub(crate) cgroup: Option<Cgroup>,
     pub(crate) audit: Option<AuditLog>,
@@ -219,6 +221,7 @@ impl ProcessCtx {
 /// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
 /// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
+/// | Linux capabilities of children | none (even under a root host) | [`allow_uid_change`](Self::allow_uid_change) keeps `CAP_SETUID`/`CAP_SETGID` |
 /// | a cgroup of its own for the children, killed when the context is dropped | on, where the host can make one | [`cgroup`](Self::cgroup) |
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
 ///
@@ -258,6 +261,7 @@ impl ProcessCtxBuilder {
                 require_confinement: false,
                 confiner: Confiner::none(),
                 use_cgroup: true,
+                keep_caps: 0,
                 cgroup: None,
                 audit: None,
                 injection_env: BTreeSet::new(),
@@ -447,6 +451,18 @@ impl ProcessCtxBuilder {
     /// [`stdout`](Self::stdout).
     pub fn stderr(&mut self, stream: impl StdoutStream + 'static) -> &mut Self {
         self.ctx.inherit_stderr = Some(Box::new(stream));
+        self
+    }
+
+    /// Whether children may change their user and group ids: they keep
+    /// `CAP_SETUID` and `CAP_SETGID` if the host has them (a host running
+    /// as root). Every other capability is always dropped before `exec`, so
+    /// a root host's children run as root without root's powers. Default:
+    /// no (children keep no capability).
+    pub fn allow_uid_change(&mut self, allow: bool) -> &mut Self {
+        const CAP_SETGID: u64 = 1 << 6;
+        const CAP_SETUID: u64 = 1 << 7;
+        self.ctx.keep_caps = if allow { CAP_SETUID | CAP_SETGID } else { 0 };
         self
     }
 

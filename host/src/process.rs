@@ -232,6 +232,7 @@ impl ProcessCtx {
             stdio,
             landlock,
             cgroup,
+            self.keep_caps,
             &self.limits.rlimits.to_list(),
         )?;
         self.live_children.fetch_add(1, Ordering::AcqRel);
@@ -257,6 +258,7 @@ impl ProcessCtx {
                     },
                     "rlimits": self.limits.rlimits,
                     "cgroup": self.cgroup.as_ref().map(|c| c.path()),
+                    "capabilities": if self.keep_caps == 0 { "none" } else { "setuid,setgid" },
                 }),
             );
         }
@@ -290,6 +292,7 @@ fn start(
     stdio: [ChildIo; 3],
     landlock: Option<BorrowedFd<'_>>,
     cgroup: Option<BorrowedFd<'_>>,
+    keep_caps: u64,
     rlimits: &[(rustix::process::Resource, u64)],
 ) -> Result<(OsChild, Pid), ErrorCode> {
     let pipes = |e: io::Error| ErrorCode::from_io("creating the child's pipes", &e);
@@ -343,6 +346,7 @@ fn start(
         landlock,
         rlimits,
         cgroup,
+        keep_caps,
     };
     let (pid, pidfd) = crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);

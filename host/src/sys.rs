@@ -32,6 +32,9 @@ pub(crate) struct SpawnSpec<'a> {
     pub rlimits: &'a [(Resource, u64)],
     /// The cgroup v2 directory to start the child in (see `cgroup`).
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// The Linux capabilities (a bit per capability number) the child may
+    /// keep of those the host has; all others are dropped.
+    pub keep_caps: u64,
 }
 
 /// The stack the child runs on until `exec`: it only makes system calls.
@@ -51,6 +54,7 @@ struct ChildArgs {
     landlock: RawFd,
     rlimits: *const (Resource, u64),
     rlimits_len: usize,
+    keep_caps: u64,
     host: libc::pid_t,
     /// Set by the child to the error number of the step that failed.
     error: AtomicI32,
@@ -74,7 +78,11 @@ struct ChildArgs {
 ///   gives up if the host is already gone;
 /// - sets the resource limits `rlimits` (soft and hard);
 /// - sets no_new_privs, then restricts itself with the Landlock ruleset
-///   `landlock` (see `confine`).
+///   `landlock` (see `confine`);
+/// - drops every Linux capability but `keep_caps`, from its bounding,
+///   ambient, inheritable, permitted and effective sets: a root host's
+///   child runs as root without root's powers (it cannot change its uid,
+///   reboot, read other users' files, ...).
 ///
 /// With `cgroup`, the child is started in that cgroup by `clone3` with
 /// CLONE_INTO_CGROUP (moving it there afterwards would cost a slow cgroup
@@ -102,6 +110,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
         landlock: spec.landlock.map_or(-1, |fd| fd.as_raw_fd()),
         rlimits: spec.rlimits.as_ptr(),
         rlimits_len: spec.rlimits.len(),
+        keep_caps: spec.keep_caps,
         host: std::process::id() as libc::pid_t,
         error: AtomicI32::new(0),
     };
@@ -268,6 +277,86 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     }
 }
 
+/// `struct __user_cap_header_struct` of `capget(2)`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+/// `struct __user_cap_data_struct` of `capget(2)`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const PR_CAPBSET_DROP: c_int = 24;
+const PR_CAP_AMBIENT: c_int = 47;
+const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
+
+/// Drops every capability not in `keep` (a bit per capability number) from
+/// this process's bounding, ambient, inheritable, permitted and effective
+/// sets; returns 0 or the error number. Only raw system calls.
+///
+/// # Safety
+/// Only from [`setup_child`].
+unsafe fn drop_capabilities(keep: u64) -> c_int {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
+    // SAFETY: prctl, capget and capset with valid pointers to local values.
+    unsafe {
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) < 0 {
+            return errno();
+        }
+        // Without CAP_SETPCAP (an unprivileged host, or a forked worker) the
+        // bounding set cannot be changed, and under no_new_privs it gives
+        // nothing anyway.
+        const CAP_SETPCAP: u32 = 8;
+        if data[0].effective & (1 << CAP_SETPCAP) != 0 {
+            for cap in 0..64 {
+                if keep & (1u64 << cap) != 0 {
+                    continue;
+                }
+                if libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
+                    match errno() {
+                        // Past the last capability of this kernel.
+                        libc::EINVAL => break,
+                        e => return e,
+                    }
+                }
+            }
+        }
+        // Older kernels have no ambient set.
+        libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        for (i, set) in data.iter_mut().enumerate() {
+            let keep = (keep >> (32 * i)) as u32;
+            set.effective &= keep;
+            set.permitted &= keep;
+            set.inheritable &= keep;
+        }
+        if libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) < 0 {
+            return errno();
+        }
+    }
+    0
+}
+
 /// The steps of [`spawn`] in the child, then `exec`; returns the error
 /// number of the step that failed.
 ///
@@ -358,6 +447,10 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 args.landlock,
                 0
             ));
+        }
+        let errno = drop_capabilities(args.keep_caps);
+        if errno != 0 {
+            return errno;
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

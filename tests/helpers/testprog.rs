@@ -27,6 +27,7 @@
 //! testprog read-fd N        print what descriptor N holds (an attacker
 //!                            guessing at descriptors the host left open), or
 //!                            `error: bad descriptor`
+//! testprog setuid UID        switch to user id UID; print `changed` or `error: KIND`
 //! testprog wc PATH           print `N PATH`, N the number of newlines in the
 //!                            file (as `wc -l PATH`), or `error: KIND`
 
@@ -151,6 +152,18 @@ fn main() {
                 Err(e) => writeln!(out, "error: {}", e.kind()),
             };
             std::mem::forget(file);
+        }
+        "setuid" => {
+            unsafe extern "C" {
+                fn setuid(uid: u32) -> i32;
+            }
+            let uid: u32 = arg(2).parse().expect("uid");
+            // SAFETY: setuid takes a plain integer and touches no memory of ours.
+            let result = match unsafe { setuid(uid) } {
+                0 => "changed".to_owned(),
+                _ => format!("error: {}", std::io::Error::last_os_error().kind()),
+            };
+            let _ = writeln!(out, "{result}");
         }
         "wc" => {
             let result = std::fs::read(arg(2)).map_or_else(
