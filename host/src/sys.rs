@@ -79,8 +79,9 @@ struct ChildArgs {
 /// - sets the resource limits `rlimits` (soft and hard);
 /// - sets no_new_privs, then restricts itself with the Landlock ruleset
 ///   `landlock` (see `confine`);
-/// - drops every Linux capability but `keep_caps`, from its bounding,
-///   ambient, inheritable, permitted and effective sets: a root host's
+/// - drops every Linux capability but `keep_caps` (ambient, inheritable,
+///   permitted and effective sets; no_new_privs keeps `exec` from giving
+///   any back): a root host's
 ///   child runs as root without root's powers (it cannot change its uid,
 ///   reboot, read other users' files, ...).
 ///
@@ -294,13 +295,13 @@ struct CapData {
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const PR_CAPBSET_DROP: c_int = 24;
 const PR_CAP_AMBIENT: c_int = 47;
 const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
 
 /// Drops every capability not in `keep` (a bit per capability number) from
-/// this process's bounding, ambient, inheritable, permitted and effective
-/// sets; returns 0 or the error number. Only raw system calls.
+/// this process's ambient, inheritable, permitted and effective sets, for
+/// good (see below for the bounding set); returns 0 or the error number.
+/// Only raw system calls.
 ///
 /// # Safety
 /// Only from [`setup_child`].
@@ -324,24 +325,12 @@ unsafe fn drop_capabilities(keep: u64) -> c_int {
         if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) < 0 {
             return errno();
         }
-        // Without CAP_SETPCAP (an unprivileged host, or a forked worker) the
-        // bounding set cannot be changed, and under no_new_privs it gives
-        // nothing anyway.
-        const CAP_SETPCAP: u32 = 8;
-        if data[0].effective & (1 << CAP_SETPCAP) != 0 {
-            for cap in 0..64 {
-                if keep & (1u64 << cap) != 0 {
-                    continue;
-                }
-                if libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
-                    match errno() {
-                        // Past the last capability of this kernel.
-                        libc::EINVAL => break,
-                        e => return e,
-                    }
-                }
-            }
-        }
+        // The bounding set is left as it is: under no_new_privs (set
+        // before, and inherited by every descendant) `execve` never gives a
+        // process capabilities beyond its permitted set (the kernel's
+        // cap_bprm_creds_from_file), which is `keep` from here on — even for
+        // uid 0. Dropping each bounding capability would cost a system call
+        // per capability and spawn.
         // Older kernels have no ambient set.
         libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         for (i, set) in data.iter_mut().enumerate() {
