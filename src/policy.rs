@@ -24,6 +24,8 @@
 //! require = true                     # --require-confinement
 //! network = false                    # --allow-network
 //! enabled = true                     # false: --no-confinement
+//! cgroup = true                      # false: --no-cgroup
+//! allow_uid_change = false           # --allow-uid-change
 //! ```
 //!
 //! Host paths (`dir.host`, programs and forks written as paths, `audit_log`)
@@ -94,6 +96,8 @@ struct Confinement {
     require: Option<bool>,
     network: Option<bool>,
     enabled: Option<bool>,
+    cgroup: Option<bool>,
+    allow_uid_change: Option<bool>,
 }
 
 /// Adds the grants of the policy file at `path` to `args`.
@@ -172,6 +176,8 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     args.require_confinement |= c.require.unwrap_or(false);
     args.allow_network |= c.network.unwrap_or(false);
     args.no_confinement |= c.enabled == Some(false);
+    args.no_cgroup |= c.cgroup == Some(false);
+    args.allow_uid_change |= c.allow_uid_change.unwrap_or(false);
     if args.require_confinement && args.no_confinement {
         bail!(
             "{}: confinement is both required and disabled",

@@ -456,6 +456,43 @@ fn wit_prints_the_package_guests_import() {
 }
 
 #[test]
+fn a_policy_file_can_turn_off_the_cgroup_and_allow_uid_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "programs = [{:?}]\naudit_log = \"audit.jsonl\"\n\n[confinement]\ncgroup = false\nallow_uid_change = true\n",
+            testprog().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = wasmproc(&[
+        "run",
+        "--policy",
+        policy.to_str().unwrap(),
+        guest("exec-probe").to_str().unwrap(),
+        "file",
+        TP,
+        "setuid",
+        "65534",
+    ]);
+    let expected = match rustix::process::geteuid().is_root() {
+        true => "stdout: \"changed\\n\"",
+        false => "stdout: \"error: permission denied\\n\"",
+    };
+    assert!(
+        text(&out.stdout).contains(expected),
+        "{}",
+        text(&out.stdout)
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let started: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(started["capabilities"], "setuid,setgid", "{audit}");
+    assert_eq!(started["cgroup"], serde_json::Value::Null, "{audit}");
+}
+
+#[test]
 fn a_policy_file_grants_what_the_flags_would() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
@@ -512,6 +549,11 @@ fn a_policy_file_grants_what_the_flags_would() {
     );
     assert!(events[0]["cwd"].as_str().unwrap().ends_with("/data"));
     assert_eq!(events[0]["confinement"], "full");
+    assert_eq!(events[0]["capabilities"], "none");
+    assert!(
+        (events[0]["cgroup"].as_str().unwrap()).contains("/wasmproc-"),
+        "{audit}"
+    );
     assert_eq!(events[1]["status"], "exited(0)");
     assert_eq!(events[0]["pid"], events[1]["pid"]);
 }
