@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use wasmproc::GuestExit;
-use wasmproc_host::{DirAccess, ProcessCtxBuilder};
+use wasmproc_host::{ChildRlimits, DirAccess, Limits, ProcessCtxBuilder};
 
 async fn fork_probe(grants: ProcessCtxBuilder, args: &[&str]) -> String {
     let run = run_component(&guest("fork-probe"), grants, args).await;
@@ -190,6 +190,30 @@ async fn a_worker_gets_the_lower_limits_its_parent_asked_for() {
     )
     .await;
     assert_eq!(value(&out, "reply"), "signaled(9) timed-out=true");
+    // A child rlimit: the parent's 64 open files, the worker's children 16;
+    // more than 64 is refused.
+    let grants = || {
+        let mut g = grants_fork();
+        g.limits(Limits {
+            rlimits: ChildRlimits {
+                open_files: Some(64),
+                ..ChildRlimits::default()
+            },
+            ..Limits::default()
+        });
+        g
+    };
+    let out = fork_probe(
+        grants(),
+        &["limited", "open-files", "16", "exec", TP, "nofile"],
+    )
+    .await;
+    assert_eq!(value(&out, "reply"), "16 16");
+    let out = fork_probe(grants(), &["ask", "open-files", "65"]).await;
+    assert_eq!(
+        out.trim_end(),
+        "error: access-denied: worker limit open-files of 65 is above this guest's own (64)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -154,6 +154,9 @@ impl ProcessCtx {
         let rlimits = &mut limits.rlimits;
         rlimits.cpu_seconds = lower("cpu-seconds", rlimits.cpu_seconds, asked.cpu_seconds)?;
         rlimits.address_space = lower("address-space", rlimits.address_space, asked.address_space)?;
+        rlimits.open_files = lower("open-files", rlimits.open_files, asked.open_files)?;
+        rlimits.processes = lower("processes", rlimits.processes, asked.processes)?;
+        rlimits.file_size = lower("file-size", rlimits.file_size, asked.file_size)?;
         Ok(limits)
     }
 

@@ -27,6 +27,7 @@
 //! testprog read-fd N        print what descriptor N holds (an attacker
 //!                            guessing at descriptors the host left open), or
 //!                            `error: bad descriptor`
+//! testprog nofile            print the soft and hard RLIMIT_NOFILE
 //! testprog setuid UID        switch to user id UID; print `changed` or `error: KIND`
 //! testprog wc PATH           print `N PATH`, N the number of newlines in the
 //!                            file (as `wc -l PATH`), or `error: KIND`
@@ -152,6 +153,16 @@ fn main() {
                 Err(e) => writeln!(out, "error: {}", e.kind()),
             };
             std::mem::forget(file);
+        }
+        "nofile" => {
+            unsafe extern "C" {
+                fn getrlimit(resource: i32, limit: *mut [u64; 2]) -> i32;
+            }
+            const RLIMIT_NOFILE: i32 = 7;
+            let mut limit = [0u64; 2];
+            // SAFETY: getrlimit writes one `struct rlimit` (two u64) to `limit`.
+            let _ = unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) };
+            let _ = writeln!(out, "{} {}", limit[0], limit[1]);
         }
         "setuid" => {
             unsafe extern "C" {

@@ -494,6 +494,9 @@ void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limit
   guest_option_u64_free(&ptr->max_timeout_ms);
   guest_option_u64_free(&ptr->cpu_seconds);
   guest_option_u64_free(&ptr->address_space);
+  guest_option_u64_free(&ptr->open_files);
+  guest_option_u64_free(&ptr->processes);
+  guest_option_u64_free(&ptr->file_size);
 }
 
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr) {
@@ -2269,7 +2272,7 @@ bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borro
 
 bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(96+12*sizeof(void*))];
+  uint8_t ret_area[(144+12*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   *((size_t*)(ptr + sizeof(void*))) = (*component).len;
   *((uint8_t **)(ptr + 0)) = (uint8_t *) (*component).ptr;
@@ -2328,34 +2331,55 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
   } else {
     *((int8_t*)(ptr + (80+12*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr11 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_fork(ptr, ptr11);
+  if ((((*options).limits).open_files).is_some) {
+    const uint64_t *payload12 = &(((*options).limits).open_files).val;
+    *((int8_t*)(ptr + (96+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (104+12*sizeof(void*)))) = (int64_t) (*payload12);
+  } else {
+    *((int8_t*)(ptr + (96+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).processes).is_some) {
+    const uint64_t *payload14 = &(((*options).limits).processes).val;
+    *((int8_t*)(ptr + (112+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (120+12*sizeof(void*)))) = (int64_t) (*payload14);
+  } else {
+    *((int8_t*)(ptr + (112+12*sizeof(void*)))) = 0;
+  }
+  if ((((*options).limits).file_size).is_some) {
+    const uint64_t *payload16 = &(((*options).limits).file_size).val;
+    *((int8_t*)(ptr + (128+12*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (136+12*sizeof(void*)))) = (int64_t) (*payload16);
+  } else {
+    *((int8_t*)(ptr + (128+12*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr17 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_fork(ptr, ptr17);
   wasmproc_process_fork_result_own_worker_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr11 + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr17 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr11 + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr17 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr11 + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr17 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
@@ -2365,11 +2389,11 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr11 + (2*sizeof(void*))))), (*((size_t*) (ptr11 + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
           break;
         }
       }

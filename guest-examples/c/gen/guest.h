@@ -404,6 +404,12 @@ typedef struct wasmproc_process_fork_worker_limits_t {
   guest_option_u64_t   cpu_seconds;
   // Bytes of address space of each child (`RLIMIT_AS`).
   guest_option_u64_t   address_space;
+  // Open file descriptors of each child (`RLIMIT_NOFILE`).
+  guest_option_u64_t   open_files;
+  // Processes of the children's user (`RLIMIT_NPROC`).
+  guest_option_u64_t   processes;
+  // Bytes of a file a child may write (`RLIMIT_FSIZE`).
+  guest_option_u64_t   file_size;
 } wasmproc_process_fork_worker_limits_t;
 
 typedef struct {

@@ -15,7 +15,7 @@
 //!                                   directory read-only); print its reply
 //! fork-probe limited LIMIT VALUE MODE ARGS...
 //!                                   fork echo-worker MODE ARGS with worker limit LIMIT
-//!                                   (max-live-children|max-timeout-ms) lowered to VALUE, passing
+//!                                   (max-live-children|max-timeout-ms|open-files) lowered to VALUE, passing
 //!                                   on testprog; print its reply
 //! fork-probe hold                   fork a worker that spawns `testprog sleep 60`; print both pids; sleep
 //! ```
@@ -161,6 +161,10 @@ fn main() {
                     options.limits.max_timeout_ms = Some(value.parse().unwrap());
                     WORKER.to_owned()
                 }
+                "open-files" => {
+                    options.limits.open_files = Some(value.parse().unwrap());
+                    WORKER.to_owned()
+                }
                 _ => value,
             };
             match fork(&component, &["echo".to_owned()], &options) {
@@ -192,6 +196,7 @@ fn main() {
             match arg(1).as_str() {
                 "max-live-children" => options.limits.max_live_children = Some(value as u32),
                 "max-timeout-ms" => options.limits.max_timeout_ms = Some(value),
+                "open-files" => options.limits.open_files = Some(value),
                 other => panic!("fork-probe: unknown limit {other:?}"),
             }
             let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();

@@ -84,6 +84,9 @@ impl Default for fork::WorkerLimits {
             max_timeout_ms: None,
             cpu_seconds: None,
             address_space: None,
+            open_files: None,
+            processes: None,
+            file_size: None,
         }
     }
 }
