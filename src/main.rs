@@ -142,6 +142,11 @@ struct RunArgs {
     #[arg(long)]
     no_cgroup: bool,
 
+    /// Start each child in a cgroup of its own too, killed when the child is
+    /// dropped or its exec ends (then no descendant outlives its child).
+    #[arg(long, conflicts_with = "no_cgroup")]
+    cgroup_per_child: bool,
+
     /// Set a resource limit in every child: cpu (seconds), as (bytes of
     /// address space), nofile, nproc, fsize (bytes).
     #[arg(long = "rlimit", value_name = "NAME=VALUE")]
@@ -354,6 +359,7 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
         })
         .confine(!args.no_confinement)
         .cgroup(!args.no_cgroup)
+        .cgroup_per_child(args.cgroup_per_child)
         .allow_uid_change(args.allow_uid_change)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)

@@ -25,6 +25,7 @@
 //! network = false                    # --allow-network
 //! enabled = true                     # false: --no-confinement
 //! cgroup = true                      # false: --no-cgroup
+//! cgroup_per_child = false           # --cgroup-per-child
 //! allow_uid_change = false           # --allow-uid-change
 //! ```
 //!
@@ -97,6 +98,7 @@ struct Confinement {
     network: Option<bool>,
     enabled: Option<bool>,
     cgroup: Option<bool>,
+    cgroup_per_child: Option<bool>,
     allow_uid_change: Option<bool>,
 }
 
@@ -177,6 +179,13 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     args.allow_network |= c.network.unwrap_or(false);
     args.no_confinement |= c.enabled == Some(false);
     args.no_cgroup |= c.cgroup == Some(false);
+    args.cgroup_per_child |= c.cgroup_per_child.unwrap_or(false);
+    if args.no_cgroup && args.cgroup_per_child {
+        bail!(
+            "{}: a cgroup per child needs the guest's cgroup",
+            path.display()
+        );
+    }
     args.allow_uid_change |= c.allow_uid_change.unwrap_or(false);
     if args.require_confinement && args.no_confinement {
         bail!(

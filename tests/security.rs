@@ -334,6 +334,37 @@ async fn every_attack_is_refused() {
         },
     ));
 
+    // ... and with a cgroup per child it dies with its exec, while the
+    // guest goes on (the second request keeps it alive past the report).
+    let report = work.join("daemon-report-3");
+    let mut per_child = site.grants();
+    per_child.cgroup_per_child(true);
+    let outs = probe(
+        per_child,
+        &[
+            "file",
+            TP,
+            "daemon",
+            report.to_str().unwrap(),
+            &secret,
+            "---",
+            "file",
+            TP,
+            "sleep",
+            "1.5",
+        ],
+    )
+    .await
+    .0;
+    assert_eq!(outs[1].field("status"), "exited(0)");
+    table.push((
+        "daemonized grandchild outlives its exec (cgroup per child)",
+        Verdict {
+            refused: !report.exists(),
+            how: "killed with the child's cgroup when the exec ended".into(),
+        },
+    ));
+
     // A root host's child would be root with every capability: it must not
     // be able to use them.
     let out = probe_one(site.grants(), &["file", TP, "setuid", "65534"]).await;

@@ -28,6 +28,17 @@ pub(crate) struct Cgroup {
     path: PathBuf,
     /// The directory, for CLONE_INTO_CGROUP.
     dir: File,
+    /// Names the next [`ChildCgroup`].
+    next_child: AtomicU64,
+}
+
+/// A cgroup for one child, inside its guest's (with
+/// `ProcessCtxBuilder::cgroup_per_child`). Dropping it kills what is left
+/// in it and removes it.
+#[derive(Debug)]
+pub(crate) struct ChildCgroup {
+    path: PathBuf,
+    dir: File,
 }
 
 impl Cgroup {
@@ -55,7 +66,11 @@ impl Cgroup {
             Ok(dir)
         });
         match opened {
-            Ok(dir) => Ok(Cgroup { path, dir }),
+            Ok(dir) => Ok(Cgroup {
+                path,
+                dir,
+                next_child: AtomicU64::new(0),
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&path);
                 Err(e)
@@ -75,17 +90,80 @@ impl Cgroup {
 
     /// Kills every process in the cgroup (and its descendant cgroups).
     pub fn kill(&self) -> io::Result<()> {
-        let mut kill = File::options()
-            .write(true)
-            .open(self.path.join("cgroup.kill"))?;
-        kill.write_all(b"1")
+        kill(&self.path)
     }
 
-    /// Whether a process is left in the cgroup (or below it).
-    fn populated(&self) -> io::Result<bool> {
-        let events = std::fs::read_to_string(self.path.join("cgroup.events"))?;
-        Ok(events.lines().any(|line| line == "populated 1"))
+    /// A new cgroup inside this one, for one child.
+    pub fn child(&self) -> io::Result<ChildCgroup> {
+        let n = self.next_child.fetch_add(1, Ordering::Relaxed);
+        let path = self.path.join(format!("child-{n}"));
+        std::fs::create_dir(&path)?;
+        match File::open(&path) {
+            Ok(dir) => Ok(ChildCgroup { path, dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                Err(e)
+            }
+        }
     }
+}
+
+impl ChildCgroup {
+    /// The cgroup's directory (for logs).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open directory, to start the child in.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// Kills every process in the cgroup.
+    pub fn kill(&self) -> io::Result<()> {
+        kill(&self.path)
+    }
+}
+
+impl Drop for ChildCgroup {
+    /// Kills what is left (descendants that left the child's process group)
+    /// and removes the cgroup — at once when it is empty, else in the
+    /// background once the killed processes are gone (or, failing that,
+    /// with the guest's cgroup).
+    fn drop(&mut self) {
+        if populated(&self.path).unwrap_or(false)
+            && let Err(e) = kill(&self.path)
+        {
+            tracing::error!(cgroup = %self.path.display(), error = %e, "cannot kill the cgroup");
+        }
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        let path = std::mem::take(&mut self.path);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if std::fs::remove_dir(&path).is_ok() {
+                        return;
+                    }
+                }
+                tracing::debug!(cgroup = %path.display(), "left for the guest's cgroup to remove");
+            });
+        }
+    }
+}
+
+/// Kills every process in the cgroup at `path` (and below it).
+fn kill(path: &Path) -> io::Result<()> {
+    let mut kill = File::options().write(true).open(path.join("cgroup.kill"))?;
+    kill.write_all(b"1")
+}
+
+/// Whether a process is left in the cgroup at `path` (or below it).
+fn populated(path: &Path) -> io::Result<bool> {
+    let events = std::fs::read_to_string(path.join("cgroup.events"))?;
+    Ok(events.lines().any(|line| line == "populated 1"))
 }
 
 impl Drop for Cgroup {
@@ -95,7 +173,7 @@ impl Drop for Cgroup {
             tracing::error!(cgroup = %self.path.display(), error = %e, "cannot kill the cgroup");
         }
         let deadline = Instant::now() + EMPTY_WAIT;
-        while self.populated().unwrap_or(false) && Instant::now() < deadline {
+        while populated(&self.path).unwrap_or(false) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Cgroups a forked worker made for its own children are left when
@@ -134,6 +212,7 @@ fn sweep_stale(parent: &Path) {
                 Ok(dir) => dir,
                 Err(_) => continue,
             },
+            next_child: AtomicU64::new(0),
         });
     }
 }

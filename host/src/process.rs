@@ -4,6 +4,7 @@
 use crate::ProcessCtx;
 use crate::audit::AuditLog;
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
+use crate::cgroup::ChildCgroup;
 use crate::policy::{Denial, Prepared};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, kill_process_group};
 use serde_json::json;
@@ -122,10 +123,14 @@ pub(crate) struct GroupGuard {
     /// The group was killed while the leader was still unreaped: nothing
     /// left to do on drop.
     killed: bool,
+    /// The child's own cgroup, if it has one: SIGKILL goes to all of it,
+    /// and dropping it kills what is left.
+    cgroup: Option<ChildCgroup>,
 }
 
 impl GroupGuard {
-    /// Sends `signal` to every process of the group. A group that is
+    /// Sends `signal` to every process of the group (SIGKILL also to every
+    /// process of the child's own cgroup, if it has one). A group that is
     /// already gone is not an error.
     ///
     /// Once the leader has been reaped, its pid may be given to a new
@@ -134,6 +139,13 @@ impl GroupGuard {
     /// in use. So if a process with the leader's pid exists then, it is
     /// someone else's, our group is empty, and nothing is sent.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        if signal == Signal::KILL
+            && let Some(cgroup) = &self.cgroup
+        {
+            // Also what left the group (a cgroup's members are only ever
+            // this child's, whatever happens to pids).
+            cgroup.kill()?;
+        }
         if self.status.get().is_some() && rustix::process::test_kill_process(self.pgid).is_ok() {
             return Ok(());
         }
@@ -226,7 +238,16 @@ impl ProcessCtx {
                 self.confiner.level
             )));
         }
-        let cgroup = self.cgroup.as_ref().map(|c| c.fd());
+        let child_cgroup = match (&self.cgroup, self.cgroup_per_child) {
+            (Some(guest), true) => Some(
+                (guest.child()).map_err(|e| ErrorCode::from_io("making the child's cgroup", &e))?,
+            ),
+            _ => None,
+        };
+        let cgroup = match &child_cgroup {
+            Some(child) => Some(child.fd()),
+            None => self.cgroup.as_ref().map(|c| c.fd()),
+        };
         let (child, pgid) = start(
             prepared,
             stdio,
@@ -257,7 +278,10 @@ impl ProcessCtx {
                         Confinement::None => "none",
                     },
                     "rlimits": self.limits.rlimits,
-                    "cgroup": self.cgroup.as_ref().map(|c| c.path()),
+                    "cgroup": match &child_cgroup {
+                        Some(child) => Some(child.path()),
+                        None => self.cgroup.as_ref().map(|c| c.path()),
+                    },
                     "capabilities": if self.keep_caps == 0 { "none" } else { "setuid,setgid" },
                 }),
             );
@@ -281,6 +305,7 @@ impl ProcessCtx {
                 started: Instant::now(),
                 status: OnceLock::new(),
                 killed: false,
+                cgroup: child_cgroup,
             },
         })
     }
