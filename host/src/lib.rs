@@ -31,9 +31,19 @@
 //!   overflow, when an `exec` ends, when the guest drops its `child`, when
 //!   the store is dropped (guest trap or end), and SIGKILL if the host
 //!   thread that started it dies;
-//! - `no_new_privs`, the context's resource limits, and Landlock
-//!   confinement to the granted directories, programs and the system files
-//!   programs need, without TCP (see [`confine`]).
+//! - `no_new_privs`, the context's resource limits, no Linux capability
+//!   (even under a root host), and Landlock confinement to the granted
+//!   directories, programs and the system files programs need, without TCP
+//!   (see [`confine`]);
+//! - no descriptor of the host but its stdin, stdout and stderr;
+//! - a place in the guest's cgroup v2 (where the host may make one), which
+//!   is killed as a whole when the context is dropped, so nothing a child
+//!   started outlives the guest (optionally a cgroup per child, see
+//!   [`ProcessCtxBuilder::cgroup_per_child`]).
+//!
+//! Children start the way `posix_spawn` starts them (a vfork-style
+//! `clone`, nothing of the host copied), and are waited on through pidfds:
+//! the context must live, and be dropped, inside a tokio runtime.
 //!
 //! ## Example
 //!
