@@ -22,12 +22,56 @@ use std::time::{Duration, Instant};
 /// before it leaves the directory behind (with a warning).
 const EMPTY_WAIT: Duration = Duration::from_secs(1);
 
-/// A cgroup this host created for a guest's children.
+/// A cgroup directory this host made, open.
 #[derive(Debug)]
-pub(crate) struct Cgroup {
+pub(crate) struct CgroupDir {
     path: PathBuf,
     /// The directory, for CLONE_INTO_CGROUP.
     dir: File,
+}
+
+impl CgroupDir {
+    /// Makes the cgroup `path` and opens it.
+    fn make(path: PathBuf) -> io::Result<CgroupDir> {
+        std::fs::create_dir(&path)?;
+        match File::open(&path) {
+            Ok(dir) => Ok(CgroupDir { path, dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// The cgroup's directory (for logs).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open directory, to start children in.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// Kills every process in the cgroup (and in the cgroups below it).
+    pub fn kill(&self) -> io::Result<()> {
+        let mut kill = File::options()
+            .write(true)
+            .open(self.path.join("cgroup.kill"))?;
+        kill.write_all(b"1")
+    }
+
+    /// Whether a process is left in the cgroup (or below it).
+    fn populated(&self) -> io::Result<bool> {
+        let events = std::fs::read_to_string(self.path.join("cgroup.events"))?;
+        Ok(events.lines().any(|line| line == "populated 1"))
+    }
+}
+
+/// A cgroup this host created for a guest's children.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    dir: CgroupDir,
     /// Names the next [`ChildCgroup`].
     next_child: AtomicU64,
 }
@@ -36,9 +80,20 @@ pub(crate) struct Cgroup {
 /// `ProcessCtxBuilder::cgroup_per_child`). Dropping it kills what is left
 /// in it and removes it.
 #[derive(Debug)]
-pub(crate) struct ChildCgroup {
-    path: PathBuf,
-    dir: File,
+pub(crate) struct ChildCgroup(CgroupDir);
+
+impl std::ops::Deref for Cgroup {
+    type Target = CgroupDir;
+    fn deref(&self) -> &CgroupDir {
+        &self.dir
+    }
+}
+
+impl std::ops::Deref for ChildCgroup {
+    type Target = CgroupDir;
+    fn deref(&self) -> &CgroupDir {
+        &self.0
+    }
 }
 
 impl Cgroup {
@@ -58,70 +113,24 @@ impl Cgroup {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let path = parent.join(name);
-        std::fs::create_dir(&path)?;
-        let opened = File::open(&path).and_then(|dir| {
-            // Only a kernel with cgroup.kill lets us kill the whole cgroup.
-            std::fs::metadata(path.join("cgroup.kill"))?;
-            Ok(dir)
-        });
-        match opened {
-            Ok(dir) => Ok(Cgroup {
-                path,
-                dir,
-                next_child: AtomicU64::new(0),
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&path);
-                Err(e)
-            }
+        let dir = CgroupDir::make(parent.join(name))?;
+        // Only a kernel with cgroup.kill lets us kill the whole cgroup.
+        if let Err(e) = std::fs::metadata(dir.path.join("cgroup.kill")) {
+            let _ = std::fs::remove_dir(&dir.path);
+            return Err(e);
         }
-    }
-
-    /// The cgroup's directory (for logs).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The open directory, to start children in.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
-
-    /// Kills every process in the cgroup (and its descendant cgroups).
-    pub fn kill(&self) -> io::Result<()> {
-        kill(&self.path)
+        Ok(Cgroup {
+            dir,
+            next_child: AtomicU64::new(0),
+        })
     }
 
     /// A new cgroup inside this one, for one child.
     pub fn child(&self) -> io::Result<ChildCgroup> {
         let n = self.next_child.fetch_add(1, Ordering::Relaxed);
-        let path = self.path.join(format!("child-{n}"));
-        std::fs::create_dir(&path)?;
-        match File::open(&path) {
-            Ok(dir) => Ok(ChildCgroup { path, dir }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&path);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl ChildCgroup {
-    /// The cgroup's directory (for logs).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The open directory, to start the child in.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
-
-    /// Kills every process in the cgroup.
-    pub fn kill(&self) -> io::Result<()> {
-        kill(&self.path)
+        Ok(ChildCgroup(CgroupDir::make(
+            self.path.join(format!("child-{n}")),
+        )?))
     }
 }
 
@@ -131,15 +140,15 @@ impl Drop for ChildCgroup {
     /// background once the killed processes are gone (or, failing that,
     /// with the guest's cgroup).
     fn drop(&mut self) {
-        if populated(&self.path).unwrap_or(false)
-            && let Err(e) = kill(&self.path)
+        if self.populated().unwrap_or(false)
+            && let Err(e) = self.kill()
         {
-            tracing::error!(cgroup = %self.path.display(), error = %e, "cannot kill the cgroup");
+            tracing::error!(cgroup = %self.0.path.display(), error = %e, "cannot kill the cgroup");
         }
-        if std::fs::remove_dir(&self.path).is_ok() {
+        if std::fs::remove_dir(&self.0.path).is_ok() {
             return;
         }
-        let path = std::mem::take(&mut self.path);
+        let path = std::mem::take(&mut self.0.path);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 for _ in 0..100 {
@@ -154,18 +163,6 @@ impl Drop for ChildCgroup {
     }
 }
 
-/// Kills every process in the cgroup at `path` (and below it).
-fn kill(path: &Path) -> io::Result<()> {
-    let mut kill = File::options().write(true).open(path.join("cgroup.kill"))?;
-    kill.write_all(b"1")
-}
-
-/// Whether a process is left in the cgroup at `path` (or below it).
-fn populated(path: &Path) -> io::Result<bool> {
-    let events = std::fs::read_to_string(path.join("cgroup.events"))?;
-    Ok(events.lines().any(|line| line == "populated 1"))
-}
-
 impl Drop for Cgroup {
     /// Kills whatever is left and removes the cgroup.
     fn drop(&mut self) {
@@ -173,7 +170,7 @@ impl Drop for Cgroup {
             tracing::error!(cgroup = %self.path.display(), error = %e, "cannot kill the cgroup");
         }
         let deadline = Instant::now() + EMPTY_WAIT;
-        while populated(&self.path).unwrap_or(false) && Instant::now() < deadline {
+        while self.populated().unwrap_or(false) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Cgroups a forked worker made for its own children are left when
@@ -206,11 +203,13 @@ fn sweep_stale(parent: &Path) {
         tracing::info!(cgroup = %entry.path().display(), "removing the cgroup of a host that is gone");
         // Dropping it kills what is left and removes it; another host may be
         // doing the same, which is harmless.
+        let Ok(dir) = File::open(entry.path()) else {
+            continue;
+        };
         drop(Cgroup {
-            path: entry.path(),
-            dir: match File::open(entry.path()) {
-                Ok(dir) => dir,
-                Err(_) => continue,
+            dir: CgroupDir {
+                path: entry.path(),
+                dir,
             },
             next_child: AtomicU64::new(0),
         });

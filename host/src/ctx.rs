@@ -172,7 +172,7 @@ impl ProcessCtx {
     /// The cgroup this context's children start in, if it has one (see
     /// [`ProcessCtxBuilder::cgroup`]).
     pub fn cgroup(&self) -> Option<&Path> {
-        self.cgroup.as_ref().map(Cgroup::path)
+        self.cgroup.as_ref().map(|c| c.path())
     }
 
     /// How children of this context are confined.
