@@ -5,6 +5,7 @@ use crate::bindings::types::ErrorCode;
 use crate::policy::{Denial, Request, Run};
 use crate::process::{ChildIo, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
+use bytes::BufMut;
 use rustix::process::Signal;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -206,11 +207,13 @@ fn kill(
     }
 }
 
+/// Bytes read from a child's output at a time, at most.
+const READ_CHUNK: usize = 64 << 10;
+
 /// One output stream being collected, up to a bound.
 struct Capture {
     pipe: Option<pipe::Receiver>,
     data: Vec<u8>,
-    buf: Box<[u8]>,
     max: usize,
     truncated: bool,
 }
@@ -221,7 +224,6 @@ impl Capture {
         Ok(Capture {
             pipe: pipe.map(pipe::Receiver::from_owned_fd).transpose()?,
             data: Vec::new(),
-            buf: vec![0; 64 << 10].into(),
             max,
             truncated: false,
         })
@@ -243,15 +245,18 @@ impl Capture {
         let Some(pipe) = self.pipe.as_mut() else {
             return false;
         };
-        match pipe.read(&mut self.buf).await {
+        // Straight into the kept output, one byte past the bound at most
+        // (to see the overflow).
+        let room = self.max - self.data.len();
+        self.data.reserve((room + 1).min(READ_CHUNK));
+        match pipe.read_buf(&mut (&mut self.data).limit(room + 1)).await {
             Ok(0) | Err(_) => {
                 self.pipe = None;
                 false
             }
-            Ok(n) => {
-                let room = self.max - self.data.len();
-                self.data.extend_from_slice(&self.buf[..n.min(room)]);
-                if n > room {
+            Ok(_) => {
+                if self.data.len() > self.max {
+                    self.data.truncate(self.max);
                     self.truncated = true;
                 }
                 self.truncated

@@ -68,6 +68,11 @@ impl OsChild {
         }
     }
 
+    /// The exit status, once the process has been reaped.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
     /// Reaps the process if it has exited, without blocking.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
@@ -335,11 +340,9 @@ fn start(
     let envp = (prepared.env.iter())
         .map(|(k, v)| c_string("the environment", format!("{k}={v}").into_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
-    let null = if stdio.contains(&ChildIo::Null) {
-        let file = File::options().read(true).write(true).open("/dev/null");
-        Some(file.map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?)
-    } else {
-        None
+    let null = match stdio.contains(&ChildIo::Null) {
+        true => Some(dev_null().map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?),
+        false => None,
     };
     let (host_in, host_out, host_err) = (io::stdin(), io::stdout(), io::stderr());
     let inherited = [host_in.as_fd(), host_out.as_fd(), host_err.as_fd()];
@@ -359,7 +362,7 @@ fn start(
     let child_fd = |i: usize| match stdio[i] {
         ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
         ChildIo::Inherit => inherited[i],
-        ChildIo::Null => null.as_ref().expect("/dev/null opened").as_fd(),
+        ChildIo::Null => null.expect("/dev/null opened"),
     };
     let spec = crate::sys::SpawnSpec {
         program: &program,
@@ -386,6 +389,17 @@ fn start(
         stderr,
     };
     Ok((child, pid))
+}
+
+/// `/dev/null`, opened once for every child that gets it.
+fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static DEV_NULL: OnceLock<File> = OnceLock::new();
+    if DEV_NULL.get().is_none() {
+        let file = File::options().read(true).write(true).open("/dev/null")?;
+        // A racing thread may have set it first: either file will do.
+        let _ = DEV_NULL.set(file);
+    }
+    Ok(DEV_NULL.get().expect("just set").as_fd())
 }
 
 fn spawn_error(prepared: &Prepared, err: &io::Error) -> ErrorCode {

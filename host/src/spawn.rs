@@ -27,8 +27,6 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 /// Dropping it kills the group (and reaps the leader in the background).
 pub struct Child {
     process: OsChild,
-    /// Set once the leader has been reaped.
-    status: Option<ExitStatus>,
     group: GroupGuard,
     stdin: Option<DynOutputStream>,
     stdout: Option<DynInputStream>,
@@ -46,32 +44,29 @@ impl std::fmt::Debug for Child {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Child")
             .field("pid", &self.group.pid())
-            .field("status", &self.status)
+            .field("status", &self.process.status())
             .finish_non_exhaustive()
     }
 }
 
 impl Child {
     /// Waits for the leader to exit and for its `inherit`ed output to be
-    /// passed on (up to [`FORWARD_GRACE`]), and remembers its status.
-    /// Cancel safe.
+    /// passed on (up to [`FORWARD_GRACE`]). Cancel safe.
     pub(crate) async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
         let status = (self.process.wait().await).map_err(|e| {
             ErrorCode::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
         })?;
-        let forwarded = async {
-            for task in &mut self.forwarders {
-                let _ = task.await;
-            }
-        };
-        let _ = tokio::time::timeout(FORWARD_GRACE, forwarded).await;
-        // Tasks still copying (for descendants) go on detached.
-        self.forwarders.clear();
-        self.status = Some(status);
         self.group.exited(status);
+        if !self.forwarders.is_empty() {
+            let forwarded = async {
+                for task in &mut self.forwarders {
+                    let _ = task.await;
+                }
+            };
+            let _ = tokio::time::timeout(FORWARD_GRACE, forwarded).await;
+            // Tasks still copying (for descendants) go on detached.
+            self.forwarders.clear();
+        }
         Ok(status)
     }
 }
@@ -80,7 +75,7 @@ impl Drop for Child {
     /// Kills the group now; the `OsChild` then reaps the leader in the
     /// background, so no zombie is left.
     fn drop(&mut self) {
-        if self.status.is_none() {
+        if self.process.status().is_none() {
             self.group.kill_before_reaping();
         }
     }
@@ -176,7 +171,6 @@ impl ProcessCtx {
         Ok(Child {
             confinement: launched.confinement,
             process: launched.child,
-            status: None,
             group: launched.group,
             stdin,
             stdout,
@@ -194,15 +188,13 @@ impl Child {
 
     /// The exit status if the leader has exited, without blocking.
     pub(crate) fn try_status(&mut self) -> Result<Option<ExitStatus>, ErrorCode> {
-        if self.status.is_none() {
-            let pid = self.pid();
-            self.status = (self.process.try_wait())
-                .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
-            if let Some(status) = self.status {
-                self.group.exited(status);
-            }
+        let pid = self.pid();
+        let status = (self.process.try_wait())
+            .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
+        if let Some(status) = status {
+            self.group.exited(status);
         }
-        Ok(self.status)
+        Ok(status)
     }
 
     /// Sends signal number `n` to the group.
