@@ -34,9 +34,14 @@ CAPABILITY MODEL
   host exits. Children are confined by the kernel (Landlock) to the granted
   directories (read-only ones stay read-only), the granted programs and the
   system files programs need to run, without TCP unless --allow-network;
-  they get no_new_privs, and loader/interpreter injection variables
-  (LD_PRELOAD, NODE_OPTIONS, ...) are refused even if allowed. A refused request returns an error-code to the guest and is
-  reported on stderr with the flag that would grant it.";
+  they get no_new_privs and no Linux capability (even under root, unless
+  --allow-uid-change keeps CAP_SETUID/CAP_SETGID), no descriptor of the
+  host but stdio, and loader/interpreter injection variables (LD_PRELOAD,
+  NODE_OPTIONS, ...) are refused even if allowed. Children run in a cgroup
+  of the guest's (where the host may make one) that is killed when the
+  guest ends, so nothing they start outlives it (--no-cgroup,
+  --cgroup-per-child). A refused request returns an error-code to the
+  guest and is reported on stderr with the flag that would grant it.";
 
 /// Run WebAssembly components that exec, spawn and fork real OS processes,
 /// under capabilities you grant.
