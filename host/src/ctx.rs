@@ -6,6 +6,7 @@ use crate::cgroup::Cgroup;
 use crate::channel::Channel;
 use crate::confine::Confiner;
 use crate::policy::{Denial, DirGrant, ProgramGrant};
+use crate::sandbox::{DEFAULT_CHILD_ID, Sandbox};
 use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -134,6 +135,16 @@ pub struct ProcessCtx {
     pub(crate) network: bool,
     pub(crate) require_confinement: bool,
     pub(crate) confiner: Confiner,
+    /// Whether children run in the guest's sandbox (namespaces, seccomp).
+    pub(crate) use_sandbox: bool,
+    /// The sandbox, made on first use; `Err`: why there is none.
+    pub(crate) sandbox: std::sync::OnceLock<Result<Sandbox, String>>,
+    /// The user and group id a root host's children run as.
+    pub(crate) child_id: (u32, u32),
+    /// Other user ids the guest may ask for.
+    pub(crate) allowed_uids: BTreeSet<u32>,
+    /// Other group ids the guest may ask for.
+    pub(crate) allowed_gids: BTreeSet<u32>,
     /// Whether to put children in a cgroup of their own.
     pub(crate) use_cgroup: bool,
     /// Whether each child gets a cgroup of its own inside the guest's.
@@ -220,6 +231,9 @@ impl ProcessCtx {
 /// | components for `fork` | none | [`allow_fork`](Self::allow_fork) |
 /// | the program that runs forked workers | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
 /// | kernel confinement (Landlock) of children | on; no TCP; not required | [`confine`](Self::confine), [`allow_network`](Self::allow_network), [`require_confinement`](Self::require_confinement) |
+/// | the sandbox of children (mount, IPC, network namespaces; seccomp) | on | [`sandbox`](Self::sandbox) |
+/// | user and group of a root host's children | 65534, 65534 (`nobody`, `nogroup`) | [`child_user`](Self::child_user) |
+/// | other user or group ids a guest may ask for | none | [`allow_uid`](Self::allow_uid), [`allow_gid`](Self::allow_gid) |
 /// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
 /// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
 /// | where `inherit`ed child output goes | the host's stdout/stderr | [`stdout`](Self::stdout), [`stderr`](Self::stderr) |
@@ -263,6 +277,11 @@ impl ProcessCtxBuilder {
                 network: false,
                 require_confinement: false,
                 confiner: Confiner::none(),
+                use_sandbox: true,
+                sandbox: std::sync::OnceLock::new(),
+                child_id: (DEFAULT_CHILD_ID, DEFAULT_CHILD_ID),
+                allowed_uids: BTreeSet::new(),
+                allowed_gids: BTreeSet::new(),
                 use_cgroup: true,
                 keep_caps: 0,
                 cgroup_per_child: false,
@@ -508,6 +527,41 @@ impl ProcessCtxBuilder {
         self
     }
 
+    /// Whether children run in the guest's sandbox: their own mount, IPC
+    /// and (unless the network is allowed) network namespaces, an
+    /// unprivileged identity under a root host and a seccomp filter (see
+    /// the [`sandbox`](crate::sandbox) module). Turned off with
+    /// [`confine`](Self::confine) too. Default: yes.
+    pub fn sandbox(&mut self, on: bool) -> &mut Self {
+        self.ctx.use_sandbox = on;
+        self
+    }
+
+    /// The user and group id the children of a root host run as (a host
+    /// that is not root cannot change them). Default: 65534 and 65534
+    /// (`nobody`, `nogroup`). Children must be able to reach the granted
+    /// directories as this user: [`build`](Self::build) warns about a
+    /// grant they cannot enter (or write, for a read-write grant).
+    pub fn child_user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.ctx.child_id = (uid, gid);
+        self
+    }
+
+    /// Lets the guest ask for user id `uid` for a child (`uid` in the
+    /// options of `exec`, `spawn` and `fork`). Default: only the
+    /// [`child_user`](Self::child_user) id.
+    pub fn allow_uid(&mut self, uid: u32) -> &mut Self {
+        self.ctx.allowed_uids.insert(uid);
+        self
+    }
+
+    /// Lets the guest ask for group id `gid` for a child. Default: only
+    /// the [`child_user`](Self::child_user) group.
+    pub fn allow_gid(&mut self, gid: u32) -> &mut Self {
+        self.ctx.allowed_gids.insert(gid);
+        self
+    }
+
     /// Refuse to start children (`unsupported`) unless they can be fully
     /// confined on this kernel. Default: no (run them with the confinement
     /// available, and report it).
@@ -528,6 +582,13 @@ impl ProcessCtxBuilder {
                     tracing::warn!(error = %e, "children will run without a cgroup of their own");
                 })
                 .ok();
+        }
+        if ctx.confine && ctx.use_sandbox && rustix::process::geteuid().is_root() {
+            for dir in &ctx.dirs {
+                if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.child_id) {
+                    tracing::warn!(target: "wasmproc::sandbox", "{problem}");
+                }
+            }
         }
         if ctx.confine {
             let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();

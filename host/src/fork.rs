@@ -237,6 +237,7 @@ impl Host for ProcessCtxView<'_> {
             cwd_host: PathBuf::from("/"),
             inherit_fds,
             confine: false,
+            identity: None,
         };
         let child = ctx.start(
             "fork",

@@ -95,6 +95,8 @@ mod fork;
 mod pipe;
 mod policy;
 mod process;
+pub mod sandbox;
+mod seccomp;
 mod spawn;
 mod sys;
 pub mod worker;

@@ -343,8 +343,12 @@ pub(crate) struct Prepared {
     /// worker: its channel and directories); all others are closed.
     pub inherit_fds: Vec<RawFd>,
     /// Whether the child is confined with the context's Landlock ruleset
-    /// (not a forked worker, which is the host itself; its children are).
+    /// and sandbox (not a forked worker, which is the host itself; its
+    /// children are).
     pub confine: bool,
+    /// The user and group id the guest asked for (granted), instead of the
+    /// context's.
+    pub identity: Option<(u32, u32)>,
 }
 
 /// What the guest asked to run, before any check.
@@ -432,6 +436,7 @@ impl ProcessCtx {
             cwd_host,
             inherit_fds: Vec::new(),
             confine: true,
+            identity: None,
         })
     }
 

@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
 use crate::cgroup::ChildCgroup;
 use crate::policy::{Denial, Prepared};
+use crate::sandbox::{Layers, Sandbox};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, kill_process_group};
 use serde_json::json;
 use std::ffi::CString;
@@ -30,7 +31,7 @@ pub(crate) struct Launched {
 pub(crate) enum ChildIo {
     /// A new pipe; the host keeps the other end.
     Pipe,
-    /// The host's own descriptor.
+    /// The host's own stdin, opened anew read-only (stdin only).
     Inherit,
     /// `/dev/null`.
     Null,
@@ -232,17 +233,42 @@ impl ProcessCtx {
                 message: format!("{max} children were started, the most allowed"),
             }));
         }
-        let landlock = match (prepared.confine, &self.confiner.ruleset) {
-            (true, Some(fd)) => Some(fd.as_fd()),
-            _ => None,
-        };
-        if prepared.confine && self.require_confinement && self.confiner.level != Confinement::Full
-        {
+        let layers = self.layers_for(prepared);
+        if prepared.confine && self.require_confinement && layers.level() != Confinement::Full {
             return Err(ErrorCode::Unsupported(format!(
-                "children must be fully confined, but this kernel allows only {:?} confinement",
-                self.confiner.level
+                "children must be fully confined, but these layers are down: {}",
+                layers.missing().join(", ")
             )));
         }
+        let landlock = match (layers.landlock, &self.confiner.ruleset) {
+            (Confinement::Full | Confinement::Partial, Some(fd)) => Some(fd.as_fd()),
+            _ => None,
+        };
+        let sandbox = match layers.mount {
+            true => self.sandbox(),
+            false => None,
+        };
+        let cwd = match (sandbox, &prepared.cwd) {
+            (Some(sandbox), Some(dir)) => Some(sandbox.view(dir).map_err(|e| {
+                ErrorCode::from_io(
+                    format_args!(
+                        "entering working directory {} inside the sandbox",
+                        prepared.cwd_host.display()
+                    ),
+                    &e,
+                )
+            })?),
+            _ => None,
+        };
+        let seccomp = match layers.seccomp {
+            true => crate::sandbox::seccomp_programs()
+                .map(|[a, b]| vec![a.as_slice(), b.as_slice()])
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
+        let identity = layers
+            .identity
+            .then(|| prepared.identity.unwrap_or(self.child_id));
         let child_cgroup = match (&self.cgroup, self.cgroup_per_child) {
             (Some(guest), true) => Some(
                 (guest.child()).map_err(|e| ErrorCode::from_io("making the child's cgroup", &e))?,
@@ -253,21 +279,25 @@ impl ProcessCtx {
             Some(child) => Some(child.fd()),
             None => self.cgroup.as_ref().map(|c| c.fd()),
         };
-        let (child, pgid) = start(
-            prepared,
-            stdio,
+        let rlimits = self.limits.rlimits.to_list();
+        let walls = Walls {
+            cwd: match (&cwd, &prepared.cwd) {
+                (Some(view), _) => Some(view.as_fd()),
+                (None, Some(dir)) => Some(dir.as_fd()),
+                (None, None) => None,
+            },
             landlock,
             cgroup,
-            self.keep_caps,
-            &self.limits.rlimits.to_list(),
-        )?;
+            keep_caps: self.keep_caps,
+            rlimits: &rlimits,
+            namespaces: sandbox.map(|s| s.namespaces()),
+            identity,
+            seccomp: &seccomp,
+        };
+        let (child, pgid) = start(prepared, stdio, &walls)?;
         self.live_children.fetch_add(1, Ordering::AcqRel);
         self.total_spawns += 1;
-        let confinement = if landlock.is_some() {
-            self.confiner.level
-        } else {
-            Confinement::None
-        };
+        let confinement = layers.level();
         if let Some(audit) = &self.audit {
             audit.record(
                 kind,
@@ -277,11 +307,9 @@ impl ProcessCtx {
                     "argv": std::iter::once(&prepared.argv0).chain(&prepared.args).collect::<Vec<_>>(),
                     "cwd": prepared.cwd_host,
                     "env": prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                    "confinement": match confinement {
-                        Confinement::Full => "full",
-                        Confinement::Partial => "partial",
-                        Confinement::None => "none",
-                    },
+                    "confinement": crate::sandbox::confinement_name(confinement),
+                    "layers": layers.to_json(),
+                    "identity": identity.map(|(uid, gid)| json!({ "uid": uid, "gid": gid })),
                     "rlimits": self.limits.rlimits,
                     "cgroup": match &child_cgroup {
                         Some(child) => Some(child.path()),
@@ -317,13 +345,67 @@ impl ProcessCtx {
 }
 
 /// Starts the OS process for `prepared`; returns it and its pid.
+impl ProcessCtx {
+    /// The walls a child started for `prepared` stands behind.
+    pub(crate) fn layers_for(&self, prepared: &Prepared) -> Layers {
+        if !prepared.confine || !self.confine {
+            return Layers {
+                identity: false,
+                mount: false,
+                network: false,
+                ipc: false,
+                seccomp: false,
+                landlock: Confinement::None,
+            };
+        }
+        let sandbox = self.use_sandbox && self.sandbox().is_some();
+        Layers {
+            identity: self.use_sandbox
+                && self.keep_caps == 0
+                && rustix::process::geteuid().is_root(),
+            mount: sandbox,
+            network: sandbox || self.network,
+            ipc: sandbox,
+            seccomp: self.use_sandbox && crate::sandbox::seccomp_programs().is_ok(),
+            landlock: self.confiner.level,
+        }
+    }
+
+    /// The guest's sandbox, made on first use; `None` (after one warning)
+    /// when it cannot be made here.
+    pub(crate) fn sandbox(&self) -> Option<&Sandbox> {
+        let built = self.sandbox.get_or_init(|| {
+            let programs: Vec<_> = self.programs.iter().chain(&self.shell).collect();
+            Sandbox::build(&self.dirs, &programs, self.network).map_err(|e| {
+                let reason = format!("{e:#}");
+                tracing::warn!(
+                    target: "wasmproc::sandbox",
+                    "children run without the namespace sandbox (confinement is partial): {reason}"
+                );
+                reason
+            })
+        });
+        built.as_ref().ok()
+    }
+}
+
+/// Everything that confines a child, as `sys::spawn` takes it.
+struct Walls<'a> {
+    /// The working directory (in the sandbox's view, when there is one).
+    cwd: Option<BorrowedFd<'a>>,
+    landlock: Option<BorrowedFd<'a>>,
+    cgroup: Option<BorrowedFd<'a>>,
+    keep_caps: u64,
+    rlimits: &'a [(rustix::process::Resource, u64)],
+    namespaces: Option<crate::sys::Namespaces<'a>>,
+    identity: Option<(u32, u32)>,
+    seccomp: &'a [&'a [libc::sock_filter]],
+}
+
 fn start(
     prepared: &Prepared,
     stdio: [ChildIo; 3],
-    landlock: Option<BorrowedFd<'_>>,
-    cgroup: Option<BorrowedFd<'_>>,
-    keep_caps: u64,
-    rlimits: &[(rustix::process::Resource, u64)],
+    walls: &Walls<'_>,
 ) -> Result<(OsChild, Pid), ErrorCode> {
     let pipes = |e: io::Error| ErrorCode::from_io("creating the child's pipes", &e);
     let c_string = |what: &str, s: Vec<u8>| {
@@ -344,8 +426,13 @@ fn start(
         true => Some(dev_null().map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?),
         false => None,
     };
-    let (host_in, host_out, host_err) = (io::stdin(), io::stdout(), io::stderr());
-    let inherited = [host_in.as_fd(), host_out.as_fd(), host_err.as_fd()];
+    // An inherited stream is opened anew, read-only for stdin: the child
+    // shares no open file description with the host, so it can neither
+    // write to nor truncate, seek or re-flag the host's.
+    let reopened = match stdio.iter().position(|io| *io == ChildIo::Inherit) {
+        Some(_) => Some(reopen_stdio(stdio).map_err(|e| ErrorCode::from_io("reopening stdio", &e))?),
+        None => None,
+    };
     // (the host's end, the child's end) of each stream.
     let mut ends: [(Option<OwnedFd>, Option<OwnedFd>); 3] = Default::default();
     for (i, io) in stdio.into_iter().enumerate() {
@@ -361,7 +448,10 @@ fn start(
     }
     let child_fd = |i: usize| match stdio[i] {
         ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
-        ChildIo::Inherit => inherited[i],
+        ChildIo::Inherit => reopened.as_ref().expect("reopened")[i]
+            .as_ref()
+            .expect("reopened")
+            .as_fd(),
         ChildIo::Null => null.expect("/dev/null opened"),
     };
     let spec = crate::sys::SpawnSpec {
@@ -369,14 +459,18 @@ fn start(
         argv: &argv,
         envp: &envp,
         stdio: [child_fd(0), child_fd(1), child_fd(2)],
-        cwd: prepared.cwd.as_ref(),
+        cwd: walls.cwd,
         inherit: &prepared.inherit_fds,
-        landlock,
-        rlimits,
-        cgroup,
-        keep_caps,
+        landlock: walls.landlock,
+        rlimits: walls.rlimits,
+        cgroup: walls.cgroup,
+        keep_caps: walls.keep_caps,
+        namespaces: walls.namespaces,
+        identity: walls.identity,
+        seccomp: walls.seccomp,
     };
-    let (pid, pidfd) = crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, &e))?;
+    let (pid, pidfd) =
+        crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, walls.identity, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);
     let pidfd = crate::sys::watch(pidfd, tokio::io::Interest::READABLE)
         .map_err(|e| ErrorCode::from_io("watching the child", &e))?;
@@ -391,6 +485,27 @@ fn start(
     Ok((child, pid))
 }
 
+/// The host's stdin opened anew, read-only, through `/proc/self/fd/0`
+/// for a child that inherits it (`inherit` is only ever asked for stdin:
+/// inherited output goes through a pipe the host copies). A stdin that
+/// cannot be reopened (a socket, or none) reads as `/dev/null`.
+fn reopen_stdio(stdio: [ChildIo; 3]) -> io::Result<[Option<File>; 3]> {
+    let mut files: [Option<File>; 3] = Default::default();
+    for (i, io) in stdio.iter().enumerate() {
+        if *io != ChildIo::Inherit {
+            continue;
+        }
+        if i != 0 {
+            return Err(io::Error::other("only stdin is inherited as a file"));
+        }
+        files[0] = Some(
+            File::open("/proc/self/fd/0")
+                .or_else(|_| File::open("/dev/null"))?,
+        );
+    }
+    Ok(files)
+}
+
 /// `/dev/null`, opened once for every child that gets it.
 fn dev_null() -> io::Result<BorrowedFd<'static>> {
     static DEV_NULL: OnceLock<File> = OnceLock::new();
@@ -402,15 +517,18 @@ fn dev_null() -> io::Result<BorrowedFd<'static>> {
     Ok(DEV_NULL.get().expect("just set").as_fd())
 }
 
-fn spawn_error(prepared: &Prepared, err: &io::Error) -> ErrorCode {
+fn spawn_error(prepared: &Prepared, identity: Option<(u32, u32)>, err: &io::Error) -> ErrorCode {
     let program = prepared.program.display();
     match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
         Some(rustix::io::Errno::NOENT) => {
             ErrorCode::NotFound(format!("program {program} does not exist"))
         }
-        Some(rustix::io::Errno::ACCESS) => {
-            ErrorCode::AccessDenied(format!("the OS refused to execute {program}"))
-        }
+        Some(rustix::io::Errno::ACCESS) => match identity {
+            Some((uid, gid)) => ErrorCode::AccessDenied(format!(
+                "the OS refused to execute {program} as uid {uid} gid {gid} (children of a root host run as that user: it must be able to execute the program and enter its directories)"
+            )),
+            None => ErrorCode::AccessDenied(format!("the OS refused to execute {program}")),
+        },
         Some(rustix::io::Errno::TOOBIG) => ErrorCode::LimitExceeded(format!(
             "arguments and environment of {program} are too large for the OS"
         )),

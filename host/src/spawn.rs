@@ -95,21 +95,24 @@ enum Route {
     Guest,
     /// A pipe the host copies to the guest's own stream (`inherit`).
     Forward(Pin<Box<dyn AsyncWrite + Send + Sync>>),
-    /// Straight to an OS file: the host's own stream, or /dev/null.
+    /// Straight to /dev/null.
     Os,
 }
 
 impl ProcessCtx {
     /// The OS stdio and route of a child's output stream given as `kind`.
-    fn route(&self, kind: StdioKind, inherit_to: Option<&dyn StdoutStream>) -> (ChildIo, Route) {
-        match (kind, inherit_to) {
-            (StdioKind::Piped, _) => (ChildIo::Pipe, Route::Guest),
-            (StdioKind::Inherit, Some(to)) => (
+    ///
+    /// An `inherit`ed stream is a pipe the host copies into `inherit_to`,
+    /// never the host's own open file: a child holding that could truncate
+    /// or seek the operator's log, or change its flags.
+    fn route(&self, kind: StdioKind, inherit_to: &dyn StdoutStream) -> (ChildIo, Route) {
+        match kind {
+            StdioKind::Piped => (ChildIo::Pipe, Route::Guest),
+            StdioKind::Inherit => (
                 ChildIo::Pipe,
-                Route::Forward(Box::into_pin(to.async_stream())),
+                Route::Forward(Box::into_pin(inherit_to.async_stream())),
             ),
-            (StdioKind::Inherit, None) => (ChildIo::Inherit, Route::Os),
-            (StdioKind::Null, _) => (ChildIo::Null, Route::Os),
+            StdioKind::Null => (ChildIo::Null, Route::Os),
         }
     }
 }
@@ -156,8 +159,14 @@ impl ProcessCtx {
             StdioKind::Inherit => ChildIo::Inherit,
             StdioKind::Null => ChildIo::Null,
         };
-        let (out_os, out_route) = self.route(stdout, self.inherit_stdout.as_deref());
-        let (err_os, err_route) = self.route(stderr, self.inherit_stderr.as_deref());
+        let (out_os, out_route) = match &self.inherit_stdout {
+            Some(to) => self.route(stdout, to.as_ref()),
+            None => self.route(stdout, &io::stdout()),
+        };
+        let (err_os, err_route) = match &self.inherit_stderr {
+            Some(to) => self.route(stderr, to.as_ref()),
+            None => self.route(stderr, &io::stderr()),
+        };
         let mut launched = self.launch(kind, prepared, [stdin, out_os, err_os])?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();

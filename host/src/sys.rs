@@ -2,7 +2,6 @@
 //! does between `clone` and `exec`), taking inherited descriptors, and
 //! loading compiled components.
 
-use cap_std::fs::Dir;
 use rustix::io::{FdFlags, fcntl_setfd};
 use rustix::process::{Pid, Resource};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -23,7 +22,7 @@ pub(crate) struct SpawnSpec<'a> {
     /// The descriptors that become the child's stdin, stdout and stderr.
     pub stdio: [BorrowedFd<'a>; 3],
     /// The working directory; `None`: `/`.
-    pub cwd: Option<&'a Dir>,
+    pub cwd: Option<BorrowedFd<'a>>,
     /// Descriptors the child keeps open across `exec` (all others close).
     pub inherit: &'a [RawFd],
     /// The Landlock ruleset to restrict the child with.
@@ -35,6 +34,25 @@ pub(crate) struct SpawnSpec<'a> {
     /// The Linux capabilities (a bit per capability number) the child may
     /// keep of those the host has; all others are dropped.
     pub keep_caps: u64,
+    /// The namespaces of the guest's sandbox to enter (see `sandbox`).
+    pub namespaces: Option<Namespaces<'a>>,
+    /// The user and group id to run as (a root host's children).
+    pub identity: Option<(u32, u32)>,
+    /// Seccomp filters to install last, just before `exec`.
+    pub seccomp: &'a [&'a [libc::sock_filter]],
+}
+
+/// The namespaces a sandboxed child enters, as descriptors of `nsfs` files.
+#[derive(Clone, Copy)]
+pub(crate) struct Namespaces<'a> {
+    /// The user namespace (hosts without root).
+    pub user: Option<BorrowedFd<'a>>,
+    /// The mount namespace: the sandbox's file system view.
+    pub mnt: BorrowedFd<'a>,
+    /// The network namespace; `None` when the network is granted.
+    pub net: Option<BorrowedFd<'a>>,
+    /// The IPC namespace.
+    pub ipc: BorrowedFd<'a>,
 }
 
 /// The stack the child runs on until `exec`: it only makes system calls.
@@ -43,7 +61,7 @@ const CHILD_STACK: usize = 64 << 10;
 /// What [`child_main`] reads: plain values and pointers into memory the
 /// parent keeps alive (and does not touch: its thread is suspended) until
 /// the child has called `exec` or exited.
-struct ChildArgs {
+struct ChildArgs<'a> {
     program: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -55,6 +73,12 @@ struct ChildArgs {
     rlimits: *const (Resource, u64),
     rlimits_len: usize,
     keep_caps: u64,
+    /// `user`, `mnt`, `net`, `ipc` descriptors; -1 where there is none.
+    namespaces: [RawFd; 4],
+    /// `(uid, gid)`; `uid` < 0: no change.
+    identity: (i64, i64),
+    seccomp: *const &'a [libc::sock_filter],
+    seccomp_len: usize,
     host: libc::pid_t,
     /// Set by the child to the error number of the step that failed.
     error: AtomicI32,
@@ -77,13 +101,18 @@ struct ChildArgs {
 /// - asks for SIGKILL when the host thread that started it dies, and
 ///   gives up if the host is already gone;
 /// - sets the resource limits `rlimits` (soft and hard);
+/// - enters the guest sandbox's `namespaces` (its own file system view,
+///   an empty network, its own IPC objects; see `sandbox`);
+/// - joins a session keyring of its own and, with `identity`, becomes that
+///   user and group (no supplementary groups);
 /// - sets no_new_privs, then restricts itself with the Landlock ruleset
 ///   `landlock` (see `confine`);
 /// - drops every Linux capability but `keep_caps` (ambient, inheritable,
 ///   permitted and effective sets; no_new_privs keeps `exec` from giving
 ///   any back): a root host's
 ///   child runs as root without root's powers (it cannot change its uid,
-///   reboot, read other users' files, ...).
+///   reboot, read other users' files, ...);
+/// - installs the `seccomp` filters.
 ///
 /// With `cgroup`, the child is started in that cgroup by `clone3` with
 /// CLONE_INTO_CGROUP (moving it there afterwards would cost a slow cgroup
@@ -112,6 +141,20 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
         rlimits: spec.rlimits.as_ptr(),
         rlimits_len: spec.rlimits.len(),
         keep_caps: spec.keep_caps,
+        namespaces: match spec.namespaces {
+            None => [-1; 4],
+            Some(ns) => [
+                ns.user.map_or(-1, |fd| fd.as_raw_fd()),
+                ns.mnt.as_raw_fd(),
+                ns.net.map_or(-1, |fd| fd.as_raw_fd()),
+                ns.ipc.as_raw_fd(),
+            ],
+        },
+        identity: spec
+            .identity
+            .map_or((-1, -1), |(uid, gid)| (i64::from(uid), i64::from(gid))),
+        seccomp: spec.seccomp.as_ptr(),
+        seccomp_len: spec.seccomp.len(),
         host: std::process::id() as libc::pid_t,
         error: AtomicI32::new(0),
     };
@@ -399,6 +442,19 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         for i in 0..args.inherit_len {
             check!(libc::fcntl(*args.inherit.add(i), libc::F_SETFD, 0));
         }
+        // The sandbox's namespaces; entering the mount namespace moves the
+        // child to the sandbox's root, so the working directory comes after.
+        let [user, mnt, net, ipc] = args.namespaces;
+        for (fd, kind) in [
+            (user, libc::CLONE_NEWUSER),
+            (mnt, libc::CLONE_NEWNS),
+            (net, libc::CLONE_NEWNET),
+            (ipc, libc::CLONE_NEWIPC),
+        ] {
+            if fd >= 0 {
+                check!(libc::setns(fd, kind));
+            }
+        }
         if args.cwd >= 0 {
             check!(libc::fchdir(args.cwd));
         } else {
@@ -422,6 +478,24 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 &limit
             ));
         }
+        if args.namespaces[1] >= 0 {
+            // A session keyring of its own, so no key of the host's session
+            // is the child's to possess (seccomp refuses the key system
+            // calls anyway; a full key quota only costs this extra wall).
+            libc::syscall(
+                libc::SYS_keyctl,
+                libc::KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<c_char>(),
+            );
+        }
+        let (uid, gid) = args.identity;
+        if uid >= 0 {
+            // Supplementary groups first: they need CAP_SETGID, which the
+            // uid change takes away.
+            check!(libc::setgroups(0, std::ptr::null()));
+            check!(libc::setresgid(gid as u32, gid as u32, gid as u32));
+            check!(libc::setresuid(uid as u32, uid as u32, uid as u32));
+        }
         // No setuid/setcap binary can give the child more rights.
         check!(libc::prctl(
             libc::PR_SET_NO_NEW_PRIVS,
@@ -440,6 +514,19 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         let errno = drop_capabilities(args.keep_caps);
         if errno != 0 {
             return errno;
+        }
+        for i in 0..args.seccomp_len {
+            let filter = *args.seccomp.add(i);
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            check!(libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &raw const program
+            ));
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
@@ -484,19 +571,26 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
-/// Loads a compiled component that [`ComponentCache`](crate::cache::ComponentCache)
-/// wrote, mapping its code from the file.
+/// Loads a compiled component from `code`, the bytes of a cache entry that
+/// [`ComponentCache`](crate::cache::ComponentCache) verified. wasmtime
+/// copies them into memory of its own, so nothing done to the file later
+/// reaches running code.
 pub(crate) fn deserialize_component(
     engine: &wasmtime::Engine,
-    path: &std::path::Path,
+    code: &[u8],
 ) -> wasmtime::Result<wasmtime::component::Component> {
-    // SAFETY: `Component::deserialize_file` runs the file's machine code, so
-    // it must be a component this host serialized and nobody altered: the
-    // cache only reads entries it wrote itself (named by the SHA-256 of the
-    // source and the engine's compatibility hash, written then renamed) in a
-    // directory it checked belongs to this user and is closed to others;
-    // wasmtime itself checks the engine version and settings in the header.
-    unsafe { wasmtime::component::Component::deserialize_file(engine, path) }
+    // SAFETY: `Component::deserialize` runs `code` as machine code, so it
+    // must be what `Component::serialize` (or `Engine::precompile_component`)
+    // of a compatible engine produced, unaltered. The cache passes only the
+    // bytes of an entry that it read whole into private memory after opening
+    // it with O_NOFOLLOW and checking it is a regular 0600 file of this user
+    // with one link, and whose HMAC-SHA256 under the host's secret key (a
+    // 0600 file of this user, never in a grant) matches over these very
+    // bytes and the entry's cache key, which names the source's SHA-256 and
+    // the engine's compatibility hash: only this host's cache wrote them,
+    // for this component. wasmtime itself checks the engine version and
+    // settings in the header, and copies the bytes before using them.
+    unsafe { wasmtime::component::Component::deserialize(engine, code) }
 }
 
 /// The Landlock ABI version of the running kernel; 0 without Landlock.
@@ -514,4 +608,439 @@ pub(crate) fn landlock_abi() -> i32 {
         )
     };
     i32::try_from(version).unwrap_or(0).max(0)
+}
+
+/// One step of building a sandbox's file system view, relative to its new
+/// root (see [`build_sandbox`]).
+pub(crate) enum MountStep<'a> {
+    /// A directory (one that exists already is fine).
+    Dir(&'a CStr),
+    /// An empty file, for a file to be bound over.
+    File(&'a CStr),
+    /// A symbolic link `at` → `target`.
+    Symlink {
+        /// What the link says.
+        target: &'a CStr,
+        /// Where it is.
+        at: &'a CStr,
+    },
+    /// The host path `source` (a file or a directory tree) bound at
+    /// `target`, with the mount attributes `attr` (`MOUNT_ATTR_*`) on every
+    /// mount of the tree.
+    Bind {
+        /// The host path, resolved in a copy of the host's mounts.
+        source: &'a CStr,
+        /// Where it appears, relative to the new root.
+        target: &'a CStr,
+        /// `MOUNT_ATTR_*` flags.
+        attr: u64,
+    },
+}
+
+/// What [`build_sandbox`] makes.
+pub(crate) struct SandboxSpec<'a> {
+    /// For a host without root: the contents of `uid_map` and `gid_map` of
+    /// a new user namespace that owns the others.
+    pub user_maps: Option<(&'a CStr, &'a CStr)>,
+    /// Whether to make a new (empty) network namespace.
+    pub net: bool,
+    /// An existing directory of the host to stage the new root on while it
+    /// is assembled (only in the new mount namespace).
+    pub stage: &'a CStr,
+    /// The steps, in order: every directory, file and link first, then the
+    /// binds (parents before what is bound inside them).
+    pub steps: &'a [MountStep<'a>],
+}
+
+/// The namespaces of a built sandbox, held open by these descriptors, and
+/// its root directory.
+pub(crate) struct SandboxFds {
+    /// The root of the sandbox's file system view.
+    pub root: OwnedFd,
+    /// Its user namespace, for a host without root.
+    pub user: Option<OwnedFd>,
+    /// Its mount namespace.
+    pub mnt: OwnedFd,
+    /// Its network namespace, unless the network is granted.
+    pub net: Option<OwnedFd>,
+    /// Its IPC namespace.
+    pub ipc: OwnedFd,
+}
+
+/// What [`sandbox_main`] reads and writes.
+struct BuildArgs<'a> {
+    spec: &'a SandboxSpec<'a>,
+    /// `root`, `user`, `mnt`, `net`, `ipc` as opened by the builder, in
+    /// the descriptor table it shares with the host; -1 where none.
+    fds: [AtomicI32; 5],
+    /// The error number of the step that failed, and which step.
+    error: AtomicI32,
+    failed_step: AtomicI32,
+}
+
+const AT_RECURSIVE: c_int = 0x8000;
+
+/// Builds a sandbox: new mount, IPC and (unless `spec.net` is false)
+/// network namespaces — and for a host without root a user namespace
+/// owning them — whose file system view is a read-only tmpfs holding only
+/// what `spec.steps` put there, and returns descriptors that keep them
+/// alive, for children to enter with `setns`.
+///
+/// The work is done by a short-lived process made with
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_FILES)`: it shares this host's
+/// memory (nothing copied; it only reads `spec`) and its descriptor table
+/// (so what it opens is the host's), unshares the namespaces, assembles the
+/// tree, opens the namespaces' files, switches its root with `pivot_root`
+/// and exits. The host's own namespaces are never touched.
+///
+/// On failure, the error says which step failed.
+pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    let args = BuildArgs {
+        spec,
+        fds: [const { AtomicI32::new(-1) }; 5],
+        error: AtomicI32::new(0),
+        failed_step: AtomicI32::new(-1),
+    };
+    let top = stack.as_mut_ptr_range().end as usize & !15;
+    let mut pidfd: c_int = -1;
+    // SAFETY: as in `spawn`: signals are blocked around `clone`; the child
+    // runs `sandbox_main` on `stack` (alive until the end of this
+    // function), and CLONE_VFORK suspends this thread until it exited, so
+    // `args` and `spec` stay alive and unchanged while it reads them; it
+    // writes only the atomics of `args`. With CLONE_FILES the descriptors
+    // it opens are in this process's table; CLONE_PIDFD stores a pidfd.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            sandbox_main,
+            top as *mut c_void,
+            libc::CLONE_VM
+                | libc::CLONE_VFORK
+                | libc::CLONE_FILES
+                | libc::CLONE_PIDFD
+                | libc::SIGCHLD,
+            (&raw const args).cast_mut().cast::<c_void>(),
+            &raw mut pidfd,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        pid
+    };
+    let _ = pid;
+    // SAFETY: `clone` succeeded, so `pidfd` is a new descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let _ = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(rustix::fd::AsFd::as_fd(&pidfd)),
+        rustix::process::WaitIdOptions::EXITED,
+    );
+    drop(stack);
+    // SAFETY: each descriptor the builder stored is one it opened (with
+    // close-on-exec) in our shared table and nobody else knows of.
+    let fds = args.fds.each_ref().map(|fd| {
+        let fd = fd.load(Ordering::Acquire);
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    let error = args.error.load(Ordering::Acquire);
+    if error != 0 {
+        let step = args.failed_step.load(Ordering::Acquire);
+        let err = io::Error::from_raw_os_error(error);
+        return Err(io::Error::new(
+            err.kind(),
+            format!("{} failed: {err}", sandbox_step_name(spec, step)),
+        ));
+    }
+    let [root, user, mnt, net, ipc] = fds;
+    let missing = || io::Error::other("the sandbox builder opened no namespace");
+    Ok(SandboxFds {
+        root: root.ok_or_else(missing)?,
+        user,
+        mnt: mnt.ok_or_else(missing)?,
+        net,
+        ipc: ipc.ok_or_else(missing)?,
+    })
+}
+
+/// Steps of [`sandbox_main`] before and after `spec.steps` (which are
+/// numbered from 0), for error messages.
+const STEP_USERNS: i32 = -10;
+const STEP_UNSHARE: i32 = -9;
+const STEP_PRIVATE: i32 = -8;
+const STEP_TMPFS: i32 = -7;
+const STEP_STAGE: i32 = -6;
+const STEP_READ_ONLY: i32 = -5;
+const STEP_NSFS: i32 = -4;
+const STEP_PIVOT: i32 = -3;
+
+fn sandbox_step_name(spec: &SandboxSpec<'_>, step: i32) -> String {
+    let path = |p: &CStr| p.to_string_lossy().into_owned();
+    match step {
+        STEP_USERNS => "making the user namespace".into(),
+        STEP_UNSHARE => "making the mount, IPC and network namespaces".into(),
+        STEP_PRIVATE => "making the copied mounts private".into(),
+        STEP_TMPFS => "making the root tmpfs".into(),
+        STEP_STAGE => format!("staging the root on {}", path(spec.stage)),
+        STEP_READ_ONLY => "making the root read-only".into(),
+        STEP_NSFS => "opening the namespaces".into(),
+        STEP_PIVOT => "pivot_root into the sandbox".into(),
+        i => match usize::try_from(i).ok().and_then(|i| spec.steps.get(i)) {
+            Some(MountStep::Dir(p)) => format!("making directory /{}", path(p)),
+            Some(MountStep::File(p)) => format!("making file /{}", path(p)),
+            Some(MountStep::Symlink { at, .. }) => format!("making link /{}", path(at)),
+            Some(MountStep::Bind { source, target, .. }) => {
+                format!("binding {} at /{}", path(source), path(target))
+            }
+            None => format!("step {i}"),
+        },
+    }
+}
+
+/// The sandbox builder, until it exits. Like [`child_main`]: no
+/// allocation, no lock, only system calls.
+extern "C" fn sandbox_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `BuildArgs` that `build_sandbox` keeps alive
+    // until this process exited; `spec` and its strings are alive too.
+    unsafe {
+        let args = &*arg.cast::<BuildArgs<'_>>();
+        if let Err((step, errno)) = sandbox_steps(args) {
+            args.failed_step.store(step, Ordering::Release);
+            args.error.store(errno.max(1), Ordering::Release);
+        }
+        libc::_exit(0)
+    }
+}
+
+/// Writes `contents` to the file `path` (a `/proc/self` file).
+///
+/// # Safety
+/// Only from the sandbox builder.
+unsafe fn write_file(path: &CStr, contents: &CStr) -> c_int {
+    // SAFETY: open/write/close with valid strings.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return -1;
+        }
+        let bytes = contents.to_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if n == bytes.len() as isize { 0 } else { -1 }
+    }
+}
+
+/// The steps of [`sandbox_main`]; `Err((step, errno))` on failure.
+///
+/// # Safety
+/// Only from [`sandbox_main`].
+unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
+    let spec = args.spec;
+    let fail = |step: i32| {
+        (
+            step,
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        )
+    };
+    let keep = |slot: usize, fd: c_int| args.fds[slot].store(fd, Ordering::Release);
+    // SAFETY: system calls on valid strings and descriptors this process
+    // opened; see `build_sandbox`.
+    unsafe {
+        if let Some((uid_map, gid_map)) = spec.user_maps {
+            if libc::unshare(libc::CLONE_NEWUSER) < 0
+                || write_file(c"/proc/self/setgroups", c"deny") < 0
+                || write_file(c"/proc/self/uid_map", uid_map) < 0
+                || write_file(c"/proc/self/gid_map", gid_map) < 0
+            {
+                return Err(fail(STEP_USERNS));
+            }
+        }
+        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
+        if spec.net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        if libc::unshare(flags) < 0 {
+            return Err(fail(STEP_UNSHARE));
+        }
+        // Nothing done here may reach the host's mounts.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
+        {
+            return Err(fail(STEP_PRIVATE));
+        }
+        let fs = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) as c_int;
+        if fs < 0
+            || libc::syscall(
+                libc::SYS_fsconfig,
+                fs,
+                libc::FSCONFIG_SET_STRING,
+                c"mode".as_ptr(),
+                c"0755".as_ptr(),
+                0,
+            ) < 0
+            || libc::syscall(
+                libc::SYS_fsconfig,
+                fs,
+                libc::FSCONFIG_CMD_CREATE,
+                std::ptr::null::<c_char>(),
+                std::ptr::null::<c_char>(),
+                0,
+            ) < 0
+        {
+            return Err(fail(STEP_TMPFS));
+        }
+        let root = libc::syscall(
+            libc::SYS_fsmount,
+            fs,
+            libc::FSMOUNT_CLOEXEC,
+            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        ) as c_int;
+        libc::close(fs);
+        if root < 0 {
+            return Err(fail(STEP_TMPFS));
+        }
+        keep(0, root);
+        for (i, step) in spec.steps.iter().enumerate() {
+            let made = match step {
+                MountStep::Dir(path) => {
+                    let r = libc::mkdirat(root, path.as_ptr(), 0o755);
+                    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+                        0
+                    } else {
+                        r
+                    }
+                }
+                MountStep::File(path) => {
+                    let fd = libc::openat(
+                        root,
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                        0o644,
+                    );
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    fd
+                }
+                MountStep::Symlink { target, at } => {
+                    libc::symlinkat(target.as_ptr(), root, at.as_ptr())
+                }
+                MountStep::Bind { .. } => 0,
+            };
+            if made < 0 {
+                return Err(fail(i as i32));
+            }
+        }
+        // Mounts can only be attached below a mount of this namespace.
+        if libc::syscall(
+            libc::SYS_move_mount,
+            root,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            spec.stage.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(fail(STEP_STAGE));
+        }
+        let read_only = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            root,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &raw const read_only,
+            std::mem::size_of::<libc::mount_attr>(),
+        ) < 0
+        {
+            return Err(fail(STEP_READ_ONLY));
+        }
+        for (i, step) in spec.steps.iter().enumerate() {
+            let MountStep::Bind {
+                source,
+                target,
+                attr,
+            } = step
+            else {
+                continue;
+            };
+            let tree = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | AT_RECURSIVE as libc::c_uint,
+            ) as c_int;
+            if tree < 0 {
+                return Err(fail(i as i32));
+            }
+            let attr = libc::mount_attr {
+                attr_set: *attr,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            let ok = libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | AT_RECURSIVE,
+                &raw const attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            ) >= 0
+                && libc::syscall(
+                    libc::SYS_move_mount,
+                    tree,
+                    c"".as_ptr(),
+                    root,
+                    target.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                ) >= 0;
+            let result = fail(i as i32);
+            libc::close(tree);
+            if !ok {
+                return Err(result);
+            }
+        }
+        // The namespaces' files, while /proc can still be reached.
+        let ns = |path: &CStr| libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        for (slot, path, wanted) in [
+            (1, c"/proc/self/ns/user", spec.user_maps.is_some()),
+            (2, c"/proc/self/ns/mnt", true),
+            (3, c"/proc/self/ns/net", spec.net),
+            (4, c"/proc/self/ns/ipc", true),
+        ] {
+            if wanted {
+                let fd = ns(path);
+                if fd < 0 {
+                    return Err(fail(STEP_NSFS));
+                }
+                keep(slot, fd);
+            }
+        }
+        // The staged tmpfs becomes the namespace's root; the host's tree
+        // under it is detached, so nothing else is left in the namespace.
+        if libc::fchdir(root) < 0
+            || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
+            || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0
+        {
+            return Err(fail(STEP_PIVOT));
+        }
+    }
+    Ok(())
 }

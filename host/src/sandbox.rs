@@ -1,0 +1,503 @@
+//! The sandbox children run in: the walls that Landlock ([`crate::confine`])
+//! cannot build on its own.
+//!
+//! Landlock limits which files a child may open, but not what it may do to
+//! files it owns (chmod, utime, xattrs), nor Unix sockets by path, UDP,
+//! MPTCP, SysV IPC or keys. Those classes are closed by construction, the
+//! way bubblewrap, nsjail and minijail close them:
+//!
+//! | layer | what it does | what it closes |
+//! |---|---|---|
+//! | identity | a root host's children run as an unprivileged user and group ([`DEFAULT_CHILD_ID`] unless set), with no supplementary groups | ownership of the host's files: chmod/chown/utime of root's files, setuid-root binaries |
+//! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::confine::SYSTEM_DIRS`], [`crate::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
+//! | network | a new, empty network namespace (unless the network is granted) | UDP, MPTCP, raw sockets, abstract Unix sockets, every port of the host |
+//! | IPC | an IPC namespace of the guest's own, and a session keyring of each child's own | SysV shared memory, semaphores, message queues, POSIX queues of others |
+//! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`) | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
+//! | Landlock | see [`crate::confine`] | a second, independent wall for files and TCP |
+//!
+//! The namespaces are made once per guest, on its first child, by a
+//! short-lived builder process (see `sys::build_sandbox`), and held by
+//! descriptors; each child then only enters them with `setns` before it
+//! executes its program, which keeps spawning at native speed.
+//!
+//! Children see the grants at their host paths (as before), so the paths a
+//! guest passes them mean what they meant without the sandbox. A child's
+//! working directory is reopened inside the sandbox's view and checked to be
+//! the very directory the policy approved.
+
+use crate::bindings::types::Confinement;
+use crate::policy::{DirGrant, ProgramGrant};
+use anyhow::{Context as _, Result, bail};
+use cap_std::fs::Dir;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The user and group id a root host's children run as by default
+/// (`nobody` and `nogroup` on Debian).
+pub const DEFAULT_CHILD_ID: u32 = 65534;
+
+/// Device nodes children may use: `(path, writable)`.
+pub const DEVICES: &[(&str, bool)] = &[
+    ("/dev/null", true),
+    ("/dev/zero", false),
+    ("/dev/full", true),
+    ("/dev/random", false),
+    ("/dev/urandom", false),
+];
+
+/// The system calls the seccomp layer refuses, with the condition (if any)
+/// and why. Documentation and filter come from this one table.
+pub const SECCOMP_DENIED: &[(&str, &str, &str)] = &[
+    (
+        "unshare",
+        "any CLONE_NEW* flag",
+        "no new namespaces (user namespaces above all)",
+    ),
+    ("clone", "any CLONE_NEW* flag", "no new namespaces"),
+    (
+        "clone3",
+        "always (ENOSYS)",
+        "its flags cannot be read by a filter; libc falls back to clone",
+    ),
+    ("setns", "always", "no other namespace"),
+    ("keyctl, add_key, request_key", "always", "no kernel keys"),
+    (
+        "ptrace, process_vm_readv, process_vm_writev",
+        "always",
+        "no tracing or reading other processes",
+    ),
+    (
+        "bpf, perf_event_open, userfaultfd",
+        "always",
+        "kernel attack surface",
+    ),
+    (
+        "io_uring_setup, io_uring_enter, io_uring_register",
+        "always",
+        "io_uring would bypass this filter",
+    ),
+    (
+        "mount, umount2, pivot_root, chroot, open_tree, move_mount, fsopen, fsconfig, fsmount, fspick, mount_setattr",
+        "always",
+        "no changes to the file system view",
+    ),
+    (
+        "open_by_handle_at",
+        "always",
+        "no file handles (they bypass paths)",
+    ),
+    (
+        "chmod, fchmod, fchmodat, fchmodat2",
+        "mode has S_ISUID or S_ISGID",
+        "no setuid or setgid files",
+    ),
+    (
+        "open, openat, creat, mknod, mknodat",
+        "mode has S_ISUID or S_ISGID",
+        "no setuid or setgid files",
+    ),
+    (
+        "openat2",
+        "always (ENOSYS)",
+        "its mode cannot be read by a filter; libc falls back to openat",
+    ),
+    (
+        "ioctl",
+        "TIOCSTI or TIOCLINUX",
+        "no typing into the host's terminal",
+    ),
+];
+
+/// A guest's sandbox: its namespaces, held open, and the root of its file
+/// system view.
+#[derive(Debug)]
+pub(crate) struct Sandbox {
+    fds: crate::sys::SandboxFds,
+}
+
+impl std::fmt::Debug for crate::sys::SandboxFds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxFds")
+            .field("root", &self.root)
+            .field("net", &self.net.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds the sandbox for these grants. `network`: the network is
+    /// granted (no network namespace).
+    pub fn build(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Sandbox> {
+        let plan = Plan::new(dirs, programs)?;
+        let owned = plan.steps();
+        let steps = owned.steps();
+        let root = rustix::process::geteuid().is_root();
+        let maps = (!root).then(|| {
+            let uid = rustix::process::geteuid().as_raw();
+            let gid = rustix::process::getegid().as_raw();
+            (
+                CString::new(format!("{uid} {uid} 1")).expect("no NUL"),
+                CString::new(format!("{gid} {gid} 1")).expect("no NUL"),
+            )
+        });
+        let stage = ["/tmp", "/mnt", "/var/tmp"]
+            .into_iter()
+            .find(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+            .context("no directory (/tmp, /mnt) to stage the sandbox's root on")?;
+        let stage = CString::new(stage).expect("no NUL");
+        let spec = crate::sys::SandboxSpec {
+            user_maps: maps.as_ref().map(|(u, g)| (u.as_c_str(), g.as_c_str())),
+            net: !network,
+            stage: &stage,
+            steps: &steps,
+        };
+        let fds = crate::sys::build_sandbox(&spec).context("building the sandbox")?;
+        let sandbox = Sandbox { fds };
+        for dir in dirs {
+            sandbox.view(&dir.dir).with_context(|| {
+                format!(
+                    "granted directory {} is not the same inside the sandbox",
+                    dir.host_path.display()
+                )
+            })?;
+        }
+        Ok(sandbox)
+    }
+
+    /// The namespaces for a child to enter.
+    pub fn namespaces(&self) -> crate::sys::Namespaces<'_> {
+        crate::sys::Namespaces {
+            user: self.fds.user.as_ref().map(|fd| fd.as_fd()),
+            mnt: self.fds.mnt.as_fd(),
+            net: self.fds.net.as_ref().map(|fd| fd.as_fd()),
+            ipc: self.fds.ipc.as_fd(),
+        }
+    }
+
+    /// `dir` (opened in the host's view) as the sandbox shows it: the same
+    /// directory, reached from the sandbox's root without following any
+    /// symlink, so that a child entering it stays inside the sandbox's
+    /// view (`..` included). Fails if the sandbox shows another directory
+    /// there, or none.
+    pub fn view(&self, dir: &Dir) -> std::io::Result<OwnedFd> {
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+        let relative = relative(&path);
+        let opened = rustix::fs::openat2(
+            &self.fds.root,
+            relative.as_path(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let (want, got) = (rustix::fs::fstat(dir)?, rustix::fs::fstat(&opened)?);
+        if (want.st_dev, want.st_ino) != (got.st_dev, got.st_ino) {
+            return Err(std::io::Error::other(format!(
+                "{} is another directory inside the sandbox",
+                path.display()
+            )));
+        }
+        Ok(opened)
+    }
+}
+
+/// `path` (absolute) relative to `/`; `.` for `/` itself.
+fn relative(path: &Path) -> PathBuf {
+    let rest: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    if rest.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rest
+    }
+}
+
+/// What a path of the sandbox's view is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    /// A symbolic link with this target.
+    Symlink(PathBuf),
+    /// A host directory or file bound here with these mount attributes.
+    Bind {
+        source: PathBuf,
+        attr: u64,
+        is_dir: bool,
+    },
+}
+
+const READ_ONLY: u64 = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+const READ_WRITE: u64 = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+/// Device nodes keep `dev`, or they could not be opened.
+const DEVICE: u64 = libc::MOUNT_ATTR_NOSUID;
+
+/// The sandbox's view, path by path (absolute paths).
+#[derive(Debug, Default)]
+struct Plan {
+    nodes: Vec<(PathBuf, Node)>,
+}
+
+impl Plan {
+    /// The view for these grants: the system paths, the devices, the
+    /// granted directories and the granted programs that no directory
+    /// already shows.
+    fn new(dirs: &[DirGrant], programs: &[&ProgramGrant]) -> Result<Plan> {
+        let mut plan = Plan::default();
+        for path in crate::confine::SYSTEM_DIRS
+            .iter()
+            .chain(crate::confine::SYSTEM_FILES)
+        {
+            plan.system(Path::new(path), READ_ONLY)?;
+        }
+        for (path, _) in DEVICES {
+            plan.system(Path::new(path), DEVICE)?;
+        }
+        for dir in dirs {
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", dir.dir.as_raw_fd()))
+                .with_context(|| format!("locating {}", dir.host_path.display()))?;
+            if path == Path::new("/") {
+                bail!("a grant of `/` leaves the sandbox nothing to hide");
+            }
+            let attr = match dir.access {
+                crate::DirAccess::ReadOnly => READ_ONLY,
+                crate::DirAccess::ReadWrite => READ_WRITE,
+            };
+            plan.bind(path.clone(), path, attr, true);
+        }
+        for program in programs {
+            let path = std::fs::canonicalize(&program.path)
+                .with_context(|| format!("locating {}", program.path.display()))?;
+            if !plan.shows(&path) {
+                plan.bind(path.clone(), path, READ_ONLY, false);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// A system path, if the host has it: a symlink stays a symlink, the
+    /// rest is bound.
+    fn system(&mut self, path: &Path, attr: u64) -> Result<()> {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        if meta.is_symlink() {
+            self.nodes
+                .push((path.to_owned(), Node::Symlink(std::fs::read_link(path)?)));
+        } else {
+            self.bind(path.to_owned(), path.to_owned(), attr, meta.is_dir());
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, at: PathBuf, source: PathBuf, attr: u64, is_dir: bool) {
+        // A later grant of the same path wins (read-write over read-only
+        // is the grants' business; the Landlock wall follows the grants).
+        self.nodes.retain(|(p, _)| *p != at);
+        self.nodes.push((
+            at,
+            Node::Bind {
+                source,
+                attr,
+                is_dir,
+            },
+        ));
+    }
+
+    /// Whether `path` is inside a directory the view binds.
+    fn shows(&self, path: &Path) -> bool {
+        self.nodes.iter().any(|(at, node)| {
+            matches!(node, Node::Bind { is_dir: true, .. }) && path.starts_with(at)
+        })
+    }
+
+    /// The builder's steps: every directory (parents first), empty file
+    /// and symlink, then the binds, shallowest first so that a bind inside
+    /// another lands on top of it.
+    fn steps(&self) -> Steps {
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut made: Vec<(CString, Made)> = Vec::new();
+        let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL");
+        for (path, node) in &self.nodes {
+            let rel = relative(path);
+            let mut parent = PathBuf::new();
+            let parents: Vec<_> = rel
+                .parent()
+                .into_iter()
+                .flat_map(|p| p.components())
+                .collect();
+            for part in parents {
+                parent.push(part);
+                if dirs.insert(parent.clone()) {
+                    made.push((cstr(&parent), Made::Dir));
+                }
+            }
+            match node {
+                Node::Symlink(target) => made.push((cstr(&rel), Made::Symlink(cstr(target)))),
+                Node::Bind { is_dir: true, .. } => {
+                    if dirs.insert(rel.clone()) {
+                        made.push((cstr(&rel), Made::Dir));
+                    }
+                }
+                Node::Bind { is_dir: false, .. } => made.push((cstr(&rel), Made::File)),
+            }
+        }
+        let mut binds: Vec<_> = (self.nodes.iter())
+            .filter_map(|(path, node)| match node {
+                Node::Bind { source, attr, .. } => Some((
+                    path.components().count(),
+                    cstr(source),
+                    cstr(&relative(path)),
+                    *attr,
+                )),
+                _ => None,
+            })
+            .collect();
+        binds.sort_by_key(|(depth, ..)| *depth);
+        Steps {
+            made,
+            binds: binds.into_iter().map(|(_, s, t, a)| (s, t, a)).collect(),
+        }
+    }
+}
+
+/// What the builder makes in the root tmpfs.
+enum Made {
+    Dir,
+    File,
+    Symlink(CString),
+}
+
+/// The owned strings behind the builder's steps.
+struct Steps {
+    made: Vec<(CString, Made)>,
+    binds: Vec<(CString, CString, u64)>,
+}
+
+impl Steps {
+    fn steps(&self) -> Vec<crate::sys::MountStep<'_>> {
+        use crate::sys::MountStep;
+        let made = self.made.iter().map(|(path, what)| match what {
+            Made::Dir => MountStep::Dir(path),
+            Made::File => MountStep::File(path),
+            Made::Symlink(target) => MountStep::Symlink { target, at: path },
+        });
+        let binds = (self.binds.iter()).map(|(source, target, attr)| MountStep::Bind {
+            source,
+            target,
+            attr: *attr,
+        });
+        made.chain(binds).collect()
+    }
+}
+
+/// The seccomp programs every sandboxed child installs: the `ENOSYS` one
+/// and the `EPERM` one of [`SECCOMP_DENIED`]. Built once.
+pub(crate) fn seccomp_programs() -> Result<&'static [Vec<libc::sock_filter>; 2], String> {
+    static PROGRAMS: OnceLock<Result<[Vec<libc::sock_filter>; 2], String>> = OnceLock::new();
+    PROGRAMS
+        .get_or_init(|| crate::seccomp::programs().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Why children running as `(uid, gid)` cannot use the granted directory
+/// `dir` as granted (enter it; read it; write it if read-write), judged by
+/// its owner and mode; `None` if they can.
+pub(crate) fn unreachable_for(dir: &DirGrant, (uid, gid): (u32, u32)) -> Option<String> {
+    let stat = rustix::fs::fstat(&*dir.dir).ok()?;
+    let bits = if stat.st_uid == uid {
+        stat.st_mode >> 6
+    } else if stat.st_gid == gid {
+        stat.st_mode >> 3
+    } else {
+        stat.st_mode
+    } & 0o7;
+    let need = match dir.access {
+        crate::DirAccess::ReadOnly => 0o5,
+        crate::DirAccess::ReadWrite => 0o7,
+    };
+    (bits & need != need).then(|| {
+        format!(
+            "children run as uid {uid} gid {gid} and cannot {} {} (owner {}, group {}, mode {:o}): \
+             give it to them (chown or chmod) or choose their user (--child-user)",
+            if need == 0o7 { "write to" } else { "read" },
+            dir.host_path.display(),
+            stat.st_uid,
+            stat.st_gid,
+            stat.st_mode & 0o7777,
+        )
+    })
+}
+
+/// Which walls a child stands behind; the audit log names each, and
+/// [`Layers::level`] is what the guest is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layers {
+    /// Runs as an unprivileged user (a root host's children).
+    pub identity: bool,
+    /// Sees only the sandbox's file system view.
+    pub mount: bool,
+    /// In an empty network namespace, or the network is granted.
+    pub network: bool,
+    /// In the guest's IPC namespace.
+    pub ipc: bool,
+    /// Under the seccomp filter.
+    pub seccomp: bool,
+    /// What Landlock enforces (see [`crate::confine`]).
+    pub landlock: Confinement,
+}
+
+impl Layers {
+    /// `full` when every layer is up and Landlock is full; `none` when no
+    /// layer is; `partial` otherwise.
+    pub fn level(&self) -> Confinement {
+        let walls = [self.identity, self.mount, self.network, self.ipc, self.seccomp];
+        match (self.landlock, walls.iter().all(|&w| w), walls.iter().any(|&w| w)) {
+            (Confinement::Full, true, _) => Confinement::Full,
+            (Confinement::None, _, false) => Confinement::None,
+            _ => Confinement::Partial,
+        }
+    }
+
+    /// The names of the layers that are down.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            ("identity", self.identity),
+            ("mount", self.mount),
+            ("network", self.network),
+            ("ipc", self.ipc),
+            ("seccomp", self.seccomp),
+            ("landlock", self.landlock == Confinement::Full),
+        ]
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// For the audit log.
+    pub(crate) fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "identity": self.identity,
+            "mount": self.mount,
+            "network": self.network,
+            "ipc": self.ipc,
+            "seccomp": self.seccomp,
+            "landlock": confinement_name(self.landlock),
+        })
+    }
+}
+
+/// `full`, `partial` or `none`.
+pub(crate) fn confinement_name(level: Confinement) -> &'static str {
+    match level {
+        Confinement::Full => "full",
+        Confinement::Partial => "partial",
+        Confinement::None => "none",
+    }
+}
