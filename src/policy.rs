@@ -27,6 +27,10 @@
 //! cgroup = true                      # false: --no-cgroup
 //! cgroup_per_child = false           # --cgroup-per-child
 //! allow_uid_change = false           # --allow-uid-change
+//! sandbox = true                     # false: --no-sandbox
+//! child_user = "65534:65534"         # --child-user
+//! allow_uids = [1000]                # --allow-uid
+//! allow_gids = [1000]                # --allow-gid
 //! ```
 //!
 //! Host paths (`dir.host`, programs and forks written as paths, `audit_log`)
@@ -100,6 +104,12 @@ struct Confinement {
     cgroup: Option<bool>,
     cgroup_per_child: Option<bool>,
     allow_uid_change: Option<bool>,
+    sandbox: Option<bool>,
+    child_user: Option<String>,
+    #[serde(default)]
+    allow_uids: Vec<u32>,
+    #[serde(default)]
+    allow_gids: Vec<u32>,
 }
 
 /// Adds the grants of the policy file at `path` to `args`.
@@ -187,7 +197,15 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
         );
     }
     args.allow_uid_change |= c.allow_uid_change.unwrap_or(false);
-    if args.require_confinement && args.no_confinement {
+    args.no_sandbox |= c.sandbox == Some(false);
+    if let Some(user) = c.child_user {
+        let user = crate::parse_user(&user)
+            .map_err(|e| anyhow::anyhow!("{}: confinement.child_user: {e}", path.display()))?;
+        args.child_user = user;
+    }
+    args.allow_uids.extend(c.allow_uids);
+    args.allow_gids.extend(c.allow_gids);
+    if args.require_confinement && (args.no_confinement || args.no_sandbox) {
         bail!(
             "{}: confinement is both required and disabled",
             path.display()

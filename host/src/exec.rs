@@ -20,7 +20,8 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request::new(Run::Shell(&command), &options.cwd, &options.env);
+        let req = Request::new(Run::Shell(&command), &options.cwd, &options.env)
+            .user(options.uid, options.gid);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 
@@ -31,7 +32,8 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env);
+        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env)
+            .user(options.uid, options.gid);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 }

@@ -107,6 +107,10 @@ impl ProcessCtx {
                 .collect(),
             limits: self.narrow_limits(&options.limits)?,
             channel_spin_us: self.channel_spin.as_micros() as u64,
+            sandbox: self.use_sandbox,
+            child_user: self
+                .check_user(options.uid, options.gid)?
+                .unwrap_or(self.child_id),
         };
         Ok((spec, opened))
     }

@@ -109,6 +109,10 @@ pub enum Denial {
         /// What was asked for and what the guest holds.
         message: String,
     },
+    /// A user id the host did not grant.
+    Uid(u32),
+    /// A group id the host did not grant.
+    Gid(u32),
     /// A limit: which one, and the message given to the guest.
     Limit {
         /// The limit's name, as in [`Limits`](crate::Limits).
@@ -151,6 +155,8 @@ impl fmt::Display for Denial {
                     "directory `{d}` is read-only for this guest and can only be passed on read-only"
                 )
             }
+            Denial::Uid(uid) => write!(f, "user id {uid} is not allowed"),
+            Denial::Gid(gid) => write!(f, "group id {gid} is not allowed"),
             Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {
                 f.write_str(message)
             }
@@ -356,6 +362,9 @@ pub(crate) struct Request<'a> {
     pub run: Run<'a>,
     pub cwd: Option<&'a str>,
     pub env: &'a [(String, String)],
+    /// The user and group ids asked for.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// The program part of a [`Request`].
@@ -373,7 +382,16 @@ impl<'a> Request<'a> {
             run,
             cwd: cwd.as_deref(),
             env,
+            uid: None,
+            gid: None,
         }
+    }
+
+    /// Asks for the child to run as `uid` and `gid`.
+    pub fn user(mut self, uid: Option<u32>, gid: Option<u32>) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self
     }
 
     /// The audit log's name for the request's kind.
@@ -426,6 +444,7 @@ impl ProcessCtx {
                 ),
             }));
         }
+        let identity = self.check_user(req.uid, req.gid)?;
         let (cwd, cwd_host) = self.open_cwd(req.cwd)?;
         Ok(Prepared {
             program: grant.path.clone(),
@@ -436,7 +455,7 @@ impl ProcessCtx {
             cwd_host,
             inherit_fds: Vec::new(),
             confine: true,
-            identity: None,
+            identity,
         })
     }
 
@@ -472,6 +491,27 @@ impl ProcessCtx {
             return nul("the working directory".into());
         }
         Ok(())
+    }
+
+    /// The user and group a child asked to run as, if the host granted
+    /// them (its child user, or an id allowed with `allow_uid`/`allow_gid`);
+    /// `None` when nothing was asked.
+    pub(crate) fn check_user(
+        &self,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Option<(u32, u32)>, ErrorCode> {
+        if uid.is_none() && gid.is_none() {
+            return Ok(None);
+        }
+        let (uid, gid) = (uid.unwrap_or(self.child_id.0), gid.unwrap_or(self.child_id.1));
+        if uid != self.child_id.0 && !self.allowed_uids.contains(&uid) {
+            return Err(self.deny(Denial::Uid(uid)));
+        }
+        if gid != self.child_id.1 && !self.allowed_gids.contains(&gid) {
+            return Err(self.deny(Denial::Gid(gid)));
+        }
+        Ok(Some((uid, gid)))
     }
 
     pub(crate) fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {

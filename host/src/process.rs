@@ -240,6 +240,13 @@ impl ProcessCtx {
                 layers.missing().join(", ")
             )));
         }
+        if let Some((uid, gid)) = prepared.identity
+            && !layers.identity
+        {
+            return Err(ErrorCode::Unsupported(format!(
+                "children cannot run as uid {uid} gid {gid} here: only the children of a root host, in the sandbox, change their user"
+            )));
+        }
         let landlock = match (layers.landlock, &self.confiner.ruleset) {
             (Confinement::Full | Confinement::Partial, Some(fd)) => Some(fd.as_fd()),
             _ => None,

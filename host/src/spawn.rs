@@ -231,7 +231,8 @@ impl Host for ProcessCtxView<'_> {
         args: Vec<String>,
         options: SpawnOptions,
     ) -> ProcessResult<Resource<Child>> {
-        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env);
+        let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env)
+            .user(options.uid, options.gid);
         let prepared = self.ctx.prepare(&req)?;
         let child = (self.ctx).start(
             "spawn",

@@ -47,6 +47,10 @@ pub struct WorkerSpec {
     /// parent's setting).
     #[serde(default = "default_spin_us")]
     pub channel_spin_us: u64,
+    /// Whether its children run in the sandbox (the parent's setting).
+    pub sandbox: bool,
+    /// The user and group ids its children run as.
+    pub child_user: (u32, u32),
 }
 
 fn default_spin_us() -> u64 {
@@ -140,6 +144,8 @@ impl Worker {
         }
         process
             .limits(spec.limits.clone())
+            .sandbox(spec.sandbox)
+            .child_user(spec.child_user.0, spec.child_user.1)
             .channel_spin(Duration::from_micros(spec.channel_spin_us))
             .parent_channel(channel);
         Ok(Worker {
