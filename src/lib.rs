@@ -3,8 +3,8 @@
 //! wasmtime-wasi plus `wasmproc:process`. Embedders who want more control use
 //! [`wasmproc_host`] directly (see `host/examples/embed.rs`).
 
-use anyhow::{Context as _, Result};
-use std::path::Path;
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
 use wasmproc_host::{ComponentCache, ProcessCtx, ProcessCtxView, ProcessView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -55,40 +55,85 @@ pub struct Runner {
     engine: Engine,
     linker: Linker<GuestState>,
     cache: Option<ComponentCache>,
+    /// Why there is no cache, if there is none.
+    no_cache: Option<String>,
 }
 
 impl Runner {
     /// An engine configured for async component-model guests, with
-    /// wasmtime-wasi and `wasmproc:process` linked.
+    /// wasmtime-wasi and `wasmproc:process` linked, and the component cache
+    /// at [`ComponentCache::default_dir`] (without a cache, with a warning,
+    /// if it cannot be used).
     pub fn new() -> Result<Runner> {
+        let cache = match ComponentCache::default_dir() {
+            Some(dir) => ComponentCache::new(&dir).map_err(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "compiling without a component cache");
+                format!("{e:#}")
+            }),
+            None => Err("no cache directory: set WASMPROC_CACHE, XDG_CACHE_HOME or HOME".into()),
+        };
+        let mut runner = Runner::with_cache(cache.as_ref().ok().cloned())?;
+        runner.no_cache = cache.err();
+        Ok(runner)
+    }
+
+    /// As [`new`](Self::new), with the component cache `cache` (or none).
+    pub fn with_cache(cache: Option<ComponentCache>) -> Result<Runner> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmproc_host::add_to_linker_async(&mut linker)?;
-        let cache = ComponentCache::default_dir().and_then(|dir| match ComponentCache::new(&dir) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                tracing::warn!(error = %e, "compiling without a component cache");
-                None
-            }
-        });
         Ok(Runner {
             engine,
             linker,
+            no_cache: cache
+                .is_none()
+                .then(|| "no component cache was given".to_owned()),
             cache,
         })
     }
 
+    /// The component cache, if there is one.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
+    }
+
+    /// Refuses a directory grant that contains the component cache or lies
+    /// inside it ([`ComponentCache::check_grant`]); any grant passes without
+    /// a cache.
+    pub fn check_grant(&self, grant: &Path) -> Result<()> {
+        match &self.cache {
+            Some(cache) => cache.check_grant(grant),
+            None => Ok(()),
+        }
+    }
+
     /// The component at `path`, compiled once and then loaded from the
-    /// component cache ([`ComponentCache::default_dir`]).
+    /// component cache, which verifies every entry first (see
+    /// [`ComponentCache`]).
     pub fn load(&self, path: &Path) -> Result<Component> {
         let component = match &self.cache {
             Some(cache) => cache.load(&self.engine, path),
             None => Component::from_file(&self.engine, path).map_err(anyhow::Error::from),
         };
         component.with_context(|| format!("cannot load component {}", path.display()))
+    }
+
+    /// Compiles the component at `path` into the component cache, unless a
+    /// verified entry is there already, and returns the entry's path
+    /// (`wasmproc compile`).
+    pub fn compile(&self, path: &Path) -> Result<PathBuf> {
+        let Some(cache) = &self.cache else {
+            bail!(
+                "no component cache to fill: {}",
+                self.no_cache.as_deref().unwrap_or("none")
+            );
+        };
+        cache
+            .compile(&self.engine, path)
+            .with_context(|| format!("cannot compile component {}", path.display()))
     }
 
     /// Runs `component`'s `wasi:cli/run` export with `wasi` and `process`.

@@ -58,6 +58,16 @@ enum Commands {
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
     Run(Box<RunArgs>),
+    /// Compile components into the compiled-component cache ahead of time
+    /// (as `wasmtime compile`), so that their first run or fork does not pay
+    /// for it; prints `COMPONENT -> ENTRY` for each. The cache is
+    /// $WASMPROC_CACHE, else $XDG_CACHE_HOME/wasmproc/components, else
+    /// ~/.cache/wasmproc/components.
+    Compile {
+        /// The components to compile.
+        #[arg(required = true, value_name = "COMPONENT")]
+        components: Vec<PathBuf>,
+    },
     /// Print the WIT package wasmproc:process@0.1.0 that guests import (the
     /// wasi 0.2.12 packages it uses come with wasmtime-wasi 48 and any
     /// wasi 0.2 toolchain).
@@ -200,6 +210,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(*args),
         Commands::Worker { channel_fd } => worker(channel_fd),
+        Commands::Compile { components } => compile(&components),
         Commands::Wit => {
             print!("{}", include_str!("../wit/process.wit"));
             Ok(ExitCode::SUCCESS)
@@ -218,12 +229,13 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
     if let Some(path) = args.policy.clone() {
         policy::apply(&path, &mut args)?;
     }
-    let (wasi, process) = contexts(&args)?;
+    // The cache first: no grant may reach it.
+    let runner = Runner::new()?;
+    let (wasi, process) = contexts(&args, &runner)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let runner = Runner::new()?;
         let component = runner.load(&args.component)?;
         run_guest(&runner, &component, wasi, process).await
     })
@@ -237,6 +249,13 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     runtime.block_on(async {
         let mut worker = wasmproc_host::worker::Worker::accept(channel_fd).await?;
         let runner = Runner::new()?;
+        // The parent checked these grants against the same cache; a worker
+        // started some other way (an embedder's host) is checked here.
+        for dir in &worker.spec.dirs {
+            runner
+                .check_grant(Path::new(&format!("/proc/self/fd/{}", dir.fd)))
+                .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
+        }
         let component = runner.load(&worker.spec.component)?;
         run_guest(
             &runner,
@@ -276,13 +295,24 @@ async fn run_guest(
     })
 }
 
+/// `wasmproc compile`: fills the cache, one line per component.
+fn compile(components: &[PathBuf]) -> Result<ExitCode> {
+    let runner = Runner::new()?;
+    for component in components {
+        let entry = runner.compile(component)?;
+        println!("{} -> {}", component.display(), entry.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn stopped(signal: &str, code: u8) -> ExitCode {
     eprintln!("wasmproc: stopped by {signal}; the guest's children were killed");
     ExitCode::from(code)
 }
 
-/// The WASI and process contexts the flags describe.
-fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
+/// The WASI and process contexts the flags describe; no directory grant
+/// may contain `runner`'s component cache or lie inside it.
+fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
     wasi.inherit_stdio();
@@ -311,6 +341,9 @@ fn contexts(args: &RunArgs) -> Result<(WasiCtx, ProcessCtx)> {
         .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
     for (dir, access, perms, flag) in rw.chain(ro) {
         let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+        runner
+            .check_grant(Path::new(host))
+            .with_context(|| format!("{flag} {dir}"))?;
         wasi.preopened_dir(host, guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{flag} {dir}"))?;
