@@ -676,6 +676,9 @@ struct BuildArgs<'a> {
     /// The error number of the step that failed, and which step.
     error: AtomicI32,
     failed_step: AtomicI32,
+    /// A detached copy of each bind's source tree, by step (-1 for the
+    /// other steps), opened before the stage hides any path.
+    trees: &'a [AtomicI32],
 }
 
 const AT_RECURSIVE: c_int = 0x8000;
@@ -696,11 +699,13 @@ const AT_RECURSIVE: c_int = 0x8000;
 /// On failure, the error says which step failed.
 pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
     let mut stack = vec![0u8; CHILD_STACK];
+    let trees: Vec<AtomicI32> = spec.steps.iter().map(|_| AtomicI32::new(-1)).collect();
     let args = BuildArgs {
         spec,
         fds: [const { AtomicI32::new(-1) }; 5],
         error: AtomicI32::new(0),
         failed_step: AtomicI32::new(-1),
+        trees: &trees,
     };
     let top = stack.as_mut_ptr_range().end as usize & !15;
     let mut pidfd: c_int = -1;
@@ -741,6 +746,14 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
         rustix::process::WaitIdOptions::EXITED,
     );
     drop(stack);
+    for tree in &trees {
+        let fd = tree.load(Ordering::Acquire);
+        if fd >= 0 {
+            // SAFETY: a detached tree the builder opened in our shared
+            // table and did not close (it failed before attaching it).
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
     // SAFETY: each descriptor the builder stored is one it opened (with
     // close-on-exec) in our shared table and nobody else knows of.
     let fds = args.fds.each_ref().map(|fd| {
@@ -942,6 +955,40 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
                 return Err(fail(i as i32));
             }
         }
+        // A detached copy of every source, with its attributes, before
+        // the stage below can hide any of them.
+        for (i, step) in spec.steps.iter().enumerate() {
+            let MountStep::Bind { source, attr, .. } = step else {
+                continue;
+            };
+            let tree = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | AT_RECURSIVE as libc::c_uint,
+            ) as c_int;
+            if tree < 0 {
+                return Err(fail(i as i32));
+            }
+            args.trees[i].store(tree, Ordering::Release);
+            let attr = libc::mount_attr {
+                attr_set: *attr,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            if libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | AT_RECURSIVE,
+                &raw const attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            ) < 0
+            {
+                return Err(fail(i as i32));
+            }
+        }
         // Mounts can only be attached below a mount of this namespace.
         if libc::syscall(
             libc::SYS_move_mount,
@@ -972,48 +1019,22 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
             return Err(fail(STEP_READ_ONLY));
         }
         for (i, step) in spec.steps.iter().enumerate() {
-            let MountStep::Bind {
-                source,
-                target,
-                attr,
-            } = step
-            else {
+            let MountStep::Bind { target, .. } = step else {
                 continue;
             };
-            let tree = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | AT_RECURSIVE as libc::c_uint,
-            ) as c_int;
-            if tree < 0 {
-                return Err(fail(i as i32));
-            }
-            let attr = libc::mount_attr {
-                attr_set: *attr,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            let ok = libc::syscall(
-                libc::SYS_mount_setattr,
+            let tree = args.trees[i].load(Ordering::Acquire);
+            let moved = libc::syscall(
+                libc::SYS_move_mount,
                 tree,
                 c"".as_ptr(),
-                libc::AT_EMPTY_PATH | AT_RECURSIVE,
-                &raw const attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            ) >= 0
-                && libc::syscall(
-                    libc::SYS_move_mount,
-                    tree,
-                    c"".as_ptr(),
-                    root,
-                    target.as_ptr(),
-                    libc::MOVE_MOUNT_F_EMPTY_PATH,
-                ) >= 0;
+                root,
+                target.as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH,
+            );
             let result = fail(i as i32);
             libc::close(tree);
-            if !ok {
+            args.trees[i].store(-1, Ordering::Release);
+            if moved < 0 {
                 return Err(result);
             }
         }
