@@ -30,7 +30,7 @@ fn fail(what: &str, e: ErrorCode) -> ! {
 
 fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let options = SpawnOptions { cwd: None, env: vec![], stdin, stdout, stderr: Stdio::Null };
+    let options = SpawnOptions { stdin, stdout, stderr: Stdio::Null, ..SpawnOptions::default() };
     spawn(program, &args, &options).unwrap_or_else(|e| fail(program, e))
 }
 

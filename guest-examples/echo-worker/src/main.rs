@@ -83,8 +83,12 @@ fn main() {
             use wasmproc_guest::spawn::{SpawnOptions, spawn};
             use wasmproc_guest::types::Stdio;
             let n: usize = arg(1).parse().unwrap();
-            let options =
-                SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null };
+            let options = SpawnOptions {
+                stdin: Stdio::Null,
+                stdout: Stdio::Null,
+                stderr: Stdio::Null,
+                ..SpawnOptions::default()
+            };
             let mut children = Vec::new();
             let mut stopped = String::from("none");
             for _ in 0..n {
@@ -116,8 +120,12 @@ fn main() {
         "spawn" => {
             use wasmproc_guest::spawn::{SpawnOptions, spawn};
             use wasmproc_guest::types::Stdio;
-            let options =
-                SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null };
+            let options = SpawnOptions {
+                stdin: Stdio::Null,
+                stdout: Stdio::Null,
+                stderr: Stdio::Null,
+                ..SpawnOptions::default()
+            };
             let child = spawn(&arg(1), &args[2..], &options).expect("spawn");
             parent::send(child.pid().to_string().as_bytes()).expect("send");
             std::thread::sleep(std::time::Duration::from_secs(60));

@@ -6,7 +6,7 @@
 //! REQUEST := [OPTION]... (shell COMMAND | file PROGRAM [ARG]...)
 //!          | spawn PROGRAM | fork COMPONENT
 //! OPTION  := --cwd DIR | --env NAME=VALUE | --timeout-ms N | --kill-signal N
-//!          | --max-buffer N | --stdin TEXT
+//!          | --max-buffer N | --stdin TEXT | --uid N | --gid N
 //! ```
 //!
 //! Any `<NUL>` in a string is replaced by a NUL byte, so tests can send one.
@@ -42,7 +42,7 @@ fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
     match request {
         [kind, program] if kind == "spawn" => {
             let (stdin, stdout, stderr) = stdio();
-            let options = SpawnOptions { cwd: None, env: vec![], stdin, stdout, stderr };
+            let options = SpawnOptions { stdin, stdout, stderr, ..SpawnOptions::default() };
             Some(spawn(program, &[], &options).map(|child| format!("spawned: pid {}", child.pid())))
         }
         [kind, component] if kind == "fork" => {
@@ -70,6 +70,8 @@ fn run(request: &[String]) -> Result<ExecOutput, ErrorCode> {
             "--kill-signal" => options.kill_signal = Some(number(it.next()) as u8),
             "--max-buffer" => options.max_buffer = Some(number(it.next())),
             "--stdin" => options.stdin = it.next().map(|s| s.as_bytes().to_vec()),
+            "--uid" => options.uid = Some(number(it.next()) as u32),
+            "--gid" => options.gid = Some(number(it.next()) as u32),
             "shell" => return exec(it.next().expect("shell COMMAND"), &options),
             "file" => {
                 let program = it.next().expect("file PROGRAM");

@@ -22,7 +22,7 @@ fn start(argv: &[String], stdin: Stdio, stdout: Stdio) -> Child {
         eprintln!("usage: pipeline PRODUCER [ARGS]... --- CONSUMER [ARGS]...");
         std::process::exit(2);
     };
-    let options = SpawnOptions { cwd: None, env: vec![], stdin, stdout, stderr: Stdio::Inherit };
+    let options = SpawnOptions { stdin, stdout, stderr: Stdio::Inherit, ..SpawnOptions::default() };
     spawn(program, args, &options).unwrap_or_else(|e| {
         eprintln!("pipeline: cannot start {program}: {}: {}", e.code(), e.message());
         std::process::exit(1);

@@ -36,7 +36,7 @@ fn main() {
     let mut running = Vec::new();
     for i in 0..3 {
         let options =
-            SpawnOptions { cwd: None, env: vec![], stdin: Stdio::Null, stdout: Stdio::Piped, stderr: Stdio::Piped };
+            SpawnOptions { stdin: Stdio::Null, stdout: Stdio::Piped, stderr: Stdio::Piped, ..SpawnOptions::default() };
         match spawn(&program, &[i.to_string()], &options) {
             Ok(child) => {
                 running.push(Running { stdout: child.take_stdout(), stderr: child.take_stderr(), child, status: None })

@@ -26,7 +26,7 @@ use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
 use wasmproc_guest::types::{ErrorCode, Stdio};
 
 fn options(stdin: Stdio, stdout: Stdio, stderr: Stdio) -> SpawnOptions {
-    SpawnOptions { cwd: None, env: vec![], stdin, stdout, stderr }
+    SpawnOptions { stdin, stdout, stderr, ..SpawnOptions::default() }
 }
 
 fn piped() -> SpawnOptions {

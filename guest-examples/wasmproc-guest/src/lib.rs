@@ -43,7 +43,8 @@ use types::{ErrorCode, ExitStatus};
 
 impl Default for exec::ExecOptions {
     /// No cwd (the first granted directory), no environment, the host's
-    /// timeout and buffer defaults, SIGKILL on timeout, stdin `/dev/null`.
+    /// timeout and buffer defaults, SIGKILL on timeout, stdin `/dev/null`,
+    /// the host's child user and group.
     fn default() -> Self {
         exec::ExecOptions {
             cwd: None,
@@ -52,6 +53,25 @@ impl Default for exec::ExecOptions {
             kill_signal: None,
             max_buffer: None,
             stdin: None,
+            uid: None,
+            gid: None,
+        }
+    }
+}
+
+impl Default for spawn::SpawnOptions {
+    /// No cwd (the first granted directory), no environment, stdin, stdout
+    /// and stderr the guest's own (as `std::process::Command::spawn`), the
+    /// host's child user and group.
+    fn default() -> Self {
+        spawn::SpawnOptions {
+            cwd: None,
+            env: Vec::new(),
+            stdin: types::Stdio::Inherit,
+            stdout: types::Stdio::Inherit,
+            stderr: types::Stdio::Inherit,
+            uid: None,
+            gid: None,
         }
     }
 }
@@ -59,7 +79,8 @@ impl Default for exec::ExecOptions {
 impl Default for fork::ForkOptions {
     /// Nothing passed on to the worker (no programs, directories or env
     /// names, no shell, empty environment); its stdout and stderr are the
-    /// guest's own; its limits are the guest's.
+    /// guest's own; its limits are the guest's; its children run as the
+    /// host's child user and group.
     fn default() -> Self {
         fork::ForkOptions {
             programs: Vec::new(),
@@ -70,6 +91,8 @@ impl Default for fork::ForkOptions {
             stdout: types::Stdio::Inherit,
             stderr: types::Stdio::Inherit,
             limits: fork::WorkerLimits::default(),
+            uid: None,
+            gid: None,
         }
     }
 }

@@ -36,7 +36,9 @@
 //! `PATH` — the host matches the name against what it granted; children
 //! start with an empty environment (every name set with [`Command::env`]
 //! must be allowed by the host); the working directory is a guest path
-//! inside a granted directory.
+//! inside a granted directory; [`Command::uid`] and [`Command::gid`] (as
+//! `CommandExt`'s) take only the ids the host granted, and without them a
+//! child runs as the host's child user, not as the guest's.
 
 use crate::io::poll::Pollable;
 use crate::io::streams::{InputStream, OutputStream, StreamError};
@@ -199,6 +201,8 @@ pub struct Command {
     input: Option<Vec<u8>>,
     timeout: Option<Duration>,
     max_buffer: Option<u64>,
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 impl Command {
@@ -215,6 +219,8 @@ impl Command {
             input: None,
             timeout: None,
             max_buffer: None,
+            uid: None,
+            gid: None,
         }
     }
 
@@ -301,6 +307,24 @@ impl Command {
         self
     }
 
+    /// The user id the child runs as, as `std::os::unix::process::CommandExt::uid`.
+    /// It must be the host's child user or one it granted (`--allow-uid`),
+    /// or the child is refused with `access-denied`; only a host running as
+    /// root can change it (`unsupported` otherwise). Default: the host's
+    /// child user.
+    pub fn uid(&mut self, id: u32) -> &mut Self {
+        self.uid = Some(id);
+        self
+    }
+
+    /// The group id the child runs as, as `std::os::unix::process::CommandExt::gid`
+    /// (granted with `--allow-gid`; otherwise as for [`uid`](Self::uid)).
+    /// Default: the host's child group.
+    pub fn gid(&mut self, id: u32) -> &mut Self {
+        self.gid = Some(id);
+        self
+    }
+
     /// The program, as given to [`new`](Self::new).
     pub fn get_program(&self) -> &str {
         &self.program
@@ -319,6 +343,8 @@ impl Command {
             kill_signal: None,
             max_buffer: self.max_buffer,
             stdin: self.input.clone(),
+            uid: self.uid,
+            gid: self.gid,
         }
     }
 
@@ -331,6 +357,8 @@ impl Command {
             stdin: self.stdin.unwrap_or(inherit).0,
             stdout: self.stdout.unwrap_or(inherit).0,
             stderr: self.stderr.unwrap_or(inherit).0,
+            uid: self.uid,
+            gid: self.gid,
         };
         let child = wit_spawn::spawn(&self.program, &self.args, &options)
             .map_err(|e| Error::new(e).context(format!("spawn {}", self.program)))?;
@@ -359,8 +387,9 @@ pub fn exec(command: &str) -> Result<Output> {
     exec_with(command, &Command::new("sh"))
 }
 
-/// As [`exec`], with the working directory, environment, input, timeout and
-/// buffer size of `options` (its program and arguments are ignored).
+/// As [`exec`], with the working directory, environment, input, timeout,
+/// buffer size, user and group of `options` (its program and arguments are
+/// ignored).
 pub fn exec_with(command: &str, options: &Command) -> Result<Output> {
     wit_exec::exec(command, &options.exec_options())
         .map(Output::from)
@@ -660,6 +689,20 @@ impl Fork {
     /// Where the worker's stderr goes.
     pub fn stderr(&mut self, cfg: Stdio) -> &mut Self {
         self.options.stderr = cfg.0;
+        self
+    }
+
+    /// The user id the worker's children run as (the worker process itself
+    /// is the host's), as [`Command::uid`]. Default: the host's child user.
+    pub fn uid(&mut self, id: u32) -> &mut Self {
+        self.options.uid = Some(id);
+        self
+    }
+
+    /// The group id the worker's children run as, as [`Command::gid`].
+    /// Default: the host's child group.
+    pub fn gid(&mut self, id: u32) -> &mut Self {
+        self.options.gid = Some(id);
         self
     }
 
