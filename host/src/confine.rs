@@ -1,4 +1,6 @@
-//! Kernel confinement of native children with Linux Landlock.
+//! Kernel confinement of native children with Linux Landlock: the second
+//! wall, behind the sandbox of [`crate::sandbox`] (namespaces, identity,
+//! seccomp), and the only one left where the sandbox cannot be built.
 //!
 //! One ruleset is made per [`ProcessCtx`](crate::ProcessCtx) when it is built,
 //! from its grants, and every child restricts itself with it (in `sys`)
@@ -12,8 +14,8 @@
 //! - read, write and execute below the guest's read-write directories; read
 //!   and execute below its read-only ones;
 //! - read and execute the granted programs and shell wherever they are;
-//! - read and write `/dev/null`, read `/dev/zero`, `/dev/random` and
-//!   `/dev/urandom`;
+//! - use the devices of [`crate::sandbox::DEVICES`] (read `/dev/zero`,
+//!   `/dev/random`, `/dev/urandom`; read and write `/dev/null`, `/dev/full`);
 //! - with Landlock ABI 4 and later, neither bind nor connect TCP sockets,
 //!   unless the network is allowed;
 //! - with ABI 6 and later, neither signal processes nor connect to abstract
@@ -34,7 +36,17 @@ use landlock::{
 use std::os::fd::OwnedFd;
 
 /// Directories whose files confined children may read and execute.
-pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
+/// (`/etc/alternatives` holds only the links Debian's alternatives
+/// resolve through, such as `/usr/bin/awk`.)
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/etc/alternatives",
+];
 
 /// Single system files confined children may read.
 pub const SYSTEM_FILES: &[&str] = &[
@@ -102,9 +114,14 @@ impl Confiner {
                 },
             );
         }
-        system("/dev/null", AccessFs::ReadFile | AccessFs::WriteFile);
-        for dev in ["/dev/zero", "/dev/random", "/dev/urandom"] {
-            system(dev, AccessFs::ReadFile.into());
+        for &(dev, writable) in crate::sandbox::DEVICES {
+            system(
+                dev,
+                match writable {
+                    true => AccessFs::ReadFile | AccessFs::WriteFile,
+                    false => AccessFs::ReadFile.into(),
+                },
+            );
         }
         for program in programs {
             rules.push((PathFd::new(&program.path)?, file_read));

@@ -504,7 +504,10 @@ impl ProcessCtx {
         if uid.is_none() && gid.is_none() {
             return Ok(None);
         }
-        let (uid, gid) = (uid.unwrap_or(self.child_id.0), gid.unwrap_or(self.child_id.1));
+        let (uid, gid) = (
+            uid.unwrap_or(self.child_id.0),
+            gid.unwrap_or(self.child_id.1),
+        );
         if uid != self.child_id.0 && !self.allowed_uids.contains(&uid) {
             return Err(self.deny(Denial::Uid(uid)));
         }

@@ -437,7 +437,9 @@ fn start(
     // shares no open file description with the host, so it can neither
     // write to nor truncate, seek or re-flag the host's.
     let reopened = match stdio.iter().position(|io| *io == ChildIo::Inherit) {
-        Some(_) => Some(reopen_stdio(stdio).map_err(|e| ErrorCode::from_io("reopening stdio", &e))?),
+        Some(_) => {
+            Some(reopen_stdio(stdio).map_err(|e| ErrorCode::from_io("reopening stdio", &e))?)
+        }
         None => None,
     };
     // (the host's end, the child's end) of each stream.
@@ -505,10 +507,7 @@ fn reopen_stdio(stdio: [ChildIo; 3]) -> io::Result<[Option<File>; 3]> {
         if i != 0 {
             return Err(io::Error::other("only stdin is inherited as a file"));
         }
-        files[0] = Some(
-            File::open("/proc/self/fd/0")
-                .or_else(|_| File::open("/dev/null"))?,
-        );
+        files[0] = Some(File::open("/proc/self/fd/0").or_else(|_| File::open("/dev/null"))?);
     }
     Ok(files)
 }

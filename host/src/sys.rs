@@ -865,14 +865,13 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
     // SAFETY: system calls on valid strings and descriptors this process
     // opened; see `build_sandbox`.
     unsafe {
-        if let Some((uid_map, gid_map)) = spec.user_maps {
-            if libc::unshare(libc::CLONE_NEWUSER) < 0
+        if let Some((uid_map, gid_map)) = spec.user_maps
+            && (libc::unshare(libc::CLONE_NEWUSER) < 0
                 || write_file(c"/proc/self/setgroups", c"deny") < 0
                 || write_file(c"/proc/self/uid_map", uid_map) < 0
-                || write_file(c"/proc/self/gid_map", gid_map) < 0
-            {
-                return Err(fail(STEP_USERNS));
-            }
+                || write_file(c"/proc/self/gid_map", gid_map) < 0)
+        {
+            return Err(fail(STEP_USERNS));
         }
         let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
         if spec.net {
