@@ -31,11 +31,16 @@
 //!   overflow, when an `exec` ends, when the guest drops its `child`, when
 //!   the store is dropped (guest trap or end), and SIGKILL if the host
 //!   thread that started it dies;
+//! - the guest's sandbox (see [`sandbox`]): an unprivileged user under a
+//!   root host, a mount namespace in which only the system paths, the
+//!   grants and the granted programs exist, an empty network namespace, an
+//!   IPC namespace and session keyring of its own, and a seccomp filter;
 //! - `no_new_privs`, the context's resource limits, no Linux capability
 //!   (even under a root host), and Landlock confinement to the granted
 //!   directories, programs and the system files programs need, without TCP
-//!   (see [`confine`]);
-//! - no descriptor of the host but its stdin, stdout and stderr;
+//!   (see [`confine`]), as a second wall;
+//! - no descriptor of the host (its `inherit`ed output is a pipe the host
+//!   copies; an inherited stdin is reopened read-only);
 //! - a place in the guest's cgroup v2 (where the host may make one), which
 //!   is killed as a whole when the context is dropped, so nothing a child
 //!   started outlives the guest (optionally a cgroup per child, see
