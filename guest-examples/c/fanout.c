@@ -133,6 +133,8 @@ int main(int argc, char **argv) {
             options.stdin_ = WASMPROC_PROCESS_TYPES_STDIO_NULL;
             options.stdout_ = WASMPROC_PROCESS_TYPES_STDIO_PIPED;
             options.stderr_ = WASMPROC_PROCESS_TYPES_STDIO_INHERIT;
+            options.uid.is_some = false; // the host's child user and group
+            options.gid.is_some = false;
             wasmproc_process_spawn_own_child_t child;
             wasmproc_process_spawn_error_code_t err;
             if (!wasmproc_process_spawn_spawn(&program, &arglist, &options, &child, &err)) {

@@ -6,7 +6,7 @@
 // Imported Functions from `wasmproc:process/exec@0.1.0`
 
 __attribute__((__import_module__("wasmproc:process/exec@0.1.0"), __import_name__("exec")))
-extern void __wasm_import_wasmproc_process_exec_exec(uint8_t *, size_t, int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int64_t, int32_t, int32_t, int32_t, int64_t, int32_t, uint8_t *, size_t, uint8_t *);
+extern void __wasm_import_wasmproc_process_exec_exec(uint8_t *, uint8_t *);
 
 __attribute__((__import_module__("wasmproc:process/exec@0.1.0"), __import_name__("exec-file")))
 extern void __wasm_import_wasmproc_process_exec_exec_file(uint8_t *, uint8_t *);
@@ -104,7 +104,7 @@ __attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name_
 extern int32_t __wasm_import_wasmproc_process_spawn_method_child_confinement(int32_t);
 
 __attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("spawn")))
-extern void __wasm_import_wasmproc_process_spawn_spawn(uint8_t *, size_t, uint8_t *, size_t, int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t, int32_t, uint8_t *);
+extern void __wasm_import_wasmproc_process_spawn_spawn(uint8_t *, size_t, uint8_t *, size_t, int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, uint8_t *);
 
 // Imported Functions from `wasmproc:process/fork@0.1.0`
 
@@ -253,6 +253,11 @@ void guest_option_list_u8_free(guest_option_list_u8_t *ptr) {
   }
 }
 
+void guest_option_u32_free(guest_option_u32_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
 void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr) {
   guest_option_string_free(&ptr->cwd);
   guest_list_tuple2_string_string_free(&ptr->env);
@@ -260,6 +265,8 @@ void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_
   guest_option_u8_free(&ptr->kill_signal);
   guest_option_u64_free(&ptr->max_buffer);
   guest_option_list_u8_free(&ptr->stdin_);
+  guest_option_u32_free(&ptr->uid);
+  guest_option_u32_free(&ptr->gid);
 }
 
 void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr) {
@@ -407,6 +414,8 @@ void wasmproc_process_spawn_exit_status_free(wasmproc_process_spawn_exit_status_
 void wasmproc_process_spawn_spawn_options_free(wasmproc_process_spawn_spawn_options_t *ptr) {
   guest_option_string_free(&ptr->cwd);
   guest_list_tuple2_string_string_free(&ptr->env);
+  guest_option_u32_free(&ptr->uid);
+  guest_option_u32_free(&ptr->gid);
 }
 
 __attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[resource-drop]child")))
@@ -482,11 +491,6 @@ void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr
   guest_string_free(&ptr->path);
 }
 
-void guest_option_u32_free(guest_option_u32_t *ptr) {
-  if (ptr->is_some) {
-  }
-}
-
 void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr) {
   guest_option_u32_free(&ptr->max_live_children);
   guest_option_u64_free(&ptr->max_total_spawns);
@@ -516,6 +520,8 @@ void wasmproc_process_fork_fork_options_free(wasmproc_process_fork_fork_options_
   guest_list_string_free(&ptr->allow_env);
   guest_list_tuple2_string_string_free(&ptr->env);
   wasmproc_process_fork_worker_limits_free(&ptr->limits);
+  guest_option_u32_free(&ptr->uid);
+  guest_option_u32_free(&ptr->gid);
 }
 
 __attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[resource-drop]worker")))
@@ -619,114 +625,114 @@ void guest_string_free(guest_string_t *ret) {
 
 bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(40+4*sizeof(void*))];
-  int32_t option;
-  uint8_t * option1;
-  size_t option2;
+  uint8_t ret_area[(72+8*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((size_t*)(ptr + sizeof(void*))) = (*command).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*command).ptr;
   if (((*options).cwd).is_some) {
     const guest_string_t *payload0 = &((*options).cwd).val;
-    option = 1;
-    option1 = (uint8_t *) (*payload0).ptr;
-    option2 = (*payload0).len;
+    *((int8_t*)(ptr + (2*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (4*sizeof(void*)))) = (*payload0).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
   } else {
-    option = 0;
-    option1 = 0;
-    option2 = 0;
+    *((int8_t*)(ptr + (2*sizeof(void*)))) = 0;
   }
-  int32_t option5;
-  int64_t option6;
+  *((size_t*)(ptr + (6*sizeof(void*)))) = ((*options).env).len;
+  *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
   if (((*options).timeout_ms).is_some) {
-    const uint64_t *payload4 = &((*options).timeout_ms).val;
-    option5 = 1;
-    option6 = (int64_t) (*payload4);
+    const uint64_t *payload2 = &((*options).timeout_ms).val;
+    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (16+6*sizeof(void*)))) = (int64_t) (*payload2);
   } else {
-    option5 = 0;
-    option6 = 0;
+    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 0;
   }
-  int32_t option9;
-  int32_t option10;
   if (((*options).kill_signal).is_some) {
-    const uint8_t *payload8 = &((*options).kill_signal).val;
-    option9 = 1;
-    option10 = (int32_t) (*payload8);
+    const uint8_t *payload4 = &((*options).kill_signal).val;
+    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 1;
+    *((int8_t*)(ptr + (25+6*sizeof(void*)))) = (int32_t) (*payload4);
   } else {
-    option9 = 0;
-    option10 = 0;
+    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 0;
   }
-  int32_t option13;
-  int64_t option14;
   if (((*options).max_buffer).is_some) {
-    const uint64_t *payload12 = &((*options).max_buffer).val;
-    option13 = 1;
-    option14 = (int64_t) (*payload12);
+    const uint64_t *payload6 = &((*options).max_buffer).val;
+    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (40+6*sizeof(void*)))) = (int64_t) (*payload6);
   } else {
-    option13 = 0;
-    option14 = 0;
+    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 0;
   }
-  int32_t option17;
-  uint8_t * option18;
-  size_t option19;
   if (((*options).stdin_).is_some) {
-    const guest_list_u8_t *payload16 = &((*options).stdin_).val;
-    option17 = 1;
-    option18 = (uint8_t *) (*payload16).ptr;
-    option19 = (*payload16).len;
+    const guest_list_u8_t *payload8 = &((*options).stdin_).val;
+    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (48+8*sizeof(void*)))) = (*payload8).len;
+    *((uint8_t **)(ptr + (48+7*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
   } else {
-    option17 = 0;
-    option18 = 0;
-    option19 = 0;
+    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_exec_exec((uint8_t *) (*command).ptr, (*command).len, option, option1, option2, (uint8_t *) ((*options).env).ptr, ((*options).env).len, option5, option6, option9, option10, option13, option14, option17, option18, option19, ptr);
+  if (((*options).uid).is_some) {
+    const uint32_t *payload10 = &((*options).uid).val;
+    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (52+9*sizeof(void*)))) = (int32_t) (*payload10);
+  } else {
+    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 0;
+  }
+  if (((*options).gid).is_some) {
+    const uint32_t *payload12 = &((*options).gid).val;
+    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (60+9*sizeof(void*)))) = (int32_t) (*payload12);
+  } else {
+    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr13 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_exec_exec(ptr, ptr13);
   wasmproc_process_exec_result_exec_output_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr13 + 0))) {
     case 0: {
       result.is_err = false;
       wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + 12));
+      variant.tag = (int32_t) *((uint8_t*) (ptr13 + 12));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 13)));
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
           break;
         }
         case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 13)));
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
           break;
         }
       }
 
       result.val.ok = (wasmproc_process_exec_exec_output_t) {
-        (uint32_t) (uint32_t) (*((int32_t*) (ptr + 8))),
+        (uint32_t) (uint32_t) (*((int32_t*) (ptr13 + 8))),
         (wasmproc_process_exec_exit_status_t) variant,
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + 16))), (*((size_t*) (ptr + (16+1*sizeof(void*))))) },
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + (16+2*sizeof(void*))))), (*((size_t*) (ptr + (16+3*sizeof(void*))))) },
-        (bool) (int32_t) *((uint8_t*) (ptr + (16+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr + (17+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr + (18+4*sizeof(void*)))),
-        (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
-        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr + (32+4*sizeof(void*)))),
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + 16))), (*((size_t*) (ptr13 + (16+1*sizeof(void*))))) },
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (16+2*sizeof(void*))))), (*((size_t*) (ptr13 + (16+3*sizeof(void*))))) },
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (16+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (17+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (18+4*sizeof(void*)))),
+        (uint64_t) (uint64_t) (*((int64_t*) (ptr13 + (24+4*sizeof(void*))))),
+        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr13 + (32+4*sizeof(void*)))),
       };
       break;
     }
     case 1: {
       result.is_err = true;
-      wasmproc_process_types_error_code_t variant20;
-      variant20.tag = (int32_t) *((uint8_t*) (ptr + 8));
-      switch ((int32_t) variant20.tag) {
+      wasmproc_process_types_error_code_t variant14;
+      variant14.tag = (int32_t) *((uint8_t*) (ptr13 + 8));
+      switch ((int32_t) variant14.tag) {
         case 0: {
-          variant20.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant20.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant20.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant20.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
@@ -736,16 +742,16 @@ bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_e
           break;
         }
         case 6: {
-          variant20.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant20.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          variant14.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.err = variant20;
+      result.val.err = variant14;
       break;
     }
   }
@@ -760,7 +766,7 @@ bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_e
 
 bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_t *args, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(56+10*sizeof(void*))];
+  uint8_t ret_area[(72+10*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   *((size_t*)(ptr + sizeof(void*))) = (*program).len;
   *((uint8_t **)(ptr + 0)) = (uint8_t *) (*program).ptr;
@@ -805,57 +811,71 @@ bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_
   } else {
     *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr9 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_exec_exec_file(ptr, ptr9);
+  if (((*options).uid).is_some) {
+    const uint32_t *payload10 = &((*options).uid).val;
+    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (52+11*sizeof(void*)))) = (int32_t) (*payload10);
+  } else {
+    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 0;
+  }
+  if (((*options).gid).is_some) {
+    const uint32_t *payload12 = &((*options).gid).val;
+    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (60+11*sizeof(void*)))) = (int32_t) (*payload12);
+  } else {
+    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr13 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_exec_exec_file(ptr, ptr13);
   wasmproc_process_exec_result_exec_output_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr9 + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr13 + 0))) {
     case 0: {
       result.is_err = false;
       wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr9 + 12));
+      variant.tag = (int32_t) *((uint8_t*) (ptr13 + 12));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr9 + 13)));
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
           break;
         }
         case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr9 + 13)));
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
           break;
         }
       }
 
       result.val.ok = (wasmproc_process_exec_exec_output_t) {
-        (uint32_t) (uint32_t) (*((int32_t*) (ptr9 + 8))),
+        (uint32_t) (uint32_t) (*((int32_t*) (ptr13 + 8))),
         (wasmproc_process_exec_exit_status_t) variant,
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr9 + 16))), (*((size_t*) (ptr9 + (16+1*sizeof(void*))))) },
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (16+2*sizeof(void*))))), (*((size_t*) (ptr9 + (16+3*sizeof(void*))))) },
-        (bool) (int32_t) *((uint8_t*) (ptr9 + (16+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr9 + (17+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr9 + (18+4*sizeof(void*)))),
-        (uint64_t) (uint64_t) (*((int64_t*) (ptr9 + (24+4*sizeof(void*))))),
-        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr9 + (32+4*sizeof(void*)))),
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + 16))), (*((size_t*) (ptr13 + (16+1*sizeof(void*))))) },
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (16+2*sizeof(void*))))), (*((size_t*) (ptr13 + (16+3*sizeof(void*))))) },
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (16+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (17+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr13 + (18+4*sizeof(void*)))),
+        (uint64_t) (uint64_t) (*((int64_t*) (ptr13 + (24+4*sizeof(void*))))),
+        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr13 + (32+4*sizeof(void*)))),
       };
       break;
     }
     case 1: {
       result.is_err = true;
-      wasmproc_process_types_error_code_t variant10;
-      variant10.tag = (int32_t) *((uint8_t*) (ptr9 + 8));
-      switch ((int32_t) variant10.tag) {
+      wasmproc_process_types_error_code_t variant14;
+      variant14.tag = (int32_t) *((uint8_t*) (ptr13 + 8));
+      switch ((int32_t) variant14.tag) {
         case 0: {
-          variant10.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant10.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant10.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant10.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
@@ -865,16 +885,16 @@ bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_
           break;
         }
         case 6: {
-          variant10.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant10.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr9 + (8+1*sizeof(void*))))), (*((size_t*) (ptr9 + (8+2*sizeof(void*))))) };
+          variant14.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.err = variant10;
+      result.val.err = variant14;
       break;
     }
   }
@@ -1734,8 +1754,28 @@ bool wasmproc_process_spawn_spawn(guest_string_t *program, guest_list_string_t *
     option1 = 0;
     option2 = 0;
   }
+  int32_t option5;
+  int32_t option6;
+  if (((*options).uid).is_some) {
+    const uint32_t *payload4 = &((*options).uid).val;
+    option5 = 1;
+    option6 = (int32_t) (*payload4);
+  } else {
+    option5 = 0;
+    option6 = 0;
+  }
+  int32_t option9;
+  int32_t option10;
+  if (((*options).gid).is_some) {
+    const uint32_t *payload8 = &((*options).gid).val;
+    option9 = 1;
+    option10 = (int32_t) (*payload8);
+  } else {
+    option9 = 0;
+    option10 = 0;
+  }
   uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_spawn_spawn((uint8_t *) (*program).ptr, (*program).len, (uint8_t *) (*args).ptr, (*args).len, option, option1, option2, (uint8_t *) ((*options).env).ptr, ((*options).env).len, (int32_t) (*options).stdin_, (int32_t) (*options).stdout_, (int32_t) (*options).stderr_, ptr);
+  __wasm_import_wasmproc_process_spawn_spawn((uint8_t *) (*program).ptr, (*program).len, (uint8_t *) (*args).ptr, (*args).len, option, option1, option2, (uint8_t *) ((*options).env).ptr, ((*options).env).len, (int32_t) (*options).stdin_, (int32_t) (*options).stdout_, (int32_t) (*options).stderr_, option5, option6, option9, option10, ptr);
   wasmproc_process_spawn_result_own_child_error_code_t result;
   switch ((int32_t) *((uint8_t*) (ptr + 0))) {
     case 0: {
@@ -2272,7 +2312,7 @@ bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borro
 
 bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(144+12*sizeof(void*))];
+  uint8_t ret_area[(160+12*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   *((size_t*)(ptr + sizeof(void*))) = (*component).len;
   *((uint8_t **)(ptr + 0)) = (uint8_t *) (*component).ptr;
@@ -2352,34 +2392,48 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
   } else {
     *((int8_t*)(ptr + (128+12*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr17 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_fork(ptr, ptr17);
+  if (((*options).uid).is_some) {
+    const uint32_t *payload18 = &((*options).uid).val;
+    *((int8_t*)(ptr + (144+12*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (148+12*sizeof(void*)))) = (int32_t) (*payload18);
+  } else {
+    *((int8_t*)(ptr + (144+12*sizeof(void*)))) = 0;
+  }
+  if (((*options).gid).is_some) {
+    const uint32_t *payload20 = &((*options).gid).val;
+    *((int8_t*)(ptr + (152+12*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (156+12*sizeof(void*)))) = (int32_t) (*payload20);
+  } else {
+    *((int8_t*)(ptr + (152+12*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr21 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_fork(ptr, ptr21);
   wasmproc_process_fork_result_own_worker_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr17 + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr21 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr17 + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr21 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr17 + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr21 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
@@ -2389,11 +2443,11 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr17 + (2*sizeof(void*))))), (*((size_t*) (ptr17 + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
           break;
         }
       }

@@ -131,6 +131,11 @@ typedef struct {
   guest_list_u8_t val;
 } guest_option_list_u8_t;
 
+typedef struct {
+  bool is_some;
+  uint32_t val;
+} guest_option_u32_t;
+
 // Options for `exec` and `exec-file`. Every field may be left at its
 // empty value; the host's defaults then apply.
 typedef struct wasmproc_process_exec_exec_options_t {
@@ -158,6 +163,13 @@ typedef struct wasmproc_process_exec_exec_options_t {
   // Bytes written to the child's stdin, which is then closed. `none`:
   // stdin is `/dev/null`.
   guest_option_list_u8_t   stdin_;
+  // The user id the child runs as: the host's child user or one it
+  // granted (`--allow-uid`); any other is `access-denied`. Only a host
+  // running as root can change it (`unsupported` otherwise). `none`: the
+  // host's child user (65534 unless configured).
+  guest_option_u32_t   uid;
+  // The group id the child runs as, as for `uid` (`--allow-gid`).
+  guest_option_u32_t   gid;
 } wasmproc_process_exec_exec_options_t;
 
 // The result of a command that ran.
@@ -304,6 +316,10 @@ typedef struct wasmproc_process_spawn_spawn_options_t {
   wasmproc_process_spawn_stdio_t   stdout_;
   // Where the child's stderr goes.
   wasmproc_process_spawn_stdio_t   stderr_;
+  // The user id the child runs as, as for `exec-options.uid`.
+  guest_option_u32_t   uid;
+  // The group id the child runs as, as for `exec-options.gid`.
+  guest_option_u32_t   gid;
 } wasmproc_process_spawn_spawn_options_t;
 
 typedef struct wasmproc_process_spawn_own_child_t {
@@ -382,11 +398,6 @@ typedef struct wasmproc_process_fork_dir_grant_t {
   bool   read_only;
 } wasmproc_process_fork_dir_grant_t;
 
-typedef struct {
-  bool is_some;
-  uint32_t val;
-} guest_option_u32_t;
-
 // Limits a forking guest may lower for its worker (and the worker's
 // children). `none` keeps the forking guest's own value; a value above
 // it is refused with `access-denied`.
@@ -438,6 +449,11 @@ typedef struct wasmproc_process_fork_fork_options_t {
   wasmproc_process_fork_stdio_t   stderr_;
   // The worker's limits.
   wasmproc_process_fork_worker_limits_t   limits;
+  // The user id the worker's children run as, as for
+  // `exec-options.uid` (the worker process itself is the host's).
+  guest_option_u32_t   uid;
+  // The group id the worker's children run as.
+  guest_option_u32_t   gid;
 } wasmproc_process_fork_fork_options_t;
 
 typedef struct wasmproc_process_fork_own_worker_t {
@@ -786,6 +802,8 @@ void guest_list_u8_free(guest_list_u8_t *ptr);
 
 void guest_option_list_u8_free(guest_option_list_u8_t *ptr);
 
+void guest_option_u32_free(guest_option_u32_t *ptr);
+
 void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr);
 
 void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr);
@@ -861,8 +879,6 @@ void wasmproc_process_fork_error_code_free(wasmproc_process_fork_error_code_t *p
 void wasmproc_process_fork_exit_status_free(wasmproc_process_fork_exit_status_t *ptr);
 
 void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr);
-
-void guest_option_u32_free(guest_option_u32_t *ptr);
 
 void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr);
 
