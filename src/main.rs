@@ -31,16 +31,35 @@ CAPABILITY MODEL
       processes that hold at most the guest's own capabilities.
   Each child is the leader of its own process group; the whole group is
   killed on timeout, on output overflow, when the request ends and when the
-  host exits. Children are confined by the kernel (Landlock) to the granted
-  directories (read-only ones stay read-only), the granted programs and the
-  system files programs need to run, without TCP unless --allow-network;
-  they get no_new_privs and no Linux capability (even under root, unless
-  --allow-uid-change keeps CAP_SETUID/CAP_SETGID), no descriptor of the
-  host but stdio, and loader/interpreter injection variables (LD_PRELOAD,
-  NODE_OPTIONS, ...) are refused even if allowed. Children run in a cgroup
-  of the guest's (where the host may make one) that is killed when the
-  guest ends, so nothing they start outlives it (--no-cgroup,
-  --cgroup-per-child). A refused request returns an error-code to the
+  host exits. Children are confined by the kernel, in layers (each named in
+  the audit log; `confinement` is full only when every one is up):
+    identity  under a root host, children run as --child-user (default
+              65534:65534, nobody/nogroup) with no supplementary group, so
+              they own none of the host's files;
+    mount     a mount namespace whose read-only root holds only the system
+              directories and files programs need, a few devices, the
+              granted directories (read-only ones read-only) and the granted
+              programs, every mount nosuid,nodev: nothing else exists for
+              them, not even to stat;
+    network   an empty network namespace, unless --allow-network;
+    ipc       an IPC namespace of the guest's and a session keyring of each
+              child's own;
+    seccomp   no new namespaces, keys, ptrace, bpf, perf, userfaultfd,
+              io_uring, mounts, or setuid/setgid mode bits (EPERM);
+    landlock  a second wall: only the granted directories and programs and
+              the system files, no TCP unless --allow-network.
+  --no-sandbox drops the first five, --no-confinement all; a host without
+  root or an older kernel loses some, which is reported (warning) and makes
+  confinement partial; --require-confinement then refuses to start
+  children. Children also get no_new_privs and no Linux capability (unless
+  --allow-uid-change keeps the host's uid with CAP_SETUID/CAP_SETGID), no
+  descriptor of the host but stdio (inherited output is a pipe the host
+  copies, inherited stdin is reopened read-only), and loader/interpreter
+  injection variables (LD_PRELOAD, NODE_OPTIONS, ...) are refused even if
+  allowed. Children run in a cgroup of the guest's (where the host may make
+  one) that is killed when the guest ends, so nothing they start outlives
+  it (--no-cgroup, --cgroup-per-child). A refused request returns an
+  error-code to the
   guest and is reported on stderr with the flag that would grant it.";
 
 /// Run WebAssembly components that exec, spawn and fork real OS processes,
@@ -145,11 +164,32 @@ struct RunArgs {
     #[arg(long, conflicts_with = "require_confinement")]
     no_confinement: bool,
 
-    /// Let children change their user and group ids (they keep CAP_SETUID
-    /// and CAP_SETGID when wasmproc runs as root); every other capability is
-    /// always dropped.
+    /// Let children change their user and group ids: they keep the host's
+    /// uid and CAP_SETUID/CAP_SETGID when wasmproc runs as root (so the
+    /// identity layer is down and confinement is partial); every other
+    /// capability is always dropped.
     #[arg(long)]
     allow_uid_change: bool,
+
+    /// The user and group ids the children of a root host run as. They must
+    /// be able to enter the granted directories (and write the read-write
+    /// ones); wasmproc warns when they cannot.
+    #[arg(long, value_name = "UID[:GID]", default_value = "65534:65534", value_parser = parse_user)]
+    child_user: (u32, u32),
+
+    /// Let the guest ask for user id UID for a child (the `uid` option).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uids: Vec<u32>,
+
+    /// Let the guest ask for group id GID for a child (the `gid` option).
+    #[arg(long = "allow-gid", value_name = "GID")]
+    allow_gids: Vec<u32>,
+
+    /// Run children without the namespace sandbox, the unprivileged
+    /// identity and the seccomp filter (Landlock still applies, unless
+    /// --no-confinement); confinement is then partial.
+    #[arg(long, conflicts_with = "require_confinement")]
+    no_sandbox: bool,
 
     /// Do not start children in a cgroup of their own (by default one is
     /// made when this process may, and killed when the guest ends, taking
@@ -381,6 +421,12 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             .allow_injection_env(name)
             .with_context(|| format!("--allow-injection-env {name}"))?;
     }
+    for &uid in &args.allow_uids {
+        process.allow_uid(uid);
+    }
+    for &gid in &args.allow_gids {
+        process.allow_gid(gid);
+    }
     if let Some(path) = &args.audit_log {
         let log =
             AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
@@ -399,6 +445,8 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
         .cgroup(!args.no_cgroup)
         .cgroup_per_child(args.cgroup_per_child)
         .allow_uid_change(args.allow_uid_change)
+        .sandbox(!args.no_sandbox)
+        .child_user(args.child_user.0, args.child_user.1)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)
@@ -461,9 +509,20 @@ fn grant_hint(denial: &Denial) -> String {
         } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
         Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
+        Denial::Uid(uid) => format!("allow it with --allow-uid {uid}"),
+        Denial::Gid(gid) => format!("allow it with --allow-gid {gid}"),
         Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
             "a worker only gets what its parent holds".to_owned()
         }
         _ => "not grantable by a flag".to_owned(),
+    }
+}
+
+/// `UID[:GID]` (GID defaults to UID).
+fn parse_user(s: &str) -> Result<(u32, u32), String> {
+    let number = |n: &str| n.parse::<u32>().map_err(|_| format!("`{n}` is not a user or group id"));
+    match s.split_once(':') {
+        Some((uid, gid)) => Ok((number(uid)?, number(gid)?)),
+        None => number(s).map(|uid| (uid, uid)),
     }
 }
