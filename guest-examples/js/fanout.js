@@ -104,6 +104,8 @@ function fanout(argv, out, err) {
           stdin: 'null',
           stdout: 'piped',
           stderr: 'inherit',
+          uid: undefined, // the host's child user and group
+          gid: undefined,
         });
       } catch (e) {
         const code = errorCode(e);

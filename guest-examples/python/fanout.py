@@ -82,6 +82,8 @@ def fanout(argv):
                 stdin=types.Stdio.NULL,
                 stdout=types.Stdio.PIPED,
                 stderr=types.Stdio.INHERIT,
+                uid=None,  # the host's child user and group
+                gid=None,
             )
             try:
                 child = spawn.spawn(program, extra + [name], options)
