@@ -93,11 +93,11 @@ async fn exec_file_is_denied_when_nothing_is_granted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn children_change_their_uid_only_when_the_embedder_allows_it() {
-    let denied = probe_one(grants_testprog(), &["file", TP, "setuid", "65534"]).await;
+    let denied = probe_one(grants_testprog(), &["file", TP, "setuid", "1234"]).await;
     assert_eq!(denied.field("stdout"), quoted("error: permission denied\n"));
     let mut grants = grants_testprog();
     grants.allow_uid_change(true);
-    let allowed = probe_one(grants, &["file", TP, "setuid", "65534"]).await;
+    let allowed = probe_one(grants, &["file", TP, "setuid", "1234"]).await;
     // Only a root host has CAP_SETUID to pass on.
     let expected = match rustix::process::geteuid().is_root() {
         true => "changed\n",
@@ -613,4 +613,56 @@ async fn a_guest_that_traps_leaves_the_host_healthy() {
     );
     let out = probe_one(grants_testprog(), &["file", TP, "echo", "after"]).await;
     assert_eq!(out.field("stdout"), quoted("after\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_runs_as_an_asked_user_only_when_the_host_granted_it() {
+    let mut shell = ProcessCtx::builder();
+    shell.allow_shell("/bin/sh").unwrap();
+    let out = probe_one(shell, &["--uid", "1234", "shell", "id -u"]).await;
+    assert_eq!(out.err(), ("access-denied", "user id 1234 is not allowed"));
+    let mut shell = ProcessCtx::builder();
+    shell.allow_shell("/bin/sh").unwrap();
+    let out = probe_one(shell, &["--gid", "1234", "shell", "id -g"]).await;
+    assert_eq!(out.err(), ("access-denied", "group id 1234 is not allowed"));
+
+    let mut granted = ProcessCtx::builder();
+    granted
+        .allow_shell("/bin/sh")
+        .unwrap()
+        .allow_uid(1234)
+        .allow_gid(4321);
+    let out = probe_one(
+        granted,
+        &[
+            "--uid",
+            "1234",
+            "--gid",
+            "4321",
+            "shell",
+            "id -u; id -g; id -G",
+        ],
+    )
+    .await;
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(out.field("stdout"), quoted("1234\n4321\n4321\n"));
+    } else {
+        // Only a root host's children change user.
+        assert_eq!(out.err().0, "unsupported");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_hosts_children_run_as_the_child_user() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let mut shell = ProcessCtx::builder();
+    shell.allow_shell("/bin/sh").unwrap();
+    let out = probe_one(shell, &["shell", "id -u; id -g; id -G"]).await;
+    assert_eq!(out.field("stdout"), quoted("65534\n65534\n65534\n"));
+    let mut shell = ProcessCtx::builder();
+    shell.allow_shell("/bin/sh").unwrap().child_user(2000, 3000);
+    let out = probe_one(shell, &["shell", "id -u; id -g"]).await;
+    assert_eq!(out.field("stdout"), quoted("2000\n3000\n"));
 }

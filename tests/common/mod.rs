@@ -47,6 +47,7 @@ pub fn testprog() -> &'static Path {
     PROG.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testprog");
         let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .env("TESTPROG_PATH", &out)
             .args(["--edition", "2024", "-O", "-o"])
             .arg(&out)
             .arg(repo().join("tests/helpers/testprog.rs"))

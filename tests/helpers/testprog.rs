@@ -31,9 +31,53 @@
 //! testprog setuid UID        switch to user id UID; print `changed` or `error: KIND`
 //! testprog wc PATH           print `N PATH`, N the number of newlines in the
 //!                            file (as `wc -l PATH`), or `error: KIND`
+//!
+//! The sandbox attacks (issue 11). Each prints one line: `ok ...` if the
+//! attack went through, else `error: KIND (ERRNO)`, KIND the io::ErrorKind
+//! and ERRNO the errno's name, so a test can tell how it was refused
+//! (`EACCES` from Landlock or file modes, `EPERM` from seccomp, `ENOENT`
+//! from a mount namespace without the path, ...):
+//!
+//! testprog chmod MODE PATH   chmod(2) PATH to the octal MODE
+//! testprog utime PATH        set PATH's atime and mtime to 2000-01-01 (utimensat)
+//! testprog setxattr PATH     set the extended attribute user.wasmproc=x (setxattr)
+//! testprog stat PATH         stat(2) PATH; print `ok SIZE`
+//! testprog unix-stream PATH TEXT  connect to the Unix stream socket PATH, send TEXT
+//! testprog unix-dgram PATH TEXT   send TEXT as a datagram to the Unix socket PATH
+//! testprog udp ADDR TEXT     send TEXT as a UDP datagram to ADDR (IP:PORT)
+//! testprog mptcp ADDR TEXT   socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP),
+//!                            connect to ADDR and send TEXT
+//! testprog shm-read KEY      attach the existing SysV shared memory segment
+//!                            KEY (or `id:ID`) and print its text (to the first NUL)
+//! testprog shm-write KEY TEXT  attach segment KEY (or `id:ID`) and write TEXT
+//!                            and a NUL at its start
+//! testprog msg-read KEY      take a message from the existing SysV message
+//!                            queue KEY (or `id:ID`) without waiting; print its text
+//! testprog msg-send KEY TEXT put TEXT (type 1) on queue KEY (or `id:ID`)
+//! testprog key-read SERIAL   keyctl(KEYCTL_READ) key SERIAL; print its payload
+//! testprog key-search DESC   keyctl(KEYCTL_SEARCH) the session keyring for the
+//!                            "user" key DESC, read it; print `ok SERIAL PAYLOAD`
+//! testprog unshare-userns    unshare(CLONE_NEWUSER | CLONE_NEWNET) (`unshare -Un`)
+//! testprog truncate-stderr TEXT  ftruncate(2, 0), then write TEXT to fd 2;
+//!                            print how the truncate went
+//! testprog setuid-file PATH  copy this binary to PATH and chmod it 04755
+//!                            (`cp /usr/bin/id x && chmod u+s x`); print `ok MODE`
+//!                            with the mode it has then
+//! testprog create-setuid PATH  open(PATH, O_CREAT | O_WRONLY, 04755); print
+//!                            `ok MODE` with the mode the new file has
 
 use std::io::{Read, Write};
 use std::time::Duration;
+
+/// This program's path. A sandboxed child has no `/proc` to find itself
+/// in, so the tests also compile the path in (`TESTPROG_PATH`).
+fn me() -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| {
+        option_env!("TESTPROG_PATH")
+            .expect("no /proc and no TESTPROG_PATH")
+            .into()
+    })
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -49,7 +93,7 @@ fn main() {
         "abort" => std::process::abort(),
         "sleep" => std::thread::sleep(secs(2)),
         "grandchild" => {
-            let child = std::process::Command::new(std::env::current_exe().unwrap())
+            let child = std::process::Command::new(me())
                 .args(["sleep", &arg(2)])
                 .spawn()
                 .expect("spawn grandchild");
@@ -97,7 +141,7 @@ fn main() {
         }
         "daemon" => {
             use std::os::unix::process::CommandExt;
-            std::process::Command::new(std::env::current_exe().unwrap())
+            std::process::Command::new(me())
                 .args(["detached", &arg(2), &arg(3)])
                 .process_group(0)
                 .stdin(std::process::Stdio::null())
@@ -183,8 +227,307 @@ fn main() {
             );
             let _ = writeln!(out, "{result}");
         }
-        other => panic!("testprog: unknown mode {other:?}"),
+        other => {
+            if let Some(result) = attack(other, &arg) {
+                let _ = writeln!(out, "{result}");
+            } else {
+                panic!("testprog: unknown mode {other:?}")
+            }
+        }
     }
+}
+
+/// Runs the sandbox attack `mode` (see the module docs) with the arguments
+/// `arg(2)`, `arg(3)`; its one-line report, or `None` for an unknown mode.
+fn attack(mode: &str, arg: &dyn Fn(usize) -> String) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = || cstring(&arg(2));
+    let result: Result<String, std::io::Error> = match mode {
+        "chmod" => {
+            let mode = u32::from_str_radix(&arg(2), 8).expect("octal mode");
+            std::fs::set_permissions(arg(3), std::fs::Permissions::from_mode(mode)).map(|()| "ok".into())
+        }
+        "utime" => {
+            // 2000-01-01T00:00:00Z
+            let times = [Timespec { sec: 946_684_800, nsec: 0 }; 2];
+            // SAFETY: a NUL-terminated path and two timespecs that outlive the call.
+            check(unsafe { sys::utimensat(AT_FDCWD, path().as_ptr(), times.as_ptr(), 0) }).map(|_| "ok".into())
+        }
+        "setxattr" => {
+            let name = cstring("user.wasmproc");
+            // SAFETY: NUL-terminated path and name, and a 1-byte value.
+            check(unsafe { sys::setxattr(path().as_ptr(), name.as_ptr(), b"x".as_ptr(), 1, 0) }).map(|_| "ok".into())
+        }
+        "stat" => std::fs::metadata(arg(2)).map(|m| format!("ok {}", m.len())),
+        "unix-stream" => std::os::unix::net::UnixStream::connect(arg(2))
+            .and_then(|mut s| s.write_all(arg(3).as_bytes()))
+            .map(|()| "ok sent".into()),
+        "unix-dgram" => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to(arg(3).as_bytes(), arg(2)))
+            .map(|n| format!("ok sent {n}")),
+        "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.send_to(arg(3).as_bytes(), arg(2)))
+            .map(|n| format!("ok sent {n}")),
+        "mptcp" => mptcp(&arg(2), &arg(3)),
+        "shm-read" | "shm-write" => shm(mode == "shm-write", &arg(2), &arg(3)),
+        "msg-read" => msg_read(&arg(2)),
+        "msg-send" => msg_send(&arg(2), &arg(3)),
+        "key-read" => key_read(arg(2).parse().expect("key serial")).map(|payload| format!("ok {payload}")),
+        "key-search" => {
+            let (kind, description) = (cstring("user"), cstring(&arg(2)));
+            // SAFETY: keyctl(KEYCTL_SEARCH, keyring, type, description, 0)
+            // reads two NUL-terminated strings.
+            check_long(unsafe {
+                sys::syscall(
+                    SYS_KEYCTL,
+                    KEYCTL_SEARCH,
+                    KEY_SPEC_SESSION_KEYRING,
+                    kind.as_ptr(),
+                    description.as_ptr(),
+                    0i64,
+                )
+            })
+            .and_then(|serial| key_read(serial as i32).map(|payload| format!("ok {serial} {payload}")))
+        }
+        "unshare-userns" => {
+            const CLONE_NEWUSER: i32 = 0x1000_0000;
+            const CLONE_NEWNET: i32 = 0x4000_0000;
+            // SAFETY: unshare takes flags only; this program has one thread.
+            check(unsafe { sys::unshare(CLONE_NEWUSER | CLONE_NEWNET) }).map(|_| "ok".into())
+        }
+        "truncate-stderr" => {
+            // SAFETY: fd 2 is open for the whole program.
+            let truncated = check(unsafe { sys::ftruncate(2, 0) });
+            eprintln!("{}", arg(2));
+            truncated.map(|_| "ok truncated".into())
+        }
+        "setuid-file" => std::fs::copy(me(), arg(2))
+            .and_then(|_| std::fs::set_permissions(arg(2), std::fs::Permissions::from_mode(0o4755)))
+            .and_then(|()| std::fs::metadata(arg(2)))
+            .map(|m| format!("ok {:o}", m.permissions().mode() & 0o7777)),
+        "create-setuid" => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o4755)
+                .open(arg(2))
+                .and_then(|f| f.metadata())
+                .map(|m| format!("ok {:o}", m.permissions().mode() & 0o7777))
+        }
+        _ => return None,
+    };
+    Some(result.unwrap_or_else(|e| error(&e)))
+}
+
+/// `error: KIND (ERRNO)`.
+fn error(e: &std::io::Error) -> String {
+    let name = match e.raw_os_error() {
+        Some(n) => ERRNO_NAMES
+            .iter()
+            .find(|(code, _)| *code == n)
+            .map_or_else(|| format!(" (errno {n})"), |(_, name)| format!(" ({name})")),
+        None => String::new(),
+    };
+    format!("error: {}{name}", e.kind())
+}
+
+const ERRNO_NAMES: &[(i32, &str)] = &[
+    (1, "EPERM"),
+    (2, "ENOENT"),
+    (3, "ESRCH"),
+    (5, "EIO"),
+    (7, "E2BIG"),
+    (9, "EBADF"),
+    (11, "EAGAIN"),
+    (12, "ENOMEM"),
+    (13, "EACCES"),
+    (14, "EFAULT"),
+    (17, "EEXIST"),
+    (20, "ENOTDIR"),
+    (21, "EISDIR"),
+    (22, "EINVAL"),
+    (28, "ENOSPC"),
+    (30, "EROFS"),
+    (38, "ENOSYS"),
+    (42, "ENOMSG"),
+    (43, "EIDRM"),
+    (61, "ENODATA"),
+    (87, "EUSERS"),
+    (93, "EPROTONOSUPPORT"),
+    (95, "EOPNOTSUPP"),
+    (97, "EAFNOSUPPORT"),
+    (99, "EADDRNOTAVAIL"),
+    (101, "ENETUNREACH"),
+    (111, "ECONNREFUSED"),
+    (126, "ENOKEY"),
+    (127, "EKEYEXPIRED"),
+    (128, "EKEYREVOKED"),
+];
+
+fn cstring(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("no NUL in the argument")
+}
+
+/// A C call's `-1` as the error in `errno`.
+fn check(ret: i32) -> std::io::Result<i32> {
+    if ret == -1 { Err(std::io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn check_long(ret: i64) -> std::io::Result<i64> {
+    if ret == -1 { Err(std::io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+const AT_FDCWD: i32 = -100;
+const IPC_NOWAIT: i32 = 0o4000;
+const MSG_NOERROR: i32 = 0o10000;
+const SHM_RDONLY: i32 = 0o10000;
+const KEYCTL_SEARCH: i64 = 10;
+const KEYCTL_READ: i64 = 11;
+const KEY_SPEC_SESSION_KEYRING: i64 = -3;
+#[cfg(target_arch = "x86_64")]
+const SYS_KEYCTL: i64 = 250;
+#[cfg(target_arch = "aarch64")]
+const SYS_KEYCTL: i64 = 219;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+/// `struct sockaddr_in`.
+#[repr(C)]
+struct SockaddrIn {
+    family: u16,
+    port_be: u16,
+    addr: [u8; 4],
+    zero: [u8; 8],
+}
+
+/// `struct msgbuf` with room for 8 KiB of text.
+#[repr(C)]
+struct MsgBuf {
+    mtype: i64,
+    mtext: [u8; 8192],
+}
+
+/// The C library calls std does not offer (glibc is linked anyway).
+mod sys {
+    use super::{SockaddrIn, Timespec};
+    unsafe extern "C" {
+        pub fn utimensat(dirfd: i32, path: *const std::ffi::c_char, times: *const Timespec, flags: i32) -> i32;
+        pub fn setxattr(
+            path: *const std::ffi::c_char,
+            name: *const std::ffi::c_char,
+            value: *const u8,
+            size: usize,
+            flags: i32,
+        ) -> i32;
+        pub fn socket(domain: i32, kind: i32, protocol: i32) -> i32;
+        pub fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+        pub fn shmget(key: i32, size: usize, flags: i32) -> i32;
+        pub fn shmat(id: i32, addr: *const u8, flags: i32) -> *mut u8;
+        pub fn shmdt(addr: *const u8) -> i32;
+        pub fn msgget(key: i32, flags: i32) -> i32;
+        pub fn msgrcv(id: i32, buf: *mut super::MsgBuf, size: usize, kind: i64, flags: i32) -> isize;
+        pub fn msgsnd(id: i32, buf: *const super::MsgBuf, size: usize, flags: i32) -> i32;
+        pub fn syscall(number: i64, ...) -> i64;
+        pub fn unshare(flags: i32) -> i32;
+        pub fn ftruncate(fd: i32, length: i64) -> i32;
+    }
+}
+
+/// An MPTCP connection to `addr` that sends `text`.
+fn mptcp(addr: &str, text: &str) -> std::io::Result<String> {
+    use std::os::fd::FromRawFd;
+    const IPPROTO_MPTCP: i32 = 262;
+    let addr: std::net::SocketAddrV4 = addr.parse().expect("IPv4 ADDR:PORT");
+    // SAFETY: plain integers.
+    let fd = check(unsafe { sys::socket(2, 1, IPPROTO_MPTCP) })?;
+    // SAFETY: `fd` is a new socket this function owns.
+    let mut stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let sockaddr = SockaddrIn { family: 2, port_be: addr.port().to_be(), addr: addr.ip().octets(), zero: [0; 8] };
+    let len = size_of::<SockaddrIn>() as u32;
+    // SAFETY: a `sockaddr_in` of `len` bytes that outlives the call.
+    check(unsafe { sys::connect(fd, &sockaddr, len) })?;
+    stream.write_all(text.as_bytes())?;
+    Ok("ok sent".into())
+}
+
+/// A SysV IPC id from `KEY` (looked up with `get`) or `id:ID` (used as is,
+/// as an attacker guessing ids would).
+fn ipc_id(key: &str, get: impl Fn(i32) -> i32) -> std::io::Result<i32> {
+    match key.strip_prefix("id:") {
+        Some(id) => Ok(id.parse().expect("SysV id")),
+        None => check(get(key.parse().expect("SysV key"))),
+    }
+}
+
+/// Reads (or, with `write`, overwrites with `text`) the start of a SysV
+/// shared memory segment. Only its first page is touched, which every
+/// segment has.
+fn shm(write: bool, key: &str, text: &str) -> std::io::Result<String> {
+    // SAFETY: plain integers.
+    let id = ipc_id(key, |key| unsafe { sys::shmget(key, 0, 0) })?;
+    let flags = if write { 0 } else { SHM_RDONLY };
+    // SAFETY: attaches the segment anywhere; checked for (void *)-1 below.
+    let at = unsafe { sys::shmat(id, std::ptr::null(), flags) };
+    if at as isize == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let result = if write {
+        let bytes = text.as_bytes();
+        assert!(bytes.len() < 4096, "TEXT fits in a page");
+        // SAFETY: `at` maps at least one page, writable.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+            *at.add(bytes.len()) = 0;
+        }
+        format!("ok wrote {}", bytes.len())
+    } else {
+        // SAFETY: `at` maps at least one page.
+        let page = unsafe { std::slice::from_raw_parts(at, 4096) };
+        let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
+        format!("ok {}", String::from_utf8_lossy(&page[..end]))
+    };
+    // SAFETY: `at` is attached, and no reference to it is left.
+    unsafe { sys::shmdt(at) };
+    Ok(result)
+}
+
+fn msg_read(key: &str) -> std::io::Result<String> {
+    // SAFETY: plain integers.
+    let id = ipc_id(key, |key| unsafe { sys::msgget(key, 0) })?;
+    let mut buf = MsgBuf { mtype: 0, mtext: [0; 8192] };
+    // SAFETY: `buf` has room for `mtext.len()` bytes of text.
+    let n = unsafe { sys::msgrcv(id, &mut buf, buf.mtext.len(), 0, IPC_NOWAIT | MSG_NOERROR) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(format!("ok {}", String::from_utf8_lossy(&buf.mtext[..n as usize])))
+}
+
+fn msg_send(key: &str, text: &str) -> std::io::Result<String> {
+    // SAFETY: plain integers.
+    let id = ipc_id(key, |key| unsafe { sys::msgget(key, 0) })?;
+    let mut buf = MsgBuf { mtype: 1, mtext: [0; 8192] };
+    buf.mtext[..text.len()].copy_from_slice(text.as_bytes());
+    // SAFETY: `buf` holds `text.len()` bytes of text.
+    check(unsafe { sys::msgsnd(id, &buf, text.len(), IPC_NOWAIT) })?;
+    Ok("ok sent".into())
+}
+
+/// The payload of key `serial` (keyctl(KEYCTL_READ)).
+fn key_read(serial: i32) -> std::io::Result<String> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: keyctl(KEYCTL_READ, key, buffer, length) writes at most
+    // `length` bytes to `buffer`.
+    let n = check_long(unsafe { sys::syscall(SYS_KEYCTL, KEYCTL_READ, serial as i64, buf.as_mut_ptr(), buf.len()) })?;
+    let n = (n as usize).min(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// The contents of the file at `path`, or `error: KIND`.
