@@ -583,7 +583,7 @@ impl ProcessCtxBuilder {
                 })
                 .ok();
         }
-        if ctx.confine && ctx.use_sandbox && rustix::process::geteuid().is_root() {
+        if ctx.confine && ctx.use_sandbox && crate::sandbox::can_change_user() {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.child_id) {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");

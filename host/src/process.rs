@@ -295,7 +295,10 @@ impl ProcessCtx {
             },
             landlock,
             cgroup,
-            keep_caps: self.keep_caps,
+            keep_caps: match prepared.confine || !self.use_sandbox {
+                true => self.keep_caps,
+                false => self.keep_caps | crate::sandbox::WORKER_CAPS,
+            },
             rlimits: &rlimits,
             namespaces: sandbox.map(|s| s.namespaces()),
             identity,
@@ -367,9 +370,7 @@ impl ProcessCtx {
         }
         let sandbox = self.use_sandbox && self.sandbox().is_some();
         Layers {
-            identity: self.use_sandbox
-                && self.keep_caps == 0
-                && rustix::process::geteuid().is_root(),
+            identity: self.use_sandbox && self.keep_caps == 0 && crate::sandbox::can_change_user(),
             mount: sandbox,
             network: sandbox || self.network,
             ipc: sandbox,

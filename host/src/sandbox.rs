@@ -136,8 +136,7 @@ impl Sandbox {
         let plan = Plan::new(dirs, programs)?;
         let owned = plan.steps();
         let steps = owned.steps();
-        let root = rustix::process::geteuid().is_root();
-        let maps = (!root).then(|| {
+        let maps = (!privileged()).then(|| {
             let uid = rustix::process::geteuid().as_raw();
             let gid = rustix::process::getegid().as_raw();
             (
@@ -204,6 +203,33 @@ impl Sandbox {
         Ok(opened)
     }
 }
+
+/// Whether this process may build the sandbox in the host's own user
+/// namespace (it has `CAP_SYS_ADMIN`); otherwise the sandbox gets a user
+/// namespace of its own that maps only this process's ids.
+fn privileged() -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+    })
+}
+
+/// Whether this process can make its children another user: it has
+/// `CAP_SETUID` and `CAP_SETGID` (a root host; a forked worker of one).
+pub(crate) fn can_change_user() -> bool {
+    use rustix::thread::CapabilitySet;
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(CapabilitySet::SETUID | CapabilitySet::SETGID)
+    })
+}
+
+/// The capabilities (a bit per number) a forked worker process keeps so
+/// that it can build its own guest's sandbox and run its children as the
+/// child user: `CAP_SYS_ADMIN` (namespaces, mounts), `CAP_SYS_CHROOT`
+/// (entering a mount namespace), `CAP_SETUID` and `CAP_SETGID`. The worker
+/// is the host itself; its children keep none.
+pub(crate) const WORKER_CAPS: u64 = 1 << 21 | 1 << 18 | 1 << 7 | 1 << 6;
 
 /// `path` (absolute) relative to `/`; `.` for `/` itself.
 fn relative(path: &Path) -> PathBuf {
