@@ -227,9 +227,10 @@ pub(crate) fn can_change_user() -> bool {
 /// The capabilities (a bit per number) a forked worker process keeps so
 /// that it can build its own guest's sandbox and run its children as the
 /// child user: `CAP_SYS_ADMIN` (namespaces, mounts), `CAP_SYS_CHROOT`
-/// (entering a mount namespace), `CAP_SETUID` and `CAP_SETGID`. The worker
+/// (entering a mount namespace), `CAP_SETUID` and `CAP_SETGID`, and
+/// `CAP_KILL` to signal those children, which are another user. The worker
 /// is the host itself; its children keep none.
-pub(crate) const WORKER_CAPS: u64 = 1 << 21 | 1 << 18 | 1 << 7 | 1 << 6;
+pub(crate) const WORKER_CAPS: u64 = 1 << 21 | 1 << 18 | 1 << 7 | 1 << 6 | 1 << 5;
 
 /// `path` (absolute) relative to `/`; `.` for `/` itself.
 fn relative(path: &Path) -> PathBuf {

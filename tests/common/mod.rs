@@ -46,14 +46,22 @@ pub fn testprog() -> &'static Path {
     static PROG: OnceLock<PathBuf> = OnceLock::new();
     PROG.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testprog");
+        // Test binaries running at once each compile it in a directory of
+        // their own, then rename it into place.
+        let work = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("testprog-build-{}", std::process::id()));
+        std::fs::create_dir_all(&work).unwrap();
+        let built = work.join("testprog");
         let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
             .env("TESTPROG_PATH", &out)
             .args(["--edition", "2024", "-O", "-o"])
-            .arg(&out)
+            .arg(&built)
             .arg(repo().join("tests/helpers/testprog.rs"))
             .status()
             .expect("run rustc");
         assert!(status.success(), "cannot compile testprog");
+        std::fs::rename(&built, &out).unwrap();
+        let _ = std::fs::remove_dir_all(&work);
         out
     })
 }
