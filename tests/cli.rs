@@ -576,3 +576,30 @@ fn a_bad_policy_file_is_refused_with_the_line_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn child_rlimits_bind_a_workers_children_but_not_the_worker() {
+    // 1 GiB of address space is far too little for a wasm runtime, which
+    // reserves its memories up front: the worker must not get it.
+    let out = wasmproc(&[
+        "run",
+        "--rlimit",
+        "as=1073741824",
+        "--allow-fork",
+        repo()
+            .join("guest-examples/prebuilt/support-worker.wasm")
+            .to_str()
+            .unwrap(),
+        repo()
+            .join("guest-examples/prebuilt/seed-fork.wasm")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).matches("exited with code 0").count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+}

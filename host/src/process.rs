@@ -286,7 +286,12 @@ impl ProcessCtx {
             Some(child) => Some(child.fd()),
             None => self.cgroup.as_ref().map(|c| c.fd()),
         };
-        let rlimits = self.limits.rlimits.to_list();
+        // Child limits are for children: a forked worker (the host itself,
+        // running wasm) applies them to its own children instead.
+        let rlimits = match prepared.confine {
+            true => self.limits.rlimits.to_list(),
+            false => Vec::new(),
+        };
         let walls = Walls {
             cwd: match (&cwd, &prepared.cwd) {
                 (Some(view), _) => Some(view.as_fd()),
