@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -411,14 +411,18 @@ async fn every_attack_is_refused() {
         refused_by_error(&out, "access-denied"),
     ));
 
-    println!("\n| attack | refused | how |\n|---|---|---|");
-    for (attack, outcome) in &table {
-        println!(
-            "| {attack} | {} | {} |",
-            if outcome.refused { "yes" } else { "NO" },
-            outcome.how
-        );
+    report(&table);
+}
+
+/// Prints `table` as rows of the suite's attack table (in one piece, as
+/// tests run in parallel), then fails if any attack was not refused.
+fn report(table: &[(impl std::fmt::Display, Verdict)]) {
+    let mut text = String::from("\n| attack | refused | how |\n|---|---|---|\n");
+    for (attack, outcome) in table {
+        let refused = if outcome.refused { "yes" } else { "NO" };
+        text += &format!("| {attack} | {refused} | {} |\n", outcome.how);
     }
+    println!("{text}");
     let failed: Vec<_> = table
         .iter()
         .filter(|(_, o)| !o.refused)
@@ -500,4 +504,1018 @@ fn host_sigterm_with_fifty_children_alive_leaves_none() {
         })
         .collect();
     assert!(left.is_empty(), "children outlived the host: {left:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Sandbox v2 (issue 11): attacks on real targets set up outside the grants.
+// Each asserts on the target itself, not on what the child says: nothing
+// arrived and nothing changed.
+// ---------------------------------------------------------------------------
+
+/// What the child printed (stdout, and stderr if any), or why it did not run.
+fn said(out: &Outcome) -> String {
+    let text = |quoted: &str| -> String {
+        let text = serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_owned());
+        let text = text.trim().replace('\n', " / ");
+        let mut text: String = text.chars().take(160).collect();
+        text = text.replace('|', "/");
+        text
+    };
+    match out {
+        Outcome::Ok(f) => {
+            let (stdout, stderr) = (text(&f["stdout"]), text(&f["stderr"]));
+            match (stdout.is_empty(), stderr.is_empty()) {
+                (_, true) if !stdout.is_empty() => format!("child: `{stdout}`"),
+                (true, true) => format!("child: no output, {}", f["status"]),
+                _ => format!("child: `{stdout}`, stderr `{stderr}`"),
+            }
+        }
+        Outcome::Err(code, msg) => format!("not started: {code}: {msg}"),
+    }
+}
+
+/// A child's attempt to learn something: refused if its report is an
+/// error and holds none of `secrets`.
+fn learned_nothing(out: &Outcome, secrets: &[&str]) -> Verdict {
+    let said = said(out);
+    let leaked = secrets.iter().any(|s| said.contains(s));
+    let stdout = match out {
+        Outcome::Ok(f) => serde_json::from_str::<String>(&f["stdout"]).unwrap_or_default(),
+        Outcome::Err(..) => String::new(),
+    };
+    Verdict {
+        refused: !leaked && !stdout.starts_with("ok"),
+        how: said,
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// Everything a child could change about a file, as `stat` and
+/// `listxattr` see it. `ctime` alone catches any change of its inode
+/// (mode, owner, times, xattrs, contents); the rest says what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileState {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    xattrs: Vec<String>,
+    contents: Vec<u8>,
+}
+
+impl FileState {
+    fn of(path: &Path) -> FileState {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).unwrap();
+        let mut names = vec![0u8; 4096];
+        // SAFETY: a NUL-terminated path and a buffer of `names.len()` bytes.
+        let n = unsafe {
+            libc::listxattr(
+                c_path(path).as_ptr(),
+                names.as_mut_ptr().cast(),
+                names.len(),
+            )
+        };
+        let xattrs = names[..n.max(0) as usize]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        FileState {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            xattrs,
+            contents: std::fs::read(path).unwrap(),
+        }
+    }
+
+    /// `field before -> after` for each field that differs.
+    fn diff(&self, after: &FileState) -> String {
+        let mut changes = Vec::new();
+        if self.mode != after.mode {
+            changes.push(format!("mode {:04o} -> {:04o}", self.mode, after.mode));
+        }
+        if (self.uid, self.gid) != (after.uid, after.gid) {
+            changes.push(format!(
+                "owner {}:{} -> {}:{}",
+                self.uid, self.gid, after.uid, after.gid
+            ));
+        }
+        if self.mtime != after.mtime {
+            changes.push(format!("mtime {} -> {}", self.mtime.0, after.mtime.0));
+        }
+        if self.xattrs != after.xattrs {
+            changes.push(format!("xattrs {:?} -> {:?}", self.xattrs, after.xattrs));
+        }
+        if self.contents != after.contents {
+            changes.push("contents".into());
+        }
+        if changes.is_empty() {
+            changes.push("ctime".into());
+        }
+        changes.join(", ")
+    }
+}
+
+/// Refused if the file at `path` is still as `before` (the child's
+/// report only says how).
+fn unchanged(path: &Path, before: &FileState, out: &Outcome) -> Verdict {
+    let after = FileState::of(path);
+    if after == *before {
+        Verdict {
+            refused: true,
+            how: format!("file unchanged; {}", said(out)),
+        }
+    } else {
+        Verdict {
+            refused: false,
+            how: format!("CHANGED {}; {}", before.diff(&after), said(out)),
+        }
+    }
+}
+
+/// A new file `name` in `dir` holding `contents`, with `mode`, owned by
+/// the test (root in CI), and its state.
+fn target_file(dir: &Path, name: &str, contents: &[u8], mode: u32) -> (PathBuf, FileState) {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    set_mode(&path, mode);
+    let state = FileState::of(&path);
+    (path, state)
+}
+
+fn owner_note() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        "root-owned".into()
+    } else {
+        format!("owned by uid {uid} (the test is not root: the file is the test user's)")
+    }
+}
+
+/// Row 1: chmod, utime and setxattr on files the child was not granted to
+/// change: a root-owned 0600 file outside every grant, and a binary in a
+/// read-only grant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_chmod_utime_or_setxattr_files_it_was_not_granted() {
+    let site = Site::new();
+    let outside = site.outside.path();
+    let owner = owner_note();
+    let mut table: Vec<(String, Verdict)> = Vec::new();
+
+    let (file, before) = target_file(outside, "chmod-me", b"root's file", 0o600);
+    let out = probe_one(
+        site.grants(),
+        &["file", TP, "chmod", "0666", file.to_str().unwrap()],
+    )
+    .await;
+    table.push((
+        format!("chmod 0666 a {owner} 0600 file outside the grants"),
+        unchanged(&file, &before, &out),
+    ));
+
+    let (file, before) = target_file(outside, "touch-me", b"root's file", 0o600);
+    let out = probe_one(
+        site.grants(),
+        &["file", TP, "utime", file.to_str().unwrap()],
+    )
+    .await;
+    table.push((
+        format!("utime (`touch -d 2000-01-01`) a {owner} 0600 file outside the grants"),
+        unchanged(&file, &before, &out),
+    ));
+
+    let (file, before) = target_file(outside, "xattr-me", b"root's file", 0o600);
+    let out = probe_one(
+        site.grants(),
+        &["file", TP, "setxattr", file.to_str().unwrap()],
+    )
+    .await;
+    table.push((
+        format!("setxattr user.wasmproc on a {owner} 0600 file outside the grants"),
+        unchanged(&file, &before, &out),
+    ));
+
+    // A binary in the read-only grant, named relative to the child's
+    // working directory there (/ro).
+    let binary = std::fs::read(testprog()).unwrap();
+    for (attack, name, args) in [
+        (
+            "chmod 4755 a binary in a read-only grant",
+            "tool-chmod",
+            &["chmod", "4755"][..],
+        ),
+        (
+            "utime a binary in a read-only grant",
+            "tool-utime",
+            &["utime"][..],
+        ),
+        (
+            "setxattr on a binary in a read-only grant",
+            "tool-xattr",
+            &["setxattr"][..],
+        ),
+    ] {
+        let (file, before) = target_file(site.ro.path(), name, &binary, 0o755);
+        let mut request = vec!["--cwd", "/ro", "file", TP];
+        request.extend(args);
+        request.push(name);
+        let out = probe_one(site.grants(), &request).await;
+        table.push((attack.to_owned(), unchanged(&file, &before, &out)));
+    }
+    report(&table);
+}
+
+/// The files below `dir` with a setuid or setgid bit: `path mode uid`.
+fn setid_files(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let m = std::fs::symlink_metadata(entry.path()).unwrap();
+        if m.is_dir() {
+            found.extend(setid_files(&entry.path()));
+        } else if m.mode() & 0o6000 != 0 {
+            found.push(format!(
+                "{} mode {:04o} uid {}",
+                entry.file_name().to_string_lossy(),
+                m.mode() & 0o7777,
+                m.uid()
+            ));
+        }
+    }
+    found
+}
+
+/// Refused if no file below `dir` has a setuid or setgid bit.
+fn no_setid_file(dir: &Path, out: &Outcome) -> Verdict {
+    let found = setid_files(dir);
+    Verdict {
+        refused: found.is_empty(),
+        how: if found.is_empty() {
+            format!("no setuid/setgid file in the grant; {}", said(out))
+        } else {
+            format!("SETID FILE {}; {}", found.join(", "), said(out))
+        },
+    }
+}
+
+/// Row 2: inside a read-write grant, a child makes a setuid binary (which
+/// a root host's child would own as root): by chmod, by creating it with
+/// the bit, through a granted shell, and by extracting a tar with a granted
+/// `tar`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_make_a_setuid_binary_in_a_read_write_grant() {
+    let site = Site::new();
+    let work = site.work.path();
+    let mut table: Vec<(&str, Verdict)> = Vec::new();
+    // Each attack in a directory of its own in /work.
+    let sub = |name: &str| {
+        std::fs::create_dir(work.join(name)).unwrap();
+        (work.join(name), format!("/work/{name}"))
+    };
+
+    let (dir, cwd) = sub("copy");
+    let out = probe_one(
+        site.grants(),
+        &["--cwd", &cwd, "file", TP, "setuid-file", "id"],
+    )
+    .await;
+    table.push((
+        "copy a binary into a read-write grant and chmod 4755 it",
+        no_setid_file(&dir, &out),
+    ));
+
+    let (dir, cwd) = sub("create");
+    let out = probe_one(
+        site.grants(),
+        &["--cwd", &cwd, "file", TP, "create-setuid", "id"],
+    )
+    .await;
+    table.push((
+        "create a file with mode 04755 in a read-write grant",
+        no_setid_file(&dir, &out),
+    ));
+
+    let (dir, cwd) = sub("shell");
+    let out = probe_one(
+        site.grants(),
+        &[
+            "--cwd",
+            &cwd,
+            "shell",
+            "cp /usr/bin/id id && chmod u+s id && ls -l id",
+        ],
+    )
+    .await;
+    table.push((
+        "granted shell runs `cp /usr/bin/id id && chmod u+s id`",
+        no_setid_file(&dir, &out),
+    ));
+
+    // A tar with a 04755 root-owned entry, made by the test with the system
+    // tar (no setuid file is made on the host for it: --mode sets the bit in
+    // the archive only); the child only has a granted `tar`.
+    let (dir, cwd) = sub("tar");
+    let staging = tempfile::tempdir().unwrap();
+    std::fs::copy(testprog(), staging.path().join("tool")).unwrap();
+    let tar = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--mode=4755", "-cf"])
+        .arg(dir.join("evil.tar"))
+        .arg("-C")
+        .arg(staging.path())
+        .arg("tool")
+        .status()
+        .expect("the system tar makes the archive");
+    assert!(tar.success(), "tar -cf failed");
+    let mut grants = site.grants();
+    grants.allow_program("tar").expect("a tar program on PATH");
+    let out = probe_one(grants, &["--cwd", &cwd, "file", "tar", "-xpf", "evil.tar"]).await;
+    table.push((
+        "granted `tar -xpf` extracts a 04755 root-owned entry into a read-write grant",
+        no_setid_file(&dir, &out),
+    ));
+    report(&table);
+}
+
+/// Row 3: a listening Unix stream socket and a bound Unix datagram socket
+/// outside the grants, both mode 0666 (as docker.sock for its group,
+/// /dev/log and the D-Bus socket are), so that only the sandbox stands
+/// between them and the child.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_reach_a_unix_socket_outside_the_grants() {
+    use std::io::Read;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    let site = Site::new();
+    let mut table: Vec<(&str, Verdict)> = Vec::new();
+
+    let stream_path = site.outside.path().join("stream.sock");
+    let listener = UnixListener::bind(&stream_path).unwrap();
+    set_mode(&stream_path, 0o666);
+    let out = probe_one(
+        site.grants(),
+        &[
+            "file",
+            TP,
+            "unix-stream",
+            stream_path.to_str().unwrap(),
+            "FORGED",
+        ],
+    )
+    .await;
+    listener.set_nonblocking(true).unwrap();
+    let verdict = match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Verdict {
+            refused: true,
+            how: format!("no connection arrived; {}", said(&out)),
+        },
+        Err(e) => panic!("accept: {e}"),
+        Ok((mut conn, _)) => {
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got);
+            Verdict {
+                refused: false,
+                how: format!(
+                    "CONNECTION ACCEPTED, bytes {:?}; {}",
+                    String::from_utf8_lossy(&got),
+                    said(&out)
+                ),
+            }
+        }
+    };
+    table.push((
+        "connect and send to a 0666 Unix stream socket outside the grants",
+        verdict,
+    ));
+
+    let dgram_path = site.outside.path().join("dgram.sock");
+    let socket = UnixDatagram::bind(&dgram_path).unwrap();
+    set_mode(&dgram_path, 0o666);
+    let out = probe_one(
+        site.grants(),
+        &[
+            "file",
+            TP,
+            "unix-dgram",
+            dgram_path.to_str().unwrap(),
+            "FORGED",
+        ],
+    )
+    .await;
+    table.push((
+        "send to a 0666 Unix datagram socket outside the grants (/dev/log)",
+        nothing_received(&socket, &out),
+    ));
+    report(&table);
+}
+
+/// Refused if nothing is waiting on the datagram socket.
+fn nothing_received(socket: &impl DatagramRecv, out: &Outcome) -> Verdict {
+    let mut buf = [0u8; 4096];
+    match socket.recv_now(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Verdict {
+            refused: true,
+            how: format!("nothing received; {}", said(out)),
+        },
+        Err(e) => panic!("recv: {e}"),
+        Ok(n) => Verdict {
+            refused: false,
+            how: format!(
+                "RECEIVED {:?}; {}",
+                String::from_utf8_lossy(&buf[..n]),
+                said(out)
+            ),
+        },
+    }
+}
+
+/// A datagram socket that can be asked, without waiting, for what arrived.
+trait DatagramRecv {
+    fn recv_now(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl DatagramRecv for std::os::unix::net::UnixDatagram {
+    fn recv_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.set_nonblocking(true)?;
+        self.recv(buf)
+    }
+}
+
+impl DatagramRecv for std::net::UdpSocket {
+    fn recv_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.set_nonblocking(true)?;
+        self.recv(buf)
+    }
+}
+
+/// Row 4: without the network allowed, a child sends a UDP datagram to a
+/// listener on 127.0.0.1, and connects with MPTCP (which Landlock's TCP
+/// rules do not cover) to a plain TCP listener there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_without_the_network_sends_no_udp_and_no_mptcp() {
+    let site = Site::new();
+    let mut table: Vec<(String, Verdict)> = Vec::new();
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = udp.local_addr().unwrap().to_string();
+    let out = probe_one(site.grants(), &["file", TP, "udp", &addr, "FORGED"]).await;
+    table.push((
+        "UDP datagram to a listener on 127.0.0.1, network not allowed".into(),
+        nothing_received(&udp, &out),
+    ));
+
+    // Whether this kernel has MPTCP at all: if not, the attack has nothing
+    // to use, which refuses it too (and the row says so).
+    // SAFETY: plain integers; the descriptor is closed at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP) };
+    let mptcp_note = if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        println!(
+            "note: this kernel has no MPTCP for the test either ({e}): the MPTCP row is refused by its absence"
+        );
+        format!(" (this kernel has no MPTCP: {e})")
+    } else {
+        // SAFETY: `fd` is ours.
+        unsafe { libc::close(fd) };
+        String::new()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = probe_one(site.grants(), &["file", TP, "mptcp", &addr, "FORGED"]).await;
+    listener.set_nonblocking(true).unwrap();
+    let verdict = match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Verdict {
+            refused: true,
+            how: format!("no connection arrived{mptcp_note}; {}", said(&out)),
+        },
+        Err(e) => panic!("accept: {e}"),
+        Ok((mut conn, from)) => {
+            use std::io::Read;
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got);
+            Verdict {
+                refused: false,
+                how: format!(
+                    "CONNECTION ACCEPTED from {from}, bytes {:?}; {}",
+                    String::from_utf8_lossy(&got),
+                    said(&out)
+                ),
+            }
+        }
+    };
+    table.push((
+        "MPTCP connect to a plain TCP listener on 127.0.0.1, network not allowed".into(),
+        verdict,
+    ));
+    report(&table);
+}
+
+/// A SysV shared memory segment and message queue of the test's (mode
+/// 0600), removed when dropped.
+struct SysvTargets {
+    shm_key: i32,
+    shm_id: i32,
+    shm: *mut u8,
+    msg_key: i32,
+    msg_id: i32,
+}
+
+const SHM_SECRET: &str = "the shm secret";
+const MSG_SECRET: &str = "the queued secret";
+
+/// `struct msgbuf` with room for 256 bytes of text.
+#[repr(C)]
+struct MsgBuf {
+    mtype: libc::c_long,
+    mtext: [u8; 256],
+}
+
+/// What a child could change or leave behind on the segment: its text,
+/// last attach/detach pid, attach count and attach time.
+#[derive(Debug, PartialEq, Eq)]
+struct ShmState {
+    text: String,
+    lpid: i32,
+    nattch: u64,
+    atime: i64,
+}
+
+/// What a child could change on the queue: message count and bytes, and
+/// the pids of the last send and receive.
+#[derive(Debug, PartialEq, Eq)]
+struct MsgState {
+    qnum: u64,
+    cbytes: u64,
+    lspid: i32,
+    lrpid: i32,
+}
+
+impl ShmState {
+    fn fields(&self) -> [(&'static str, String); 4] {
+        [
+            ("text", format!("{:?}", self.text)),
+            ("last attach/detach pid", self.lpid.to_string()),
+            ("attached", self.nattch.to_string()),
+            ("attach time", self.atime.to_string()),
+        ]
+    }
+}
+
+impl MsgState {
+    fn fields(&self) -> [(&'static str, String); 4] {
+        [
+            ("messages", self.qnum.to_string()),
+            ("bytes", self.cbytes.to_string()),
+            ("last sender pid", self.lspid.to_string()),
+            ("last receiver pid", self.lrpid.to_string()),
+        ]
+    }
+}
+
+/// `name before -> after` for each field that differs.
+fn changes(before: &[(&str, String)], after: &[(&str, String)]) -> String {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|((name, b), (_, a))| format!("{name} {b} -> {a}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl SysvTargets {
+    fn new() -> SysvTargets {
+        let base = 0x5750_0000 | ((std::process::id() as i32 & 0xfff) << 4);
+        let create = |get: &dyn Fn(i32) -> i32| {
+            (0..4096)
+                .map(|i| base.wrapping_add(i * 0x10000))
+                .find_map(|key| {
+                    let id = get(key);
+                    (id >= 0).then_some((key, id))
+                })
+                .expect("a free SysV key")
+        };
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+        // SAFETY: plain integers.
+        let (shm_key, shm_id) = create(&|key| unsafe { libc::shmget(key, 4096, flags) });
+        // SAFETY: attaches the new segment anywhere, checked below.
+        let shm = unsafe { libc::shmat(shm_id, std::ptr::null(), 0) }.cast::<u8>();
+        assert_ne!(
+            shm as isize,
+            -1,
+            "shmat: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: plain integers.
+        let (msg_key, msg_id) = create(&|key| unsafe { libc::msgget(key, flags) });
+        let targets = SysvTargets {
+            shm_key,
+            shm_id,
+            shm,
+            msg_key,
+            msg_id,
+        };
+        targets.restore_shm();
+        targets.put_message();
+        targets
+    }
+
+    fn restore_shm(&self) {
+        // SAFETY: the segment is attached and 4096 bytes long.
+        unsafe {
+            std::ptr::write_bytes(self.shm, 0, 4096);
+            std::ptr::copy_nonoverlapping(SHM_SECRET.as_ptr(), self.shm, SHM_SECRET.len());
+        }
+    }
+
+    fn shm_state(&self) -> ShmState {
+        // SAFETY: the segment is attached and 4096 bytes long.
+        let page = unsafe { std::slice::from_raw_parts(self.shm, 4096) };
+        let end = page.iter().position(|&b| b == 0).unwrap_or(4096);
+        // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `ds` is a shmid_ds.
+        assert_eq!(
+            unsafe { libc::shmctl(self.shm_id, libc::IPC_STAT, &mut ds) },
+            0
+        );
+        ShmState {
+            text: String::from_utf8_lossy(&page[..end]).into_owned(),
+            lpid: ds.shm_lpid,
+            nattch: ds.shm_nattch,
+            atime: ds.shm_atime,
+        }
+    }
+
+    fn put_message(&self) {
+        let mut buf = MsgBuf {
+            mtype: 1,
+            mtext: [0; 256],
+        };
+        buf.mtext[..MSG_SECRET.len()].copy_from_slice(MSG_SECRET.as_bytes());
+        // SAFETY: `buf` holds MSG_SECRET.len() bytes of text.
+        let sent = unsafe {
+            libc::msgsnd(
+                self.msg_id,
+                (&raw const buf).cast(),
+                MSG_SECRET.len(),
+                libc::IPC_NOWAIT,
+            )
+        };
+        assert_eq!(sent, 0, "msgsnd: {}", std::io::Error::last_os_error());
+    }
+
+    fn msg_state(&self) -> MsgState {
+        // SAFETY: an all-zero msqid_ds is valid; IPC_STAT fills it.
+        let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `ds` is a msqid_ds.
+        assert_eq!(
+            unsafe { libc::msgctl(self.msg_id, libc::IPC_STAT, &mut ds) },
+            0
+        );
+        MsgState {
+            qnum: ds.msg_qnum,
+            cbytes: ds.__msg_cbytes,
+            lspid: ds.msg_lspid,
+            lrpid: ds.msg_lrpid,
+        }
+    }
+
+    /// Every message on the queue (emptying it).
+    fn take_messages(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let mut buf = MsgBuf {
+                mtype: 0,
+                mtext: [0; 256],
+            };
+            // SAFETY: `buf` has room for 256 bytes of text.
+            let n = unsafe {
+                libc::msgrcv(
+                    self.msg_id,
+                    (&raw mut buf).cast(),
+                    buf.mtext.len(),
+                    0,
+                    libc::IPC_NOWAIT | libc::MSG_NOERROR,
+                )
+            };
+            if n < 0 {
+                return all;
+            }
+            all.push(String::from_utf8_lossy(&buf.mtext[..n as usize]).into_owned());
+        }
+    }
+}
+
+impl Drop for SysvTargets {
+    fn drop(&mut self) {
+        // SAFETY: detaches and removes what `new` made.
+        unsafe {
+            libc::shmdt(self.shm.cast());
+            libc::shmctl(self.shm_id, libc::IPC_RMID, std::ptr::null_mut());
+            libc::msgctl(self.msg_id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Row 5: a child reads and overwrites a SysV shared memory segment and
+/// message queue (mode 0600) of the host's uid, by key (as a program that
+/// knows it would) and by id (as one guessing ids would).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_read_or_write_the_hosts_sysv_ipc() {
+    let site = Site::new();
+    let ipc = SysvTargets::new();
+    let mut table: Vec<(String, Verdict)> = Vec::new();
+    let shm_ref = [ipc.shm_key.to_string(), format!("id:{}", ipc.shm_id)];
+    let msg_ref = [ipc.msg_key.to_string(), format!("id:{}", ipc.msg_id)];
+
+    for (by, r) in ["key", "id"].iter().zip(&shm_ref) {
+        for write in [false, true] {
+            let before = ipc.shm_state();
+            let request: Vec<&str> = if write {
+                vec!["file", TP, "shm-write", r, "FORGED"]
+            } else {
+                vec!["file", TP, "shm-read", r]
+            };
+            let out = probe_one(site.grants(), &request).await;
+            let after = ipc.shm_state();
+            let leaked = said(&out).contains(SHM_SECRET);
+            let verdict = if after == before && !leaked {
+                Verdict {
+                    refused: true,
+                    how: format!(
+                        "segment untouched (text, last pid, attach time); {}",
+                        said(&out)
+                    ),
+                }
+            } else {
+                Verdict {
+                    refused: false,
+                    how: format!(
+                        "SEGMENT CHANGED {}; {}",
+                        changes(&before.fields(), &after.fields()),
+                        said(&out)
+                    ),
+                }
+            };
+            let what = if write { "overwrite" } else { "read" };
+            table.push((
+                format!("{what} a 0600 SysV shared memory segment of the host (by {by})"),
+                verdict,
+            ));
+            ipc.restore_shm();
+        }
+    }
+
+    for (by, r) in ["key", "id"].iter().zip(&msg_ref) {
+        for send in [false, true] {
+            let before = ipc.msg_state();
+            let request: Vec<&str> = if send {
+                vec!["file", TP, "msg-send", r, "FORGED"]
+            } else {
+                vec!["file", TP, "msg-read", r]
+            };
+            let out = probe_one(site.grants(), &request).await;
+            let after = ipc.msg_state();
+            let leaked = said(&out).contains(MSG_SECRET);
+            let verdict = if after == before && !leaked {
+                Verdict {
+                    refused: true,
+                    how: format!("queue untouched (count, bytes, last pids); {}", said(&out)),
+                }
+            } else {
+                Verdict {
+                    refused: false,
+                    how: format!(
+                        "QUEUE CHANGED {}; {}",
+                        changes(&before.fields(), &after.fields()),
+                        said(&out)
+                    ),
+                }
+            };
+            let what = if send {
+                "send to"
+            } else {
+                "take a message from"
+            };
+            table.push((
+                format!("{what} a 0600 SysV message queue of the host (by {by})"),
+                verdict,
+            ));
+            // Back to the one secret message, for the next attack.
+            let _ = ipc.take_messages();
+            ipc.put_message();
+        }
+    }
+    assert_eq!(ipc.take_messages(), [MSG_SECRET]);
+    report(&table);
+}
+
+/// Row 6: a child reads a key in the host's session keyring, by serial and
+/// by searching for it.
+///
+/// Keyrings belong to a thread's credentials, which the threads it starts
+/// inherit: this test joins a session keyring of its own (so it touches no
+/// other process's), adds the key, and only then starts the runtime whose
+/// threads start the children, as a host's threads all share its session
+/// keyring.
+#[test]
+fn a_child_cannot_read_a_key_in_the_hosts_session_keyring() {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEYCTL_REVOKE: libc::c_long = 3;
+    const KEYCTL_READ: libc::c_long = 11;
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+    const PAYLOAD: &str = "the keyring secret";
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) makes and joins a
+    // new anonymous session keyring.
+    let session = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<u8>(),
+        )
+    };
+    assert!(
+        session > 0,
+        "join a session keyring: {}",
+        std::io::Error::last_os_error()
+    );
+    let description = format!("wasmproc-test-{}", std::process::id());
+    let c_description = std::ffi::CString::new(description.clone()).unwrap();
+    // SAFETY: add_key(type, description, payload, length, keyring) reads two
+    // NUL-terminated strings and `length` bytes of payload.
+    let serial = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            c_description.as_ptr(),
+            PAYLOAD.as_ptr(),
+            PAYLOAD.len(),
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    assert!(serial > 0, "add_key: {}", std::io::Error::last_os_error());
+    let read_key = || {
+        let mut buf = [0u8; 256];
+        // SAFETY: KEYCTL_READ writes at most `buf.len()` bytes to `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_READ,
+                serial,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        assert!(n >= 0, "read the key: {}", std::io::Error::last_os_error());
+        String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+    };
+    assert_eq!(read_key(), PAYLOAD);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = runtime.block_on(async {
+        let site = Site::new();
+        let mut table: Vec<(&str, Verdict)> = Vec::new();
+        let out = probe_one(
+            site.grants(),
+            &["file", TP, "key-read", &serial.to_string()],
+        )
+        .await;
+        table.push((
+            "read a key of the host's session keyring by its serial",
+            learned_nothing(&out, &[PAYLOAD]),
+        ));
+        let out = probe_one(site.grants(), &["file", TP, "key-search", &description]).await;
+        table.push((
+            "search the session keyring for the host's key and read it",
+            learned_nothing(&out, &[PAYLOAD]),
+        ));
+        table
+    });
+    drop(runtime);
+    let unchanged = read_key() == PAYLOAD;
+    // SAFETY: revokes the test's own key.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_REVOKE, serial) };
+    assert!(unchanged, "the key's payload changed");
+    report(&table);
+}
+
+/// Row 7: `unshare -Un`, new user and network namespaces, which open more
+/// of the kernel to a child.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_make_new_user_and_network_namespaces() {
+    let site = Site::new();
+    let mut table: Vec<(&str, Verdict)> = Vec::new();
+    let out = probe_one(site.grants(), &["file", TP, "unshare-userns"]).await;
+    table.push((
+        "unshare(CLONE_NEWUSER + CLONE_NEWNET), as `unshare -Un`",
+        learned_nothing(&out, &[]),
+    ));
+    // The same with the util-linux program, granted, running testprog
+    // inside the new namespaces.
+    let mut grants = site.grants();
+    let verdict = match grants.allow_program("unshare") {
+        Ok(_) => {
+            let tp = testprog().to_str().unwrap();
+            let out = probe_one(grants, &["file", "unshare", "-Un", tp, "echo", "inside"]).await;
+            let inside = matches!(&out, Outcome::Ok(f) if f["stdout"] == quoted("inside\n"));
+            Verdict {
+                refused: !inside,
+                how: said(&out),
+            }
+        }
+        Err(e) => {
+            println!("note: no `unshare` program ({e}): only the system call was tried");
+            Verdict {
+                refused: true,
+                how: format!("not tried: no unshare program ({e})"),
+            }
+        }
+    };
+    table.push(("granted `unshare -Un testprog echo inside`", verdict));
+    report(&table);
+}
+
+/// Row 8: the operator runs `wasmproc run ... 2>>operator.log`; a child
+/// spawned with `stderr: inherit` truncates its stderr and writes a forged
+/// line. The log must keep what it held (the child's line may follow it,
+/// as ordinary output).
+#[test]
+fn a_child_cannot_truncate_the_operators_log_through_an_inherited_stderr() {
+    const ORIGINAL: &str = "2025-01-01T00:00:00Z operator: the log's first line\n";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("operator.log");
+    std::fs::write(&log, ORIGINAL).unwrap();
+    let stderr = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-run", testprog().to_str().unwrap()])
+        .arg(guest("spawn-probe"))
+        .args([
+            "stdio",
+            "inherit",
+            TP,
+            "truncate-stderr",
+            "FORGED operator line",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(stderr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&host.stdout).replace('\n', " / ");
+    let after = std::fs::read_to_string(&log).unwrap();
+    let verdict = Verdict {
+        refused: after.starts_with(ORIGINAL),
+        how: if after.starts_with(ORIGINAL) {
+            format!(
+                "log intact ({} bytes); host stdout: `{stdout}`",
+                after.len()
+            )
+        } else {
+            format!("LOG NOW {after:?}; host stdout: `{stdout}`")
+        },
+    };
+    assert!(
+        stdout.contains("status:"),
+        "spawn-probe did not run the child: {stdout} ({:?})",
+        host.status
+    );
+    report(&[(
+        "ftruncate(2, 0) and write through an inherited stderr that is the operator's log",
+        verdict,
+    )]);
+}
+
+/// Row 9: `stat` of paths outside the grants (a metadata leak: whether a
+/// file exists, its size, owner and times).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_stat_paths_outside_the_grants() {
+    let site = Site::new();
+    let secret = site.secret();
+    let mut table: Vec<(String, Verdict)> = Vec::new();
+    for path in [secret.as_str(), "/etc/shadow", "/root"] {
+        let out = probe_one(site.grants(), &["file", TP, "stat", path]).await;
+        table.push((
+            format!("stat {path} (outside the grants)"),
+            learned_nothing(&out, &[]),
+        ));
+    }
+    report(&table);
 }
