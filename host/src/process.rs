@@ -268,9 +268,7 @@ impl ProcessCtx {
             _ => None,
         };
         let seccomp = match layers.seccomp {
-            true => crate::sandbox::seccomp_programs()
-                .map(|[a, b]| vec![a.as_slice(), b.as_slice()])
-                .unwrap_or_default(),
+            true => vec![crate::sandbox::seccomp_program()],
             false => Vec::new(),
         };
         let identity = layers
@@ -379,7 +377,7 @@ impl ProcessCtx {
             mount: sandbox,
             network: sandbox || self.network,
             ipc: sandbox,
-            seccomp: self.use_sandbox && crate::sandbox::seccomp_programs().is_ok(),
+            seccomp: self.use_sandbox,
             landlock: self.confiner.level,
         }
     }

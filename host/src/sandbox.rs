@@ -12,7 +12,7 @@
 //! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::confine::SYSTEM_DIRS`], [`crate::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
 //! | network | a new, empty network namespace (unless the network is granted) | UDP, MPTCP, raw sockets, abstract Unix sockets, every port of the host |
 //! | IPC | an IPC namespace of the guest's own, and a session keyring of each child's own | SysV shared memory, semaphores, message queues, POSIX queues of others |
-//! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`) | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
+//! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`); x32 calls are refused and other architectures' calls kill | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
 //! | Landlock | see [`crate::confine`] | a second, independent wall for files and TCP |
 //!
 //! The namespaces are made once per guest, on its first child, by a
@@ -422,14 +422,11 @@ impl Steps {
     }
 }
 
-/// The seccomp programs every sandboxed child installs: the `ENOSYS` one
-/// and the `EPERM` one of [`SECCOMP_DENIED`]. Built once.
-pub(crate) fn seccomp_programs() -> Result<&'static [Vec<libc::sock_filter>; 2], String> {
-    static PROGRAMS: OnceLock<Result<[Vec<libc::sock_filter>; 2], String>> = OnceLock::new();
-    PROGRAMS
-        .get_or_init(|| crate::seccomp::programs().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(Clone::clone)
+/// The seccomp program every sandboxed child installs (see
+/// [`SECCOMP_DENIED`]). Built once.
+pub(crate) fn seccomp_program() -> &'static [libc::sock_filter] {
+    static PROGRAM: OnceLock<Vec<libc::sock_filter>> = OnceLock::new();
+    PROGRAM.get_or_init(crate::seccomp::program)
 }
 
 /// Why children running as `(uid, gid)` cannot use the granted directory
