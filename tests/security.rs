@@ -14,6 +14,12 @@ use wasmproc_host::{DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 /// A host layout for the attacks: a read-write dir granted as /work (with a
 /// symlink `out` to the outside), a read-only dir granted as /ro, and a
 /// secret file in a directory that is not granted.
+///
+/// The directories are open to every user (/work 0777, the others 0755,
+/// /ro/data 0666, the secret 0644), not 0700 as a temporary directory is:
+/// a child that runs as another user than the host (a root host's child
+/// user) must still be able to use its grants, and file modes must not be
+/// what refuses an attack, so that each attack meets the sandbox itself.
 struct Site {
     work: TempDir,
     ro: TempDir,
@@ -30,6 +36,11 @@ impl Site {
         std::fs::write(site.secret(), "the secret").unwrap();
         std::fs::write(site.ro.path().join("data"), "read-only data").unwrap();
         std::os::unix::fs::symlink(site.outside.path(), site.work.path().join("out")).unwrap();
+        set_mode(site.work.path(), 0o777);
+        set_mode(site.ro.path(), 0o755);
+        set_mode(site.outside.path(), 0o755);
+        set_mode(&site.ro.path().join("data"), 0o666);
+        set_mode(Path::new(&site.secret()), 0o644);
         site
     }
 
@@ -79,6 +90,21 @@ fn refused_by_error(out: &Outcome, code: &str) -> Verdict {
     }
 }
 
+/// Refused if the child could not read or write the file: it was denied
+/// (Landlock, file modes) or the file is not there (not in the child's
+/// mount namespace).
+fn refused_as_missing_or_denied(out: &Outcome) -> Verdict {
+    let denied = refused_by_output(out, "error: permission denied\n", "permission denied");
+    if denied.refused {
+        return denied;
+    }
+    refused_by_output(
+        out,
+        "error: entity not found\n",
+        "not found: not in the child's view of the filesystem",
+    )
+}
+
 /// Refused if the child's stdout is exactly `expected`.
 fn refused_by_output(out: &Outcome, expected: &str, how: &str) -> Verdict {
     match out {
@@ -112,21 +138,13 @@ async fn every_attack_is_refused() {
     let out = probe_one(site.grants(), &["file", TP, "read", &secret]).await;
     table.push((
         "granted program reads a file outside the grants",
-        refused_by_output(
-            &out,
-            "error: permission denied\n",
-            "Landlock: permission denied",
-        ),
+        refused_as_missing_or_denied(&out),
     ));
 
     let out = probe_one(site.grants(), &["file", TP, "read", "/etc/shadow"]).await;
     table.push((
         "granted program reads /etc/shadow",
-        refused_by_output(
-            &out,
-            "error: permission denied\n",
-            "Landlock: permission denied",
-        ),
+        refused_as_missing_or_denied(&out),
     ));
 
     let out = probe_one(
@@ -137,11 +155,13 @@ async fn every_attack_is_refused() {
     let shell_read = match &out {
         Outcome::Ok(f)
             if f["stdout"] == quoted("")
-                && f["stderr"].matches("Permission denied").count() == 2 =>
+                && f["stderr"].matches("Permission denied").count()
+                    + f["stderr"].matches("No such file or directory").count()
+                    == 2 =>
         {
             Verdict {
                 refused: true,
-                how: "Landlock: cat got permission denied".into(),
+                how: format!("cat failed twice: {}", said(&out)),
             }
         }
         other => Verdict {
@@ -163,11 +183,13 @@ async fn every_attack_is_refused() {
     let ro_write = match &out {
         Outcome::Ok(f)
             if f["stdout"] == quoted("read-only data")
-                && f["stderr"].contains("Permission denied") =>
+                && (f["stderr"].contains("Permission denied")
+                    || f["stderr"].contains("Read-only file system"))
+                && std::fs::read_to_string(&ro_file).unwrap() == "read-only data" =>
         {
             Verdict {
                 refused: true,
-                how: "Landlock: permission denied".into(),
+                how: format!("file unchanged; {}", said(&out)),
             }
         }
         other => Verdict {
@@ -177,36 +199,38 @@ async fn every_attack_is_refused() {
     };
     table.push(("granted shell writes to a read-only grant", ro_write));
 
+    let new = site.outside.path().join("new");
     let out = probe_one(
         site.grants(),
-        &[
-            "file",
-            TP,
-            "write",
-            &format!("{}/new", site.outside.path().display()),
-            "x",
-        ],
+        &["file", TP, "write", new.to_str().unwrap(), "x"],
     )
     .await;
-    table.push((
-        "granted program creates a file outside the grants",
-        refused_by_output(
-            &out,
-            "error: permission denied\n",
-            "Landlock: permission denied",
-        ),
-    ));
+    let mut created = refused_as_missing_or_denied(&out);
+    if new.exists() {
+        created.refused = false;
+        created.how = format!("FILE CREATED; {}", created.how);
+    }
+    table.push(("granted program creates a file outside the grants", created));
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let out = probe_one(site.grants(), &["file", TP, "connect", &addr]).await;
+    listener.set_nonblocking(true).unwrap();
+    let arrived = listener.accept().is_ok();
     table.push((
         "granted program connects to a TCP port",
-        refused_by_output(
-            &out,
-            "error: permission denied\n",
-            "Landlock: permission denied",
-        ),
+        Verdict {
+            refused: !arrived && said(&out).starts_with("child: `error: "),
+            how: format!(
+                "{}; {}",
+                if arrived {
+                    "CONNECTION ACCEPTED"
+                } else {
+                    "no connection arrived"
+                },
+                said(&out)
+            ),
+        },
     ));
 
     let out = probe_one(
@@ -305,7 +329,11 @@ async fn every_attack_is_refused() {
     table.push((
         "child double-forks and daemonizes (no cgroup), then reads outside",
         Verdict {
-            refused: said.as_deref() == Some("error: permission denied"),
+            // Its report says it could not read the secret (denied, or
+            // not there in its sandbox).
+            refused: said
+                .as_deref()
+                .is_some_and(|s| s.starts_with("error: ") && !s.contains("the secret")),
             how: format!("still confined: {said:?}"),
         },
     ));
@@ -332,8 +360,9 @@ async fn every_attack_is_refused() {
     ));
 
     // A root host's child would be root with every capability: it must not
-    // be able to use them.
-    let out = probe_one(site.grants(), &["file", TP, "setuid", "65534"]).await;
+    // be able to use them. 4242 is neither the host's user nor the child
+    // user.
+    let out = probe_one(site.grants(), &["file", TP, "setuid", "4242"]).await;
     table.push((
         "child switches to another user id",
         refused_by_output(
@@ -345,7 +374,7 @@ async fn every_attack_is_refused() {
     if rustix::process::geteuid().is_root() {
         let private = site.host(&site.work, "private");
         std::fs::write(&private, "not yours").unwrap();
-        std::os::unix::fs::chown(&private, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(&private, Some(4242), Some(4242)).unwrap();
         std::fs::set_permissions(
             &private,
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -660,113 +689,127 @@ fn owner_note() -> String {
     if uid == 0 {
         "root-owned".into()
     } else {
-        format!("owned by uid {uid} (the test is not root: the file is the test user's)")
+        format!("host-user-owned (uid {uid}: the test is not root)")
     }
 }
 
+/// The user and group ids the site's children run as (the child user under
+/// a root host, else the host's own), as `id` says in a child.
+async fn child_ids(site: &Site) -> (u32, u32) {
+    let out = probe_one(site.grants(), &["shell", "id -u; id -g"]).await;
+    let ids: String = serde_json::from_str(out.field("stdout")).unwrap();
+    let ids: Vec<u32> = ids.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "`id -u; id -g` in a child: {out:?}");
+    (ids[0], ids[1])
+}
+
 /// Row 1: chmod, utime and setxattr on files the child was not granted to
-/// change: a root-owned 0600 file outside every grant, and a binary in a
-/// read-only grant.
+/// change: 0600 files outside every grant and binaries in a read-only
+/// grant, each both root-owned (the host's, in CI) and owned by the
+/// child's own user (whose files only the sandbox, not file ownership,
+/// keeps it from changing: a host that is not root runs its children as
+/// itself).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_child_cannot_chmod_utime_or_setxattr_files_it_was_not_granted() {
     let site = Site::new();
-    let outside = site.outside.path();
-    let owner = owner_note();
-    let mut table: Vec<(String, Verdict)> = Vec::new();
-
-    let (file, before) = target_file(outside, "chmod-me", b"root's file", 0o600);
-    let out = probe_one(
-        site.grants(),
-        &["file", TP, "chmod", "0666", file.to_str().unwrap()],
-    )
-    .await;
-    table.push((
-        format!("chmod 0666 a {owner} 0600 file outside the grants"),
-        unchanged(&file, &before, &out),
-    ));
-
-    let (file, before) = target_file(outside, "touch-me", b"root's file", 0o600);
-    let out = probe_one(
-        site.grants(),
-        &["file", TP, "utime", file.to_str().unwrap()],
-    )
-    .await;
-    table.push((
-        format!("utime (`touch -d 2000-01-01`) a {owner} 0600 file outside the grants"),
-        unchanged(&file, &before, &out),
-    ));
-
-    let (file, before) = target_file(outside, "xattr-me", b"root's file", 0o600);
-    let out = probe_one(
-        site.grants(),
-        &["file", TP, "setxattr", file.to_str().unwrap()],
-    )
-    .await;
-    table.push((
-        format!("setxattr user.wasmproc on a {owner} 0600 file outside the grants"),
-        unchanged(&file, &before, &out),
-    ));
-
-    // A binary in the read-only grant, named relative to the child's
-    // working directory there (/ro).
+    let host_ids = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let child = child_ids(&site).await;
+    let mut owners = vec![(owner_note(), host_ids)];
+    if child != host_ids {
+        owners.push((format!("child-user-owned ({}:{})", child.0, child.1), child));
+    }
     let binary = std::fs::read(testprog()).unwrap();
-    for (attack, name, args) in [
-        (
-            "chmod 4755 a binary in a read-only grant",
-            "tool-chmod",
-            &["chmod", "4755"][..],
-        ),
-        (
-            "utime a binary in a read-only grant",
-            "tool-utime",
-            &["utime"][..],
-        ),
-        (
-            "setxattr on a binary in a read-only grant",
-            "tool-xattr",
-            &["setxattr"][..],
-        ),
-    ] {
-        let (file, before) = target_file(site.ro.path(), name, &binary, 0o755);
-        let mut request = vec!["--cwd", "/ro", "file", TP];
-        request.extend(args);
-        request.push(name);
-        let out = probe_one(site.grants(), &request).await;
-        table.push((attack.to_owned(), unchanged(&file, &before, &out)));
+    let chmod_0666: &[&str] = &["chmod", "0666"];
+    let utime: &[&str] = &["utime"];
+    let setxattr: &[&str] = &["setxattr"];
+    let mut table: Vec<(String, Verdict)> = Vec::new();
+    for (owner, (uid, gid)) in &owners {
+        // Outside every grant: a 0600 file, named by its host path.
+        for (attack, args) in [
+            ("chmod 0666", chmod_0666),
+            ("utime (`touch -d 2000-01-01`)", utime),
+            ("setxattr user.wasmproc on", setxattr),
+        ] {
+            let name = format!("{}-{uid}", args[0]);
+            let (file, _) = target_file(site.outside.path(), &name, b"a private file", 0o600);
+            std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).unwrap();
+            let before = FileState::of(&file);
+            let mut request = vec!["file", TP];
+            request.extend(args);
+            request.push(file.to_str().unwrap());
+            let out = probe_one(site.grants(), &request).await;
+            table.push((
+                format!("{attack} a {owner} 0600 file outside the grants"),
+                unchanged(&file, &before, &out),
+            ));
+        }
+        // In the read-only grant: a 0755 binary, named relative to the
+        // child's working directory there (/ro).
+        for (attack, args) in [
+            ("chmod 4755", &["chmod", "4755"][..]),
+            ("chmod 0777", &["chmod", "0777"][..]),
+            ("utime", utime),
+            ("setxattr user.wasmproc on", setxattr),
+        ] {
+            let name = format!("{}-{}-{uid}", args[0], args.get(1).unwrap_or(&""));
+            let (file, _) = target_file(site.ro.path(), &name, &binary, 0o755);
+            std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).unwrap();
+            let before = FileState::of(&file);
+            let mut request = vec!["--cwd", "/ro", "file", TP];
+            request.extend(args);
+            request.push(&name);
+            let out = probe_one(site.grants(), &request).await;
+            table.push((
+                format!("{attack} a {owner} binary in a read-only grant"),
+                unchanged(&file, &before, &out),
+            ));
+        }
     }
     report(&table);
 }
 
-/// The files below `dir` with a setuid or setgid bit: `path mode uid`.
-fn setid_files(dir: &Path) -> Vec<String> {
+/// The files below `dir`: `name mode uid`, and whether any has a setuid
+/// or setgid bit.
+fn files_below(dir: &Path) -> (Vec<String>, bool) {
     use std::os::unix::fs::MetadataExt;
-    let mut found = Vec::new();
+    let (mut files, mut setid) = (Vec::new(), false);
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let m = std::fs::symlink_metadata(entry.path()).unwrap();
         if m.is_dir() {
-            found.extend(setid_files(&entry.path()));
-        } else if m.mode() & 0o6000 != 0 {
-            found.push(format!(
-                "{} mode {:04o} uid {}",
+            let (below, any) = files_below(&entry.path());
+            files.extend(below);
+            setid |= any;
+        } else {
+            setid |= m.mode() & 0o6000 != 0;
+            files.push(format!(
+                "{} {:04o} uid {}",
                 entry.file_name().to_string_lossy(),
                 m.mode() & 0o7777,
                 m.uid()
             ));
         }
     }
-    found
+    (files, setid)
 }
 
 /// Refused if no file below `dir` has a setuid or setgid bit.
 fn no_setid_file(dir: &Path, out: &Outcome) -> Verdict {
-    let found = setid_files(dir);
+    let (files, setid) = files_below(dir);
+    let files = if files.is_empty() {
+        "none".to_owned()
+    } else {
+        files.join(", ")
+    };
     Verdict {
-        refused: found.is_empty(),
-        how: if found.is_empty() {
-            format!("no setuid/setgid file in the grant; {}", said(out))
+        refused: !setid,
+        how: if setid {
+            format!("SETID FILE among: {files}; {}", said(out))
         } else {
-            format!("SETID FILE {}; {}", found.join(", "), said(out))
+            format!("no setuid/setgid file (files: {files}); {}", said(out))
         },
     }
 }
@@ -780,9 +823,11 @@ async fn a_child_cannot_make_a_setuid_binary_in_a_read_write_grant() {
     let site = Site::new();
     let work = site.work.path();
     let mut table: Vec<(&str, Verdict)> = Vec::new();
-    // Each attack in a directory of its own in /work.
+    // Each attack in a directory of its own in /work, which the child's
+    // user may write to (as a read-write grant is meant to be).
     let sub = |name: &str| {
         std::fs::create_dir(work.join(name)).unwrap();
+        set_mode(&work.join(name), 0o777);
         (work.join(name), format!("/work/{name}"))
     };
 
