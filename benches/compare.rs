@@ -5,7 +5,8 @@
 //! ```
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
-//! spawn, exec, read, write, fork, round-trip, pipelined, children).
+//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, fork,
+//! round-trip, pipelined, children).
 //!
 //! Each wasmproc figure comes from the `bench-guest` component
 //! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
@@ -247,6 +248,8 @@ struct Guest {
     runner: Runner,
     component: Component,
     components: PathBuf,
+    /// Whether children run in the namespace sandbox (the default).
+    sandbox: std::cell::Cell<bool>,
 }
 
 impl Guest {
@@ -269,6 +272,7 @@ impl Guest {
             runner,
             component,
             components,
+            sandbox: std::cell::Cell::new(true),
         })
     }
 
@@ -282,6 +286,7 @@ impl Guest {
             .allow_shell("/bin/sh")?
             .allow_fork(self.components.join("echo-worker.wasm"))?
             .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))?
+            .sandbox(self.sandbox.get())
             .limits(limits);
         let (stdout, stderr) = (
             MemoryOutputPipe::new(1 << 20),
@@ -458,9 +463,11 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 8] = [
+const SCENARIOS: [(&str, Scenario); 10] = [
     ("spawn", spawn),
+    ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
+    ("exec-unsandboxed", exec_unsandboxed),
     ("read", read),
     ("write", write),
     ("fork", fork),
@@ -487,6 +494,37 @@ fn exec(b: &Bench) -> Result<Row> {
         "exec `echo hi` through sh, buffered (per op)",
         Unit::Micros,
         figures,
+        Goal::NativeAtMost(1.15),
+    );
+    row.native = Some(median(native_exec)?);
+    Ok(row)
+}
+
+/// The same loop as [`spawn`] without the namespace sandbox, identity and
+/// seccomp (Landlock only, as before the sandbox): what the sandbox costs.
+fn spawn_unsandboxed(b: &Bench) -> Result<Row> {
+    b.guest.sandbox.set(false);
+    let figures = b.measure(&[&"spawn", &SPAWNS], false, |t| per_op(t, SPAWNS));
+    b.guest.sandbox.set(true);
+    let mut row = Row::new(
+        "spawn+wait `/bin/true`, no sandbox: Landlock only (per op)",
+        Unit::Micros,
+        figures?,
+        Goal::NativeAtMost(1.15),
+    );
+    row.native = Some(median(native_spawn)?);
+    Ok(row)
+}
+
+/// The same loop as [`exec`] without the namespace sandbox.
+fn exec_unsandboxed(b: &Bench) -> Result<Row> {
+    b.guest.sandbox.set(false);
+    let figures = b.measure(&[&"exec", &EXECS], false, |t| per_op(t, EXECS));
+    b.guest.sandbox.set(true);
+    let mut row = Row::new(
+        "exec `echo hi` through sh, no sandbox: Landlock only (per op)",
+        Unit::Micros,
+        figures?,
         Goal::NativeAtMost(1.15),
     );
     row.native = Some(median(native_exec)?);
