@@ -509,6 +509,9 @@ fn grant_hint(denial: &Denial) -> String {
         } => "raise it with --max-children".to_owned(),
         Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
         Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
+        Denial::InWorker { .. } => {
+            "a worker holds what its parent passed it in fork-options".to_owned()
+        }
         Denial::Uid(uid) => format!("allow it with --allow-uid {uid}"),
         Denial::Gid(gid) => format!("allow it with --allow-gid {gid}"),
         Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
@@ -520,7 +523,10 @@ fn grant_hint(denial: &Denial) -> String {
 
 /// `UID[:GID]` (GID defaults to UID).
 fn parse_user(s: &str) -> Result<(u32, u32), String> {
-    let number = |n: &str| n.parse::<u32>().map_err(|_| format!("`{n}` is not a user or group id"));
+    let number = |n: &str| {
+        n.parse::<u32>()
+            .map_err(|_| format!("`{n}` is not a user or group id"))
+    };
     match s.split_once(':') {
         Some((uid, gid)) => Ok((number(uid)?, number(gid)?)),
         None => number(s).map(|uid| (uid, uid)),

@@ -603,3 +603,58 @@ fn child_rlimits_bind_a_workers_children_but_not_the_worker() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_workers_children_and_denials_reach_the_parents_audit_log_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let run = |worker_programs: &str| {
+        wasmproc(&[
+            "run",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--allow-run",
+            testprog().to_str().unwrap(),
+            "--allow-fork",
+            guest("echo-worker").to_str().unwrap(),
+            guest("fork-probe").to_str().unwrap(),
+            "worker",
+            worker_programs,
+            "-",
+            "exec",
+            "testprog",
+            "echo",
+            "hi",
+        ])
+    };
+    let allowed = run("testprog");
+    assert_eq!(text(&allowed.stdout), "reply: hi\n\n");
+    let denied = run("-");
+    assert!(
+        text(&denied.stderr).contains("wasmproc: denied: in worker `echo-worker.wasm` (pid ")
+            && text(&denied.stderr).contains("): program `testprog` is not allowed"),
+        "{}",
+        text(&denied.stderr)
+    );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let from_worker = |event: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == event && e["worker"]["component"] == "echo-worker.wasm")
+            .count()
+    };
+    assert_eq!(from_worker("exec-file"), 1, "{events:#?}");
+    assert_eq!(from_worker("denied"), 1, "{events:#?}");
+    assert!(from_worker("exit") >= 1, "{events:#?}");
+    // The worker's exec is tagged with the pid the parent's fork event has.
+    let forks: Vec<_> = events.iter().filter(|e| e["event"] == "fork").collect();
+    let exec = events
+        .iter()
+        .find(|e| e["event"] == "exec-file" && e["worker"].is_object())
+        .unwrap();
+    assert_eq!(exec["worker"]["pid"], forks[0]["pid"]);
+}

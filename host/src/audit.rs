@@ -9,6 +9,11 @@
 //! - `exit`: `pid`, `status` (`exited(N)`, `signaled(N)`, or `killed`
 //!   when the host killed a child nobody waited for), `duration_ms`;
 //! - `denied`: `reason`.
+//!
+//! Events of a forked worker's guest (its children, exits and denials) are
+//! sent up to the forking host over a pipe and written here too, with a
+//! `worker` field (`pid`, `component`) naming the worker: a guest cannot
+//! hide what it does behind a worker.
 
 use serde_json::{Value, json};
 use std::io::Write;
@@ -45,6 +50,23 @@ impl AuditLog {
         }
     }
 
+    /// Writes an event line a forked worker sent up, tagged with `worker`
+    /// (kept as it is when a worker further down already tagged it).
+    pub(crate) fn forward(&self, mut line: Value, worker: &Value) {
+        if let Some(fields) = line.as_object_mut() {
+            fields.entry("worker").or_insert_with(|| worker.clone());
+        }
+        tracing::info!(target: "wasmproc::audit", "{line}");
+        self.write(&line);
+    }
+
+    fn write(&self, line: &Value) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
     /// Records `event` with its `fields` (a JSON object).
     pub(crate) fn record(&self, event: &str, fields: Value) {
         let time = SystemTime::now()
@@ -55,9 +77,6 @@ impl AuditLog {
             line.extend(fields);
         }
         tracing::info!(target: "wasmproc::audit", "{line}");
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+        self.write(&line);
     }
 }

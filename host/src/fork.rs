@@ -108,6 +108,7 @@ impl ProcessCtx {
             limits: self.narrow_limits(&options.limits)?,
             channel_spin_us: self.channel_spin.as_micros() as u64,
             sandbox: self.use_sandbox,
+            report_fd: None,
             child_user: self
                 .check_user(options.uid, options.gid)?
                 .unwrap_or(self.child_id),
@@ -220,11 +221,14 @@ impl Host for ProcessCtxView<'_> {
             )
             .into());
         };
-        let (spec, dirs) = ctx.narrow(path, args, &options)?;
+        let (mut spec, dirs) = ctx.narrow(path, args, &options)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
+        let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
+        spec.report_fd = Some(report_end.as_raw_fd());
         let channel_fd = theirs.as_raw_fd();
-        let mut inherit_fds = vec![channel_fd];
+        let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
         inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
         let prepared = Prepared {
             program: executable,
@@ -251,7 +255,15 @@ impl Host for ProcessCtxView<'_> {
             options.stderr,
         )?;
         // The worker has its copies now.
-        drop((theirs, dirs));
+        drop((theirs, dirs, report_end));
+        let component = (spec.component.file_name())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        tokio::spawn(crate::worker::receive_reports(
+            reports,
+            (child.pid(), component),
+            ctx.audit.clone(),
+            ctx.reporter.clone(),
+        ));
         let mut channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
         channel.set_spin(ctx.channel_spin);

@@ -109,6 +109,15 @@ pub enum Denial {
         /// What was asked for and what the guest holds.
         message: String,
     },
+    /// A denial in a forked worker's guest, sent up to the forking host.
+    InWorker {
+        /// The worker process.
+        pid: u32,
+        /// The worker's component (its file name).
+        component: String,
+        /// What the worker's policy refused.
+        reason: String,
+    },
     /// A user id the host did not grant.
     Uid(u32),
     /// A group id the host did not grant.
@@ -155,6 +164,11 @@ impl fmt::Display for Denial {
                     "directory `{d}` is read-only for this guest and can only be passed on read-only"
                 )
             }
+            Denial::InWorker {
+                pid,
+                component,
+                reason,
+            } => write!(f, "in worker `{component}` (pid {pid}): {reason}"),
             Denial::Uid(uid) => write!(f, "user id {uid} is not allowed"),
             Denial::Gid(gid) => write!(f, "group id {gid} is not allowed"),
             Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {

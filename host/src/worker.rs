@@ -51,6 +51,10 @@ pub struct WorkerSpec {
     pub sandbox: bool,
     /// The user and group ids its children run as.
     pub child_user: (u32, u32),
+    /// The inherited descriptor of the pipe its audit events and denials
+    /// go up to the parent host through (see [`crate::AuditLog`]).
+    #[serde(default)]
+    pub report_fd: Option<RawFd>,
 }
 
 fn default_spin_us() -> u64 {
@@ -142,6 +146,12 @@ impl Worker {
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
         }
+        if let Some(fd) = spec.report_fd {
+            let pipe = std::fs::File::from(
+                crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
+            );
+            report_to_parent(&mut process, pipe)?;
+        }
         process
             .limits(spec.limits.clone())
             .sandbox(spec.sandbox)
@@ -153,5 +163,57 @@ impl Worker {
             wasi,
             process,
         })
+    }
+}
+
+/// Sends `process`'s audit events (as their JSON lines) and denials (as
+/// `{"denied": REASON}`) up `pipe` to the parent host, which writes them to
+/// its own audit log and reports the denials as its own.
+fn report_to_parent(process: &mut ProcessCtxBuilder, pipe: std::fs::File) -> Result<()> {
+    let denials = std::sync::Mutex::new(pipe.try_clone()?);
+    process
+        .audit_log(crate::AuditLog::new(pipe))
+        .on_denial(move |denial| {
+            use std::io::Write;
+            let line = serde_json::json!({ "denied": denial.to_string() });
+            let mut pipe = denials.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(pipe, "{line}");
+        });
+    Ok(())
+}
+
+/// The forking host's end of a worker's report pipe: writes each event
+/// line to `audit` and reports each denial to `reporter`, tagged with the
+/// worker, until the worker closes the pipe.
+pub(crate) async fn receive_reports(
+    pipe: std::os::fd::OwnedFd,
+    worker: (u32, String),
+    audit: Option<crate::AuditLog>,
+    reporter: Option<crate::DenialReporter>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
+        return;
+    };
+    let tag = serde_json::json!({ "pid": worker.0, "component": worker.1 });
+    let mut lines = tokio::io::BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            tracing::warn!(pid = worker.0, "a worker sent a bad report line");
+            continue;
+        };
+        if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
+            let denial = crate::Denial::InWorker {
+                pid: worker.0,
+                component: worker.1.clone(),
+                reason: reason.to_owned(),
+            };
+            tracing::warn!(target: "wasmproc::denied", %denial, "request denied");
+            if let Some(reporter) = &reporter {
+                reporter(&denial);
+            }
+        } else if let Some(audit) = &audit {
+            audit.forward(value, &tag);
+        }
     }
 }
