@@ -20,6 +20,9 @@ pub struct GuestState {
     pub process: ProcessCtx,
     /// The store's resources.
     pub table: ResourceTable,
+    /// The store's limits: the guest's linear memories are capped at
+    /// [`Limits::max_wasm_memory`](wasmproc_host::Limits::max_wasm_memory).
+    pub limits: wasmtime::StoreLimits,
 }
 
 impl WasiView for GuestState {
@@ -145,12 +148,18 @@ impl Runner {
         wasi: WasiCtx,
         process: ProcessCtx,
     ) -> Result<(GuestExit, Option<anyhow::Error>)> {
+        let mut limits = wasmtime::StoreLimitsBuilder::new();
+        if let Some(max) = process.limits().max_wasm_memory {
+            limits = limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
         let state = GuestState {
             wasi,
             process,
             table: ResourceTable::new(),
+            limits: limits.build(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
         let command = Command::instantiate_async(&mut store, component, &self.linker)
             .await
             .map_err(anyhow::Error::from)

@@ -220,6 +220,11 @@ struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_buffer)]
     max_buffer: u64,
 
+    /// Largest size, in bytes, each linear memory of the guest (and of
+    /// every worker it forks) may grow to. Default: no limit.
+    #[arg(long, value_name = "BYTES")]
+    max_wasm_memory: Option<u64>,
+
     /// Most children alive at once.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
     max_children: usize,
@@ -439,6 +444,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             max_buffer: args.max_buffer,
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
+            max_wasm_memory: args.max_wasm_memory,
             ..Limits::default()
         })
         .confine(!args.no_confinement)

@@ -18,6 +18,7 @@
 //! timeout = "10s"                    # --timeout
 //! max_buffer = 1048576               # --max-buffer
 //! max_children = 64                  # --max-children
+//! max_wasm_memory = 268435456        # --max-wasm-memory
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
 //!
 //! [confinement]
@@ -91,6 +92,7 @@ struct Limits {
     timeout: Option<String>,
     max_buffer: Option<u64>,
     max_children: Option<usize>,
+    max_wasm_memory: Option<u64>,
     #[serde(default)]
     rlimits: BTreeMap<String, u64>,
 }
@@ -176,6 +178,9 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     }
     if let Some(max) = policy.limits.max_children {
         args.max_children = max;
+    }
+    if let Some(max) = policy.limits.max_wasm_memory {
+        args.max_wasm_memory = Some(max);
     }
     args.rlimits.extend(
         policy

@@ -666,3 +666,30 @@ async fn a_root_hosts_children_run_as_the_child_user() {
     let out = probe_one(shell, &["shell", "id -u; id -g"]).await;
     assert_eq!(out.field("stdout"), quoted("2000\n3000\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_grow_its_memory_past_the_cap() {
+    let mut capped = ProcessCtx::builder();
+    capped.limits(Limits {
+        max_wasm_memory: Some(32 << 20),
+        ..Limits::default()
+    });
+    let run = run_component(
+        &guest("exec-probe"),
+        capped,
+        &["alloc", "64", "---", "alloc", "8"],
+    )
+    .await;
+    assert_eq!(
+        run.stdout, "cannot allocate 64 MiB\nallocated 8 MiB\n",
+        "{}",
+        run.stderr
+    );
+    let uncapped = run_component(
+        &guest("exec-probe"),
+        ProcessCtx::builder(),
+        &["alloc", "64"],
+    )
+    .await;
+    assert_eq!(uncapped.stdout, "allocated 64 MiB\n");
+}

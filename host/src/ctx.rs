@@ -51,6 +51,12 @@ pub struct Limits {
     pub max_total_spawns: Option<u64>,
     /// Resource limits (soft and hard) set in every child. Default: none.
     pub rlimits: ChildRlimits,
+    /// Bytes each linear memory of the guest (and of every worker it
+    /// forks) may grow to; a `memory.grow` beyond fails as out of memory.
+    /// Applied by the embedder's store limiter (the CLI's `Runner` does).
+    /// Default: none.
+    #[serde(default)]
+    pub max_wasm_memory: Option<u64>,
 }
 
 /// Resource limits set in each child (`setrlimit`), inherited by its
@@ -98,6 +104,7 @@ impl Default for Limits {
             max_live_children: 64,
             max_total_spawns: None,
             rlimits: ChildRlimits::default(),
+            max_wasm_memory: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! exec-probe REQUEST [--- REQUEST]...
 //! REQUEST := [OPTION]... (shell COMMAND | file PROGRAM [ARG]...)
-//!          | spawn PROGRAM | fork COMPONENT
+//!          | spawn PROGRAM | fork COMPONENT | alloc MIB
 //! OPTION  := --cwd DIR | --env NAME=VALUE | --timeout-ms N | --kill-signal N
 //!          | --max-buffer N | --stdin TEXT | --uid N | --gid N
 //! ```
@@ -44,6 +44,15 @@ fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
             let (stdin, stdout, stderr) = stdio();
             let options = SpawnOptions { stdin, stdout, stderr, ..SpawnOptions::default() };
             Some(spawn(program, &[], &options).map(|child| format!("spawned: pid {}", child.pid())))
+        }
+        [kind, mib] if kind == "alloc" => {
+            // Grows this guest's own memory, to see the host's cap.
+            let mib: usize = mib.parse().expect("alloc MIB");
+            let mut memory: Vec<u8> = Vec::new();
+            Some(Ok(match memory.try_reserve_exact(mib << 20) {
+                Ok(()) => format!("allocated {mib} MiB"),
+                Err(_) => format!("cannot allocate {mib} MiB"),
+            }))
         }
         [kind, component] if kind == "fork" => {
             let (_, stdout, stderr) = stdio();
