@@ -3,6 +3,7 @@
 //! wasmtime-wasi plus `wasmproc:process`. Embedders who want more control use
 //! [`wasmproc_host`] directly (see `host/examples/embed.rs`).
 
+#![forbid(unsafe_code)]
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 use wasmproc_host::{ComponentCache, ProcessCtx, ProcessCtxView, ProcessView};

@@ -1,6 +1,7 @@
 //! `wasmproc`: run WebAssembly components that may start real, capability-
 //! scoped OS processes.
 
+#![forbid(unsafe_code)]
 use anyhow::{Context as _, Result, bail};
 
 mod policy;

@@ -86,6 +86,9 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
+// `unsafe` lives in `sys` only, each block with a `// SAFETY:` comment.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod audit;
 pub mod bindings;
@@ -103,6 +106,7 @@ mod process;
 pub mod sandbox;
 mod seccomp;
 mod spawn;
+#[allow(unsafe_code)]
 mod sys;
 pub mod worker;
 

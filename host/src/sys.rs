@@ -754,10 +754,10 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
-    // SAFETY: each descriptor the builder stored is one it opened (with
-    // close-on-exec) in our shared table and nobody else knows of.
     let fds = args.fds.each_ref().map(|fd| {
         let fd = fd.load(Ordering::Acquire);
+        // SAFETY: each descriptor the builder stored is one it opened
+        // (with close-on-exec) in our shared table and nobody else knows of.
         (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     });
     let error = args.error.load(Ordering::Acquire);
