@@ -125,7 +125,7 @@ async fn a_worker_cannot_get_what_its_parent_does_not_hold() {
         ),
         (
             &["ask", "max-live-children", "65"],
-            "error: access-denied: worker limit max-live-children of 65 is above this guest's own (64)",
+            "error: access-denied: worker limit max-live-children of 65 is more than this guest has free (63: its own limit, less what its children and other workers hold, less the worker itself)",
         ),
     ];
     for (args, expected) in cases {
@@ -336,4 +336,66 @@ async fn fork_without_a_worker_executable_is_unsupported() {
         out.starts_with("error: unsupported: this host has no worker executable"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_children_limit_covers_the_guest_and_all_its_workers() {
+    let mut grants = grants_fork();
+    grants.limits(Limits {
+        max_live_children: 4,
+        ..Limits::default()
+    });
+    // 4 workers, each asked to keep 4 children: without one budget for the
+    // tree that was 20 processes.
+    let out = fork_probe(grants, &["fan", "4", "4", TP, "sleep", "30"]).await;
+    let started: usize = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("reply: started "))
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    let workers = out.lines().filter(|l| l.starts_with("reply: ")).count();
+    assert!(
+        workers + started <= 4,
+        "{workers} workers and {started} children under a limit of 4:\n{out}"
+    );
+    assert!(workers >= 1 && started >= 1, "{out}");
+    assert!(out.contains("fork: error: limit-exceeded"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cannot_be_lent_more_than_its_parent_has_free() {
+    let mut grants = grants_fork();
+    grants.limits(Limits {
+        max_live_children: 4,
+        ..Limits::default()
+    });
+    // The worker takes one slot itself: 3 are free for its children.
+    let out = fork_probe(grants, &["ask", "max-live-children", "4"]).await;
+    assert!(out.starts_with("error: access-denied: worker limit max-live-children of 4 is more than this guest has free (3"), "{out}");
+    let mut grants = grants_fork();
+    grants.limits(Limits {
+        max_live_children: 4,
+        ..Limits::default()
+    });
+    let out = fork_probe(
+        grants,
+        &[
+            "limited",
+            "max-live-children",
+            "3",
+            "spawn-n",
+            "5",
+            TP,
+            "sleep",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(value(&out, "reply"), "started 3, then limit-exceeded");
 }

@@ -13,7 +13,7 @@ use crate::bindings::parent;
 use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
-use crate::policy::{Denial, Prepared};
+use crate::policy::{Denial, Lent, Prepared};
 use crate::spawn::Child;
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
@@ -56,7 +56,7 @@ impl ProcessCtx {
         component: PathBuf,
         args: Vec<String>,
         options: &ForkOptions,
-    ) -> Result<(WorkerSpec, Vec<Dir>), ErrorCode> {
+    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
         let nul = |what: &str| ErrorCode::InvalidArgument(format!("{what} contains a NUL byte"));
         if args.iter().any(|a| a.contains('\0')) {
             return Err(nul("an argument"));
@@ -93,6 +93,7 @@ impl ProcessCtx {
             });
             opened.push(dir);
         }
+        let (limits, lent) = self.narrow_limits(&options.limits)?;
         let spec = WorkerSpec {
             component,
             args,
@@ -105,7 +106,7 @@ impl ProcessCtx {
                 .filter(|n| self.injection_env.contains(*n))
                 .cloned()
                 .collect(),
-            limits: self.narrow_limits(&options.limits)?,
+            limits,
             channel_spin_us: self.channel_spin.as_micros() as u64,
             sandbox: self.use_sandbox,
             report_fd: None,
@@ -113,13 +114,61 @@ impl ProcessCtx {
                 .check_user(options.uid, options.gid)?
                 .unwrap_or(self.child_id),
         };
-        Ok((spec, opened))
+        Ok((spec, opened, lent))
     }
 
     /// This guest's limits, lowered as `asked`, if nothing asked for is
-    /// above this guest's own.
-    fn narrow_limits(&self, asked: &WorkerLimits) -> Result<Limits, ErrorCode> {
+    /// above this guest's own, and what they take from this guest's
+    /// budgets: the worker's live children and total spawns are lent out
+    /// of what this guest has free (not counting the worker itself), so
+    /// the whole tree stays within this guest's limits. Not asked, a worker
+    /// gets half of what is free.
+    fn narrow_limits(&self, asked: &WorkerLimits) -> Result<(Limits, Lent), ErrorCode> {
         let mut limits = self.limits.clone();
+        let in_use = self
+            .live_children
+            .load(std::sync::atomic::Ordering::Acquire);
+        let free_live = (limits.max_live_children).saturating_sub(in_use + 1);
+        let free_spawns =
+            (limits.max_total_spawns).map(|max| max.saturating_sub(self.total_spawns + 1));
+        let lend = |name: &'static str, free: u64, asked: Option<u64>| {
+            match asked {
+            Some(asked) if asked > free => Err(self.deny(Denial::ForkLimit {
+                limit: name,
+                message: format!(
+                    "worker limit {name} of {asked} is more than this guest has free ({free}: its own limit, less what its children and other workers hold, less the worker itself)"
+                ),
+            })),
+            Some(asked) => Ok(asked),
+            None => Ok(free / 2),
+        }
+        };
+        let live = lend(
+            "max-live-children",
+            free_live as u64,
+            asked.max_live_children.map(u64::from),
+        )? as usize;
+        let spawns = match free_spawns {
+            Some(free) => Some(lend("max-total-spawns", free, asked.max_total_spawns)?),
+            None => asked.max_total_spawns,
+        };
+        limits.max_live_children = live;
+        limits.max_total_spawns = spawns;
+        let lent = Lent {
+            live,
+            spawns: free_spawns.and(spawns).unwrap_or(0),
+        };
+        let limits = self.narrow_other_limits(limits, asked)?;
+        Ok((limits, lent))
+    }
+
+    /// `limits` with the rest of `asked` (all but the budgets) applied, if
+    /// nothing asked for is above this guest's own.
+    fn narrow_other_limits(
+        &self,
+        mut limits: Limits,
+        asked: &WorkerLimits,
+    ) -> Result<Limits, ErrorCode> {
         // `mine`: this guest's value (`None`: no limit).
         let lower = |name: &'static str, mine: Option<u64>, asked: Option<u64>| match (mine, asked)
         {
@@ -132,17 +181,6 @@ impl ProcessCtx {
             })),
             (_, Some(asked)) => Ok(Some(asked)),
         };
-        let live = lower(
-            "max-live-children",
-            Some(limits.max_live_children as u64),
-            asked.max_live_children.map(u64::from),
-        )?;
-        limits.max_live_children = live.map_or(limits.max_live_children, |n| n as usize);
-        limits.max_total_spawns = lower(
-            "max-total-spawns",
-            limits.max_total_spawns,
-            asked.max_total_spawns,
-        )?;
         limits.max_buffer = (lower("max-buffer", Some(limits.max_buffer), asked.max_buffer)?)
             .unwrap_or(limits.max_buffer);
         limits.default_max_buffer = limits.default_max_buffer.min(limits.max_buffer);
@@ -221,7 +259,7 @@ impl Host for ProcessCtxView<'_> {
             )
             .into());
         };
-        let (mut spec, dirs) = ctx.narrow(path, args, &options)?;
+        let (mut spec, dirs, lent) = ctx.narrow(path, args, &options)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -246,6 +284,7 @@ impl Host for ProcessCtxView<'_> {
             inherit_fds,
             confine: false,
             identity: None,
+            lent,
         };
         let child = ctx.start(
             "fork",

@@ -369,6 +369,19 @@ pub(crate) struct Prepared {
     /// The user and group id the guest asked for (granted), instead of the
     /// context's.
     pub identity: Option<(u32, u32)>,
+    /// What it takes of the guest's budgets besides itself: a forked
+    /// worker is lent live-children slots and total spawns for its own
+    /// children (the live slots come back when it exits).
+    pub lent: Lent,
+}
+
+/// Budget lent to a forked worker, on top of the one slot it takes itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Lent {
+    /// Live-children slots, given back when the worker exits.
+    pub live: usize,
+    /// Total spawns, used up.
+    pub spawns: u64,
 }
 
 /// What the guest asked to run, before any check.
@@ -470,6 +483,7 @@ impl ProcessCtx {
             inherit_fds: Vec::new(),
             confine: true,
             identity,
+            lent: Lent::default(),
         })
     }
 

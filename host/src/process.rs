@@ -118,11 +118,13 @@ fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
 }
 
 /// Owns a child's process group: dropping it kills every process left in
-/// the group with SIGKILL and gives back the child's slot in the live-child
-/// limit. ([`OsChild`] reaps the leader in the background if nobody waited.)
+/// the group with SIGKILL and gives back the child's slots in the
+/// live-child limit. ([`OsChild`] reaps the leader in the background if nobody waited.)
 pub(crate) struct GroupGuard {
     pgid: Pid,
     live: Arc<AtomicUsize>,
+    /// The live-children slots it holds (more than one for a worker).
+    slots: usize,
     audit: Option<AuditLog>,
     started: Instant,
     status: OnceLock<ExitStatus>,
@@ -189,7 +191,7 @@ impl Drop for GroupGuard {
         {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
-        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.live.fetch_sub(self.slots, Ordering::AcqRel);
         if let Some(audit) = &self.audit {
             let status = self.status.get().map_or("killed".to_owned(), status_text);
             let duration_ms = self.started.elapsed().as_millis() as u64;
@@ -218,15 +220,21 @@ impl ProcessCtx {
         prepared: &Prepared,
         stdio: [ChildIo; 3],
     ) -> Result<Launched, ErrorCode> {
+        // Slots lent to live workers count as live children: the guest's
+        // budget covers its whole tree.
         let live = self.live_children.load(Ordering::Acquire);
-        if live >= self.limits.max_live_children {
+        let slots = 1 + prepared.lent.live;
+        if live + slots > self.limits.max_live_children {
             return Err(self.deny(Denial::Limit {
                 limit: "max_live_children",
-                message: format!("{live} children are alive, the most allowed at once"),
+                message: format!(
+                    "{live} of the {} live-children slots are taken (by children, and lent to workers)",
+                    self.limits.max_live_children
+                ),
             }));
         }
         if let Some(max) = self.limits.max_total_spawns
-            && self.total_spawns >= max
+            && self.total_spawns + 1 + prepared.lent.spawns > max
         {
             return Err(self.deny(Denial::Limit {
                 limit: "max_total_spawns",
@@ -308,8 +316,8 @@ impl ProcessCtx {
             seccomp: &seccomp,
         };
         let (child, pgid) = start(prepared, stdio, &walls)?;
-        self.live_children.fetch_add(1, Ordering::AcqRel);
-        self.total_spawns += 1;
+        self.live_children.fetch_add(slots, Ordering::AcqRel);
+        self.total_spawns += 1 + prepared.lent.spawns;
         let confinement = layers.level();
         if let Some(audit) = &self.audit {
             audit.record(
@@ -347,6 +355,7 @@ impl ProcessCtx {
             group: GroupGuard {
                 pgid,
                 live: self.live_children.clone(),
+                slots,
                 audit: self.audit.clone(),
                 started: Instant::now(),
                 status: OnceLock::new(),

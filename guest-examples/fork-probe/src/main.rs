@@ -203,6 +203,25 @@ fn main() {
             let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
         }
+        "fan" => {
+            // WORKERS workers (default limits, programs: testprog), each
+            // running `spawn-n N PROGRAM ARGS...`, all kept alive until
+            // every one replied.
+            let workers: usize = arg(1).parse().unwrap();
+            let rest: Vec<&str> = std::iter::once("spawn-n").chain(args[2..].iter().map(String::as_str)).collect();
+            let mut options = ForkOptions::default();
+            options.programs.push("testprog".into());
+            let mut alive = Vec::new();
+            for _ in 0..workers {
+                match start(&rest, &options) {
+                    Ok(worker) => {
+                        println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
+                        alive.push(worker);
+                    }
+                    Err(e) => println!("fork: error: {}", show(&e)),
+                }
+            }
+        }
         "hold" => {
             let mut options = ForkOptions::default();
             options.programs.push("testprog".into());
