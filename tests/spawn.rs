@@ -136,7 +136,7 @@ async fn live_children_over_the_limit_are_refused() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines[..2], ["spawned", "spawned"]);
     assert!(
-        lines[2].starts_with("error: limit-exceeded: 2 children are alive"),
+        lines[2].starts_with("error: limit-exceeded: 2 of the 2 live-children slots are taken"),
         "{}",
         lines[2]
     );

@@ -351,7 +351,10 @@ impl ProcessCtxBuilder {
     ///
     /// Use the same guest path as the directory's wasi:filesystem preopen so
     /// that a guest's paths mean the same thing to its files and its
-    /// children. The first directory granted is the default working
+    /// children. A directory that contains the default compiled-component
+    /// cache ([`ComponentCache::default_dir`](crate::ComponentCache::default_dir))
+    /// or lies inside it is refused (check other caches and the guest's own
+    /// preopens with [`ComponentCache::check_grant`](crate::ComponentCache::check_grant)). The first directory granted is the default working
     /// directory and the base of relative `cwd`s.
     pub fn dir(
         &mut self,
@@ -360,6 +363,11 @@ impl ProcessCtxBuilder {
         access: DirAccess,
     ) -> Result<&mut Self> {
         let host_path = host_path.as_ref();
+        // A grant must not reach the compiled-component cache, whose files
+        // become the host's native code.
+        if let Some(cache) = crate::ComponentCache::default_dir() {
+            crate::ComponentCache::check_grant_at(&cache, host_path)?;
+        }
         let dir = Dir::open_ambient_dir(host_path, ambient_authority())
             .with_context(|| format!("cannot open directory {}", host_path.display()))?;
         self.dir_handle(dir, &std::path::absolute(host_path)?, guest_path, access)
