@@ -51,10 +51,10 @@ impl AuditLog {
     }
 
     /// Writes an event line a forked worker sent up, tagged with `worker`
-    /// (kept as it is when a worker further down already tagged it).
+    /// (which replaces any tag the worker wrote itself).
     pub(crate) fn forward(&self, mut line: Value, worker: &Value) {
         if let Some(fields) = line.as_object_mut() {
-            fields.entry("worker").or_insert_with(|| worker.clone());
+            fields.insert("worker".to_owned(), worker.clone());
         }
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);

@@ -21,9 +21,9 @@
 //! - with ABI 6 and later, neither signal processes nor connect to abstract
 //!   Unix sockets outside its own domain.
 //!
-//! The level is [`Confinement::Full`] when files and (unless allowed) TCP
-//! are enforced (Landlock ABI 4 and later), `Partial` on older kernels that
-//! enforce only files, `None` without Landlock.
+//! The level is [`Confinement::Full`] when files, TCP (unless allowed) and
+//! the signal and abstract-socket scopes are enforced (Landlock ABI 6 and
+//! later), `Partial` on older kernels, `None` without Landlock.
 
 use crate::bindings::types::Confinement;
 use crate::ctx::DirAccess;
@@ -137,10 +137,10 @@ impl Confiner {
             };
             created = created.add_rule(PathBeneath::new(dir.dir.try_clone()?, access))?;
         }
-        // Full: files and (unless allowed) TCP are enforced, which takes ABI 4.
+        // Full: files, TCP (unless allowed) and the scopes (signals and
+        // abstract sockets stay inside the domain), which take ABI 6.
         let level = match kernel_abi {
-            abi if abi >= ABI::V4 as i32 => Confinement::Full,
-            abi if abi >= ABI::V3 as i32 && network => Confinement::Full,
+            abi if abi >= ABI::V6 as i32 => Confinement::Full,
             _ => Confinement::Partial,
         };
         Ok(Confiner {

@@ -195,7 +195,7 @@ impl ProcessCtx {
 
     /// How children of this context are confined.
     pub fn confinement(&self) -> Confinement {
-        self.confiner.level
+        self.layers(true, None).level()
     }
 
     /// The limits in force.
@@ -604,6 +604,22 @@ impl ProcessCtxBuilder {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");
                 }
             }
+        }
+        // The sandbox is built now, before any guest code runs, and only
+        // here: nothing a guest does later can make it fail (and lower the
+        // walls). A context that cannot start confined children needs none.
+        let spawns = !ctx.programs.is_empty() || ctx.shell.is_some();
+        if ctx.confine && ctx.use_sandbox && spawns {
+            let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
+            let built = Sandbox::build(&ctx.dirs, &programs, ctx.network).map_err(|e| {
+                let reason = format!("{e:#}");
+                tracing::warn!(
+                    target: "wasmproc::sandbox",
+                    "children run without the namespace sandbox (confinement is partial): {reason}"
+                );
+                reason
+            });
+            let _ = ctx.sandbox.set(built);
         }
         if ctx.confine {
             let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();

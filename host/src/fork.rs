@@ -15,7 +15,7 @@ use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent, Prepared};
 use crate::spawn::Child;
-use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
+use crate::worker::{HOST_ENV, WorkerConfinement, WorkerDir, WorkerSpec};
 use crate::{Limits, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
 use std::io;
@@ -109,6 +109,17 @@ impl ProcessCtx {
             limits,
             channel_spin_us: self.channel_spin.as_micros() as u64,
             sandbox: self.use_sandbox,
+            confinement: WorkerConfinement {
+                confine: self.confine,
+                network: self.network,
+                require_full: self.require_confinement
+                    || self.confinement() == crate::bindings::types::Confinement::Full,
+                allow_uid_change: self.keep_caps != 0,
+                allowed_uids: self.allowed_uids.iter().copied().collect(),
+                allowed_gids: self.allowed_gids.iter().copied().collect(),
+                cgroup: self.use_cgroup,
+                cgroup_per_child: self.cgroup_per_child,
+            },
             report_fd: None,
             child_user: self
                 .check_user(options.uid, options.gid)?

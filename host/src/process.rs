@@ -203,6 +203,26 @@ impl Drop for GroupGuard {
     }
 }
 
+/// The capabilities a child keeps (if the host has them), for the audit
+/// log: `none`, or their names.
+fn capability_names(keep: u64) -> String {
+    const NAMES: &[(u32, &str)] = &[
+        (7, "setuid"),
+        (6, "setgid"),
+        (5, "kill"),
+        (18, "sys_chroot"),
+        (21, "sys_admin"),
+    ];
+    let names: Vec<&str> = (NAMES.iter())
+        .filter(|(bit, _)| keep & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    match names.is_empty() {
+        true => "none".to_owned(),
+        false => names.join(","),
+    }
+}
+
 /// `exited(N)` or `signaled(N)`.
 pub(crate) fn status_text(status: &ExitStatus) -> String {
     match status {
@@ -241,7 +261,7 @@ impl ProcessCtx {
                 message: format!("{max} children were started, the most allowed"),
             }));
         }
-        let layers = self.layers_for(prepared);
+        let layers = self.layers(prepared.confine, prepared.identity);
         if prepared.confine && self.require_confinement && layers.level() != Confinement::Full {
             return Err(ErrorCode::Unsupported(format!(
                 "children must be fully confined, but these layers are down: {}",
@@ -315,6 +335,7 @@ impl ProcessCtx {
             identity,
             seccomp: &seccomp,
         };
+        let walls_caps = walls.keep_caps;
         let (child, pgid) = start(prepared, stdio, &walls)?;
         self.live_children.fetch_add(slots, Ordering::AcqRel);
         self.total_spawns += 1 + prepared.lent.spawns;
@@ -336,7 +357,7 @@ impl ProcessCtx {
                         Some(child) => Some(child.path()),
                         None => self.cgroup.as_ref().map(|c| c.path()),
                     },
-                    "capabilities": if self.keep_caps == 0 { "none" } else { "setuid,setgid" },
+                    "capabilities": capability_names(walls_caps),
                 }),
             );
         }
@@ -366,11 +387,11 @@ impl ProcessCtx {
     }
 }
 
-/// Starts the OS process for `prepared`; returns it and its pid.
 impl ProcessCtx {
-    /// The walls a child started for `prepared` stands behind.
-    pub(crate) fn layers_for(&self, prepared: &Prepared) -> Layers {
-        if !prepared.confine || !self.confine {
+    /// The walls a child stands behind: a confined one (not a forked
+    /// worker) running as `identity` (the guest's ask) or the child user.
+    pub(crate) fn layers(&self, confined: bool, identity: Option<(u32, u32)>) -> Layers {
+        if !confined || !self.confine {
             return Layers {
                 identity: false,
                 mount: false,
@@ -380,32 +401,29 @@ impl ProcessCtx {
                 landlock: Confinement::None,
             };
         }
-        let sandbox = self.use_sandbox && self.sandbox().is_some();
+        let sandbox = self.sandbox().filter(|_| self.use_sandbox);
+        let (uid, gid) = identity.unwrap_or(self.child_id);
         Layers {
-            identity: self.use_sandbox && self.keep_caps == 0 && crate::sandbox::can_change_user(),
-            mount: sandbox,
-            network: sandbox || self.network,
-            ipc: sandbox,
+            // A user namespace maps only the host's own ids; and root
+            // asked for is no unprivileged identity.
+            identity: self.use_sandbox
+                && self.keep_caps == 0
+                && crate::sandbox::can_change_user()
+                && !sandbox.is_some_and(Sandbox::has_user_namespace)
+                && uid != 0
+                && gid != 0,
+            mount: sandbox.is_some(),
+            network: sandbox.is_some() || self.network,
+            ipc: sandbox.is_some(),
             seccomp: self.use_sandbox,
             landlock: self.confiner.level,
         }
     }
 
-    /// The guest's sandbox, made on first use; `None` (after one warning)
-    /// when it cannot be made here.
+    /// The guest's sandbox, if it was built (see
+    /// [`ProcessCtxBuilder::build`](crate::ProcessCtxBuilder::build)).
     pub(crate) fn sandbox(&self) -> Option<&Sandbox> {
-        let built = self.sandbox.get_or_init(|| {
-            let programs: Vec<_> = self.programs.iter().chain(&self.shell).collect();
-            Sandbox::build(&self.dirs, &programs, self.network).map_err(|e| {
-                let reason = format!("{e:#}");
-                tracing::warn!(
-                    target: "wasmproc::sandbox",
-                    "children run without the namespace sandbox (confinement is partial): {reason}"
-                );
-                reason
-            })
-        });
-        built.as_ref().ok()
+        self.sandbox.get().and_then(|built| built.as_ref().ok())
     }
 }
 
@@ -422,6 +440,7 @@ struct Walls<'a> {
     seccomp: &'a [&'a [libc::sock_filter]],
 }
 
+/// Starts the OS process for `prepared`; returns it and its pid.
 fn start(
     prepared: &Prepared,
     stdio: [ChildIo; 3],
@@ -520,9 +539,31 @@ fn reopen_stdio(stdio: [ChildIo; 3]) -> io::Result<[Option<File>; 3]> {
         if i != 0 {
             return Err(io::Error::other("only stdin is inherited as a file"));
         }
-        files[0] = Some(File::open("/proc/self/fd/0").or_else(|_| File::open("/dev/null"))?);
+        files[0] = Some(reopen_stdin().or_else(|_| File::open("/dev/null"))?);
     }
     Ok(files)
+}
+
+/// The host's stdin opened anew, read-only, if it is a pipe, a character
+/// device or a regular file (never a directory, which would take the child
+/// out of its view): without becoming a controlling terminal, and without
+/// waiting for a writer on a FIFO.
+fn reopen_stdin() -> io::Result<File> {
+    use rustix::fs::{FileType, OFlags};
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(io::stdin().as_fd())?.st_mode);
+    if !matches!(
+        kind,
+        FileType::Fifo | FileType::CharacterDevice | FileType::RegularFile
+    ) {
+        return Err(io::Error::other("stdin is not a pipe, device or file"));
+    }
+    let fd = rustix::fs::open(
+        "/proc/self/fd/0",
+        OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
 }
 
 /// `/dev/null`, opened once for every child that gets it.

@@ -34,6 +34,7 @@ use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -90,6 +91,16 @@ pub const SECCOMP_DENIED: &[(&str, &str, &str)] = &[
         "open_by_handle_at",
         "always",
         "no file handles (they bypass paths)",
+    ),
+    (
+        "pidfd_getfd, kcmp, process_madvise",
+        "always",
+        "no reaching into other processes",
+    ),
+    (
+        "socket, socketpair",
+        "a family other than AF_UNIX, AF_INET, AF_INET6, AF_NETLINK (EAFNOSUPPORT)",
+        "vsock reaches the hypervisor whatever the network namespace; AF_ALG and others are kernel attack surface",
     ),
     (
         "chmod, fchmod, fchmodat, fchmodat2",
@@ -166,6 +177,12 @@ impl Sandbox {
             })?;
         }
         Ok(sandbox)
+    }
+
+    /// Whether the sandbox has a user namespace of its own (a host without
+    /// `CAP_SYS_ADMIN`), which maps only the host's ids.
+    pub fn has_user_namespace(&self) -> bool {
+        self.fds.user.is_some()
     }
 
     /// The namespaces for a child to enter.
@@ -255,6 +272,8 @@ enum Node {
         source: PathBuf,
         attr: u64,
         is_dir: bool,
+        /// Device and inode of what was granted.
+        id: (u64, u64),
     },
 }
 
@@ -294,13 +313,21 @@ impl Plan {
                 crate::DirAccess::ReadOnly => READ_ONLY,
                 crate::DirAccess::ReadWrite => READ_WRITE,
             };
-            plan.bind(path.clone(), path, attr, true);
+            let stat = rustix::fs::fstat(&*dir.dir)?;
+            plan.bind(path.clone(), path, attr, true, (stat.st_dev, stat.st_ino));
         }
         for program in programs {
             let path = std::fs::canonicalize(&program.path)
                 .with_context(|| format!("locating {}", program.path.display()))?;
             if !plan.shows(&path) {
-                plan.bind(path.clone(), path, READ_ONLY, false);
+                let meta = std::fs::metadata(&path)?;
+                plan.bind(
+                    path.clone(),
+                    path,
+                    READ_ONLY,
+                    false,
+                    (meta.dev(), meta.ino()),
+                );
             }
         }
         Ok(plan)
@@ -316,12 +343,13 @@ impl Plan {
             self.nodes
                 .push((path.to_owned(), Node::Symlink(std::fs::read_link(path)?)));
         } else {
-            self.bind(path.to_owned(), path.to_owned(), attr, meta.is_dir());
+            let id = (meta.dev(), meta.ino());
+            self.bind(path.to_owned(), path.to_owned(), attr, meta.is_dir(), id);
         }
         Ok(())
     }
 
-    fn bind(&mut self, at: PathBuf, source: PathBuf, attr: u64, is_dir: bool) {
+    fn bind(&mut self, at: PathBuf, source: PathBuf, attr: u64, is_dir: bool, id: (u64, u64)) {
         // A later grant of the same path wins (read-write over read-only
         // is the grants' business; the Landlock wall follows the grants).
         self.nodes.retain(|(p, _)| *p != at);
@@ -331,6 +359,7 @@ impl Plan {
                 source,
                 attr,
                 is_dir,
+                id,
             },
         ));
     }
@@ -375,11 +404,14 @@ impl Plan {
         }
         let mut binds: Vec<_> = (self.nodes.iter())
             .filter_map(|(path, node)| match node {
-                Node::Bind { source, attr, .. } => Some((
+                Node::Bind {
+                    source, attr, id, ..
+                } => Some((
                     path.components().count(),
                     cstr(source),
                     cstr(&relative(path)),
                     *attr,
+                    *id,
                 )),
                 _ => None,
             })
@@ -387,7 +419,10 @@ impl Plan {
         binds.sort_by_key(|(depth, ..)| *depth);
         Steps {
             made,
-            binds: binds.into_iter().map(|(_, s, t, a)| (s, t, a)).collect(),
+            binds: binds
+                .into_iter()
+                .map(|(_, s, t, a, id)| (s, t, a, id))
+                .collect(),
         }
     }
 }
@@ -402,7 +437,7 @@ enum Made {
 /// The owned strings behind the builder's steps.
 struct Steps {
     made: Vec<(CString, Made)>,
-    binds: Vec<(CString, CString, u64)>,
+    binds: Vec<(CString, CString, u64, (u64, u64))>,
 }
 
 impl Steps {
@@ -413,10 +448,11 @@ impl Steps {
             Made::File => MountStep::File(path),
             Made::Symlink(target) => MountStep::Symlink { target, at: path },
         });
-        let binds = (self.binds.iter()).map(|(source, target, attr)| MountStep::Bind {
+        let binds = (self.binds.iter()).map(|(source, target, attr, id)| MountStep::Bind {
             source,
             target,
             attr: *attr,
+            id: *id,
         });
         made.chain(binds).collect()
     }

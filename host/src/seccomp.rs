@@ -25,6 +25,8 @@ enum When {
     AnyBit { arg: u32, mask: u32 },
     /// When the low 32 bits of argument `arg` are one of `values`.
     OneOf { arg: u32, values: &'static [u32] },
+    /// When the low 32 bits of argument `arg` are none of `values`.
+    NoneOf { arg: u32, values: &'static [u32] },
 }
 
 /// A refused call: its number, when, and the error number it fails with.
@@ -46,6 +48,14 @@ const NEW_NAMESPACES: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET) as u32;
 const CLONE_NEWTIME: u32 = 0x80;
 const SETUID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// The socket families children may use.
+const SOCKET_FAMILIES: &[u32] = &[
+    libc::AF_UNIX as u32,
+    libc::AF_INET as u32,
+    libc::AF_INET6 as u32,
+    libc::AF_NETLINK as u32,
+];
 
 /// The x32 ABI's flag on x86_64 system call numbers.
 const X32: u32 = 0x4000_0000;
@@ -124,6 +134,27 @@ const DENIED: &[Deny] = &[
     always(libc::SYS_fspick),
     always(libc::SYS_mount_setattr),
     always(libc::SYS_open_by_handle_at),
+    always(libc::SYS_pidfd_getfd),
+    always(libc::SYS_kcmp),
+    always(libc::SYS_process_madvise),
+    // Families a network namespace does not isolate (vsock reaches the
+    // hypervisor) or that are kernel attack surface (AF_ALG, ...).
+    Deny {
+        call: libc::SYS_socket,
+        when: When::NoneOf {
+            arg: 0,
+            values: SOCKET_FAMILIES,
+        },
+        errno: libc::EAFNOSUPPORT,
+    },
+    Deny {
+        call: libc::SYS_socketpair,
+        when: When::NoneOf {
+            arg: 0,
+            values: SOCKET_FAMILIES,
+        },
+        errno: libc::EAFNOSUPPORT,
+    },
     setuid_mode(libc::SYS_chmod, 1),
     setuid_mode(libc::SYS_fchmod, 1),
     setuid_mode(libc::SYS_fchmodat, 2),
@@ -205,6 +236,15 @@ fn leaf(deny: &Deny) -> Vec<libc::sock_filter> {
                 code.push(jump(libc::BPF_JEQ, value, values.len() - i, 0));
             }
             code.extend([allow, refuse]);
+            code
+        }
+        // Each value jumps over the rest and the refusal to `allow`.
+        When::NoneOf { arg, values } => {
+            let mut code = vec![load(arg_low(arg))];
+            for (i, &value) in values.iter().enumerate() {
+                code.push(jump(libc::BPF_JEQ, value, values.len() - i, 0));
+            }
+            code.extend([refuse, allow]);
             code
         }
     }
@@ -316,6 +356,13 @@ mod tests {
             action(libc::SYS_ioctl, [0, libc::TCGETS as u32, 0, 0, 0, 0]),
             ALLOW
         );
+        let no_family = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
+        let socket = |family: i32| action(libc::SYS_socket, [family as u32, 1, 0, 0, 0, 0]);
+        assert_eq!(socket(libc::AF_INET), ALLOW);
+        assert_eq!(socket(libc::AF_UNIX), ALLOW);
+        assert_eq!(socket(libc::AF_VSOCK), no_family);
+        assert_eq!(socket(libc::AF_ALG), no_family);
+        assert_eq!(action(libc::SYS_pidfd_getfd, [0; 6]), EPERM);
         if cfg!(target_arch = "x86_64") {
             assert_eq!(action(libc::SYS_read | i64::from(X32), [0; 6]), EPERM);
         }

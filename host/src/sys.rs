@@ -93,18 +93,19 @@ struct ChildArgs<'a> {
 /// has called `exec` (or failed). Before `exec` the child, making only raw
 /// system calls:
 /// - resets every signal handler to the default and unblocks all signals;
-/// - joins a new process group of its own;
+/// - starts a session (and process group) of its own, without a
+///   controlling terminal;
 /// - puts `stdio` on descriptors 0, 1 and 2;
 /// - marks every other descriptor close-on-exec, except `inherit`;
-/// - enters `cwd` with `fchdir` on the already opened directory (never by
-///   a path string a guest could race), or `/`;
-/// - asks for SIGKILL when the host thread that started it dies, and
-///   gives up if the host is already gone;
-/// - sets the resource limits `rlimits` (soft and hard);
 /// - enters the guest sandbox's `namespaces` (its own file system view,
 ///   an empty network, its own IPC objects; see `sandbox`);
+/// - enters `cwd` with `fchdir` on the already opened directory (never by
+///   a path string a guest could race), or `/`;
+/// - sets the resource limits `rlimits` (soft and hard);
 /// - joins a session keyring of its own and, with `identity`, becomes that
-///   user and group (no supplementary groups);
+///   user and group (no supplementary groups), by raw system calls;
+/// - asks for SIGKILL when the host thread that started it dies (after the
+///   id change, which resets it), and gives up if the host is already gone;
 /// - sets no_new_privs, then restricts itself with the Landlock ruleset
 ///   `landlock` (see `confine`);
 /// - drops every Linux capability but `keep_caps` (ambient, inheritable,
@@ -113,6 +114,9 @@ struct ChildArgs<'a> {
 ///   child runs as root without root's powers (it cannot change its uid,
 ///   reboot, read other users' files, ...);
 /// - installs the `seccomp` filters.
+///
+/// The id change also makes the host's memory (which the child shares
+/// until `exec`) non-dumpable, as any set*id call does.
 ///
 /// With `cgroup`, the child is started in that cgroup by `clone3` with
 /// CLONE_INTO_CGROUP (moving it there afterwards would cost a slow cgroup
@@ -423,7 +427,9 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 libc::sigaction(signal, &default, std::ptr::null_mut());
             }
         }
-        check!(libc::setpgid(0, 0));
+        // A session (and process group) of its own: no controlling
+        // terminal of the host's to steer.
+        check!(libc::setsid());
         for (target, &fd) in args.stdio.iter().enumerate() {
             let target = target as c_int;
             if fd == target {
@@ -460,13 +466,6 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         } else {
             check!(libc::chdir(c"/".as_ptr()));
         }
-        check!(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong
-        ));
-        if libc::getppid() != args.host {
-            return libc::ESRCH;
-        }
         for i in 0..args.rlimits_len {
             let (resource, limit) = *args.rlimits.add(i);
             let limit = libc::rlimit {
@@ -490,11 +489,25 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         }
         let (uid, gid) = args.identity;
         if uid >= 0 {
+            // Raw system calls: glibc's wrappers would make every thread of
+            // the host change ids too (its setxid broadcast), taking locks.
             // Supplementary groups first: they need CAP_SETGID, which the
             // uid change takes away.
-            check!(libc::setgroups(0, std::ptr::null()));
-            check!(libc::setresgid(gid as u32, gid as u32, gid as u32));
-            check!(libc::setresuid(uid as u32, uid as u32, uid as u32));
+            check!(libc::syscall(
+                libc::SYS_setgroups,
+                0,
+                std::ptr::null::<libc::gid_t>()
+            ));
+            check!(libc::syscall(libc::SYS_setresgid, gid, gid, gid));
+            check!(libc::syscall(libc::SYS_setresuid, uid, uid, uid));
+        }
+        // After the id change, which resets the death signal.
+        check!(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong
+        ));
+        if libc::getppid() != args.host {
+            return libc::ESRCH;
         }
         // No setuid/setcap binary can give the child more rights.
         check!(libc::prctl(
@@ -634,6 +647,9 @@ pub(crate) enum MountStep<'a> {
         target: &'a CStr,
         /// `MOUNT_ATTR_*` flags.
         attr: u64,
+        /// The device and inode `source` must be: the directory or file
+        /// the policy granted, not whatever the path leads to by then.
+        id: (u64, u64),
     },
 }
 
@@ -676,12 +692,23 @@ struct BuildArgs<'a> {
     /// The error number of the step that failed, and which step.
     error: AtomicI32,
     failed_step: AtomicI32,
+    /// Set by the builder as its very last step: a builder that died on
+    /// the way has not built a sandbox, whatever it stored.
+    done: std::sync::atomic::AtomicBool,
     /// A detached copy of each bind's source tree, by step (-1 for the
     /// other steps), opened before the stage hides any path.
     trees: &'a [AtomicI32],
 }
 
 const AT_RECURSIVE: c_int = 0x8000;
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
 
 /// Builds a sandbox: new mount, IPC and (unless `spec.net` is false)
 /// network namespaces — and for a host without root a user namespace
@@ -705,6 +732,7 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
         fds: [const { AtomicI32::new(-1) }; 5],
         error: AtomicI32::new(0),
         failed_step: AtomicI32::new(-1),
+        done: std::sync::atomic::AtomicBool::new(false),
         trees: &trees,
     };
     let top = stack.as_mut_ptr_range().end as usize & !15;
@@ -741,10 +769,11 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
     let _ = pid;
     // SAFETY: `clone` succeeded, so `pidfd` is a new descriptor we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let _ = rustix::process::waitid(
+    let exit = rustix::process::waitid(
         rustix::process::WaitId::PidFd(rustix::fd::AsFd::as_fd(&pidfd)),
         rustix::process::WaitIdOptions::EXITED,
     );
+    let exited_cleanly = matches!(exit, Ok(Some(status)) if status.exit_status() == Some(0));
     drop(stack);
     for tree in &trees {
         let fd = tree.load(Ordering::Acquire);
@@ -761,6 +790,11 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
         (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     });
     let error = args.error.load(Ordering::Acquire);
+    if error == 0 && !(exited_cleanly && args.done.load(Ordering::Acquire)) {
+        return Err(io::Error::other(
+            "the sandbox builder died before it finished",
+        ));
+    }
     if error != 0 {
         let step = args.failed_step.load(Ordering::Acquire);
         let err = io::Error::from_raw_os_error(error);
@@ -821,9 +855,12 @@ extern "C" fn sandbox_main(arg: *mut c_void) -> c_int {
     // until this process exited; `spec` and its strings are alive too.
     unsafe {
         let args = &*arg.cast::<BuildArgs<'_>>();
-        if let Err((step, errno)) = sandbox_steps(args) {
-            args.failed_step.store(step, Ordering::Release);
-            args.error.store(errno.max(1), Ordering::Release);
+        match sandbox_steps(args) {
+            Ok(()) => args.done.store(true, Ordering::Release),
+            Err((step, errno)) => {
+                args.failed_step.store(step, Ordering::Release);
+                args.error.store(errno.max(1), Ordering::Release);
+            }
         }
         libc::_exit(0)
     }
@@ -910,7 +947,11 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
                 0,
             ) < 0
         {
-            return Err(fail(STEP_TMPFS));
+            let failed = fail(STEP_TMPFS);
+            if fs >= 0 {
+                libc::close(fs);
+            }
+            return Err(failed);
         }
         let root = libc::syscall(
             libc::SYS_fsmount,
@@ -957,19 +998,32 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
         // A detached copy of every source, with its attributes, before
         // the stage below can hide any of them.
         for (i, step) in spec.steps.iter().enumerate() {
-            let MountStep::Bind { source, attr, .. } = step else {
+            let MountStep::Bind {
+                source, attr, id, ..
+            } = step
+            else {
                 continue;
             };
             let tree = libc::syscall(
                 libc::SYS_open_tree,
                 libc::AT_FDCWD,
                 source.as_ptr(),
-                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | AT_RECURSIVE as libc::c_uint,
+                libc::OPEN_TREE_CLONE
+                    | libc::OPEN_TREE_CLOEXEC
+                    | (AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
             ) as c_int;
             if tree < 0 {
                 return Err(fail(i as i32));
             }
             args.trees[i].store(tree, Ordering::Release);
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(tree, &mut stat) < 0 {
+                return Err(fail(i as i32));
+            }
+            if (stat.st_dev, stat.st_ino) != *id {
+                // The path no longer leads to what was granted.
+                return Err((i as i32, libc::EXDEV));
+            }
             let attr = libc::mount_attr {
                 attr_set: *attr,
                 attr_clr: 0,
@@ -1022,17 +1076,46 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
                 continue;
             };
             let tree = args.trees[i].load(Ordering::Acquire);
-            let moved = libc::syscall(
-                libc::SYS_move_mount,
-                tree,
-                c"".as_ptr(),
+            // The mount point, reached without any symlink or `..`: binds
+            // attached before may be writable by others.
+            let how = OpenHow {
+                flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+                mode: 0,
+                resolve: libc::RESOLVE_BENEATH
+                    | libc::RESOLVE_NO_SYMLINKS
+                    | libc::RESOLVE_NO_MAGICLINKS,
+            };
+            let at = libc::syscall(
+                libc::SYS_openat2,
                 root,
                 target.as_ptr(),
-                libc::MOVE_MOUNT_F_EMPTY_PATH,
-            );
+                &raw const how,
+                std::mem::size_of::<OpenHow>(),
+            ) as c_int;
+            let moved = match at {
+                ..0 => -1,
+                _ => {
+                    let moved = libc::syscall(
+                        libc::SYS_move_mount,
+                        tree,
+                        c"".as_ptr(),
+                        at,
+                        c"".as_ptr(),
+                        libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+                    );
+                    let errno = io::Error::last_os_error().raw_os_error();
+                    libc::close(at);
+                    if moved < 0 {
+                        *libc::__errno_location() = errno.unwrap_or(libc::EINVAL);
+                    }
+                    moved
+                }
+            };
             let result = fail(i as i32);
-            libc::close(tree);
+            // Forget it before closing it: the host must never close a
+            // number the table may already have given to someone else.
             args.trees[i].store(-1, Ordering::Release);
+            libc::close(tree);
             if moved < 0 {
                 return Err(result);
             }

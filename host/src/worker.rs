@@ -49,6 +49,9 @@ pub struct WorkerSpec {
     pub channel_spin_us: u64,
     /// Whether its children run in the sandbox (the parent's setting).
     pub sandbox: bool,
+    /// The rest of the parent's confinement settings, passed on whole.
+    #[serde(default)]
+    pub confinement: WorkerConfinement,
     /// The user and group ids its children run as.
     pub child_user: (u32, u32),
     /// The inherited descriptor of the pipe its audit events and denials
@@ -59,6 +62,29 @@ pub struct WorkerSpec {
 
 fn default_spin_us() -> u64 {
     crate::channel::SPIN.as_micros() as u64
+}
+
+/// How a worker's children are confined: its parent's settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerConfinement {
+    /// Landlock and the sandbox at all (`false`: `--no-confinement`).
+    pub confine: bool,
+    /// Whether children may use the network.
+    pub network: bool,
+    /// Refuse children that would be less than fully confined: the
+    /// parent's own setting, or set because the parent's children are
+    /// fully confined (a worker never confines less than its parent).
+    pub require_full: bool,
+    /// Children keep the host's uid with `CAP_SETUID`/`CAP_SETGID`.
+    pub allow_uid_change: bool,
+    /// User ids the worker's guest may ask for.
+    pub allowed_uids: Vec<u32>,
+    /// Group ids the worker's guest may ask for.
+    pub allowed_gids: Vec<u32>,
+    /// Whether its children start in a cgroup (nested in the parent's).
+    pub cgroup: bool,
+    /// Whether each child gets a cgroup of its own.
+    pub cgroup_per_child: bool,
 }
 
 /// A directory a worker holds.
@@ -146,6 +172,12 @@ impl Worker {
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
         }
+        for &uid in &spec.confinement.allowed_uids {
+            process.allow_uid(uid);
+        }
+        for &gid in &spec.confinement.allowed_gids {
+            process.allow_gid(gid);
+        }
         if let Some(fd) = spec.report_fd {
             let pipe = std::fs::File::from(
                 crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
@@ -155,6 +187,12 @@ impl Worker {
         process
             .limits(spec.limits.clone())
             .sandbox(spec.sandbox)
+            .confine(spec.confinement.confine)
+            .allow_network(spec.confinement.network)
+            .require_confinement(spec.confinement.require_full)
+            .allow_uid_change(spec.confinement.allow_uid_change)
+            .cgroup(spec.confinement.cgroup)
+            .cgroup_per_child(spec.confinement.cgroup_per_child)
             .child_user(spec.child_user.0, spec.child_user.1)
             .channel_spin(Duration::from_micros(spec.channel_spin_us))
             .parent_channel(channel);
