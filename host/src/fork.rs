@@ -456,3 +456,87 @@ struct Ready;
 impl Pollable for Ready {
     async fn ready(&mut self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    //! Narrowing a worker's limits, without wasm or processes.
+    use super::*;
+
+    fn limits(live: Option<u32>, spawns: Option<u64>) -> WorkerLimits {
+        WorkerLimits {
+            max_live_children: live,
+            max_total_spawns: spawns,
+            max_buffer: None,
+            max_timeout_ms: None,
+            cpu_seconds: None,
+            address_space: None,
+            open_files: None,
+            processes: None,
+            file_size: None,
+        }
+    }
+
+    fn ctx(max_live: usize, max_spawns: Option<u64>) -> ProcessCtx {
+        ProcessCtx::builder()
+            .confine(false)
+            .limits(Limits {
+                max_live_children: max_live,
+                max_total_spawns: max_spawns,
+                ..Limits::default()
+            })
+            .build()
+    }
+
+    #[test]
+    fn a_worker_is_lent_its_budget_out_of_what_its_parent_has_free() {
+        let ctx = ctx(8, Some(100));
+        // The worker takes a slot and a spawn itself: 7 and 99 are free.
+        let (worker, lent) = ctx.narrow_limits(&limits(None, None)).unwrap();
+        assert_eq!(
+            (worker.max_live_children, worker.max_total_spawns),
+            (3, Some(49))
+        );
+        assert_eq!(
+            lent,
+            Lent {
+                live: 3,
+                spawns: 49
+            }
+        );
+        let (worker, lent) = ctx.narrow_limits(&limits(Some(7), Some(99))).unwrap();
+        assert_eq!(
+            (worker.max_live_children, worker.max_total_spawns),
+            (7, Some(99))
+        );
+        assert_eq!(
+            lent,
+            Lent {
+                live: 7,
+                spawns: 99
+            }
+        );
+        assert!(ctx.narrow_limits(&limits(Some(8), None)).is_err());
+        assert!(ctx.narrow_limits(&limits(None, Some(100))).is_err());
+    }
+
+    #[test]
+    fn without_a_total_limit_a_worker_has_none_unless_asked() {
+        let ctx = ctx(64, None);
+        let (worker, lent) = ctx.narrow_limits(&limits(None, None)).unwrap();
+        assert_eq!(worker.max_total_spawns, None);
+        assert_eq!(lent.spawns, 0);
+        let (worker, _) = ctx.narrow_limits(&limits(None, Some(5))).unwrap();
+        assert_eq!(worker.max_total_spawns, Some(5));
+    }
+
+    #[test]
+    fn other_worker_limits_only_go_down() {
+        let ctx = ctx(8, None);
+        let mut asked = limits(None, None);
+        asked.max_buffer = Some(1 << 10);
+        let (worker, _) = ctx.narrow_limits(&asked).unwrap();
+        assert_eq!(worker.max_buffer, 1 << 10);
+        asked.max_buffer = Some(u64::MAX);
+        assert!(ctx.narrow_limits(&asked).is_err());
+    }
+}

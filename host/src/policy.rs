@@ -395,6 +395,7 @@ pub(crate) struct Request<'a> {
 }
 
 /// The program part of a [`Request`].
+#[derive(Clone, Copy)]
 pub(crate) enum Run<'a> {
     /// `exec`: a command for the granted shell.
     Shell(&'a str),
@@ -644,5 +645,198 @@ impl ProcessCtx {
                 &e,
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The policy core without wasm or processes: what `prepare` grants and
+    //! refuses, and how fork narrows limits.
+    use super::*;
+    use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        (pairs.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The context of `builder`, without confinement (nothing starts).
+    fn ctx(builder: &mut ProcessCtxBuilder) -> ProcessCtx {
+        builder.confine(false).build()
+    }
+
+    fn shell() -> ProcessCtxBuilder {
+        let mut b = ProcessCtx::builder();
+        b.allow_shell("/bin/sh").unwrap();
+        b
+    }
+
+    #[test]
+    fn a_program_is_granted_by_file_name_or_absolute_path_only() {
+        let mut b = ProcessCtx::builder();
+        b.allow_program("/bin/sh").unwrap();
+        let ctx = ctx(&mut b);
+        let args = vec![];
+        let by_name = ctx.prepare(&Request::new(Run::Program("sh", &args), &None, &[]));
+        assert_eq!(by_name.unwrap().program, Path::new("/bin/sh"));
+        let by_path = ctx.prepare(&Request::new(Run::Program("/bin/sh", &args), &None, &[]));
+        assert!(by_path.is_ok());
+        for other in ["bash", "./sh", "../bin/sh", "/usr/bin/env"] {
+            let req = Request::new(Run::Program(other, &args), &None, &[]);
+            assert!(
+                matches!(ctx.prepare(&req), Err(ErrorCode::AccessDenied(_))),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_needs_a_granted_shell() {
+        let req = Request::new(Run::Shell("true"), &None, &[]);
+        let err = ctx(&mut ProcessCtx::builder()).prepare(&req).unwrap_err();
+        assert!(matches!(err, ErrorCode::AccessDenied(m) if m.contains("no shell")));
+        let ok = ctx(&mut shell()).prepare(&req).unwrap();
+        assert_eq!(ok.args, ["-c", "true"]);
+    }
+
+    #[test]
+    fn environment_names_must_be_allowed_and_injection_names_opted_in() {
+        let mut b = shell();
+        b.allow_env("LANG")
+            .unwrap()
+            .allow_env("LD_PRELOAD")
+            .unwrap();
+        let plain = ctx(&mut b);
+        let run = Run::Shell("true");
+        let lang = env(&[("LANG", "C"), ("LANG", "C.UTF-8")]);
+        let ok = plain.prepare(&Request::new(run, &None, &lang)).unwrap();
+        assert_eq!(ok.env, env(&[("LANG", "C.UTF-8")]), "a later value wins");
+        for (bad, code) in [
+            (env(&[("HOME", "/")]), "access-denied"),
+            (env(&[("LD_PRELOAD", "x.so")]), "access-denied"),
+            (env(&[("A=B", "x")]), "invalid-argument"),
+            (env(&[("", "x")]), "invalid-argument"),
+            (env(&[("LANG", "a\0b")]), "invalid-argument"),
+        ] {
+            let err = plain.prepare(&Request::new(run, &None, &bad)).unwrap_err();
+            let got = match err {
+                ErrorCode::AccessDenied(_) => "access-denied",
+                ErrorCode::InvalidArgument(_) => "invalid-argument",
+                _ => "other",
+            };
+            assert_eq!(got, code, "{bad:?}");
+        }
+        let mut b = shell();
+        b.allow_injection_env("LD_PRELOAD").unwrap();
+        let preload = env(&[("LD_PRELOAD", "x.so")]);
+        assert!(
+            ctx(&mut b)
+                .prepare(&Request::new(run, &None, &preload))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn nul_bytes_and_over_long_arguments_are_refused() {
+        let mut b = shell();
+        b.allow_program("/bin/sh").unwrap();
+        let ctx = ctx(&mut b);
+        let nul = vec!["a\0b".to_owned()];
+        let req = Request::new(Run::Program("sh", &nul), &None, &[]);
+        assert!(matches!(
+            ctx.prepare(&req),
+            Err(ErrorCode::InvalidArgument(_))
+        ));
+        let long = vec!["y".repeat(300 << 10)];
+        let req = Request::new(Run::Program("sh", &long), &None, &[]);
+        assert!(matches!(
+            ctx.prepare(&req),
+            Err(ErrorCode::LimitExceeded(_))
+        ));
+        let cwd = Some("/a\0".to_owned());
+        let req = Request::new(Run::Shell("true"), &cwd, &[]);
+        assert!(matches!(
+            ctx.prepare(&req),
+            Err(ErrorCode::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn the_working_directory_stays_inside_a_granted_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let mut b = shell();
+        b.dir(dir.path(), "/work", DirAccess::ReadOnly).unwrap();
+        let ctx = ctx(&mut b);
+        let cwd = |c: &str| {
+            let cwd = Some(c.to_owned());
+            ctx.prepare(&Request::new(Run::Shell("true"), &cwd, &[]))
+        };
+        assert_eq!(cwd("/work/sub").unwrap().cwd_host, dir.path().join("sub"));
+        assert_eq!(cwd("sub").unwrap().cwd_host, dir.path().join("sub"));
+        assert_eq!(cwd("/work").unwrap().cwd_host, dir.path());
+        for (bad, code) in [
+            ("/work/..", "access-denied"),
+            ("/work/out", "access-denied"),
+            ("/etc", "access-denied"),
+            ("/work/missing", "not-found"),
+            ("/work/file", "invalid-argument"),
+        ] {
+            let got = match cwd(bad).unwrap_err() {
+                ErrorCode::AccessDenied(_) => "access-denied",
+                ErrorCode::NotFound(_) => "not-found",
+                ErrorCode::InvalidArgument(_) => "invalid-argument",
+                _ => "other",
+            };
+            assert_eq!(got, code, "{bad}");
+        }
+        // No cwd: the first granted directory.
+        let none = ctx
+            .prepare(&Request::new(Run::Shell("true"), &None, &[]))
+            .unwrap();
+        assert_eq!(none.cwd_host, dir.path());
+    }
+
+    #[test]
+    fn a_pinned_program_is_refused_once_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        use sha2::{Digest, Sha256};
+        let digest = format!("{:x}", Sha256::digest(std::fs::read(&prog).unwrap()));
+        let mut b = ProcessCtx::builder();
+        assert!(b.allow_program_pinned(&prog, &"0".repeat(64)).is_err());
+        b.allow_program_pinned(&prog, &digest).unwrap();
+        let ctx = ctx(&mut b);
+        let args = vec![];
+        let req = Request::new(Run::Program("prog", &args), &None, &[]);
+        assert!(ctx.prepare(&req).is_ok());
+        std::fs::write(&prog, "#!/bin/sh\necho changed\n").unwrap();
+        assert!(
+            matches!(ctx.prepare(&req), Err(ErrorCode::AccessDenied(m)) if m.contains("SHA-256"))
+        );
+    }
+
+    #[test]
+    fn only_granted_user_and_group_ids_may_be_asked_for() {
+        let mut b = shell();
+        b.child_user(2000, 3000).allow_uid(1234);
+        let ctx = ctx(&mut b);
+        assert_eq!(ctx.check_user(None, None).unwrap(), None);
+        assert_eq!(
+            ctx.check_user(Some(1234), None).unwrap(),
+            Some((1234, 3000))
+        );
+        assert_eq!(
+            ctx.check_user(Some(2000), Some(3000)).unwrap(),
+            Some((2000, 3000))
+        );
+        assert!(ctx.check_user(Some(0), None).is_err());
+        assert!(ctx.check_user(None, Some(1234)).is_err());
     }
 }
