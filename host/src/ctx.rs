@@ -418,8 +418,8 @@ impl ProcessCtxBuilder {
     /// Lets the guest set the environment variable `name` for its children.
     pub fn allow_env(&mut self, name: impl Into<String>) -> Result<&mut Self> {
         let name = name.into();
-        if name.is_empty() || name.contains(['=', '\0']) {
-            bail!("invalid environment variable name {name:?}");
+        if let Some(problem) = crate::policy::bad_env_name(&name) {
+            bail!(problem);
         }
         self.ctx.allowed_env.insert(name);
         Ok(self)

@@ -13,12 +13,11 @@ use crate::bindings::parent;
 use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
-use crate::policy::{Denial, Lent, Prepared};
+use crate::policy::{Denial, Lent, Prepared, check_env_pair, no_nul};
 use crate::spawn::Child;
 use crate::worker::{HOST_ENV, WorkerConfinement, WorkerDir, WorkerSpec};
 use crate::{Limits, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
-use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,16 +56,11 @@ impl ProcessCtx {
         args: Vec<String>,
         options: &ForkOptions,
     ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
-        let nul = |what: &str| ErrorCode::InvalidArgument(format!("{what} contains a NUL byte"));
-        if args.iter().any(|a| a.contains('\0')) {
-            return Err(nul("an argument"));
+        for arg in &args {
+            no_nul("an argument", arg)?;
         }
         for (name, value) in &options.env {
-            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                return Err(ErrorCode::InvalidArgument(format!(
-                    "invalid environment variable {name:?}"
-                )));
-            }
+            check_env_pair(name, value)?;
         }
         let programs = (options.programs.iter())
             .map(|p| Ok(self.find_program(p)?.path.clone()))
@@ -217,31 +211,12 @@ impl ProcessCtx {
     /// Opens directory `path` to pass on, if this guest holds it (and holds
     /// it writable unless `read_only`).
     fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), ErrorCode> {
-        if path.contains('\0') {
-            return Err(ErrorCode::InvalidArgument(
-                "a directory path contains a NUL byte".into(),
-            ));
-        }
-        let Some((grant, rest, opened)) = self.locate_dir(path) else {
-            return Err(self.deny(Denial::ForkDir(path.to_owned())));
-        };
-        let dir = match opened {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(self.deny(Denial::ForkDir(path.to_owned())));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ErrorCode::NotFound(format!(
-                    "directory `{path}` does not exist"
-                )));
-            }
-            Err(e) => {
-                return Err(ErrorCode::from_io(
-                    format_args!("opening directory `{path}`"),
-                    &e,
-                ));
-            }
-        };
+        let (grant, rest, dir) = self.open_granted_dir(
+            path,
+            "directory",
+            || Denial::ForkDir(path.to_owned()),
+            |_| Denial::ForkDir(path.to_owned()),
+        )?;
         if grant.access == DirAccess::ReadOnly && !read_only {
             return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
         }
@@ -257,12 +232,7 @@ impl Host for ProcessCtxView<'_> {
         options: ForkOptions,
     ) -> ProcessResult<Resource<Worker>> {
         let ctx = &mut *self.ctx;
-        if component.contains('\0') {
-            return Err(ErrorCode::InvalidArgument(
-                "the component name contains a NUL byte".into(),
-            )
-            .into());
-        }
+        no_nul("the component name", &component)?;
         let path = ctx.find_fork(&component)?.path.clone();
         let Some(executable) = ctx.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(

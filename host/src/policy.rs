@@ -496,28 +496,22 @@ impl ProcessCtx {
 
     /// Refuses NUL bytes and empty names in every guest string.
     fn check_strings(&self, req: &Request<'_>) -> Result<(), ErrorCode> {
-        let nul = |what: String| {
-            Err(ErrorCode::InvalidArgument(format!(
-                "{what} contains a NUL byte"
-            )))
-        };
         match req.run {
-            Run::Shell(c) if c.contains('\0') => return nul("the command".into()),
-            Run::Shell(_) => {}
+            Run::Shell(c) => no_nul("the command", c)?,
             Run::Program("", _) => {
                 return Err(ErrorCode::InvalidArgument(
                     "the program name is empty".into(),
                 ));
             }
-            Run::Program(p, _) if p.contains('\0') => return nul("the program name".into()),
-            Run::Program(_, args) => {
-                if let Some(i) = args.iter().position(|a| a.contains('\0')) {
-                    return nul(format!("argument {} ({:?})", i + 1, args[i]));
+            Run::Program(p, args) => {
+                no_nul("the program name", p)?;
+                for (i, arg) in args.iter().enumerate() {
+                    no_nul(format_args!("argument {} ({arg:?})", i + 1), arg)?;
                 }
             }
         }
-        if req.cwd.is_some_and(|c| c.contains('\0')) {
-            return nul("the working directory".into());
+        if let Some(cwd) = req.cwd {
+            no_nul("the working directory", cwd)?;
         }
         Ok(())
     }
@@ -558,16 +552,7 @@ impl ProcessCtx {
     fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, ErrorCode> {
         let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
         for (name, value) in env {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(ErrorCode::InvalidArgument(format!(
-                    "invalid environment variable name {name:?}"
-                )));
-            }
-            if value.contains('\0') {
-                return Err(ErrorCode::InvalidArgument(format!(
-                    "the value of environment variable `{name}` contains a NUL byte"
-                )));
-            }
+            check_env_pair(name, value)?;
             if !self.allowed_env.contains(name) {
                 return Err(self.deny(Denial::EnvName(name.clone())));
             }
@@ -621,31 +606,80 @@ impl ProcessCtx {
                 None => Ok((None, PathBuf::from("/"))),
             };
         };
-        let Some((grant, rest, opened)) = self.locate_dir(cwd) else {
-            return Err(self.deny(Denial::Cwd(cwd.to_owned())));
+        let (grant, rest, dir) = self.open_granted_dir(
+            cwd,
+            "working directory",
+            || Denial::Cwd(cwd.to_owned()),
+            |grant| Denial::CwdEscape {
+                cwd: cwd.to_owned(),
+                granted: grant.guest_path.display().to_string(),
+            },
+        )?;
+        Ok((Some(dir), grant.host_path_of(&rest)))
+    }
+
+    /// The directory `path` (a guest path) opened inside the granted
+    /// directory it is in, with the grant and the rest of the path; or the
+    /// guest's error: the denial `outside` when it is in no grant,
+    /// `escape` when `..` or symlinks lead out of its grant, else what is
+    /// wrong with it (missing, not a directory), naming it as `what`.
+    pub(crate) fn open_granted_dir(
+        &self,
+        path: &str,
+        what: &str,
+        outside: impl FnOnce() -> Denial,
+        escape: impl FnOnce(&DirGrant) -> Denial,
+    ) -> Result<(&DirGrant, PathBuf, Dir), ErrorCode> {
+        no_nul(what, path)?;
+        let Some((grant, rest, opened)) = self.locate_dir(path) else {
+            return Err(self.deny(outside()));
         };
         match opened {
-            Ok(dir) => Ok((Some(dir), grant.host_path_of(&rest))),
+            Ok(dir) => Ok((grant, rest, dir)),
             // cap-std refuses `..` and symlinks that lead out of the grant.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                Err(self.deny(Denial::CwdEscape {
-                    cwd: cwd.to_owned(),
-                    granted: grant.guest_path.display().to_string(),
-                }))
-            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(escape(grant))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
-                "working directory `{cwd}` does not exist in {}",
+                "{what} `{path}` does not exist in {}",
                 grant.guest_path.display()
             ))),
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(ErrorCode::InvalidArgument(
-                format!("working directory `{cwd}` is not a directory"),
+                format!("{what} `{path}` is not a directory"),
             )),
             Err(e) => Err(ErrorCode::from_io(
-                format_args!("opening working directory `{cwd}`"),
+                format_args!("opening {what} `{path}`"),
                 &e,
             )),
         }
     }
+}
+
+/// `invalid-argument` naming `what` if the guest string `s` has a NUL byte
+/// (the OS could not take it).
+pub(crate) fn no_nul(what: impl fmt::Display, s: &str) -> Result<(), ErrorCode> {
+    match s.contains('\0') {
+        true => Err(ErrorCode::InvalidArgument(format!(
+            "{what} contains a NUL byte"
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// Why `name` cannot be an environment variable name (empty, or with `=`
+/// or a NUL byte), if it cannot.
+pub(crate) fn bad_env_name(name: &str) -> Option<String> {
+    (name.is_empty() || name.contains(['=', '\0']))
+        .then(|| format!("invalid environment variable name {name:?}"))
+}
+
+/// `invalid-argument` for an environment variable the OS could not take.
+pub(crate) fn check_env_pair(name: &str, value: &str) -> Result<(), ErrorCode> {
+    if let Some(problem) = bad_env_name(name) {
+        return Err(ErrorCode::InvalidArgument(problem));
+    }
+    no_nul(
+        format_args!("the value of environment variable `{name}`"),
+        value,
+    )
 }
 
 #[cfg(test)]
