@@ -693,3 +693,16 @@ async fn a_guest_cannot_grow_its_memory_past_the_cap() {
     .await;
     assert_eq!(uncapped.stdout, "allocated 64 MiB\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_granted_through_a_symlink_runs_in_the_sandbox() {
+    // The link's directory is not granted: the sandbox shows the binary at
+    // its real path, and the child runs that.
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("tp-link");
+    std::os::unix::fs::symlink(testprog(), &link).unwrap();
+    let mut grants = ProcessCtx::builder();
+    grants.allow_program(&link).unwrap();
+    let out = probe_one(grants, &["file", "tp-link", "argv0"]).await;
+    assert_eq!(out.field("stdout"), quoted("tp-link\n"));
+}

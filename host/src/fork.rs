@@ -250,6 +250,7 @@ impl Host for ProcessCtxView<'_> {
         let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
         inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
         let prepared = Prepared {
+            real_program: executable.clone(),
             program: executable,
             argv0: "wasmproc".to_owned(),
             args: vec![

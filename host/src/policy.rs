@@ -195,6 +195,9 @@ pub(crate) struct ProgramGrant {
     pub name: String,
     /// Absolute path of the binary.
     pub path: PathBuf,
+    /// The same without symlinks: what the sandbox shows (and children in
+    /// it execute), as it was when granted.
+    pub real_path: PathBuf,
     /// The SHA-256 the binary must have, and the file's identity (device,
     /// inode, size, modification time) when it was checked.
     pub pin: Option<([u8; 32], FileId)>,
@@ -286,6 +289,7 @@ impl ProgramGrant {
         };
         Ok(ProgramGrant {
             name: name.to_owned(),
+            real_path: std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()),
             path,
             pin: None,
         })
@@ -349,6 +353,9 @@ impl DirGrant {
 pub(crate) struct Prepared {
     /// The binary to execute.
     pub program: PathBuf,
+    /// Its path without symlinks, which a sandboxed child executes (the
+    /// sandbox shows the binary there, not its links).
+    pub real_program: PathBuf,
     /// Its `argv[0]`.
     pub argv0: String,
     /// `argv[1..]`.
@@ -476,6 +483,7 @@ impl ProcessCtx {
         let (cwd, cwd_host) = self.open_cwd(req.cwd)?;
         Ok(Prepared {
             program: grant.path.clone(),
+            real_program: grant.real_path.clone(),
             argv0: grant.name.clone(),
             args,
             env,

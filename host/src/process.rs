@@ -453,7 +453,13 @@ fn start(
     };
     let program = c_string(
         "the program path",
-        prepared.program.as_os_str().as_encoded_bytes().to_vec(),
+        match walls.namespaces {
+            Some(_) => &prepared.real_program,
+            None => &prepared.program,
+        }
+        .as_os_str()
+        .as_encoded_bytes()
+        .to_vec(),
     )?;
     let argv = (std::iter::once(&prepared.argv0).chain(&prepared.args))
         .map(|a| c_string("an argument", a.clone().into_bytes()))

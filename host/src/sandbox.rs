@@ -317,8 +317,7 @@ impl Plan {
             plan.bind(path.clone(), path, attr, true, (stat.st_dev, stat.st_ino));
         }
         for program in programs {
-            let path = std::fs::canonicalize(&program.path)
-                .with_context(|| format!("locating {}", program.path.display()))?;
+            let path = program.real_path.clone();
             if !plan.shows(&path) {
                 let meta = std::fs::metadata(&path)?;
                 plan.bind(
