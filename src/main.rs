@@ -248,7 +248,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMPROC_LOG")
-                .unwrap_or_else(|_| "error".into()),
+                // Sandbox warnings (a layer down, a grant the child user
+                // cannot use) are shown unless the operator chooses.
+                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

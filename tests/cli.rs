@@ -28,7 +28,7 @@ fn run_seed_exec(component: &str) -> Output {
     wasmproc(&[
         "run",
         "--allow-shell",
-        "--dir",
+        "--dir-ro",
         "guest-examples/support::/support",
         component,
     ])
@@ -96,6 +96,12 @@ fn cli_denial_names_the_denied_program_and_the_flag_that_grants_it() {
 #[test]
 fn cli_grants_programs_dirs_and_env_names_from_flags() {
     let dir = tempfile::tempdir().unwrap();
+    // Open to the children's user (a root host's run as 65534).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let probe = guest("exec-probe");
     let dir_flag = format!("{}::/data", dir.path().display());
     let out = wasmproc(&[
@@ -657,4 +663,30 @@ fn a_workers_children_and_denials_reach_the_parents_audit_log_and_stderr() {
         .find(|e| e["event"] == "exec-file" && e["worker"].is_object())
         .unwrap();
     assert_eq!(exec["worker"]["pid"], forks[0]["pid"]);
+}
+
+#[test]
+fn the_operator_is_told_when_the_child_user_cannot_use_a_grant() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    // A root-owned 0700 directory: children running as 65534 cannot enter it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        "--dir",
+        &format!("{}::/data", dir.path().display()),
+        guest("exec-probe").to_str().unwrap(),
+        "shell",
+        "true",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "children run as uid 65534 gid 65534 and cannot write to {} (owner 0, group 0, mode 700)",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
 }

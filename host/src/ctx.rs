@@ -598,7 +598,8 @@ impl ProcessCtxBuilder {
                 })
                 .ok();
         }
-        if ctx.confine && ctx.use_sandbox && crate::sandbox::can_change_user() {
+        let spawns = !ctx.programs.is_empty() || ctx.shell.is_some();
+        if spawns && ctx.confine && ctx.use_sandbox && crate::sandbox::can_change_user() {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.child_id) {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");
@@ -608,7 +609,6 @@ impl ProcessCtxBuilder {
         // The sandbox is built now, before any guest code runs, and only
         // here: nothing a guest does later can make it fail (and lower the
         // walls). A context that cannot start confined children needs none.
-        let spawns = !ctx.programs.is_empty() || ctx.shell.is_some();
         if ctx.confine && ctx.use_sandbox && spawns {
             let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
             let built = Sandbox::build(&ctx.dirs, &programs, ctx.network).map_err(|e| {
