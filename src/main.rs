@@ -291,27 +291,34 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
 fn worker(channel_fd: i32) -> Result<ExitCode> {
+    // Everything up to `confine` runs on this one thread: the worker
+    // confines itself before any other thread exists, so every thread it
+    // starts later (the runtime's, the compiler's) is confined too.
+    let worker = wasmproc_host::worker::Worker::accept(channel_fd)?;
+    let runner = Runner::new()?;
+    // The parent checked these grants against the same cache; a worker
+    // started some other way (an embedder's host) is checked here.
+    for dir in &worker.spec.dirs {
+        runner
+            .check_grant(Path::new(&format!("/proc/self/fd/{}", dir.fd)))
+            .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
+    }
+    let component_path = worker.spec.component.clone();
+    let wasi = { worker.wasi }.build();
+    let mut process = { worker.process }.build();
+    let cache = runner.cache().map(|c| c.dir().to_owned());
+    wasmproc_host::worker::confine(
+        &process,
+        &[&component_path],
+        &Vec::from_iter(cache.as_deref()),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut worker = wasmproc_host::worker::Worker::accept(channel_fd).await?;
-        let runner = Runner::new()?;
-        // The parent checked these grants against the same cache; a worker
-        // started some other way (an embedder's host) is checked here.
-        for dir in &worker.spec.dirs {
-            runner
-                .check_grant(Path::new(&format!("/proc/self/fd/{}", dir.fd)))
-                .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
-        }
-        let component = runner.load(&worker.spec.component)?;
-        run_guest(
-            &runner,
-            &component,
-            worker.wasi.build(),
-            worker.process.build(),
-        )
-        .await
+        process.connect_parent(worker.channel)?;
+        let component = runner.load(&component_path)?;
+        run_guest(&runner, &component, wasi, process).await
     })
 }
 

@@ -690,3 +690,33 @@ fn the_operator_is_told_when_the_child_user_cannot_use_a_grant() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_forked_worker_process_confines_itself_before_its_runtime_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let out = wasmproc(&[
+        "run",
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--allow-fork",
+        "guest-examples/prebuilt/support-worker.wasm",
+        "guest-examples/prebuilt/seed-fork.wasm",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let confined: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "worker-confined")
+        .collect();
+    assert_eq!(confined.len(), 3, "{events:#?}");
+    for event in confined {
+        // Landlock ABI 6 or later (this machine kind has 7): full.
+        assert_eq!(event["landlock"], "full", "{event}");
+        assert_eq!(event["worker"]["pid"], event["pid"]);
+    }
+}

@@ -28,12 +28,13 @@
 use crate::bindings::types::Confinement;
 use crate::ctx::DirAccess;
 use crate::policy::{DirGrant, ProgramGrant};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope,
 };
 use std::os::fd::OwnedFd;
+use std::path::Path;
 
 /// Directories whose files confined children may read and execute.
 /// (`/etc/alternatives` holds only the links Debian's alternatives
@@ -86,66 +87,120 @@ impl Confiner {
         if kernel_abi < 1 {
             return Ok(Confiner::none());
         }
-        let fs_all = AccessFs::from_all(ABI_USED);
-        let read: BitFlags<AccessFs> = AccessFs::from_read(ABI_USED);
-        let file_read = AccessFs::ReadFile | AccessFs::Execute;
-        let mut ruleset = Ruleset::default().handle_access(fs_all)?;
-        if !network {
-            ruleset = ruleset.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?;
-        }
-        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
-        let mut rules: Vec<(PathFd, BitFlags<AccessFs>)> = Vec::new();
-        let mut system = |path: &str, access: BitFlags<AccessFs>| {
-            // Missing system paths (/lib32, ...) are simply not granted.
-            if let Ok(fd) = PathFd::new(path) {
-                rules.push((fd, access));
-            }
-        };
-        for dir in SYSTEM_DIRS {
-            system(dir, read);
-        }
-        for file in SYSTEM_FILES {
-            system(
-                file,
-                if file.ends_with(".d") {
-                    read
-                } else {
-                    AccessFs::ReadFile.into()
-                },
-            );
-        }
-        for &(dev, writable) in crate::sandbox::DEVICES {
-            system(
-                dev,
-                match writable {
-                    true => AccessFs::ReadFile | AccessFs::WriteFile,
-                    false => AccessFs::ReadFile.into(),
-                },
-            );
-        }
-        for program in programs {
-            rules.push((PathFd::new(&program.path)?, file_read));
-        }
-        let mut created = ruleset.create()?;
-        for (fd, access) in rules {
-            created = created.add_rule(PathBeneath::new(fd, access))?;
-        }
-        for dir in dirs {
-            let access = match dir.access {
-                DirAccess::ReadWrite => fs_all,
-                DirAccess::ReadOnly => read,
-            };
-            created = created.add_rule(PathBeneath::new(dir.dir.try_clone()?, access))?;
-        }
-        // Full: files, TCP (unless allowed) and the scopes (signals and
-        // abstract sockets stay inside the domain), which take ABI 6.
-        let level = match kernel_abi {
-            abi if abi >= ABI::V6 as i32 => Confinement::Full,
-            _ => Confinement::Partial,
-        };
+        let created = ruleset(dirs, programs, network, Vec::new())?;
         Ok(Confiner {
             ruleset: Option::<OwnedFd>::from(created),
-            level,
+            level: level(kernel_abi),
         })
     }
+}
+
+/// What Landlock enforces on a kernel of this ABI.
+fn level(kernel_abi: i32) -> Confinement {
+    // Full: files, TCP (unless allowed) and the scopes (signals and
+    // abstract sockets stay inside the domain), which take ABI 6.
+    match kernel_abi {
+        abi if abi >= ABI::V6 as i32 => Confinement::Full,
+        abi if abi >= 1 => Confinement::Partial,
+        _ => Confinement::None,
+    }
+}
+
+/// A ruleset for these grants (see the module docs), plus `extra` rules.
+fn ruleset(
+    dirs: &[DirGrant],
+    programs: &[&ProgramGrant],
+    network: bool,
+    extra: Vec<(PathFd, BitFlags<AccessFs>)>,
+) -> Result<landlock::RulesetCreated> {
+    let fs_all = AccessFs::from_all(ABI_USED);
+    let read: BitFlags<AccessFs> = AccessFs::from_read(ABI_USED);
+    let file_read = AccessFs::ReadFile | AccessFs::Execute;
+    let mut ruleset = Ruleset::default().handle_access(fs_all)?;
+    if !network {
+        ruleset = ruleset.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?;
+    }
+    ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
+    let mut rules = extra;
+    let mut system = |path: &str, access: BitFlags<AccessFs>| {
+        // Missing system paths (/lib32, ...) are simply not granted.
+        if let Ok(fd) = PathFd::new(path) {
+            rules.push((fd, access));
+        }
+    };
+    for dir in SYSTEM_DIRS {
+        system(dir, read);
+    }
+    for file in SYSTEM_FILES {
+        system(
+            file,
+            if file.ends_with(".d") {
+                read
+            } else {
+                AccessFs::ReadFile.into()
+            },
+        );
+    }
+    for &(dev, writable) in crate::sandbox::DEVICES {
+        system(
+            dev,
+            match writable {
+                true => AccessFs::ReadFile | AccessFs::WriteFile,
+                false => AccessFs::ReadFile.into(),
+            },
+        );
+    }
+    for program in programs {
+        rules.push((PathFd::new(&program.path)?, file_read));
+    }
+    let mut created = ruleset.create()?;
+    for (fd, access) in rules {
+        created = created.add_rule(PathBeneath::new(fd, access))?;
+    }
+    for dir in dirs {
+        let access = match dir.access {
+            DirAccess::ReadWrite => fs_all,
+            DirAccess::ReadOnly => read,
+        };
+        created = created.add_rule(PathBeneath::new(dir.dir.try_clone()?, access))?;
+    }
+    Ok(created)
+}
+
+/// Confines this process — a forked worker, before its runtime starts and
+/// while it has one thread (a Landlock domain binds the thread that
+/// enters it and the threads it starts later) — to what its children may
+/// reach, plus `read` (its component) and `read_write` (the component
+/// cache, its guest's cgroup): the paths its guest, its children and itself
+/// need. Returns the level reached, or why it could not confine itself.
+pub(crate) fn confine_worker(
+    process: &crate::ProcessCtx,
+    read: &[&Path],
+    read_write: &[&Path],
+) -> Result<Confinement> {
+    let threads = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|n| n.trim().to_owned());
+    if threads.as_deref() != Some("1") {
+        bail!("a worker confines itself only while it has one thread (it has {threads:?})");
+    }
+    let kernel_abi = crate::sys::landlock_abi();
+    if kernel_abi < 1 {
+        bail!("this kernel has no Landlock");
+    }
+    let mut extra = Vec::new();
+    for path in read {
+        extra.push((PathFd::new(path)?, AccessFs::ReadFile.into()));
+    }
+    for path in read_write {
+        extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
+    }
+    let programs: Vec<_> = process.programs.iter().chain(&process.shell).collect();
+    let status = ruleset(&process.dirs, &programs, process.network, extra)?.restrict_self()?;
+    Ok(match status.ruleset {
+        landlock::RulesetStatus::FullyEnforced => level(kernel_abi),
+        landlock::RulesetStatus::PartiallyEnforced => Confinement::Partial,
+        landlock::RulesetStatus::NotEnforced => Confinement::None,
+    })
 }

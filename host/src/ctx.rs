@@ -203,6 +203,16 @@ impl ProcessCtx {
         &self.limits
     }
 
+    /// Makes this the context of a forked worker whose `parent` interface
+    /// talks over `socket` (see [`worker`](crate::worker)). Must be called
+    /// inside a tokio runtime.
+    pub fn connect_parent(&mut self, socket: std::os::unix::net::UnixStream) -> Result<()> {
+        let mut channel = Channel::new(socket)?;
+        channel.set_spin(self.channel_spin);
+        self.parent = Some(channel);
+        Ok(())
+    }
+
     /// Takes the channel to the parent of a forked worker (see
     /// [`ProcessCtxBuilder::parent_channel`]), to [`Channel::close`] it when
     /// the guest is done so every message it sent is delivered.

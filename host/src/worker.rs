@@ -8,7 +8,6 @@
 //! it belongs to the guests. The worker has no capability the spec does not
 //! name, and the spec only ever names a subset of its parent's.
 
-use crate::channel::Channel;
 use crate::{DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -107,20 +106,38 @@ pub struct Worker {
     /// The worker guest's WASI context: arguments, environment, its
     /// directories as preopens and the process's stdio.
     pub wasi: WasiCtxBuilder,
-    /// The worker guest's process capabilities, with the channel to its
-    /// parent.
+    /// The worker guest's process capabilities (the channel to its parent
+    /// is attached with [`ProcessCtx::connect_parent`]).
     pub process: ProcessCtxBuilder,
+    /// The channel's socket, until the runtime that will serve it starts.
+    pub channel: std::os::unix::net::UnixStream,
+}
+
+/// Reads one frame of the channel's wire format (see [`crate::channel`])
+/// from the blocking `socket`, taking no byte beyond it.
+fn read_frame(mut socket: &std::os::unix::net::UnixStream) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    socket.read_exact(&mut header)?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > crate::channel::MAX_MESSAGE {
+        bail!("a frame of {len} bytes is over the channel's limit");
+    }
+    let mut frame = vec![0u8; len];
+    socket.read_exact(&mut frame)?;
+    Ok(frame)
 }
 
 impl Worker {
     /// Takes the channel on the inherited descriptor `channel_fd`, reads the
-    /// specification from it and builds the worker's contexts. Must run
-    /// inside a tokio runtime.
-    pub async fn accept(channel_fd: RawFd) -> Result<Worker> {
+    /// specification from it and prepares the worker's contexts. Needs no
+    /// runtime and starts no thread, so that the worker can still
+    /// [`confine`] itself after building them.
+    pub fn accept(channel_fd: RawFd) -> Result<Worker> {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
-        let channel = Channel::new(std::os::unix::net::UnixStream::from(fd))?;
-        let first = (channel.receive().await)
-            .map_err(|e| anyhow::anyhow!("no worker specification from the parent: {e:?}"))?;
+        let channel = std::os::unix::net::UnixStream::from(fd);
+        channel.set_nonblocking(false)?;
+        let first = read_frame(&channel).context("no worker specification from the parent")?;
         let spec: WorkerSpec =
             serde_json::from_slice(&first).context("reading the worker specification")?;
 
@@ -194,12 +211,12 @@ impl Worker {
             .cgroup(spec.confinement.cgroup)
             .cgroup_per_child(spec.confinement.cgroup_per_child)
             .child_user(spec.child_user.0, spec.child_user.1)
-            .channel_spin(Duration::from_micros(spec.channel_spin_us))
-            .parent_channel(channel);
+            .channel_spin(Duration::from_micros(spec.channel_spin_us));
         Ok(Worker {
             spec,
             wasi,
             process,
+            channel,
         })
     }
 }
@@ -254,4 +271,37 @@ pub(crate) async fn receive_reports(
             audit.forward(value, &tag);
         }
     }
+}
+
+/// Confines this worker process with Landlock before its runtime starts
+/// (see [`crate::confine`]): to what its children may reach, plus `read`
+/// (its component) and `read_write` (the component cache); its guest's
+/// cgroup is added here. The level reached is written to its audit log
+/// (and so to its parent's) as a `worker-confined` event. Fails if it
+/// cannot confine itself fully while `process` must confine fully.
+pub fn confine(
+    process: &ProcessCtx,
+    read: &[&std::path::Path],
+    read_write: &[&std::path::Path],
+) -> Result<crate::bindings::types::Confinement> {
+    use crate::bindings::types::Confinement;
+    let mut read_write = read_write.to_vec();
+    read_write.extend(process.cgroup());
+    let level = crate::confine::confine_worker(process, read, &read_write).unwrap_or_else(|e| {
+        tracing::warn!(target: "wasmproc::sandbox", "the worker process runs unconfined: {e:#}");
+        Confinement::None
+    });
+    if let Some(audit) = &process.audit {
+        audit.record(
+            "worker-confined",
+            serde_json::json!({
+                "pid": std::process::id(),
+                "landlock": crate::sandbox::confinement_name(level),
+            }),
+        );
+    }
+    if process.require_confinement && level != Confinement::Full {
+        bail!("the worker process must be fully confined, but it is not on this kernel");
+    }
+    Ok(level)
 }
