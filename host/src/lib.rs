@@ -27,7 +27,8 @@
 //! - a working directory inside a granted directory, entered with `fchdir`
 //!   on a directory opened through cap-std (so `..` and symlinks cannot
 //!   leave it), or `/` when no directory was granted;
-//! - its own process group, killed as a whole on timeout, on buffer
+//! - its own session and process group (no controlling terminal), killed
+//!   as a whole on timeout, on buffer
 //!   overflow, when an `exec` ends, when the guest drops its `child`, when
 //!   the store is dropped (guest trap or end), and SIGKILL if the host
 //!   thread that started it dies;

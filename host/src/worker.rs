@@ -5,8 +5,13 @@
 //! descriptor N one end of a Unix socketpair, an empty environment (but for
 //! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdin. The
 //! first message on the channel is a JSON [`WorkerSpec`]; everything after
-//! it belongs to the guests. The worker has no capability the spec does not
-//! name, and the spec only ever names a subset of its parent's.
+//! it belongs to the guests. The worker's guest gets no grant the spec does
+//! not name, and the spec only ever names a subset of its parent's, with
+//! the parent's confinement settings whole. The worker process itself
+//! keeps only the Linux capabilities it needs to sandbox its children
+//! (`sandbox::WORKER_CAPS`) and confines itself with Landlock ([`confine`])
+//! before its runtime starts. Its guest's audit events and denials go up a
+//! pipe to the parent host ([`WorkerSpec::report_fd`]).
 
 use crate::{DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 use anyhow::{Context as _, Result, bail};
