@@ -477,57 +477,45 @@ const SCENARIOS: [(&str, Scenario); 10] = [
 ];
 
 fn spawn(b: &Bench) -> Result<Row> {
-    let figures = b.measure(&[&"spawn", &SPAWNS], true, |t| per_op(t, SPAWNS))?;
-    let mut row = Row::new(
-        "spawn+wait `/bin/true`, sequential (per op)",
-        Unit::Micros,
-        figures,
-        Goal::NativeAtMost(1.15),
-    );
-    row.native = Some(median(native_spawn)?);
-    Ok(row)
-}
-
-fn exec(b: &Bench) -> Result<Row> {
-    let figures = b.measure(&[&"exec", &EXECS], true, |t| per_op(t, EXECS))?;
-    let mut row = Row::new(
-        "exec `echo hi` through sh, buffered (per op)",
-        Unit::Micros,
-        figures,
-        Goal::NativeAtMost(1.15),
-    );
-    row.native = Some(median(native_exec)?);
-    Ok(row)
+    per_child_row(b, true, "spawn+wait `/bin/true`, sequential (per op)")
 }
 
 /// The same loop as [`spawn`] without the namespace sandbox, identity and
 /// seccomp (Landlock only, as before the sandbox): what the sandbox costs.
 fn spawn_unsandboxed(b: &Bench) -> Result<Row> {
-    b.guest.sandbox.set(false);
-    let figures = b.measure(&[&"spawn", &SPAWNS], false, |t| per_op(t, SPAWNS));
-    b.guest.sandbox.set(true);
-    let mut row = Row::new(
+    per_child_row(
+        b,
+        false,
         "spawn+wait `/bin/true`, no sandbox: Landlock only (per op)",
-        Unit::Micros,
-        figures?,
-        Goal::NativeAtMost(1.15),
-    );
-    row.native = Some(median(native_spawn)?);
-    Ok(row)
+    )
+}
+
+fn exec(b: &Bench) -> Result<Row> {
+    per_child_row(b, true, "exec `echo hi` through sh, buffered (per op)")
 }
 
 /// The same loop as [`exec`] without the namespace sandbox.
 fn exec_unsandboxed(b: &Bench) -> Result<Row> {
-    b.guest.sandbox.set(false);
-    let figures = b.measure(&[&"exec", &EXECS], false, |t| per_op(t, EXECS));
-    b.guest.sandbox.set(true);
-    let mut row = Row::new(
+    per_child_row(
+        b,
+        false,
         "exec `echo hi` through sh, no sandbox: Landlock only (per op)",
-        Unit::Micros,
-        figures?,
-        Goal::NativeAtMost(1.15),
-    );
-    row.native = Some(median(native_exec)?);
+    )
+}
+
+/// A spawn or exec row (by `metric`), the guest's children in the sandbox
+/// or not; Node only for the sandboxed rows.
+fn per_child_row(b: &Bench, sandbox: bool, metric: &'static str) -> Result<Row> {
+    let (scenario, n, native): (&str, u64, fn() -> Result<f64>) = match metric.starts_with("spawn")
+    {
+        true => ("spawn", SPAWNS, native_spawn),
+        false => ("exec", EXECS, native_exec),
+    };
+    b.guest.sandbox.set(sandbox);
+    let figures = b.measure(&[&scenario, &n], sandbox, |t| per_op(t, n));
+    b.guest.sandbox.set(true);
+    let mut row = Row::new(metric, Unit::Micros, figures?, Goal::NativeAtMost(1.15));
+    row.native = Some(median(native)?);
     Ok(row)
 }
 

@@ -14,6 +14,15 @@ fn wasmproc(args: &[&str]) -> Output {
         .expect("run wasmproc")
 }
 
+/// The events of the audit log at `path`, one JSON object a line.
+fn audit_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -642,11 +651,7 @@ fn a_workers_children_and_denials_reach_the_parents_audit_log_and_stderr() {
         "{}",
         text(&denied.stderr)
     );
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = audit_events(&log);
     let from_worker = |event: &str| {
         events
             .iter()
@@ -704,11 +709,7 @@ fn a_forked_worker_process_confines_itself_before_its_runtime_starts() {
         "guest-examples/prebuilt/seed-fork.wasm",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = audit_events(&log);
     let confined: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "worker-confined")

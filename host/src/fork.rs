@@ -29,6 +29,25 @@ use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
 pub struct Worker {
     channel: Channel,
     child: Child,
+    /// Its audit events and denials, on their way to this host's.
+    reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+impl Worker {
+    /// Passes on every report the worker has made so far.
+    fn drain_reports(&self) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain();
+    }
+}
+
+impl Drop for Worker {
+    /// Nothing the worker reported before it is dropped is lost.
+    fn drop(&mut self) {
+        self.drain_reports();
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -279,19 +298,24 @@ impl Host for ProcessCtxView<'_> {
         drop((theirs, dirs, report_end));
         let component = (spec.component.file_name())
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        tokio::spawn(crate::worker::receive_reports(
+        let reports = crate::worker::Reports::start(
             reports,
             (child.pid(), component),
             ctx.audit.clone(),
             ctx.reporter.clone(),
-        ));
+        )
+        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
         let mut channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
         channel.set_spin(ctx.channel_spin);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec)?;
         self.table
-            .push(Worker { channel, child })
+            .push(Worker {
+                channel,
+                child,
+                reports,
+            })
             .map_err(ProcessError::trap)
     }
 }
@@ -326,11 +350,18 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
-        Ok(self.worker(&worker)?.channel.receive().await?)
+        let worker = self.worker(&worker)?;
+        let message = worker.channel.receive().await;
+        // What the worker reported before it sent this comes first.
+        worker.drain_reports();
+        Ok(message?)
     }
 
     fn try_receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
-        Ok(self.worker(&worker)?.channel.try_receive()?)
+        let worker = self.worker(&worker)?;
+        let message = worker.channel.try_receive();
+        worker.drain_reports();
+        Ok(message?)
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {

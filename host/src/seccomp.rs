@@ -229,25 +229,20 @@ fn leaf(deny: &Deny) -> Vec<libc::sock_filter> {
             refuse,
             allow,
         ],
-        // Each value jumps over the rest and the `allow` to the refusal.
-        When::OneOf { arg, values } => {
-            let mut code = vec![load(arg_low(arg))];
-            for (i, &value) in values.iter().enumerate() {
-                code.push(jump(libc::BPF_JEQ, value, values.len() - i, 0));
-            }
-            code.extend([allow, refuse]);
-            code
-        }
-        // Each value jumps over the rest and the refusal to `allow`.
-        When::NoneOf { arg, values } => {
-            let mut code = vec![load(arg_low(arg))];
-            for (i, &value) in values.iter().enumerate() {
-                code.push(jump(libc::BPF_JEQ, value, values.len() - i, 0));
-            }
-            code.extend([refuse, allow]);
-            code
-        }
+        When::OneOf { arg, values } => matching(arg, values, [allow, refuse]),
+        When::NoneOf { arg, values } => matching(arg, values, [refuse, allow]),
     }
+}
+
+/// Loads argument `arg` and compares it with each of `values`: no match
+/// falls through to `then[0]`, a match jumps over the rest to `then[1]`.
+fn matching(arg: u32, values: &[u32], then: [libc::sock_filter; 2]) -> Vec<libc::sock_filter> {
+    let mut code = vec![load(arg_low(arg))];
+    for (i, &value) in values.iter().enumerate() {
+        code.push(jump(libc::BPF_JEQ, value, values.len() - i, 0));
+    }
+    code.extend(then);
+    code
 }
 
 /// The filter: the architecture check, the x32 refusal, one comparison

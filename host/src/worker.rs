@@ -243,36 +243,97 @@ fn report_to_parent(process: &mut ProcessCtxBuilder, pipe: std::fs::File) -> Res
 }
 
 /// The forking host's end of a worker's report pipe: writes each event
-/// line to `audit` and reports each denial to `reporter`, tagged with the
-/// worker, until the worker closes the pipe.
-pub(crate) async fn receive_reports(
+/// line to the host's audit log and reports each denial, tagged with the
+/// worker. A background task reads it as lines arrive; the host also
+/// drains it before it hands the guest a message from the worker and when
+/// it drops the worker, so a report always comes before what followed it
+/// on the channel, and none is lost when the host ends right after.
+pub(crate) struct Reports {
     pipe: std::os::fd::OwnedFd,
+    /// Bytes of an unfinished line.
+    partial: Vec<u8>,
     worker: (u32, String),
     audit: Option<crate::AuditLog>,
     reporter: Option<crate::DenialReporter>,
-) {
-    use tokio::io::AsyncBufReadExt;
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
-        return;
-    };
-    let tag = serde_json::json!({ "pid": worker.0, "component": worker.1 });
-    let mut lines = tokio::io::BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-            tracing::warn!(pid = worker.0, "a worker sent a bad report line");
-            continue;
+}
+
+/// Longest report line kept: a longer one is dropped (with a warning).
+const MAX_REPORT_LINE: usize = 1 << 20;
+
+impl Reports {
+    /// Starts reading `pipe` (made non-blocking) in the background.
+    pub(crate) fn start(
+        pipe: std::os::fd::OwnedFd,
+        worker: (u32, String),
+        audit: Option<crate::AuditLog>,
+        reporter: Option<crate::DenialReporter>,
+    ) -> std::io::Result<std::sync::Arc<std::sync::Mutex<Reports>>> {
+        rustix::io::ioctl_fionbio(&pipe, true)?;
+        let watched = crate::sys::watch(rustix::io::dup(&pipe)?, tokio::io::Interest::READABLE)?;
+        let reports = std::sync::Arc::new(std::sync::Mutex::new(Reports {
+            pipe,
+            partial: Vec::new(),
+            worker,
+            audit,
+            reporter,
+        }));
+        let shared = reports.clone();
+        tokio::spawn(async move {
+            while let Ok(mut ready) = watched.readable().await {
+                let open = shared.lock().unwrap_or_else(|e| e.into_inner()).drain();
+                if !open {
+                    break;
+                }
+                ready.clear_ready();
+            }
+        });
+        Ok(reports)
+    }
+
+    /// Handles every whole line in the pipe now, without waiting; returns
+    /// whether the pipe is still open.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut chunk = [0u8; 16 << 10];
+        let open = loop {
+            match rustix::io::read(&self.pipe, &mut chunk) {
+                Ok(0) => break false,
+                Ok(n) => self.partial.extend_from_slice(&chunk[..n]),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break true,
+                Err(_) => break false,
+            }
+        };
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.handle(&line[..end]);
+        }
+        if self.partial.len() > MAX_REPORT_LINE {
+            tracing::warn!(
+                pid = self.worker.0,
+                "a worker sent an over-long report line"
+            );
+            self.partial.clear();
+        }
+        open
+    }
+
+    fn handle(&self, line: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+            tracing::warn!(pid = self.worker.0, "a worker sent a bad report line");
+            return;
         };
         if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
             let denial = crate::Denial::InWorker {
-                pid: worker.0,
-                component: worker.1.clone(),
+                pid: self.worker.0,
+                component: self.worker.1.clone(),
                 reason: reason.to_owned(),
             };
             tracing::warn!(target: "wasmproc::denied", %denial, "request denied");
-            if let Some(reporter) = &reporter {
+            if let Some(reporter) = &self.reporter {
                 reporter(&denial);
             }
-        } else if let Some(audit) = &audit {
+        } else if let Some(audit) = &self.audit {
+            let tag = serde_json::json!({ "pid": self.worker.0, "component": self.worker.1 });
             audit.forward(value, &tag);
         }
     }
