@@ -438,13 +438,14 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 check!(libc::dup2(fd, target));
             }
         }
-        // Whatever the host left open without close-on-exec goes no further.
-        // (Older kernels without close_range rely on close-on-exec alone.)
-        libc::close_range(
+        // Whatever the host left open without close-on-exec goes no further
+        // (close_range needs Linux 5.11; the sandbox needs newer anyway,
+        // and a child that cannot be sure of its descriptors is not started).
+        check!(libc::close_range(
             3,
             c_int::MAX as libc::c_uint,
             libc::CLOSE_RANGE_CLOEXEC as c_int,
-        );
+        ));
         for i in 0..args.inherit_len {
             check!(libc::fcntl(*args.inherit.add(i), libc::F_SETFD, 0));
         }
