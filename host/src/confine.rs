@@ -196,8 +196,14 @@ pub(crate) fn confine_worker(
     for path in read_write {
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
     }
-    let programs: Vec<_> = process.programs.iter().chain(&process.shell).collect();
-    let status = ruleset(&process.dirs, &programs, process.network, extra)?.restrict_self()?;
+    let programs: Vec<_> = process
+        .policy
+        .programs
+        .iter()
+        .chain(&process.policy.shell)
+        .collect();
+    let status =
+        ruleset(&process.dirs, &programs, process.policy.network, extra)?.restrict_self()?;
     Ok(match status.ruleset {
         landlock::RulesetStatus::FullyEnforced => level(kernel_abi),
         landlock::RulesetStatus::PartiallyEnforced => Confinement::Partial,

@@ -124,28 +124,47 @@ pub enum DirAccess {
 /// [`ProcessCtx::builder`]; reach it from the store through
 /// [`ProcessView`](crate::ProcessView).
 pub struct ProcessCtx {
-    pub(crate) programs: Vec<ProgramGrant>,
-    pub(crate) shell: Option<ProgramGrant>,
+    /// What the guest may do: grants, limits and confinement settings.
+    pub(crate) policy: Policy,
     pub(crate) dirs: Vec<DirGrant>,
-    pub(crate) allowed_env: BTreeSet<String>,
-    pub(crate) limits: Limits,
     pub(crate) reporter: Option<DenialReporter>,
-    pub(crate) forks: Vec<ProgramGrant>,
     pub(crate) worker_executable: Option<PathBuf>,
-    /// How long a channel's `receive` spins before sleeping.
-    pub(crate) channel_spin: Duration,
     pub(crate) parent: Option<Channel>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
+    pub(crate) confiner: Confiner,
+    /// The sandbox, made when the context is built; `Err`: why there is
+    /// none.
+    pub(crate) sandbox: std::sync::OnceLock<Result<Sandbox, String>>,
+    /// The cgroup children start in; `None`: none could be made.
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) total_spawns: u64,
+}
+
+/// What a guest may do, as plain data — the grants (but for its
+/// directories, which are held open by the context), its limits and how its
+/// children are confined — so that it can be narrowed and sent whole to a
+/// forked worker, which rebuilds nothing from defaults. Its defaults are
+/// [`ProcessCtxBuilder`]'s: nothing granted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub(crate) programs: Vec<ProgramGrant>,
+    pub(crate) shell: Option<ProgramGrant>,
+    pub(crate) forks: Vec<ProgramGrant>,
+    pub(crate) allowed_env: BTreeSet<String>,
+    /// Of those, the injection variables the embedder opted in to.
+    pub(crate) injection_env: BTreeSet<String>,
+    pub(crate) limits: Limits,
+    /// How long a channel's `receive` spins before sleeping.
+    pub(crate) channel_spin: Duration,
+    /// Landlock and the sandbox at all.
     pub(crate) confine: bool,
     pub(crate) network: bool,
     pub(crate) require_confinement: bool,
-    pub(crate) confiner: Confiner,
     /// Whether children run in the guest's sandbox (namespaces, seccomp).
     pub(crate) use_sandbox: bool,
-    /// The sandbox, made on first use; `Err`: why there is none.
-    pub(crate) sandbox: std::sync::OnceLock<Result<Sandbox, String>>,
     /// The user and group id a root host's children run as.
     pub(crate) child_id: (u32, u32),
     /// Other user ids the guest may ask for.
@@ -158,23 +177,43 @@ pub struct ProcessCtx {
     pub(crate) cgroup_per_child: bool,
     /// The capabilities children keep (a bit per capability number).
     pub(crate) keep_caps: u64,
-    /// The cgroup children start in; `None`: none could be made.
-    pub(crate) cgroup: Option<Cgroup>,
-    pub(crate) audit: Option<AuditLog>,
-    pub(crate) injection_env: BTreeSet<String>,
-    pub(crate) total_spawns: u64,
+}
+
+impl Default for Policy {
+    /// Nothing granted; the defaults [`ProcessCtxBuilder`] lists.
+    fn default() -> Self {
+        Policy {
+            programs: Vec::new(),
+            shell: None,
+            forks: Vec::new(),
+            allowed_env: BTreeSet::new(),
+            injection_env: BTreeSet::new(),
+            limits: Limits::default(),
+            channel_spin: crate::channel::SPIN,
+            confine: true,
+            network: false,
+            require_confinement: false,
+            use_sandbox: true,
+            child_id: (DEFAULT_CHILD_ID, DEFAULT_CHILD_ID),
+            allowed_uids: BTreeSet::new(),
+            allowed_gids: BTreeSet::new(),
+            use_cgroup: true,
+            cgroup_per_child: false,
+            keep_caps: 0,
+        }
+    }
 }
 
 impl fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessCtx")
-            .field("programs", &self.programs)
-            .field("shell", &self.shell)
+            .field("programs", &self.policy.programs)
+            .field("shell", &self.policy.shell)
             .field("dirs", &self.dirs)
-            .field("allowed_env", &self.allowed_env)
-            .field("forks", &self.forks)
+            .field("allowed_env", &self.policy.allowed_env)
+            .field("forks", &self.policy.forks)
             .field("worker_executable", &self.worker_executable)
-            .field("limits", &self.limits)
+            .field("limits", &self.policy.limits)
             .field("live_children", &self.live_children)
             .field("total_spawns", &self.total_spawns)
             .finish_non_exhaustive()
@@ -198,9 +237,14 @@ impl ProcessCtx {
         self.layers(true, None).level()
     }
 
+    /// What this guest may do, as data (see [`Policy`]).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.policy.limits
     }
 
     /// Makes this the context of a forked worker whose `parent` interface
@@ -208,7 +252,7 @@ impl ProcessCtx {
     /// inside a tokio runtime.
     pub fn connect_parent(&mut self, socket: std::os::unix::net::UnixStream) -> Result<()> {
         let mut channel = Channel::new(socket)?;
-        channel.set_spin(self.channel_spin);
+        channel.set_spin(self.policy.channel_spin);
         self.parent = Some(channel);
         Ok(())
     }
@@ -277,37 +321,28 @@ impl ProcessCtxBuilder {
     pub fn new() -> Self {
         ProcessCtxBuilder {
             ctx: ProcessCtx {
-                programs: Vec::new(),
-                shell: None,
+                policy: Policy::default(),
                 dirs: Vec::new(),
-                allowed_env: BTreeSet::new(),
-                limits: Limits::default(),
                 reporter: None,
-                forks: Vec::new(),
                 worker_executable: None,
                 parent: None,
-                channel_spin: crate::channel::SPIN,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
-                confine: true,
-                network: false,
-                require_confinement: false,
                 confiner: Confiner::none(),
-                use_sandbox: true,
                 sandbox: std::sync::OnceLock::new(),
-                child_id: (DEFAULT_CHILD_ID, DEFAULT_CHILD_ID),
-                allowed_uids: BTreeSet::new(),
-                allowed_gids: BTreeSet::new(),
-                use_cgroup: true,
-                keep_caps: 0,
-                cgroup_per_child: false,
                 cgroup: None,
                 audit: None,
-                injection_env: BTreeSet::new(),
                 total_spawns: 0,
             },
         }
+    }
+
+    /// Replaces everything but the directories with `policy` (a forked
+    /// worker's, narrowed by its parent).
+    pub(crate) fn policy(&mut self, policy: Policy) -> &mut Self {
+        self.ctx.policy = policy;
+        self
     }
 
     /// Lets the guest run `program` with `exec-file` and `spawn`.
@@ -319,16 +354,14 @@ impl ProcessCtxBuilder {
     /// can never make another binary run. Two grants with the same file name
     /// are refused.
     pub fn allow_program(&mut self, program: impl AsRef<OsStr>) -> Result<&mut Self> {
-        ProgramGrant::resolve(program.as_ref())?.add_to(&mut self.ctx.programs)?;
+        ProgramGrant::resolve(program.as_ref())?.add_to(&mut self.ctx.policy.programs)?;
         Ok(self)
     }
 
     /// The paths of the programs granted so far.
     pub fn programs(&self) -> impl Iterator<Item = &Path> {
-        self.ctx
-            .programs
-            .iter()
-            .chain(&self.ctx.shell)
+        (self.ctx.policy.programs.iter())
+            .chain(&self.ctx.policy.shell)
             .map(|g| g.path.as_path())
     }
 
@@ -342,7 +375,7 @@ impl ProcessCtxBuilder {
     ) -> Result<&mut Self> {
         let mut grant = ProgramGrant::resolve(program.as_ref())?;
         grant.pin(sha256)?;
-        grant.add_to(&mut self.ctx.programs)?;
+        grant.add_to(&mut self.ctx.policy.programs)?;
         Ok(self)
     }
 
@@ -352,7 +385,7 @@ impl ProcessCtxBuilder {
     /// A shell can run any program it can reach: granting one grants that,
     /// within the directory, environment and limit rules that still apply.
     pub fn allow_shell(&mut self, shell: impl AsRef<OsStr>) -> Result<&mut Self> {
-        self.ctx.shell = Some(ProgramGrant::resolve(shell.as_ref())?);
+        self.ctx.policy.shell = Some(ProgramGrant::resolve(shell.as_ref())?);
         Ok(self)
     }
 
@@ -414,7 +447,7 @@ impl ProcessCtxBuilder {
     pub fn allow_injection_env(&mut self, name: impl Into<String>) -> Result<&mut Self> {
         let name = name.into();
         self.allow_env(name.clone())?;
-        self.ctx.injection_env.insert(name);
+        self.ctx.policy.injection_env.insert(name);
         Ok(self)
     }
 
@@ -431,13 +464,13 @@ impl ProcessCtxBuilder {
         if let Some(problem) = crate::policy::bad_env_name(&name) {
             bail!(problem);
         }
-        self.ctx.allowed_env.insert(name);
+        self.ctx.policy.allowed_env.insert(name);
         Ok(self)
     }
 
     /// Replaces the [`Limits`].
     pub fn limits(&mut self, limits: Limits) -> &mut Self {
-        self.ctx.limits = limits;
+        self.ctx.policy.limits = limits;
         self
     }
 
@@ -450,7 +483,7 @@ impl ProcessCtxBuilder {
     /// Lets the guest `fork` the component at `path` (relative to the host's
     /// current directory), which it names by file name or absolute path.
     pub fn allow_fork(&mut self, path: impl AsRef<Path>) -> Result<&mut Self> {
-        ProgramGrant::component(path.as_ref())?.add_to(&mut self.ctx.forks)?;
+        ProgramGrant::component(path.as_ref())?.add_to(&mut self.ctx.policy.forks)?;
         Ok(self)
     }
 
@@ -470,7 +503,7 @@ impl ProcessCtxBuilder {
     /// idle machine, more than a whole round trip. `Duration::ZERO` never
     /// spins. Default: 50 µs.
     pub fn channel_spin(&mut self, spin: Duration) -> &mut Self {
-        self.ctx.channel_spin = spin;
+        self.ctx.policy.channel_spin = spin;
         if let Some(channel) = &mut self.ctx.parent {
             channel.set_spin(spin);
         }
@@ -480,7 +513,7 @@ impl ProcessCtxBuilder {
     /// Makes this the context of a forked worker whose `parent` interface
     /// talks over `channel`. Used by the worker mode of `wasmproc`.
     pub fn parent_channel(&mut self, mut channel: Channel) -> &mut Self {
-        channel.set_spin(self.ctx.channel_spin);
+        channel.set_spin(self.ctx.policy.channel_spin);
         self.ctx.parent = Some(channel);
         self
     }
@@ -510,7 +543,7 @@ impl ProcessCtxBuilder {
     /// Costs a cgroup made and removed per child (~50 µs on a small VM).
     /// Default: off.
     pub fn cgroup_per_child(&mut self, on: bool) -> &mut Self {
-        self.ctx.cgroup_per_child = on;
+        self.ctx.policy.cgroup_per_child = on;
         self
     }
 
@@ -522,7 +555,7 @@ impl ProcessCtxBuilder {
     pub fn allow_uid_change(&mut self, allow: bool) -> &mut Self {
         const CAP_SETGID: u64 = 1 << 6;
         const CAP_SETUID: u64 = 1 << 7;
-        self.ctx.keep_caps = if allow { CAP_SETUID | CAP_SETGID } else { 0 };
+        self.ctx.policy.keep_caps = if allow { CAP_SETUID | CAP_SETGID } else { 0 };
         self
     }
 
@@ -534,21 +567,21 @@ impl ProcessCtxBuilder {
     /// on without a cgroup (logged; see [`ProcessCtx::cgroup`]). Default:
     /// on.
     pub fn cgroup(&mut self, on: bool) -> &mut Self {
-        self.ctx.use_cgroup = on;
+        self.ctx.policy.use_cgroup = on;
         self
     }
 
     /// Whether children are confined with Landlock (see the `confine`
     /// module docs for what they may reach). Default: yes.
     pub fn confine(&mut self, confine: bool) -> &mut Self {
-        self.ctx.confine = confine;
+        self.ctx.policy.confine = confine;
         self
     }
 
     /// Whether confined children may bind and connect TCP sockets.
     /// Default: no.
     pub fn allow_network(&mut self, allow: bool) -> &mut Self {
-        self.ctx.network = allow;
+        self.ctx.policy.network = allow;
         self
     }
 
@@ -558,7 +591,7 @@ impl ProcessCtxBuilder {
     /// the [`sandbox`](crate::sandbox) module). Turned off with
     /// [`confine`](Self::confine) too. Default: yes.
     pub fn sandbox(&mut self, on: bool) -> &mut Self {
-        self.ctx.use_sandbox = on;
+        self.ctx.policy.use_sandbox = on;
         self
     }
 
@@ -568,7 +601,7 @@ impl ProcessCtxBuilder {
     /// directories as this user: [`build`](Self::build) warns about a
     /// grant they cannot enter (or write, for a read-write grant).
     pub fn child_user(&mut self, uid: u32, gid: u32) -> &mut Self {
-        self.ctx.child_id = (uid, gid);
+        self.ctx.policy.child_id = (uid, gid);
         self
     }
 
@@ -576,14 +609,14 @@ impl ProcessCtxBuilder {
     /// options of `exec`, `spawn` and `fork`). Default: only the
     /// [`child_user`](Self::child_user) id.
     pub fn allow_uid(&mut self, uid: u32) -> &mut Self {
-        self.ctx.allowed_uids.insert(uid);
+        self.ctx.policy.allowed_uids.insert(uid);
         self
     }
 
     /// Lets the guest ask for group id `gid` for a child. Default: only
     /// the [`child_user`](Self::child_user) group.
     pub fn allow_gid(&mut self, gid: u32) -> &mut Self {
-        self.ctx.allowed_gids.insert(gid);
+        self.ctx.policy.allowed_gids.insert(gid);
         self
     }
 
@@ -591,7 +624,7 @@ impl ProcessCtxBuilder {
     /// confined on this kernel. Default: no (run them with the confinement
     /// available, and report it).
     pub fn require_confinement(&mut self, require: bool) -> &mut Self {
-        self.ctx.require_confinement = require;
+        self.ctx.policy.require_confinement = require;
         self
     }
 
@@ -601,17 +634,21 @@ impl ProcessCtxBuilder {
     /// [`require_confinement`](Self::require_confinement)).
     pub fn build(&mut self) -> ProcessCtx {
         let mut ctx = std::mem::take(self).ctx;
-        if ctx.use_cgroup {
+        if ctx.policy.use_cgroup {
             ctx.cgroup = Cgroup::create()
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "children will run without a cgroup of their own");
                 })
                 .ok();
         }
-        let spawns = !ctx.programs.is_empty() || ctx.shell.is_some();
-        if spawns && ctx.confine && ctx.use_sandbox && crate::sandbox::can_change_user() {
+        let spawns = !ctx.policy.programs.is_empty() || ctx.policy.shell.is_some();
+        if spawns
+            && ctx.policy.confine
+            && ctx.policy.use_sandbox
+            && crate::sandbox::can_change_user()
+        {
             for dir in &ctx.dirs {
-                if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.child_id) {
+                if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");
                 }
             }
@@ -619,9 +656,14 @@ impl ProcessCtxBuilder {
         // The sandbox is built now, before any guest code runs, and only
         // here: nothing a guest does later can make it fail (and lower the
         // walls). A context that cannot start confined children needs none.
-        if ctx.confine && ctx.use_sandbox && spawns {
-            let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
-            let built = Sandbox::build(&ctx.dirs, &programs, ctx.network).map_err(|e| {
+        if ctx.policy.confine && ctx.policy.use_sandbox && spawns {
+            let programs: Vec<_> = ctx
+                .policy
+                .programs
+                .iter()
+                .chain(&ctx.policy.shell)
+                .collect();
+            let built = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network).map_err(|e| {
                 let reason = format!("{e:#}");
                 tracing::warn!(
                     target: "wasmproc::sandbox",
@@ -631,12 +673,18 @@ impl ProcessCtxBuilder {
             });
             let _ = ctx.sandbox.set(built);
         }
-        if ctx.confine {
-            let programs: Vec<_> = ctx.programs.iter().chain(&ctx.shell).collect();
-            ctx.confiner = Confiner::new(&ctx.dirs, &programs, ctx.network).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "children will run without Landlock confinement");
-                Confiner::none()
-            });
+        if ctx.policy.confine {
+            let programs: Vec<_> = ctx
+                .policy
+                .programs
+                .iter()
+                .chain(&ctx.policy.shell)
+                .collect();
+            ctx.confiner =
+                Confiner::new(&ctx.dirs, &programs, ctx.policy.network).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "children will run without Landlock confinement");
+                    Confiner::none()
+                });
         }
         ctx
     }

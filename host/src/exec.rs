@@ -48,7 +48,7 @@ struct Bounds {
 
 impl ProcessCtx {
     fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, ErrorCode> {
-        let limits = &self.limits;
+        let limits = &self.policy.limits;
         let max_buffer =
             (options.max_buffer).unwrap_or(limits.default_max_buffer.min(limits.max_buffer));
         if max_buffer == 0 {

@@ -15,8 +15,8 @@ use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent, Prepared, check_env_pair, no_nul};
 use crate::spawn::Child;
-use crate::worker::{HOST_ENV, WorkerConfinement, WorkerDir, WorkerSpec};
-use crate::{Limits, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
+use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
+use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
@@ -82,15 +82,15 @@ impl ProcessCtx {
             check_env_pair(name, value)?;
         }
         let programs = (options.programs.iter())
-            .map(|p| Ok(self.find_program(p)?.path.clone()))
+            .map(|p| Ok(self.find_program(p)?.clone()))
             .collect::<Result<Vec<_>, ErrorCode>>()?;
-        let shell = match (options.shell, &self.shell) {
+        let shell = match (options.shell, &self.policy.shell) {
             (false, _) => None,
-            (true, Some(shell)) => Some(shell.path.clone()),
+            (true, Some(shell)) => Some(shell.clone()),
             (true, None) => return Err(self.deny(Denial::Shell)),
         };
         for name in &options.allow_env {
-            if !self.allowed_env.contains(name) {
+            if !self.policy.allowed_env.contains(name) {
                 return Err(self.deny(Denial::EnvName(name.clone())));
             }
         }
@@ -107,36 +107,33 @@ impl ProcessCtx {
             opened.push(dir);
         }
         let (limits, lent) = self.narrow_limits(&options.limits)?;
+        let child_id = (self.check_user(options.uid, options.gid)?).unwrap_or(self.policy.child_id);
+        // The parent's policy, narrowed: everything not named here is the
+        // parent's own setting, passed on as it is.
+        let policy = Policy {
+            programs,
+            shell,
+            // Workers cannot fork.
+            forks: Vec::new(),
+            allowed_env: options.allow_env.iter().cloned().collect(),
+            injection_env: (options.allow_env.iter())
+                .filter(|n| self.policy.injection_env.contains(*n))
+                .cloned()
+                .collect(),
+            limits,
+            child_id,
+            // A worker never confines its children less than its parent.
+            require_confinement: self.policy.require_confinement
+                || self.confinement() == crate::bindings::types::Confinement::Full,
+            ..self.policy.clone()
+        };
         let spec = WorkerSpec {
             component,
             args,
             env: options.env.clone(),
-            programs,
-            shell,
             dirs,
-            allowed_env: options.allow_env.clone(),
-            injection_env: (options.allow_env.iter())
-                .filter(|n| self.injection_env.contains(*n))
-                .cloned()
-                .collect(),
-            limits,
-            channel_spin_us: self.channel_spin.as_micros() as u64,
-            sandbox: self.use_sandbox,
-            confinement: WorkerConfinement {
-                confine: self.confine,
-                network: self.network,
-                require_full: self.require_confinement
-                    || self.confinement() == crate::bindings::types::Confinement::Full,
-                allow_uid_change: self.keep_caps != 0,
-                allowed_uids: self.allowed_uids.iter().copied().collect(),
-                allowed_gids: self.allowed_gids.iter().copied().collect(),
-                cgroup: self.use_cgroup,
-                cgroup_per_child: self.cgroup_per_child,
-            },
+            policy,
             report_fd: None,
-            child_user: self
-                .check_user(options.uid, options.gid)?
-                .unwrap_or(self.child_id),
         };
         Ok((spec, opened, lent))
     }
@@ -148,7 +145,7 @@ impl ProcessCtx {
     /// the whole tree stays within this guest's limits. Not asked, a worker
     /// gets half of what is free.
     fn narrow_limits(&self, asked: &WorkerLimits) -> Result<(Limits, Lent), ErrorCode> {
-        let mut limits = self.limits.clone();
+        let mut limits = self.policy.limits.clone();
         let in_use = self
             .live_children
             .load(std::sync::atomic::Ordering::Acquire);
@@ -307,7 +304,7 @@ impl Host for ProcessCtxView<'_> {
         .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
         let mut channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
-        channel.set_spin(ctx.channel_spin);
+        channel.set_spin(ctx.policy.channel_spin);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec)?;
         self.table
@@ -529,6 +526,53 @@ mod tests {
         assert_eq!(lent.spawns, 0);
         let (worker, _) = ctx.narrow_limits(&limits(None, Some(5))).unwrap();
         assert_eq!(worker.max_total_spawns, Some(5));
+    }
+
+    #[test]
+    fn a_worker_gets_its_parents_whole_policy_narrowed() {
+        let mut b = ProcessCtx::builder();
+        b.allow_program("/bin/sh")
+            .unwrap()
+            .allow_program("/bin/true")
+            .unwrap()
+            .allow_env("LANG")
+            .unwrap()
+            .child_user(2000, 3000)
+            .allow_uid(1234)
+            .cgroup_per_child(true)
+            .allow_network(true)
+            .require_confinement(true)
+            .channel_spin(Duration::from_micros(7))
+            .confine(false);
+        let ctx = b.build();
+        let options = ForkOptions {
+            programs: vec!["sh".into()],
+            dirs: vec![],
+            allow_env: vec![],
+            env: vec![],
+            shell: false,
+            stdout: StdioKind::Null,
+            stderr: StdioKind::Null,
+            limits: limits(None, None),
+            uid: Some(1234),
+            gid: None,
+        };
+        let (spec, _, _) = ctx
+            .narrow(PathBuf::from("/w.wasm"), vec![], &options)
+            .unwrap();
+        let policy = &spec.policy;
+        let names: Vec<_> = policy.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sh"]);
+        assert!(policy.allowed_env.is_empty() && policy.forks.is_empty());
+        assert_eq!(policy.child_id, (1234, 3000));
+        assert_eq!(policy.allowed_uids, ctx.policy.allowed_uids);
+        assert!(policy.cgroup_per_child && policy.network && policy.require_confinement);
+        assert!(!policy.confine);
+        assert_eq!(policy.channel_spin, Duration::from_micros(7));
+        // It crosses to the worker process as JSON, whole.
+        let sent = serde_json::to_string(&spec).unwrap();
+        let got: WorkerSpec = serde_json::from_str(&sent).unwrap();
+        assert_eq!(serde_json::to_string(&got).unwrap(), sent);
     }
 
     #[test]

@@ -114,7 +114,9 @@ pub mod worker;
 pub use audit::AuditLog;
 pub use cache::ComponentCache;
 pub use channel::Channel;
-pub use ctx::{ChildRlimits, DenialReporter, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
+pub use ctx::{
+    ChildRlimits, DenialReporter, DirAccess, Limits, Policy, ProcessCtx, ProcessCtxBuilder,
+};
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;
 pub use policy::{Denial, INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};

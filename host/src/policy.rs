@@ -189,7 +189,7 @@ impl Denial {
 }
 
 /// A program the guest may run, resolved when it was granted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ProgramGrant {
     /// The file name the guest uses for it, also its `argv[0]`.
     pub name: String,
@@ -446,6 +446,7 @@ impl ProcessCtx {
         let (grant, args) = match req.run {
             Run::Shell(command) => {
                 let shell = self
+                    .policy
                     .shell
                     .as_ref()
                     .ok_or_else(|| self.deny(Denial::Shell))?;
@@ -470,12 +471,12 @@ impl ProcessCtx {
             .chain(env.iter().map(|(k, v)| k.len() + 1 + v.len()))
             .map(|n| n + 1)
             .sum::<usize>();
-        if arg_bytes > self.limits.max_arg_bytes {
+        if arg_bytes > self.policy.limits.max_arg_bytes {
             return Err(self.deny(Denial::Limit {
                 limit: "max_arg_bytes",
                 message: format!(
                     "arguments and environment take {arg_bytes} bytes, more than the limit of {}",
-                    self.limits.max_arg_bytes
+                    self.policy.limits.max_arg_bytes
                 ),
             }));
         }
@@ -536,24 +537,25 @@ impl ProcessCtx {
             return Ok(None);
         }
         let (uid, gid) = (
-            uid.unwrap_or(self.child_id.0),
-            gid.unwrap_or(self.child_id.1),
+            uid.unwrap_or(self.policy.child_id.0),
+            gid.unwrap_or(self.policy.child_id.1),
         );
-        if uid != self.child_id.0 && !self.allowed_uids.contains(&uid) {
+        if uid != self.policy.child_id.0 && !self.policy.allowed_uids.contains(&uid) {
             return Err(self.deny(Denial::Uid(uid)));
         }
-        if gid != self.child_id.1 && !self.allowed_gids.contains(&gid) {
+        if gid != self.policy.child_id.1 && !self.policy.allowed_gids.contains(&gid) {
             return Err(self.deny(Denial::Gid(gid)));
         }
         Ok(Some((uid, gid)))
     }
 
     pub(crate) fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {
-        find(&self.programs, program).ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
+        find(&self.policy.programs, program)
+            .ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
     }
 
     pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, ErrorCode> {
-        find(&self.forks, component)
+        find(&self.policy.forks, component)
             .ok_or_else(|| self.deny(Denial::ForkComponent(component.to_owned())))
     }
 
@@ -561,10 +563,10 @@ impl ProcessCtx {
         let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
         for (name, value) in env {
             check_env_pair(name, value)?;
-            if !self.allowed_env.contains(name) {
+            if !self.policy.allowed_env.contains(name) {
                 return Err(self.deny(Denial::EnvName(name.clone())));
             }
-            if is_injection_env(name) && !self.injection_env.contains(name) {
+            if is_injection_env(name) && !self.policy.injection_env.contains(name) {
                 return Err(self.deny(Denial::InjectionEnv(name.clone())));
             }
             // A later value for the same name wins, as in a shell.

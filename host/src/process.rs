@@ -244,16 +244,16 @@ impl ProcessCtx {
         // budget covers its whole tree.
         let live = self.live_children.load(Ordering::Acquire);
         let slots = 1 + prepared.lent.live;
-        if live + slots > self.limits.max_live_children {
+        if live + slots > self.policy.limits.max_live_children {
             return Err(self.deny(Denial::Limit {
                 limit: "max_live_children",
                 message: format!(
                     "{live} of the {} live-children slots are taken (by children, and lent to workers)",
-                    self.limits.max_live_children
+                    self.policy.limits.max_live_children
                 ),
             }));
         }
-        if let Some(max) = self.limits.max_total_spawns
+        if let Some(max) = self.policy.limits.max_total_spawns
             && self.total_spawns + 1 + prepared.lent.spawns > max
         {
             return Err(self.deny(Denial::Limit {
@@ -262,7 +262,10 @@ impl ProcessCtx {
             }));
         }
         let layers = self.layers(prepared.confine, prepared.identity);
-        if prepared.confine && self.require_confinement && layers.level() != Confinement::Full {
+        if prepared.confine
+            && self.policy.require_confinement
+            && layers.level() != Confinement::Full
+        {
             return Err(ErrorCode::Unsupported(format!(
                 "children must be fully confined, but these layers are down: {}",
                 layers.missing().join(", ")
@@ -301,8 +304,8 @@ impl ProcessCtx {
         };
         let identity = layers
             .identity
-            .then(|| prepared.identity.unwrap_or(self.child_id));
-        let child_cgroup = match (&self.cgroup, self.cgroup_per_child) {
+            .then(|| prepared.identity.unwrap_or(self.policy.child_id));
+        let child_cgroup = match (&self.cgroup, self.policy.cgroup_per_child) {
             (Some(guest), true) => Some(
                 (guest.child()).map_err(|e| ErrorCode::from_io("making the child's cgroup", &e))?,
             ),
@@ -315,7 +318,7 @@ impl ProcessCtx {
         // Child limits are for children: a forked worker (the host itself,
         // running wasm) applies them to its own children instead.
         let rlimits = match prepared.confine {
-            true => self.limits.rlimits.to_list(),
+            true => self.policy.limits.rlimits.to_list(),
             false => Vec::new(),
         };
         let walls = Walls {
@@ -326,9 +329,9 @@ impl ProcessCtx {
             },
             landlock,
             cgroup,
-            keep_caps: match prepared.confine || !self.use_sandbox {
-                true => self.keep_caps,
-                false => self.keep_caps | crate::sandbox::WORKER_CAPS,
+            keep_caps: match prepared.confine || !self.policy.use_sandbox {
+                true => self.policy.keep_caps,
+                false => self.policy.keep_caps | crate::sandbox::WORKER_CAPS,
             },
             rlimits: &rlimits,
             namespaces: sandbox.map(|s| s.namespaces()),
@@ -352,7 +355,7 @@ impl ProcessCtx {
                     "confinement": crate::sandbox::confinement_name(confinement),
                     "layers": layers.to_json(),
                     "identity": identity.map(|(uid, gid)| json!({ "uid": uid, "gid": gid })),
-                    "rlimits": self.limits.rlimits,
+                    "rlimits": self.policy.limits.rlimits,
                     "cgroup": match &child_cgroup {
                         Some(child) => Some(child.path()),
                         None => self.cgroup.as_ref().map(|c| c.path()),
@@ -391,7 +394,7 @@ impl ProcessCtx {
     /// The walls a child stands behind: a confined one (not a forked
     /// worker) running as `identity` (the guest's ask) or the child user.
     pub(crate) fn layers(&self, confined: bool, identity: Option<(u32, u32)>) -> Layers {
-        if !confined || !self.confine {
+        if !confined || !self.policy.confine {
             return Layers {
                 identity: false,
                 mount: false,
@@ -401,21 +404,21 @@ impl ProcessCtx {
                 landlock: Confinement::None,
             };
         }
-        let sandbox = self.sandbox().filter(|_| self.use_sandbox);
-        let (uid, gid) = identity.unwrap_or(self.child_id);
+        let sandbox = self.sandbox().filter(|_| self.policy.use_sandbox);
+        let (uid, gid) = identity.unwrap_or(self.policy.child_id);
         Layers {
             // A user namespace maps only the host's own ids; and root
             // asked for is no unprivileged identity.
-            identity: self.use_sandbox
-                && self.keep_caps == 0
+            identity: self.policy.use_sandbox
+                && self.policy.keep_caps == 0
                 && crate::sandbox::can_change_user()
                 && !sandbox.is_some_and(Sandbox::has_user_namespace)
                 && uid != 0
                 && gid != 0,
             mount: sandbox.is_some(),
-            network: sandbox.is_some() || self.network,
+            network: sandbox.is_some() || self.policy.network,
             ipc: sandbox.is_some(),
-            seccomp: self.use_sandbox,
+            seccomp: self.policy.use_sandbox,
             landlock: self.confiner.level,
         }
     }

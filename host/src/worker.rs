@@ -13,12 +13,11 @@
 //! before its runtime starts. Its guest's audit events and denials go up a
 //! pipe to the parent host ([`WorkerSpec::report_fd`]).
 
-use crate::{DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
+use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::time::Duration;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Host environment variables a worker process gets from its parent host
@@ -35,60 +34,15 @@ pub struct WorkerSpec {
     pub args: Vec<String>,
     /// Its own environment (wasi:cli/environment).
     pub env: Vec<(String, String)>,
-    /// Programs it may run (absolute paths).
-    pub programs: Vec<PathBuf>,
-    /// The shell it may use for `exec`.
-    pub shell: Option<PathBuf>,
     /// Directories it holds, passed as open descriptors.
     pub dirs: Vec<WorkerDir>,
-    /// Environment variable names it may give its children.
-    pub allowed_env: Vec<String>,
-    /// Of those, the injection variables its parent's host opted in to.
-    pub injection_env: Vec<String>,
-    /// Its limits (the parent's).
-    pub limits: Limits,
-    /// How long its channel's `receive` spins, in microseconds (the
-    /// parent's setting).
-    #[serde(default = "default_spin_us")]
-    pub channel_spin_us: u64,
-    /// Whether its children run in the sandbox (the parent's setting).
-    pub sandbox: bool,
-    /// The rest of the parent's confinement settings, passed on whole.
-    #[serde(default)]
-    pub confinement: WorkerConfinement,
-    /// The user and group ids its children run as.
-    pub child_user: (u32, u32),
+    /// Everything else it may do: its parent's policy, narrowed to what the
+    /// parent passed on (see `fork-options`), whole.
+    pub policy: crate::Policy,
     /// The inherited descriptor of the pipe its audit events and denials
     /// go up to the parent host through (see [`crate::AuditLog`]).
     #[serde(default)]
     pub report_fd: Option<RawFd>,
-}
-
-fn default_spin_us() -> u64 {
-    crate::channel::SPIN.as_micros() as u64
-}
-
-/// How a worker's children are confined: its parent's settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WorkerConfinement {
-    /// Landlock and the sandbox at all (`false`: `--no-confinement`).
-    pub confine: bool,
-    /// Whether children may use the network.
-    pub network: bool,
-    /// Refuse children that would be less than fully confined: the
-    /// parent's own setting, or set because the parent's children are
-    /// fully confined (a worker never confines less than its parent).
-    pub require_full: bool,
-    /// Children keep the host's uid with `CAP_SETUID`/`CAP_SETGID`.
-    pub allow_uid_change: bool,
-    /// User ids the worker's guest may ask for.
-    pub allowed_uids: Vec<u32>,
-    /// Group ids the worker's guest may ask for.
-    pub allowed_gids: Vec<u32>,
-    /// Whether its children start in a cgroup (nested in the parent's).
-    pub cgroup: bool,
-    /// Whether each child gets a cgroup of its own.
-    pub cgroup_per_child: bool,
 }
 
 /// A directory a worker holds.
@@ -179,44 +133,16 @@ impl Worker {
                 access,
             )?;
         }
-        for program in &spec.programs {
-            process.allow_program(program)?;
-        }
-        if let Some(shell) = &spec.shell {
-            process.allow_shell(shell)?;
-        }
-        for name in &spec.allowed_env {
-            process.allow_env(name.as_str())?;
-        }
-        for name in &spec.injection_env {
-            process.allow_injection_env(name.as_str())?;
-        }
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
         }
-        for &uid in &spec.confinement.allowed_uids {
-            process.allow_uid(uid);
-        }
-        for &gid in &spec.confinement.allowed_gids {
-            process.allow_gid(gid);
-        }
+        process.policy(spec.policy.clone());
         if let Some(fd) = spec.report_fd {
             let pipe = std::fs::File::from(
                 crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
             );
             report_to_parent(&mut process, pipe)?;
         }
-        process
-            .limits(spec.limits.clone())
-            .sandbox(spec.sandbox)
-            .confine(spec.confinement.confine)
-            .allow_network(spec.confinement.network)
-            .require_confinement(spec.confinement.require_full)
-            .allow_uid_change(spec.confinement.allow_uid_change)
-            .cgroup(spec.confinement.cgroup)
-            .cgroup_per_child(spec.confinement.cgroup_per_child)
-            .child_user(spec.child_user.0, spec.child_user.1)
-            .channel_spin(Duration::from_micros(spec.channel_spin_us));
         Ok(Worker {
             spec,
             wasi,
@@ -366,7 +292,7 @@ pub fn confine(
             }),
         );
     }
-    if process.require_confinement && level != Confinement::Full {
+    if process.policy.require_confinement && level != Confinement::Full {
         bail!("the worker process must be fully confined, but it is not on this kernel");
     }
     Ok(level)
