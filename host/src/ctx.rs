@@ -663,7 +663,10 @@ impl ProcessCtxBuilder {
                 .iter()
                 .chain(&ctx.policy.shell)
                 .collect();
-            let built = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network).map_err(|e| {
+            // A failure may be passing (memory, descriptors): try again
+            // before lowering the walls.
+            let build = || Sandbox::build(&ctx.dirs, &programs, ctx.policy.network);
+            let built = build().or_else(|_| build()).or_else(|_| build()).map_err(|e| {
                 let reason = format!("{e:#}");
                 tracing::warn!(
                     target: "wasmproc::sandbox",

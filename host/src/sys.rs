@@ -975,17 +975,11 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
                         r
                     }
                 }
+                // Made without opening it: a writable descriptor, even one a
+                // host thread's fork copied for an instant, would keep the
+                // tmpfs from becoming read-only (EBUSY).
                 MountStep::File(path) => {
-                    let fd = libc::openat(
-                        root,
-                        path.as_ptr(),
-                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                        0o644,
-                    );
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    fd
+                    libc::mknodat(root, path.as_ptr(), libc::S_IFREG | 0o644, 0)
                 }
                 MountStep::Symlink { target, at } => {
                     libc::symlinkat(target.as_ptr(), root, at.as_ptr())
