@@ -237,3 +237,18 @@ async fn seed_spawn_prints_every_childs_output_and_close() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_dropped_before_its_streams_leaves_them_readable_to_the_end() {
+    let run = spawn_probe(grants_testprog(), &["child-first", TP, "grandchild", "30"]).await;
+    assert!(run.trap.is_none(), "{:?}", run.trap);
+    assert!(
+        value(&run.stdout, "first").parse::<u32>().is_ok(),
+        "{}",
+        run.stdout
+    );
+    // The group was killed with the child: nothing more, then the end.
+    assert_eq!(value(&run.stdout, "rest"), "\"\"");
+    assert_eq!(value(&run.stdout, "write-after"), "true");
+    assert!(run.stdout.ends_with("done\n"), "{}", run.stdout);
+}

@@ -250,8 +250,10 @@ impl ProcessCtxView<'_> {
         Ok(self.table.get_mut(child)?)
     }
 
-    /// Moves a stream out of resource `parent` into the table, as a child
-    /// resource of `parent`.
+    /// Moves a stream out of resource `parent` into the table, as a
+    /// resource of its own: it owns its end of the pipe, so the guest may
+    /// drop `parent` first (the stream then reads what is left, then the
+    /// end, or fails to write) — any drop order is safe.
     pub(crate) fn take_stream<T: 'static, S: Send + 'static>(
         &mut self,
         parent: &Resource<T>,
@@ -260,7 +262,7 @@ impl ProcessCtxView<'_> {
         let Some(stream) = take(self.table.get_mut(parent)?) else {
             return Ok(None);
         };
-        Ok(Some(self.table.push_child(stream, parent)?))
+        Ok(Some(self.table.push(stream)?))
     }
 }
 

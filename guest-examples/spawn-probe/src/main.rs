@@ -4,6 +4,7 @@
 //! ```text
 //! spawn-probe stream PROGRAM [ARGS]...        read stdout to its end; print bytes, reads, stderr, status
 //! spawn-probe stdin TEXT PROGRAM [ARGS]...    write TEXT to stdin, close it, print stdout and status
+//! spawn-probe child-first PROGRAM [ARGS]...   read a line, drop the child before its streams, read on
 //! spawn-probe kill PROGRAM [ARGS]...          try-wait, kill with SIGTERM, wait
 //! spawn-probe never-read SECS PROGRAM [ARGS]  never read a piped stdout; after SECS, is it still running?
 //! spawn-probe drop PROGRAM [ARGS]...          read the first line (a pid), drop the child, then ask
@@ -84,6 +85,19 @@ fn main() {
             println!("stderr: {:?}", String::from_utf8_lossy(&read_all(&err).0));
             drop((out, err));
             println!("status: {}", child.wait().unwrap());
+        }
+        "child-first" => {
+            // Drops the child before its streams: they read what the child
+            // wrote, then the end, and the guest does not trap.
+            let child = must(rest, &options(Stdio::Piped, Stdio::Piped, Stdio::Null));
+            let (input, out) = (child.take_stdin().unwrap(), child.take_stdout().unwrap());
+            let first = first_line(&out);
+            drop(child);
+            println!("first: {first}");
+            println!("rest: {:?}", String::from_utf8_lossy(&read_all(&out).0));
+            println!("write-after: {}", input.blocking_write_and_flush(b"x").is_err());
+            drop((input, out));
+            println!("done");
         }
         "stdin" => {
             let child = must(&rest[1..], &options(Stdio::Piped, Stdio::Piped, Stdio::Null));
