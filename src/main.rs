@@ -131,9 +131,12 @@ struct RunArgs {
     #[arg(long = "allow-run", value_name = "PROGRAM[@sha256:HEX]")]
     allow_run: Vec<String>,
 
-    /// Let the guest run shell commands with `exec`, through SHELL -c.
-    /// This grants running any program the shell can reach.
-    #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, default_missing_value = "/bin/sh")]
+    /// Let the guest run shell commands with `exec`, through SHELL -c
+    /// (default /bin/sh; give another as --allow-shell=SHELL, so that the
+    /// argument after the flag is never taken for it). This grants running
+    /// any program the shell can reach.
+    #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "/bin/sh")]
     allow_shell: Option<String>,
 
     /// Let the guest fork the component at PATH as a worker in its own

@@ -721,3 +721,33 @@ fn a_forked_worker_process_confines_itself_before_its_runtime_starts() {
         assert_eq!(event["worker"]["pid"], event["pid"]);
     }
 }
+
+#[test]
+fn allow_shell_does_not_take_the_component_for_its_shell() {
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        probe.to_str().unwrap(),
+        "shell",
+        "echo ok",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("stdout: \"ok\\n\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell=/bin/sh",
+        probe.to_str().unwrap(),
+        "shell",
+        "echo ok",
+    ]);
+    assert!(
+        text(&out.stdout).contains("stdout: \"ok\\n\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
