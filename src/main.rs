@@ -297,16 +297,12 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
-    let worker = wasmproc_host::worker::Worker::accept(channel_fd)?;
+    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
     let runner = Runner::new()?;
     // The parent checked these grants against the same cache; a worker
     // started some other way (an embedder's host) is checked here.
-    for dir in &worker.spec.dirs {
-        runner
-            .check_grant(Path::new(&format!("/proc/self/fd/{}", dir.fd)))
-            .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
-    }
-    let component_path = worker.spec.component.clone();
+    worker.check_dirs(|dir| runner.check_grant(dir))?;
+    let component_path = worker.component().to_owned();
     let wasi = { worker.wasi }.build();
     let mut process = { worker.process }.build();
     let cache = runner.cache().map(|c| c.dir().to_owned());

@@ -5,7 +5,7 @@
 //! guest holds (programs, shell, directories with read-only kept read-only,
 //! environment names; limits at most the guest's own), starts the worker
 //! executable in worker mode as a child (own process group, no orphans, as
-//! for `spawn`) and sends it a [`WorkerSpec`] over a socketpair. Workers get
+//! for `spawn`) and sends it a `WorkerSpec` over a socketpair. Workers get
 //! no `fork` grants of their own.
 
 use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, WorkerLimits};

@@ -4,14 +4,14 @@
 //! A worker is started as `WORKER_EXECUTABLE __worker --channel-fd N`, with
 //! descriptor N one end of a Unix socketpair, an empty environment (but for
 //! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdin. The
-//! first message on the channel is a JSON [`WorkerSpec`]; everything after
+//! first message on the channel is a JSON `WorkerSpec`; everything after
 //! it belongs to the guests. The worker's guest gets no grant the spec does
 //! not name, and the spec only ever names a subset of its parent's, with
 //! the parent's confinement settings whole. The worker process itself
 //! keeps only the Linux capabilities it needs to sandbox its children
 //! (`sandbox::WORKER_CAPS`) and confines itself with Landlock ([`confine`])
 //! before its runtime starts. Its guest's audit events and denials go up a
-//! pipe to the parent host ([`WorkerSpec::report_fd`]).
+//! pipe to the parent host (`WorkerSpec::report_fd`).
 
 use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
 use anyhow::{Context as _, Result, bail};
@@ -27,7 +27,7 @@ pub const HOST_ENV: &[&str] = &["HOME", "XDG_CACHE_HOME", "WASMPROC_LOG", "WASMP
 
 /// The worker's capabilities and guest, as sent by the parent host.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WorkerSpec {
+pub(crate) struct WorkerSpec {
     /// The component to run (absolute path, granted to the parent).
     pub component: PathBuf,
     /// Its arguments after `argv[0]` (the component's file name).
@@ -47,7 +47,7 @@ pub struct WorkerSpec {
 
 /// A directory a worker holds.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WorkerDir {
+pub(crate) struct WorkerDir {
     /// The guest path, the same as in the parent.
     pub guest_path: String,
     /// The host path, for logs only.
@@ -59,9 +59,9 @@ pub struct WorkerDir {
 }
 
 /// A worker process, set up from what its parent host sent.
-pub struct Worker {
+pub struct WorkerProcess {
     /// What the parent sent.
-    pub spec: WorkerSpec,
+    spec: WorkerSpec,
     /// The worker guest's WASI context: arguments, environment, its
     /// directories as preopens and the process's stdio.
     pub wasi: WasiCtxBuilder,
@@ -87,12 +87,12 @@ fn read_frame(mut socket: &std::os::unix::net::UnixStream) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-impl Worker {
+impl WorkerProcess {
     /// Takes the channel on the inherited descriptor `channel_fd`, reads the
     /// specification from it and prepares the worker's contexts. Needs no
     /// runtime and starts no thread, so that the worker can still
     /// [`confine`] itself after building them.
-    pub fn accept(channel_fd: RawFd) -> Result<Worker> {
+    pub fn accept(channel_fd: RawFd) -> Result<WorkerProcess> {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
         let channel = std::os::unix::net::UnixStream::from(fd);
         channel.set_nonblocking(false)?;
@@ -143,12 +143,30 @@ impl Worker {
             );
             report_to_parent(&mut process, pipe)?;
         }
-        Ok(Worker {
+        Ok(WorkerProcess {
             spec,
             wasi,
             process,
             channel,
         })
+    }
+}
+
+impl WorkerProcess {
+    /// The component to run (absolute path, granted to the parent).
+    pub fn component(&self) -> &std::path::Path {
+        &self.spec.component
+    }
+
+    /// Calls `check` with a path to each directory the worker holds (its
+    /// `/proc/self/fd` link, so the very directory is checked), naming the
+    /// directory's host path on failure.
+    pub fn check_dirs(&self, check: impl Fn(&std::path::Path) -> Result<()>) -> Result<()> {
+        for dir in &self.spec.dirs {
+            check(std::path::Path::new(&format!("/proc/self/fd/{}", dir.fd)))
+                .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
+        }
+        Ok(())
     }
 }
 
