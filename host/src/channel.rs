@@ -30,7 +30,6 @@
 //! the last reactor turn, defeating the spin); the reactor is only used to
 //! sleep until the socket is readable or writable.
 
-use crate::bindings::types::ErrorCode;
 use rustix::net::{RecvFlags, SendFlags};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -226,7 +225,7 @@ impl Channel {
 
     /// Sends `message`, waiting while [`QUEUE_BYTES`] are already waiting
     /// for the socket.
-    pub async fn send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), ChannelError> {
         check_size(&message)?;
         loop {
             if self.shared.try_queue(&message)? {
@@ -236,12 +235,12 @@ impl Channel {
             self.shared
                 .flush_or_wait()
                 .await
-                .map_err(|_| ErrorCode::Closed)?;
+                .map_err(|_| ChannelError::Closed)?;
         }
     }
 
     /// Sends `message` if there is room for it now.
-    pub fn try_send(&self, message: Vec<u8>) -> Result<(), ErrorCode> {
+    pub fn try_send(&self, message: Vec<u8>) -> Result<(), ChannelError> {
         check_size(&message)?;
         if self.shared.try_queue(&message)? {
             return Ok(());
@@ -249,14 +248,12 @@ impl Channel {
         let _ = self.shared.flush_now();
         match self.shared.try_queue(&message)? {
             true => Ok(()),
-            false => Err(ErrorCode::LimitExceeded(
-                "the channel's send queue is full".into(),
-            )),
+            false => Err(ChannelError::Full),
         }
     }
 
     /// Waits for the next message; `closed` after the last one.
-    pub async fn receive(&self) -> Result<Vec<u8>, ErrorCode> {
+    pub async fn receive(&self) -> Result<Vec<u8>, ChannelError> {
         let shared = &self.shared;
         shared.receiving();
         if let Some(message) = shared.next()? {
@@ -285,7 +282,7 @@ impl Channel {
     }
 
     /// The next message if one is here; `closed` after the last one.
-    pub fn try_receive(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
+    pub fn try_receive(&self) -> Result<Option<Vec<u8>>, ChannelError> {
         self.shared.receiving();
         let message = self.shared.next()?;
         if message.is_none() {
@@ -335,14 +332,14 @@ impl Shared {
     /// no message waiting to be taken, is written at once; one in a run of
     /// sends, or a reply while more messages wait, stays in the buffer for
     /// one `write` with the others.
-    fn try_queue(&self, message: &[u8]) -> Result<bool, ErrorCode> {
+    fn try_queue(&self, message: &[u8]) -> Result<bool, ChannelError> {
         let mut outbox = self.outbox();
         let (closed, waiting) = {
             let inbox = self.inbox();
             (inbox.closed, inbox.decoder.has_message())
         };
         if outbox.broken || outbox.closing || closed {
-            return Err(ErrorCode::Closed);
+            return Err(ChannelError::Closed);
         }
         let pending = outbox.pending();
         if pending > 0 && pending + 4 + message.len() > QUEUE_BYTES {
@@ -352,7 +349,8 @@ impl Shared {
         outbox.after_send = true;
         encode(message, &mut outbox.bytes);
         let flushed = if at_once || outbox.pending() >= FLUSH_AT {
-            self.write_out(&mut outbox).map_err(|_| ErrorCode::Closed)?
+            self.write_out(&mut outbox)
+                .map_err(|_| ChannelError::Closed)?
         } else {
             false
         };
@@ -402,19 +400,19 @@ impl Shared {
     /// The next whole message, reading the socket (without waiting) if none
     /// is decoded yet; `closed` once the peer is gone and every message it
     /// sent was taken.
-    fn next(&self) -> Result<Option<Vec<u8>>, ErrorCode> {
+    fn next(&self) -> Result<Option<Vec<u8>>, ChannelError> {
         let mut inbox = self.inbox();
         if !inbox.decoder.has_message() {
             self.fill(&mut inbox);
         }
         match inbox.decoder.next_message() {
             Ok(Some(message)) => Ok(Some(message)),
-            Ok(None) if inbox.closed => Err(ErrorCode::Closed),
+            Ok(None) if inbox.closed => Err(ChannelError::Closed),
             Ok(None) => Ok(None),
             Err(e) => {
                 tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
                 inbox.closed = true;
-                Err(ErrorCode::Closed)
+                Err(ChannelError::Closed)
             }
         }
     }
@@ -482,15 +480,40 @@ async fn flush_in_background(shared: Arc<Shared>) {
     }
 }
 
-fn check_size(message: &[u8]) -> Result<(), ErrorCode> {
+fn check_size(message: &[u8]) -> Result<(), ChannelError> {
     if message.len() > MAX_MESSAGE {
-        return Err(ErrorCode::LimitExceeded(format!(
-            "message of {} bytes is above the limit of {MAX_MESSAGE} bytes",
-            message.len()
-        )));
+        return Err(ChannelError::TooLarge(message.len()));
     }
     Ok(())
 }
+
+/// Why a channel operation failed. The `wasmproc:process` interfaces turn
+/// it into an `error-code` (`closed`, `limit-exceeded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelError {
+    /// The peer closed its end (after its last message), or the channel
+    /// broke.
+    Closed,
+    /// A message of this many bytes is over [`MAX_MESSAGE`].
+    TooLarge(usize),
+    /// `try_send` found no room.
+    Full,
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::Closed => f.write_str("the channel is closed"),
+            ChannelError::TooLarge(n) => write!(
+                f,
+                "message of {n} bytes is above the limit of {MAX_MESSAGE} bytes"
+            ),
+            ChannelError::Full => f.write_str("the channel's send queue is full"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
 
 /// Ready when a channel's `receive` would not block.
 pub(crate) struct Readiness(Arc<Shared>);

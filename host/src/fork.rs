@@ -66,6 +66,17 @@ impl Pollable for Worker {
     }
 }
 
+impl From<crate::channel::ChannelError> for ErrorCode {
+    /// The guest's error for a channel's: `closed`, or `limit-exceeded`
+    /// with the reason.
+    fn from(err: crate::channel::ChannelError) -> ErrorCode {
+        match err {
+            crate::channel::ChannelError::Closed => ErrorCode::Closed,
+            other => ErrorCode::LimitExceeded(other.to_string()),
+        }
+    }
+}
+
 impl ProcessCtx {
     /// The worker specification for `options`, with the directories opened,
     /// if every capability asked for is one this guest holds.
@@ -306,7 +317,7 @@ impl Host for ProcessCtxView<'_> {
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
         channel.set_spin(ctx.policy.channel_spin);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
-        channel.try_send(spec)?;
+        channel.try_send(spec).map_err(ErrorCode::from)?;
         self.table
             .push(Worker {
                 channel,
@@ -343,7 +354,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
-        Ok(self.worker(&worker)?.channel.send(message).await?)
+        Ok((self.worker(&worker)?.channel.send(message).await).map_err(ErrorCode::from)?)
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
@@ -351,14 +362,14 @@ impl HostWorker for ProcessCtxView<'_> {
         let message = worker.channel.receive().await;
         // What the worker reported before it sent this comes first.
         worker.drain_reports();
-        Ok(message?)
+        Ok(message.map_err(ErrorCode::from)?)
     }
 
     fn try_receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
         let worker = self.worker(&worker)?;
         let message = worker.channel.try_receive();
         worker.drain_reports();
-        Ok(message?)
+        Ok(message.map_err(ErrorCode::from)?)
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
@@ -420,15 +431,15 @@ impl ProcessCtxView<'_> {
 
 impl parent::Host for ProcessCtxView<'_> {
     async fn send(&mut self, message: Vec<u8>) -> ProcessResult<()> {
-        Ok(self.parent()?.send(message).await?)
+        Ok((self.parent()?.send(message).await).map_err(ErrorCode::from)?)
     }
 
     async fn receive(&mut self) -> ProcessResult<Vec<u8>> {
-        Ok(self.parent()?.receive().await?)
+        Ok((self.parent()?.receive().await).map_err(ErrorCode::from)?)
     }
 
     fn try_receive(&mut self) -> ProcessResult<Option<Vec<u8>>> {
-        Ok(self.parent()?.try_receive()?)
+        Ok((self.parent()?.try_receive()).map_err(ErrorCode::from)?)
     }
 
     /// Ready when `receive` would not block; for a component that was not
