@@ -93,7 +93,13 @@ impl ProcessCtx {
             check_env_pair(name, value)?;
         }
         let programs = (options.programs.iter())
-            .map(|p| Ok(self.find_program(p)?.clone()))
+            .map(|p| {
+                Ok(self
+                    .policy
+                    .find_program(p)
+                    .map_err(|d| self.deny(d))?
+                    .clone())
+            })
             .collect::<Result<Vec<_>, ErrorCode>>()?;
         let shell = match (options.shell, &self.policy.shell) {
             (false, _) => None,
@@ -118,7 +124,8 @@ impl ProcessCtx {
             opened.push(dir);
         }
         let (limits, lent) = self.narrow_limits(&options.limits)?;
-        let child_id = (self.check_user(options.uid, options.gid)?).unwrap_or(self.policy.child_id);
+        let asked = (self.policy.check_user(options.uid, options.gid)).map_err(|d| self.deny(d))?;
+        let child_id = asked.unwrap_or(self.policy.child_id);
         // The parent's policy, narrowed: everything not named here is the
         // parent's own setting, passed on as it is.
         let policy = Policy {
@@ -238,12 +245,14 @@ impl ProcessCtx {
     /// Opens directory `path` to pass on, if this guest holds it (and holds
     /// it writable unless `read_only`).
     fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), ErrorCode> {
-        let (grant, rest, dir) = self.open_granted_dir(
+        let (grant, rest, dir) = crate::policy::open_granted_dir(
+            &self.dirs,
             path,
             "directory",
             || Denial::ForkDir(path.to_owned()),
             |_| Denial::ForkDir(path.to_owned()),
-        )?;
+        )
+        .map_err(|r| self.refuse(r))?;
         if grant.access == DirAccess::ReadOnly && !read_only {
             return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
         }
@@ -260,7 +269,10 @@ impl Host for ProcessCtxView<'_> {
     ) -> ProcessResult<Resource<Worker>> {
         let ctx = &mut *self.ctx;
         no_nul("the component name", &component)?;
-        let path = ctx.find_fork(&component)?.path.clone();
+        let path = (ctx.policy.find_fork(&component))
+            .map_err(|d| ctx.deny(d))?
+            .path
+            .clone();
         let Some(executable) = ctx.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),

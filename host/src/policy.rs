@@ -4,9 +4,9 @@
 //! either refuses it with an [`ErrorCode`] naming the problem or turns it into
 //! a [`Prepared`] command that names only granted things.
 
-use crate::ProcessCtx;
 use crate::bindings::types::ErrorCode;
 use crate::ctx::DirAccess;
+use crate::{Policy, ProcessCtx};
 use anyhow::{Result, bail};
 use cap_std::fs::Dir;
 use std::ffi::OsStr;
@@ -438,31 +438,52 @@ impl<'a> Request<'a> {
     }
 }
 
-impl ProcessCtx {
-    /// Checks `req` against the policy and resolves it to a [`Prepared`]
-    /// command, or says why not (reporting denials).
-    pub(crate) fn prepare(&self, req: &Request<'_>) -> Result<Prepared, ErrorCode> {
-        self.check_strings(req)?;
+/// Why a request was refused: a denial of the policy (which the context
+/// reports to the operator), or input no policy could accept.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The policy does not grant it.
+    Denied(Denial),
+    /// Bad input or a failure (the guest's `error-code` as it is).
+    Invalid(ErrorCode),
+}
+
+impl From<Denial> for Refusal {
+    fn from(denial: Denial) -> Self {
+        Refusal::Denied(denial)
+    }
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Self {
+        Refusal::Invalid(code)
+    }
+}
+
+impl Policy {
+    /// Checks `req` against the grants and resolves it to a [`Prepared`]
+    /// command, or says why not. Nothing happens but the opening of its
+    /// working directory in `dirs` (the granted directories, held open by
+    /// the context).
+    pub(crate) fn check(&self, dirs: &[DirGrant], req: &Request<'_>) -> Result<Prepared, Refusal> {
+        check_strings(req)?;
         let (grant, args) = match req.run {
             Run::Shell(command) => {
-                let shell = self
-                    .policy
-                    .shell
-                    .as_ref()
-                    .ok_or_else(|| self.deny(Denial::Shell))?;
+                let shell = self.shell.as_ref().ok_or(Denial::Shell)?;
                 (shell, vec!["-c".to_owned(), command.to_owned()])
             }
             Run::Program(program, args) => (self.find_program(program)?, args.to_vec()),
         };
         if !grant.pin_holds() {
-            return Err(self.deny(Denial::PinMismatch(grant.name.clone())));
+            return Err(Denial::PinMismatch(grant.name.clone()).into());
         }
         if !grant.path.exists() {
             return Err(ErrorCode::NotFound(format!(
                 "granted program `{}` ({}) no longer exists",
                 grant.name,
                 grant.path.display()
-            )));
+            ))
+            .into());
         }
         let env = self.check_env(req.env)?;
         let arg_bytes = [grant.path.as_os_str().len(), grant.name.len()]
@@ -471,17 +492,18 @@ impl ProcessCtx {
             .chain(env.iter().map(|(k, v)| k.len() + 1 + v.len()))
             .map(|n| n + 1)
             .sum::<usize>();
-        if arg_bytes > self.policy.limits.max_arg_bytes {
-            return Err(self.deny(Denial::Limit {
+        if arg_bytes > self.limits.max_arg_bytes {
+            return Err(Denial::Limit {
                 limit: "max_arg_bytes",
                 message: format!(
                     "arguments and environment take {arg_bytes} bytes, more than the limit of {}",
-                    self.policy.limits.max_arg_bytes
+                    self.limits.max_arg_bytes
                 ),
-            }));
+            }
+            .into());
         }
         let identity = self.check_user(req.uid, req.gid)?;
-        let (cwd, cwd_host) = self.open_cwd(req.cwd)?;
+        let (cwd, cwd_host) = open_cwd(dirs, req.cwd)?;
         Ok(Prepared {
             program: grant.path.clone(),
             real_program: grant.real_path.clone(),
@@ -497,77 +519,51 @@ impl ProcessCtx {
         })
     }
 
-    /// Reports `denial` and turns it into the guest's error.
-    pub(crate) fn deny(&self, denial: Denial) -> ErrorCode {
-        self.report(&denial);
-        denial.to_error_code()
-    }
-
-    /// Refuses NUL bytes and empty names in every guest string.
-    fn check_strings(&self, req: &Request<'_>) -> Result<(), ErrorCode> {
-        match req.run {
-            Run::Shell(c) => no_nul("the command", c)?,
-            Run::Program("", _) => {
-                return Err(ErrorCode::InvalidArgument(
-                    "the program name is empty".into(),
-                ));
-            }
-            Run::Program(p, args) => {
-                no_nul("the program name", p)?;
-                for (i, arg) in args.iter().enumerate() {
-                    no_nul(format_args!("argument {} ({arg:?})", i + 1), arg)?;
-                }
-            }
-        }
-        if let Some(cwd) = req.cwd {
-            no_nul("the working directory", cwd)?;
-        }
-        Ok(())
-    }
-
-    /// The user and group a child asked to run as, if the host granted
-    /// them (its child user, or an id allowed with `allow_uid`/`allow_gid`);
-    /// `None` when nothing was asked.
+    /// The user and group a child asked to run as, if granted (the child
+    /// user, or an id allowed with `allow_uid`/`allow_gid`); `None` when
+    /// nothing was asked.
     pub(crate) fn check_user(
         &self,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Result<Option<(u32, u32)>, ErrorCode> {
+    ) -> Result<Option<(u32, u32)>, Denial> {
         if uid.is_none() && gid.is_none() {
             return Ok(None);
         }
         let (uid, gid) = (
-            uid.unwrap_or(self.policy.child_id.0),
-            gid.unwrap_or(self.policy.child_id.1),
+            uid.unwrap_or(self.child_id.0),
+            gid.unwrap_or(self.child_id.1),
         );
-        if uid != self.policy.child_id.0 && !self.policy.allowed_uids.contains(&uid) {
-            return Err(self.deny(Denial::Uid(uid)));
+        if uid != self.child_id.0 && !self.allowed_uids.contains(&uid) {
+            return Err(Denial::Uid(uid));
         }
-        if gid != self.policy.child_id.1 && !self.policy.allowed_gids.contains(&gid) {
-            return Err(self.deny(Denial::Gid(gid)));
+        if gid != self.child_id.1 && !self.allowed_gids.contains(&gid) {
+            return Err(Denial::Gid(gid));
         }
         Ok(Some((uid, gid)))
     }
 
-    pub(crate) fn find_program(&self, program: &str) -> Result<&ProgramGrant, ErrorCode> {
-        find(&self.policy.programs, program)
-            .ok_or_else(|| self.deny(Denial::Program(program.to_owned())))
+    /// The program grant the guest names `program`.
+    pub(crate) fn find_program(&self, program: &str) -> Result<&ProgramGrant, Denial> {
+        find(&self.programs, program).ok_or_else(|| Denial::Program(program.to_owned()))
     }
 
-    pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, ErrorCode> {
-        find(&self.policy.forks, component)
-            .ok_or_else(|| self.deny(Denial::ForkComponent(component.to_owned())))
+    /// The component grant the guest names `component`.
+    pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, Denial> {
+        find(&self.forks, component).ok_or_else(|| Denial::ForkComponent(component.to_owned()))
     }
 
-    fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, ErrorCode> {
+    /// The environment of a child: allowed names only, the last value of a
+    /// name winning.
+    fn check_env(&self, env: &[(String, String)]) -> Result<Vec<(String, String)>, Refusal> {
         let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
         for (name, value) in env {
             check_env_pair(name, value)?;
-            if !self.policy.allowed_env.contains(name) {
-                return Err(self.deny(Denial::EnvName(name.clone())));
+            if !self.allowed_env.contains(name) {
+                return Err(Denial::EnvName(name.clone()).into());
             }
-            if is_injection_env(name) && !self.policy.injection_env.contains(name) {
-                return Err(self.deny(Denial::InjectionEnv(name.clone())));
+            if is_injection_env(name) && !self.injection_env.contains(name) {
+                return Err(Denial::InjectionEnv(name.clone()).into());
             }
             // A later value for the same name wins, as in a shell.
             out.retain(|(n, _)| n != name);
@@ -575,91 +571,140 @@ impl ProcessCtx {
         }
         Ok(out)
     }
+}
 
-    /// The granted directory `path` (a guest path) is in, the rest of the
-    /// path below it, and the directory opened through cap-std (which
-    /// refuses `..` and symlinks that lead out of the grant with
-    /// `PermissionDenied`). `None` when `path` is in no granted directory.
-    pub(crate) fn locate_dir(&self, path: &str) -> Option<(&DirGrant, PathBuf, io::Result<Dir>)> {
-        let path = Path::new(path);
-        // The granted directory whose guest path is the longest prefix of
-        // `path`; a relative `path` that matches none is relative to the first.
-        let matched = (self.dirs.iter())
-            .filter_map(|d| path.strip_prefix(&d.guest_path).ok().map(|rest| (d, rest)))
-            .max_by_key(|(d, _)| d.guest_path.components().count());
-        let (grant, rest) = match matched {
-            Some(m) => m,
-            None if path.is_relative() && !self.dirs.is_empty() => (&self.dirs[0], path),
-            None => return None,
-        };
-        let rest: PathBuf = (rest.components())
-            .filter(|c| *c != Component::CurDir)
-            .collect();
-        let opened = if rest.as_os_str().is_empty() {
-            grant.dir.try_clone()
-        } else {
-            grant.dir.open_dir(&rest)
-        };
-        Some((grant, rest, opened))
-    }
-
-    /// Opens the guest's working directory inside a granted directory.
-    fn open_cwd(&self, cwd: Option<&str>) -> Result<(Option<Dir>, PathBuf), ErrorCode> {
-        let Some(cwd) = cwd else {
-            return match self.dirs.first() {
-                Some(d) => {
-                    let dir = d.dir.try_clone().map_err(|e| {
-                        ErrorCode::from_io(format_args!("opening {}", d.guest_path.display()), &e)
-                    })?;
-                    Ok((Some(dir), d.host_path.clone()))
-                }
-                None => Ok((None, PathBuf::from("/"))),
-            };
-        };
-        let (grant, rest, dir) = self.open_granted_dir(
-            cwd,
-            "working directory",
-            || Denial::Cwd(cwd.to_owned()),
-            |grant| Denial::CwdEscape {
-                cwd: cwd.to_owned(),
-                granted: grant.guest_path.display().to_string(),
-            },
-        )?;
-        Ok((Some(dir), grant.host_path_of(&rest)))
-    }
-
-    /// The directory `path` (a guest path) opened inside the granted
-    /// directory it is in, with the grant and the rest of the path; or the
-    /// guest's error: the denial `outside` when it is in no grant,
-    /// `escape` when `..` or symlinks lead out of its grant, else what is
-    /// wrong with it (missing, not a directory), naming it as `what`.
-    pub(crate) fn open_granted_dir(
-        &self,
-        path: &str,
-        what: &str,
-        outside: impl FnOnce() -> Denial,
-        escape: impl FnOnce(&DirGrant) -> Denial,
-    ) -> Result<(&DirGrant, PathBuf, Dir), ErrorCode> {
-        no_nul(what, path)?;
-        let Some((grant, rest, opened)) = self.locate_dir(path) else {
-            return Err(self.deny(outside()));
-        };
-        match opened {
-            Ok(dir) => Ok((grant, rest, dir)),
-            // cap-std refuses `..` and symlinks that lead out of the grant.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(self.deny(escape(grant))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
-                "{what} `{path}` does not exist in {}",
-                grant.guest_path.display()
-            ))),
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(ErrorCode::InvalidArgument(
-                format!("{what} `{path}` is not a directory"),
-            )),
-            Err(e) => Err(ErrorCode::from_io(
-                format_args!("opening {what} `{path}`"),
-                &e,
-            )),
+/// Refuses NUL bytes and empty names in every guest string.
+fn check_strings(req: &Request<'_>) -> Result<(), ErrorCode> {
+    match req.run {
+        Run::Shell(c) => no_nul("the command", c)?,
+        Run::Program("", _) => {
+            return Err(ErrorCode::InvalidArgument(
+                "the program name is empty".into(),
+            ));
         }
+        Run::Program(p, args) => {
+            no_nul("the program name", p)?;
+            for (i, arg) in args.iter().enumerate() {
+                no_nul(format_args!("argument {} ({arg:?})", i + 1), arg)?;
+            }
+        }
+    }
+    if let Some(cwd) = req.cwd {
+        no_nul("the working directory", cwd)?;
+    }
+    Ok(())
+}
+
+/// The granted directory of `dirs` that `path` (a guest path) is in, the
+/// rest of the path below it, and the directory opened through cap-std
+/// (which refuses `..` and symlinks that lead out of the grant with
+/// `PermissionDenied`). `None` when `path` is in no granted directory.
+fn locate_dir<'a>(
+    dirs: &'a [DirGrant],
+    path: &str,
+) -> Option<(&'a DirGrant, PathBuf, io::Result<Dir>)> {
+    let path = Path::new(path);
+    // The granted directory whose guest path is the longest prefix of
+    // `path`; a relative `path` that matches none is relative to the first.
+    let matched = (dirs.iter())
+        .filter_map(|d| path.strip_prefix(&d.guest_path).ok().map(|rest| (d, rest)))
+        .max_by_key(|(d, _)| d.guest_path.components().count());
+    let (grant, rest) = match matched {
+        Some(m) => m,
+        None if path.is_relative() && !dirs.is_empty() => (&dirs[0], path),
+        None => return None,
+    };
+    let rest: PathBuf = (rest.components())
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    let opened = if rest.as_os_str().is_empty() {
+        grant.dir.try_clone()
+    } else {
+        grant.dir.open_dir(&rest)
+    };
+    Some((grant, rest, opened))
+}
+
+/// Opens the guest's working directory inside a granted directory (the
+/// first one when none is asked for; `/` without any).
+fn open_cwd(dirs: &[DirGrant], cwd: Option<&str>) -> Result<(Option<Dir>, PathBuf), Refusal> {
+    let Some(cwd) = cwd else {
+        return match dirs.first() {
+            Some(d) => {
+                let dir = d.dir.try_clone().map_err(|e| {
+                    ErrorCode::from_io(format_args!("opening {}", d.guest_path.display()), &e)
+                })?;
+                Ok((Some(dir), d.host_path.clone()))
+            }
+            None => Ok((None, PathBuf::from("/"))),
+        };
+    };
+    let (grant, rest, dir) = open_granted_dir(
+        dirs,
+        cwd,
+        "working directory",
+        || Denial::Cwd(cwd.to_owned()),
+        |grant| Denial::CwdEscape {
+            cwd: cwd.to_owned(),
+            granted: grant.guest_path.display().to_string(),
+        },
+    )?;
+    Ok((Some(dir), grant.host_path_of(&rest)))
+}
+
+/// The directory `path` (a guest path) opened inside the granted directory
+/// of `dirs` it is in, with the grant and the rest of the path; or why not:
+/// the denial `outside` when it is in no grant, `escape` when `..` or
+/// symlinks lead out of its grant, else what is wrong with it (missing, not
+/// a directory), naming it as `what`.
+pub(crate) fn open_granted_dir<'a>(
+    dirs: &'a [DirGrant],
+    path: &str,
+    what: &str,
+    outside: impl FnOnce() -> Denial,
+    escape: impl FnOnce(&DirGrant) -> Denial,
+) -> Result<(&'a DirGrant, PathBuf, Dir), Refusal> {
+    no_nul(what, path)?;
+    let Some((grant, rest, opened)) = locate_dir(dirs, path) else {
+        return Err(outside().into());
+    };
+    match opened {
+        Ok(dir) => Ok((grant, rest, dir)),
+        // cap-std refuses `..` and symlinks that lead out of the grant.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(escape(grant).into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ErrorCode::NotFound(format!(
+            "{what} `{path}` does not exist in {}",
+            grant.guest_path.display()
+        ))
+        .into()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(ErrorCode::InvalidArgument(format!("{what} `{path}` is not a directory")).into())
+        }
+        Err(e) => Err(ErrorCode::from_io(format_args!("opening {what} `{path}`"), &e).into()),
+    }
+}
+
+impl ProcessCtx {
+    /// Checks `req` against the policy ([`Policy::check`]), reporting a
+    /// denial; the guest's error if refused.
+    pub(crate) fn prepare(&self, req: &Request<'_>) -> Result<Prepared, ErrorCode> {
+        self.policy
+            .check(&self.dirs, req)
+            .map_err(|r| self.refuse(r))
+    }
+
+    /// The guest's error for `refusal`, reporting a denial first.
+    pub(crate) fn refuse(&self, refusal: Refusal) -> ErrorCode {
+        match refusal {
+            Refusal::Denied(denial) => self.deny(denial),
+            Refusal::Invalid(code) => code,
+        }
+    }
+
+    /// Reports `denial` and turns it into the guest's error.
+    pub(crate) fn deny(&self, denial: Denial) -> ErrorCode {
+        self.report(&denial);
+        denial.to_error_code()
     }
 }
 
@@ -733,6 +778,24 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn a_policy_checks_without_a_context() {
+        // The policy alone, as data (a worker's or a remote agent's), checks
+        // a request; a denial comes back as such, unreported.
+        let mut b = shell();
+        b.allow_env("LANG").unwrap();
+        let policy: Policy =
+            serde_json::from_str(&serde_json::to_string(ctx(&mut b).policy()).unwrap()).unwrap();
+        let req = Request::new(Run::Shell("true"), &None, &[]);
+        assert_eq!(policy.check(&[], &req).unwrap().args, ["-c", "true"]);
+        let home = env(&[("HOME", "/")]);
+        let req = Request::new(Run::Shell("true"), &None, &home);
+        assert!(matches!(
+            policy.check(&[], &req),
+            Err(Refusal::Denied(Denial::EnvName(n))) if n == "HOME"
+        ));
     }
 
     #[test]
@@ -871,16 +934,16 @@ mod tests {
         let mut b = shell();
         b.child_user(2000, 3000).allow_uid(1234);
         let ctx = ctx(&mut b);
-        assert_eq!(ctx.check_user(None, None).unwrap(), None);
+        assert_eq!(ctx.policy.check_user(None, None).unwrap(), None);
         assert_eq!(
-            ctx.check_user(Some(1234), None).unwrap(),
+            ctx.policy.check_user(Some(1234), None).unwrap(),
             Some((1234, 3000))
         );
         assert_eq!(
-            ctx.check_user(Some(2000), Some(3000)).unwrap(),
+            ctx.policy.check_user(Some(2000), Some(3000)).unwrap(),
             Some((2000, 3000))
         );
-        assert!(ctx.check_user(Some(0), None).is_err());
-        assert!(ctx.check_user(None, Some(1234)).is_err());
+        assert!(ctx.policy.check_user(Some(0), None).is_err());
+        assert!(ctx.policy.check_user(None, Some(1234)).is_err());
     }
 }
