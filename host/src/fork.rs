@@ -13,7 +13,7 @@ use crate::bindings::parent;
 use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
 use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
-use crate::policy::{Denial, Lent, Prepared, check_env_pair, no_nul};
+use crate::policy::{Denial, Lent, Prepared, Refusal, check_env_pair, no_nul};
 use crate::spawn::Child;
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
@@ -66,68 +66,44 @@ impl Pollable for Worker {
     }
 }
 
-impl From<crate::channel::ChannelError> for ErrorCode {
-    /// The guest's error for a channel's: `closed`, or `limit-exceeded`
-    /// with the reason.
-    fn from(err: crate::channel::ChannelError) -> ErrorCode {
-        match err {
-            crate::channel::ChannelError::Closed => ErrorCode::Closed,
-            other => ErrorCode::LimitExceeded(other.to_string()),
-        }
-    }
+/// What a guest has free of its budgets when it forks, not counting the
+/// worker's own slot and spawn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Free {
+    /// Live-children slots.
+    pub live: usize,
+    /// Total spawns (`None`: no limit).
+    pub spawns: Option<u64>,
 }
 
-impl ProcessCtx {
-    /// The worker specification for `options`, with the directories opened,
-    /// if every capability asked for is one this guest holds.
-    fn narrow(
+impl Policy {
+    /// The policy of a worker forked with `options`: this one, narrowed to
+    /// the programs, shell and environment names it passes on (each one
+    /// this policy grants), with lower limits and budgets lent out of
+    /// `free`, and no forks; every other setting as it is. Also what the
+    /// worker is lent. (The worker's directories are opened by the context,
+    /// which holds them.)
+    pub(crate) fn narrow(
         &self,
-        component: PathBuf,
-        args: Vec<String>,
         options: &ForkOptions,
-    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
-        for arg in &args {
-            no_nul("an argument", arg)?;
-        }
+        free: Free,
+    ) -> Result<(Policy, Lent), Refusal> {
         for (name, value) in &options.env {
             check_env_pair(name, value)?;
         }
         let programs = (options.programs.iter())
-            .map(|p| {
-                Ok(self
-                    .policy
-                    .find_program(p)
-                    .map_err(|d| self.deny(d))?
-                    .clone())
-            })
-            .collect::<Result<Vec<_>, ErrorCode>>()?;
-        let shell = match (options.shell, &self.policy.shell) {
+            .map(|p| Ok(self.find_program(p)?.clone()))
+            .collect::<Result<Vec<_>, Denial>>()?;
+        let shell = match (options.shell, &self.shell) {
             (false, _) => None,
             (true, Some(shell)) => Some(shell.clone()),
-            (true, None) => return Err(self.deny(Denial::Shell)),
+            (true, None) => return Err(Denial::Shell.into()),
         };
-        for name in &options.allow_env {
-            if !self.policy.allowed_env.contains(name) {
-                return Err(self.deny(Denial::EnvName(name.clone())));
-            }
+        if let Some(name) = (options.allow_env.iter()).find(|n| !self.allowed_env.contains(*n)) {
+            return Err(Denial::EnvName(name.clone()).into());
         }
-        let mut opened = Vec::new();
-        let mut dirs = Vec::new();
-        for ForkDir { path, read_only } in &options.dirs {
-            let (dir, host_path) = self.narrow_dir(path, *read_only)?;
-            dirs.push(WorkerDir {
-                guest_path: path.clone(),
-                host_path,
-                fd: dir.as_fd().as_raw_fd(),
-                read_only: *read_only,
-            });
-            opened.push(dir);
-        }
-        let (limits, lent) = self.narrow_limits(&options.limits)?;
-        let asked = (self.policy.check_user(options.uid, options.gid)).map_err(|d| self.deny(d))?;
-        let child_id = asked.unwrap_or(self.policy.child_id);
-        // The parent's policy, narrowed: everything not named here is the
-        // parent's own setting, passed on as it is.
+        let (limits, lent) = self.narrow_limits(&options.limits, free)?;
+        let child_id = (self.check_user(options.uid, options.gid)?).unwrap_or(self.child_id);
         let policy = Policy {
             programs,
             shell,
@@ -135,25 +111,14 @@ impl ProcessCtx {
             forks: Vec::new(),
             allowed_env: options.allow_env.iter().cloned().collect(),
             injection_env: (options.allow_env.iter())
-                .filter(|n| self.policy.injection_env.contains(*n))
+                .filter(|n| self.injection_env.contains(*n))
                 .cloned()
                 .collect(),
             limits,
             child_id,
-            // A worker never confines its children less than its parent.
-            require_confinement: self.policy.require_confinement
-                || self.confinement() == crate::bindings::types::Confinement::Full,
-            ..self.policy.clone()
+            ..self.clone()
         };
-        let spec = WorkerSpec {
-            component,
-            args,
-            env: options.env.clone(),
-            dirs,
-            policy,
-            report_fd: None,
-        };
-        Ok((spec, opened, lent))
+        Ok((policy, lent))
     }
 
     /// This guest's limits, lowered as `asked`, if nothing asked for is
@@ -162,25 +127,18 @@ impl ProcessCtx {
     /// of what this guest has free (not counting the worker itself), so
     /// the whole tree stays within this guest's limits. Not asked, a worker
     /// gets half of what is free.
-    fn narrow_limits(&self, asked: &WorkerLimits) -> Result<(Limits, Lent), ErrorCode> {
-        let mut limits = self.policy.limits.clone();
-        let in_use = self
-            .live_children
-            .load(std::sync::atomic::Ordering::Acquire);
-        let free_live = (limits.max_live_children).saturating_sub(in_use + 1);
-        let free_spawns =
-            (limits.max_total_spawns).map(|max| max.saturating_sub(self.total_spawns + 1));
-        let lend = |name: &'static str, free: u64, asked: Option<u64>| {
-            match asked {
-            Some(asked) if asked > free => Err(self.deny(Denial::ForkLimit {
+    fn narrow_limits(&self, asked: &WorkerLimits, free: Free) -> Result<(Limits, Lent), Denial> {
+        let mut limits = self.limits.clone();
+        let (free_live, free_spawns) = (free.live, free.spawns);
+        let lend = |name: &'static str, free: u64, asked: Option<u64>| match asked {
+            Some(asked) if asked > free => Err(Denial::ForkLimit {
                 limit: name,
                 message: format!(
                     "worker limit {name} of {asked} is more than this guest has free ({free}: its own limit, less what its children and other workers hold, less the worker itself)"
                 ),
-            })),
+            }),
             Some(asked) => Ok(asked),
             None => Ok(free / 2),
-        }
         };
         let live = lend(
             "max-live-children",
@@ -207,17 +165,17 @@ impl ProcessCtx {
         &self,
         mut limits: Limits,
         asked: &WorkerLimits,
-    ) -> Result<Limits, ErrorCode> {
+    ) -> Result<Limits, Denial> {
         // `mine`: this guest's value (`None`: no limit).
         let lower = |name: &'static str, mine: Option<u64>, asked: Option<u64>| match (mine, asked)
         {
             (_, None) => Ok(mine),
-            (Some(mine), Some(asked)) if asked > mine => Err(self.deny(Denial::ForkLimit {
+            (Some(mine), Some(asked)) if asked > mine => Err(Denial::ForkLimit {
                 limit: name,
                 message: format!(
                     "worker limit {name} of {asked} is above this guest's own ({mine})"
                 ),
-            })),
+            }),
             (_, Some(asked)) => Ok(Some(asked)),
         };
         limits.max_buffer = (lower("max-buffer", Some(limits.max_buffer), asked.max_buffer)?)
@@ -240,6 +198,67 @@ impl ProcessCtx {
         rlimits.processes = lower("processes", rlimits.processes, asked.processes)?;
         rlimits.file_size = lower("file-size", rlimits.file_size, asked.file_size)?;
         Ok(limits)
+    }
+}
+
+impl From<crate::channel::ChannelError> for ErrorCode {
+    /// The guest's error for a channel's: `closed`, or `limit-exceeded`
+    /// with the reason.
+    fn from(err: crate::channel::ChannelError) -> ErrorCode {
+        match err {
+            crate::channel::ChannelError::Closed => ErrorCode::Closed,
+            other => ErrorCode::LimitExceeded(other.to_string()),
+        }
+    }
+}
+
+impl ProcessCtx {
+    /// The worker specification for `options`, with the directories opened,
+    /// if every capability asked for is one this guest holds (see
+    /// [`Policy::narrow`]); and what the worker is lent of this guest's
+    /// budgets.
+    fn narrow(
+        &self,
+        component: PathBuf,
+        args: Vec<String>,
+        options: &ForkOptions,
+    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
+        for arg in &args {
+            no_nul("an argument", arg)?;
+        }
+        let in_use = self
+            .live_children
+            .load(std::sync::atomic::Ordering::Acquire);
+        let free = Free {
+            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
+            spawns: (self.policy.limits.max_total_spawns)
+                .map(|max| max.saturating_sub(self.total_spawns + 1)),
+        };
+        let (mut policy, lent) = (self.policy.narrow(options, free)).map_err(|r| self.refuse(r))?;
+        // A worker never confines its children less than its parent.
+        policy.require_confinement |=
+            self.confinement() == crate::bindings::types::Confinement::Full;
+        let mut opened = Vec::new();
+        let mut dirs = Vec::new();
+        for ForkDir { path, read_only } in &options.dirs {
+            let (dir, host_path) = self.narrow_dir(path, *read_only)?;
+            dirs.push(WorkerDir {
+                guest_path: path.clone(),
+                host_path,
+                fd: dir.as_fd().as_raw_fd(),
+                read_only: *read_only,
+            });
+            opened.push(dir);
+        }
+        let spec = WorkerSpec {
+            component,
+            args,
+            env: options.env.clone(),
+            dirs,
+            policy,
+            report_fd: None,
+        };
+        Ok((spec, opened, lent))
     }
 
     /// Opens directory `path` to pass on, if this guest holds it (and holds
@@ -498,6 +517,15 @@ mod tests {
         }
     }
 
+    /// What a context with no child alive has free.
+    fn free(ctx: &ProcessCtx) -> Free {
+        let limits = &ctx.policy.limits;
+        Free {
+            live: limits.max_live_children - 1,
+            spawns: limits.max_total_spawns.map(|m| m - 1),
+        }
+    }
+
     fn ctx(max_live: usize, max_spawns: Option<u64>) -> ProcessCtx {
         ProcessCtx::builder()
             .confine(false)
@@ -513,7 +541,10 @@ mod tests {
     fn a_worker_is_lent_its_budget_out_of_what_its_parent_has_free() {
         let ctx = ctx(8, Some(100));
         // The worker takes a slot and a spawn itself: 7 and 99 are free.
-        let (worker, lent) = ctx.narrow_limits(&limits(None, None)).unwrap();
+        let (worker, lent) = ctx
+            .policy
+            .narrow_limits(&limits(None, None), free(&ctx))
+            .unwrap();
         assert_eq!(
             (worker.max_live_children, worker.max_total_spawns),
             (3, Some(49))
@@ -525,7 +556,10 @@ mod tests {
                 spawns: 49
             }
         );
-        let (worker, lent) = ctx.narrow_limits(&limits(Some(7), Some(99))).unwrap();
+        let (worker, lent) = ctx
+            .policy
+            .narrow_limits(&limits(Some(7), Some(99)), free(&ctx))
+            .unwrap();
         assert_eq!(
             (worker.max_live_children, worker.max_total_spawns),
             (7, Some(99))
@@ -537,17 +571,31 @@ mod tests {
                 spawns: 99
             }
         );
-        assert!(ctx.narrow_limits(&limits(Some(8), None)).is_err());
-        assert!(ctx.narrow_limits(&limits(None, Some(100))).is_err());
+        assert!(
+            ctx.policy
+                .narrow_limits(&limits(Some(8), None), free(&ctx))
+                .is_err()
+        );
+        assert!(
+            ctx.policy
+                .narrow_limits(&limits(None, Some(100)), free(&ctx))
+                .is_err()
+        );
     }
 
     #[test]
     fn without_a_total_limit_a_worker_has_none_unless_asked() {
         let ctx = ctx(64, None);
-        let (worker, lent) = ctx.narrow_limits(&limits(None, None)).unwrap();
+        let (worker, lent) = ctx
+            .policy
+            .narrow_limits(&limits(None, None), free(&ctx))
+            .unwrap();
         assert_eq!(worker.max_total_spawns, None);
         assert_eq!(lent.spawns, 0);
-        let (worker, _) = ctx.narrow_limits(&limits(None, Some(5))).unwrap();
+        let (worker, _) = ctx
+            .policy
+            .narrow_limits(&limits(None, Some(5)), free(&ctx))
+            .unwrap();
         assert_eq!(worker.max_total_spawns, Some(5));
     }
 
@@ -603,9 +651,9 @@ mod tests {
         let ctx = ctx(8, None);
         let mut asked = limits(None, None);
         asked.max_buffer = Some(1 << 10);
-        let (worker, _) = ctx.narrow_limits(&asked).unwrap();
+        let (worker, _) = ctx.policy.narrow_limits(&asked, free(&ctx)).unwrap();
         assert_eq!(worker.max_buffer, 1 << 10);
         asked.max_buffer = Some(u64::MAX);
-        assert!(ctx.narrow_limits(&asked).is_err());
+        assert!(ctx.policy.narrow_limits(&asked, free(&ctx)).is_err());
     }
 }
