@@ -196,12 +196,7 @@ pub(crate) fn confine_worker(
     for path in read_write {
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
     }
-    let programs: Vec<_> = process
-        .policy
-        .programs
-        .iter()
-        .chain(&process.policy.shell)
-        .collect();
+    let programs = process.policy.runnable();
     let status =
         ruleset(&process.dirs, &programs, process.policy.network, extra)?.restrict_self()?;
     Ok(match status.ruleset {

@@ -179,6 +179,13 @@ pub struct Policy {
     pub(crate) keep_caps: u64,
 }
 
+impl Policy {
+    /// Every program children may run: the granted programs and shell.
+    pub(crate) fn runnable(&self) -> Vec<&ProgramGrant> {
+        self.programs.iter().chain(&self.shell).collect()
+    }
+}
+
 impl Default for Policy {
     /// Nothing granted; the defaults [`ProcessCtxBuilder`] lists.
     fn default() -> Self {
@@ -657,12 +664,7 @@ impl ProcessCtxBuilder {
         // here: nothing a guest does later can make it fail (and lower the
         // walls). A context that cannot start confined children needs none.
         if ctx.policy.confine && ctx.policy.use_sandbox && spawns {
-            let programs: Vec<_> = ctx
-                .policy
-                .programs
-                .iter()
-                .chain(&ctx.policy.shell)
-                .collect();
+            let programs = ctx.policy.runnable();
             // A failure may be passing (memory, descriptors): try again
             // before lowering the walls.
             let build = || Sandbox::build(&ctx.dirs, &programs, ctx.policy.network);
@@ -677,12 +679,7 @@ impl ProcessCtxBuilder {
             let _ = ctx.sandbox.set(built);
         }
         if ctx.policy.confine {
-            let programs: Vec<_> = ctx
-                .policy
-                .programs
-                .iter()
-                .chain(&ctx.policy.shell)
-                .collect();
+            let programs = ctx.policy.runnable();
             ctx.confiner =
                 Confiner::new(&ctx.dirs, &programs, ctx.policy.network).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "children will run without Landlock confinement");
