@@ -4,7 +4,7 @@
 //!
 //! The cgroup is created under the host's own cgroup (`wasmproc-PID-N`),
 //! children are started in it with `clone3(CLONE_INTO_CGROUP)` (see
-//! `sys::spawn`), and dropping it writes `1` to `cgroup.kill` (Linux ≥ 5.14)
+//! `sys::clone_and_exec`), and dropping it writes `1` to `cgroup.kill` (Linux ≥ 5.14)
 //! and removes the directory once it is empty. A host killed with SIGKILL
 //! cannot clean up: the next host that makes a cgroup in the same place
 //! kills and removes the cgroups of hosts that are gone. Creating it needs write

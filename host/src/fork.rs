@@ -326,7 +326,7 @@ impl Host for ProcessCtxView<'_> {
             identity: None,
             lent,
         };
-        let child = ctx.start(
+        let child = ctx.start_child(
             "fork",
             &prepared,
             StdioKind::Null,

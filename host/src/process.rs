@@ -339,7 +339,7 @@ impl ProcessCtx {
             seccomp: &seccomp,
         };
         let walls_caps = walls.keep_caps;
-        let (child, pgid) = start(prepared, stdio, &walls)?;
+        let (child, pgid) = start_os_process(prepared, stdio, &walls)?;
         self.live_children.fetch_add(slots, Ordering::AcqRel);
         self.total_spawns += 1 + prepared.lent.spawns;
         let confinement = layers.level();
@@ -430,7 +430,7 @@ impl ProcessCtx {
     }
 }
 
-/// Everything that confines a child, as `sys::spawn` takes it.
+/// Everything that confines a child, as `sys::clone_and_exec` takes it.
 struct Walls<'a> {
     /// The working directory (in the sandbox's view, when there is one).
     cwd: Option<BorrowedFd<'a>>,
@@ -444,7 +444,7 @@ struct Walls<'a> {
 }
 
 /// Starts the OS process for `prepared`; returns it and its pid.
-fn start(
+fn start_os_process(
     prepared: &Prepared,
     stdio: [ChildIo; 3],
     walls: &Walls<'_>,
@@ -520,7 +520,7 @@ fn start(
         seccomp: walls.seccomp,
     };
     let (pid, pidfd) =
-        crate::sys::spawn(&spec).map_err(|e| spawn_error(prepared, walls.identity, &e))?;
+        crate::sys::clone_and_exec(&spec).map_err(|e| spawn_error(prepared, walls.identity, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);
     let pidfd = crate::sys::watch(pidfd, tokio::io::Interest::READABLE)
         .map_err(|e| ErrorCode::from_io("watching the child", &e))?;

@@ -146,7 +146,7 @@ impl Route {
 impl ProcessCtx {
     /// Starts `prepared` with stdio set up as asked: the common part of
     /// `spawn` and `fork`.
-    pub(crate) fn start(
+    pub(crate) fn start_child(
         &mut self,
         kind: &'static str,
         prepared: &Prepared,
@@ -234,7 +234,7 @@ impl Host for ProcessCtxView<'_> {
         let req = Request::new(Run::Program(&program, &args), &options.cwd, &options.env)
             .user(options.uid, options.gid);
         let prepared = self.ctx.prepare(&req)?;
-        let child = (self.ctx).start(
+        let child = (self.ctx).start_child(
             "spawn",
             &prepared,
             options.stdin,

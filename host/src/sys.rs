@@ -124,7 +124,7 @@ struct ChildArgs<'a> {
 ///
 /// A step that fails fails the spawn with that step's error; the child is
 /// then reaped before this returns.
-pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
+pub(crate) fn clone_and_exec(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)> {
     let null_terminated = |strings: &[CString]| -> Vec<*const c_char> {
         (strings.iter().map(|s| s.as_ptr()))
             .chain(std::iter::once(std::ptr::null()))
@@ -312,11 +312,11 @@ unsafe fn clone3_vfork(
 /// with every signal blocked: it must not allocate, lock or unwind, and
 /// only reads `arg`.
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this
+    // SAFETY: `arg` is the `ChildArgs` that `clone_and_exec` keeps alive until this
     // child has called `exec` or exited; its pointers and lengths describe
     // live arrays. Every call below is a system call wrapper (no allocation,
     // no lock), on descriptors the child's copy of the descriptor table
-    // holds: `spawn`'s caller keeps them open until `spawn` returns.
+    // holds: `clone_and_exec`'s caller keeps them open until it returns.
     unsafe {
         let args = &*arg.cast::<ChildArgs>();
         let errno = setup_child(args);
@@ -393,7 +393,7 @@ unsafe fn drop_capabilities(keep: u64) -> c_int {
     0
 }
 
-/// The steps of [`spawn`] in the child, then `exec`; returns the error
+/// The steps of [`clone_and_exec`] in the child, then `exec`; returns the error
 /// number of the step that failed.
 ///
 /// # Safety
@@ -738,7 +738,7 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
     };
     let top = stack.as_mut_ptr_range().end as usize & !15;
     let mut pidfd: c_int = -1;
-    // SAFETY: as in `spawn`: signals are blocked around `clone`; the child
+    // SAFETY: as in `clone_and_exec`: signals are blocked around `clone`; the child
     // runs `sandbox_main` on `stack` (alive until the end of this
     // function), and CLONE_VFORK suspends this thread until it exited, so
     // `args` and `spec` stay alive and unchanged while it reads them; it
