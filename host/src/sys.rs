@@ -325,72 +325,25 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     }
 }
 
-/// `struct __user_cap_header_struct` of `capget(2)`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-
-/// `struct __user_cap_data_struct` of `capget(2)`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const PR_CAP_AMBIENT: c_int = 47;
-const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
-
 /// Drops every capability not in `keep` (a bit per capability number) from
 /// this process's ambient, inheritable, permitted and effective sets, for
-/// good (see below for the bounding set); returns 0 or the error number.
-/// Only raw system calls.
-///
-/// # Safety
-/// Only from [`setup_child`].
-unsafe fn drop_capabilities(keep: u64) -> c_int {
-    let errno = || {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL)
-    };
-    // SAFETY: prctl, capget and capset with valid pointers to local values.
-    unsafe {
-        let mut header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let mut data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) < 0 {
-            return errno();
-        }
-        // The bounding set is left as it is: under no_new_privs (set
-        // before, and inherited by every descendant) `execve` never gives a
-        // process capabilities beyond its permitted set (the kernel's
-        // cap_bprm_creds_from_file), which is `keep` from here on — even for
-        // uid 0. Dropping each bounding capability would cost a system call
-        // per capability and spawn.
-        // Older kernels have no ambient set.
-        libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-        for (i, set) in data.iter_mut().enumerate() {
-            let keep = (keep >> (32 * i)) as u32;
-            set.effective &= keep;
-            set.permitted &= keep;
-            set.inheritable &= keep;
-        }
-        if libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) < 0 {
-            return errno();
-        }
-    }
-    0
+/// good (see below for the bounding set). rustix's wrappers: raw system
+/// calls, no allocation.
+fn drop_capabilities(keep: u64) -> rustix::io::Result<()> {
+    use rustix::thread::CapabilitySet;
+    let mut sets = rustix::thread::capabilities(None)?;
+    // The bounding set is left as it is: under no_new_privs (set before,
+    // and inherited by every descendant) `execve` never gives a process
+    // capabilities beyond its permitted set (the kernel's
+    // cap_bprm_creds_from_file), which is `keep` from here on — even for
+    // uid 0. Dropping each bounding capability would cost a system call per
+    // capability and spawn. Older kernels have no ambient set.
+    let _ = rustix::thread::clear_ambient_capability_set();
+    let keep = CapabilitySet::from_bits_retain(keep);
+    sets.effective &= keep;
+    sets.permitted &= keep;
+    sets.inheritable &= keep;
+    rustix::thread::set_capabilities(None, sets)
 }
 
 /// The steps of [`clone_and_exec`] in the child, then `exec`; returns the error
@@ -408,6 +361,14 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         ($call:expr) => {
             if $call < 0 {
                 return last_error();
+            }
+        };
+    }
+    // A rustix call: its error number on failure.
+    macro_rules! rusty {
+        ($call:expr) => {
+            if let Err(e) = $call {
+                return e.raw_os_error();
             }
         };
     }
@@ -429,7 +390,7 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
         }
         // A session (and process group) of its own: no controlling
         // terminal of the host's to steer.
-        check!(libc::setsid());
+        rusty!(rustix::process::setsid());
         for (target, &fd) in args.stdio.iter().enumerate() {
             let target = target as c_int;
             if fd == target {
@@ -463,20 +424,17 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
             }
         }
         if args.cwd >= 0 {
-            check!(libc::fchdir(args.cwd));
+            rusty!(rustix::process::fchdir(BorrowedFd::borrow_raw(args.cwd)));
         } else {
-            check!(libc::chdir(c"/".as_ptr()));
+            rusty!(rustix::process::chdir(c"/"));
         }
         for i in 0..args.rlimits_len {
             let (resource, limit) = *args.rlimits.add(i);
-            let limit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
+            let limit = rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
             };
-            check!(libc::setrlimit(
-                resource as libc::__rlimit_resource_t,
-                &limit
-            ));
+            rusty!(rustix::process::setrlimit(resource, limit));
         }
         if args.namespaces[1] >= 0 {
             // A session keyring of its own, so no key of the host's session
@@ -503,21 +461,14 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
             check!(libc::syscall(libc::SYS_setresuid, uid, uid, uid));
         }
         // After the id change, which resets the death signal.
-        check!(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong
-        ));
+        rusty!(rustix::process::set_parent_process_death_signal(Some(
+            rustix::process::Signal::KILL
+        )));
         if libc::getppid() != args.host {
             return libc::ESRCH;
         }
         // No setuid/setcap binary can give the child more rights.
-        check!(libc::prctl(
-            libc::PR_SET_NO_NEW_PRIVS,
-            1 as libc::c_ulong,
-            0,
-            0,
-            0
-        ));
+        rusty!(rustix::thread::set_no_new_privs(true));
         if args.landlock >= 0 {
             check!(libc::syscall(
                 libc::SYS_landlock_restrict_self,
@@ -525,10 +476,7 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 0
             ));
         }
-        let errno = drop_capabilities(args.keep_caps);
-        if errno != 0 {
-            return errno;
-        }
+        rusty!(drop_capabilities(args.keep_caps));
         for i in 0..args.seccomp_len {
             let filter = *args.seccomp.add(i);
             let program = libc::sock_fprog {
