@@ -249,6 +249,7 @@ async fn a_child_dropped_before_its_streams_leaves_them_readable_to_the_end() {
     );
     // The group was killed with the child: nothing more, then the end.
     assert_eq!(value(&run.stdout, "rest"), "\"\"");
-    assert_eq!(value(&run.stdout, "write-after"), "true");
+    // (Whether a write after that fails depends on when the killed
+    // processes let go of the pipe: not checked.)
     assert!(run.stdout.ends_with("done\n"), "{}", run.stdout);
 }
