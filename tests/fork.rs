@@ -399,3 +399,12 @@ async fn a_worker_cannot_be_lent_more_than_its_parent_has_free() {
     .await;
     assert_eq!(value(&out, "reply"), "started 3, then limit-exceeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_for_a_worker_before_reading_its_messages_does_not_deadlock() {
+    // 20 000 small messages: far more than the kernel's socket buffer holds
+    // (about 2 000 did before the host took them in while waiting).
+    let out = fork_probe(grants_fork(), &["wait-first", "20000"]).await;
+    assert_eq!(value(&out, "status"), "exited(0)");
+    assert_eq!(value(&out, "received"), "20000");
+}

@@ -56,6 +56,10 @@ pub const SPIN: Duration = Duration::from_micros(50);
 /// them to the flusher task: 64 KiB.
 const FLUSH_AT: usize = 64 << 10;
 
+/// Bytes of unread messages a channel takes in from its peer while the
+/// guest waits for the peer's exit: 16 MiB (see [`Channel::absorb`]).
+pub const ABSORB_BYTES: usize = 16 << 20;
+
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -120,6 +124,11 @@ impl FrameDecoder {
             let len = u32::from_le_bytes(*header) as usize;
             len > MAX_MESSAGE || rest.len() >= 4 + len
         })
+    }
+
+    /// Bytes held that no message was taken from yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// Whether a message was cut off (bytes left that are not a whole one).
@@ -292,6 +301,24 @@ impl Channel {
         Ok(message)
     }
 
+    /// Takes in what the peer sends while the guest waits for something
+    /// else (a worker's exit), so that a peer that must write out its
+    /// messages before it ends is not kept waiting: returns once
+    /// [`ABSORB_BYTES`] are buffered unread (then the peer waits for the
+    /// guest to read, as with any full channel), or never.
+    pub(crate) async fn absorb(&self) {
+        loop {
+            let Ok(mut ready) = self.shared.socket.readable().await else {
+                return std::future::pending().await;
+            };
+            let room = self.shared.take_in(&mut self.shared.inbox());
+            if !room {
+                return std::future::pending().await;
+            }
+            ready.clear_ready();
+        }
+    }
+
     /// A pollable value that is ready when `receive` would not block.
     pub(crate) fn readiness(&self) -> Readiness {
         Readiness(self.shared.clone())
@@ -413,6 +440,31 @@ impl Shared {
                 tracing::warn!(target: "wasmproc::channel", error = %e, "closing the channel");
                 inbox.closed = true;
                 Err(ChannelError::Closed)
+            }
+        }
+    }
+
+    /// Reads all the socket holds now into `inbox`, whole messages or
+    /// not, while fewer than [`ABSORB_BYTES`] wait there; whether there is
+    /// room for more.
+    fn take_in(&self, inbox: &mut Inbox) -> bool {
+        let Inbox {
+            decoder,
+            chunk,
+            closed,
+        } = inbox;
+        loop {
+            if *closed || decoder.buffered() >= ABSORB_BYTES {
+                return false;
+            }
+            match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
+                .map_err(io::Error::from)
+            {
+                Ok((0, _)) => *closed = true,
+                Ok((n, _)) => decoder.feed(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => *closed = true,
             }
         }
     }

@@ -62,7 +62,19 @@ impl std::fmt::Debug for Worker {
 #[wasmtime_wasi::async_trait]
 impl Pollable for Worker {
     async fn ready(&mut self) {
-        let _ = self.child.reap().await;
+        let _ = self.reap().await;
+    }
+}
+
+impl Worker {
+    /// Waits for the worker to exit, taking in its messages meanwhile (see
+    /// [`Channel::absorb`]): a worker that writes out many messages before
+    /// it ends does not wait forever for a guest that waits for its exit.
+    async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
+        tokio::select! {
+            status = self.child.reap() => status,
+            () = self.channel.absorb() => unreachable!("absorb never ends"),
+        }
     }
 }
 
@@ -420,7 +432,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<ExitStatus> {
-        Ok(self.worker(&worker)?.child.reap().await?)
+        Ok(self.worker(&worker)?.reap().await?)
     }
 
     fn kill(&mut self, worker: Resource<Worker>, signal: u8) -> ProcessResult<()> {

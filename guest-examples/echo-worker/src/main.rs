@@ -4,6 +4,7 @@
 //! ```text
 //! echo             send back every message until the channel closes
 //! take N           receive N numbered messages, checking order, then exit
+//! send N           send N numbered messages, then exit
 //! count N          send N numbered messages while receiving N, checking order
 //! then MODE        send `one`, `two`, `three`, then MODE: trap | exit3 | sleep
 //! exec PROGRAM ARGS...  run PROGRAM through exec-file; send back its stdout or error
@@ -36,6 +37,13 @@ fn main() {
             let n: u32 = arg(1).parse().unwrap();
             for i in 0..n {
                 assert_eq!(parent::receive().expect("receive"), i.to_le_bytes(), "message out of order");
+            }
+        }
+        "send" => {
+            // N small numbered messages, then exit (flushing them first).
+            let n: u64 = arg(1).parse().unwrap();
+            for i in 0..n {
+                parent::send(&i.to_le_bytes()).expect("send");
             }
         }
         "count" => {

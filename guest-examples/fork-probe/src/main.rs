@@ -203,6 +203,19 @@ fn main() {
             let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
         }
+        "wait-first" => {
+            // Waits for a worker that sends N messages before it exits,
+            // then reads them all.
+            let n: u64 = arg(1).parse().unwrap();
+            let worker = must(&["send", &n.to_string()]);
+            println!("status: {}", worker.wait().unwrap());
+            let mut received = 0u64;
+            while let Ok(m) = worker.receive() {
+                assert_eq!(m, received.to_le_bytes(), "message out of order");
+                received += 1;
+            }
+            println!("received: {received}");
+        }
         "fan" => {
             // WORKERS workers (default limits, programs: testprog), each
             // running `spawn-n N PROGRAM ARGS...`, all kept alive until
