@@ -71,10 +71,13 @@ impl Worker {
     /// [`Channel::absorb`]): a worker that writes out many messages before
     /// it ends does not wait forever for a guest that waits for its exit.
     async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
-        tokio::select! {
+        let status = tokio::select! {
             status = self.child.reap() => status,
             () = self.channel.absorb() => unreachable!("absorb never ends"),
-        }
+        };
+        // Everything it reported comes before its end.
+        self.drain_reports();
+        status
     }
 }
 
@@ -401,18 +404,11 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
-        let worker = self.worker(&worker)?;
-        let message = worker.channel.receive().await;
-        // What the worker reported before it sent this comes first.
-        worker.drain_reports();
-        Ok(message.map_err(ErrorCode::from)?)
+        Ok((self.worker(&worker)?.channel.receive().await).map_err(ErrorCode::from)?)
     }
 
     fn try_receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
-        let worker = self.worker(&worker)?;
-        let message = worker.channel.try_receive();
-        worker.drain_reports();
-        Ok(message.map_err(ErrorCode::from)?)
+        Ok((self.worker(&worker)?.channel.try_receive()).map_err(ErrorCode::from)?)
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
