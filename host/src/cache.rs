@@ -449,49 +449,47 @@ fn check_private_dir(fd: &OwnedFd, shown: &Path) -> Result<()> {
 /// writable by group or others unless sticky.
 fn trusted_ancestry(dir: &OwnedFd, shown: &Path) -> Result<Vec<Id>> {
     let euid = rustix::process::geteuid().as_raw();
-    let mut ids = Vec::new();
     let mut names = shown.ancestors();
-    let mut current = rustix::fs::openat(dir, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
-    loop {
-        let st = rustix::fs::fstat(&current)?;
+    let fd = rustix::fs::openat(dir, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    walk_up(fd, |depth, st| {
         let name = names.next().unwrap_or(Path::new("?"));
-        if !ids.is_empty() {
-            let sticky = st.st_mode & 0o1000 != 0;
-            if st.st_uid != 0 && st.st_uid != euid {
-                bail!(
-                    "the component cache {} is below {}, which belongs to uid {} (only root or \
-                     uid {euid} may own the directories above the cache)",
-                    shown.display(),
-                    name.display(),
-                    st.st_uid
-                );
-            }
-            if st.st_mode & 0o022 != 0 && !sticky {
-                bail!(
-                    "the component cache {} is below {}, which others may write to (mode {:04o}): \
-                     they could replace the cache",
-                    shown.display(),
-                    name.display(),
-                    st.st_mode & 0o7777
-                );
-            }
+        if depth == 0 {
+            return Ok(());
         }
-        let id = (st.st_dev, st.st_ino);
-        if ids.last() == Some(&id) {
-            return Ok(ids);
+        let sticky = st.st_mode & 0o1000 != 0;
+        if st.st_uid != 0 && st.st_uid != euid {
+            bail!(
+                "the component cache {} is below {}, which belongs to uid {} (only root or \
+                 uid {euid} may own the directories above the cache)",
+                shown.display(),
+                name.display(),
+                st.st_uid
+            );
         }
-        ids.push(id);
-        current = rustix::fs::openat(
-            &current,
-            "..",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-    }
+        if st.st_mode & 0o022 != 0 && !sticky {
+            bail!(
+                "the component cache {} is below {}, which others may write to (mode {:04o}): \
+                 they could replace the cache",
+                shown.display(),
+                name.display(),
+                st.st_mode & 0o7777
+            );
+        }
+        Ok(())
+    })
 }
 
 /// The identities of the directory `fd` and its ancestors, `fd` first.
-fn ancestry(fd: OwnedFd) -> rustix::io::Result<Vec<Id>> {
+fn ancestry(fd: OwnedFd) -> Result<Vec<Id>> {
+    walk_up(fd, |_, _| Ok(()))
+}
+
+/// The identities of the directory `fd` and its ancestors, `fd` first,
+/// calling `check` with each one's depth (0 for `fd`) and status.
+fn walk_up(
+    fd: OwnedFd,
+    mut check: impl FnMut(usize, &rustix::fs::Stat) -> Result<()>,
+) -> Result<Vec<Id>> {
     let mut ids: Vec<Id> = Vec::new();
     let mut current = fd;
     loop {
@@ -501,6 +499,7 @@ fn ancestry(fd: OwnedFd) -> rustix::io::Result<Vec<Id>> {
         if ids.last() == Some(&id) {
             return Ok(ids);
         }
+        check(ids.len(), &st)?;
         ids.push(id);
         current = rustix::fs::openat(
             &current,
