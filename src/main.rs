@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, Runner};
+use wasmproc_host::sandbox::DEFAULT_CHILD_ID;
 use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx};
@@ -46,7 +47,9 @@ CAPABILITY MODEL
     ipc       an IPC namespace of the guest's and a session keyring of each
               child's own;
     seccomp   no new namespaces, keys, ptrace, bpf, perf, userfaultfd,
-              io_uring, mounts, or setuid/setgid mode bits (EPERM);
+              io_uring, mounts, setuid/setgid mode bits, or socket
+              families other than unix/inet/netlink (errors the
+              child sees);
     landlock  a second wall: only the granted directories and programs and
               the system files, no TCP unless --allow-network.
   --no-sandbox drops the first five, --no-confinement all; a host without
@@ -177,9 +180,10 @@ struct RunArgs {
 
     /// The user and group ids the children of a root host run as. They must
     /// be able to enter the granted directories (and write the read-write
-    /// ones); wasmproc warns when they cannot.
-    #[arg(long, value_name = "UID[:GID]", default_value = "65534:65534", value_parser = parse_user)]
-    child_user: (u32, u32),
+    /// ones); wasmproc warns when they cannot. Default: 65534:65534
+    /// (nobody, nogroup).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    child_user: Option<(u32, u32)>,
 
     /// Let the guest ask for user id UID for a child (the `uid` option).
     #[arg(long = "allow-uid", value_name = "UID")]
@@ -446,6 +450,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
         process.audit_log(log);
     }
+    let (child_uid, child_gid) = (args.child_user).unwrap_or((DEFAULT_CHILD_ID, DEFAULT_CHILD_ID));
     process
         .limits(Limits {
             default_timeout: args.timeout,
@@ -461,7 +466,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
         .cgroup_per_child(args.cgroup_per_child)
         .allow_uid_change(args.allow_uid_change)
         .sandbox(!args.no_sandbox)
-        .child_user(args.child_user.0, args.child_user.1)
+        .child_user(child_uid, child_gid)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)

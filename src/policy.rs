@@ -180,7 +180,10 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
         args.max_children = max;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
-        args.max_wasm_memory = Some(max);
+        match args.max_wasm_memory {
+            Some(flag) if flag != max => return Err(conflict("limits.max_wasm_memory")),
+            _ => args.max_wasm_memory = Some(max),
+        }
     }
     args.rlimits.extend(
         policy
@@ -206,7 +209,10 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     if let Some(user) = c.child_user {
         let user = crate::parse_user(&user)
             .map_err(|e| anyhow::anyhow!("{}: confinement.child_user: {e}", path.display()))?;
-        args.child_user = user;
+        match args.child_user {
+            Some(flag) if flag != user => return Err(conflict("confinement.child_user")),
+            _ => args.child_user = Some(user),
+        }
     }
     args.allow_uids.extend(c.allow_uids);
     args.allow_gids.extend(c.allow_gids);

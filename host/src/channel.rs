@@ -145,6 +145,21 @@ fn shrink(buf: &mut Vec<u8>) {
     }
 }
 
+/// Reads one frame from the blocking `socket`, taking no byte beyond it
+/// (a forked worker's first message, read before any runtime exists).
+pub(crate) fn read_frame(mut socket: &UnixStream) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    socket.read_exact(&mut header)?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::other(FrameError(len).to_string()));
+    }
+    let mut frame = vec![0u8; len];
+    socket.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
 /// Appends the frame of `message` to `out`.
 pub fn encode(message: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(message.len()).expect("messages are at most MAX_MESSAGE bytes");

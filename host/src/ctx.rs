@@ -134,9 +134,12 @@ pub struct ProcessCtx {
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
     pub(crate) confiner: Confiner,
-    /// The sandbox, made when the context is built; `Err`: why there is
-    /// none.
-    pub(crate) sandbox: std::sync::OnceLock<Result<Sandbox, String>>,
+    /// The sandbox, made when the context is built (`None`: none is
+    /// needed, or it could not be made, which was logged).
+    pub(crate) sandbox: Option<Sandbox>,
+    /// Whether this host can make its children another user (it has
+    /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
+    pub(crate) can_change_user: bool,
     /// The cgroup children start in; `None`: none could be made.
     pub(crate) cgroup: Option<Cgroup>,
     pub(crate) audit: Option<AuditLog>,
@@ -265,7 +268,7 @@ impl ProcessCtx {
     }
 
     /// Takes the channel to the parent of a forked worker (see
-    /// [`ProcessCtxBuilder::parent_channel`]), to [`Channel::close`] it when
+    /// [`ProcessCtx::connect_parent`]), to [`Channel::close`] it when
     /// the guest is done so every message it sent is delivered.
     pub fn take_parent_channel(&mut self) -> Option<Channel> {
         self.parent.take()
@@ -337,7 +340,8 @@ impl ProcessCtxBuilder {
                 inherit_stderr: None,
                 live_children: Arc::default(),
                 confiner: Confiner::none(),
-                sandbox: std::sync::OnceLock::new(),
+                sandbox: None,
+                can_change_user: false,
                 cgroup: None,
                 audit: None,
                 total_spawns: 0,
@@ -401,10 +405,11 @@ impl ProcessCtxBuilder {
     ///
     /// Use the same guest path as the directory's wasi:filesystem preopen so
     /// that a guest's paths mean the same thing to its files and its
-    /// children. A directory that contains the default compiled-component
-    /// cache ([`ComponentCache::default_dir`](crate::ComponentCache::default_dir))
-    /// or lies inside it is refused (check other caches and the guest's own
-    /// preopens with [`ComponentCache::check_grant`](crate::ComponentCache::check_grant)). The first directory granted is the default working
+    /// children. A grant must not contain or lie inside the compiled-
+    /// component cache, whose files become the host's native code: whoever
+    /// owns the cache checks each grant with
+    /// [`ComponentCache::check_grant`](crate::ComponentCache::check_grant)
+    /// (the CLI's `Runner` does, for these grants and the guest's preopens). The first directory granted is the default working
     /// directory and the base of relative `cwd`s.
     pub fn dir(
         &mut self,
@@ -413,11 +418,6 @@ impl ProcessCtxBuilder {
         access: DirAccess,
     ) -> Result<&mut Self> {
         let host_path = host_path.as_ref();
-        // A grant must not reach the compiled-component cache, whose files
-        // become the host's native code.
-        if let Some(cache) = crate::ComponentCache::default_dir() {
-            crate::ComponentCache::check_grant_at(&cache, host_path)?;
-        }
         let dir = Dir::open_ambient_dir(host_path, ambient_authority())
             .with_context(|| format!("cannot open directory {}", host_path.display()))?;
         self.dir_handle(dir, &std::path::absolute(host_path)?, guest_path, access)
@@ -511,17 +511,6 @@ impl ProcessCtxBuilder {
     /// spins. Default: 50 µs.
     pub fn channel_spin(&mut self, spin: Duration) -> &mut Self {
         self.ctx.policy.channel_spin = spin;
-        if let Some(channel) = &mut self.ctx.parent {
-            channel.set_spin(spin);
-        }
-        self
-    }
-
-    /// Makes this the context of a forked worker whose `parent` interface
-    /// talks over `channel`. Used by the worker mode of `wasmproc`.
-    pub fn parent_channel(&mut self, mut channel: Channel) -> &mut Self {
-        channel.set_spin(self.ctx.policy.channel_spin);
-        self.ctx.parent = Some(channel);
         self
     }
 
@@ -648,12 +637,9 @@ impl ProcessCtxBuilder {
                 })
                 .ok();
         }
+        ctx.can_change_user = crate::sandbox::can_change_user();
         let spawns = !ctx.policy.programs.is_empty() || ctx.policy.shell.is_some();
-        if spawns
-            && ctx.policy.confine
-            && ctx.policy.use_sandbox
-            && crate::sandbox::can_change_user()
-        {
+        if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");
@@ -665,18 +651,14 @@ impl ProcessCtxBuilder {
         // walls). A context that cannot start confined children needs none.
         if ctx.policy.confine && ctx.policy.use_sandbox && spawns {
             let programs = ctx.policy.runnable();
-            // A failure may be passing (memory, descriptors): try again
-            // before lowering the walls.
-            let build = || Sandbox::build(&ctx.dirs, &programs, ctx.policy.network);
-            let built = build().or_else(|_| build()).or_else(|_| build()).map_err(|e| {
-                let reason = format!("{e:#}");
-                tracing::warn!(
-                    target: "wasmproc::sandbox",
-                    "children run without the namespace sandbox (confinement is partial): {reason}"
-                );
-                reason
-            });
-            let _ = ctx.sandbox.set(built);
+            ctx.sandbox = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        target: "wasmproc::sandbox",
+                        "children run without the namespace sandbox (confinement is partial): {e:#}"
+                    );
+                })
+                .ok();
         }
         if ctx.policy.confine {
             let programs = ctx.policy.runnable();

@@ -144,7 +144,6 @@ impl Policy {
     /// gets half of what is free.
     fn narrow_limits(&self, asked: &WorkerLimits, free: Free) -> Result<(Limits, Lent), Denial> {
         let mut limits = self.limits.clone();
-        let (free_live, free_spawns) = (free.live, free.spawns);
         let lend = |name: &'static str, free: u64, asked: Option<u64>| match asked {
             Some(asked) if asked > free => Err(Denial::ForkLimit {
                 limit: name,
@@ -157,10 +156,10 @@ impl Policy {
         };
         let live = lend(
             "max-live-children",
-            free_live as u64,
+            free.live as u64,
             asked.max_live_children.map(u64::from),
         )? as usize;
-        let spawns = match free_spawns {
+        let spawns = match free.spawns {
             Some(free) => Some(lend("max-total-spawns", free, asked.max_total_spawns)?),
             None => asked.max_total_spawns,
         };
@@ -168,7 +167,7 @@ impl Policy {
         limits.max_total_spawns = spawns;
         let lent = Lent {
             live,
-            spawns: free_spawns.and(spawns).unwrap_or(0),
+            spawns: free.spawns.and(spawns).unwrap_or(0),
         };
         let limits = self.narrow_other_limits(limits, asked)?;
         Ok((limits, lent))

@@ -298,10 +298,6 @@ impl ProcessCtx {
             })?),
             _ => None,
         };
-        let seccomp = match layers.seccomp {
-            true => vec![crate::sandbox::seccomp_program()],
-            false => Vec::new(),
-        };
         let identity = layers
             .identity
             .then(|| prepared.identity.unwrap_or(self.policy.child_id));
@@ -336,7 +332,7 @@ impl ProcessCtx {
             rlimits: &rlimits,
             namespaces: sandbox.map(|s| s.namespaces()),
             identity,
-            seccomp: &seccomp,
+            seccomp: layers.seccomp.then(crate::sandbox::seccomp_program),
         };
         let walls_caps = walls.keep_caps;
         let (child, pgid) = start_os_process(prepared, stdio, &walls)?;
@@ -404,14 +400,14 @@ impl ProcessCtx {
                 landlock: Confinement::None,
             };
         }
-        let sandbox = self.sandbox().filter(|_| self.policy.use_sandbox);
+        let sandbox = self.sandbox();
         let (uid, gid) = identity.unwrap_or(self.policy.child_id);
         Layers {
             // A user namespace maps only the host's own ids; and root
             // asked for is no unprivileged identity.
             identity: self.policy.use_sandbox
                 && self.policy.keep_caps == 0
-                && crate::sandbox::can_change_user()
+                && self.can_change_user
                 && !sandbox.is_some_and(Sandbox::has_user_namespace)
                 && uid != 0
                 && gid != 0,
@@ -426,7 +422,7 @@ impl ProcessCtx {
     /// The guest's sandbox, if it was built (see
     /// [`ProcessCtxBuilder::build`](crate::ProcessCtxBuilder::build)).
     pub(crate) fn sandbox(&self) -> Option<&Sandbox> {
-        self.sandbox.get().and_then(|built| built.as_ref().ok())
+        self.sandbox.as_ref()
     }
 }
 
@@ -440,7 +436,7 @@ struct Walls<'a> {
     rlimits: &'a [(rustix::process::Resource, u64)],
     namespaces: Option<crate::sys::Namespaces<'a>>,
     identity: Option<(u32, u32)>,
-    seccomp: &'a [&'a [libc::sock_filter]],
+    seccomp: Option<&'a [libc::sock_filter]>,
 }
 
 /// Starts the OS process for `prepared`; returns it and its pid.
@@ -477,11 +473,18 @@ fn start_os_process(
     // An inherited stream is opened anew, read-only for stdin: the child
     // shares no open file description with the host, so it can neither
     // write to nor truncate, seek or re-flag the host's.
-    let reopened = match stdio.iter().position(|io| *io == ChildIo::Inherit) {
-        Some(_) => {
-            Some(reopen_stdio(stdio).map_err(|e| ErrorCode::from_io("reopening stdio", &e))?)
-        }
-        None => None,
+    if stdio[1..].contains(&ChildIo::Inherit) {
+        return Err(ErrorCode::Io(
+            "only stdin is inherited as the host's (output goes through a pipe)".into(),
+        ));
+    }
+    let host_stdin = match stdio[0] {
+        ChildIo::Inherit => Some(
+            reopen_stdin()
+                .or_else(|_| File::open("/dev/null"))
+                .map_err(|e| ErrorCode::from_io("reopening stdin", &e))?,
+        ),
+        _ => None,
     };
     // (the host's end, the child's end) of each stream.
     let mut ends: [(Option<OwnedFd>, Option<OwnedFd>); 3] = Default::default();
@@ -498,10 +501,7 @@ fn start_os_process(
     }
     let child_fd = |i: usize| match stdio[i] {
         ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
-        ChildIo::Inherit => reopened.as_ref().expect("reopened")[i]
-            .as_ref()
-            .expect("reopened")
-            .as_fd(),
+        ChildIo::Inherit => host_stdin.as_ref().expect("stdin reopened").as_fd(),
         ChildIo::Null => null.expect("/dev/null opened"),
     };
     let spec = crate::sys::SpawnSpec {
@@ -533,24 +533,6 @@ fn start_os_process(
         stderr,
     };
     Ok((child, pid))
-}
-
-/// The host's stdin opened anew, read-only, through `/proc/self/fd/0`
-/// for a child that inherits it (`inherit` is only ever asked for stdin:
-/// inherited output goes through a pipe the host copies). A stdin that
-/// cannot be reopened (a socket, or none) reads as `/dev/null`.
-fn reopen_stdio(stdio: [ChildIo; 3]) -> io::Result<[Option<File>; 3]> {
-    let mut files: [Option<File>; 3] = Default::default();
-    for (i, io) in stdio.iter().enumerate() {
-        if *io != ChildIo::Inherit {
-            continue;
-        }
-        if i != 0 {
-            return Err(io::Error::other("only stdin is inherited as a file"));
-        }
-        files[0] = Some(reopen_stdin().or_else(|_| File::open("/dev/null"))?);
-    }
-    Ok(files)
 }
 
 /// The host's stdin opened anew, read-only, if it is a pipe, a character

@@ -15,7 +15,7 @@
 //! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`); x32 calls are refused and other architectures' calls kill | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
 //! | Landlock | see [`crate::confine`] | a second, independent wall for files and TCP |
 //!
-//! The namespaces are made once per guest, on its first child, by a
+//! The namespaces are made once per guest, when its context is built, by a
 //! short-lived builder process (see `sys::build_sandbox`), and held by
 //! descriptors; each child then only enters them with `setns` before it
 //! executes its program, which keeps spawning at native speed.
@@ -52,7 +52,8 @@ pub const DEVICES: &[(&str, bool)] = &[
 ];
 
 /// The system calls the seccomp layer refuses, with the condition (if any)
-/// and why. Documentation and filter come from this one table.
+/// and why: the documentation of the filter's own table (`seccomp::DENIED`;
+/// a test checks that both name the same calls).
 pub const SECCOMP_DENIED: &[(&str, &str, &str)] = &[
     (
         "unshare",
@@ -166,7 +167,12 @@ impl Sandbox {
             stage: &stage,
             steps: &steps,
         };
-        let fds = crate::sys::build_sandbox(&spec).context("building the sandbox")?;
+        // A failure of the builder may be passing (memory, descriptors, a
+        // host thread's fork holding a writer for an instant): try again
+        // before the walls are lowered.
+        let build = || crate::sys::build_sandbox(&spec);
+        let fds =
+            (build().or_else(|_| build()).or_else(|_| build())).context("building the sandbox")?;
         let sandbox = Sandbox { fds };
         for dir in dirs {
             sandbox.view(&dir.dir).with_context(|| {

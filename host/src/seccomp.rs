@@ -1,6 +1,6 @@
-//! The seccomp filter of the sandbox: [`DENIED`] (documented as
-//! [`crate::sandbox::SECCOMP_DENIED`]) compiled to one short classic-BPF
-//! program.
+//! The seccomp filter of the sandbox: [`DENIED`] compiled to one short
+//! classic-BPF program. [`crate::sandbox::SECCOMP_DENIED`] documents it; a
+//! test checks that both name the same calls.
 //!
 //! The filter allows every system call it does not name: it is a wall for
 //! what the namespaces, the identity and Landlock leave open, not an
@@ -33,6 +33,12 @@ enum When {
 #[derive(Debug, Clone, Copy)]
 struct Deny {
     call: i64,
+    /// The call's name, as in [`crate::sandbox::SECCOMP_DENIED`].
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "checked against the docs in a test")
+    )]
+    name: &'static str,
     when: When,
     errno: i32,
 }
@@ -60,17 +66,19 @@ const SOCKET_FAMILIES: &[u32] = &[
 /// The x32 ABI's flag on x86_64 system call numbers.
 const X32: u32 = 0x4000_0000;
 
-const fn always(call: i64) -> Deny {
+const fn always(call: i64, name: &'static str) -> Deny {
     Deny {
         call,
+        name,
         when: When::Always,
         errno: libc::EPERM,
     }
 }
 
-const fn setuid_mode(call: i64, arg: u32) -> Deny {
+const fn setuid_mode(call: i64, name: &'static str, arg: u32) -> Deny {
     Deny {
         call,
+        name,
         when: When::AnyBit {
             arg,
             mask: SETUID_BITS,
@@ -83,6 +91,7 @@ const fn setuid_mode(call: i64, arg: u32) -> Deny {
 const DENIED: &[Deny] = &[
     Deny {
         call: libc::SYS_unshare,
+        name: "unshare",
         when: When::AnyBit {
             arg: 0,
             mask: NEW_NAMESPACES | CLONE_NEWTIME,
@@ -91,6 +100,7 @@ const DENIED: &[Deny] = &[
     },
     Deny {
         call: libc::SYS_clone,
+        name: "clone",
         when: When::AnyBit {
             arg: 0,
             mask: NEW_NAMESPACES,
@@ -101,46 +111,49 @@ const DENIED: &[Deny] = &[
     // to `clone` and `openat` on ENOSYS.
     Deny {
         call: libc::SYS_clone3,
+        name: "clone3",
         when: When::Always,
         errno: libc::ENOSYS,
     },
     Deny {
         call: libc::SYS_openat2,
+        name: "openat2",
         when: When::Always,
         errno: libc::ENOSYS,
     },
-    always(libc::SYS_setns),
-    always(libc::SYS_keyctl),
-    always(libc::SYS_add_key),
-    always(libc::SYS_request_key),
-    always(libc::SYS_ptrace),
-    always(libc::SYS_process_vm_readv),
-    always(libc::SYS_process_vm_writev),
-    always(libc::SYS_bpf),
-    always(libc::SYS_perf_event_open),
-    always(libc::SYS_userfaultfd),
-    always(libc::SYS_io_uring_setup),
-    always(libc::SYS_io_uring_enter),
-    always(libc::SYS_io_uring_register),
-    always(libc::SYS_mount),
-    always(libc::SYS_umount2),
-    always(libc::SYS_pivot_root),
-    always(libc::SYS_chroot),
-    always(libc::SYS_open_tree),
-    always(libc::SYS_move_mount),
-    always(libc::SYS_fsopen),
-    always(libc::SYS_fsconfig),
-    always(libc::SYS_fsmount),
-    always(libc::SYS_fspick),
-    always(libc::SYS_mount_setattr),
-    always(libc::SYS_open_by_handle_at),
-    always(libc::SYS_pidfd_getfd),
-    always(libc::SYS_kcmp),
-    always(libc::SYS_process_madvise),
+    always(libc::SYS_setns, "setns"),
+    always(libc::SYS_keyctl, "keyctl"),
+    always(libc::SYS_add_key, "add_key"),
+    always(libc::SYS_request_key, "request_key"),
+    always(libc::SYS_ptrace, "ptrace"),
+    always(libc::SYS_process_vm_readv, "process_vm_readv"),
+    always(libc::SYS_process_vm_writev, "process_vm_writev"),
+    always(libc::SYS_bpf, "bpf"),
+    always(libc::SYS_perf_event_open, "perf_event_open"),
+    always(libc::SYS_userfaultfd, "userfaultfd"),
+    always(libc::SYS_io_uring_setup, "io_uring_setup"),
+    always(libc::SYS_io_uring_enter, "io_uring_enter"),
+    always(libc::SYS_io_uring_register, "io_uring_register"),
+    always(libc::SYS_mount, "mount"),
+    always(libc::SYS_umount2, "umount2"),
+    always(libc::SYS_pivot_root, "pivot_root"),
+    always(libc::SYS_chroot, "chroot"),
+    always(libc::SYS_open_tree, "open_tree"),
+    always(libc::SYS_move_mount, "move_mount"),
+    always(libc::SYS_fsopen, "fsopen"),
+    always(libc::SYS_fsconfig, "fsconfig"),
+    always(libc::SYS_fsmount, "fsmount"),
+    always(libc::SYS_fspick, "fspick"),
+    always(libc::SYS_mount_setattr, "mount_setattr"),
+    always(libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    always(libc::SYS_pidfd_getfd, "pidfd_getfd"),
+    always(libc::SYS_kcmp, "kcmp"),
+    always(libc::SYS_process_madvise, "process_madvise"),
     // Families a network namespace does not isolate (vsock reaches the
     // hypervisor) or that are kernel attack surface (AF_ALG, ...).
     Deny {
         call: libc::SYS_socket,
+        name: "socket",
         when: When::NoneOf {
             arg: 0,
             values: SOCKET_FAMILIES,
@@ -149,23 +162,25 @@ const DENIED: &[Deny] = &[
     },
     Deny {
         call: libc::SYS_socketpair,
+        name: "socketpair",
         when: When::NoneOf {
             arg: 0,
             values: SOCKET_FAMILIES,
         },
         errno: libc::EAFNOSUPPORT,
     },
-    setuid_mode(libc::SYS_chmod, 1),
-    setuid_mode(libc::SYS_fchmod, 1),
-    setuid_mode(libc::SYS_fchmodat, 2),
-    setuid_mode(libc::SYS_fchmodat2, 2),
-    setuid_mode(libc::SYS_creat, 1),
-    setuid_mode(libc::SYS_open, 2),
-    setuid_mode(libc::SYS_openat, 3),
-    setuid_mode(libc::SYS_mknod, 1),
-    setuid_mode(libc::SYS_mknodat, 2),
+    setuid_mode(libc::SYS_chmod, "chmod", 1),
+    setuid_mode(libc::SYS_fchmod, "fchmod", 1),
+    setuid_mode(libc::SYS_fchmodat, "fchmodat", 2),
+    setuid_mode(libc::SYS_fchmodat2, "fchmodat2", 2),
+    setuid_mode(libc::SYS_creat, "creat", 1),
+    setuid_mode(libc::SYS_open, "open", 2),
+    setuid_mode(libc::SYS_openat, "openat", 3),
+    setuid_mode(libc::SYS_mknod, "mknod", 1),
+    setuid_mode(libc::SYS_mknodat, "mknodat", 2),
     Deny {
         call: libc::SYS_ioctl,
+        name: "ioctl",
         when: When::OneOf {
             arg: 1,
             values: &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32],
@@ -312,6 +327,16 @@ mod tests {
 
     const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+
+    #[test]
+    fn the_documented_table_names_every_refused_call() {
+        use std::collections::BTreeSet;
+        let documented: BTreeSet<&str> = (crate::sandbox::SECCOMP_DENIED.iter())
+            .flat_map(|(calls, _, _)| calls.split(", "))
+            .collect();
+        let filtered: BTreeSet<&str> = DENIED.iter().map(|d| d.name).collect();
+        assert_eq!(documented, filtered);
+    }
 
     #[test]
     fn the_filter_refuses_what_the_table_says_and_allows_the_rest() {

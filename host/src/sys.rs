@@ -38,8 +38,8 @@ pub(crate) struct SpawnSpec<'a> {
     pub namespaces: Option<Namespaces<'a>>,
     /// The user and group id to run as (a root host's children).
     pub identity: Option<(u32, u32)>,
-    /// Seccomp filters to install last, just before `exec`.
-    pub seccomp: &'a [&'a [libc::sock_filter]],
+    /// The seccomp filter to install last, just before `exec`.
+    pub seccomp: Option<&'a [libc::sock_filter]>,
 }
 
 /// The namespaces a sandboxed child enters, as descriptors of `nsfs` files.
@@ -61,7 +61,7 @@ const CHILD_STACK: usize = 64 << 10;
 /// What [`child_main`] reads: plain values and pointers into memory the
 /// parent keeps alive (and does not touch: its thread is suspended) until
 /// the child has called `exec` or exited.
-struct ChildArgs<'a> {
+struct ChildArgs {
     program: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -77,8 +77,8 @@ struct ChildArgs<'a> {
     namespaces: [RawFd; 4],
     /// `(uid, gid)`; `uid` < 0: no change.
     identity: (i64, i64),
-    seccomp: *const &'a [libc::sock_filter],
-    seccomp_len: usize,
+    /// The seccomp program (`len` 0: none).
+    seccomp: libc::sock_fprog,
     host: libc::pid_t,
     /// Set by the child to the error number of the step that failed.
     error: AtomicI32,
@@ -113,7 +113,7 @@ struct ChildArgs<'a> {
 ///   any back): a root host's
 ///   child runs as root without root's powers (it cannot change its uid,
 ///   reboot, read other users' files, ...);
-/// - installs the `seccomp` filters.
+/// - installs the `seccomp` filter.
 ///
 /// The id change also makes the host's memory (which the child shares
 /// until `exec`) non-dumpable, as any set*id call does.
@@ -157,8 +157,12 @@ pub(crate) fn clone_and_exec(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)>
         identity: spec
             .identity
             .map_or((-1, -1), |(uid, gid)| (i64::from(uid), i64::from(gid))),
-        seccomp: spec.seccomp.as_ptr(),
-        seccomp_len: spec.seccomp.len(),
+        seccomp: libc::sock_fprog {
+            len: spec.seccomp.map_or(0, |f| f.len() as u16),
+            filter: spec
+                .seccomp
+                .map_or(std::ptr::null_mut(), |f| f.as_ptr().cast_mut()),
+        },
         host: std::process::id() as libc::pid_t,
         error: AtomicI32::new(0),
     };
@@ -436,8 +440,8 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
             };
             rusty!(rustix::process::setrlimit(resource, limit));
         }
-        if args.namespaces[1] >= 0 {
-            // A session keyring of its own, so no key of the host's session
+        if ipc >= 0 {
+            // With the IPC layer, a session keyring of its own, so no key of the host's session
             // is the child's to possess (seccomp refuses the key system
             // calls anyway; a full key quota only costs this extra wall).
             libc::syscall(
@@ -477,17 +481,12 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
             ));
         }
         rusty!(drop_capabilities(args.keep_caps));
-        for i in 0..args.seccomp_len {
-            let filter = *args.seccomp.add(i);
-            let program = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr().cast_mut(),
-            };
+        if args.seccomp.len > 0 {
             check!(libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 0,
-                &raw const program
+                &raw const args.seccomp
             ));
         }
         let mut none: libc::sigset_t = std::mem::zeroed();

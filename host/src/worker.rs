@@ -72,21 +72,6 @@ pub struct WorkerProcess {
     pub channel: std::os::unix::net::UnixStream,
 }
 
-/// Reads one frame of the channel's wire format (see [`crate::channel`])
-/// from the blocking `socket`, taking no byte beyond it.
-fn read_frame(mut socket: &std::os::unix::net::UnixStream) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut header = [0u8; 4];
-    socket.read_exact(&mut header)?;
-    let len = u32::from_le_bytes(header) as usize;
-    if len > crate::channel::MAX_MESSAGE {
-        bail!("a frame of {len} bytes is over the channel's limit");
-    }
-    let mut frame = vec![0u8; len];
-    socket.read_exact(&mut frame)?;
-    Ok(frame)
-}
-
 impl WorkerProcess {
     /// Takes the channel on the inherited descriptor `channel_fd`, reads the
     /// specification from it and prepares the worker's contexts. Needs no
@@ -96,7 +81,8 @@ impl WorkerProcess {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
         let channel = std::os::unix::net::UnixStream::from(fd);
         channel.set_nonblocking(false)?;
-        let first = read_frame(&channel).context("no worker specification from the parent")?;
+        let first = crate::channel::read_frame(&channel)
+            .context("no worker specification from the parent")?;
         let spec: WorkerSpec =
             serde_json::from_slice(&first).context("reading the worker specification")?;
 
