@@ -132,15 +132,6 @@ pub(crate) struct Sandbox {
     fds: crate::sys::SandboxFds,
 }
 
-impl std::fmt::Debug for crate::sys::SandboxFds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxFds")
-            .field("root", &self.root)
-            .field("net", &self.net.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).

@@ -618,6 +618,7 @@ pub(crate) struct SandboxSpec<'a> {
 
 /// The namespaces of a built sandbox, held open by these descriptors, and
 /// its root directory.
+#[derive(Debug)]
 pub(crate) struct SandboxFds {
     /// The root of the sandbox's file system view.
     pub root: OwnedFd,
