@@ -136,11 +136,13 @@ struct RunArgs {
 
     /// Let the guest run shell commands with `exec`, through SHELL -c
     /// (default /bin/sh; give another as --allow-shell=SHELL, so that the
-    /// argument after the flag is never taken for it). This grants running
-    /// any program the shell can reach.
+    /// argument after the flag is never taken for it). Repeat it to grant
+    /// several shells: the guest picks one with exec's `shell` option, the
+    /// first is the default. This grants running any program a shell can
+    /// reach.
     #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, require_equals = true,
           default_missing_value = "/bin/sh")]
-    allow_shell: Option<String>,
+    allow_shell: Vec<String>,
 
     /// Let the guest fork the component at PATH as a worker in its own
     /// process (with at most the guest's own capabilities).
@@ -237,6 +239,12 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
     max_children: usize,
 
+    /// Bytes of a worker's messages the host takes in unread while the
+    /// guest waits for the worker's exit (past it, the worker waits for
+    /// the guest to receive).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer)]
+    channel_buffer: usize,
+
     /// How long a receive on a worker channel keeps checking the socket
     /// before it sleeps (lower latency for a little CPU); 0 never spins.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
@@ -292,7 +300,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let component = runner.load(&args.component)?;
-        run_guest(&runner, &component, wasi, process).await
+        run_guest(&runner, &component, wasi, process, None).await
     })
 }
 
@@ -318,10 +326,11 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let mut reports = worker.reports;
     runtime.block_on(async {
         process.connect_parent(worker.channel)?;
         let component = runner.load(&component_path)?;
-        run_guest(&runner, &component, wasi, process).await
+        run_guest(&runner, &component, wasi, process, reports.as_mut()).await
     })
 }
 
@@ -332,6 +341,7 @@ async fn run_guest(
     component: &Component,
     wasi: WasiCtx,
     process: ProcessCtx,
+    trap_report: Option<&mut std::fs::File>,
 ) -> Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -347,6 +357,9 @@ async fn run_guest(
         GuestExit::Trap => {
             let trap = trap.map(|e| format!("{e:#}")).unwrap_or_default();
             eprintln!("wasmproc: error: the guest trapped: {trap}");
+            if let Some(pipe) = trap_report {
+                wasmproc_host::worker::report_trap(pipe, &trap);
+            }
             // As wasmtime's CLI does for a trap: the status of SIGABRT.
             ExitCode::from(134)
         }
@@ -424,7 +437,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             .allow_fork(component)
             .with_context(|| format!("--allow-fork {}", component.display()))?;
     }
-    if let Some(shell) = &args.allow_shell {
+    for shell in &args.allow_shell {
         process
             .allow_shell(shell)
             .with_context(|| format!("--allow-shell {shell}"))?;
@@ -459,6 +472,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
             max_wasm_memory: args.max_wasm_memory,
+            channel_buffer: args.channel_buffer,
             ..Limits::default()
         })
         .confine(!args.no_confinement)

@@ -1,7 +1,8 @@
 //! `wasmproc run --policy FILE`: the same grants as the flags, in TOML.
 //!
 //! ```toml
-//! shell = "/bin/sh"                  # --allow-shell
+//! shell = "/bin/sh"                  # --allow-shell (the default shell)
+//! shells = ["/bin/bash"]             # more --allow-shell
 //! programs = ["sort", "tools/wc@sha256:…"]   # --allow-run
 //! forks = ["worker.wasm"]            # --allow-fork
 //! allow_env = ["LANG"]               # --allow-env
@@ -19,6 +20,7 @@
 //! max_buffer = 1048576               # --max-buffer
 //! max_children = 64                  # --max-children
 //! max_wasm_memory = 268435456        # --max-wasm-memory
+//! channel_buffer = 16777216          # --channel-buffer
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
 //!
 //! [confinement]
@@ -50,6 +52,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Policy {
     shell: Option<String>,
+    #[serde(default)]
+    shells: Vec<String>,
     #[serde(default)]
     programs: Vec<String>,
     #[serde(default)]
@@ -93,6 +97,7 @@ struct Limits {
     max_buffer: Option<u64>,
     max_children: Option<usize>,
     max_wasm_memory: Option<u64>,
+    channel_buffer: Option<usize>,
     #[serde(default)]
     rlimits: BTreeMap<String, u64>,
 }
@@ -132,11 +137,18 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     let conflict =
         |what: &str| anyhow::anyhow!("{}: `{what}` differs from the flag", path.display());
 
+    // The file's default shell comes first, unless a flag named another.
     if let Some(shell) = policy.shell {
         let shell = host(&shell);
-        match &args.allow_shell {
+        match args.allow_shell.first() {
             Some(flag) if *flag != shell => return Err(conflict("shell")),
-            _ => args.allow_shell = Some(shell),
+            Some(_) => {}
+            None => args.allow_shell.push(shell),
+        }
+    }
+    for shell in policy.shells.iter().map(|s| host(s)) {
+        if !args.allow_shell.contains(&shell) {
+            args.allow_shell.push(shell);
         }
     }
     args.allow_run
@@ -178,6 +190,9 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     }
     if let Some(max) = policy.limits.max_children {
         args.max_children = max;
+    }
+    if let Some(bytes) = policy.limits.channel_buffer {
+        args.channel_buffer = bytes;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
         match args.max_wasm_memory {

@@ -57,7 +57,8 @@ pub const SPIN: Duration = Duration::from_micros(50);
 const FLUSH_AT: usize = 64 << 10;
 
 /// Bytes of unread messages a channel takes in from its peer while the
-/// guest waits for the peer's exit: 16 MiB (see [`Channel::absorb`]).
+/// guest waits for the peer's exit, unless set otherwise: 16 MiB (see
+/// [`Channel::absorb`]).
 pub const ABSORB_BYTES: usize = 16 << 20;
 
 /// Bytes read from the socket at a time.
@@ -174,6 +175,10 @@ pub struct Channel {
     spin: Duration,
 }
 
+/// Bytes a channel takes in unread while its guest waits for the peer's
+/// exit; set once, before the channel is used.
+type Buffer = std::sync::atomic::AtomicUsize;
+
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel").finish_non_exhaustive()
@@ -187,6 +192,8 @@ struct Shared {
     outbox: Mutex<Outbox>,
     /// Wakes the flusher task.
     flush: Notify,
+    /// See [`Channel::set_buffer`].
+    buffer: Buffer,
 }
 
 /// The read side: bytes read from the socket, not yet taken as messages.
@@ -195,6 +202,8 @@ struct Inbox {
     chunk: Box<[u8]>,
     /// The peer closed its end, the socket failed, or a frame was bad.
     closed: bool,
+    /// This end closed the channel ([`Channel::close_here`]).
+    closed_here: bool,
 }
 
 /// The write side: frames not yet written to the socket.
@@ -229,9 +238,11 @@ impl Channel {
                 decoder: FrameDecoder::default(),
                 chunk: vec![0; READ_CHUNK].into(),
                 closed: false,
+                closed_here: false,
             }),
             outbox: Mutex::new(Outbox::default()),
             flush: Notify::new(),
+            buffer: Buffer::new(ABSORB_BYTES),
         });
         let flusher = tokio::spawn(flush_in_background(shared.clone()));
         Ok(Channel {
@@ -245,6 +256,23 @@ impl Channel {
     /// [`SPIN`]; `Duration::ZERO` never spins).
     pub fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
+    }
+
+    /// Sets how many bytes of unread messages the channel takes in while
+    /// the guest waits for the peer's exit (default [`ABSORB_BYTES`]).
+    pub fn set_buffer(&mut self, bytes: usize) {
+        self.shared.buffer.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes the channel from this end, as Node's `disconnect`: nothing
+    /// more is sent or received here (`closed`); what was sent before is
+    /// still written out, then the socket is shut down both ways, so the
+    /// peer receives every earlier message, then `closed`, and its sends
+    /// fail.
+    pub fn close_here(&self) {
+        self.shared.inbox().closed_here = true;
+        self.shared.outbox().closing = true;
+        self.shared.flush.notify_one();
     }
 
     /// Sends `message`, waiting while [`QUEUE_BYTES`] are already waiting
@@ -340,8 +368,8 @@ impl Channel {
     }
 
     /// Stops sending and waits until everything sent has been written to
-    /// the socket (or the socket failed), then shuts the socket down for
-    /// writing, so the peer sees `closed` after the last message.
+    /// the socket (or the socket failed), then shuts the socket down, so
+    /// the peer sees `closed` after the last message.
     pub async fn close(mut self) {
         self.shared.outbox().closing = true;
         self.shared.flush.notify_one();
@@ -380,7 +408,10 @@ impl Shared {
             let inbox = self.inbox();
             (inbox.closed, inbox.decoder.has_message())
         };
-        if outbox.broken || outbox.closing || closed {
+        if outbox.closing {
+            return Err(ChannelError::ClosedHere);
+        }
+        if outbox.broken || closed {
             return Err(ChannelError::Closed);
         }
         let pending = outbox.pending();
@@ -444,6 +475,9 @@ impl Shared {
     /// sent was taken.
     fn next(&self) -> Result<Option<Vec<u8>>, ChannelError> {
         let mut inbox = self.inbox();
+        if inbox.closed_here {
+            return Err(ChannelError::ClosedHere);
+        }
         if !inbox.decoder.has_message() {
             self.fill(&mut inbox);
         }
@@ -463,13 +497,15 @@ impl Shared {
     /// not, while fewer than [`ABSORB_BYTES`] wait there; whether there is
     /// room for more.
     fn take_in(&self, inbox: &mut Inbox) -> bool {
+        let buffer = self.buffer.load(std::sync::atomic::Ordering::Relaxed);
         let Inbox {
             decoder,
             chunk,
             closed,
+            ..
         } = inbox;
         loop {
-            if *closed || decoder.buffered() >= ABSORB_BYTES {
+            if *closed || decoder.buffered() >= buffer {
                 return false;
             }
             match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
@@ -490,6 +526,7 @@ impl Shared {
             decoder,
             chunk,
             closed,
+            ..
         } = inbox;
         while !*closed && !decoder.has_message() {
             match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
@@ -525,13 +562,14 @@ impl Shared {
     fn ready(&self) -> bool {
         let mut inbox = self.inbox();
         self.fill(&mut inbox);
-        inbox.closed || inbox.decoder.has_message()
+        inbox.closed || inbox.closed_here || inbox.decoder.has_message()
     }
 }
 
 /// The flusher task: writes out what `send` left in the output buffer when
 /// the guest goes on without waiting for a message; on `close`, writes
-/// everything and shuts the socket down for writing.
+/// everything and shuts the socket down (both ways: the peer's sends fail
+/// from then on, as its process had ended).
 async fn flush_in_background(shared: Arc<Shared>) {
     loop {
         shared.flush.notified().await;
@@ -541,7 +579,7 @@ async fn flush_in_background(shared: Arc<Shared>) {
             }
         }
         if shared.outbox().closing {
-            let _ = rustix::net::shutdown(shared.socket.get_ref(), rustix::net::Shutdown::Write);
+            let _ = rustix::net::shutdown(shared.socket.get_ref(), rustix::net::Shutdown::Both);
             return;
         }
     }
@@ -561,6 +599,8 @@ pub enum ChannelError {
     /// The peer closed its end (after its last message), or the channel
     /// broke.
     Closed,
+    /// This end closed the channel.
+    ClosedHere,
     /// A message of this many bytes is over [`MAX_MESSAGE`].
     TooLarge(usize),
     /// `try_send` found no room.
@@ -570,7 +610,10 @@ pub enum ChannelError {
 impl std::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChannelError::Closed => f.write_str("the channel is closed"),
+            ChannelError::Closed => f.write_str(
+                "the channel is closed: the peer closed it or ended, after its last message",
+            ),
+            ChannelError::ClosedHere => f.write_str("this end closed the channel"),
             ChannelError::TooLarge(n) => write!(
                 f,
                 "message of {n} bytes is above the limit of {MAX_MESSAGE} bytes"

@@ -196,6 +196,13 @@ pub(crate) fn confine_worker(
     for path in read_write {
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
     }
+    // A worker that may fork runs the worker executable on its components.
+    if let (Some(exe), false) = (&process.worker_executable, process.policy.forks.is_empty()) {
+        extra.push((PathFd::new(exe)?, AccessFs::ReadFile | AccessFs::Execute));
+        for fork in &process.policy.forks {
+            extra.push((PathFd::new(&fork.path)?, AccessFs::ReadFile.into()));
+        }
+    }
     let programs = process.policy.runnable();
     let status =
         ruleset(&process.dirs, &programs, process.policy.network, extra)?.restrict_self()?;

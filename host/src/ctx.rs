@@ -57,6 +57,18 @@ pub struct Limits {
     /// Default: none.
     #[serde(default)]
     pub max_wasm_memory: Option<u64>,
+    /// Bytes of a worker's messages the host takes in unread while the
+    /// guest waits for the worker's exit (`wait`, `wait-timeout`, the exit
+    /// pollable), so a worker that sends before it ends is not kept
+    /// waiting; past it, the worker waits for the guest to receive.
+    /// Also a worker's, for its own workers. Default: 16 MiB
+    /// ([`channel::ABSORB_BYTES`](crate::channel::ABSORB_BYTES)).
+    #[serde(default = "default_channel_buffer")]
+    pub channel_buffer: usize,
+}
+
+fn default_channel_buffer() -> usize {
+    crate::channel::ABSORB_BYTES
 }
 
 /// Resource limits set in each child (`setrlimit`), inherited by its
@@ -105,6 +117,7 @@ impl Default for Limits {
             max_total_spawns: None,
             rlimits: ChildRlimits::default(),
             max_wasm_memory: None,
+            channel_buffer: default_channel_buffer(),
         }
     }
 }
@@ -130,6 +143,8 @@ pub struct ProcessCtx {
     pub(crate) reporter: Option<DenialReporter>,
     pub(crate) worker_executable: Option<PathBuf>,
     pub(crate) parent: Option<Channel>,
+    /// Which of the guest's input-streams are child output pipes.
+    pub(crate) pipes: crate::pipe::Pipes,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -154,7 +169,8 @@ pub struct ProcessCtx {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub(crate) programs: Vec<ProgramGrant>,
-    pub(crate) shell: Option<ProgramGrant>,
+    /// The shells `exec` may use; the first is the default.
+    pub(crate) shells: Vec<ProgramGrant>,
     pub(crate) forks: Vec<ProgramGrant>,
     pub(crate) allowed_env: BTreeSet<String>,
     /// Of those, the injection variables the embedder opted in to.
@@ -185,7 +201,7 @@ pub struct Policy {
 impl Policy {
     /// Every program children may run: the granted programs and shell.
     pub(crate) fn runnable(&self) -> Vec<&ProgramGrant> {
-        self.programs.iter().chain(&self.shell).collect()
+        self.programs.iter().chain(&self.shells).collect()
     }
 }
 
@@ -194,7 +210,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             programs: Vec::new(),
-            shell: None,
+            shells: Vec::new(),
             forks: Vec::new(),
             allowed_env: BTreeSet::new(),
             injection_env: BTreeSet::new(),
@@ -218,7 +234,7 @@ impl fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessCtx")
             .field("programs", &self.policy.programs)
-            .field("shell", &self.policy.shell)
+            .field("shells", &self.policy.shells)
             .field("dirs", &self.dirs)
             .field("allowed_env", &self.policy.allowed_env)
             .field("forks", &self.policy.forks)
@@ -336,6 +352,7 @@ impl ProcessCtxBuilder {
                 reporter: None,
                 worker_executable: None,
                 parent: None,
+                pipes: Default::default(),
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -372,7 +389,7 @@ impl ProcessCtxBuilder {
     /// The paths of the programs granted so far.
     pub fn programs(&self) -> impl Iterator<Item = &Path> {
         (self.ctx.policy.programs.iter())
-            .chain(&self.ctx.policy.shell)
+            .chain(&self.ctx.policy.shells)
             .map(|g| g.path.as_path())
     }
 
@@ -391,12 +408,14 @@ impl ProcessCtxBuilder {
     }
 
     /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
-    /// resolved as for [`allow_program`](Self::allow_program).
+    /// resolved as for [`allow_program`](Self::allow_program). Several
+    /// shells may be granted: the guest chooses one by name with
+    /// `exec-options.shell`; the first granted is the default.
     ///
     /// A shell can run any program it can reach: granting one grants that,
     /// within the directory, environment and limit rules that still apply.
     pub fn allow_shell(&mut self, shell: impl AsRef<OsStr>) -> Result<&mut Self> {
-        self.ctx.policy.shell = Some(ProgramGrant::resolve(shell.as_ref())?);
+        ProgramGrant::resolve(shell.as_ref())?.add_to(&mut self.ctx.policy.shells)?;
         Ok(self)
     }
 
@@ -638,7 +657,7 @@ impl ProcessCtxBuilder {
                 .ok();
         }
         ctx.can_change_user = crate::sandbox::can_change_user();
-        let spawns = !ctx.policy.programs.is_empty() || ctx.policy.shell.is_some();
+        let spawns = !ctx.policy.programs.is_empty() || !ctx.policy.shells.is_empty();
         if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {

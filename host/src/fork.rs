@@ -5,16 +5,18 @@
 //! guest holds (programs, shell, directories with read-only kept read-only,
 //! environment names; limits at most the guest's own), starts the worker
 //! executable in worker mode as a child (own process group, no orphans, as
-//! for `spawn`) and sends it a `WorkerSpec` over a socketpair. Workers get
-//! no `fork` grants of their own.
+//! for `spawn`) and sends it a `WorkerSpec` over a socketpair. A worker may
+//! fork in turn the components its parent passed on (`fork-options.forks`),
+//! each level narrowing again, lending out of the one budget of the tree and
+//! reporting up to the one audit log.
 
 use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, WorkerLimits};
 use crate::bindings::parent;
-use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
+use crate::bindings::types::{ErrorCode, Termination};
 use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent, Prepared, Refusal, check_env_pair, no_nul};
-use crate::spawn::Child;
+use crate::spawn::{Asked, Child};
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
@@ -70,14 +72,39 @@ impl Worker {
     /// Waits for the worker to exit, taking in its messages meanwhile (see
     /// [`Channel::absorb`]): a worker that writes out many messages before
     /// it ends does not wait forever for a guest that waits for its exit.
-    async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
-        let status = tokio::select! {
-            status = self.child.reap() => status,
+    /// Cancel safe.
+    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+        let ended = tokio::select! {
+            ended = self.child.reap() => ended,
             () = self.channel.absorb() => unreachable!("absorb never ends"),
         };
-        // Everything it reported comes before its end.
+        Ok(self.with_trap(ended?))
+    }
+
+    /// As [`reap`](Self::reap), for at most `ms` milliseconds.
+    async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
+        let pid = self.child.pid();
+        match tokio::time::timeout(Duration::from_millis(ms), self.reap()).await {
+            Ok(ended) => ended,
+            Err(_) => Err(ErrorCode::TimedOut(format!(
+                "worker {pid} is still running after {ms} ms"
+            ))),
+        }
+    }
+
+    /// How the worker ended if it has exited, without blocking.
+    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+        Ok(self.child.try_status()?.map(|ended| self.with_trap(ended)))
+    }
+
+    /// `ended` with the trap the worker reported, if its guest trapped
+    /// (everything it reported comes before its end).
+    fn with_trap(&self, mut ended: Termination) -> Termination {
         self.drain_reports();
-        status
+        ended.trap = (self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+            .trap
+            .clone();
+        ended
     }
 }
 
@@ -109,11 +136,14 @@ impl Policy {
         let programs = (options.programs.iter())
             .map(|p| Ok(self.find_program(p)?.clone()))
             .collect::<Result<Vec<_>, Denial>>()?;
-        let shell = match (options.shell, &self.shell) {
-            (false, _) => None,
-            (true, Some(shell)) => Some(shell.clone()),
-            (true, None) => return Err(Denial::Shell.into()),
+        let shells = match (options.shell, self.shells.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, false) => self.shells.clone(),
+            (true, true) => return Err(Denial::Shell.into()),
         };
+        let forks = (options.forks.iter())
+            .map(|c| Ok(self.find_fork(c)?.clone()))
+            .collect::<Result<Vec<_>, Denial>>()?;
         if let Some(name) = (options.allow_env.iter()).find(|n| !self.allowed_env.contains(*n)) {
             return Err(Denial::EnvName(name.clone()).into());
         }
@@ -121,9 +151,8 @@ impl Policy {
         let child_id = (self.check_user(options.uid, options.gid)?).unwrap_or(self.child_id);
         let policy = Policy {
             programs,
-            shell,
-            // Workers cannot fork.
-            forks: Vec::new(),
+            shells,
+            forks,
             allowed_env: options.allow_env.iter().cloned().collect(),
             injection_env: (options.allow_env.iter())
                 .filter(|n| self.injection_env.contains(*n))
@@ -216,11 +245,12 @@ impl Policy {
 }
 
 impl From<crate::channel::ChannelError> for ErrorCode {
-    /// The guest's error for a channel's: `closed`, or `limit-exceeded`
+    /// The guest's error for a channel's: `closed`, or `limit-exceeded`,
     /// with the reason.
     fn from(err: crate::channel::ChannelError) -> ErrorCode {
+        use crate::channel::ChannelError;
         match err {
-            crate::channel::ChannelError::Closed => ErrorCode::Closed,
+            ChannelError::Closed | ChannelError::ClosedHere => ErrorCode::Closed(err.to_string()),
             other => ErrorCode::LimitExceeded(other.to_string()),
         }
     }
@@ -300,6 +330,17 @@ impl Host for ProcessCtxView<'_> {
         args: Vec<String>,
         options: ForkOptions,
     ) -> ProcessResult<Resource<Worker>> {
+        // Streams given are taken first: they are the host's now.
+        let stdio = [
+            Asked::Null,
+            self.ask(options.stdout)?,
+            self.ask(options.stderr)?,
+        ];
+        let options = ForkOptions {
+            stdout: crate::bindings::types::Stdio::Null,
+            stderr: crate::bindings::types::Stdio::Null,
+            ..options
+        };
         let ctx = &mut *self.ctx;
         no_nul("the component name", &component)?;
         let path = (ctx.policy.find_fork(&component))
@@ -340,13 +381,7 @@ impl Host for ProcessCtxView<'_> {
             identity: None,
             lent,
         };
-        let child = ctx.start_child(
-            "fork",
-            &prepared,
-            StdioKind::Null,
-            options.stdout,
-            options.stderr,
-        )?;
+        let child = ctx.start_child("fork", &prepared, stdio)?;
         // The worker has its copies now.
         drop((theirs, dirs, report_end));
         let component = (spec.component.file_name())
@@ -361,6 +396,7 @@ impl Host for ProcessCtxView<'_> {
         let mut channel = Channel::new(ours)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
         channel.set_spin(ctx.policy.channel_spin);
+        channel.set_buffer(ctx.policy.limits.channel_buffer);
         let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
         channel.try_send(spec).map_err(ErrorCode::from)?;
         self.table
@@ -422,12 +458,25 @@ impl HostWorker for ProcessCtxView<'_> {
         wasmtime_wasi::p2::subscribe(self.table, worker)
     }
 
-    fn try_wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<ExitStatus>> {
-        Ok(self.worker(&worker)?.child.try_status()?)
+    fn close_channel(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {
+        self.table.get(&worker)?.channel.close_here();
+        Ok(())
     }
 
-    async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<ExitStatus> {
+    fn try_wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Termination>> {
+        Ok(self.worker(&worker)?.try_status()?)
+    }
+
+    async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Termination> {
         Ok(self.worker(&worker)?.reap().await?)
+    }
+
+    async fn wait_timeout(
+        &mut self,
+        worker: Resource<Worker>,
+        timeout_ms: u64,
+    ) -> ProcessResult<Termination> {
+        Ok(self.worker(&worker)?.reap_within(timeout_ms).await?)
     }
 
     fn kill(&mut self, worker: Resource<Worker>, signal: u8) -> ProcessResult<()> {
@@ -438,14 +487,14 @@ impl HostWorker for ProcessCtxView<'_> {
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&worker, |w: &mut Worker| w.child.take_stdout())
+        self.take_output(&worker, |w: &mut Worker| w.child.take_stdout())
     }
 
     fn take_stderr(
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&worker, |w: &mut Worker| w.child.take_stderr())
+        self.take_output(&worker, |w: &mut Worker| w.child.take_stderr())
     }
 
     fn drop(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {
@@ -478,6 +527,14 @@ impl parent::Host for ProcessCtxView<'_> {
 
     fn try_receive(&mut self) -> ProcessResult<Option<Vec<u8>>> {
         Ok((self.parent()?.try_receive()).map_err(ErrorCode::from)?)
+    }
+
+    /// For a component that was not forked, nothing to close.
+    fn close(&mut self) -> wasmtime::Result<()> {
+        if let Some(channel) = &self.ctx.parent {
+            channel.close_here();
+        }
+        Ok(())
     }
 
     /// Ready when `receive` would not block; for a component that was not
@@ -629,8 +686,9 @@ mod tests {
             allow_env: vec![],
             env: vec![],
             shell: false,
-            stdout: StdioKind::Null,
-            stderr: StdioKind::Null,
+            forks: vec![],
+            stdout: crate::bindings::types::Stdio::Null,
+            stderr: crate::bindings::types::Stdio::Null,
             limits: limits(None, None),
             uid: Some(1234),
             gid: None,

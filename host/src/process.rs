@@ -3,11 +3,11 @@
 
 use crate::ProcessCtx;
 use crate::audit::AuditLog;
-use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
+use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, ResourceUsage};
 use crate::cgroup::ChildCgroup;
 use crate::policy::{Denial, Prepared};
 use crate::sandbox::{Layers, Sandbox};
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
 use std::ffi::CString;
 use std::fs::File;
@@ -27,7 +27,7 @@ pub(crate) struct Launched {
 }
 
 /// What one of a child's stdin, stdout and stderr is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum ChildIo {
     /// A new pipe; the host keeps the other end.
     Pipe,
@@ -35,6 +35,16 @@ pub(crate) enum ChildIo {
     Inherit,
     /// `/dev/null`.
     Null,
+    /// A descriptor the host opened for it: a file in a granted directory,
+    /// or the read end of another child's output pipe.
+    Given(OwnedFd),
+}
+
+/// How a reaped process ended, and what it used.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    pub status: ExitStatus,
+    pub usage: ResourceUsage,
 }
 
 /// A started OS process, known by a pidfd (so waiting and signalling the
@@ -43,7 +53,7 @@ pub(crate) struct OsChild {
     pid: Pid,
     /// `None` once given to the background reaper on drop.
     pidfd: Option<AsyncFd<OwnedFd>>,
-    status: Option<ExitStatus>,
+    ended: Option<Ended>,
     /// The write end of the child's stdin pipe.
     pub stdin: Option<OwnedFd>,
     /// The read end of the child's stdout pipe.
@@ -54,16 +64,16 @@ pub(crate) struct OsChild {
 
 impl OsChild {
     /// Waits for the process to exit and reaps it. Cancel safe.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
+    pub async fn wait(&mut self) -> io::Result<Ended> {
+        if let Some(ended) = self.ended {
+            return Ok(ended);
         }
         let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
         loop {
             let mut ready = pidfd.readable().await?;
-            if let Some(status) = reap(pidfd.get_ref().as_fd())? {
-                self.status = Some(status);
-                return Ok(status);
+            if let Some(ended) = reap(pidfd.get_ref().as_fd())? {
+                self.ended = Some(ended);
+                return Ok(ended);
             }
             ready.clear_ready();
         }
@@ -71,16 +81,25 @@ impl OsChild {
 
     /// The exit status, once the process has been reaped.
     pub fn status(&self) -> Option<ExitStatus> {
-        self.status
+        self.ended.map(|e| e.status)
     }
 
     /// Reaps the process if it has exited, without blocking.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.status.is_none() {
+    pub fn try_wait(&mut self) -> io::Result<Option<Ended>> {
+        if self.ended.is_none() {
             let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
-            self.status = reap(pidfd.get_ref().as_fd())?;
+            self.ended = reap(pidfd.get_ref().as_fd())?;
         }
-        Ok(self.status)
+        Ok(self.ended)
+    }
+
+    /// A pidfd of the process, for a deadline that must know whether it
+    /// has exited (`None` once reaped).
+    pub fn pidfd(&self) -> io::Result<Option<OwnedFd>> {
+        match (&self.pidfd, self.ended) {
+            (Some(fd), None) => Ok(Some(rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -88,7 +107,7 @@ impl Drop for OsChild {
     /// Reaps the process in the background if nobody did: the caller has
     /// killed it (or it is about to exit), so no zombie is left behind.
     fn drop(&mut self) {
-        let (Some(pidfd), None) = (self.pidfd.take(), self.status) else {
+        let (Some(pidfd), None) = (self.pidfd.take(), self.ended) else {
             return;
         };
         if let Ok(Some(_)) = reap(pidfd.get_ref().as_fd()) {
@@ -112,9 +131,30 @@ impl Drop for OsChild {
 }
 
 /// Reaps the process of `pidfd` if it has exited.
-fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-    Ok(rustix::process::waitid(WaitId::PidFd(pidfd), options)?.map(|s| exit_status(&s)))
+fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
+    Ok(crate::sys::reap_pidfd(pidfd)?.map(|(exit, usage)| Ended {
+        status: match exit {
+            // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
+            crate::sys::RawExit::Code(code) => ExitStatus::Exited(code as u8),
+            crate::sys::RawExit::Signal(sig) => ExitStatus::Signaled(sig as u8),
+        },
+        usage: resource_usage(&usage),
+    }))
+}
+
+/// The WIT resource usage of `wait4`'s (or `waitid`'s) `rusage`.
+pub(crate) fn resource_usage(r: &libc::rusage) -> ResourceUsage {
+    let ns = |t: libc::timeval| {
+        (t.tv_sec.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_usec.max(0) as u64 * 1000)
+    };
+    ResourceUsage {
+        user_cpu_ns: ns(r.ru_utime),
+        system_cpu_ns: ns(r.ru_stime),
+        // Linux gives kilobytes.
+        max_rss_bytes: (r.ru_maxrss.max(0) as u64).saturating_mul(1024),
+    }
 }
 
 /// Owns a child's process group: dropping it kills every process left in
@@ -130,7 +170,7 @@ pub(crate) struct GroupGuard {
     status: OnceLock<ExitStatus>,
     /// The group was killed while the leader was still unreaped: nothing
     /// left to do on drop.
-    killed: bool,
+    killed: std::sync::atomic::AtomicBool,
     /// The child's own cgroup, if it has one: SIGKILL goes to all of it,
     /// and dropping it kills what is left.
     cgroup: Option<ChildCgroup>,
@@ -165,11 +205,11 @@ impl GroupGuard {
 
     /// Kills the group now, before the leader is reaped (the caller reaps
     /// it next), so that dropping the guard later sends nothing.
-    pub fn kill_before_reaping(&mut self) {
+    pub fn kill_before_reaping(&self) {
         if let Err(e) = self.signal(Signal::KILL) {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
-        self.killed = true;
+        self.killed.store(true, Ordering::Release);
     }
 
     /// Notes that the leader has been reaped, and how it ended (for
@@ -186,7 +226,7 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if !self.killed
+        if !*self.killed.get_mut()
             && let Err(e) = self.signal(Signal::KILL)
         {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
@@ -379,7 +419,7 @@ impl ProcessCtx {
                 audit: self.audit.clone(),
                 started: Instant::now(),
                 status: OnceLock::new(),
-                killed: false,
+                killed: false.into(),
                 cgroup: child_cgroup,
             },
         })
@@ -466,14 +506,14 @@ fn start_os_process(
     let envp = (prepared.env.iter())
         .map(|(k, v)| c_string("the environment", format!("{k}={v}").into_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
-    let null = match stdio.contains(&ChildIo::Null) {
+    let null = match stdio.iter().any(|io| matches!(io, ChildIo::Null)) {
         true => Some(dev_null().map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?),
         false => None,
     };
     // An inherited stream is opened anew, read-only for stdin: the child
     // shares no open file description with the host, so it can neither
     // write to nor truncate, seek or re-flag the host's.
-    if stdio[1..].contains(&ChildIo::Inherit) {
+    if stdio[1..].iter().any(|io| matches!(io, ChildIo::Inherit)) {
         return Err(ErrorCode::Io(
             "only stdin is inherited as the host's (output goes through a pipe)".into(),
         ));
@@ -488,8 +528,8 @@ fn start_os_process(
     };
     // (the host's end, the child's end) of each stream.
     let mut ends: [(Option<OwnedFd>, Option<OwnedFd>); 3] = Default::default();
-    for (i, io) in stdio.into_iter().enumerate() {
-        if io == ChildIo::Pipe {
+    for (i, io) in stdio.iter().enumerate() {
+        if matches!(io, ChildIo::Pipe) {
             let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| pipes(e.into()))?;
             ends[i] = if i == 0 {
@@ -499,10 +539,11 @@ fn start_os_process(
             };
         }
     }
-    let child_fd = |i: usize| match stdio[i] {
+    let child_fd = |i: usize| match &stdio[i] {
         ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
         ChildIo::Inherit => host_stdin.as_ref().expect("stdin reopened").as_fd(),
         ChildIo::Null => null.expect("/dev/null opened"),
+        ChildIo::Given(fd) => fd.as_fd(),
     };
     let spec = crate::sys::SpawnSpec {
         program: &program,
@@ -527,7 +568,7 @@ fn start_os_process(
     let child = OsChild {
         pid,
         pidfd: Some(pidfd),
-        status: None,
+        ended: None,
         stdin,
         stdout,
         stderr,
@@ -596,12 +637,3 @@ pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
         .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
 }
 
-/// The WIT exit status of a reaped process.
-fn exit_status(status: &WaitIdStatus) -> ExitStatus {
-    match (status.exit_status(), status.terminating_signal()) {
-        // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
-        (Some(code), _) => ExitStatus::Exited(code as u8),
-        (None, Some(sig)) => ExitStatus::Signaled(sig as u8),
-        (None, None) => unreachable!("waitid(WEXITED) reports an exit code or a signal"),
-    }
-}

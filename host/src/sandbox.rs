@@ -593,6 +593,7 @@ mod tests {
             stdin: None,
             uid: None,
             gid: None,
+            shell: None,
         };
         let out = view.exec(command.into(), options).await.unwrap();
         (

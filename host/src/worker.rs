@@ -70,6 +70,8 @@ pub struct WorkerProcess {
     pub process: ProcessCtxBuilder,
     /// The channel's socket, until the runtime that will serve it starts.
     pub channel: std::os::unix::net::UnixStream,
+    /// The report pipe to the parent host, for [`report_trap`].
+    pub reports: Option<std::fs::File>,
 }
 
 impl WorkerProcess {
@@ -123,10 +125,16 @@ impl WorkerProcess {
             bail!("the worker specification names no component");
         }
         process.policy(spec.policy.clone());
+        if !spec.policy.forks.is_empty() {
+            // Its own workers run the same executable.
+            process.worker_executable(std::env::current_exe()?)?;
+        }
+        let mut reports = None;
         if let Some(fd) = spec.report_fd {
             let pipe = std::fs::File::from(
                 crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
             );
+            reports = Some(pipe.try_clone()?);
             report_to_parent(&mut process, pipe)?;
         }
         Ok(WorkerProcess {
@@ -134,6 +142,7 @@ impl WorkerProcess {
             wasi,
             process,
             channel,
+            reports,
         })
     }
 }
@@ -154,6 +163,15 @@ impl WorkerProcess {
         }
         Ok(())
     }
+}
+
+/// Tells the parent host that the worker's guest trapped, with `message`,
+/// so that its `termination` says so (`trap`) rather than only an exit
+/// code.
+pub fn report_trap(pipe: &mut std::fs::File, message: &str) {
+    use std::io::Write;
+    let line = serde_json::json!({ "trap": message });
+    let _ = writeln!(pipe, "{line}");
 }
 
 /// Sends `process`'s audit events (as their JSON lines) and denials (as
@@ -186,6 +204,8 @@ pub(crate) struct Reports {
     worker: (u32, String),
     audit: Option<crate::AuditLog>,
     reporter: Option<crate::DenialReporter>,
+    /// The trap of the worker's guest, if it reported one.
+    pub trap: Option<String>,
 }
 
 /// Longest report line kept: a longer one is dropped (with a warning).
@@ -207,6 +227,7 @@ impl Reports {
             worker,
             audit,
             reporter,
+            trap: None,
         }));
         let shared = reports.clone();
         tokio::spawn(async move {
@@ -248,12 +269,14 @@ impl Reports {
         open
     }
 
-    fn handle(&self, line: &[u8]) {
+    fn handle(&mut self, line: &[u8]) {
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
             tracing::warn!(pid = self.worker.0, "a worker sent a bad report line");
             return;
         };
-        if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
+        if let Some(trap) = value.get("trap").and_then(|t| t.as_str()) {
+            self.trap = Some(trap.to_owned());
+        } else if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
             let denial = crate::Denial::InWorker {
                 pid: self.worker.0,
                 component: self.worker.1.clone(),
