@@ -55,6 +55,7 @@ impl Default for exec::ExecOptions {
             stdin: None,
             uid: None,
             gid: None,
+            shell: None,
         }
     }
 }
@@ -62,7 +63,7 @@ impl Default for exec::ExecOptions {
 impl Default for spawn::SpawnOptions {
     /// No cwd (the first granted directory), no environment, stdin, stdout
     /// and stderr the guest's own (as `std::process::Command::spawn`), the
-    /// host's child user and group.
+    /// host's child user and group, no deadline (SIGTERM if one is set).
     fn default() -> Self {
         spawn::SpawnOptions {
             cwd: None,
@@ -72,13 +73,16 @@ impl Default for spawn::SpawnOptions {
             stderr: types::Stdio::Inherit,
             uid: None,
             gid: None,
+            timeout_ms: None,
+            kill_signal: None,
         }
     }
 }
 
 impl Default for fork::ForkOptions {
     /// Nothing passed on to the worker (no programs, directories or env
-    /// names, no shell, empty environment); its stdout and stderr are the
+    /// names, no shell, no components to fork, empty environment); its
+    /// stdout and stderr are the
     /// guest's own; its limits are the guest's; its children run as the
     /// host's child user and group.
     fn default() -> Self {
@@ -88,6 +92,7 @@ impl Default for fork::ForkOptions {
             allow_env: Vec::new(),
             env: Vec::new(),
             shell: false,
+            forks: Vec::new(),
             stdout: types::Stdio::Inherit,
             stderr: types::Stdio::Inherit,
             limits: fork::WorkerLimits::default(),
@@ -122,24 +127,24 @@ impl ErrorCode {
             ErrorCode::NotFound(_) => "not-found",
             ErrorCode::InvalidArgument(_) => "invalid-argument",
             ErrorCode::LimitExceeded(_) => "limit-exceeded",
-            ErrorCode::TimedOut => "timed-out",
-            ErrorCode::Closed => "closed",
+            ErrorCode::TimedOut(_) => "timed-out",
+            ErrorCode::Closed(_) => "closed",
             ErrorCode::Unsupported(_) => "unsupported",
             ErrorCode::Io(_) => "io",
         }
     }
 
-    /// The host's message naming what was denied or wrong (empty for the
-    /// cases without one).
+    /// The host's message naming what was denied or wrong.
     pub fn message(&self) -> &str {
         match self {
             ErrorCode::AccessDenied(m)
             | ErrorCode::NotFound(m)
             | ErrorCode::InvalidArgument(m)
             | ErrorCode::LimitExceeded(m)
+            | ErrorCode::TimedOut(m)
+            | ErrorCode::Closed(m)
             | ErrorCode::Unsupported(m)
             | ErrorCode::Io(m) => m,
-            ErrorCode::TimedOut | ErrorCode::Closed => "",
         }
     }
 }

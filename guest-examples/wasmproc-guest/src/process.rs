@@ -96,7 +96,7 @@ impl Error {
     /// Turns the error of a wasi:io stream operation into an `io` error.
     fn stream(e: StreamError) -> Self {
         match e {
-            StreamError::Closed => Error::new(ErrorCode::Closed),
+            StreamError::Closed => Error::new(ErrorCode::Closed("stream closed".into())),
             StreamError::LastOperationFailed(e) => Error::new(ErrorCode::Io(e.to_debug_string())),
         }
     }
@@ -137,8 +137,8 @@ impl From<Error> for std::io::Error {
             ErrorCode::NotFound(_) => ErrorKind::NotFound,
             ErrorCode::InvalidArgument(_) => ErrorKind::InvalidInput,
             ErrorCode::LimitExceeded(_) => ErrorKind::QuotaExceeded,
-            ErrorCode::TimedOut => ErrorKind::TimedOut,
-            ErrorCode::Closed => ErrorKind::BrokenPipe,
+            ErrorCode::TimedOut(_) => ErrorKind::TimedOut,
+            ErrorCode::Closed(_) => ErrorKind::BrokenPipe,
             ErrorCode::Unsupported(_) => ErrorKind::Unsupported,
             ErrorCode::Io(_) => ErrorKind::Other,
         };
@@ -170,7 +170,7 @@ impl ExitStatus {
 }
 
 /// Where a child's standard stream goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Stdio(types::Stdio);
 
 impl Stdio {
@@ -189,7 +189,7 @@ impl Stdio {
 }
 
 /// A process builder, as `std::process::Command`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Command {
     program: String,
     args: Vec<String>,
@@ -345,22 +345,25 @@ impl Command {
             stdin: self.input.clone(),
             uid: self.uid,
             gid: self.gid,
+            shell: None,
         }
     }
 
     /// Starts the child (`spawn`); stdio not configured is inherited.
     pub fn spawn(&mut self) -> Result<Child> {
-        let inherit = Stdio::inherit();
+        let take = |s: &mut Option<Stdio>| s.take().map_or(types::Stdio::Inherit, |s| s.0);
         let options = wit_spawn::SpawnOptions {
             cwd: self.cwd.clone(),
             env: self.env.clone(),
-            stdin: self.stdin.unwrap_or(inherit).0,
-            stdout: self.stdout.unwrap_or(inherit).0,
-            stderr: self.stderr.unwrap_or(inherit).0,
+            stdin: take(&mut self.stdin),
+            stdout: take(&mut self.stdout),
+            stderr: take(&mut self.stderr),
             uid: self.uid,
             gid: self.gid,
+            timeout_ms: None,
+            kill_signal: None,
         };
-        let child = wit_spawn::spawn(&self.program, &self.args, &options)
+        let child = wit_spawn::spawn(&self.program, &self.args, options)
             .map_err(|e| Error::new(e).context(format!("spawn {}", self.program)))?;
         Ok(Child::new(child))
     }
@@ -481,7 +484,7 @@ impl Child {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let status = self.inner.wait()?;
+        let status = self.inner.wait()?.status;
         self.status = Some(status);
         Ok(status)
     }
@@ -489,7 +492,7 @@ impl Child {
     /// The exit status if the child has exited, without blocking.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self.inner.try_wait()?;
+            self.status = self.inner.try_wait()?.map(|t| t.status);
         }
         Ok(self.status)
     }
@@ -631,7 +634,7 @@ pub fn fork(component: impl Into<String>) -> Result<Worker> {
 
 /// A worker builder: the component, its arguments and the capabilities it
 /// gets (each a subset of this guest's).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Fork {
     component: String,
     args: Vec<String>,
@@ -707,8 +710,8 @@ impl Fork {
     }
 
     /// Starts the worker.
-    pub fn spawn(&self) -> Result<Worker> {
-        wit_fork::fork(&self.component, &self.args, &self.options)
+    pub fn spawn(&mut self) -> Result<Worker> {
+        wit_fork::fork(&self.component, &self.args, std::mem::take(&mut self.options))
             .map(|inner| Worker { inner })
             .map_err(|e| Error::new(e).context(format!("fork {}", self.component)))
     }
@@ -730,7 +733,7 @@ impl fmt::Debug for Worker {
 fn closed_is_none<T>(r: std::result::Result<T, ErrorCode>) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(ErrorCode::Closed) => Ok(None),
+        Err(ErrorCode::Closed(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -758,7 +761,7 @@ impl Worker {
     pub fn try_recv(&self) -> Result<Option<Vec<u8>>> {
         match self.inner.try_receive() {
             Ok(m) => Ok(m),
-            Err(ErrorCode::Closed) => Ok(None),
+            Err(ErrorCode::Closed(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -770,7 +773,7 @@ impl Worker {
 
     /// Waits for the worker process to exit.
     pub fn wait(&self) -> Result<ExitStatus> {
-        Ok(self.inner.wait()?)
+        Ok(self.inner.wait()?.status)
     }
 
     /// Sends `signal` to the worker's process group.
