@@ -42,6 +42,7 @@
 #   WASMPROC_GUEST_TARGET   cargo target dir for the guests
 #                           (default: guest-examples/target)
 #   WASMPROC_SKIP_MISSING=1 as --skip-missing
+#   WASMPROC_GUEST_LANGS    the languages to build (default: "rust c python js")
 # Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm
 # (Rust), <name>-c.wasm, <name>-py.wasm and <name>-js.wasm.
 set -euo pipefail
@@ -253,7 +254,7 @@ fi
 [ "$REGEN_C" = 1 ] && regen_c_bindings
 
 skipped=()
-for lang in rust c python js; do
+for lang in ${WASMPROC_GUEST_LANGS:-rust c python js}; do
   if ! "have_$lang"; then
     [ "$SKIP_MISSING" = 1 ] || die "the $lang guest toolchain is missing (run scripts/build-guests.sh --setup)"
     log "SKIPPING $lang guests: toolchain missing (--skip-missing)"

@@ -261,7 +261,9 @@ impl Channel {
     /// Sets how many bytes of unread messages the channel takes in while
     /// the guest waits for the peer's exit (default [`ABSORB_BYTES`]).
     pub fn set_buffer(&mut self, bytes: usize) {
-        self.shared.buffer.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .buffer
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes the channel from this end, as Node's `disconnect`: nothing

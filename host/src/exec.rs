@@ -20,8 +20,12 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request::new(Run::Shell(&command, options.shell.as_deref()), &options.cwd, &options.env)
-            .user(options.uid, options.gid);
+        let req = Request::new(
+            Run::Shell(&command, options.shell.as_deref()),
+            &options.cwd,
+            &options.env,
+        )
+        .user(options.uid, options.gid);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 

@@ -485,9 +485,10 @@ impl Policy {
     pub(crate) fn check(&self, dirs: &[DirGrant], req: &Request<'_>) -> Result<Prepared, Refusal> {
         check_strings(req)?;
         let (grant, args) = match req.run {
-            Run::Shell(command, shell) => {
-                (self.find_shell(shell)?, vec!["-c".to_owned(), command.to_owned()])
-            }
+            Run::Shell(command, shell) => (
+                self.find_shell(shell)?,
+                vec!["-c".to_owned(), command.to_owned()],
+            ),
             Run::Program(program, args) => (self.find_program(program)?, args.to_vec()),
         };
         if !grant.pin_holds() {
@@ -569,7 +570,9 @@ impl Policy {
         match shell {
             None => self.shells.first().ok_or(Denial::Shell),
             Some(_) if self.shells.is_empty() => Err(Denial::Shell),
-            Some(name) => find(&self.shells, name).ok_or_else(|| Denial::ShellName(name.to_owned())),
+            Some(name) => {
+                find(&self.shells, name).ok_or_else(|| Denial::ShellName(name.to_owned()))
+            }
         }
     }
 
@@ -764,7 +767,9 @@ pub(crate) fn open_granted_file(
         FileMode::Truncate => options.write(true).create(true).truncate(true),
         FileMode::Append => options.append(true).create(true),
     };
-    options.mode(0o644).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    options
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = match dir.open_with(name, &options) {
         Ok(file) => file.into_std(),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -781,7 +786,8 @@ pub(crate) fn open_granted_file(
     }
     let fd = std::os::fd::OwnedFd::from(file);
     let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| fail(e.into()))?;
-    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK).map_err(|e| fail(e.into()))?;
+    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| fail(e.into()))?;
     Ok(fd)
 }
 
@@ -921,7 +927,9 @@ mod tests {
         assert_eq!(ctx.prepare(&by_path).unwrap().argv0, "bash");
         let zsh = Request::new(Run::Shell("true", Some("dash")), &None, &[]);
         let err = ctx.prepare(&zsh).unwrap_err();
-        assert!(matches!(err, ErrorCode::AccessDenied(m) if m.contains("shell `dash` is not granted")));
+        assert!(
+            matches!(err, ErrorCode::AccessDenied(m) if m.contains("shell `dash` is not granted"))
+        );
     }
 
     #[test]

@@ -636,4 +636,3 @@ pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
     Signal::from_named_raw(i32::from(n))
         .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
 }
-
