@@ -1,8 +1,8 @@
 //! Rust bindings for guest components that use the `wasmproc:process` WIT
-//! package, for `wasm32-wasip2` command components. They are generated for
-//! the world `wasmproc:process/worker` (everything of `guest`, plus the
-//! `parent` channel of forked workers); a component imports only what it
-//! uses.
+//! package (`wasmproc:process@0.2.0`), for `wasm32-wasip2` command
+//! components. They are generated for the world `wasmproc:process/worker`
+//! (everything of `guest`, plus the `parent` channel of forked workers) and
+//! `wasi:cli/exit`; a component imports only what it uses.
 //!
 //! Two layers:
 //!
@@ -14,6 +14,8 @@
 //!   `error-code`.
 //! - the generated bindings, re-exported as [`exec`], [`spawn`], [`fork`],
 //!   [`parent`], [`types`] and [`io`] (wasi:io streams and poll).
+//!
+//! And [`exit`], to end the guest with an exit code of its own.
 //!
 //! ```ignore
 //! use wasmproc_guest::{Command, Stdio};
@@ -27,8 +29,16 @@
 //! ```
 
 wit_bindgen::generate!({
+    // The `worker` world, plus `wasi:cli/exit` for [`exit`].
+    inline: "
+        package wasmproc:guest-bindings;
+        world bindings {
+            include wasmproc:process/worker@0.2.0;
+            import wasi:cli/exit@0.2.12;
+        }
+    ",
     path: "../../wit",
-    world: "wasmproc:process/worker",
+    world: "wasmproc:guest-bindings/bindings",
     generate_all,
 });
 
@@ -36,10 +46,25 @@ pub use wasi::io;
 pub use wasmproc::process::{exec, fork, parent, spawn, types};
 
 pub mod process;
-pub use process::{Command, Error, Stdio};
+pub use process::{Command, Error, ExitStatus, Stdio};
+
+/// Ends the guest with exit code `code`, after flushing Rust's stdout and
+/// stderr (`wasi:cli/exit.exit-with-code`). A forked worker's parent then
+/// sees `exited(code)`; a guest run by `wasmproc run` exits with `code`.
+///
+/// `std::process::exit` cannot do this on `wasm32-wasip2`: wasi-libc
+/// reports any code but 0 as 1.
+pub fn exit(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    wasi::cli::exit::exit_with_code(code);
+    // exit-with-code does not return.
+    std::process::abort()
+}
 
 use std::fmt;
-use types::{ErrorCode, ExitStatus};
+use types::ErrorCode;
 
 impl Default for exec::ExecOptions {
     /// No cwd (the first granted directory), no environment, the host's
@@ -149,11 +174,46 @@ impl ErrorCode {
     }
 }
 
-impl fmt::Display for ExitStatus {
+impl types::ExitStatus {
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, types::ExitStatus::Exited(0))
+    }
+
+    /// The exit code, if the process exited (rather than being signaled).
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            types::ExitStatus::Exited(c) => Some(i32::from(*c)),
+            types::ExitStatus::Signaled(_) => None,
+        }
+    }
+
+    /// The signal that terminated the process, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            types::ExitStatus::Signaled(s) => Some(i32::from(*s)),
+            types::ExitStatus::Exited(_) => None,
+        }
+    }
+}
+
+impl types::ResourceUsage {
+    /// CPU time spent in user mode.
+    pub fn user_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.user_cpu_ns)
+    }
+
+    /// CPU time spent in the kernel.
+    pub fn system_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.system_cpu_ns)
+    }
+}
+
+impl fmt::Display for types::ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitStatus::Exited(c) => write!(f, "exited({c})"),
-            ExitStatus::Signaled(s) => write!(f, "signaled({s})"),
+            types::ExitStatus::Exited(c) => write!(f, "exited({c})"),
+            types::ExitStatus::Signaled(s) => write!(f, "signaled({s})"),
         }
     }
 }
