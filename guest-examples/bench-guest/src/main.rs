@@ -19,7 +19,7 @@ use wasmproc_guest::exec::{ExecOptions, exec};
 use wasmproc_guest::fork::{ForkOptions, Worker, fork};
 use wasmproc_guest::io::streams::StreamError;
 use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
-use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio};
+use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio, Termination};
 
 const WORKER: &str = "echo-worker.wasm";
 
@@ -31,18 +31,18 @@ fn fail(what: &str, e: ErrorCode) -> ! {
 fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let options = SpawnOptions { stdin, stdout, stderr: Stdio::Null, ..SpawnOptions::default() };
-    spawn(program, &args, &options).unwrap_or_else(|e| fail(program, e))
+    spawn(program, &args, options).unwrap_or_else(|e| fail(program, e))
 }
 
 fn start_worker(args: &[&str]) -> Worker {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
-    fork(WORKER, &args, &options).unwrap_or_else(|e| fail("fork", e))
+    fork(WORKER, &args, options).unwrap_or_else(|e| fail("fork", e))
 }
 
 fn wait_ok(child: &Child) {
     match child.wait() {
-        Ok(ExitStatus::Exited(0)) => {}
+        Ok(Termination { status: ExitStatus::Exited(0), .. }) => {}
         other => panic!("child ended with {other:?}"),
     }
 }

@@ -31,10 +31,11 @@ fn main() {
     jobs.sort();
     jobs.reverse(); // pop() hands them out in order
     let total = jobs.len();
-    let options = ForkOptions { dirs: vec![DirGrant { path: dir.clone(), read_only: true }], ..ForkOptions::default() };
     let workers: Vec<Worker> = (0..n.min(total.max(1)))
         .map(|_| {
-            fork("pool-worker.wasm", &[], &options).unwrap_or_else(|e| {
+            let options =
+                ForkOptions { dirs: vec![DirGrant { path: dir.clone(), read_only: true }], ..ForkOptions::default() };
+            fork("pool-worker.wasm", &[], options).unwrap_or_else(|e| {
                 eprintln!("worker-pool: fork: {}: {}", e.code(), e.message());
                 std::process::exit(1);
             })
