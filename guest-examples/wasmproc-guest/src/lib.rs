@@ -7,8 +7,10 @@
 //! Two layers:
 //!
 //! - [`process`]: the idiomatic one, modelled on `std::process` —
-//!   [`Command`], [`Stdio`], [`Child`](process::Child) with `Read`/`Write`
-//!   streams, [`process::exec`] through the granted shell, and
+//!   [`Command`], [`Stdio`] (pipes, files, another child's output),
+//!   [`Child`](process::Child) with `Read`/`Write` streams and an
+//!   [`ExitStatus`] that also tells a deadline, resource usage and a
+//!   worker's trap, [`process::exec`] through a granted shell, and
 //!   [`process::fork`] returning a [`Worker`](process::Worker) with
 //!   `send`/`recv`; errors are a [`process::Error`] carrying the WIT
 //!   `error-code`.
@@ -23,7 +25,8 @@
 //!     .stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
 //! let out = Command::new("wc").arg("-l").output()?;
 //!
-//! // or the generated bindings directly:
+//! // or the generated bindings directly (`spawn` and `fork` take their
+//! // options by value: a `stdio` may hold a stream):
 //! use wasmproc_guest::exec::{exec_file, ExecOptions};
 //! let out = exec_file("sort", &["-n".into()], &ExecOptions::default())?;
 //! ```

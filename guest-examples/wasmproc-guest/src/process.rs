@@ -491,10 +491,11 @@ impl Command {
     }
 
     /// Kill the child's process group after `timeout`, counted from the
-    /// start: [`ExitStatus::timed_out`] then tells. For
-    /// [`spawn`](Self::spawn) and [`status`](Self::status) the default is no
-    /// deadline; for [`output`](Self::output) and [`exec_with`] the host's
-    /// default timeout. Above the host's maximum it is refused with
+    /// start: [`ExitStatus::timed_out`] then tells. Default: no deadline
+    /// for a spawned child ([`spawn`](Self::spawn), [`status`](Self::status));
+    /// the host's default timeout for one the host runs to completion
+    /// ([`output`](Self::output) without a [`stdin`](Self::stdin), and
+    /// [`exec_with`]). Above the host's maximum it is refused with
     /// `limit-exceeded`.
     pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
         self.timeout = Some(timeout);
@@ -505,7 +506,9 @@ impl Command {
     /// [`timeout`](Self::timeout) expires (or, for `output`, a stream
     /// exceeds the [`max_buffer`](Self::max_buffer)); SIGKILL follows after
     /// the host's grace period if the group is still there. Default:
-    /// SIGTERM (15) for `spawn`, SIGKILL (9) for `output` and `exec_with`.
+    /// SIGTERM (15) for a spawned child, SIGKILL (9) for one the host runs
+    /// to completion (`output` without a [`stdin`](Self::stdin), and
+    /// [`exec_with`]).
     pub fn kill_signal(&mut self, signal: u8) -> &mut Self {
         self.kill_signal = Some(signal);
         self
@@ -596,13 +599,13 @@ impl Command {
 
     /// Runs the child to completion and collects its stdout and stderr.
     ///
-    /// Without [`stdin`](Self::stdin) (or with `Stdio::null()`), the host
-    /// runs it and buffers the output (`exec-file`, up to
-    /// [`max_buffer`](Self::max_buffer) bytes per stream, and with stdin
-    /// the [`input`](Self::input) bytes or `/dev/null`). With another stdin
-    /// (a file, another child's output, the guest's own), the child is
-    /// spawned with piped stdout and stderr, which are read to their ends
-    /// (no buffer limit; [`Output::truncated`] is false).
+    /// With [`input`](Self::input) bytes as stdin, or without a
+    /// [`stdin`](Self::stdin) (or with `Stdio::null()`: `/dev/null`), the
+    /// host runs it and buffers the output (`exec-file`, up to
+    /// [`max_buffer`](Self::max_buffer) bytes per stream). With another
+    /// stdin (a file, another child's output, a pipe, the guest's own), the
+    /// child is spawned with piped stdout and stderr, which are read to
+    /// their ends (no buffer limit; [`Output::truncated`] is false).
     pub fn output(&mut self) -> Result<Output> {
         if self.input.is_none() && self.stdin.as_ref().is_some_and(|s| !s.is_null()) {
             let (stdout, stderr) = (self.stdout.replace(Stdio::piped()), self.stderr.replace(Stdio::piped()));
