@@ -355,11 +355,11 @@ async fn run_guest(
     Ok(match exit {
         GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         GuestExit::Trap => {
+            if let (Some(pipe), Some(e)) = (trap_report, &trap) {
+                wasmproc_host::worker::report_trap(pipe, &e.root_cause().to_string());
+            }
             let trap = trap.map(|e| format!("{e:#}")).unwrap_or_default();
             eprintln!("wasmproc: error: the guest trapped: {trap}");
-            if let Some(pipe) = trap_report {
-                wasmproc_host::worker::report_trap(pipe, &trap);
-            }
             // As wasmtime's CLI does for a trap: the status of SIGABRT.
             ExitCode::from(134)
         }

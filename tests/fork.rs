@@ -78,7 +78,10 @@ async fn a_worker_trap_is_reported_after_its_messages_are_delivered() {
     // as a trapped wasmtime does (134), and its termination carries the trap.
     let status = value(&out, "status");
     assert!(status.starts_with("exited(134) trap="), "{status}");
-    assert!(status.contains("worker trapping on purpose"), "{status}");
+    assert!(
+        status.contains("`unreachable` instruction executed"),
+        "{status}"
+    );
     assert_eq!(value(&out, "send-after"), "Err(\"closed\")");
 }
 
@@ -488,7 +491,7 @@ async fn a_workers_termination_reports_its_cpu_time_and_memory() {
     let out = fork_probe(grants_fork(), &["usage"]).await;
     assert_eq!(value(&out, "status"), "exited(0)");
     let cpu: u64 = value(&out, "cpu-ms").parse().unwrap();
-    assert!(cpu >= 250, "{out}");
+    assert!(cpu >= 100, "{out}");
     let rss: u64 = value(&out, "max-rss-kib").parse().unwrap();
     assert!(rss > 1024, "{out}");
 }

@@ -178,12 +178,20 @@ pub(crate) fn confine_worker(
     read: &[&Path],
     read_write: &[&Path],
 ) -> Result<Confinement> {
-    let threads = std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .map(|n| n.trim().to_owned());
-    if threads.as_deref() != Some("1") {
-        bail!("a worker confines itself only while it has one thread (it has {threads:?})");
+    // A worker forked by a worker is under its parent's Landlock already,
+    // which keeps /proc from it: then only the caller's order (confine
+    // before any thread starts) holds the line.
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(status) => {
+            let threads = (status.lines())
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .map(|n| n.trim().to_owned());
+            if threads.as_deref() != Some("1") {
+                bail!("a worker confines itself only while it has one thread (it has {threads:?})");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e.into()),
     }
     let kernel_abi = crate::sys::landlock_abi();
     if kernel_abi < 1 {

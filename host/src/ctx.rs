@@ -366,6 +366,13 @@ impl ProcessCtxBuilder {
         }
     }
 
+    /// Uses `sandbox` (a forked worker's parent's) for the children
+    /// instead of building one.
+    pub(crate) fn adopt_sandbox(&mut self, sandbox: Sandbox) -> &mut Self {
+        self.ctx.sandbox = Some(sandbox);
+        self
+    }
+
     /// Replaces everything but the directories with `policy` (a forked
     /// worker's, narrowed by its parent).
     pub(crate) fn policy(&mut self, policy: Policy) -> &mut Self {
@@ -668,7 +675,7 @@ impl ProcessCtxBuilder {
         // The sandbox is built now, before any guest code runs, and only
         // here: nothing a guest does later can make it fail (and lower the
         // walls). A context that cannot start confined children needs none.
-        if ctx.policy.confine && ctx.policy.use_sandbox && spawns {
+        if ctx.policy.confine && ctx.policy.use_sandbox && spawns && ctx.sandbox.is_none() {
             let programs = ctx.policy.runnable();
             ctx.sandbox = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network)
                 .inspect_err(|e| {

@@ -301,6 +301,7 @@ impl ProcessCtx {
             dirs,
             policy,
             report_fd: None,
+            sandbox: None,
         };
         Ok((spec, opened, lent))
     }
@@ -362,6 +363,11 @@ impl Host for ProcessCtxView<'_> {
         let channel_fd = theirs.as_raw_fd();
         let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
         inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
+        if let Some(sandbox) = ctx.sandbox() {
+            let (inherited, fds) = sandbox.to_inherit();
+            spec.sandbox = Some(inherited);
+            inherit_fds.extend(fds);
+        }
         let prepared = Prepared {
             real_program: executable.clone(),
             program: executable,

@@ -32,7 +32,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -132,6 +132,16 @@ pub(crate) struct Sandbox {
     fds: crate::sys::SandboxFds,
 }
 
+/// A parent's sandbox as a forked worker inherits it: descriptor numbers.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InheritedSandbox {
+    root: RawFd,
+    user: Option<RawFd>,
+    mnt: RawFd,
+    net: Option<RawFd>,
+    ipc: RawFd,
+}
+
 impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).
@@ -174,6 +184,47 @@ impl Sandbox {
             })?;
         }
         Ok(sandbox)
+    }
+
+    /// The descriptors a forked worker inherits to use this sandbox for its
+    /// own children ([`Sandbox::adopt`]), and their numbers for its
+    /// specification. A worker's grants are a subset of this guest's, so
+    /// this view holds all of them; Landlock narrows each child to the
+    /// worker's own. (A worker under its parent's Landlock could not build
+    /// one: Landlock forbids mounting.)
+    pub fn to_inherit(&self) -> (InheritedSandbox, Vec<RawFd>) {
+        let fds = &self.fds;
+        let raw = |fd: &OwnedFd| fd.as_raw_fd();
+        let spec = InheritedSandbox {
+            root: raw(&fds.root),
+            user: fds.user.as_ref().map(raw),
+            mnt: raw(&fds.mnt),
+            net: fds.net.as_ref().map(raw),
+            ipc: raw(&fds.ipc),
+        };
+        let list = [
+            Some(spec.root),
+            spec.user,
+            Some(spec.mnt),
+            spec.net,
+            Some(spec.ipc),
+        ];
+        (spec, list.into_iter().flatten().collect())
+    }
+
+    /// The sandbox of the parent host, from the descriptors this worker
+    /// process inherited.
+    pub fn adopt(inherited: &InheritedSandbox) -> std::io::Result<Sandbox> {
+        let take = crate::sys::take_inherited_fd;
+        Ok(Sandbox {
+            fds: crate::sys::SandboxFds {
+                root: take(inherited.root)?,
+                user: inherited.user.map(take).transpose()?,
+                mnt: take(inherited.mnt)?,
+                net: inherited.net.map(take).transpose()?,
+                ipc: take(inherited.ipc)?,
+            },
+        })
     }
 
     /// Whether the sandbox has a user namespace of its own (a host without

@@ -43,6 +43,10 @@ pub(crate) struct WorkerSpec {
     /// go up to the parent host through (see [`crate::AuditLog`]).
     #[serde(default)]
     pub report_fd: Option<RawFd>,
+    /// The parent's sandbox, for the worker's children (see
+    /// `Sandbox::to_inherit`).
+    #[serde(default)]
+    pub sandbox: Option<crate::sandbox::InheritedSandbox>,
 }
 
 /// A directory a worker holds.
@@ -125,6 +129,10 @@ impl WorkerProcess {
             bail!("the worker specification names no component");
         }
         process.policy(spec.policy.clone());
+        if let Some(sandbox) = &spec.sandbox {
+            let sandbox = crate::sandbox::Sandbox::adopt(sandbox).context("taking the sandbox")?;
+            process.adopt_sandbox(sandbox);
+        }
         if !spec.policy.forks.is_empty() {
             // Its own workers run the same executable.
             process.worker_executable(std::env::current_exe()?)?;
