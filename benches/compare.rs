@@ -5,8 +5,8 @@
 //! ```
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
-//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, fork,
-//! round-trip, pipelined, children).
+//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, pipe,
+//! fork, round-trip, pipelined, children).
 //!
 //! Each wasmproc figure comes from the `bench-guest` component
 //! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmproc::{GuestExit, Runner};
-use wasmproc_host::{Limits, ProcessCtx};
+use wasmproc_host::{DirAccess, Limits, ProcessCtx};
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -38,6 +38,8 @@ const SPAWNS: u64 = 200;
 const EXECS: u64 = 200;
 const READ_BYTES: u64 = 1 << 30;
 const WRITE_BYTES: u64 = 100 << 20;
+/// Bytes `cat` sends into `wc -c` in the child-to-child pipe row.
+const PIPE_BYTES: u64 = 1 << 30;
 const FORKS: u64 = 10;
 const ROUND_TRIPS: u64 = 10_000;
 const PIPELINED: u64 = 100_000;
@@ -248,6 +250,9 @@ struct Guest {
     runner: Runner,
     component: Component,
     components: PathBuf,
+    /// A directory with [`PIPE_BYTES`] of file (sparse: read from the page
+    /// cache's zero page, as fast as memory) for the pipe row.
+    data: tempfile::TempDir,
     /// Whether children run in the namespace sandbox (the default).
     sandbox: std::cell::Cell<bool>,
 }
@@ -267,11 +272,18 @@ impl Guest {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
+        let data = tempfile::tempdir()?;
+        std::fs::File::create(data.path().join("gib"))?.set_len(PIPE_BYTES)?;
+        std::fs::set_permissions(
+            data.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         Ok(Guest {
             rt,
             runner,
             component,
             components,
+            data,
             sandbox: std::cell::Cell::new(true),
         })
     }
@@ -279,9 +291,14 @@ impl Guest {
     /// Runs the guest with `args` and returns its stdout.
     fn run(&self, limits: Limits, args: &[String]) -> Result<String> {
         let mut process = ProcessCtx::builder();
-        for program in ["true", "head", "cat", "sleep"] {
+        for program in ["true", "head", "cat", "sleep", "wc"] {
             process.allow_program(program)?;
         }
+        process.dir(
+            self.data.path(),
+            &self.data.path().to_string_lossy(),
+            DirAccess::ReadOnly,
+        )?;
         process
             .allow_shell("/bin/sh")?
             .allow_fork(self.components.join("echo-worker.wasm"))?
@@ -463,13 +480,14 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 11] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
     ("exec-unsandboxed", exec_unsandboxed),
     ("read", read),
     ("write", write),
+    ("pipe", pipe),
     ("fork", fork),
     ("round-trip", round_trip),
     ("pipelined", pipelined),
@@ -540,6 +558,35 @@ fn write(b: &Bench) -> Result<Row> {
         Goal::NativeAtLeast(0.8),
     );
     row.native = Some(median(native_write)?);
+    Ok(row)
+}
+
+/// `cat FILE | wc -c` natively through `sh -c`, the same pipeline the
+/// guest wires child to child.
+fn native_pipe(file: &Path) -> Result<f64> {
+    let t = Instant::now();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("cat '{}' | wc -c", file.display()))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout).trim() == PIPE_BYTES.to_string());
+    Ok(rate(t.elapsed(), PIPE_BYTES))
+}
+
+fn pipe(b: &Bench) -> Result<Row> {
+    let file = b.guest.data.path().join("gib");
+    let path = file.display().to_string();
+    let figures = b.measure(&[&"pipe", &path, &PIPE_BYTES], false, |t| {
+        rate(t, PIPE_BYTES)
+    })?;
+    let mut row = Row::new(
+        "1 GiB `cat` → `wc -c`, child to child (throughput)",
+        Unit::MibPerSec,
+        figures,
+        Goal::NativeAtLeast(0.9),
+    );
+    row.native = Some(median(|| native_pipe(&file))?);
     Ok(row)
 }
 

@@ -12,6 +12,7 @@
 //! bench-guest round-trip N SIZE   N round trips of SIZE-byte messages through `echo-worker echo`
 //! bench-guest pipelined N SIZE W  N SIZE-byte messages through `echo-worker echo`, at most W in flight
 //! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N`, sleep MS, drop them all
+//! bench-guest pipe FILE BYTES     `cat FILE` wired straight into `wc -c` (pipe-from); check wc's count
 //! ```
 
 use std::time::{Duration, Instant};
@@ -62,6 +63,19 @@ fn main() {
                 let out = exec("echo hi", &ExecOptions::default()).unwrap_or_else(|e| fail("exec", e));
                 assert_eq!(out.stdout, b"hi\n");
             }
+        }
+        "pipe" => {
+            let cat = start("cat", &[&args[1]], Stdio::Null, Stdio::Piped);
+            let wc = start("wc", &["-c"], Stdio::PipeFrom(cat.take_stdout().expect("piped stdout")), Stdio::Piped);
+            let out = wc.take_stdout().expect("piped stdout");
+            let mut count = Vec::new();
+            while let Ok(chunk) = out.blocking_read(64) {
+                count.extend(chunk);
+            }
+            assert_eq!(String::from_utf8_lossy(&count).trim(), num(2).to_string(), "bytes counted");
+            drop(out);
+            wait_ok(&cat);
+            wait_ok(&wc);
         }
         "read" => {
             let bytes = num(1);
