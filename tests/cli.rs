@@ -751,3 +751,28 @@ fn allow_shell_does_not_take_the_component_for_its_shell() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn allow_shell_repeated_grants_each_shell_and_the_first_is_the_default() {
+    let probe = guest("exec-probe");
+    let which = "echo ${BASH_VERSION:+bash}";
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        "--allow-shell=/bin/bash",
+        probe.to_str().unwrap(),
+        "shell",
+        which,
+        "---",
+        "--shell",
+        "bash",
+        "shell",
+        which,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let seen: Vec<&str> = (stdout.lines())
+        .filter_map(|l| l.strip_prefix("stdout: "))
+        .collect();
+    assert_eq!(seen, ["\"\\n\"", "\"bash\\n\""], "{stdout}");
+}
