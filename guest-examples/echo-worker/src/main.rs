@@ -16,7 +16,7 @@
 //! spawn PROGRAM... spawn PROGRAM (a grandchild); send back its pid; sleep
 //! until-closed     receive until the channel closes; exit with the count as exit code
 //! send-close N     send N messages, close the channel; exit 0 if a send then says `closed`
-//! burn MS          spin on the CPU for MS milliseconds
+//! burn MS          spin on the CPU for MS milliseconds of wall time
 //! nest DEPTH PROGRAMS FORKS MODE ARGS...
 //!                  DEPTH > 1: fork echo-worker `nest DEPTH-1 ...` passing on PROGRAMS
 //!                  and FORKS, and send back its reply prefixed by `DEPTH>`; DEPTH 1:
