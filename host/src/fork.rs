@@ -344,6 +344,12 @@ impl Host for ProcessCtxView<'_> {
         };
         let ctx = &mut *self.ctx;
         no_nul("the component name", &component)?;
+        if !matches!(options.placement, crate::bindings::fork::Placement::Local) {
+            return Err(ErrorCode::Unsupported(
+                "this host has joined no cluster: workers can only run on this machine".into(),
+            )
+            .into());
+        }
         let path = (ctx.policy.find_fork(&component))
             .map_err(|d| ctx.deny(d))?
             .path
@@ -698,6 +704,7 @@ mod tests {
             limits: limits(None, None),
             uid: Some(1234),
             gid: None,
+            placement: crate::bindings::fork::Placement::Local,
         };
         let (spec, _, _) = ctx
             .narrow(PathBuf::from("/w.wasm"), vec![], &options)

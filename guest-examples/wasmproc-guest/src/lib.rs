@@ -121,6 +121,7 @@ impl Default for fork::ForkOptions {
             env: Vec::new(),
             shell: false,
             forks: Vec::new(),
+            placement: fork::Placement::Local,
             stdout: types::Stdio::Inherit,
             stderr: types::Stdio::Inherit,
             limits: fork::WorkerLimits::default(),

@@ -1062,6 +1062,7 @@ impl Fork {
             limits: self.limits,
             uid: self.uid,
             gid: self.gid,
+            placement: wit_fork::Placement::Local,
         };
         wit_fork::fork(&self.component, &self.args, options)
             .map(|inner| Worker { inner: Rc::new(inner) })
