@@ -553,6 +553,15 @@ void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limit
   guest_option_u64_free(&ptr->file_size);
 }
 
+void wasmproc_process_fork_placement_free(wasmproc_process_fork_placement_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 2: {
+      guest_list_string_free(&ptr->val.labels);
+      break;
+    }
+  }
+}
+
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -575,6 +584,7 @@ void wasmproc_process_fork_fork_options_free(wasmproc_process_fork_fork_options_
   wasmproc_process_fork_worker_limits_free(&ptr->limits);
   guest_option_u32_free(&ptr->uid);
   guest_option_u32_free(&ptr->gid);
+  wasmproc_process_fork_placement_free(&ptr->placement);
 }
 
 __attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[resource-drop]worker")))
@@ -2792,7 +2802,7 @@ bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borro
 
 bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(160+22*sizeof(void*))];
+  uint8_t ret_area[(168+24*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   *((size_t*)(ptr + sizeof(void*))) = (*component).len;
   *((uint8_t **)(ptr + 0)) = (uint8_t *) (*component).ptr;
@@ -2942,50 +2952,67 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
   } else {
     *((int8_t*)(ptr + (152+22*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr31 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_fork(ptr, ptr31);
+  switch ((int32_t) ((*options).placement).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      const guest_list_string_t *payload33 = &((*options).placement).val.labels;
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 2;
+      *((size_t*)(ptr + (160+24*sizeof(void*)))) = (*payload33).len;
+      *((uint8_t **)(ptr + (160+23*sizeof(void*)))) = (uint8_t *) (*payload33).ptr;
+      break;
+    }
+  }
+  uint8_t *ptr34 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_fork(ptr, ptr34);
   wasmproc_process_fork_result_own_worker_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr31 + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr34 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr31 + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr34 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr31 + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr34 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
-          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
-          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr31 + (2*sizeof(void*))))), (*((size_t*) (ptr31 + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
       }

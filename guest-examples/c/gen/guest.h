@@ -172,7 +172,12 @@ typedef struct wasmproc_process_types_resource_usage_t {
   uint64_t   user_cpu_ns;
   // CPU time spent in the kernel, in nanoseconds.
   uint64_t   system_cpu_ns;
-  // The largest resident set size, in bytes.
+  // The largest resident set size, in bytes, as Linux's `wait4`
+  // reports it. Linux counts in it the memory a child shared with the
+  // host before it ran its program (children are started the way
+  // `posix_spawn` starts them, sharing the host's memory until `exec`),
+  // so for a small child it is about the host's own size; it is exact
+  // only for a child that grows larger than that.
   uint64_t   max_rss_bytes;
 } wasmproc_process_types_resource_usage_t;
 
@@ -513,6 +518,24 @@ typedef struct wasmproc_process_fork_worker_limits_t {
   guest_option_u64_t   file_size;
 } wasmproc_process_fork_worker_limits_t;
 
+// Where a worker runs.
+typedef struct wasmproc_process_fork_placement_t {
+  uint8_t tag;
+  union {
+    guest_list_string_t     labels;
+  } val;
+} wasmproc_process_fork_placement_t;
+
+// In a process on this machine.
+#define WASMPROC_PROCESS_FORK_PLACEMENT_LOCAL 0
+// On any agent of the cluster this host joined (`--cluster`), under
+// the agent's own policy as well as this one: a request beyond the
+// agent's is `access-denied`. Without a cluster: `unsupported`.
+#define WASMPROC_PROCESS_FORK_PLACEMENT_CLUSTER 1
+// On an agent of the cluster that has every one of these labels
+// (such as `gpu`, `zone=a`, or `sha256:HEX` of a pinned program).
+#define WASMPROC_PROCESS_FORK_PLACEMENT_LABELS 2
+
 typedef struct {
   wasmproc_process_fork_dir_grant_t *ptr;
   size_t len;
@@ -549,6 +572,8 @@ typedef struct wasmproc_process_fork_fork_options_t {
   guest_option_u32_t   uid;
   // The group id the worker's children run as.
   guest_option_u32_t   gid;
+  // Where the worker runs (`local` unless asked).
+  wasmproc_process_fork_placement_t   placement;
 } wasmproc_process_fork_fork_options_t;
 
 typedef struct wasmproc_process_fork_own_worker_t {
@@ -1004,6 +1029,8 @@ void wasmproc_process_fork_stdio_free(wasmproc_process_fork_stdio_t *ptr);
 void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr);
 
 void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr);
+
+void wasmproc_process_fork_placement_free(wasmproc_process_fork_placement_t *ptr);
 
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr);
 

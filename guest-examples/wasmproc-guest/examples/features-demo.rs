@@ -12,7 +12,7 @@
 //! directory, empty.
 
 use std::time::Duration;
-use wasmproc_guest::process::{self, Command, Fork, Stdio};
+use wasmproc_guest::process::{self, Command, Fork, Placement, Stdio};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -85,6 +85,8 @@ fn main() -> std::io::Result<()> {
     println!("nested fork: {status}");
     let status = Fork::new(me.as_str()).args(["--worker", "nested", me]).spawn()?.wait()?;
     println!("nested fork without the grant: {status}");
+    let refused = Fork::new(me.as_str()).placement(Placement::Cluster).spawn().unwrap_err();
+    println!("placement cluster: {}", refused.name());
     Ok(())
 }
 

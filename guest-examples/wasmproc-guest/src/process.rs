@@ -66,7 +66,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use crate::fork::WorkerLimits;
+pub use crate::fork::{Placement, WorkerLimits};
 pub use crate::types::{FileMode, ResourceUsage};
 
 /// The result of a process operation.
@@ -936,6 +936,7 @@ pub struct Fork {
     limits: WorkerLimits,
     uid: Option<u32>,
     gid: Option<u32>,
+    placement: Placement,
 }
 
 impl Fork {
@@ -955,6 +956,7 @@ impl Fork {
             limits: WorkerLimits::default(),
             uid: None,
             gid: None,
+            placement: Placement::Local,
         }
     }
 
@@ -1045,6 +1047,15 @@ impl Fork {
         self
     }
 
+    /// Where the worker runs: [`Placement::Local`] (the default), or on an
+    /// agent of the cluster the host joined (`Cluster`, or `Labels` the
+    /// agent must have). A host in no cluster refuses any but `Local` with
+    /// `unsupported`.
+    pub fn placement(&mut self, placement: Placement) -> &mut Self {
+        self.placement = placement;
+        self
+    }
+
     /// Starts the worker.
     pub fn spawn(&mut self) -> Result<Worker> {
         let context = || format!("fork {}", self.component);
@@ -1062,7 +1073,7 @@ impl Fork {
             limits: self.limits,
             uid: self.uid,
             gid: self.gid,
-            placement: wit_fork::Placement::Local,
+            placement: self.placement.clone(),
         };
         wit_fork::fork(&self.component, &self.args, options)
             .map(|inner| Worker { inner: Rc::new(inner) })
