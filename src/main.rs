@@ -81,6 +81,10 @@ enum Commands {
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
     Run(Box<RunArgs>),
+    /// Serve as a cluster agent: run the workers that forking hosts
+    /// (`wasmproc run --cluster URL`) place on this machine, each within
+    /// this agent's own policy and in the same sandbox as a local worker.
+    Agent(Box<AgentArgs>),
     /// Compile components into the compiled-component cache ahead of time
     /// (as `wasmtime compile`), so that their first run or fork does not pay
     /// for it; prints `COMPONENT -> ENTRY` for each. The cache is
@@ -91,7 +95,7 @@ enum Commands {
         #[arg(required = true, value_name = "COMPONENT")]
         components: Vec<PathBuf>,
     },
-    /// Print the WIT package wasmproc:process@0.1.0 that guests import (the
+    /// Print the WIT package wasmproc:process@0.2.0 that guests import (the
     /// wasi 0.2.12 packages it uses come with wasmtime-wasi 48 and any
     /// wasi 0.2 toolchain).
     Wit,
@@ -107,6 +111,41 @@ enum Commands {
 
 #[derive(Parser)]
 struct RunArgs {
+    #[command(flatten)]
+    grants: Grants,
+
+    /// The component to run.
+    component: PathBuf,
+
+    /// Arguments for the component (its argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// `wasmproc agent`: serve the workers forking hosts place on this machine.
+#[derive(Parser)]
+struct AgentArgs {
+    /// The NATS server(s) to join, `nats://HOST:PORT` (or `tls://`),
+    /// several separated by commas.
+    #[arg(long, value_name = "URL")]
+    nats: String,
+
+    /// A label to advertise (repeatable), such as `gpu` or `zone=a`;
+    /// `sha256:HEX` of every pinned program is added.
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+
+    /// The agent's own policy, the ceiling of every worker it runs: its
+    /// programs, exported directories (`--dir HOST::NAME` exports HOST as
+    /// NAME), components (`--allow-fork`), limits and sandbox settings.
+    #[command(flatten)]
+    grants: Grants,
+}
+
+/// What a guest (or an agent's workers) may do: the grant, limit and
+/// confinement flags shared by `run` and `agent`.
+#[derive(clap::Args)]
+struct Grants {
     /// Read grants from a TOML policy file (see `wasmproc help run` and
     /// the README); they add to the flags' grants.
     #[arg(long, value_name = "FILE")]
@@ -251,12 +290,53 @@ struct RunArgs {
           default_value = "50us")]
     channel_spin: Duration,
 
-    /// The component to run.
-    component: PathBuf,
+    /// Join the cluster of the NATS server(s) at URL, so that `fork` can
+    /// place workers on its agents (placement `cluster` or `labels`).
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
 
-    /// Arguments for the component (its argv[1..]).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// A NATS token.
+    #[arg(long, value_name = "TOKEN")]
+    nats_token: Option<String>,
+
+    /// A NATS user credentials file (JWT and nkey seed).
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+
+    /// A file holding a NATS nkey seed.
+    #[arg(long, value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
+
+    /// A CA certificate to trust for NATS over TLS.
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+
+    /// A client certificate (and --nats-key its key) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "nats_key")]
+    nats_cert: Option<PathBuf>,
+
+    /// The key of --nats-cert.
+    #[arg(long, value_name = "FILE", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
+
+    /// Require TLS to the NATS servers (implied by a `tls://` URL).
+    #[arg(long)]
+    nats_tls: bool,
+}
+
+impl Grants {
+    /// How to reach the NATS servers at `url` with these credentials.
+    fn nats(&self, url: &str) -> wasmproc_host::cluster::NatsOptions {
+        wasmproc_host::cluster::NatsOptions {
+            url: url.to_owned(),
+            token: self.nats_token.clone(),
+            creds: self.nats_creds.clone(),
+            nkey: self.nats_nkey.clone(),
+            ca: self.nats_ca.clone(),
+            client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+            tls: self.nats_tls,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -272,6 +352,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Run(args) => run(*args),
+        Commands::Agent(args) => agent(*args),
         Commands::Worker { channel_fd } => worker(channel_fd),
         Commands::Compile { components } => compile(&components),
         Commands::Wit => {
@@ -289,18 +370,51 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: RunArgs) -> Result<ExitCode> {
-    if let Some(path) = args.policy.clone() {
-        policy::apply(&path, &mut args)?;
+    if let Some(path) = args.grants.policy.clone() {
+        policy::apply(&path, &mut args.grants)?;
     }
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
-    let (wasi, process) = contexts(&args, &runner)?;
+    let (wasi, mut process) = contexts(&args.grants, &args.component, &args.args, &runner)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Some(url) = &args.grants.cluster {
+            let nats = args.grants.nats(url);
+            process.cluster(wasmproc_host::cluster::Cluster::connect(&nats).await?);
+        }
         let component = runner.load(&args.component)?;
-        run_guest(&runner, &component, wasi, process, None).await
+        run_guest(&runner, &component, wasi, process.build(), None).await
+    })
+}
+
+/// `wasmproc agent`: see `wasmproc_host::agent`.
+fn agent(mut args: AgentArgs) -> Result<ExitCode> {
+    if let Some(path) = args.grants.policy.clone() {
+        policy::apply(&path, &mut args.grants)?;
+    }
+    if args.grants.allow_fork.is_empty() {
+        bail!("an agent runs only the components granted with --allow-fork: grant at least one");
+    }
+    let runner = Runner::new()?;
+    let (_, mut process) = contexts(&args.grants, Path::new("agent"), &[], &runner)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let nats = args.grants.nats(&args.nats);
+        let agent =
+            wasmproc_host::agent::Agent::connect(&nats, process.build(), args.labels).await?;
+        println!("agent {} serving", agent.id());
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            served = agent.serve() => served?,
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 
@@ -383,16 +497,17 @@ fn stopped(signal: &str, code: u8) -> ExitCode {
 
 /// The WASI and process contexts the flags describe; no directory grant
 /// may contain `runner`'s component cache or lie inside it.
-fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
+fn contexts(
+    args: &Grants,
+    component: &Path,
+    guest_args: &[String],
+    runner: &Runner,
+) -> Result<(WasiCtx, wasmproc_host::ProcessCtxBuilder)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
     wasi.inherit_stdio();
-    let name = args
-        .component
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy();
-    wasi.arg(name).args(&args.args);
+    let name = component.file_name().unwrap_or_default().to_string_lossy();
+    wasi.arg(name).args(guest_args);
     for env in &args.envs {
         match env.split_once('=') {
             Some((k, v)) => wasi.env(k, v),
@@ -495,7 +610,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             "refusing to grant wasmproc itself to the guest: it could run it with any flags (use --allow-fork)"
         );
     }
-    Ok((wasi.build(), process.build()))
+    Ok((wasi.build(), process))
 }
 
 /// The `--rlimit NAME=VALUE` flags.

@@ -9,6 +9,7 @@
 //! allow_injection_env = []           # --allow-injection-env
 //! env = { MODE = "fast" }            # --env (the guest's own)
 //! audit_log = "audit.jsonl"          # --audit-log
+//! cluster = "nats://127.0.0.1:4222"  # --cluster
 //!
 //! [[dir]]                            # --dir / --dir-ro
 //! host = "data"
@@ -41,7 +42,7 @@
 //! a single value given both ways must agree, else the run is refused.
 //! Unknown keys and bad values are errors that name the line.
 
-use crate::RunArgs;
+use crate::Grants;
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -51,6 +52,7 @@ use std::time::Duration;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Policy {
+    cluster: Option<String>,
     shell: Option<String>,
     #[serde(default)]
     shells: Vec<String>,
@@ -120,7 +122,7 @@ struct Confinement {
 }
 
 /// Adds the grants of the policy file at `path` to `args`.
-pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
+pub fn apply(path: &Path, args: &mut Grants) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy: Policy =
@@ -137,6 +139,12 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     let conflict =
         |what: &str| anyhow::anyhow!("{}: `{what}` differs from the flag", path.display());
 
+    if let Some(url) = policy.cluster {
+        match &args.cluster {
+            Some(flag) if *flag != url => return Err(conflict("cluster")),
+            _ => args.cluster = Some(url),
+        }
+    }
     // The file's default shell comes first, unless a flag named another.
     if let Some(shell) = policy.shell {
         let shell = host(&shell);

@@ -21,6 +21,7 @@ wasmtime::component::bindgen!({
         "wasmproc:process/exec.exec-file": async | trappable,
         "wasmproc:process/spawn.[method]child.wait": async | trappable,
         "wasmproc:process/spawn.[method]child.wait-timeout": async | trappable,
+        "wasmproc:process/fork.fork": async | trappable,
         "wasmproc:process/fork.[method]worker.send": async | trappable,
         "wasmproc:process/fork.[method]worker.receive": async | trappable,
         "wasmproc:process/fork.[method]worker.wait": async | trappable,

@@ -71,6 +71,39 @@ fn default_channel_buffer() -> usize {
     crate::channel::ABSORB_BYTES
 }
 
+impl Limits {
+    /// The lower of each of this and `other`'s limits (a missing one is no
+    /// limit).
+    pub fn lower(&self, other: &Limits) -> Limits {
+        fn opt<T: Ord + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        let (a, b) = (&self.rlimits, &other.rlimits);
+        Limits {
+            default_max_buffer: self.default_max_buffer.min(other.default_max_buffer),
+            max_buffer: self.max_buffer.min(other.max_buffer),
+            default_timeout: opt(self.default_timeout, other.default_timeout),
+            max_timeout: opt(self.max_timeout, other.max_timeout),
+            kill_grace: self.kill_grace.min(other.kill_grace),
+            max_arg_bytes: self.max_arg_bytes.min(other.max_arg_bytes),
+            max_live_children: self.max_live_children.min(other.max_live_children),
+            max_total_spawns: opt(self.max_total_spawns, other.max_total_spawns),
+            rlimits: ChildRlimits {
+                cpu_seconds: opt(a.cpu_seconds, b.cpu_seconds),
+                address_space: opt(a.address_space, b.address_space),
+                open_files: opt(a.open_files, b.open_files),
+                processes: opt(a.processes, b.processes),
+                file_size: opt(a.file_size, b.file_size),
+            },
+            max_wasm_memory: opt(self.max_wasm_memory, other.max_wasm_memory),
+            channel_buffer: self.channel_buffer.min(other.channel_buffer),
+        }
+    }
+}
+
 /// Resource limits set in each child (`setrlimit`), inherited by its
 /// descendants. `None` leaves a limit as the host has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -145,6 +178,8 @@ pub struct ProcessCtx {
     pub(crate) parent: Option<Channel>,
     /// Which of the guest's input-streams are child output pipes.
     pub(crate) pipes: crate::pipe::Pipes,
+    /// The cluster workers may be placed on, if the host joined one.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -328,6 +363,7 @@ impl ProcessCtx {
 /// | Linux capabilities of children | none (even under a root host) | [`allow_uid_change`](Self::allow_uid_change) keeps `CAP_SETUID`/`CAP_SETGID` |
 /// | a cgroup of its own for the children, killed when the context is dropped | on, where the host can make one | [`cgroup`](Self::cgroup) |
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
+/// | a cluster to place workers on | none | [`cluster`](Self::cluster) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -353,6 +389,7 @@ impl ProcessCtxBuilder {
                 worker_executable: None,
                 parent: None,
                 pipes: Default::default(),
+                cluster: None,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -364,6 +401,14 @@ impl ProcessCtxBuilder {
                 total_spawns: 0,
             },
         }
+    }
+
+    /// Lets `fork` place workers on the agents of `cluster` (`placement`
+    /// `cluster` or `labels`), each running them within its own policy
+    /// too. Default: none (`unsupported`).
+    pub fn cluster(&mut self, cluster: crate::cluster::Cluster) -> &mut Self {
+        self.ctx.cluster = Some(cluster);
+        self
     }
 
     /// Uses `sandbox` (a forked worker's parent's) for the children

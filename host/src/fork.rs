@@ -26,13 +26,66 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
 
-/// A forked worker: a component running in its own OS process, and the
-/// channel to it. Dropping it kills the worker's process group.
+/// A forked worker: a component running in its own OS process (on this
+/// machine or a cluster agent's), and the channel to it. Dropping it kills
+/// the worker's process group.
 pub struct Worker {
-    channel: Channel,
-    child: Child,
+    pub(crate) channel: Channel,
+    pub(crate) end: End,
     /// Its audit events and denials, on their way to this host's.
-    reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+    pub(crate) reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+/// Where a worker's process is.
+pub(crate) enum End {
+    /// A child process of this host.
+    Local(Child),
+    /// A process of a cluster agent.
+    Remote(crate::cluster::Remote),
+}
+
+impl End {
+    fn pid(&self) -> u32 {
+        match self {
+            End::Local(child) => child.pid(),
+            End::Remote(remote) => remote.pid(),
+        }
+    }
+
+    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+        match self {
+            End::Local(child) => child.reap().await,
+            End::Remote(remote) => remote.reap().await,
+        }
+    }
+
+    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+        match self {
+            End::Local(child) => child.try_status(),
+            End::Remote(remote) => remote.try_status(),
+        }
+    }
+
+    fn kill(&self, signal: u8) -> Result<(), ErrorCode> {
+        match self {
+            End::Local(child) => child.kill(signal),
+            End::Remote(remote) => remote.kill(signal),
+        }
+    }
+
+    fn take_stdout(&mut self) -> Option<crate::pipe::PipeReader> {
+        match self {
+            End::Local(child) => child.take_stdout(),
+            End::Remote(remote) => remote.stdout.take(),
+        }
+    }
+
+    fn take_stderr(&mut self) -> Option<crate::pipe::PipeReader> {
+        match self {
+            End::Local(child) => child.take_stderr(),
+            End::Remote(remote) => remote.stderr.take(),
+        }
+    }
 }
 
 impl Worker {
@@ -55,7 +108,7 @@ impl Drop for Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("pid", &self.child.pid())
+            .field("pid", &self.end.pid())
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +128,7 @@ impl Worker {
     /// Cancel safe.
     async fn reap(&mut self) -> Result<Termination, ErrorCode> {
         let ended = tokio::select! {
-            ended = self.child.reap() => ended,
+            ended = self.end.reap() => ended,
             () = self.channel.absorb() => unreachable!("absorb never ends"),
         };
         Ok(self.with_trap(ended?))
@@ -83,7 +136,7 @@ impl Worker {
 
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
     async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
-        let pid = self.child.pid();
+        let pid = self.end.pid();
         match tokio::time::timeout(Duration::from_millis(ms), self.reap()).await {
             Ok(ended) => ended,
             Err(_) => Err(ErrorCode::TimedOut(format!(
@@ -94,7 +147,7 @@ impl Worker {
 
     /// How the worker ended if it has exited, without blocking.
     fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
-        Ok(self.child.try_status()?.map(|ended| self.with_trap(ended)))
+        Ok(self.end.try_status()?.map(|ended| self.with_trap(ended)))
     }
 
     /// `ended` with the trap the worker reported, if its guest trapped
@@ -257,6 +310,19 @@ impl From<crate::channel::ChannelError> for ErrorCode {
 }
 
 impl ProcessCtx {
+    /// What this guest has free of its budgets, not counting the worker
+    /// about to be forked.
+    pub(crate) fn free(&self) -> Free {
+        let in_use = self
+            .live_children
+            .load(std::sync::atomic::Ordering::Acquire);
+        Free {
+            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
+            spawns: (self.policy.limits.max_total_spawns)
+                .map(|max| max.saturating_sub(self.total_spawns + 1)),
+        }
+    }
+
     /// The worker specification for `options`, with the directories opened,
     /// if every capability asked for is one this guest holds (see
     /// [`Policy::narrow`]); and what the worker is lent of this guest's
@@ -270,15 +336,8 @@ impl ProcessCtx {
         for arg in &args {
             no_nul("an argument", arg)?;
         }
-        let in_use = self
-            .live_children
-            .load(std::sync::atomic::Ordering::Acquire);
-        let free = Free {
-            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
-            spawns: (self.policy.limits.max_total_spawns)
-                .map(|max| max.saturating_sub(self.total_spawns + 1)),
-        };
-        let (mut policy, lent) = (self.policy.narrow(options, free)).map_err(|r| self.refuse(r))?;
+        let (mut policy, lent) =
+            (self.policy.narrow(options, self.free())).map_err(|r| self.refuse(r))?;
         // A worker never confines its children less than its parent.
         policy.require_confinement |=
             self.confinement() == crate::bindings::types::Confinement::Full;
@@ -324,43 +383,32 @@ impl ProcessCtx {
     }
 }
 
-impl Host for ProcessCtxView<'_> {
-    fn fork(
+/// A worker process started on this machine, before its channel is
+/// wrapped: the host's end of the channel socket (the specification
+/// already written to it), the process, and its reports.
+pub(crate) struct StartedWorker {
+    pub socket: std::os::unix::net::UnixStream,
+    pub child: Child,
+    pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+impl ProcessCtx {
+    /// Starts the worker process for `spec` (its directories `dirs` open),
+    /// lent `lent`, with stdio as asked: the common part of a local `fork`
+    /// and a cluster agent's. `tee` also gets each report line.
+    pub(crate) fn start_worker(
         &mut self,
-        component: String,
-        args: Vec<String>,
-        options: ForkOptions,
-    ) -> ProcessResult<Resource<Worker>> {
-        // Streams given are taken first: they are the host's now.
-        let stdio = [
-            Asked::Null,
-            self.ask(options.stdout)?,
-            self.ask(options.stderr)?,
-        ];
-        let options = ForkOptions {
-            stdout: crate::bindings::types::Stdio::Null,
-            stderr: crate::bindings::types::Stdio::Null,
-            ..options
-        };
-        let ctx = &mut *self.ctx;
-        no_nul("the component name", &component)?;
-        if !matches!(options.placement, crate::bindings::fork::Placement::Local) {
-            return Err(ErrorCode::Unsupported(
-                "this host has joined no cluster: workers can only run on this machine".into(),
-            )
-            .into());
-        }
-        let path = (ctx.policy.find_fork(&component))
-            .map_err(|d| ctx.deny(d))?
-            .path
-            .clone();
-        let Some(executable) = ctx.worker_executable.clone() else {
+        mut spec: WorkerSpec,
+        dirs: Vec<Dir>,
+        lent: Lent,
+        stdio: [Asked; 3],
+        tee: Option<crate::worker::Tee>,
+    ) -> Result<StartedWorker, ErrorCode> {
+        let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),
-            )
-            .into());
+            ));
         };
-        let (mut spec, dirs, lent) = ctx.narrow(path, args, &options)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -369,7 +417,7 @@ impl Host for ProcessCtxView<'_> {
         let channel_fd = theirs.as_raw_fd();
         let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
         inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
-        if let Some(sandbox) = ctx.sandbox() {
+        if let Some(sandbox) = self.sandbox() {
             let (inherited, fds) = sandbox.to_inherit();
             spec.sandbox = Some(inherited);
             inherit_fds.extend(fds);
@@ -393,7 +441,7 @@ impl Host for ProcessCtxView<'_> {
             identity: None,
             lent,
         };
-        let child = ctx.start_child("fork", &prepared, stdio)?;
+        let child = self.start_child("fork", &prepared, stdio)?;
         // The worker has its copies now.
         drop((theirs, dirs, report_end));
         let component = (spec.component.file_name())
@@ -401,23 +449,93 @@ impl Host for ProcessCtxView<'_> {
         let reports = crate::worker::Reports::start(
             reports,
             (child.pid(), component),
-            ctx.audit.clone(),
-            ctx.reporter.clone(),
+            self.audit.clone(),
+            self.reporter.clone(),
+            tee,
         )
         .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
-        let mut channel = Channel::new(ours)
+        let mut frame = Vec::new();
+        let spec = serde_json::to_vec(&spec)
+            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))?;
+        crate::channel::encode(&spec, &mut frame);
+        // The worker reads it first thing; it fits the socket's buffer
+        // unless the policy is huge, and then the worker takes it at once.
+        std::io::Write::write_all(&mut &ours, &frame)
+            .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
+        Ok(StartedWorker {
+            socket: ours,
+            child,
+            reports,
+        })
+    }
+
+    /// The worker's end of a local channel, set up as this context's
+    /// channels are.
+    pub(crate) fn channel(
+        &self,
+        socket: std::os::unix::net::UnixStream,
+    ) -> Result<Channel, ErrorCode> {
+        let mut channel = Channel::new(socket)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
-        channel.set_spin(ctx.policy.channel_spin);
-        channel.set_buffer(ctx.policy.limits.channel_buffer);
-        let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
-        channel.try_send(spec).map_err(ErrorCode::from)?;
-        self.table
-            .push(Worker {
-                channel,
-                child,
-                reports,
-            })
-            .map_err(ProcessError::trap)
+        channel.set_spin(self.policy.channel_spin);
+        channel.set_buffer(self.policy.limits.channel_buffer);
+        Ok(channel)
+    }
+}
+
+impl Host for ProcessCtxView<'_> {
+    async fn fork(
+        &mut self,
+        component: String,
+        args: Vec<String>,
+        options: ForkOptions,
+    ) -> ProcessResult<Resource<Worker>> {
+        // Streams given are taken first: they are the host's now.
+        let stdio = [
+            Asked::Null,
+            self.ask(options.stdout)?,
+            self.ask(options.stderr)?,
+        ];
+        let options = ForkOptions {
+            stdout: crate::bindings::types::Stdio::Null,
+            stderr: crate::bindings::types::Stdio::Null,
+            ..options
+        };
+        no_nul("the component name", &component)?;
+        let worker = match &options.placement {
+            crate::bindings::fork::Placement::Local => {
+                self.fork_local(&component, args, &options, stdio)?
+            }
+            placement => {
+                let placement = placement.clone();
+                crate::cluster::fork_remote(self.ctx, &component, args, &options, placement, stdio)
+                    .await?
+            }
+        };
+        self.table.push(worker).map_err(ProcessError::trap)
+    }
+}
+
+impl ProcessCtxView<'_> {
+    fn fork_local(
+        &mut self,
+        component: &str,
+        args: Vec<String>,
+        options: &ForkOptions,
+        stdio: [Asked; 3],
+    ) -> Result<Worker, ErrorCode> {
+        let ctx = &mut *self.ctx;
+        let path = (ctx.policy.find_fork(component))
+            .map_err(|d| ctx.deny(d))?
+            .path
+            .clone();
+        let (spec, dirs, lent) = ctx.narrow(path, args, options)?;
+        let started = ctx.start_worker(spec, dirs, lent, stdio, None)?;
+        Ok(Worker {
+            channel: ctx.channel(started.socket)?,
+            end: End::Local(started.child),
+            reports: started.reports,
+        })
     }
 }
 
@@ -443,7 +561,7 @@ impl ProcessCtxView<'_> {
 
 impl HostWorker for ProcessCtxView<'_> {
     fn pid(&mut self, worker: Resource<Worker>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&worker)?.child.pid())
+        Ok(self.table.get(&worker)?.end.pid())
     }
 
     async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
@@ -492,21 +610,21 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     fn kill(&mut self, worker: Resource<Worker>, signal: u8) -> ProcessResult<()> {
-        Ok(self.worker(&worker)?.child.kill(signal)?)
+        Ok(self.worker(&worker)?.end.kill(signal)?)
     }
 
     fn take_stdout(
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_output(&worker, |w: &mut Worker| w.child.take_stdout())
+        self.take_output(&worker, |w: &mut Worker| w.end.take_stdout())
     }
 
     fn take_stderr(
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_output(&worker, |w: &mut Worker| w.child.take_stderr())
+        self.take_output(&worker, |w: &mut Worker| w.end.take_stderr())
     }
 
     fn drop(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {

@@ -60,6 +60,18 @@ impl PipeReader {
 }
 
 impl PipeReader {
+    /// The next bytes the pipe gives (waiting for them), `None` at its end
+    /// (for a host that forwards the pipe rather than a guest reading it).
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.read(MAX_READ) {
+                Ok(bytes) if bytes.is_empty() => self.ready().await,
+                Ok(bytes) => return Some(bytes),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// A weak reference to its pipe, for [`Pipes`].
     pub fn handle(&self) -> Weak<pipe::Receiver> {
         self.pipe.as_ref().map(Arc::downgrade).unwrap_or_default()

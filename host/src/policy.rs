@@ -125,6 +125,13 @@ pub enum Denial {
     File(String),
     /// A file for a child's output in a directory granted read-only.
     ReadOnlyFile(String),
+    /// A cluster agent refused a worker (beyond its policy or capacity).
+    OnAgent {
+        /// The agent's id.
+        agent: String,
+        /// What it said.
+        reason: String,
+    },
     /// A user id the host did not grant.
     Uid(u32),
     /// A group id the host did not grant.
@@ -185,6 +192,7 @@ impl fmt::Display for Denial {
                 f,
                 "file `{p}` is in a directory granted read-only: a child cannot write it"
             ),
+            Denial::OnAgent { agent, reason } => write!(f, "on agent {agent}: {reason}"),
             Denial::Uid(uid) => write!(f, "user id {uid} is not allowed"),
             Denial::Gid(gid) => write!(f, "group id {gid} is not allowed"),
             Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {

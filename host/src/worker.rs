@@ -214,7 +214,12 @@ pub(crate) struct Reports {
     reporter: Option<crate::DenialReporter>,
     /// The trap of the worker's guest, if it reported one.
     pub trap: Option<String>,
+    tee: Option<Tee>,
 }
+
+/// Also gets each report line of a worker, as it came (a cluster agent
+/// sends them on to the forking host).
+pub(crate) type Tee = Box<dyn Fn(&[u8]) + Send>;
 
 /// Longest report line kept: a longer one is dropped (with a warning).
 const MAX_REPORT_LINE: usize = 1 << 20;
@@ -226,6 +231,7 @@ impl Reports {
         worker: (u32, String),
         audit: Option<crate::AuditLog>,
         reporter: Option<crate::DenialReporter>,
+        tee: Option<Tee>,
     ) -> std::io::Result<std::sync::Arc<std::sync::Mutex<Reports>>> {
         rustix::io::ioctl_fionbio(&pipe, true)?;
         let watched = crate::sys::watch(rustix::io::dup(&pipe)?, tokio::io::Interest::READABLE)?;
@@ -236,6 +242,7 @@ impl Reports {
             audit,
             reporter,
             trap: None,
+            tee,
         }));
         let shared = reports.clone();
         tokio::spawn(async move {
@@ -278,6 +285,9 @@ impl Reports {
     }
 
     fn handle(&mut self, line: &[u8]) {
+        if let Some(tee) = &self.tee {
+            tee(line);
+        }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
             tracing::warn!(pid = self.worker.0, "a worker sent a bad report line");
             return;
