@@ -666,6 +666,12 @@ fn grant_hint(denial: &Denial) -> String {
         Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
             "a worker only gets what its parent holds".to_owned()
         }
+        Denial::OnAgent { .. } => "the agent's own policy decides".to_owned(),
+        Denial::NotExported(d) => format!("export it on the agent with --dir HOST::{d}"),
+        Denial::File(_) | Denial::ReadOnlyFile(_) => {
+            "grant a directory holding it with --dir".to_owned()
+        }
+        Denial::ShellName(s) => format!("grant it with --allow-shell={s}"),
         _ => "not grantable by a flag".to_owned(),
     }
 }

@@ -221,7 +221,7 @@ impl Agent {
         for (name, read_only) in asked {
             let grant = (ctx.dirs.iter())
                 .find(|d| d.guest_path.as_os_str() == name.as_str())
-                .ok_or_else(|| ctx.deny(Denial::ForkDir(name.clone())))?;
+                .ok_or_else(|| ctx.deny(Denial::NotExported(name.clone())))?;
             if grant.access == DirAccess::ReadOnly && !read_only {
                 return Err(ctx.deny(Denial::ReadOnlyDir(name.clone())));
             }

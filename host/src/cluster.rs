@@ -304,6 +304,9 @@ struct Inner {
     agents: Mutex<HashMap<String, Seen>>,
     /// Woken by every advert.
     adverts: Notify,
+    /// When this host joined: until a round of adverts has come, it does
+    /// not know every agent yet.
+    joined: Instant,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -368,6 +371,7 @@ impl Cluster {
                 id,
                 agents: Mutex::new(HashMap::new()),
                 adverts: Notify::new(),
+                joined: Instant::now(),
                 tasks: vec![listen, beat],
             }
         });
@@ -395,6 +399,10 @@ impl Cluster {
             Placement::Labels(labels) => labels,
             _ => &[],
         };
+        // Every agent has advertised once (and a little more) before the
+        // first choice: else the first agent heard would get every worker.
+        let settled = self.inner.joined + HEARTBEAT + HEARTBEAT / 2;
+        tokio::time::sleep_until(settled.into()).await;
         let deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
         loop {
             let advertised = self.inner.adverts.notified();
@@ -721,12 +729,14 @@ async fn watch_session(
                 let Some((&k, body)) = m.payload.split_first() else { continue };
                 match k {
                     kind::EXIT => {
+                        // How it ended is known before the channel says
+                        // `closed`, so a guest that asks then is told.
                         let ended = serde_json::from_slice::<Ended>(body);
-                        inbound.end().await;
                         let _ = state.send(match ended {
                             Ok(ended) => State::Ended(ended.into()),
                             Err(e) => State::Lost(format!("agent {agent} sent a bad exit: {e}")),
                         });
+                        inbound.end().await;
                         return;
                     }
                     kind::STDOUT | kind::STDERR => {
@@ -752,20 +762,20 @@ async fn watch_session(
             }
             _ = check.tick() => {
                 if !cluster.alive(&agent) {
-                    inbound.end().await;
                     let _ = state.send(State::Lost(format!(
                         "agent {agent} was lost: no heartbeat for {} ms",
                         LOST_AFTER.as_millis()
                     )));
+                    inbound.end().await;
                     return;
                 }
             }
         }
     }
-    inbound.end().await;
     let _ = state.send(State::Lost(format!(
         "the connection to agent {agent} ended"
     )));
+    inbound.end().await;
 }
 
 /// One end of a channel bridged over NATS: the socket's bytes go out as

@@ -125,6 +125,8 @@ pub enum Denial {
     File(String),
     /// A file for a child's output in a directory granted read-only.
     ReadOnlyFile(String),
+    /// A directory a cluster agent does not export.
+    NotExported(String),
     /// A cluster agent refused a worker (beyond its policy or capacity).
     OnAgent {
         /// The agent's id.
@@ -193,6 +195,9 @@ impl fmt::Display for Denial {
                 "file `{p}` is in a directory granted read-only: a child cannot write it"
             ),
             Denial::OnAgent { agent, reason } => write!(f, "on agent {agent}: {reason}"),
+            Denial::NotExported(d) => {
+                write!(f, "directory `{d}` is not exported by this agent")
+            }
             Denial::Uid(uid) => write!(f, "user id {uid} is not allowed"),
             Denial::Gid(gid) => write!(f, "group id {gid} is not allowed"),
             Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {

@@ -96,8 +96,13 @@ fn main() {
                     give(w, &mut jobs, &mut current, &mut alive);
                 }
                 Err(e) => {
+                    let how = match workers[w].try_wait() {
+                        Ok(Some(t)) => t.status.to_string(),
+                        Ok(None) => "still running".to_owned(),
+                        Err(e) => format!("{}: {}", e.code(), e.message()),
+                    };
                     eprintln!(
-                        "worker-pool: worker {w} is gone ({}: {}); its job goes to the others",
+                        "worker-pool: worker {w} is gone ({}: {}; {how}); its job goes to the others",
                         e.code(),
                         e.message()
                     );
