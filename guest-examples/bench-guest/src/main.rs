@@ -14,10 +14,13 @@
 //! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N`, sleep MS, drop them all
 //! bench-guest pipe FILE BYTES     `cat FILE` wired straight into `wc -c` (pipe-from); check wc's count
 //! ```
+//!
+//! With `PLACEMENT=cluster` in its environment, the fork, round-trip and
+//! pipelined workers run on an agent of the host's cluster.
 
 use std::time::{Duration, Instant};
 use wasmproc_guest::exec::{ExecOptions, exec};
-use wasmproc_guest::fork::{ForkOptions, Worker, fork};
+use wasmproc_guest::fork::{ForkOptions, Placement, Worker, fork};
 use wasmproc_guest::io::streams::StreamError;
 use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
 use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio, Termination};
@@ -35,9 +38,14 @@ fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     spawn(program, &args, options).unwrap_or_else(|e| fail(program, e))
 }
 
+/// Workers go where `$PLACEMENT` says: `cluster`, or on this machine.
 fn start_worker(args: &[&str]) -> Worker {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
+    let placement = match std::env::var("PLACEMENT").as_deref() {
+        Ok("cluster") => Placement::Cluster,
+        _ => Placement::Local,
+    };
+    let options = ForkOptions { stdout: Stdio::Null, placement, ..ForkOptions::default() };
     fork(WORKER, &args, options).unwrap_or_else(|e| fail("fork", e))
 }
 
