@@ -147,8 +147,10 @@ impl Runner {
         &self,
         component: &Component,
         wasi: WasiCtx,
-        process: ProcessCtx,
+        mut process: ProcessCtx,
     ) -> Result<(GuestExit, Option<anyhow::Error>)> {
+        // Warm workers start now, alongside the guest's instantiation.
+        process.warm_up();
         let mut limits = wasmtime::StoreLimitsBuilder::new();
         if let Some(max) = process.limits().max_wasm_memory {
             limits = limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));

@@ -278,6 +278,12 @@ struct Grants {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
     max_children: usize,
 
+    /// Keep N worker processes started for `fork` (each has its engine up
+    /// and holds nothing until a fork hands it a specification), refilled
+    /// after each fork. Default 0: each costs an idle process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warm_workers: usize,
+
     /// Bytes of a worker's messages the host takes in unread while the
     /// guest waits for the worker's exit (past it, the worker waits for
     /// the guest to receive).
@@ -423,8 +429,10 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
-    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
+    // The engine first: a warm worker has it ready before it knows what
+    // it will run, and holds nothing until its specification comes.
     let runner = Runner::new()?;
+    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
     // The parent checked these grants against the same cache; a worker
     // started some other way (an embedder's host) is checked here.
     worker.check_dirs(|dir| runner.check_grant(dir))?;
@@ -599,6 +607,7 @@ fn contexts(
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)
+        .warm_workers(args.warm_workers)
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;

@@ -22,6 +22,7 @@
 //! max_children = 64                  # --max-children
 //! max_wasm_memory = 268435456        # --max-wasm-memory
 //! channel_buffer = 16777216          # --channel-buffer
+//! warm_workers = 2                   # --warm-workers
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
 //!
 //! [confinement]
@@ -100,6 +101,7 @@ struct Limits {
     max_children: Option<usize>,
     max_wasm_memory: Option<u64>,
     channel_buffer: Option<usize>,
+    warm_workers: Option<usize>,
     #[serde(default)]
     rlimits: BTreeMap<String, u64>,
 }
@@ -201,6 +203,9 @@ pub fn apply(path: &Path, args: &mut Grants) -> Result<()> {
     }
     if let Some(bytes) = policy.limits.channel_buffer {
         args.channel_buffer = bytes;
+    }
+    if let Some(n) = policy.limits.warm_workers {
+        args.warm_workers = n;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
         match args.max_wasm_memory {

@@ -555,3 +555,92 @@ async fn a_worker_not_passed_a_component_cannot_fork_it_and_the_denial_reaches_t
         "access-denied: component `seed-exec.wasm` is not allowed for fork"
     );
 }
+
+/// The pids of this process's children running `wasmproc __worker`.
+fn worker_processes() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(me.as_str()) && String::from_utf8_lossy(&cmdline).contains("__worker")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spec() {
+    let granted = tempfile::tempdir().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .dir(granted.path(), "/data", DirAccess::ReadOnly)
+        .unwrap()
+        .warm_workers(2);
+    let mut ctx = grants.build();
+    ctx.warm_up();
+    // This context's workers: in its cgroup (other tests fork meanwhile).
+    let cgroup = ctx.cgroup().expect("a cgroup of the context's").to_owned();
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    let mine: Vec<u32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+    let warm: Vec<u32> = (worker_processes().into_iter())
+        .filter(|p| mine.contains(p))
+        .collect();
+    assert_eq!(warm.len(), 2, "two warm workers");
+    for pid in &warm {
+        // Its descriptors: /dev/null as stdio, its channel, its own files
+        // (the engine's), never the guest's directory.
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert!(
+                !target.starts_with(granted.path()),
+                "warm worker {pid} holds {}",
+                target.display()
+            );
+        }
+    }
+    drop(ctx);
+    for pid in &warm {
+        assert!(process_gone(pid), "warm worker {pid} outlived its context");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_take_warm_workers_and_the_pool_refills() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .warm_workers(2)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let out = fork_probe(grants, &["fan", "3", "1", "testprog", "echo", "hi"]).await;
+    assert_eq!(
+        out.matches("reply: started 1, then none").count(),
+        3,
+        "{out}"
+    );
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    let events: Vec<serde_json::Value> = (log.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let started: Vec<&serde_json::Value> = (events.iter())
+        .filter(|e| e["event"] == "worker-process")
+        .map(|e| &e["pid"])
+        .collect();
+    let forked: Vec<&serde_json::Value> = (events.iter())
+        .filter(|e| e["event"] == "fork")
+        .map(|e| &e["pid"])
+        .collect();
+    assert_eq!(forked.len(), 3);
+    // Two were started before the guest forked; each fork took one and
+    // started one: five in all, and every forked worker was one of them.
+    assert_eq!(started.len(), 5, "{log}");
+    let first_fork = (events.iter()).position(|e| e["event"] == "fork").unwrap();
+    let warm_before: Vec<_> = events[..first_fork]
+        .iter()
+        .filter(|e| e["event"] == "worker-process")
+        .collect();
+    assert_eq!(warm_before.len(), 2);
+    assert!(forked.iter().all(|p| started.contains(p)));
+}

@@ -183,6 +183,7 @@ impl Agent {
             dirs,
             policy,
             report_fd: None,
+            stdio: None,
             sandbox: None,
         };
         // Everything the worker sends goes through one queue, so that its
@@ -403,6 +404,7 @@ impl Policy {
         let forks = (self.forks.iter())
             .map(|f| Ok(ceiling.find_fork(&f.name)?.clone()))
             .collect::<Result<Vec<_>, Denial>>()?;
+        let forks_empty = forks.is_empty();
         if let Some(name) = (self.allowed_env.iter()).find(|n| !ceiling.allowed_env.contains(*n)) {
             return Err(Denial::EnvName(name.clone()));
         }
@@ -437,6 +439,7 @@ impl Policy {
             use_cgroup: ceiling.use_cgroup,
             cgroup_per_child: self.cgroup_per_child || ceiling.cgroup_per_child,
             keep_caps: self.keep_caps & ceiling.keep_caps,
+            warm_workers: if forks_empty { 0 } else { ceiling.warm_workers },
         })
     }
 

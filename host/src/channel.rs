@@ -146,19 +146,76 @@ fn shrink(buf: &mut Vec<u8>) {
     }
 }
 
-/// Reads one frame from the blocking `socket`, taking no byte beyond it
-/// (a forked worker's first message, read before any runtime exists).
-pub(crate) fn read_frame(mut socket: &UnixStream) -> io::Result<Vec<u8>> {
+/// Most descriptors sent with a worker's specification.
+pub(crate) const MAX_PASSED_FDS: usize = 64;
+
+/// Sends `message` as one frame on the blocking `socket`, with `fds`
+/// attached to its first byte (a worker's specification and the
+/// descriptors it names, given to a worker process that may have started
+/// long before).
+pub(crate) fn send_frame_with_fds(
+    socket: &UnixStream,
+    message: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    use std::mem::MaybeUninit;
+    if fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::other(format!(
+            "{} descriptors for a worker, more than {MAX_PASSED_FDS}",
+            fds.len()
+        )));
+    }
+    let mut frame = Vec::with_capacity(4 + message.len());
+    encode(message, &mut frame);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("no room for the descriptors"));
+    }
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(&frame)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    std::io::Write::write_all(&mut &*socket, &frame[sent..])
+}
+
+/// Reads one frame from the blocking `socket`, taking no byte beyond it,
+/// and the descriptors sent with it (close-on-exec).
+pub(crate) fn read_frame_with_fds(socket: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
     use std::io::Read;
+    use std::mem::MaybeUninit;
     let mut header = [0u8; 4];
-    socket.read_exact(&mut header)?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(&mut header)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
+        }
+    }
+    if got.bytes < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the channel closed before the first frame",
+        ));
+    }
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_MESSAGE {
         return Err(io::Error::other(FrameError(len).to_string()));
     }
     let mut frame = vec![0u8; len];
-    socket.read_exact(&mut frame)?;
-    Ok(frame)
+    (&*socket).read_exact(&mut frame)?;
+    Ok((frame, fds))
 }
 
 /// Appends the frame of `message` to `out`.

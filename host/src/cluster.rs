@@ -546,16 +546,7 @@ pub(crate) async fn fork_remote(
     let stdout = remote_output("stdout", stdout)?;
     let stderr = remote_output("stderr", stderr)?;
     let slots = 1 + lent.live;
-    let live = ctx.live_children.load(Ordering::Acquire);
-    if live + slots > ctx.policy.limits.max_live_children {
-        return Err(ctx.deny(Denial::Limit {
-            limit: "max_live_children",
-            message: format!(
-                "{live} of the {} live-children slots are taken (by children, and lent to workers)",
-                ctx.policy.limits.max_live_children
-            ),
-        }));
-    }
+    ctx.check_budget(slots, 1 + lent.spawns)?;
     let agent = cluster.pick(&placement).await?;
     let session = new_id();
     let request = ForkRequest {

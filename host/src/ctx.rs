@@ -180,6 +180,9 @@ pub struct ProcessCtx {
     pub(crate) pipes: crate::pipe::Pipes,
     /// The cluster workers may be placed on, if the host joined one.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// Warm worker processes waiting for a specification, and their
+    /// channels (see [`ProcessCtx::warm_up`]).
+    pub(crate) warm: Vec<(crate::spawn::Child, std::os::unix::net::UnixStream)>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -231,6 +234,9 @@ pub struct Policy {
     pub(crate) cgroup_per_child: bool,
     /// The capabilities children keep (a bit per capability number).
     pub(crate) keep_caps: u64,
+    /// Worker processes kept started, waiting for a specification.
+    #[serde(default)]
+    pub(crate) warm_workers: usize,
 }
 
 impl Policy {
@@ -261,6 +267,7 @@ impl Default for Policy {
             use_cgroup: true,
             cgroup_per_child: false,
             keep_caps: 0,
+            warm_workers: 0,
         }
     }
 }
@@ -364,6 +371,7 @@ impl ProcessCtx {
 /// | a cgroup of its own for the children, killed when the context is dropped | on, where the host can make one | [`cgroup`](Self::cgroup) |
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
 /// | a cluster to place workers on | none | [`cluster`](Self::cluster) |
+/// | warm worker processes kept for `fork` | 0 | [`warm_workers`](Self::warm_workers) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -390,6 +398,7 @@ impl ProcessCtxBuilder {
                 parent: None,
                 pipes: Default::default(),
                 cluster: None,
+                warm: Vec::new(),
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -401,6 +410,18 @@ impl ProcessCtxBuilder {
                 total_spawns: 0,
             },
         }
+    }
+
+    /// Keeps `n` worker processes started (their engine set up, holding
+    /// nothing) for `fork` to hand a specification to, refilled after each
+    /// fork: a fork then costs about a channel round trip and an
+    /// instantiation instead of a process start. Each costs an idle process
+    /// while the guest runs, so the default is 0. Only for a guest granted
+    /// `fork`; filled by [`ProcessCtx::warm_up`] (the CLI's `Runner` calls
+    /// it before the guest starts).
+    pub fn warm_workers(&mut self, n: usize) -> &mut Self {
+        self.ctx.policy.warm_workers = n;
+        self
     }
 
     /// Lets `fork` place workers on the agents of `cluster` (`placement`

@@ -20,7 +20,7 @@ use crate::spawn::{Asked, Child};
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -205,6 +205,12 @@ impl Policy {
         let policy = Policy {
             programs,
             shells,
+            // A worker that cannot fork needs no warm workers.
+            warm_workers: if forks.is_empty() {
+                0
+            } else {
+                self.warm_workers
+            },
             forks,
             allowed_env: options.allow_env.iter().cloned().collect(),
             injection_env: (options.allow_env.iter())
@@ -360,6 +366,7 @@ impl ProcessCtx {
             dirs,
             policy,
             report_fd: None,
+            stdio: None,
             sandbox: None,
         };
         Ok((spec, opened, lent))
@@ -393,17 +400,105 @@ pub(crate) struct StartedWorker {
 }
 
 impl ProcessCtx {
-    /// Starts the worker process for `spec` (its directories `dirs` open),
-    /// lent `lent`, with stdio as asked: the common part of a local `fork`
-    /// and a cluster agent's. `tee` also gets each report line.
+    /// Starts the worker for `spec` (its directories `dirs` open), lent
+    /// `lent`, with stdio as asked: the common part of a local `fork` and a
+    /// cluster agent's. The process is a warm one from the pool if there
+    /// is one (see [`warm_up`](Self::warm_up)), else a new one; either way
+    /// it gets its specification and every descriptor it names over its
+    /// channel. `tee` also gets each report line.
     pub(crate) fn start_worker(
         &mut self,
         mut spec: WorkerSpec,
         dirs: Vec<Dir>,
         lent: Lent,
-        stdio: [Asked; 3],
+        [_, stdout, stderr]: [Asked; 3],
         tee: Option<crate::worker::Tee>,
     ) -> Result<StartedWorker, ErrorCode> {
+        let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
+        self.check_budget(slots, spawns)?;
+        let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
+        let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
+        forwarders.extend(more);
+        let (mut child, socket) = self.idle_worker()?;
+        child.count(slots);
+        self.total_spawns += spawns;
+        child.attach(out_reader, err_reader, forwarders);
+        let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
+        let mut passed = vec![report_end.as_fd(), out.as_fd(), err.as_fd()];
+        spec.report_fd = Some(0);
+        spec.stdio = Some((1, 2));
+        for (dir, opened) in spec.dirs.iter_mut().zip(&dirs) {
+            passed.push(opened.as_fd());
+            dir.fd = (passed.len() - 1) as RawFd;
+        }
+        let sandbox = self.sandbox.as_ref();
+        spec.sandbox = sandbox.map(|s| s.to_inherit(&mut passed));
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))?;
+        crate::channel::send_frame_with_fds(&socket, &json, &passed)
+            .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
+        // The worker has its copies now.
+        drop(passed);
+        drop((dirs, report_end, out, err));
+        let component = (spec.component.file_name())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Some(audit) = &self.audit {
+            audit.record(
+                "fork",
+                serde_json::json!({ "pid": child.pid(), "component": component, "lent": { "live": lent.live, "spawns": lent.spawns } }),
+            );
+        }
+        let reports = crate::worker::Reports::start(
+            reports,
+            (child.pid(), component),
+            self.audit.clone(),
+            self.reporter.clone(),
+            tee,
+        )
+        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
+        // The next fork finds a warm worker too; this one starts meanwhile.
+        self.warm_up();
+        Ok(StartedWorker {
+            socket,
+            child,
+            reports,
+        })
+    }
+
+    /// Starts warm workers until the pool holds the policy's
+    /// `warm_workers`: worker processes that have started and set up their
+    /// engine, and wait, holding nothing, for a specification. A failure
+    /// only leaves the pool smaller (the next fork starts a worker itself).
+    /// Must be called inside a tokio runtime.
+    pub fn warm_up(&mut self) {
+        self.warm
+            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
+        while self.warm.len() < self.policy.warm_workers {
+            match self.new_idle_worker() {
+                Ok(worker) => self.warm.push(worker),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot start a warm worker");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A worker process waiting for its specification: a warm one, else a
+    /// new one.
+    fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+        while let Some((mut child, socket)) = self.warm.pop() {
+            if matches!(child.try_status(), Ok(None)) {
+                return Ok((child, socket));
+            }
+        }
+        self.new_idle_worker()
+    }
+
+    /// Starts a worker process with nothing but its channel: no directory,
+    /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
+    fn new_idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),
@@ -411,17 +506,7 @@ impl ProcessCtx {
         };
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
-        let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
-        spec.report_fd = Some(report_end.as_raw_fd());
         let channel_fd = theirs.as_raw_fd();
-        let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
-        inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
-        if let Some(sandbox) = self.sandbox() {
-            let (inherited, fds) = sandbox.to_inherit();
-            spec.sandbox = Some(inherited);
-            inherit_fds.extend(fds);
-        }
         let prepared = Prepared {
             real_program: executable.clone(),
             program: executable,
@@ -436,37 +521,64 @@ impl ProcessCtx {
                 .collect(),
             cwd: None,
             cwd_host: PathBuf::from("/"),
-            inherit_fds,
+            inherit_fds: vec![channel_fd],
             confine: false,
             identity: None,
-            lent,
+            lent: Lent::default(),
+            counted: false,
         };
-        let child = self.start_child("fork", &prepared, stdio)?;
-        // The worker has its copies now.
-        drop((theirs, dirs, report_end));
-        let component = (spec.component.file_name())
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let reports = crate::worker::Reports::start(
-            reports,
-            (child.pid(), component),
-            self.audit.clone(),
-            self.reporter.clone(),
-            tee,
-        )
-        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
-        let mut frame = Vec::new();
-        let spec = serde_json::to_vec(&spec)
-            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))?;
-        crate::channel::encode(&spec, &mut frame);
-        // The worker reads it first thing; it fits the socket's buffer
-        // unless the policy is huge, and then the worker takes it at once.
-        std::io::Write::write_all(&mut &ours, &frame)
-            .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
-        Ok(StartedWorker {
-            socket: ours,
-            child,
-            reports,
-        })
+        let child = self.start_child(
+            "worker-process",
+            &prepared,
+            [Asked::Null, Asked::Null, Asked::Null],
+        )?;
+        Ok((child, ours))
+    }
+
+    /// A worker's stdout or stderr (`name`) asked as `asked`: the
+    /// descriptor the worker gets, and the guest's stream or the host's
+    /// copying task, if any.
+    #[allow(clippy::type_complexity)]
+    fn worker_output(
+        &self,
+        name: &str,
+        asked: Asked,
+    ) -> Result<
+        (
+            std::os::fd::OwnedFd,
+            Option<crate::pipe::PipeReader>,
+            Vec<tokio::task::JoinHandle<()>>,
+        ),
+        ErrorCode,
+    > {
+        let (io, route) = match (name, &self.inherit_stdout, &self.inherit_stderr) {
+            ("stdout", Some(to), _) | ("stderr", _, Some(to)) => {
+                self.route(name, asked, to.as_ref())
+            }
+            ("stdout", None, _) => self.route(name, asked, &std::io::stdout()),
+            _ => self.route(name, asked, &std::io::stderr()),
+        }?;
+        let fail = |e: std::io::Error| {
+            ErrorCode::from_io(format_args!("setting up the worker's {name}"), &e)
+        };
+        let (ours, theirs) = match io {
+            crate::process::ChildIo::Pipe => {
+                let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| fail(e.into()))?;
+                (Some(read), write)
+            }
+            crate::process::ChildIo::Given(fd) => (None, fd),
+            _ => {
+                let null = crate::process::dev_null().map_err(fail)?;
+                (
+                    None,
+                    rustix::io::fcntl_dupfd_cloexec(null, 3).map_err(|e| fail(e.into()))?,
+                )
+            }
+        };
+        let mut forwarders = Vec::new();
+        let reader = route.stream(ours, &mut forwarders).map_err(fail)?;
+        Ok((theirs, reader, forwarders))
     }
 
     /// The worker's end of a local channel, set up as this context's

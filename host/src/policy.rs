@@ -409,6 +409,9 @@ pub(crate) struct Prepared {
     /// worker is lent live-children slots and total spawns for its own
     /// children (the live slots come back when it exits).
     pub lent: Lent,
+    /// Whether it counts against the guest's budgets now (not a warm
+    /// worker, which counts when it gets its specification).
+    pub counted: bool,
 }
 
 /// Budget lent to a forked worker, on top of the one slot it takes itself.
@@ -546,6 +549,7 @@ impl Policy {
             confine: true,
             identity,
             lent: Lent::default(),
+            counted: true,
         })
     }
 

@@ -164,7 +164,7 @@ pub(crate) struct GroupGuard {
     pgid: Pid,
     live: Arc<AtomicUsize>,
     /// The live-children slots it holds (more than one for a worker).
-    slots: usize,
+    slots: AtomicUsize,
     audit: Option<AuditLog>,
     started: Instant,
     status: OnceLock<ExitStatus>,
@@ -212,6 +212,13 @@ impl GroupGuard {
         self.killed.store(true, Ordering::Release);
     }
 
+    /// Takes `slots` more of the guest's live-children slots, given back
+    /// on drop (a warm worker, once it gets its specification).
+    pub fn count(&self, slots: usize) {
+        self.slots.fetch_add(slots, Ordering::AcqRel);
+        self.live.fetch_add(slots, Ordering::AcqRel);
+    }
+
     /// Notes that the leader has been reaped, and how it ended (for
     /// [`signal`](Self::signal) and the audit log).
     pub fn exited(&self, status: ExitStatus) {
@@ -231,7 +238,7 @@ impl Drop for GroupGuard {
         {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
-        self.live.fetch_sub(self.slots, Ordering::AcqRel);
+        self.live.fetch_sub(*self.slots.get_mut(), Ordering::AcqRel);
         if let Some(audit) = &self.audit {
             let status = self.status.get().map_or("killed".to_owned(), status_text);
             let duration_ms = self.started.elapsed().as_millis() as u64;
@@ -272,19 +279,12 @@ pub(crate) fn status_text(status: &ExitStatus) -> String {
 }
 
 impl ProcessCtx {
-    /// Starts `prepared` with the given stdin, stdout and stderr, counting
-    /// it against the live-child and total-spawn limits.
-    pub(crate) fn launch(
-        &mut self,
-        kind: &'static str,
-        prepared: &Prepared,
-        stdio: [ChildIo; 3],
-    ) -> Result<Launched, ErrorCode> {
-        // Slots lent to live workers count as live children: the guest's
-        // budget covers its whole tree.
+    /// Refuses a child (or worker) that would take `slots` live-children
+    /// slots and `spawns` of the total spawns, if the guest has not that
+    /// many left.
+    pub(crate) fn check_budget(&self, slots: usize, spawns: u64) -> Result<(), ErrorCode> {
         let live = self.live_children.load(Ordering::Acquire);
-        let slots = 1 + prepared.lent.live;
-        if live + slots > self.policy.limits.max_live_children {
+        if slots > 0 && live + slots > self.policy.limits.max_live_children {
             return Err(self.deny(Denial::Limit {
                 limit: "max_live_children",
                 message: format!(
@@ -294,13 +294,33 @@ impl ProcessCtx {
             }));
         }
         if let Some(max) = self.policy.limits.max_total_spawns
-            && self.total_spawns + 1 + prepared.lent.spawns > max
+            && spawns > 0
+            && self.total_spawns + spawns > max
         {
             return Err(self.deny(Denial::Limit {
                 limit: "max_total_spawns",
                 message: format!("{max} children were started, the most allowed"),
             }));
         }
+        Ok(())
+    }
+
+    /// Starts `prepared` with the given stdin, stdout and stderr, counting
+    /// it against the live-child and total-spawn limits.
+    pub(crate) fn launch(
+        &mut self,
+        kind: &'static str,
+        prepared: &Prepared,
+        stdio: [ChildIo; 3],
+    ) -> Result<Launched, ErrorCode> {
+        // Slots lent to live workers count as live children: the guest's
+        // budget covers its whole tree. A warm worker waiting for its
+        // specification counts only once it gets one.
+        let (slots, spawns) = match prepared.counted {
+            true => (1 + prepared.lent.live, 1 + prepared.lent.spawns),
+            false => (0, 0),
+        };
+        self.check_budget(slots, spawns)?;
         let layers = self.layers(prepared.confine, prepared.identity);
         if prepared.confine
             && self.policy.require_confinement
@@ -377,7 +397,7 @@ impl ProcessCtx {
         let walls_caps = walls.keep_caps;
         let (child, pgid) = start_os_process(prepared, stdio, &walls)?;
         self.live_children.fetch_add(slots, Ordering::AcqRel);
-        self.total_spawns += 1 + prepared.lent.spawns;
+        self.total_spawns += spawns;
         let confinement = layers.level();
         if let Some(audit) = &self.audit {
             audit.record(
@@ -415,7 +435,7 @@ impl ProcessCtx {
             group: GroupGuard {
                 pgid,
                 live: self.live_children.clone(),
-                slots,
+                slots: slots.into(),
                 audit: self.audit.clone(),
                 started: Instant::now(),
                 status: OnceLock::new(),
@@ -599,7 +619,7 @@ fn reopen_stdin() -> io::Result<File> {
 }
 
 /// `/dev/null`, opened once for every child that gets it.
-fn dev_null() -> io::Result<BorrowedFd<'static>> {
+pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
     static DEV_NULL: OnceLock<File> = OnceLock::new();
     if DEV_NULL.get().is_none() {
         let file = File::options().read(true).write(true).open("/dev/null")?;

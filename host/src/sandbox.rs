@@ -186,42 +186,42 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// The descriptors a forked worker inherits to use this sandbox for its
-    /// own children ([`Sandbox::adopt`]), and their numbers for its
-    /// specification. A worker's grants are a subset of this guest's, so
+    /// Adds to `passed` the descriptors a forked worker is given to use this
+    /// sandbox for its own children ([`Sandbox::adopt`]), and returns their
+    /// indices there, for its specification. A worker's grants are a subset of this guest's, so
     /// this view holds all of them; Landlock narrows each child to the
     /// worker's own. (A worker under its parent's Landlock could not build
     /// one: Landlock forbids mounting.)
-    pub fn to_inherit(&self) -> (InheritedSandbox, Vec<RawFd>) {
+    pub fn to_inherit<'a>(
+        &'a self,
+        passed: &mut Vec<std::os::fd::BorrowedFd<'a>>,
+    ) -> InheritedSandbox {
         let fds = &self.fds;
-        let raw = |fd: &OwnedFd| fd.as_raw_fd();
-        let spec = InheritedSandbox {
-            root: raw(&fds.root),
-            user: fds.user.as_ref().map(raw),
-            mnt: raw(&fds.mnt),
-            net: fds.net.as_ref().map(raw),
-            ipc: raw(&fds.ipc),
+        let mut pass = |fd: &'a OwnedFd| {
+            passed.push(fd.as_fd());
+            (passed.len() - 1) as RawFd
         };
-        let list = [
-            Some(spec.root),
-            spec.user,
-            Some(spec.mnt),
-            spec.net,
-            Some(spec.ipc),
-        ];
-        (spec, list.into_iter().flatten().collect())
+        InheritedSandbox {
+            root: pass(&fds.root),
+            user: fds.user.as_ref().map(&mut pass),
+            mnt: pass(&fds.mnt),
+            net: fds.net.as_ref().map(&mut pass),
+            ipc: pass(&fds.ipc),
+        }
     }
 
     /// The sandbox of the parent host, from the descriptors this worker
-    /// process inherited.
-    pub fn adopt(inherited: &InheritedSandbox) -> std::io::Result<Sandbox> {
-        let take = crate::sys::take_inherited_fd;
+    /// process was given (`take` maps the specification's numbers to them).
+    pub fn adopt(
+        inherited: &InheritedSandbox,
+        mut take: impl FnMut(RawFd) -> std::io::Result<OwnedFd>,
+    ) -> std::io::Result<Sandbox> {
         Ok(Sandbox {
             fds: crate::sys::SandboxFds {
                 root: take(inherited.root)?,
-                user: inherited.user.map(take).transpose()?,
+                user: inherited.user.map(&mut take).transpose()?,
                 mnt: take(inherited.mnt)?,
-                net: inherited.net.map(take).transpose()?,
+                net: inherited.net.map(&mut take).transpose()?,
                 ipc: take(inherited.ipc)?,
             },
         })

@@ -217,7 +217,7 @@ impl ProcessCtxView<'_> {
 }
 
 /// Where one output stream of a child goes.
-enum Route {
+pub(crate) enum Route {
     /// A pipe the guest reads as a wasi:io input-stream.
     Guest,
     /// A pipe the host copies to the guest's own stream (`inherit`).
@@ -233,7 +233,7 @@ impl ProcessCtx {
     /// An `inherit`ed stream is a pipe the host copies into `inherit_to`,
     /// never the host's own open file: a child holding that could truncate
     /// or seek the operator's log, or change its flags.
-    fn route(
+    pub(crate) fn route(
         &self,
         name: &str,
         asked: Asked,
@@ -285,7 +285,7 @@ impl ProcessCtx {
 impl Route {
     /// The guest's stream for `pipe`, or `None` when the host forwards it
     /// (starting the copy) or there is no pipe.
-    fn stream(
+    pub(crate) fn stream(
         self,
         pipe: Option<OwnedFd>,
         forwarders: &mut Vec<JoinHandle<()>>,
@@ -390,6 +390,25 @@ impl Child {
         let signal = signal(n)?;
         (self.group.signal(signal))
             .map_err(|e| ErrorCode::from_io(format_args!("signalling child {}", self.pid()), &e))
+    }
+
+    /// Takes `slots` of the guest's live-children slots (a warm worker
+    /// that got its specification).
+    pub(crate) fn count(&self, slots: usize) {
+        self.group.count(slots);
+    }
+
+    /// Gives a worker started before its output was known its guest-side
+    /// streams and the tasks copying its inherited output.
+    pub(crate) fn attach(
+        &mut self,
+        stdout: Option<PipeReader>,
+        stderr: Option<PipeReader>,
+        forwarders: Vec<JoinHandle<()>>,
+    ) {
+        self.stdout = stdout;
+        self.stderr = stderr;
+        self.forwarders.extend(forwarders);
     }
 
     /// Takes the piped stdout.

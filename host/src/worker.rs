@@ -25,7 +25,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 /// and how to log.
 pub const HOST_ENV: &[&str] = &["HOME", "XDG_CACHE_HOME", "WASMPROC_LOG", "WASMPROC_CACHE"];
 
-/// The worker's capabilities and guest, as sent by the parent host.
+/// The worker's capabilities and guest, as sent by the parent host. Its
+/// descriptors come with it (`SCM_RIGHTS`), not by inheritance, so that a
+/// worker process can be started before anyone knows what it will hold
+/// (a warm worker): every descriptor field here is an index into them.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     /// The component to run (absolute path, granted to the parent).
@@ -39,10 +42,13 @@ pub(crate) struct WorkerSpec {
     /// Everything else it may do: its parent's policy, narrowed to what the
     /// parent passed on (see `fork-options`), whole.
     pub policy: crate::Policy,
-    /// The inherited descriptor of the pipe its audit events and denials
-    /// go up to the parent host through (see [`crate::AuditLog`]).
+    /// The pipe its audit events and denials go up to the parent host
+    /// through (see [`crate::AuditLog`]).
     #[serde(default)]
     pub report_fd: Option<RawFd>,
+    /// Its stdout and stderr.
+    #[serde(default)]
+    pub stdio: Option<(RawFd, RawFd)>,
     /// The parent's sandbox, for the worker's children (see
     /// `Sandbox::to_inherit`).
     #[serde(default)]
@@ -56,7 +62,8 @@ pub(crate) struct WorkerDir {
     pub guest_path: String,
     /// The host path, for logs only.
     pub host_path: PathBuf,
-    /// The open descriptor the worker inherited.
+    /// The directory's descriptor (an index, as every descriptor of the
+    /// specification).
     pub fd: RawFd,
     /// Whether the worker may only read it.
     pub read_only: bool,
@@ -87,10 +94,27 @@ impl WorkerProcess {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
         let channel = std::os::unix::net::UnixStream::from(fd);
         channel.set_nonblocking(false)?;
-        let first = crate::channel::read_frame(&channel)
+        let (first, passed) = crate::channel::read_frame_with_fds(&channel)
             .context("no worker specification from the parent")?;
-        let spec: WorkerSpec =
+        let mut spec: WorkerSpec =
             serde_json::from_slice(&first).context("reading the worker specification")?;
+        let mut passed: Vec<Option<std::os::fd::OwnedFd>> = passed.into_iter().map(Some).collect();
+        let mut take = |i: RawFd| {
+            (usize::try_from(i).ok())
+                .and_then(|i| passed.get_mut(i)?.take())
+                .ok_or_else(|| std::io::Error::other(format!("descriptor {i} was not sent")))
+        };
+        if let Some((out, err)) = spec.stdio {
+            rustix::stdio::dup2_stdout(take(out)?)?;
+            rustix::stdio::dup2_stderr(take(err)?)?;
+        }
+        let mut dirs = Vec::new();
+        for dir in &mut spec.dirs {
+            let fd =
+                take(dir.fd).with_context(|| format!("taking directory {}", dir.guest_path))?;
+            dir.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            dirs.push(fd);
+        }
 
         let mut wasi = WasiCtx::builder();
         let name = spec
@@ -105,9 +129,7 @@ impl WorkerProcess {
             .args(&spec.args)
             .envs(&spec.env);
         let mut process = ProcessCtx::builder();
-        for dir in &spec.dirs {
-            let fd = crate::sys::take_inherited_fd(dir.fd)
-                .with_context(|| format!("taking directory {}", dir.guest_path))?;
+        for (dir, fd) in spec.dirs.iter().zip(dirs) {
             let (perms, access) = if dir.read_only {
                 (FsPerms::ReadOnly, DirAccess::ReadOnly)
             } else {
@@ -130,7 +152,8 @@ impl WorkerProcess {
         }
         process.policy(spec.policy.clone());
         if let Some(sandbox) = &spec.sandbox {
-            let sandbox = crate::sandbox::Sandbox::adopt(sandbox).context("taking the sandbox")?;
+            let sandbox =
+                crate::sandbox::Sandbox::adopt(sandbox, &mut take).context("taking the sandbox")?;
             process.adopt_sandbox(sandbox);
         }
         if !spec.policy.forks.is_empty() {
@@ -139,9 +162,7 @@ impl WorkerProcess {
         }
         let mut reports = None;
         if let Some(fd) = spec.report_fd {
-            let pipe = std::fs::File::from(
-                crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
-            );
+            let pipe = std::fs::File::from(take(fd).context("taking the report pipe")?);
             reports = Some(pipe.try_clone()?);
             report_to_parent(&mut process, pipe)?;
         }
