@@ -137,12 +137,7 @@ impl Worker {
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
     async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
         let pid = self.end.pid();
-        match tokio::time::timeout(Duration::from_millis(ms), self.reap()).await {
-            Ok(ended) => ended,
-            Err(_) => Err(ErrorCode::TimedOut(format!(
-                "worker {pid} is still running after {ms} ms"
-            ))),
-        }
+        crate::spawn::within(ms, format!("worker {pid}"), self.reap()).await
     }
 
     /// How the worker ended if it has exited, without blocking.

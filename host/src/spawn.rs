@@ -41,6 +41,21 @@ pub struct Child {
     deadline: Option<Deadline>,
 }
 
+/// `ended` if it comes within `ms` milliseconds, else `timed-out` saying
+/// that `what` is still running (`wait-timeout` of a child or worker).
+pub(crate) async fn within(
+    ms: u64,
+    what: String,
+    ended: impl std::future::Future<Output = Result<Termination, ErrorCode>>,
+) -> Result<Termination, ErrorCode> {
+    match tokio::time::timeout(Duration::from_millis(ms), ended).await {
+        Ok(ended) => ended,
+        Err(_) => Err(ErrorCode::TimedOut(format!(
+            "{what} is still running after {ms} ms"
+        ))),
+    }
+}
+
 /// A spawned child's `timeout-ms`: a timer that kills the group.
 struct Deadline {
     timer: JoinHandle<()>,
@@ -94,12 +109,7 @@ impl Child {
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
     pub(crate) async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
         let pid = self.pid();
-        match tokio::time::timeout(Duration::from_millis(ms), self.reap()).await {
-            Ok(ended) => ended,
-            Err(_) => Err(ErrorCode::TimedOut(format!(
-                "process {pid} is still running after {ms} ms"
-            ))),
-        }
+        within(ms, format!("process {pid}"), self.reap()).await
     }
 
     fn termination(&self, ended: Ended) -> Termination {
