@@ -32,8 +32,11 @@
 # Python: componentize-py (pip, in a venv under the toolchain dir), world
 # wasmproc:process/command. JavaScript: componentize-js (npm, under the
 # toolchain dir), world wasmproc:process/command, `-d http -d fetch-event` so
-# it does not import wasi:http. Their components are 10-20 MB: never
-# committed; each is rebuilt only when its source, the WIT or the tool changed.
+# it does not import wasi:http. A Python or JavaScript source with a line
+# `world: WORLD` (in a comment or docstring, e.g. `world:
+# wasi:cli/command@0.2.12`) is built for that world instead. Their
+# components are 10-20 MB: never committed; each is rebuilt only when its
+# source, the WIT or the tool changed.
 #
 # Environment:
 #   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler, the Python venv
@@ -167,6 +170,14 @@ inputs_digest() {
     done; } | sha256sum | cut -d' ' -f1
 }
 
+# world_of SOURCE: the world named by SOURCE's `world: WORLD` line, else
+# wasmproc:process/command.
+world_of() {
+  local w
+  w=$(sed -n -E 's@^[[:space:]#/*]*world: ([^[:space:]]+).*@\1@p' "$1" | head -1)
+  echo "${w:-wasmproc:process/command}"
+}
+
 # up_to_date OUT DIGEST: OUT exists and was built from DIGEST.
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1.inputs" 2>/dev/null)" = "$2" ]; }
 
@@ -207,7 +218,7 @@ build_python_guests() {
     out="$GT/components/$name-py.wasm"
     build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
       "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
-      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w wasmproc:process/command \
+      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w "$(world_of "$src")" \
         componentize -p guest-examples/python "$name" -o "$out.tmp"
   done
 }
@@ -220,7 +231,7 @@ build_js_guests() {
     out="$GT/components/$name-js.wasm"
     build_if_changed "$out" "JavaScript guest $name (componentize-js $COMPONENTIZE_JS_VERSION)" \
       "$src" "$ROOT/wit" "componentize-js $COMPONENTIZE_JS_VERSION" -- \
-      "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name wasmproc:process/command \
+      "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name "$(world_of "$src")" \
         -d http -d fetch-event -o "$out.tmp" "$src"
   done
 }
