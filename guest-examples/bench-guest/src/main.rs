@@ -11,7 +11,10 @@
 //! bench-guest fork N              fork `echo-worker then exit3`, take its first message, wait; N times
 //! bench-guest round-trip N SIZE   N round trips of SIZE-byte messages through `echo-worker echo`
 //! bench-guest pipelined N SIZE W  N SIZE-byte messages through `echo-worker echo`, at most W in flight
-//! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N`, sleep MS, drop them all
+//! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N` and `started-ns: T` (the
+//!                                 time to start all N), sleep MS, drop them all
+//! bench-guest idle N MS           fork N `echo-worker echo`, one round trip each, print `forked: N`,
+//!                                 leave them idle for MS, drop them all
 //! bench-guest pipe FILE BYTES     `cat FILE` wired straight into `wc -c` (pipe-from); check wc's count
 //! ```
 //!
@@ -20,7 +23,7 @@
 
 use std::time::{Duration, Instant};
 use wasmproc_guest::exec::{ExecOptions, exec};
-use wasmproc_guest::fork::{ForkOptions, Placement, Worker, fork};
+use wasmproc_guest::fork::{ForkOptions, Placement, Worker, WorkerLimits, fork};
 use wasmproc_guest::io::streams::StreamError;
 use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
 use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio, Termination};
@@ -40,12 +43,17 @@ fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
 
 /// Workers go where `$PLACEMENT` says: `cluster`, or on this machine.
 fn start_worker(args: &[&str]) -> Worker {
+    start_worker_with(args, WorkerLimits::default())
+}
+
+/// As `start_worker`, with `limits`.
+fn start_worker_with(args: &[&str], limits: WorkerLimits) -> Worker {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let placement = match std::env::var("PLACEMENT").as_deref() {
         Ok("cluster") => Placement::Cluster,
         _ => Placement::Local,
     };
-    let options = ForkOptions { stdout: Stdio::Null, placement, ..ForkOptions::default() };
+    let options = ForkOptions { stdout: Stdio::Null, placement, limits, ..ForkOptions::default() };
     fork(WORKER, &args, options).unwrap_or_else(|e| fail("fork", e))
 }
 
@@ -174,9 +182,26 @@ fn main() {
             let n = num(1);
             let children: Vec<Child> = (0..n).map(|_| start("sleep", &["60"], Stdio::Null, Stdio::Null)).collect();
             println!("spawned: {}", children.len());
+            println!("started-ns: {}", t0.elapsed().as_nanos());
             std::thread::sleep(Duration::from_millis(num(2)));
             // Dropping each child kills its process group.
             drop(children);
+        }
+        "idle" => {
+            let workers: Vec<Worker> = (0..num(1))
+                .map(|_| {
+                    // No children of its own: each worker takes one slot.
+                    let limits = WorkerLimits { max_live_children: Some(0), ..WorkerLimits::default() };
+                    let worker = start_worker_with(&["echo"], limits);
+                    worker.send(b"up").unwrap_or_else(|e| fail("send", e));
+                    worker.receive().unwrap_or_else(|e| fail("receive", e));
+                    worker
+                })
+                .collect();
+            println!("forked: {}", workers.len());
+            std::thread::sleep(Duration::from_millis(num(2)));
+            // Dropping a worker ends its process.
+            drop(workers);
         }
         other => panic!("bench-guest: unknown scenario {other:?}"),
     }
