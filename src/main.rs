@@ -106,6 +106,10 @@ enum Commands {
         /// The inherited descriptor of the channel to the parent host.
         #[arg(long)]
         channel_fd: i32,
+        /// A component this worker may be asked to run, loaded before its
+        /// specification comes (a warm worker); repeatable.
+        #[arg(long)]
+        preload: Vec<PathBuf>,
     },
 }
 
@@ -359,7 +363,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(*args),
         Commands::Agent(args) => agent(*args),
-        Commands::Worker { channel_fd } => worker(channel_fd),
+        Commands::Worker {
+            channel_fd,
+            preload,
+        } => worker(channel_fd, &preload),
         Commands::Compile { components } => compile(&components),
         Commands::Wit => {
             print!("{}", include_str!("../wit/process.wit"));
@@ -425,13 +432,18 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
-fn worker(channel_fd: i32) -> Result<ExitCode> {
+fn worker(channel_fd: i32, preload: &[PathBuf]) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
-    // The engine first: a warm worker has it ready before it knows what
-    // it will run, and holds nothing until its specification comes.
+    // The engine first, and the components it may run: a warm worker has
+    // them ready before it knows which it will run, and holds nothing
+    // until its specification comes. (A component not yet compiled is
+    // left for later: compiling would start threads.)
     let runner = Runner::new()?;
+    let mut loaded: std::collections::HashMap<PathBuf, Component> = (preload.iter())
+        .filter_map(|path| Some((path.clone(), runner.load_cached(path)?)))
+        .collect();
     let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
     // The parent checked these grants against the same cache; a worker
     // started some other way (an embedder's host) is checked here.
@@ -451,7 +463,10 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     let mut reports = worker.reports;
     runtime.block_on(async {
         process.connect_parent(worker.channel)?;
-        let component = runner.load(&component_path)?;
+        let component = match loaded.remove(&component_path) {
+            Some(component) => component,
+            None => runner.load(&component_path)?,
+        };
         run_guest(&runner, &component, wasi, process, reports.as_mut()).await
     })
 }

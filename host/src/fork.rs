@@ -470,7 +470,7 @@ impl ProcessCtx {
         self.warm
             .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
         while self.warm.len() < self.policy.warm_workers {
-            match self.new_idle_worker() {
+            match self.new_idle_worker(true) {
                 Ok(worker) => self.warm.push(worker),
                 Err(e) => {
                     tracing::warn!(error = ?e, "cannot start a warm worker");
@@ -488,12 +488,17 @@ impl ProcessCtx {
                 return Ok((child, socket));
             }
         }
-        self.new_idle_worker()
+        self.new_idle_worker(false)
     }
 
     /// Starts a worker process with nothing but its channel: no directory,
     /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
-    fn new_idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+    /// A `warm` one also loads every component the guest may fork before
+    /// its specification comes (`--preload`).
+    fn new_idle_worker(
+        &mut self,
+        warm: bool,
+    ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),
@@ -506,11 +511,16 @@ impl ProcessCtx {
             real_program: executable.clone(),
             program: executable,
             argv0: "wasmproc".to_owned(),
-            args: vec![
-                "__worker".to_owned(),
-                "--channel-fd".to_owned(),
-                channel_fd.to_string(),
-            ],
+            args: ["__worker", "--channel-fd", &channel_fd.to_string()]
+                .into_iter()
+                .map(str::to_owned)
+                .chain((self.policy.forks.iter()).filter(|_| warm).flat_map(|f| {
+                    [
+                        "--preload".to_owned(),
+                        f.path.to_string_lossy().into_owned(),
+                    ]
+                }))
+                .collect(),
             env: (HOST_ENV.iter())
                 .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
                 .collect(),
