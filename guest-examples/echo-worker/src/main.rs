@@ -14,6 +14,7 @@
 //! read PATH        read file PATH; send back its contents or the error
 //! cwd DIR PROGRAM  run PROGRAM in DIR; send back its stdout or error
 //! spawn PROGRAM... spawn PROGRAM (a grandchild); send back its pid; sleep
+//! print TEXT       print TEXT on stdout, exit 0
 //! until-closed     receive until the channel closes; exit with the count as exit code
 //! send-close N     send N messages, close the channel; exit 0 if a send then says `closed`
 //! burn MS          spin on the CPU for MS milliseconds of wall time
@@ -145,6 +146,7 @@ fn main() {
             parent::send(child.pid().to_string().as_bytes()).expect("send");
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
+        "print" => println!("{}", arg(1)),
         "until-closed" => {
             let mut n = 0u8;
             while parent::receive().is_ok() {

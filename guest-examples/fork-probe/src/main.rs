@@ -26,6 +26,7 @@
 //! fork-probe wait-sending N MS      a worker sends N messages then exits; wait-timeout MS before
 //!                                   reading any; print that, then receive all and wait
 //! fork-probe usage                  a worker that burns 300 ms of CPU; print status and usage
+//! fork-probe output TEXT            the worker prints TEXT on its stdout (piped); print what came
 //! fork-probe nested DEPTH PROGRAMS FORKS MODE ARGS...
 //!                                   fork echo-worker `nest DEPTH ...`, passing on PROGRAMS and FORKS
 //!                                   (comma-separated, `-` for none): each level forks the next, the
@@ -37,8 +38,13 @@ use wasmproc_guest::types::{ErrorCode, Termination};
 
 const WORKER: &str = "echo-worker.wasm";
 
-fn start(args: &[&str], options: ForkOptions) -> Result<Worker, ErrorCode> {
+/// Forks echo-worker with `args`; with `PLACEMENT=cluster` in this
+/// guest's environment, on an agent of the host's cluster.
+fn start(args: &[&str], mut options: ForkOptions) -> Result<Worker, ErrorCode> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if std::env::var("PLACEMENT").as_deref() == Ok("cluster") {
+        options.placement = wasmproc_guest::fork::Placement::Cluster;
+    }
     fork(WORKER, &args, options)
 }
 
@@ -295,6 +301,18 @@ fn main() {
                 Err(e) => println!("error: {}", show(&e)),
             }
             worker.kill(9).unwrap();
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "output" => {
+            let options = ForkOptions { stdout: wasmproc_guest::types::Stdio::Piped, ..ForkOptions::default() };
+            let worker = start(&["print", &arg(1)], options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            let out = worker.take_stdout().expect("piped stdout");
+            let mut text = Vec::new();
+            while let Ok(bytes) = out.blocking_read(1 << 16) {
+                text.extend(bytes);
+            }
+            println!("stdout: {:?}", String::from_utf8_lossy(&text));
+            drop(out);
             println!("status: {}", ended(&worker.wait().unwrap()));
         }
         "wait-sending" => {
