@@ -73,7 +73,12 @@ impl Agent {
             tokio::spawn(async move {
                 while let Some(m) = parents.next().await {
                     if let Some(id) = m.subject.strip_prefix("wasmproc.parent.") {
-                        agent.parents().insert(id.to_owned(), Instant::now());
+                        let mut parents = agent.parents();
+                        parents.insert(id.to_owned(), Instant::now());
+                        // Hosts long gone are forgotten.
+                        if parents.len() > 1024 {
+                            parents.retain(|_, at| at.elapsed() < LOST_AFTER * 10);
+                        }
                     }
                 }
             })
@@ -162,20 +167,19 @@ impl Agent {
             .path
             .clone();
         let (dirs, opened) = self.exports(&ctx, &req.dirs)?;
+        // As a local fork lends: what was asked, but at most half of what
+        // this agent has free, so that one host cannot take it all.
         let free = ctx.free();
-        let lent = Lent {
-            live: policy.limits.max_live_children,
-            spawns: 0,
-        };
-        if lent.live > free.live {
+        if free.live == 0 {
             return Err(ctx.deny(Denial::Limit {
                 limit: "max_live_children",
-                message: format!(
-                    "the worker asks for {} live children; this agent has {} free",
-                    lent.live, free.live
-                ),
+                message: "this agent has no free worker slot".into(),
             }));
         }
+        let mut policy = policy;
+        let live = policy.limits.max_live_children.min(free.live / 2);
+        policy.limits.max_live_children = live;
+        let lent = Lent { live, spawns: 0 };
         let spec = WorkerSpec {
             component,
             args: req.args.clone(),
