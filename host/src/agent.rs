@@ -160,6 +160,15 @@ impl Agent {
         ),
         ErrorCode,
     > {
+        // Ids become parts of NATS subjects: only ones such as `new_id`
+        // makes, never a wildcard or a `.`.
+        for id in [&req.session, &req.parent] {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ErrorCode::InvalidArgument(format!(
+                    "`{id}` is not a session or host id"
+                )));
+            }
+        }
         let mut ctx = self.ctx();
         let policy = (req.policy.within(&ctx.policy)).map_err(|d| ctx.deny(d))?;
         let component = (ctx.policy.find_fork(&req.component))
