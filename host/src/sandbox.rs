@@ -132,7 +132,8 @@ pub(crate) struct Sandbox {
     fds: crate::sys::SandboxFds,
 }
 
-/// A parent's sandbox as a forked worker inherits it: descriptor numbers.
+/// A parent's sandbox as a forked worker's specification names it: the
+/// indices of its descriptors among those sent with the specification.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct InheritedSandbox {
     root: RawFd,

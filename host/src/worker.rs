@@ -3,9 +3,12 @@
 //!
 //! A worker is started as `WORKER_EXECUTABLE __worker --channel-fd N`, with
 //! descriptor N one end of a Unix socketpair, an empty environment (but for
-//! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdin. The
-//! first message on the channel is a JSON `WorkerSpec`; everything after
-//! it belongs to the guests. The worker's guest gets no grant the spec does
+//! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdio; it may
+//! be started long before it is used (a warm worker, its engine and the
+//! components it may run loaded). The first message on the channel is a
+//! JSON `WorkerSpec`, sent with every descriptor it names (`SCM_RIGHTS`):
+//! its stdout and stderr, report pipe, directories and its parent's
+//! sandbox; everything after it belongs to the guests. The worker's guest gets no grant the spec does
 //! not name, and the spec only ever names a subset of its parent's, with
 //! the parent's confinement settings whole. The worker process itself
 //! keeps only the Linux capabilities it needs to sandbox its children
