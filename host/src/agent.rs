@@ -12,8 +12,9 @@
 
 use crate::bindings::types::{ErrorCode, Termination};
 use crate::cluster::{
-    ADVERTS, Advert, Bridge, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions,
-    fork_subject, kind, message, new_id, session_subject, to_wire,
+    ADVERTS, Advert, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions, Receiving,
+    channel_halves, fork_subject, kind, message, new_id, send_stream, session_subject, shut,
+    stream, to_wire,
 };
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent};
@@ -37,6 +38,8 @@ pub struct Agent {
     ctx: Mutex<ProcessCtx>,
     /// When each forking host was last heard from.
     parents: Mutex<HashMap<String, Instant>>,
+    /// The sessions running.
+    sessions: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Agent {
@@ -56,6 +59,7 @@ impl Agent {
             client,
             ctx: Mutex::new(ctx),
             parents: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Default::default()),
         }))
     }
 
@@ -127,13 +131,15 @@ impl Agent {
             return;
         };
         let started = match serde_json::from_slice::<ForkRequest>(&request.payload) {
-            Ok(req) => self.start(req),
+            Ok(req) => self.start(req).await,
             Err(e) => Err(ErrorCode::InvalidArgument(format!(
                 "a bad fork request: {e}"
             ))),
         };
         let reply = match &started {
-            Ok((_, child, _, _)) => ForkReply::Started { pid: child.pid() },
+            Ok(session) => ForkReply::Started {
+                pid: session.child.pid(),
+            },
             Err(e) => {
                 let (code, message) = to_wire(e);
                 ForkReply::Refused { code, message }
@@ -141,27 +147,22 @@ impl Agent {
         };
         let reply = serde_json::to_vec(&reply).expect("serializable");
         let _ = self.client.publish(reply_to, reply.into()).await;
-        if let Ok((req, child, bridge, reports)) = started {
-            self.serve_session(req, child, bridge, reports).await;
+        if let Ok(session) = started {
+            let id = session.req.session.clone();
+            self.serve_session(session).await;
+            self.sessions().remove(&id);
         }
     }
 
-    /// Starts the worker `req` asks for, within this agent's policy.
-    #[allow(clippy::type_complexity)]
-    fn start(
-        &self,
-        req: ForkRequest,
-    ) -> Result<
-        (
-            ForkRequest,
-            Child,
-            (Bridge, mpsc::Receiver<Bytes>),
-            Arc<Mutex<crate::worker::Reports>>,
-        ),
-        ErrorCode,
-    > {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the worker `req` asks for, within this agent's policy, and
+    /// listens to its host's messages (before the host hears of it).
+    async fn start(&self, req: ForkRequest) -> Result<Session, ErrorCode> {
         // Ids become parts of NATS subjects: only ones such as `new_id`
-        // makes, never a wildcard or a `.`.
+        // makes, never a wildcard or a `.`; and a session is one host's.
         for id in [&req.session, &req.parent] {
             if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(ErrorCode::InvalidArgument(format!(
@@ -169,6 +170,32 @@ impl Agent {
                 )));
             }
         }
+        if !self.sessions().insert(req.session.clone()) {
+            return Err(ErrorCode::InvalidArgument(format!(
+                "session {} is taken",
+                req.session
+            )));
+        }
+        let from_host = self
+            .client
+            .subscribe(session_subject(&req.session, true))
+            .await
+            .map_err(|e| ErrorCode::Io(format!("subscribing to the session: {e}")));
+        let session = req.session.clone();
+        let started = from_host.and_then(|from_host| self.launch(req, from_host));
+        if started.is_err() {
+            self.sessions().remove(&session);
+        }
+        started
+    }
+
+    /// Starts the worker of `req`: the part of [`start`](Self::start) that
+    /// holds the context.
+    fn launch(
+        &self,
+        req: ForkRequest,
+        from_host: async_nats::Subscriber,
+    ) -> Result<Session, ErrorCode> {
         let mut ctx = self.ctx();
         let policy = (req.policy.within(&ctx.policy)).map_err(|d| ctx.deny(d))?;
         let component = (ctx.policy.find_fork(&req.component))
@@ -188,7 +215,15 @@ impl Agent {
         let mut policy = policy;
         let live = policy.limits.max_live_children.min(free.live / 2);
         policy.limits.max_live_children = live;
-        let lent = Lent { live, spawns: 0 };
+        let spawns = free.spawns.map(|s| s / 2);
+        policy.limits.max_total_spawns = match (policy.limits.max_total_spawns, spawns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let lent = Lent {
+            live,
+            spawns: spawns.and(policy.limits.max_total_spawns).unwrap_or(0),
+        };
         let spec = WorkerSpec {
             component,
             args: req.args.clone(),
@@ -199,28 +234,23 @@ impl Agent {
             stdio: None,
             sandbox: None,
         };
-        // Everything the worker sends goes through one queue, so that its
-        // exit comes after its last message, output and report.
-        let (queue, outgoing) = mpsc::channel::<Bytes>(256);
-        let tee: crate::worker::Tee = {
-            let queue = queue.clone();
-            Box::new(move |line: &[u8]| {
-                let _ = queue.try_send(message(kind::REPORT, line));
-            })
-        };
+        let (reports_tx, reports) = mpsc::unbounded_channel::<Bytes>();
+        let tee: crate::worker::Tee = Box::new(move |line: &[u8]| {
+            let _ = reports_tx.send(message(kind::REPORT, line));
+        });
         let output = |piped: bool| if piped { Asked::Piped } else { Asked::Null };
         let stdio = [Asked::Null, output(req.stdout), output(req.stderr)];
         let started = ctx.start_worker(spec, opened, lent, stdio, Some(tee))?;
         drop(ctx);
-        let bridge = Bridge::start(
-            started.socket,
-            self.client.clone(),
-            session_subject(&req.session, false),
-        )
-        .map_err(|e| ErrorCode::from_io("bridging the worker's channel", &e))?;
         self.parents().insert(req.parent.clone(), Instant::now());
-        drop(queue);
-        Ok((req, started.child, (bridge, outgoing), started.reports))
+        Ok(Session {
+            req,
+            child: started.child,
+            socket: started.socket,
+            reports: started.reports,
+            from_host,
+            report_lines: reports,
+        })
     }
 
     /// The directories `asked` (export names, read-only or not) as a
@@ -253,79 +283,71 @@ impl Agent {
     }
 
     /// Bridges a started worker to its host until it ends (then sends its
-    /// exit) or the host is gone or drops it (then kills it).
-    async fn serve_session(
-        &self,
-        req: ForkRequest,
-        mut child: Child,
-        (bridge, mut outgoing): (Bridge, mpsc::Receiver<Bytes>),
-        reports: Arc<Mutex<crate::worker::Reports>>,
-    ) {
+    /// exit, after everything it sent) or the host is gone or drops it
+    /// (then kills it).
+    async fn serve_session(&self, session: Session) {
+        let Session {
+            req,
+            mut child,
+            socket,
+            reports,
+            mut from_host,
+            mut report_lines,
+        } = session;
         let to_host = session_subject(&req.session, false);
-        let mut from_host = match self
-            .client
-            .subscribe(session_subject(&req.session, true))
-            .await
-        {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let Bridge {
-            outbound,
-            mut inbound,
-        } = bridge;
-        let (queue, more) = mpsc::channel::<Bytes>(256);
-        let pumps = [
-            child
-                .take_stdout()
-                .map(|r| pump(r, kind::STDOUT, queue.clone())),
-            child
-                .take_stderr()
-                .map(|r| pump(r, kind::STDERR, queue.clone())),
-        ];
-        drop(queue);
-        let publisher = {
-            let (client, subject) = (self.client.clone(), to_host.clone());
-            tokio::spawn(async move {
-                let mut more = more;
-                loop {
-                    let m = tokio::select! {
-                        m = outgoing.recv() => m,
-                        m = more.recv() => m,
-                    };
-                    match m {
-                        Some(m) => {
-                            let _ = client.publish(subject.clone(), m).await;
-                        }
-                        None => {
-                            // One closed: drain the other.
-                            while let Some(m) = more.recv().await {
-                                let _ = client.publish(subject.clone(), m).await;
-                            }
-                            while let Some(m) = outgoing.recv().await {
-                                let _ = client.publish(subject.clone(), m).await;
-                            }
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let mut receiving = Receiving::new(self.client.clone(), to_host.clone());
+        let mut senders = Vec::new();
+        match channel_halves(socket) {
+            Ok((read, write)) => {
+                let (task, credits) =
+                    send_stream(read, self.client.clone(), to_host.clone(), stream::CHANNEL);
+                receiving.credit(stream::CHANNEL, credits);
+                receiving.sink(stream::CHANNEL, write, shut);
+                senders.push(task);
+            }
+            Err(e) => {
+                return self
+                    .end_session(&to_host, child, format!("bridging: {e}"))
+                    .await;
+            }
+        }
+        for (id, reader) in [
+            (stream::STDOUT, child.take_stdout()),
+            (stream::STDERR, child.take_stderr()),
+        ] {
+            if let Some(pipe) = reader.and_then(|r| r.into_receiver().ok()) {
+                let (task, credits) = send_stream(pipe, self.client.clone(), to_host.clone(), id);
+                receiving.credit(id, credits);
+                senders.push(task);
+            }
+        }
+        let mut sent = Box::pin(async move {
+            for task in senders {
+                let _ = task.await;
+            }
+        });
+        let mut ended = None;
         let mut check = tokio::time::interval(HEARTBEAT);
-        let ended = loop {
+        loop {
             tokio::select! {
-                ended = child.reap() => break ended.ok(),
+                e = child.reap(), if ended.is_none() => ended = Some(e),
+                // Once the worker is gone, its streams end; then its exit.
+                () = &mut sent, if ended.is_some() => break,
+                Some(line) = report_lines.recv() => {
+                    let _ = self.client.publish(to_host.clone(), line).await;
+                }
                 m = from_host.next() => {
-                    let Some(m) = m else { break None };
+                    let Some(m) = m else { return };
                     let Some((&k, body)) = m.payload.split_first() else { continue };
                     match k {
                         kind::KILL => {
                             let _ = child.kill(body.first().copied().unwrap_or(9));
                         }
-                        kind::CLOSE => break None,
+                        // The host dropped it: nobody to tell.
+                        kind::CLOSE => return,
                         _ => {
-                            if inbound.handle(k, body).await.is_err() {
-                                break None;
+                            if let Err(why) = receiving.handle(k, body) {
+                                return self.end_session(&to_host, child, why).await;
                             }
                         }
                     }
@@ -334,22 +356,10 @@ impl Agent {
                     let seen = self.parents().get(&req.parent).copied();
                     if seen.is_none_or(|at| at.elapsed() > LOST_AFTER) {
                         tracing::warn!(target: "wasmproc::cluster", parent = %req.parent, "the forking host was lost: killing its worker");
-                        break None;
+                        return;
                     }
                 }
             }
-        };
-        let Some(ended) = ended else {
-            // Dropping the child kills the worker's process group.
-            drop(child);
-            outbound.abort();
-            publisher.abort();
-            return;
-        };
-        // The worker is gone: its channel, output and reports end now.
-        let _ = outbound.await;
-        for pump in pumps.into_iter().flatten() {
-            let _ = pump.await;
         }
         let trap = {
             let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,32 +367,54 @@ impl Agent {
             reports.trap.clone()
         };
         drop(reports);
-        let _ = publisher.await;
-        let ended = Termination { trap, ..ended };
-        let exit = serde_json::to_vec(&Ended::from(&ended)).expect("serializable");
-        let _ = self
-            .client
-            .publish(to_host, message(kind::EXIT, &exit))
+        // The tee is gone with the reports: every line is queued now.
+        while let Ok(line) = report_lines.try_recv() {
+            let _ = self.client.publish(to_host.clone(), line).await;
+        }
+        let ended = match ended {
+            Some(Ok(ended)) => Ended::from(&Termination { trap, ..ended }),
+            Some(Err(e)) => lost(format!("waiting for the worker: {e:?}")),
+            None => lost("the worker was not waited for".into()),
+        };
+        self.send_exit(&to_host, &ended).await;
+    }
+
+    /// Kills the worker for `why` (a broken session) and tells its host.
+    async fn end_session(&self, to_host: &str, child: Child, why: String) {
+        drop(child);
+        self.send_exit(to_host, &lost(why)).await;
+    }
+
+    async fn send_exit(&self, to_host: &str, ended: &Ended) {
+        let exit = serde_json::to_vec(ended).expect("serializable");
+        let _ = (self.client)
+            .publish(to_host.to_owned(), message(kind::EXIT, &exit))
             .await;
         let _ = self.client.flush().await;
     }
 }
 
-/// Sends what `reader` gives as `k` messages into `queue`, then an empty
-/// one for the end.
-fn pump(
-    mut reader: crate::pipe::PipeReader,
-    k: u8,
-    queue: mpsc::Sender<Bytes>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(chunk) = reader.next_chunk().await {
-            if queue.send(message(k, &chunk)).await.is_err() {
-                return;
-            }
-        }
-        let _ = queue.send(message(k, &[])).await;
-    })
+/// A worker the agent started, and what its session needs.
+struct Session {
+    req: ForkRequest,
+    child: Child,
+    socket: std::os::unix::net::UnixStream,
+    reports: Arc<Mutex<crate::worker::Reports>>,
+    from_host: async_nats::Subscriber,
+    report_lines: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// The exit of a worker the agent ended itself.
+fn lost(why: String) -> Ended {
+    Ended {
+        lost: Some(why),
+        exited: None,
+        signaled: Some(9),
+        trap: None,
+        user_cpu_ns: 0,
+        system_cpu_ns: 0,
+        max_rss_bytes: 0,
+    }
 }
 
 impl Policy {

@@ -162,15 +162,13 @@ fn from_wire(code: &str, message: String) -> ErrorCode {
 
 /// One message of a session, as a kind byte and its body.
 pub(crate) mod kind {
-    /// Channel bytes: `seq: u64 LE`, then the bytes.
+    /// Bytes of a stream: `stream: u8`, `seq: u64 LE`, then the bytes.
     pub const DATA: u8 = b'D';
-    /// Credits: `bytes: u64 LE`, `messages: u64 LE` written to the socket so far.
+    /// Credits of a stream: `stream: u8`, then `bytes: u64 LE`,
+    /// `messages: u64 LE` written out so far.
     pub const ACK: u8 = b'A';
-    /// The sender's end of the channel is closed.
+    /// The end of a stream: `stream: u8`.
     pub const EOF: u8 = b'E';
-    /// Worker stdout / stderr bytes (empty: the end).
-    pub const STDOUT: u8 = b'O';
-    pub const STDERR: u8 = b'R';
     /// One report line of the worker (audit event or denial).
     pub const REPORT: u8 = b'L';
     /// The worker ended: a JSON [`super::Ended`]. The last message.
@@ -179,6 +177,14 @@ pub(crate) mod kind {
     pub const KILL: u8 = b'K';
     /// Host to agent: the host dropped the worker.
     pub const CLOSE: u8 = b'C';
+}
+
+/// The streams of a session, each numbered and credited on its own: the
+/// channel both ways, and the worker's stdout and stderr to the host.
+pub(crate) mod stream {
+    pub const CHANNEL: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
 }
 
 pub(crate) fn message(kind: u8, body: &[u8]) -> Bytes {
@@ -191,6 +197,9 @@ pub(crate) fn message(kind: u8, body: &[u8]) -> Bytes {
 /// How a remote worker ended, as the agent saw it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Ended {
+    /// The agent ended the worker itself (a broken channel): why.
+    #[serde(default)]
+    pub lost: Option<String>,
     pub exited: Option<u8>,
     pub signaled: Option<u8>,
     pub trap: Option<String>,
@@ -207,6 +216,7 @@ impl From<&Termination> for Ended {
             ExitStatus::Signaled(s) => (None, Some(s)),
         };
         Ended {
+            lost: None,
             exited,
             signaled,
             trap: t.trap.clone(),
@@ -511,7 +521,9 @@ impl Drop for Remote {
     /// Tells the agent to kill the worker (it also does when this host's
     /// heartbeat stops) and gives back the slots.
     fn drop(&mut self) {
-        if self.status().is_none() {
+        // Unless the agent said it ended, it may still run there (a worker
+        // "lost" by a stalled advert too): the agent kills it.
+        if !matches!(&*self.state.borrow(), State::Ended(_)) {
             self.send(message(kind::CLOSE, &[]));
         }
         for task in &self.tasks {
@@ -590,14 +602,65 @@ pub(crate) async fn fork_remote(
     };
     ctx.live_children.fetch_add(slots, Ordering::AcqRel);
     ctx.total_spawns += 1 + lent.spawns;
+    let name = name.clone();
     if let Some(audit) = &ctx.audit {
         audit.record(
             "fork",
             serde_json::json!({ "pid": pid, "agent": agent, "component": name, "session": session }),
         );
     }
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
+    // From here the worker runs on the agent: until the `Remote` holds
+    // it, a failure must give back the slots and have the agent kill it.
+    let mut guard = Started {
+        client: client.clone(),
+        to_worker: session_subject(&session, true),
+        slots: Some((ctx.live_children.clone(), slots)),
+    };
+    connect_remote(
+        ctx,
+        &mut guard,
+        from_worker,
+        (pid, name, agent),
+        (stdout, stderr),
+    )
+}
+
+/// A remote worker the agent started, until the host holds it: dropped, it
+/// tells the agent to kill it and gives back its slots.
+struct Started {
+    client: async_nats::Client,
+    to_worker: String,
+    slots: Option<(Arc<AtomicUsize>, usize)>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some((live, slots)) = self.slots.take() {
+            live.fetch_sub(slots, Ordering::AcqRel);
+            let (client, subject) = (self.client.clone(), self.to_worker.clone());
+            tokio::spawn(async move {
+                let _ = client.publish(subject, message(kind::CLOSE, &[])).await;
+            });
+        }
+    }
+}
+
+/// Wires a started remote worker to this host: its channel, output and
+/// reports; the slots pass from `started` to the `Remote`.
+fn connect_remote(
+    ctx: &mut ProcessCtx,
+    started: &mut Started,
+    from_worker: async_nats::Subscriber,
+    (pid, name, agent): (u32, String, String),
+    (stdout, stderr): (Option<bool>, Option<bool>),
+) -> Result<Worker, ErrorCode> {
+    let cluster = ctx.cluster.clone().expect("a remote fork has a cluster");
+    let client = started.client.clone();
+    fn io(what: &'static str) -> impl Fn(std::io::Error) -> ErrorCode {
+        move |e| ErrorCode::from_io(what, &e)
+    }
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(io("creating the worker's channel"))?;
     let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
     let reports = crate::worker::Reports::start(
@@ -607,22 +670,42 @@ pub(crate) async fn fork_remote(
         ctx.reporter.clone(),
         None,
     )
-    .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
+    .map_err(io("watching the worker's reports"))?;
+    let mut receiving = Receiving::new(client.clone(), started.to_worker.clone());
+    let (read, write) = channel_halves(theirs).map_err(io("bridging the worker's channel"))?;
+    let (outbound, credits) = send_stream(
+        read,
+        client.clone(),
+        started.to_worker.clone(),
+        stream::CHANNEL,
+    );
+    receiving.credit(stream::CHANNEL, credits);
+    receiving.sink(stream::CHANNEL, write, shut);
+    let mut readers = [None, None];
+    for (i, (asked, host)) in [(stdout, &ctx.inherit_stdout), (stderr, &ctx.inherit_stderr)]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(piped) = asked else { continue };
+        let (reader, sink) = match (host, i) {
+            (Some(to), _) => output_sink(piped, to.as_ref()),
+            (None, 0) => output_sink(piped, &std::io::stdout()),
+            (None, _) => output_sink(piped, &std::io::stderr()),
+        }
+        .map_err(io("setting up the worker's output"))?;
+        readers[i] = reader;
+        receiving.sink(stream::STDOUT + i as u8, sink, |_| {});
+    }
     let (state_tx, state) = watch::channel(State::Running);
-    let sides = Sides::new(&ctx.inherit_stdout, &ctx.inherit_stderr, stdout, stderr)
-        .map_err(|e| ErrorCode::from_io("setting up the worker's output", &e))?;
-    let to_worker = session_subject(&session, true);
-    let bridge = Bridge::start(theirs, client.clone(), to_worker.clone())
-        .map_err(|e| ErrorCode::from_io("bridging the worker's channel", &e))?;
     let watch = tokio::spawn(watch_session(
         from_worker,
-        bridge.inbound,
-        sides.writers,
+        receiving,
         std::fs::File::from(report_write),
         state_tx,
-        (cluster.clone(), agent.clone()),
+        (cluster, agent.clone()),
     ));
     let channel = ctx.channel(ours)?;
+    let [stdout, stderr] = readers;
     Ok(Worker {
         channel,
         end: End::Remote(Remote {
@@ -630,11 +713,11 @@ pub(crate) async fn fork_remote(
             agent,
             state,
             client,
-            to_worker,
-            stdout: sides.stdout,
-            stderr: sides.stderr,
-            tasks: vec![bridge.outbound, watch],
-            slots: (ctx.live_children.clone(), slots),
+            to_worker: started.to_worker.clone(),
+            stdout,
+            stderr,
+            tasks: vec![outbound, watch],
+            slots: started.slots.take().expect("not yet given"),
         }),
         reports,
     })
@@ -654,293 +737,312 @@ fn remote_output(name: &str, asked: Asked) -> Result<Option<bool>, ErrorCode> {
     }
 }
 
-/// Where a remote worker's stdout and stderr go on this host: a pipe the
-/// guest reads, or the host's own stream.
-struct Sides {
-    stdout: Option<PipeReader>,
-    stderr: Option<PipeReader>,
-    writers: [Option<OutputSink>; 2],
-}
-
-type OutputSink = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>;
-
-impl Sides {
-    fn new(
-        inherit_stdout: &Option<Box<dyn wasmtime_wasi::cli::StdoutStream>>,
-        inherit_stderr: &Option<Box<dyn wasmtime_wasi::cli::StdoutStream>>,
-        stdout: Option<bool>,
-        stderr: Option<bool>,
-    ) -> std::io::Result<Sides> {
-        use wasmtime_wasi::cli::StdoutStream;
-        let side = |piped: Option<bool>,
-                    host: &dyn StdoutStream|
-         -> std::io::Result<(Option<PipeReader>, Option<OutputSink>)> {
-            Ok(match piped {
-                None => (None, None),
-                Some(true) => {
-                    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-                    let write = tokio::net::unix::pipe::Sender::from_owned_fd(write)?;
-                    (Some(PipeReader::new(read)?), Some(Box::pin(write)))
-                }
-                Some(false) => (None, Some(Box::into_pin(host.async_stream()))),
-            })
-        };
-        let (stdout, out) = match inherit_stdout {
-            Some(to) => side(stdout, to.as_ref())?,
-            None => side(stdout, &std::io::stdout())?,
-        };
-        let (stderr, err) = match inherit_stderr {
-            Some(to) => side(stderr, to.as_ref())?,
-            None => side(stderr, &std::io::stderr())?,
-        };
-        Ok(Sides {
-            stdout,
-            stderr,
-            writers: [out, err],
-        })
-    }
+/// Where a remote worker's stdout or stderr goes on this host: a pipe the
+/// guest reads (`piped`: `true`), or the host's own stream.
+fn output_sink(
+    piped: bool,
+    host: &dyn wasmtime_wasi::cli::StdoutStream,
+) -> std::io::Result<(Option<PipeReader>, Sink)> {
+    Ok(match piped {
+        true => {
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            let write = tokio::net::unix::pipe::Sender::from_owned_fd(write)?;
+            (Some(PipeReader::new(read)?), Box::pin(write))
+        }
+        false => (None, Box::into_pin(host.async_stream())),
+    })
 }
 
 /// The forking host's side of a session: everything the agent sends,
-/// until the worker's exit or the agent is lost.
+/// until the worker's exit or the agent is lost. Never waits on a write:
+/// stream bytes go to their sinks' tasks.
 async fn watch_session(
     mut from_worker: async_nats::Subscriber,
-    mut inbound: Inbound,
-    mut outputs: [Option<OutputSink>; 2],
+    mut receiving: Receiving,
     mut reports: std::fs::File,
     state: watch::Sender<State>,
     (cluster, agent): (Cluster, String),
 ) {
     use futures_util::StreamExt;
     let mut check = tokio::time::interval(HEARTBEAT);
-    loop {
+    let lost = loop {
         tokio::select! {
             m = from_worker.next() => {
-                let Some(m) = m else { break };
+                let Some(m) = m else {
+                    break format!("the connection to agent {agent} ended");
+                };
                 let Some((&k, body)) = m.payload.split_first() else { continue };
                 match k {
                     kind::EXIT => {
                         // How it ended is known before the channel says
                         // `closed`, so a guest that asks then is told.
-                        let ended = serde_json::from_slice::<Ended>(body);
-                        let _ = state.send(match ended {
+                        let _ = state.send(match serde_json::from_slice::<Ended>(body) {
+                            Ok(Ended { lost: Some(why), .. }) => {
+                                State::Lost(format!("agent {agent} ended the worker: {why}"))
+                            }
                             Ok(ended) => State::Ended(ended.into()),
                             Err(e) => State::Lost(format!("agent {agent} sent a bad exit: {e}")),
                         });
-                        inbound.end().await;
+                        receiving.end();
                         return;
-                    }
-                    kind::STDOUT | kind::STDERR => {
-                        let i = usize::from(k == kind::STDERR);
-                        if let Some(sink) = &mut outputs[i] {
-                            let done = body.is_empty() || sink.write_all(body).await.is_err();
-                            if done || sink.flush().await.is_err() {
-                                outputs[i] = None;
-                            }
-                        }
                     }
                     kind::REPORT => {
                         use std::io::Write;
                         let _ = reports.write_all(body).and_then(|()| reports.write_all(b"\n"));
                     }
                     _ => {
-                        if let Err(why) = inbound.handle(k, body).await {
-                            tracing::warn!(target: "wasmproc::cluster", %agent, "{why}");
-                            inbound.end().await;
+                        if let Err(why) = receiving.handle(k, body) {
+                            break format!("agent {agent}: {why}");
                         }
                     }
                 }
             }
             _ = check.tick() => {
                 if !cluster.alive(&agent) {
-                    let _ = state.send(State::Lost(format!(
+                    break format!(
                         "agent {agent} was lost: no heartbeat for {} ms",
                         LOST_AFTER.as_millis()
-                    )));
-                    inbound.end().await;
-                    return;
+                    );
                 }
             }
         }
-    }
-    let _ = state.send(State::Lost(format!(
-        "the connection to agent {agent} ended"
-    )));
-    inbound.end().await;
+    };
+    let _ = state.send(State::Lost(lost));
+    receiving.end();
 }
 
-/// One end of a channel bridged over NATS: the socket's bytes go out as
-/// numbered data messages within the window of credits the peer grants;
-/// the peer's data is written to the socket, and credited.
-pub(crate) struct Bridge {
-    /// The task sending what the socket gives.
-    pub outbound: JoinHandle<()>,
-    /// The handler of what the peer sends (fed by the caller).
-    pub inbound: Inbound,
-}
+/// Where a received stream's bytes are written.
+pub(crate) type Sink = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>;
 
-/// Credits the peer granted: bytes and messages it has written out.
+/// Credits a peer granted for one stream: bytes and messages it has
+/// written out.
 #[derive(Default)]
-struct Credits {
+pub(crate) struct Credits {
     bytes: AtomicU64,
     messages: AtomicU64,
     changed: Notify,
 }
 
-impl Bridge {
-    /// Bridges `socket` to `subject` (the peer's) over `client`. Must be
-    /// called inside a tokio runtime.
-    pub fn start(
-        socket: std::os::unix::net::UnixStream,
-        client: async_nats::Client,
-        subject: String,
-    ) -> std::io::Result<Bridge> {
-        socket.set_nonblocking(true)?;
-        let socket = tokio::net::UnixStream::from_std(socket)?;
-        let (read, write) = socket.into_split();
-        let credits = Arc::new(Credits::default());
-        let outbound = tokio::spawn(pump_out(
-            read,
-            client.clone(),
-            subject.clone(),
-            credits.clone(),
-        ));
-        Ok(Bridge {
-            outbound,
-            inbound: Inbound {
-                socket: Some(write),
-                client,
-                subject,
-                credits,
-                next_seq: 0,
-                written: (0, 0),
-                acked: (0, 0),
-            },
-        })
-    }
-}
-
-/// Reads the socket and publishes its bytes while the window allows.
-async fn pump_out(
-    mut socket: tokio::net::unix::OwnedReadHalf,
+/// Sends what `source` gives as stream `stream` to `subject`, numbered,
+/// while the peer's credits allow; then its end.
+pub(crate) fn send_stream(
+    mut source: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     client: async_nats::Client,
     subject: String,
-    credits: Arc<Credits>,
-) {
-    let (mut sent_bytes, mut sent_messages, mut seq) = (0u64, 0u64, 0u64);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
+    stream: u8,
+) -> (JoinHandle<()>, Arc<Credits>) {
+    let credits = Arc::new(Credits::default());
+    let granted = credits.clone();
+    let task = tokio::spawn(async move {
+        let (mut sent_bytes, mut sent_messages, mut seq) = (0u64, 0u64, 0u64);
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            let changed = credits.changed.notified();
-            let bytes = credits.bytes.load(Ordering::Acquire);
-            let messages = credits.messages.load(Ordering::Acquire);
-            if sent_bytes - bytes < WINDOW_BYTES && sent_messages - messages < WINDOW_MESSAGES {
-                break;
+            loop {
+                let changed = granted.changed.notified();
+                let bytes = granted.bytes.load(Ordering::Acquire);
+                let messages = granted.messages.load(Ordering::Acquire);
+                if sent_bytes.saturating_sub(bytes) < WINDOW_BYTES
+                    && sent_messages.saturating_sub(messages) < WINDOW_MESSAGES
+                {
+                    break;
+                }
+                changed.await;
             }
-            changed.await;
-        }
-        let n = match socket.read(&mut buf[..]).await {
-            Ok(0) | Err(_) => {
-                let _ = client
-                    .publish(subject.clone(), message(kind::EOF, &[]))
-                    .await;
-                let _ = client.flush().await;
+            let n = match source.read(&mut buf[..]).await {
+                Ok(0) | Err(_) => {
+                    let _ = client
+                        .publish(subject.clone(), message(kind::EOF, &[stream]))
+                        .await;
+                    let _ = client.flush().await;
+                    return;
+                }
+                Ok(n) => n,
+            };
+            let mut m = BytesMut::with_capacity(10 + n);
+            m.put_u8(kind::DATA);
+            m.put_u8(stream);
+            m.put_u64_le(seq);
+            m.put_slice(&buf[..n]);
+            if client.publish(subject.clone(), m.freeze()).await.is_err() {
                 return;
             }
-            Ok(n) => n,
-        };
-        let mut m = BytesMut::with_capacity(9 + n);
-        m.put_u8(kind::DATA);
-        m.put_u64_le(seq);
-        m.put_slice(&buf[..n]);
-        if client.publish(subject.clone(), m.freeze()).await.is_err() {
-            return;
+            seq += 1;
+            sent_bytes += n as u64;
+            sent_messages += 1;
         }
-        seq += 1;
-        sent_bytes += n as u64;
-        sent_messages += 1;
-    }
+    });
+    (task, credits)
 }
 
-/// The receiving half of a bridge.
-pub(crate) struct Inbound {
-    socket: Option<tokio::net::unix::OwnedWriteHalf>,
+/// The receiving side of a session: each stream's bytes are queued to a
+/// task that writes them to its sink and grants credits as it does (the
+/// queue is bounded by the credits the sender waits for), so that no
+/// stream, however slow its reader, holds up the others or the control
+/// messages.
+pub(crate) struct Receiving {
     client: async_nats::Client,
     /// The peer's subject, for credits.
     subject: String,
-    credits: Arc<Credits>,
-    next_seq: u64,
-    /// Bytes and messages written to the socket, and credited so far.
-    written: (u64, u64),
-    acked: (u64, u64),
+    queues: [Option<tokio::sync::mpsc::UnboundedSender<Bytes>>; 3],
+    next_seq: [u64; 3],
+    /// The credits of this side's own streams, which the peer grants.
+    credits: [Option<Arc<Credits>>; 3],
 }
 
-impl Inbound {
-    /// Handles a data, credit or end message of the peer; an error (a lost
-    /// message, a bad one) means the channel is broken.
-    pub async fn handle(&mut self, k: u8, body: &[u8]) -> Result<(), String> {
+impl Receiving {
+    pub fn new(client: async_nats::Client, subject: String) -> Receiving {
+        Receiving {
+            client,
+            subject,
+            queues: Default::default(),
+            next_seq: [0; 3],
+            credits: Default::default(),
+        }
+    }
+
+    /// Grants the peer's credits for this side's stream `stream` to
+    /// `credits` (a [`send_stream`]'s).
+    pub fn credit(&mut self, stream: u8, credits: Arc<Credits>) {
+        self.credits[usize::from(stream)] = Some(credits);
+    }
+
+    /// Writes stream `stream` to `sink`; at its end, `done` runs on the
+    /// sink (for a channel socket: shut it down both ways).
+    pub fn sink(
+        &mut self,
+        stream: u8,
+        mut sink: Sink,
+        done: impl FnOnce(&mut Sink) + Send + 'static,
+    ) {
+        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        self.queues[usize::from(stream)] = Some(queue);
+        let (client, subject) = (self.client.clone(), self.subject.clone());
+        tokio::spawn(async move {
+            let (mut written, mut acked) = ((0u64, 0u64), (0u64, 0u64));
+            while let Some(bytes) = queued.recv().await {
+                if sink.write_all(&bytes).await.is_err() || sink.flush().await.is_err() {
+                    break;
+                }
+                written = (written.0 + bytes.len() as u64, written.1 + 1);
+                if written.0 - acked.0 >= WINDOW_BYTES / 4
+                    || written.1 - acked.1 >= WINDOW_MESSAGES / 4
+                {
+                    acked = written;
+                    let mut body = [0u8; 17];
+                    body[0] = stream;
+                    body[1..9].copy_from_slice(&written.0.to_le_bytes());
+                    body[9..].copy_from_slice(&written.1.to_le_bytes());
+                    let _ = client
+                        .publish(subject.clone(), message(kind::ACK, &body))
+                        .await;
+                }
+            }
+            done(&mut sink);
+        });
+    }
+
+    /// Handles a data, credit or end message of the peer without waiting;
+    /// an error (a lost message, a bad one) means the session is broken.
+    pub fn handle(&mut self, k: u8, body: &[u8]) -> Result<(), String> {
+        let Some((&stream, rest)) = body.split_first() else {
+            return Err("an empty message".into());
+        };
+        let i = usize::from(stream);
+        if i >= 3 {
+            return Err(format!("a message for unknown stream {stream}"));
+        }
         match k {
             kind::DATA => {
-                let (Some(seq), Some(data)) = (body.first_chunk::<8>(), body.get(8..)) else {
+                let (Some(seq), Some(data)) = (rest.first_chunk::<8>(), rest.get(8..)) else {
                     return Err("a malformed data message".into());
                 };
                 let seq = u64::from_le_bytes(*seq);
-                if seq != self.next_seq {
+                if seq != self.next_seq[i] {
                     return Err(format!(
-                        "channel message {} was lost (got {seq})",
-                        self.next_seq
+                        "message {} of stream {stream} was lost (got {seq})",
+                        self.next_seq[i]
                     ));
                 }
-                self.next_seq += 1;
-                if let Some(socket) = &mut self.socket
-                    && socket.write_all(data).await.is_err()
-                {
-                    self.socket = None;
+                self.next_seq[i] += 1;
+                if let Some(queue) = &self.queues[i] {
+                    let _ = queue.send(Bytes::copy_from_slice(data));
                 }
-                self.written.0 += data.len() as u64;
-                self.written.1 += 1;
-                self.credit().await;
             }
             kind::ACK => {
                 let (Some(bytes), Some(messages)) = (
-                    body.first_chunk::<8>(),
-                    body.get(8..).and_then(|b| b.first_chunk::<8>()),
+                    rest.first_chunk::<8>(),
+                    rest.get(8..).and_then(|b| b.first_chunk::<8>()),
                 ) else {
                     return Err("a malformed credit message".into());
                 };
-                let c = &self.credits;
-                c.bytes.store(u64::from_le_bytes(*bytes), Ordering::Release);
-                c.messages
-                    .store(u64::from_le_bytes(*messages), Ordering::Release);
-                c.changed.notify_waiters();
+                if let Some(c) = &self.credits[i] {
+                    // Credits only grow.
+                    c.bytes
+                        .fetch_max(u64::from_le_bytes(*bytes), Ordering::AcqRel);
+                    c.messages
+                        .fetch_max(u64::from_le_bytes(*messages), Ordering::AcqRel);
+                    c.changed.notify_waiters();
+                }
             }
-            kind::EOF => self.end().await,
+            kind::EOF => self.queues[i] = None,
             _ => {}
         }
         Ok(())
     }
 
-    /// Grants credits once a quarter of the window was written out.
-    async fn credit(&mut self) {
-        if self.written.0 - self.acked.0 < WINDOW_BYTES / 4
-            && self.written.1 - self.acked.1 < WINDOW_MESSAGES / 4
-        {
-            return;
-        }
-        self.acked = self.written;
-        let mut body = [0u8; 16];
-        body[..8].copy_from_slice(&self.written.0.to_le_bytes());
-        body[8..].copy_from_slice(&self.written.1.to_le_bytes());
-        let _ = (self.client)
-            .publish(self.subject.clone(), message(kind::ACK, &body))
-            .await;
+    /// Ends every stream: each sink gets what was queued, then its end.
+    pub fn end(&mut self) {
+        self.queues = Default::default();
+    }
+}
+
+/// A channel socket as the two halves a session uses: the half to read
+/// (sent as stream `channel`), and the sink of the half to write, which
+/// at the peer's end is shut down both ways (the local end then reads
+/// what was written, then `closed`, and its sends fail, as when a local
+/// peer closes).
+pub(crate) fn channel_halves(
+    socket: std::os::unix::net::UnixStream,
+) -> std::io::Result<(tokio::net::unix::OwnedReadHalf, Sink)> {
+    socket.set_nonblocking(true)?;
+    let (read, write) = tokio::net::UnixStream::from_std(socket)?.into_split();
+    Ok((read, Box::pin(ShutBoth(write))))
+}
+
+/// A socket's write half that shuts the socket down both ways when it is
+/// shut down.
+struct ShutBoth(tokio::net::unix::OwnedWriteHalf);
+
+impl tokio::io::AsyncWrite for ShutBoth {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
-    /// The peer's end of the channel is closed: so is the socket for
-    /// writing (the local end reads what was written, then the end).
-    pub async fn end(&mut self) {
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.shutdown().await;
-        }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
     }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let socket: &tokio::net::UnixStream = self.0.as_ref();
+        let done = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+        std::task::Poll::Ready(done.map_err(std::io::Error::from))
+    }
+}
+
+/// Shuts `sink` down (from a sync context: a socket's shutdown is one
+/// system call and never waits).
+pub(crate) fn shut(sink: &mut Sink) {
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let _ = sink.as_mut().poll_shutdown(&mut cx);
 }

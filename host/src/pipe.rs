@@ -60,15 +60,12 @@ impl PipeReader {
 }
 
 impl PipeReader {
-    /// The next bytes the pipe gives (waiting for them), `None` at its end
-    /// (for a host that forwards the pipe rather than a guest reading it).
-    pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        loop {
-            match self.read(MAX_READ) {
-                Ok(bytes) if bytes.is_empty() => self.ready().await,
-                Ok(bytes) => return Some(bytes),
-                Err(_) => return None,
-            }
+    /// The pipe itself, for a host that forwards it (none other holds it).
+    pub fn into_receiver(self) -> Result<pipe::Receiver, PipeReader> {
+        match self.pipe.map(Arc::try_unwrap) {
+            Some(Ok(pipe)) => Ok(pipe),
+            Some(Err(pipe)) => Err(PipeReader { pipe: Some(pipe) }),
+            None => Err(PipeReader { pipe: None }),
         }
     }
 
