@@ -449,7 +449,6 @@ impl Policy {
         let forks = (self.forks.iter())
             .map(|f| Ok(ceiling.find_fork(&f.name)?.clone()))
             .collect::<Result<Vec<_>, Denial>>()?;
-        let forks_empty = forks.is_empty();
         if let Some(name) = (self.allowed_env.iter()).find(|n| !ceiling.allowed_env.contains(*n)) {
             return Err(Denial::EnvName(name.clone()));
         }
@@ -484,7 +483,7 @@ impl Policy {
             use_cgroup: ceiling.use_cgroup,
             cgroup_per_child: self.cgroup_per_child || ceiling.cgroup_per_child,
             keep_caps: self.keep_caps & ceiling.keep_caps,
-            warm_workers: if forks_empty { 0 } else { ceiling.warm_workers },
+            warm_workers: 0,
         })
     }
 
@@ -576,6 +575,25 @@ mod tests {
         );
         assert!(pinned.within(&pinned).is_ok());
         assert_eq!(pinned.pinned_labels(), [format!("sha256:{hex}")]);
+    }
+
+    #[test]
+    fn a_default_timeout_is_never_above_the_lower_maximum() {
+        let hour = std::time::Duration::from_secs(3600);
+        let ten = std::time::Duration::from_secs(10);
+        let host = Limits {
+            default_timeout: Some(hour),
+            ..Limits::default()
+        };
+        let agent = Limits {
+            max_timeout: Some(ten),
+            ..Limits::default()
+        };
+        let got = host.lower(&agent);
+        assert_eq!(
+            (got.default_timeout, got.max_timeout),
+            (Some(ten), Some(ten))
+        );
     }
 
     #[test]

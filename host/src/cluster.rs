@@ -356,14 +356,28 @@ impl Cluster {
                     use futures_util::StreamExt;
                     while let Some(m) = adverts.next().await {
                         let Some(inner) = weak.upgrade() else { return };
-                        if let Ok(advert) = serde_json::from_slice::<Advert>(&m.payload) {
-                            let seen = Seen {
-                                advert: advert.clone(),
-                                at: Instant::now(),
-                            };
-                            inner.agents().insert(advert.id, seen);
-                            inner.adverts.notify_waiters();
+                        let Ok(advert) = serde_json::from_slice::<Advert>(&m.payload) else {
+                            continue;
+                        };
+                        // An id becomes a subject token: plain alphanumerics.
+                        let id = &advert.id;
+                        if id.is_empty()
+                            || id.len() > 64
+                            || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+                        {
+                            continue;
                         }
+                        let seen = Seen {
+                            advert: advert.clone(),
+                            at: Instant::now(),
+                        };
+                        let mut agents = inner.agents();
+                        agents.insert(advert.id, seen);
+                        if agents.len() > 1024 {
+                            agents.retain(|_, s| s.at.elapsed() < LOST_AFTER * 10);
+                        }
+                        drop(agents);
+                        inner.adverts.notify_waiters();
                     }
                 })
             };

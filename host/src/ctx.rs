@@ -82,11 +82,16 @@ impl Limits {
             }
         }
         let (a, b) = (&self.rlimits, &other.rlimits);
+        let max_timeout = opt(self.max_timeout, other.max_timeout);
         Limits {
             default_max_buffer: self.default_max_buffer.min(other.default_max_buffer),
             max_buffer: self.max_buffer.min(other.max_buffer),
-            default_timeout: opt(self.default_timeout, other.default_timeout),
-            max_timeout: opt(self.max_timeout, other.max_timeout),
+            // A default is never above the maximum.
+            default_timeout: opt(
+                opt(self.default_timeout, other.default_timeout),
+                max_timeout,
+            ),
+            max_timeout,
             kill_grace: self.kill_grace.min(other.kill_grace),
             max_arg_bytes: self.max_arg_bytes.min(other.max_arg_bytes),
             max_live_children: self.max_live_children.min(other.max_live_children),

@@ -71,7 +71,10 @@ impl ProcessCtx {
         }
         let timeout = match options.timeout_ms {
             Some(ms) => Some(asked_timeout(limits, ms, |d| self.deny(d))?),
-            None => limits.default_timeout,
+            // The default, never above the maximum.
+            None => {
+                (limits.default_timeout).map(|d| limits.max_timeout.map_or(d, |max| d.min(max)))
+            }
         };
         if let Some(max) = limits.max_timeout
             && timeout.is_none()

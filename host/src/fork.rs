@@ -410,12 +410,14 @@ impl ProcessCtx {
         tee: Option<crate::worker::Tee>,
     ) -> Result<StartedWorker, ErrorCode> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
-        self.check_budget(slots, spawns)?;
+        // A warm worker holds its own slot already.
+        let held = usize::from(!self.warm.is_empty());
+        self.check_budget(slots - held, spawns)?;
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
-        let (mut child, socket) = self.idle_worker()?;
-        child.count(slots);
+        let (mut child, socket, held) = self.idle_worker()?;
+        child.count(slots - held);
         self.total_spawns += spawns;
         child.attach(out_reader, err_reader, forwarders);
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -470,8 +472,16 @@ impl ProcessCtx {
         self.warm
             .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
         while self.warm.len() < self.policy.warm_workers {
+            // Each holds a live-children slot: the guest's budget covers
+            // every process it has.
+            if self.check_budget(1, 0).is_err() {
+                return;
+            }
             match self.new_idle_worker(true) {
-                Ok(worker) => self.warm.push(worker),
+                Ok((child, socket)) => {
+                    child.count(1);
+                    self.warm.push((child, socket));
+                }
                 Err(e) => {
                     tracing::warn!(error = ?e, "cannot start a warm worker");
                     return;
@@ -480,15 +490,16 @@ impl ProcessCtx {
         }
     }
 
-    /// A worker process waiting for its specification: a warm one, else a
-    /// new one.
-    fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+    /// A worker process waiting for its specification, and the slots it
+    /// holds: a warm one (one), else a new one (none).
+    fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
         while let Some((mut child, socket)) = self.warm.pop() {
             if matches!(child.try_status(), Ok(None)) {
-                return Ok((child, socket));
+                return Ok((child, socket, 1));
             }
         }
-        self.new_idle_worker(false)
+        let (child, socket) = self.new_idle_worker(false)?;
+        Ok((child, socket, 0))
     }
 
     /// Starts a worker process with nothing but its channel: no directory,

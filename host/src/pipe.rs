@@ -95,21 +95,23 @@ impl Pipes {
         self.readers.insert(rep, pipe);
     }
 
-    /// A blocking descriptor of the same pipe as the live stream at table
-    /// index `rep`, if it is a [`PipeReader`]'s (the caller then drops the
-    /// stream). A stream dropped since has no pipe left, so an index used
-    /// again by another stream never finds the old one's.
-    pub fn take(&mut self, rep: u32) -> io::Result<Option<OwnedFd>> {
-        let Some(pipe) = self.readers.remove(&rep).and_then(|p| p.upgrade()) else {
-            return Ok(None);
-        };
-        let fd = rustix::io::fcntl_dupfd_cloexec(pipe.as_fd(), 3)?;
-        // The file description is shared with the stream's, about to close:
-        // the next child reads it blocking, as any stdin.
-        let flags = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)?;
-        Ok(Some(fd))
+    /// The pipe of the live stream at table index `rep`, if it is a
+    /// [`PipeReader`]'s, taken out of the registry. A stream dropped since
+    /// has no pipe left, so an index used again by another stream never
+    /// finds the old one's.
+    pub fn claim(&mut self, rep: u32) -> Option<Arc<pipe::Receiver>> {
+        self.readers.remove(&rep).and_then(|p| p.upgrade())
     }
+}
+
+/// A blocking descriptor of `pipe`'s read end, for a child's stdin: call
+/// it once the stream holding `pipe` is out of the guest's table, since
+/// the file description it shares becomes blocking.
+pub(crate) fn blocking_read_end(pipe: &pipe::Receiver) -> io::Result<OwnedFd> {
+    let fd = rustix::io::fcntl_dupfd_cloexec(pipe.as_fd(), 3)?;
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(fd)
 }
 
 #[wasmtime_wasi::async_trait]

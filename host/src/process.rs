@@ -472,7 +472,9 @@ impl ProcessCtx {
                 && uid != 0
                 && gid != 0,
             mount: sandbox.is_some(),
-            network: sandbox.is_some() || self.policy.network,
+            // A worker's sandbox is its parent's: without a network
+            // namespace when the parent had the network.
+            network: sandbox.is_some_and(Sandbox::has_network_namespace) || self.policy.network,
             ipc: sandbox.is_some(),
             seccomp: self.policy.use_sandbox,
             landlock: self.confiner.level,

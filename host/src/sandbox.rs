@@ -228,6 +228,12 @@ impl Sandbox {
         })
     }
 
+    /// Whether the sandbox has a network namespace of its own (the network
+    /// was not granted when it was built).
+    pub fn has_network_namespace(&self) -> bool {
+        self.fds.net.is_some()
+    }
+
     /// Whether the sandbox has a user namespace of its own (a host without
     /// `CAP_SYS_ADMIN`), which maps only the host's ids.
     pub fn has_user_namespace(&self) -> bool {

@@ -216,11 +216,23 @@ impl ProcessCtxView<'_> {
             Stdio::Null => Asked::Null,
             Stdio::File(file) => Asked::File(file),
             Stdio::PipeFrom(stream) => {
-                let pipe = self.ctx.pipes.take(stream.rep());
-                self.table.delete(stream).map_err(|e| {
-                    ErrorCode::InvalidArgument(format!("the stream given as stdin: {e}"))
-                })?;
-                Asked::PipeFrom(pipe)
+                let rep = stream.rep();
+                let pipe = self.ctx.pipes.claim(rep);
+                if let Err(e) = self.table.delete(stream) {
+                    // Still the guest's (a pollable of it is alive): as it was.
+                    if let Some(pipe) = &pipe {
+                        self.ctx.pipes.insert(rep, Arc::downgrade(pipe));
+                    }
+                    return Err(ErrorCode::InvalidArgument(format!(
+                        "the stream given as stdin: {e}"
+                    )));
+                }
+                // The stream is gone: the pipe is this host's alone.
+                Asked::PipeFrom(
+                    pipe.as_deref()
+                        .map(crate::pipe::blocking_read_end)
+                        .transpose(),
+                )
             }
         })
     }
