@@ -321,6 +321,8 @@ struct Guest {
     data: tempfile::TempDir,
     /// Whether children run in the namespace sandbox (the default).
     sandbox: std::cell::Cell<bool>,
+    /// Warm workers the guest keeps (the warm-fork row).
+    warm: std::cell::Cell<usize>,
     /// The cluster workers are placed on, while a remote row runs.
     cluster: std::cell::RefCell<Option<wasmproc_host::cluster::Cluster>>,
 }
@@ -353,6 +355,7 @@ impl Guest {
             components,
             data,
             sandbox: std::cell::Cell::new(true),
+            warm: std::cell::Cell::new(0),
             cluster: std::cell::RefCell::new(None),
         })
     }
@@ -373,6 +376,7 @@ impl Guest {
             .allow_fork(self.components.join("echo-worker.wasm"))?
             .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))?
             .sandbox(self.sandbox.get())
+            .warm_workers(self.warm.get())
             .limits(limits);
         let (stdout, stderr) = (
             MemoryOutputPipe::new(1 << 20),
@@ -559,7 +563,7 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 23] = [
+const SCENARIOS: [(&str, Scenario); 24] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
@@ -568,6 +572,7 @@ const SCENARIOS: [(&str, Scenario); 23] = [
     ("write", write),
     ("pipe", pipe),
     ("fork", fork),
+    ("warm-fork", warm_fork),
     ("round-trip", round_trip),
     ("pipelined", pipelined),
     ("children", children),
@@ -678,6 +683,20 @@ fn pipe(b: &Bench) -> Result<Row> {
         Goal::NativeAtLeast(0.9),
     );
     row.native = Some(median(|| native_pipe(&file))?);
+    Ok(row)
+}
+
+/// The fork loop with 2 warm workers, against the same loop without any
+/// (the native column), in the same run.
+fn warm_fork(b: &Bench) -> Result<Row> {
+    let cold = median(|| Ok(per_op(b.guest.time(&[&"fork", &FORKS])?, FORKS)))?;
+    b.guest.warm.set(2);
+    let warm = median(|| Ok(per_op(b.guest.time(&[&"fork", &FORKS])?, FORKS)));
+    b.guest.warm.set(0);
+    let metric =
+        "fork → first message → exit, 2 warm workers (per op; native column: no warm worker)";
+    let mut row = Row::new(metric, Unit::Millis, (warm?, None), Goal::AtMost(1e6));
+    row.native = Some(cold);
     Ok(row)
 }
 
