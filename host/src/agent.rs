@@ -13,8 +13,8 @@
 use crate::bindings::types::{ErrorCode, Termination};
 use crate::cluster::{
     ADVERTS, Advert, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions, Receiving,
-    channel_halves, fork_subject, kind, message, new_id, send_stream, session_subject, shut,
-    stream, to_wire,
+    channel_halves, fork_subject, kind, message, new_id, send_stream, session_subject, stream,
+    to_wire,
 };
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent};
@@ -302,7 +302,7 @@ impl Agent {
                 let (task, credits) =
                     send_stream(read, self.client.clone(), to_host.clone(), stream::CHANNEL);
                 receiving.credit(stream::CHANNEL, credits);
-                receiving.sink(stream::CHANNEL, write, shut);
+                receiving.channel_sink(write);
                 senders.push(task);
             }
             Err(e) => {

@@ -694,7 +694,7 @@ fn connect_remote(
         stream::CHANNEL,
     );
     receiving.credit(stream::CHANNEL, credits);
-    receiving.sink(stream::CHANNEL, write, shut);
+    receiving.channel_sink(write);
     let mut readers = [None, None];
     for (i, (asked, host)) in [(stdout, &ctx.inherit_stdout), (stderr, &ctx.inherit_stderr)]
         .into_iter()
@@ -708,7 +708,7 @@ fn connect_remote(
         }
         .map_err(io("setting up the worker's output"))?;
         readers[i] = reader;
-        receiving.sink(stream::STDOUT + i as u8, sink, |_| {});
+        receiving.sink(stream::STDOUT + i as u8, sink);
     }
     let (state_tx, state) = watch::channel(State::Running);
     let watch = tokio::spawn(watch_session(
@@ -901,6 +901,48 @@ pub(crate) struct Receiving {
     next_seq: [u64; 3],
     /// The credits of this side's own streams, which the peer grants.
     credits: [Option<Arc<Credits>>; 3],
+    /// The channel socket, written at once while nothing waits for it.
+    direct: Option<Direct>,
+}
+
+/// A channel socket written in the caller's turn while it takes the
+/// bytes (a round trip then costs no task hand-off), else by its writer
+/// task, which keeps the order.
+struct Direct {
+    socket: Arc<tokio::net::unix::OwnedWriteHalf>,
+    /// Bytes handed to the writer task and not written yet.
+    backlog: Arc<AtomicU64>,
+    written: Arc<Written>,
+}
+
+/// What a stream's sink has written, and credited, so far.
+struct Written {
+    counts: Mutex<((u64, u64), (u64, u64))>,
+    client: async_nats::Client,
+    subject: String,
+    stream: u8,
+}
+
+impl Written {
+    /// Counts `bytes` (ending `messages` messages) written; grants credits
+    /// once a quarter of the window was.
+    fn add(&self, bytes: u64, messages: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (written, acked) = &mut *counts;
+        *written = (written.0 + bytes, written.1 + messages);
+        if written.0 - acked.0 < WINDOW_BYTES / 4 && written.1 - acked.1 < WINDOW_MESSAGES / 4 {
+            return;
+        }
+        *acked = *written;
+        let mut body = [0u8; 17];
+        body[0] = self.stream;
+        body[1..9].copy_from_slice(&written.0.to_le_bytes());
+        body[9..].copy_from_slice(&written.1.to_le_bytes());
+        let (client, subject) = (self.client.clone(), self.subject.clone());
+        tokio::spawn(async move {
+            let _ = client.publish(subject, message(kind::ACK, &body)).await;
+        });
+    }
 }
 
 impl Receiving {
@@ -911,7 +953,77 @@ impl Receiving {
             queues: Default::default(),
             next_seq: [0; 3],
             credits: Default::default(),
+            direct: None,
         }
+    }
+
+    /// Writes the channel stream to `socket`, at once while it takes the
+    /// bytes; at the stream's end, shuts the socket down both ways (the
+    /// local end reads what was written, then `closed`, and its sends
+    /// fail, as when a local peer closes).
+    pub fn channel_sink(&mut self, socket: tokio::net::unix::OwnedWriteHalf) {
+        let socket = Arc::new(socket);
+        let backlog = Arc::new(AtomicU64::new(0));
+        let written = Arc::new(Written {
+            counts: Mutex::new(((0, 0), (0, 0))),
+            client: self.client.clone(),
+            subject: self.subject.clone(),
+            stream: stream::CHANNEL,
+        });
+        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        self.queues[usize::from(stream::CHANNEL)] = Some(queue);
+        self.direct = Some(Direct {
+            socket: socket.clone(),
+            backlog: backlog.clone(),
+            written: written.clone(),
+        });
+        tokio::spawn(async move {
+            'queue: while let Some(bytes) = queued.recv().await {
+                let mut rest = &bytes[..];
+                while !rest.is_empty() {
+                    if socket.writable().await.is_err() {
+                        break 'queue;
+                    }
+                    match socket.try_write(rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break 'queue,
+                    }
+                }
+                // A queued piece is the end of a message.
+                written.add(bytes.len() as u64, 1);
+                backlog.fetch_sub(bytes.len() as u64, Ordering::AcqRel);
+            }
+            let socket: &tokio::net::UnixStream = (*socket).as_ref();
+            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+        });
+    }
+
+    /// Writes channel bytes `data` at once if nothing waits and the socket
+    /// takes them; whatever is left goes to the writer task.
+    fn write_channel(&mut self, data: &[u8]) {
+        let i = usize::from(stream::CHANNEL);
+        let (Some(direct), Some(queue)) = (&self.direct, &self.queues[i]) else {
+            return;
+        };
+        let mut done = 0;
+        if direct.backlog.load(Ordering::Acquire) == 0 {
+            match direct.socket.try_write(data) {
+                Ok(n) => done = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        if done == data.len() {
+            direct.written.add(done as u64, 1);
+            return;
+        }
+        direct.written.add(done as u64, 0);
+        let rest = Bytes::copy_from_slice(&data[done..]);
+        direct
+            .backlog
+            .fetch_add(rest.len() as u64, Ordering::AcqRel);
+        let _ = queue.send(rest);
     }
 
     /// Grants the peer's credits for this side's stream `stream` to
@@ -920,38 +1032,25 @@ impl Receiving {
         self.credits[usize::from(stream)] = Some(credits);
     }
 
-    /// Writes stream `stream` to `sink`; at its end, `done` runs on the
-    /// sink (for a channel socket: shut it down both ways).
-    pub fn sink(
-        &mut self,
-        stream: u8,
-        mut sink: Sink,
-        done: impl FnOnce(&mut Sink) + Send + 'static,
-    ) {
+    /// Writes stream `stream` (an output) to `sink`, by a task of its
+    /// own; at its end, shuts `sink` down.
+    pub fn sink(&mut self, stream: u8, mut sink: Sink) {
         let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
         self.queues[usize::from(stream)] = Some(queue);
-        let (client, subject) = (self.client.clone(), self.subject.clone());
+        let written = Written {
+            counts: Mutex::new(((0, 0), (0, 0))),
+            client: self.client.clone(),
+            subject: self.subject.clone(),
+            stream,
+        };
         tokio::spawn(async move {
-            let (mut written, mut acked) = ((0u64, 0u64), (0u64, 0u64));
             while let Some(bytes) = queued.recv().await {
                 if sink.write_all(&bytes).await.is_err() || sink.flush().await.is_err() {
                     break;
                 }
-                written = (written.0 + bytes.len() as u64, written.1 + 1);
-                if written.0 - acked.0 >= WINDOW_BYTES / 4
-                    || written.1 - acked.1 >= WINDOW_MESSAGES / 4
-                {
-                    acked = written;
-                    let mut body = [0u8; 17];
-                    body[0] = stream;
-                    body[1..9].copy_from_slice(&written.0.to_le_bytes());
-                    body[9..].copy_from_slice(&written.1.to_le_bytes());
-                    let _ = client
-                        .publish(subject.clone(), message(kind::ACK, &body))
-                        .await;
-                }
+                written.add(bytes.len() as u64, 1);
             }
-            done(&mut sink);
+            let _ = sink.shutdown().await;
         });
     }
 
@@ -978,7 +1077,9 @@ impl Receiving {
                     ));
                 }
                 self.next_seq[i] += 1;
-                if let Some(queue) = &self.queues[i] {
+                if stream == stream::CHANNEL && self.direct.is_some() {
+                    self.write_channel(data);
+                } else if let Some(queue) = &self.queues[i] {
                     let _ = queue.send(Bytes::copy_from_slice(data));
                 }
             }
@@ -1011,52 +1112,14 @@ impl Receiving {
 }
 
 /// A channel socket as the two halves a session uses: the half to read
-/// (sent as stream `channel`), and the sink of the half to write, which
-/// at the peer's end is shut down both ways (the local end then reads
-/// what was written, then `closed`, and its sends fail, as when a local
-/// peer closes).
+/// (sent as stream `channel`) and the half to write
+/// ([`Receiving::channel_sink`]).
 pub(crate) fn channel_halves(
     socket: std::os::unix::net::UnixStream,
-) -> std::io::Result<(tokio::net::unix::OwnedReadHalf, Sink)> {
+) -> std::io::Result<(
+    tokio::net::unix::OwnedReadHalf,
+    tokio::net::unix::OwnedWriteHalf,
+)> {
     socket.set_nonblocking(true)?;
-    let (read, write) = tokio::net::UnixStream::from_std(socket)?.into_split();
-    Ok((read, Box::pin(ShutBoth(write))))
-}
-
-/// A socket's write half that shuts the socket down both ways when it is
-/// shut down.
-struct ShutBoth(tokio::net::unix::OwnedWriteHalf);
-
-impl tokio::io::AsyncWrite for ShutBoth {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let socket: &tokio::net::UnixStream = self.0.as_ref();
-        let done = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
-        std::task::Poll::Ready(done.map_err(std::io::Error::from))
-    }
-}
-
-/// Shuts `sink` down (from a sync context: a socket's shutdown is one
-/// system call and never waits).
-pub(crate) fn shut(sink: &mut Sink) {
-    let waker = futures_util::task::noop_waker();
-    let mut cx = std::task::Context::from_waker(&waker);
-    let _ = sink.as_mut().poll_shutdown(&mut cx);
+    Ok(tokio::net::UnixStream::from_std(socket)?.into_split())
 }
