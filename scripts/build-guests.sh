@@ -43,7 +43,10 @@
 #                           (default: guest-examples/target)
 #   WASMPROC_SKIP_MISSING=1 as --skip-missing
 # Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm
-# (Rust), <name>-c.wasm, <name>-py.wasm and <name>-js.wasm.
+# (Rust), <name>-c.wasm, <name>-py.wasm, <name>-js.wasm, and <name>-node.wasm
+# (guest-examples/node/<name>.js, CommonJS Node programs built with the
+# guest library guest-libs/js/wasmproc-child-process, installed from the repo
+# into $WASMPROC_TOOLCHAIN_DIR/js-lib).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -211,6 +214,46 @@ build_python_guests() {
   done
 }
 
+# The repository's guest libraries as a package user installs them: the npm
+# package guest-libs/js/wasmproc-child-process is installed from the repo
+# into $TC/js-lib (a folder of its own, so that its dependencies never move
+# the toolchain's; afresh when its package.json changed), and its lib/ and
+# bin/ are refreshed from the repo on every build.
+install_js_lib() {
+  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" dst="$TC/js-lib"
+  local digest
+  digest=$(inputs_digest "$pkg/package.json")
+  if [ "$(cat "$dst/package.inputs" 2>/dev/null)" != "$digest" ]; then
+    log "installing guest-libs/js/wasmproc-child-process into $dst (npm)"
+    rm -rf "$dst" && mkdir -p "$dst"
+    (cd "$dst" && echo '{"name":"wasmproc-guest-libs","private":true}' > package.json \
+      && npm install -q --no-audit --no-fund --install-links "$pkg" >/dev/null 2>&1) \
+      || die "npm install of $pkg failed"
+    echo "$digest" > "$dst/package.inputs"
+  fi
+  local inst="$dst/node_modules/wasmproc-child-process"
+  rm -rf "$inst/lib" "$inst/bin" && cp -r "$pkg/lib" "$pkg/bin" "$inst/"
+}
+
+# guest-examples/node/NAME.js: CommonJS Node programs, each built by the
+# library's wasmproc-componentize-node into NAME-node.wasm (world
+# worker-command for a script with a `// wasmproc: worker` line).
+build_node_guests() {
+  install_js_lib
+  mkdir -p "$GT/components"
+  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" src name out worker
+  for src in "$ROOT"/guest-examples/node/*.js; do
+    name=$(basename "$src" .js)
+    out="$GT/components/$name-node.wasm"
+    worker=()
+    grep -q '^// wasmproc: worker$' "$src" && worker=(--worker)
+    build_if_changed "$out" "Node program $name (wasmproc-componentize-node)" \
+      "$src" "${worker[@]}" "$pkg/package.json" "$pkg"/lib/*.js "$pkg"/bin/*.js "$ROOT/wit" \
+      "componentize-js $COMPONENTIZE_JS_VERSION" -- \
+      "$TC/js-lib/node_modules/.bin/wasmproc-componentize-node" "$src" "${worker[@]}" --wit wit -o "$out.tmp"
+  done
+}
+
 build_js_guests() {
   mkdir -p "$GT/components"
   local src name out
@@ -264,7 +307,7 @@ for lang in rust c python js; do
     rust) build_rust_guests ;;
     c) build_c_guests ;;
     python) build_python_guests ;;
-    js) build_js_guests ;;
+    js) build_js_guests; build_node_guests ;;
   esac
 done
 [ ${#skipped[@]} = 0 ] || log "skipped: ${skipped[*]}"

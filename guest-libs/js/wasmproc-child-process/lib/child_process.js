@@ -405,9 +405,10 @@ function collect(child, cmd, options, callback) {
     };
     const stdout = all('stdout');
     const stderr = all('stderr');
-    if (!err && (failure || code !== 0 || signal !== null)) {
-      err = failure ?? new Error(`Command failed: ${cmd}\n${stderr}`);
-      err.code = code === null ? undefined : code;
+    if (!err && failure) err = failure;
+    else if (!err && (code !== 0 || signal !== null)) {
+      err = new Error(`Command failed: ${cmd}\n${stderr}`);
+      err.code = code;
       err.killed = child.killed;
       err.signal = signal;
     }
