@@ -201,16 +201,36 @@ build_c_guests() {
   done
 }
 
+# The guest library guest-libs/python/wasmproc-subprocess, pip-installed
+# from the repo into $TC/py-lib (a --target folder the Python guests are
+# built with, -p) whenever one of its files changed.
+install_py_lib() {
+  local pkg="$ROOT/guest-libs/python/wasmproc-subprocess" dst="$TC/py-lib" digest
+  digest=$(inputs_digest "$pkg/pyproject.toml" "$pkg"/src/wasmproc_subprocess/*.py)
+  [ "$(cat "$TC/py-lib.inputs" 2>/dev/null)" = "$digest" ] && return 0
+  log "installing guest-libs/python/wasmproc-subprocess into $dst (pip)"
+  rm -rf "$dst"
+  env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/pip" install -q --disable-pip-version-check --no-compile \
+    --target "$dst" "$pkg" >/dev/null || die "pip install of $pkg failed"
+  # pip builds in a copy, but setuptools leaves build/ and *.egg-info in the source.
+  rm -rf "$pkg/build" "$pkg"/src/*.egg-info
+  echo "$digest" > "$TC/py-lib.inputs"
+}
+
 build_python_guests() {
+  install_py_lib
   mkdir -p "$GT/components"
-  local src name out
+  local src name out world lib="$TC/py-lib"
   for src in "$ROOT"/guest-examples/python/*.py; do
     name=$(basename "$src" .py)
     out="$GT/components/$name-py.wasm"
+    # A script with a `# wasmproc: worker` line is a forked worker.
+    world=wasmproc:process/command
+    grep -q '^# wasmproc: worker$' "$src" && world=wasmproc:process/worker-command
     build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
-      "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
-      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w wasmproc:process/command \
-        componentize -p guest-examples/python "$name" -o "$out.tmp"
+      "$src" "$world" "$TC/py-lib.inputs" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
+      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w "$world" \
+        componentize -p guest-examples/python -p "$lib" "$name" -o "$out.tmp"
   done
 }
 
