@@ -21,7 +21,7 @@ import os
 
 # Imported now, while componentize-py builds the component: it keeps only
 # the bindings imported by then.
-from . import _wit as _wit_module
+from . import _wit
 from .workers import Worker, fork, parent
 
 __all__ = [
@@ -40,8 +40,6 @@ SIGTERM = 15
 _READ_SIZE = 65536
 
 
-def _wit():
-    return _wit_module
 
 
 class SubprocessError(Exception):
@@ -133,7 +131,7 @@ def _os_error(e, program, cwd=None):
     """The OSError CPython raises for the same failure: FileNotFoundError
     for a missing program or directory, PermissionError for a policy
     denial (with the host's message), ..."""
-    wit = _wit()
+    wit = _wit
     if not isinstance(e, wit.WitError):
         return e
     cls, code, text = _ERRORS.get(e.kind, _ERRORS["io"])
@@ -236,7 +234,7 @@ class Popen:
         modes = (_stdio(stdin, "stdin"), _stdio(stdout, "stdout"), _stdio(stderr, "stderr"))
         cwd = os.fsdecode(cwd) if cwd is not None else None
         try:
-            self._child = _wit().spawn(program, rest, cwd, env_pairs, *modes)
+            self._child = _wit.spawn(program, rest, cwd, env_pairs, *modes)
         except Exception as e:
             raise _os_error(e, program, cwd) from None
         self.pid = self._child.pid
@@ -292,7 +290,7 @@ class Popen:
         if timeout is None:
             self._exited(self._child.wait())
             return self.returncode
-        wit = _wit()
+        wit = _wit
         deadline = wit.monotonic() + timeout
         while self.poll() is None:
             left = deadline - wit.monotonic()
@@ -315,7 +313,7 @@ class Popen:
         """Sends `input` to stdin, reads stdout and stderr to their end and
         waits for the child: (stdout, stderr), each None if not PIPE. After
         TimeoutExpired, calling it again goes on where it stopped."""
-        wit = _wit()
+        wit = _wit
         deadline = None if timeout is None else wit.monotonic() + timeout
         if input is not None and self.text_mode:
             input = input.encode(self.encoding or "utf-8", self.errors or "strict")
@@ -470,7 +468,7 @@ def getstatusoutput(cmd, *, encoding=None, errors=None):
     (`--allow-shell`), stderr merged into stdout after it, trailing newline
     removed."""
     try:
-        res = _wit().exec_shell(f"{{ {cmd}\n}} 2>&1")
+        res = _wit.exec_shell(f"{{ {cmd}\n}} 2>&1")
     except Exception as e:
         raise _os_error(e, "/bin/sh") from None
     data = res.stdout.decode(encoding or "utf-8", errors or "strict")

@@ -23,13 +23,9 @@ bytes.
 
 import json
 
+from . import _wit
+
 __all__ = ["Worker", "fork", "parent"]
-
-
-def _wit():
-    from . import _wit
-
-    return _wit
 
 
 def _encode(message):
@@ -124,7 +120,7 @@ def fork(component, args=(), *, programs=(), dirs=(), allow_env=(), env=None, sh
 
     dirs = [(d, False) if isinstance(d, str) else (d[0], bool(d[1])) for d in dirs]
     try:
-        handle = _wit().fork(component, [str(a) for a in args], programs, dirs, allow_env,
+        handle = _wit.fork(component, [str(a) for a in args], programs, dirs, allow_env,
                              list((env or {}).items()), shell, mode(stdout), mode(stderr), limits)
     except Exception as e:
         raise _os_error(e, component) from None
@@ -136,15 +132,15 @@ class _Parent:
 
     def send(self, message):
         """Sends a JSON value to the parent."""
-        _wit().parent_send(_encode(message))
+        _wit.parent_send(_encode(message))
 
     def send_bytes(self, data):
-        _wit().parent_send(bytes(data))
+        _wit.parent_send(bytes(data))
 
     def receive(self, default=_END):
         """The parent's next message, blocking; `default` (else EOFError)
         once the parent has closed the channel or exited."""
-        data = _wit().parent_receive()
+        data = _wit.parent_receive()
         if data is None:
             if default is _END:
                 raise EOFError("the parent closed the channel")
@@ -152,11 +148,11 @@ class _Parent:
         return _decode(data)
 
     def receive_bytes(self):
-        return _wit().parent_receive()
+        return _wit.parent_receive()
 
     def __iter__(self):
         while True:
-            data = _wit().parent_receive()
+            data = _wit.parent_receive()
             if data is None:
                 return
             yield _decode(data)

@@ -1,0 +1,54 @@
+"""fork_demo PY_WORKER JS_WORKER: forked workers through wasmproc_subprocess.
+
+Forks two Python workers (upper_worker.py built as PY_WORKER), sends each a
+few messages and reads the answers, iterating over the messages of one;
+then forks a JavaScript worker (guest-examples/node/support.js built as
+JS_WORKER), which answers the JSON message it gets, as Node's
+child_process.fork workers do. Prints what it sees, in order.
+"""
+
+import sys
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import environment
+
+import wasmproc_subprocess as subprocess
+
+
+def main(argv):
+    py_worker, js_worker = argv[1], argv[2]
+    workers = [subprocess.fork(py_worker, [name]) for name in ("a", "b")]
+    for i, worker in enumerate(workers):
+        worker.send({"text": f"hello {i}"})
+    for worker in workers:
+        print("answer:", worker.receive())
+    first, second = workers
+    first.send({"text": "more"})
+    first.send({"text": "and more"})
+    first.send(None)
+    for message in first:  # until the worker ends
+        print("iterated:", message)
+    print("first exited:", first.wait())
+    second.send(None)
+    print("second after close:", second.receive(default="closed"))
+    print("second exited:", second.wait())
+
+    with subprocess.fork(js_worker, ["7"]) as js:
+        js.send({"from": "python"})
+        print("javascript answer:", list(js))
+    print("javascript exited:", js.returncode)
+
+    try:
+        subprocess.fork("not-granted.wasm")
+    except PermissionError as e:
+        print("denied:", e.errno, e.wasmproc_code)
+    return 0
+
+
+class Run(exports.Run):
+    def run(self) -> None:
+        code = main(environment.get_arguments())
+        sys.stdout.flush()
+        if code:
+            raise Err(None)
