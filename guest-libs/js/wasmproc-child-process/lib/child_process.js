@@ -288,6 +288,7 @@ export class ChildProcess extends EventEmitter {
     this._closed = true;
     loop.setImmediate(() => {
       this.emit('error', err);
+      for (const stream of [this.stdout, this.stderr]) if (stream) stream._end();
       this.emit('close', err.errno ?? -1, null);
     });
   }
@@ -347,6 +348,15 @@ export function spawn(command, args, options) {
     });
   } catch (e) {
     if (e instanceof TypeError) throw e;
+    // As in Node, the piped streams exist even when the child did not
+    // start: stdin takes (and drops) what is written, stdout and stderr end.
+    if (stdio[0] === 'pipe') {
+      child.stdin = new Writable();
+      child.stdin.onChange = () => (child.stdin.queue = []);
+    }
+    if (stdio[1] === 'pipe') child.stdout = new Readable();
+    if (stdio[2] === 'pipe') child.stderr = new Readable();
+    child.stdio = [child.stdin, child.stdout, child.stderr];
     child._failed(systemError(e, `spawn ${command}`, command, child.spawnargs));
     return child;
   }
