@@ -46,7 +46,9 @@
 # (Rust), <name>-c.wasm, <name>-py.wasm, <name>-js.wasm, and <name>-node.wasm
 # (guest-examples/node/<name>.js, CommonJS Node programs built with the
 # guest library guest-libs/js/wasmproc-child-process, installed from the repo
-# into $WASMPROC_TOOLCHAIN_DIR/js-lib).
+# under $WASMPROC_TOOLCHAIN_DIR/js-lib); the Python guests are built with
+# guest-libs/python/wasmproc-subprocess, pip-installed under
+# $WASMPROC_TOOLCHAIN_DIR/py-lib.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -202,25 +204,28 @@ build_c_guests() {
 }
 
 # The guest library guest-libs/python/wasmproc-subprocess, pip-installed
-# from the repo into $TC/py-lib (a --target folder the Python guests are
-# built with, -p) whenever one of its files changed.
+# from the repo into $TC/py-lib/<digest of its files> (one folder per
+# version, so that worktrees building at once do not overwrite each
+# other's), which the Python guests are built with (-p). Sets PY_LIB and
+# PY_LIB_VERSION.
 install_py_lib() {
-  local pkg="$ROOT/guest-libs/python/wasmproc-subprocess" dst="$TC/py-lib" digest
+  local pkg="$ROOT/guest-libs/python/wasmproc-subprocess" digest
   digest=$(inputs_digest "$pkg/pyproject.toml" "$pkg"/src/wasmproc_subprocess/*.py)
-  [ "$(cat "$TC/py-lib.inputs" 2>/dev/null)" = "$digest" ] && return 0
-  log "installing guest-libs/python/wasmproc-subprocess into $dst (pip)"
-  rm -rf "$dst"
+  PY_LIB="$TC/py-lib/$digest"
+  PY_LIB_VERSION="wasmproc-subprocess $digest"
+  [ -d "$PY_LIB" ] && return 0
+  log "installing guest-libs/python/wasmproc-subprocess into $PY_LIB (pip)"
   env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/pip" install -q --disable-pip-version-check --no-compile \
-    --target "$dst" "$pkg" >/dev/null || die "pip install of $pkg failed"
+    --target "$PY_LIB.tmp.$$" "$pkg" >/dev/null || die "pip install of $pkg failed"
+  mv -T "$PY_LIB.tmp.$$" "$PY_LIB" 2>/dev/null || rm -rf "$PY_LIB.tmp.$$"
   # pip builds in a copy, but setuptools leaves build/ and *.egg-info in the source.
   rm -rf "$pkg/build" "$pkg"/src/*.egg-info
-  echo "$digest" > "$TC/py-lib.inputs"
 }
 
 build_python_guests() {
   install_py_lib
   mkdir -p "$GT/components"
-  local src name out world lib="$TC/py-lib"
+  local src name out world lib="$PY_LIB"
   for src in "$ROOT"/guest-examples/python/*.py; do
     name=$(basename "$src" .py)
     out="$GT/components/$name-py.wasm"
@@ -228,31 +233,38 @@ build_python_guests() {
     world=wasmproc:process/command
     grep -q '^# wasmproc: worker$' "$src" && world=wasmproc:process/worker-command
     build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
-      "$src" "$world" "$TC/py-lib.inputs" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
+      "$src" "$world" "$PY_LIB_VERSION" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
       env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w "$world" \
         componentize -p guest-examples/python -p "$lib" "$name" -o "$out.tmp"
   done
 }
 
-# The repository's guest libraries as a package user installs them: the npm
-# package guest-libs/js/wasmproc-child-process is installed from the repo
-# into $TC/js-lib (a folder of its own, so that its dependencies never move
-# the toolchain's; afresh when its package.json changed), and its lib/ and
-# bin/ are refreshed from the repo on every build.
+# The npm package guest-libs/js/wasmproc-child-process: its dependencies
+# (esbuild, componentize-js, events, buffer, util) are installed by npm from
+# the repo's package.json into $TC/js-lib, a folder of its own so that they
+# never move the toolchain's (afresh when package.json changed); its own
+# files are copied into $TC/js-lib/node_modules/.wasmproc-child-process-<digest>,
+# one folder per version of them, so that worktrees building at once with
+# different versions do not overwrite each other's. Sets JS_LIB_BIN to its
+# build command.
 install_js_lib() {
-  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" dst="$TC/js-lib"
-  local digest
+  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" dst="$TC/js-lib" digest
   digest=$(inputs_digest "$pkg/package.json")
   if [ "$(cat "$dst/package.inputs" 2>/dev/null)" != "$digest" ]; then
-    log "installing guest-libs/js/wasmproc-child-process into $dst (npm)"
+    log "installing the dependencies of guest-libs/js/wasmproc-child-process into $dst (npm)"
     rm -rf "$dst" && mkdir -p "$dst"
     (cd "$dst" && echo '{"name":"wasmproc-guest-libs","private":true}' > package.json \
       && npm install -q --no-audit --no-fund --install-links "$pkg" >/dev/null 2>&1) \
       || die "npm install of $pkg failed"
     echo "$digest" > "$dst/package.inputs"
   fi
-  local inst="$dst/node_modules/wasmproc-child-process"
-  rm -rf "$inst/lib" "$inst/bin" && cp -r "$pkg/lib" "$pkg/bin" "$inst/"
+  digest=$(inputs_digest "$pkg/package.json" "$pkg"/lib/*.js "$pkg"/bin/*.js)
+  local stage="$dst/node_modules/.wasmproc-child-process-$digest"
+  if [ ! -d "$stage" ]; then
+    mkdir -p "$stage.tmp.$$" && cp -r "$pkg/package.json" "$pkg/lib" "$pkg/bin" "$stage.tmp.$$/"
+    mv -T "$stage.tmp.$$" "$stage" 2>/dev/null || rm -rf "$stage.tmp.$$"
+  fi
+  JS_LIB_BIN="$stage/bin/componentize-node.js"
 }
 
 # guest-examples/node/NAME.js: CommonJS Node programs, each built by the
@@ -270,7 +282,7 @@ build_node_guests() {
     build_if_changed "$out" "Node program $name (wasmproc-componentize-node)" \
       "$src" "${worker[@]}" "$pkg/package.json" "$pkg"/lib/*.js "$pkg"/bin/*.js "$ROOT/wit" \
       "componentize-js $COMPONENTIZE_JS_VERSION" -- \
-      "$TC/js-lib/node_modules/.bin/wasmproc-componentize-node" "$src" "${worker[@]}" --wit wit -o "$out.tmp"
+      node "$JS_LIB_BIN" "$src" "${worker[@]}" --wit wit -o "$out.tmp"
   done
 }
 

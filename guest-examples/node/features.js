@@ -124,6 +124,17 @@ step(function (done) {
 });
 
 step(function (done) {
+  const child = cp.spawn('node', ['-e', ''], { cwd: 'no-such-dir' });
+  child.on('error', function (e) {
+    console.log('missing cwd: ' + e.code + ' ' + e.errno + ' ' + e.syscall + ' ' + child.pid);
+  });
+  child.on('close', function (code) {
+    console.log('missing cwd close: ' + code);
+    done();
+  });
+});
+
+step(function (done) {
   setTimeout(function () {
     console.log('timers run in the loop');
     process.exitCode = 2;
