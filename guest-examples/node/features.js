@@ -108,6 +108,20 @@ step(function (done) {
 });
 
 step(function (done) {
+  cp.exec('node -e "setTimeout(() => {}, 10000)"', { timeout: 300 }, function (err) {
+    console.log('exec timeout: killed=' + err.killed + ' signal=' + err.signal + ' code=' + err.code);
+    done();
+  });
+});
+
+step(function (done) {
+  cp.exec('node -e "process.stdout.write(\'y\'.repeat(50))"', { maxBuffer: 8 }, function (err, stdout) {
+    console.log('exec maxBuffer: ' + err.code + ': ' + err.message + ' (' + stdout.length + ' bytes kept)');
+    done();
+  });
+});
+
+step(function (done) {
   cp.exec('echo out; echo err >&2; exit 7', function (err, stdout, stderr) {
     console.log('exec failed: code=' + err.code + ' killed=' + err.killed + ' signal=' + err.signal + ' cmd=' + err.cmd);
     console.log('exec output: ' + JSON.stringify(stdout) + ' ' + JSON.stringify(stderr));

@@ -84,7 +84,8 @@ function execOutput(out) {
     ...exitStatus(out.status),
     stdout: out.stdout,
     stderr: out.stderr,
-    truncated: out.stdoutTruncated || out.stderrTruncated,
+    stdoutTruncated: out.stdoutTruncated,
+    stderrTruncated: out.stderrTruncated,
     timedOut: out.timedOut,
   };
 }
@@ -92,7 +93,7 @@ function execOutput(out) {
 /** Runs `command` through the host's granted shell, to completion.
  * `o`: { cwd, env: [[name, value]], timeoutMs, killSignal (number),
  * maxBuffer, input (Uint8Array), uid, gid }. Returns { pid, code, signal,
- * stdout, stderr, truncated, timedOut }. */
+ * stdout, stderr, stdoutTruncated, stderrTruncated, timedOut }. */
 export function execShell(command, o) {
   return call(() => execOutput(execApi.exec(command, execOptions(o))));
 }

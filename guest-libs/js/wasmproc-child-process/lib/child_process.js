@@ -408,6 +408,11 @@ function collect(child, cmd, options, callback) {
   const finish = (err, code, signal) => {
     if (done) return;
     done = true;
+    if (child._overflow && !failure) {
+      // The host cut the output at maxBuffer (exec).
+      failure = new RangeError(`${child._overflow} maxBuffer length exceeded`);
+      failure.code = 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER';
+    }
     const all = (name) => {
       let b = Buffer.concat(out[name]);
       if (b.length > maxBuffer) b = b.subarray(0, maxBuffer);
@@ -475,6 +480,9 @@ export function exec(command, options, callback) {
       return;
     }
     child.pid = out.pid;
+    // The host killed the child on timeout or overflow, as Node would.
+    child.killed = out.timedOut || out.stdoutTruncated || out.stderrTruncated;
+    if (out.stdoutTruncated || out.stderrTruncated) child._overflow = out.stdoutTruncated ? 'stdout' : 'stderr';
     child.emit('spawn');
     if (out.stdout.length) child.stdout._push(out.stdout);
     if (out.stderr.length) child.stderr._push(out.stderr);
@@ -491,7 +499,7 @@ function witExecOptions(options, input) {
     env: envPairs(options.env),
     timeoutMs: options.timeout > 0 ? options.timeout : undefined,
     killSignal: signalNumber(options.killSignal, 'SIGTERM'),
-    maxBuffer: options.maxBuffer,
+    maxBuffer: Number.isFinite(options.maxBuffer) ? options.maxBuffer : undefined,
     input: input && input.length ? input : undefined,
     uid: options.uid,
     gid: options.gid,
@@ -519,7 +527,7 @@ function runSync(run, file, args, options) {
   result.signal = signalName(out.signal);
   if (out.timedOut) {
     result.error = systemError(new wit.WitError('timed-out', 'the timeout expired'), `spawnSync ${file}`, file, [file, ...args]);
-  } else if (out.truncated) {
+  } else if (out.stdoutTruncated || out.stderrTruncated) {
     result.error = new RangeError('stdout maxBuffer length exceeded');
     result.error.code = 'ENOBUFS';
   }
