@@ -29,14 +29,26 @@ def conformance(py):
         return [py, "-c", source]
 
     # run: capture_output, text, input, check, cwd, env
-    r = subprocess.run(code("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"), capture_output=True)
+    r = subprocess.run(
+        code("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"), capture_output=True
+    )
     show("run capture_output", (r.returncode, r.stdout, r.stderr))
-    show("run repr", repr(r) == f"CompletedProcess(args={r.args!r}, returncode=3, stdout=b'out\\n', stderr=b'err\\n')")
+    show(
+        "run repr",
+        repr(r) == f"CompletedProcess(args={r.args!r}, returncode=3, stdout=b'out\\n', stderr=b'err\\n')",
+    )
     r = subprocess.run(code("print('text')"), capture_output=True, text=True)
     show("run text", (r.returncode, r.stdout, r.stderr))
-    r = subprocess.run(code("import sys; sys.stdout.write(sys.stdin.read().upper())"), input=b"hello", capture_output=True)
+    r = subprocess.run(
+        code("import sys; sys.stdout.write(sys.stdin.read().upper())"), input=b"hello", capture_output=True
+    )
     show("run input", r.stdout)
-    r = subprocess.run(code("import sys; sys.stdout.write(sys.stdin.read()[::-1])"), input="text input", capture_output=True, text=True)
+    r = subprocess.run(
+        code("import sys; sys.stdout.write(sys.stdin.read()[::-1])"),
+        input="text input",
+        capture_output=True,
+        text=True,
+    )
     show("run input text", r.stdout)
     r = subprocess.run(code("print('not captured')"), stdout=DEVNULL)
     show("run DEVNULL", (r.returncode, r.stdout, r.stderr))
@@ -47,8 +59,13 @@ def conformance(py):
     except subprocess.CalledProcessError as e:
         show("run check", (e.returncode, e.cmd == code("raise SystemExit(4)"), e.stdout, e.stderr))
         show("CalledProcessError", str(e) == f"Command '{e.cmd}' returned non-zero exit status 4.")
-    r = subprocess.run(code("import os; print(os.path.basename(os.getcwd()), os.environ.get('GREETING'))"),
-                       cwd="sub", env={"GREETING": "hi"}, capture_output=True, text=True)
+    r = subprocess.run(
+        code("import os; print(os.path.basename(os.getcwd()), os.environ.get('GREETING'))"),
+        cwd="sub",
+        env={"GREETING": "hi"},
+        capture_output=True,
+        text=True,
+    )
     show("run cwd env", r.stdout)
     r = subprocess.run("echo $((2 + 3))", shell=True, capture_output=True)
     show("run shell", r.stdout)
@@ -61,10 +78,16 @@ def conformance(py):
         show("run timeout", (round(e.timeout, 1), e.stdout, e.stderr))
         show("TimeoutExpired", str(e).startswith(f"Command '{e.cmd}' timed out after 0."))
     try:
-        subprocess.run(code("import time; print('partial', flush=True); time.sleep(20)"), capture_output=True, timeout=1.5)
+        subprocess.run(
+            code("import time; print('partial', flush=True); time.sleep(20)"),
+            capture_output=True,
+            timeout=1.5,
+        )
     except subprocess.TimeoutExpired as e:
         show("run timeout output", (e.stdout, e.stderr))
-    p = subprocess.Popen(code("import time; print('first', flush=True); time.sleep(3); print('second')"), stdout=PIPE)
+    p = subprocess.Popen(
+        code("import time; print('first', flush=True); time.sleep(3); print('second')"), stdout=PIPE
+    )
     try:
         p.communicate(timeout=1.5)
     except subprocess.TimeoutExpired as e:
@@ -72,8 +95,12 @@ def conformance(py):
     show("communicate again", (p.communicate(), p.returncode))
 
     # Popen: file objects, context manager, poll, signals, wait(timeout)
-    with subprocess.Popen(code("import sys\nfor line in sys.stdin: print(line.strip()[::-1], flush=True)"),
-                          stdin=PIPE, stdout=PIPE, text=True) as p:
+    with subprocess.Popen(
+        code("import sys\nfor line in sys.stdin: print(line.strip()[::-1], flush=True)"),
+        stdin=PIPE,
+        stdout=PIPE,
+        text=True,
+    ) as p:
         p.stdin.write("abc\n")
         p.stdin.flush()
         show("readline", p.stdout.readline())
@@ -82,10 +109,14 @@ def conformance(py):
         show("read rest", p.stdout.read())
         show("pid", isinstance(p.pid, int) and p.pid > 0)
     show("with returncode", p.returncode)
-    with subprocess.Popen(code("import sys; sys.stdout.buffer.write(bytes(range(256)) * 1000)"), stdout=PIPE) as p:
+    with subprocess.Popen(
+        code("import sys; sys.stdout.buffer.write(bytes(range(256)) * 1000)"), stdout=PIPE
+    ) as p:
         data = p.stdout.read()
     show("binary read", (len(data), data[:4], data == bytes(range(256)) * 1000, p.returncode))
-    p = subprocess.Popen(code("import sys; print(len(sys.stdin.read()))"), stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    p = subprocess.Popen(
+        code("import sys; print(len(sys.stdin.read()))"), stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
     show("communicate big input", p.communicate(b"x" * 3_000_000))
     sleeper = code("import time; time.sleep(30)")
     p = subprocess.Popen(sleeper)
@@ -108,7 +139,10 @@ def conformance(py):
     # check_output, check_call, call
     show("check_output", subprocess.check_output(code("print('x')")))
     show("check_output text", subprocess.check_output(code("print('y')"), text=True))
-    show("check_output input", subprocess.check_output(code("import sys; print(sys.stdin.read())"), input=b"in"))
+    show(
+        "check_output input",
+        subprocess.check_output(code("import sys; print(sys.stdin.read())"), input=b"in"),
+    )
     try:
         subprocess.check_output(code("print('o'); raise SystemExit(6)"))
     except subprocess.CalledProcessError as e:
@@ -128,8 +162,13 @@ def conformance(py):
     except FileNotFoundError as e:
         show("missing cwd", (type(e).__name__, e.errno, e.filename))
     show("constants", (PIPE, STDOUT, DEVNULL))
-    show("exceptions", (issubclass(subprocess.CalledProcessError, subprocess.SubprocessError),
-                        issubclass(subprocess.TimeoutExpired, subprocess.SubprocessError)))
+    show(
+        "exceptions",
+        (
+            issubclass(subprocess.CalledProcessError, subprocess.SubprocessError),
+            issubclass(subprocess.TimeoutExpired, subprocess.SubprocessError),
+        ),
+    )
 
 
 def denied():

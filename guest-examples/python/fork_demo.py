@@ -9,11 +9,17 @@ child_process.fork workers do. Prints what it sees, in order.
 
 import sys
 
+import wasmproc_subprocess as subprocess
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import environment
 
-import wasmproc_subprocess as subprocess
+
+def say(*parts):
+    # One write per line: the workers write to the same stdout, and a line
+    # written in pieces could be split by theirs.
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv):
@@ -22,27 +28,27 @@ def main(argv):
     for i, worker in enumerate(workers):
         worker.send({"text": f"hello {i}"})
     for worker in workers:
-        print("answer:", worker.receive())
+        say("answer:", worker.receive())
     first, second = workers
     first.send({"text": "more"})
     first.send({"text": "and more"})
     first.send(None)
     for message in first:  # until the worker ends
-        print("iterated:", message)
-    print("first exited:", first.wait())
+        say("iterated:", message)
+    say("first exited:", first.wait())
     second.send(None)
-    print("second after close:", second.receive(default="closed"))
-    print("second exited:", second.wait())
+    say("second after close:", second.receive(default="closed"))
+    say("second exited:", second.wait())
 
     with subprocess.fork(js_worker, ["7"]) as js:
         js.send({"from": "python"})
-        print("javascript answer:", list(js))
-    print("javascript exited:", js.returncode)
+        say("javascript answer:", list(js))
+    say("javascript exited:", js.returncode)
 
     try:
         subprocess.fork("not-granted.wasm")
     except PermissionError as e:
-        print("denied:", e.errno, e.wasmproc_code)
+        say("denied:", e.errno, e.wasmproc_code)
     return 0
 
 

@@ -19,7 +19,8 @@ def main(argv):
         if message is None:
             break
         parent.send({"worker": name, "upper": message["text"].upper()})
-    print(f"worker {name} done", flush=True)
+    sys.stdout.write(f"worker {name} done\n")  # one write: the parent's lines are not split
+    sys.stdout.flush()
     return 0
 
 

@@ -29,14 +29,15 @@ export function remove(source) {
   sources.delete(source);
 }
 
+/** A timer, as Node's Timeout: ref/unref, and its id when used as a number. */
 class Timeout {
   constructor(fn, ms, args, repeat) {
     this.id = nextTimerId++;
     this.fn = fn;
     this.args = args;
-    this.ms = Math.max(1, Number(ms) || 0);
+    this.ms = Math.max(1, Number(ms) || 0); // Node's least delay
     this.repeat = repeat;
-    this.at = nowMs() + (repeat === undefined ? 0 : this.ms);
+    this.at = nowMs() + this.ms;
     this.refed = true;
   }
   ref() {
@@ -58,7 +59,6 @@ class Timeout {
 function addTimer(fn, ms, args, repeat) {
   if (typeof fn !== 'function') throw new TypeError('The "callback" argument must be of type function');
   const t = new Timeout(fn, ms, args, repeat);
-  if (repeat === undefined) t.at = nowMs() + Math.max(1, Number(ms) || 0);
   timers.push(t);
   return t;
 }
@@ -69,10 +69,11 @@ function clear(t) {
   timers = timers.filter((x) => x.id !== id);
 }
 
-export const setTimeout = (fn, ms, ...args) => addTimer(fn, ms, args, undefined);
+export const setTimeout = (fn, ms, ...args) => addTimer(fn, ms, args, false);
 export const setInterval = (fn, ms, ...args) => addTimer(fn, ms, args, true);
+/** Runs `fn` on the next turn, before timers that are due later. */
 export const setImmediate = (fn, ...args) => {
-  const t = addTimer(fn, 0, args, undefined);
+  const t = addTimer(fn, 0, args, false);
   t.at = 0;
   return t;
 };

@@ -25,9 +25,23 @@ from . import _wit
 from .workers import Worker, fork, parent
 
 __all__ = [
-    "Popen", "PIPE", "STDOUT", "DEVNULL", "call", "check_call", "check_output", "run",
-    "getoutput", "getstatusoutput", "CalledProcessError", "SubprocessError", "TimeoutExpired",
-    "CompletedProcess", "fork", "parent", "Worker",
+    "Popen",
+    "PIPE",
+    "STDOUT",
+    "DEVNULL",
+    "call",
+    "check_call",
+    "check_output",
+    "run",
+    "getoutput",
+    "getstatusoutput",
+    "CalledProcessError",
+    "SubprocessError",
+    "TimeoutExpired",
+    "CompletedProcess",
+    "fork",
+    "parent",
+    "Worker",
 ]
 
 PIPE = -1
@@ -38,8 +52,6 @@ SIGKILL = 9
 SIGTERM = 15
 
 _READ_SIZE = 65536
-
-
 
 
 class SubprocessError(Exception):
@@ -156,9 +168,11 @@ class _RawReader(io.RawIOBase):
     def readinto(self, b):
         if self._stream is None:
             return 0
-        data = self._stream.blocking_read(len(b))
-        if data is None:
-            return 0
+        data = b""
+        while not data:  # an empty read is not the end
+            data = self._stream.blocking_read(len(b))
+            if data is None:
+                return 0
         b[: len(data)] = data
         return len(data)
 
@@ -198,9 +212,8 @@ def _stdio(value, name):
         return "null"
     if value == STDOUT and name == "stderr":
         return "pipe"
-    raise ValueError(
-        f"{name}={value!r} is not supported by wasmproc_subprocess (use None, PIPE, DEVNULL{', STDOUT' if name == 'stderr' else ''})"
-    )
+    allowed = "None, PIPE, DEVNULL" + (", STDOUT" if name == "stderr" else "")
+    raise ValueError(f"{name}={value!r} is not supported by wasmproc_subprocess (use {allowed})")
 
 
 class Popen:
@@ -208,13 +221,46 @@ class Popen:
     stdout, stderr (file objects for PIPE), poll, wait, communicate, kill,
     terminate, send_signal, and use as a context manager."""
 
-    def __init__(self, args, bufsize=-1, executable=None, stdin=None, stdout=None, stderr=None,
-                 preexec_fn=None, close_fds=True, shell=False, cwd=None, env=None, universal_newlines=None,
-                 startupinfo=None, creationflags=0, restore_signals=True, start_new_session=False,
-                 pass_fds=(), *, user=None, group=None, extra_groups=None, encoding=None, errors=None,
-                 text=None, umask=-1, pipesize=-1, process_group=None):
-        if preexec_fn is not None or pass_fds or user is not None or group is not None or extra_groups is not None:
-            raise ValueError("preexec_fn, pass_fds, user, group and extra_groups are not supported by wasmproc_subprocess")
+    def __init__(
+        self,
+        args,
+        bufsize=-1,
+        executable=None,
+        stdin=None,
+        stdout=None,
+        stderr=None,
+        preexec_fn=None,
+        close_fds=True,
+        shell=False,
+        cwd=None,
+        env=None,
+        universal_newlines=None,
+        startupinfo=None,
+        creationflags=0,
+        restore_signals=True,
+        start_new_session=False,
+        pass_fds=(),
+        *,
+        user=None,
+        group=None,
+        extra_groups=None,
+        encoding=None,
+        errors=None,
+        text=None,
+        umask=-1,
+        pipesize=-1,
+        process_group=None,
+    ):
+        if (
+            preexec_fn is not None
+            or pass_fds
+            or user is not None
+            or group is not None
+            or extra_groups is not None
+        ):
+            raise ValueError(
+                "preexec_fn, pass_fds, user, group and extra_groups are not supported by wasmproc_subprocess"
+            )
         self.args = args
         self.returncode = None
         self.text_mode = bool(text or universal_newlines or encoding or errors)
@@ -243,7 +289,11 @@ class Popen:
         self.stdin = self.stdout = self.stderr = None
         if self._child.stdin is not None:
             f = io.BufferedWriter(_RawWriter(self._child.stdin))
-            self.stdin = io.TextIOWrapper(f, encoding=encoding, errors=errors, write_through=True) if self.text_mode else f
+            self.stdin = (
+                io.TextIOWrapper(f, encoding=encoding, errors=errors, write_through=True)
+                if self.text_mode
+                else f
+            )
         if self._child.stdout is not None:
             self.stdout = self._reader(self._child.stdout)
         if self._child.stderr is not None and not self._merge_stderr:
@@ -319,8 +369,11 @@ class Popen:
             input = input.encode(self.encoding or "utf-8", self.errors or "strict")
         if not self._out:
             self._pending_input = memoryview(input or b"")
-            if self.stdin is not None:
-                self.stdin.flush()
+            if self.stdin is not None and not self.stdin.closed:
+                try:
+                    self.stdin.flush()
+                except BrokenPipeError:
+                    pass
             # Readers still open: their raw streams, read here directly.
             for name in ("stdout", "stderr"):
                 stream = getattr(self._child, name)
@@ -384,7 +437,7 @@ class Popen:
                 chunk = self._pending_input[:n]
                 stream.write(bytes(chunk))
                 stream.flush()
-                self._pending_input = self._pending_input[len(chunk):]
+                self._pending_input = self._pending_input[len(chunk) :]
         except BrokenPipeError:
             self._pending_input = memoryview(b"")
         if len(self._pending_input) == 0:
@@ -459,7 +512,14 @@ def check_output(*popenargs, timeout=None, **kwargs):
     if "stdout" in kwargs:
         raise ValueError("stdout argument not allowed, it will be overridden.")
     if "input" in kwargs and kwargs["input"] is None:
-        kwargs["input"] = "" if kwargs.get("universal_newlines") or kwargs.get("text") or kwargs.get("encoding") or kwargs.get("errors") else b""
+        kwargs["input"] = (
+            ""
+            if kwargs.get("universal_newlines")
+            or kwargs.get("text")
+            or kwargs.get("encoding")
+            or kwargs.get("errors")
+            else b""
+        )
     return run(*popenargs, stdout=PIPE, timeout=timeout, check=True, **kwargs).stdout
 
 

@@ -18,9 +18,11 @@ name: `from wit_world.imports import exec` would shadow the builtin.
 
 from componentize_py_types import Err
 from wit_world.imports import exec as wit_exec
-from wit_world.imports import fork as wit_fork
-from wit_world.imports import monotonic_clock, poll as wit_poll, spawn as wit_spawn, streams
 from wit_world.imports import exit as wit_exit
+from wit_world.imports import fork as wit_fork
+from wit_world.imports import monotonic_clock, streams
+from wit_world.imports import poll as wit_poll
+from wit_world.imports import spawn as wit_spawn
 from wit_world.imports import wasmproc_process_types as types
 
 try:
@@ -111,7 +113,9 @@ def exec_shell(command, cwd=None, env=(), timeout_ms=None, kill_signal=None, max
     return ExecResult(_call(wit_exec.exec, command, options))
 
 
-def exec_file(program, args, cwd=None, env=(), timeout_ms=None, kill_signal=None, max_buffer=None, input=None):
+def exec_file(
+    program, args, cwd=None, env=(), timeout_ms=None, kill_signal=None, max_buffer=None, input=None
+):
     """Runs `program` without a shell, to completion."""
     options = _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input)
     return ExecResult(_call(wit_exec.exec_file, program, list(args), options))
@@ -285,13 +289,33 @@ class Worker:
         self.worker = None
 
 
-def fork(component, args, programs=(), dirs=(), allow_env=(), env=(), shell=False, stdout="inherit", stderr="inherit", limits=None):
+def fork(
+    component,
+    args,
+    programs=(),
+    dirs=(),
+    allow_env=(),
+    env=(),
+    shell=False,
+    stdout="inherit",
+    stderr="inherit",
+    limits=None,
+):
     """Forks `component`. dirs: (path, read_only) pairs; limits: a dict of
     worker-limits fields (max_live_children, max_total_spawns, max_buffer,
     max_timeout_ms, cpu_seconds, address_space, open_files, processes,
     file_size)."""
-    fields = ("max_live_children", "max_total_spawns", "max_buffer", "max_timeout_ms", "cpu_seconds",
-              "address_space", "open_files", "processes", "file_size")
+    fields = (
+        "max_live_children",
+        "max_total_spawns",
+        "max_buffer",
+        "max_timeout_ms",
+        "cpu_seconds",
+        "address_space",
+        "open_files",
+        "processes",
+        "file_size",
+    )
     limits = limits or {}
     unknown = set(limits) - set(fields)
     if unknown:

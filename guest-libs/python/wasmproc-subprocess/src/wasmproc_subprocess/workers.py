@@ -105,23 +105,44 @@ class Worker:
         self._handle.close()
 
 
-def fork(component, args=(), *, programs=(), dirs=(), allow_env=(), env=None, shell=False,
-         stdout=None, stderr=None, limits=None):
+def fork(
+    component,
+    args=(),
+    *,
+    programs=(),
+    dirs=(),
+    allow_env=(),
+    env=None,
+    shell=False,
+    stdout=None,
+    stderr=None,
+    limits=None,
+):
     """Starts the worker component `component` (granted with
     `--allow-fork`) with `args`. It may do only what it is given here, a
     part of what this guest holds: `programs` it may run, `dirs` as paths
     or (path, read_only) pairs, `allow_env` names, `shell`, `limits` (a
     dict: max_live_children, max_buffer, max_timeout_ms, ...). `env` is
     its own environment; `stdout`/`stderr` None (ours), PIPE or DEVNULL."""
-    from . import PIPE, DEVNULL, _os_error
+    from . import DEVNULL, PIPE, _os_error
 
     def mode(value):
         return {None: "inherit", PIPE: "pipe", DEVNULL: "null"}[value]
 
     dirs = [(d, False) if isinstance(d, str) else (d[0], bool(d[1])) for d in dirs]
     try:
-        handle = _wit.fork(component, [str(a) for a in args], programs, dirs, allow_env,
-                             list((env or {}).items()), shell, mode(stdout), mode(stderr), limits)
+        handle = _wit.fork(
+            component,
+            [str(a) for a in args],
+            programs,
+            dirs,
+            allow_env,
+            list((env or {}).items()),
+            shell,
+            mode(stdout),
+            mode(stderr),
+            limits,
+        )
     except Exception as e:
         raise _os_error(e, component) from None
     return Worker(handle, component, list(args))
