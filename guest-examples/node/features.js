@@ -37,6 +37,12 @@ step(function (done) {
 });
 
 step(function (done) {
+  const r = cp.spawnSync('node', ['-e', 'console.log("inherited output")'], { stdio: 'inherit' });
+  console.log('spawnSync inherit: status=' + r.status);
+  done();
+});
+
+step(function (done) {
   try {
     cp.execFileSync('node', ['-e', 'console.error("bad"); process.exit(5)'], { stdio: 'pipe' });
   } catch (e) {

@@ -446,7 +446,6 @@ export function execFile(file, args, options, callback) {
   [args, options, callback] = splitCallback(args, options, callback);
   const child = spawn(file, args, { ...options, stdio: 'pipe' });
   collect(child, [file, ...args.map(String)].join(' '), options, callback);
-  if (child.stdin && options.input === undefined) child.stdin.end();
   return child;
 }
 
@@ -537,7 +536,12 @@ function runSync(run, file, args, options) {
 /** spawnSync(command[, args][, options]). */
 export function spawnSync(command, args, options) {
   [args, options] = normalizeArgs(args, options);
-  return runSync((o) => wit.execFile(command, args, o), command, args, options);
+  const result = runSync((o) => wit.execFile(command, args, o), command, args, options);
+  // The host buffers the output: what is 'inherit'ed is written now.
+  const stdio = stdioOf(options);
+  if (stdio[1] === 'inherit' && result.stdout && result.stdout.length) process.stdout.write(result.stdout);
+  if (stdio[2] === 'inherit' && result.stderr && result.stderr.length) process.stderr.write(result.stderr);
+  return result;
 }
 
 /** What execSync/execFileSync do with a result: stderr to ours unless
