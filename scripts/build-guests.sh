@@ -4,7 +4,8 @@
 # (guest-examples/{c,python,js}/<name>.{c,py,js}, one component each).
 #
 #   scripts/build-guests.sh                 install missing toolchains, then build all four languages
-#   scripts/build-guests.sh --setup         only install the toolchains
+#   scripts/build-guests.sh --setup         only install the toolchains (and the npm
+#                                           dependencies of the JavaScript guest library)
 #   scripts/build-guests.sh --skip-missing  install nothing; skip (and say so) each language
 #                                           whose toolchain is missing
 #
@@ -215,8 +216,12 @@ install_py_lib() {
   PY_LIB_VERSION="wasmproc-subprocess $digest"
   [ -d "$PY_LIB" ] && return 0
   log "installing guest-libs/python/wasmproc-subprocess into $PY_LIB (pip)"
+  # With setuptools and wheel (the build backend) in the venv nothing is
+  # downloaded; else pip fetches them for the build.
+  local isolation=()
+  "$TC/py/venv/bin/python" -c 'import setuptools, wheel' 2>/dev/null && isolation=(--no-build-isolation)
   env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/pip" install -q --disable-pip-version-check --no-compile \
-    --target "$PY_LIB.tmp.$$" "$pkg" >/dev/null || die "pip install of $pkg failed"
+    "${isolation[@]}" --target "$PY_LIB.tmp.$$" "$pkg" >/dev/null || die "pip install of $pkg failed"
   mv -T "$PY_LIB.tmp.$$" "$PY_LIB" 2>/dev/null || rm -rf "$PY_LIB.tmp.$$"
   # pip builds in a copy, but setuptools leaves build/ and *.egg-info in the source.
   rm -rf "$pkg/build" "$pkg"/src/*.egg-info
@@ -242,26 +247,32 @@ build_python_guests() {
 # The npm package guest-libs/js/wasmproc-child-process: its dependencies
 # (esbuild, componentize-js, events, buffer, util) are installed by npm from
 # the repo's package.json into $TC/js-lib, a folder of its own so that they
-# never move the toolchain's (afresh when package.json changed); its own
-# files are copied into $TC/js-lib/node_modules/.wasmproc-child-process-<digest>,
-# one folder per version of them, so that worktrees building at once with
-# different versions do not overwrite each other's. Sets JS_LIB_BIN to its
-# build command.
-install_js_lib() {
-  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" dst="$TC/js-lib" digest
-  digest=$(inputs_digest "$pkg/package.json")
-  if [ "$(cat "$dst/package.inputs" 2>/dev/null)" != "$digest" ]; then
-    log "installing the dependencies of guest-libs/js/wasmproc-child-process into $dst (npm)"
-    rm -rf "$dst" && mkdir -p "$dst"
-    (cd "$dst" && echo '{"name":"wasmproc-guest-libs","private":true}' > package.json \
-      && npm install -q --no-audit --no-fund --install-links "$pkg" >/dev/null 2>&1) \
-      || die "npm install of $pkg failed"
-    echo "$digest" > "$dst/package.inputs"
-  fi
-  digest=$(inputs_digest "$pkg/package.json" "$pkg"/lib/*.js "$pkg"/bin/*.js)
-  local stage="$dst/node_modules/.wasmproc-child-process-$digest"
+# never move the toolchain's (afresh when package.json changed; part of
+# --setup).
+JS_LIB_PKG="$ROOT/guest-libs/js/wasmproc-child-process"
+have_js_lib() { [ "$(cat "$TC/js-lib/package.inputs" 2>/dev/null)" = "$(inputs_digest "$JS_LIB_PKG/package.json")" ]; }
+setup_js_lib() {
+  have_js_lib && return 0
+  local dst="$TC/js-lib"
+  log "installing the dependencies of guest-libs/js/wasmproc-child-process into $dst (npm)"
+  rm -rf "$dst" && mkdir -p "$dst"
+  (cd "$dst" && echo '{"name":"wasmproc-guest-libs","private":true}' > package.json \
+    && npm install -q --no-audit --no-fund --install-links "$JS_LIB_PKG" >/dev/null 2>&1) \
+    || die "npm install of $JS_LIB_PKG failed"
+  inputs_digest "$JS_LIB_PKG/package.json" > "$dst/package.inputs"
+}
+
+# The package's own files are copied into
+# $TC/js-lib/node_modules/.wasmproc-child-process-<digest>, one folder per
+# version of them, so that worktrees building at once with different
+# versions do not overwrite each other's. Sets JS_LIB_BIN to its build
+# command.
+stage_js_lib() {
+  local digest stage
+  digest=$(inputs_digest "$JS_LIB_PKG/package.json" "$JS_LIB_PKG"/lib/*.js "$JS_LIB_PKG"/bin/*.js)
+  stage="$TC/js-lib/node_modules/.wasmproc-child-process-$digest"
   if [ ! -d "$stage" ]; then
-    mkdir -p "$stage.tmp.$$" && cp -r "$pkg/package.json" "$pkg/lib" "$pkg/bin" "$stage.tmp.$$/"
+    mkdir -p "$stage.tmp.$$" && cp -r "$JS_LIB_PKG/package.json" "$JS_LIB_PKG/lib" "$JS_LIB_PKG/bin" "$stage.tmp.$$/"
     mv -T "$stage.tmp.$$" "$stage" 2>/dev/null || rm -rf "$stage.tmp.$$"
   fi
   JS_LIB_BIN="$stage/bin/componentize-node.js"
@@ -271,9 +282,16 @@ install_js_lib() {
 # library's wasmproc-componentize-node into NAME-node.wasm (world
 # worker-command for a script with a `// wasmproc: worker` line).
 build_node_guests() {
-  install_js_lib
+  if ! have_js_lib; then
+    if [ "$SKIP_MISSING" = 1 ]; then
+      log "SKIPPING Node programs: the JavaScript guest library's dependencies are missing (--skip-missing)"
+      return 0
+    fi
+    setup_js_lib
+  fi
+  stage_js_lib
   mkdir -p "$GT/components"
-  local pkg="$ROOT/guest-libs/js/wasmproc-child-process" src name out worker
+  local pkg="$JS_LIB_PKG" src name out worker
   for src in "$ROOT"/guest-examples/node/*.js; do
     name=$(basename "$src" .js)
     out="$GT/components/$name-node.wasm"
@@ -323,6 +341,7 @@ if [ "$SKIP_MISSING" != 1 ]; then
   setup_rust
   setup_python
   setup_js
+  setup_js_lib
 fi
 [ "$SETUP_ONLY" = 1 ] && exit 0
 [ "$REGEN_C" = 1 ] && regen_c_bindings
