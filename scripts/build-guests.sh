@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build every guest in guest-examples/ into a WebAssembly component: the Rust
 # guests (cargo workspace), and the C, Python and JavaScript guests
-# (guest-examples/{c,python,js}/<name>.{c,py,js}, one component each).
+# (guest-examples/{c,python,js}/<name>.{c,py,js}, and the Node programs
+# guest-examples/node/<name>.js; one component each).
 #
 #   scripts/build-guests.sh                 install missing toolchains, then build all four languages
 #   scripts/build-guests.sh --setup         only install the toolchains (and the npm
