@@ -270,7 +270,7 @@ setup_js_lib() {
 # command.
 stage_js_lib() {
   local digest stage
-  digest=$(inputs_digest "$JS_LIB_PKG/package.json" "$JS_LIB_PKG"/lib/*.js "$JS_LIB_PKG"/bin/*.js)
+  digest=$(inputs_digest "$JS_LIB_PKG/package.json" "$JS_LIB_PKG"/lib/* "$JS_LIB_PKG"/bin/*)
   stage="$TC/js-lib/node_modules/.wasmproc-child-process-$digest"
   if [ ! -d "$stage" ]; then
     mkdir -p "$stage.tmp.$$" && cp -r "$JS_LIB_PKG/package.json" "$JS_LIB_PKG/lib" "$JS_LIB_PKG/bin" "$stage.tmp.$$/"
@@ -299,7 +299,7 @@ build_node_guests() {
     worker=()
     grep -q '^// wasmproc: worker$' "$src" && worker=(--worker)
     build_if_changed "$out" "Node program $name (wasmproc-componentize-node)" \
-      "$src" "${worker[@]}" "$pkg/package.json" "$pkg"/lib/*.js "$pkg"/bin/*.js "$ROOT/wit" \
+      "$src" "${worker[@]}" "$pkg/package.json" "$pkg"/lib/* "$pkg"/bin/* "$ROOT/wit" \
       "componentize-js $COMPONENTIZE_JS_VERSION" -- \
       node "$JS_LIB_BIN" "$src" "${worker[@]}" --wit wit -o "$out.tmp"
   done

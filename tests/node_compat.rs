@@ -178,7 +178,7 @@ fn child_process_options_results_and_errors_match_node_line_for_line() {
     ];
     let (by_node, by_wasmproc) = both("features", &grants, &["a", "b"], 2);
     assert_eq!(text(&by_wasmproc.stdout), text(&by_node.stdout));
-    assert_eq!(text(&by_node.stdout).lines().count(), 23);
+    assert_eq!(text(&by_node.stdout).lines().count(), 24);
 }
 
 #[test]
@@ -189,6 +189,7 @@ fn a_policy_denial_is_an_eacces_error_that_names_what_was_denied() {
     assert_eq!(
         text(&out.stdout),
         "execFileSync error: EACCES access-denied\n\
+         fs error: ERR_WASMPROC_UNSUPPORTED\n\
          spawn error: EACCES -13 spawn cat | spawn cat EACCES (wasmproc access-denied: program `cat` is not allowed)\n\
          spawn close: -13\n\
          execFile error: EACCES\n\

@@ -1,5 +1,5 @@
 // What a Node program sees when wasmproc's policy refuses a child: run only
-// by `wasmproc run` without `cat` granted (tests/node_compat.rs).
+// by `wasmproc run` without `cat` or a shell granted (tests/node_compat.rs).
 const cp = require('child_process');
 
 const child = cp.spawn('cat', ['/etc/passwd']);
@@ -23,3 +23,11 @@ cp.execFile('cat', ['/etc/passwd'], function (err) {
 cp.exec('cat /etc/passwd', function (err) {
   console.log('exec error: ' + err.code);
 });
+
+// fs is not provided yet: requiring it works, using it throws.
+const fs = require('fs');
+try {
+  fs.readFileSync('/etc/passwd');
+} catch (e) {
+  console.log('fs error: ' + e.code);
+}

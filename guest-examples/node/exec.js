@@ -2,6 +2,7 @@
 // support.js i` through the shell, each child's output given to a callback.
 // Run by node and, built with wasmproc-componentize-node, by `wasmproc run`
 // (tests/node_compat.rs compares them).
+const fs = require('fs');
 const child_process = require('child_process');
 
 for (var i = 0; i < 3; i++) {

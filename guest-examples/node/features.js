@@ -3,6 +3,8 @@
 // wasmproc-componentize-node, by `wasmproc run` with node, the shell and
 // the GREETING variable granted; tests/node_compat.rs compares the two.
 const cp = require('child_process');
+const fs = require('fs');
+const path = require('path');
 
 const steps = [];
 function step(fn) {
@@ -15,6 +17,7 @@ function next() {
 
 step(function (done) {
   console.log('argv: ' + JSON.stringify(process.argv.slice(2)));
+  console.log('path and fs: ' + path.join('a', '..', 'b', 'c.js') + ' ' + path.extname('x.js') + ' ' + typeof fs);
   done();
 });
 

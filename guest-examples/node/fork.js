@@ -1,6 +1,7 @@
 // The classic child_process tutorial's fork example: three support.js
 // workers (under wasmproc, the worker component built from support.js),
 // each sent a message it answers.
+const fs = require('fs');
 const child_process = require('child_process');
 
 for (var i = 0; i < 3; i++) {

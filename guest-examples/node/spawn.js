@@ -1,5 +1,6 @@
 // The classic child_process tutorial's spawn example: three `node
 // support.js i` at once, their output streamed as 'data' events.
+const fs = require('fs');
 const child_process = require('child_process');
 
 for (var i = 0; i < 3; i++) {

@@ -11,8 +11,10 @@
 // wasi:cli `run` (its top-level code then runs at run time, with the
 // arguments and environment of the run), next to this package's runtime
 // (Node's globals, child_process, the event loop). `child_process`,
-// `events`, `buffer` and `util` (also as `node:...`) resolve to this
-// package and its dependencies; the wasi and wasmproc imports stay imports.
+// `events`, `buffer`, `util` and `path` (also as `node:...`) resolve to this
+// package and its dependencies, `fs`, `os` and `net` to modules that throw
+// when used (so a script that only requires them builds); the wasi and
+// wasmproc imports stay imports.
 
 import { componentize } from '@bytecodealliance/componentize-js';
 import * as esbuild from 'esbuild';
@@ -76,7 +78,13 @@ export async function build({ script, out, worker = false, wit = 'wit' }) {
       'node:buffer': dep('buffer'),
       util: dep('util'),
       'node:util': dep('util'),
+      path: dep('path-browserify'),
+      'node:path': dep('path-browserify'),
     };
+    for (const name of ['fs', 'os', 'net']) {
+      alias[name] = join(lib, `unsupported_${name}.cjs`);
+      alias[`node:${name}`] = alias[name];
+    }
     const bundle = join(work, 'bundle.js');
     await esbuild.build({
       entryPoints: [entry],
