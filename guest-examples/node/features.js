@@ -83,6 +83,21 @@ step(function (done) {
 });
 
 step(function (done) {
+  // A character split between two writes (and so two reads).
+  const source = 'process.stdout.write(Buffer.from([0xe2, 0x82])); setTimeout(() => process.stdout.write(Buffer.from([0xac, 0x0a])), 200)';
+  const child = cp.spawn('node', ['-e', source]);
+  const chunks = [];
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', function (d) {
+    chunks.push(d);
+  });
+  child.on('close', function () {
+    console.log('split character: ' + JSON.stringify(chunks.join('')) + ' ' + chunks.some((c) => c.includes('\ufffd')));
+    done();
+  });
+});
+
+step(function (done) {
   const child = cp.spawn('node', ['-e', 'setInterval(() => {}, 1000); console.log("ready")']);
   child.stdout.once('data', function () {
     console.log('kill: ' + child.kill('SIGTERM'));

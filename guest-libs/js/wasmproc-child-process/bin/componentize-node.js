@@ -11,7 +11,8 @@
 // wasi:cli `run` (its top-level code then runs at run time, with the
 // arguments and environment of the run), next to this package's runtime
 // (Node's globals, child_process, the event loop). `child_process`,
-// `events`, `buffer`, `util` and `path` (also as `node:...`) resolve to this
+// `events`, `buffer`, `util`, `string_decoder` and `path` (also as
+// `node:...`) resolve to this
 // package and its dependencies, `fs`, `os` and `net` to modules that throw
 // when used (so a script that only requires them builds); the wasi and
 // wasmproc imports stay imports.
@@ -78,6 +79,8 @@ export async function build({ script, out, worker = false, wit = 'wit' }) {
       'node:buffer': dep('buffer'),
       util: dep('util'),
       'node:util': dep('util'),
+      string_decoder: dep('string_decoder'),
+      'node:string_decoder': dep('string_decoder'),
       path: dep('path-browserify'),
       'node:path': dep('path-browserify'),
     };

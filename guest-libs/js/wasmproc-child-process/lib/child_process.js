@@ -5,6 +5,7 @@
 
 import { EventEmitter } from 'events';
 import { Buffer } from 'buffer';
+import { StringDecoder } from 'string_decoder';
 import * as wit from './_bindings.js';
 import * as loop from './loop.js';
 import { systemError } from './errors.js';
@@ -70,14 +71,24 @@ export class Readable extends EventEmitter {
   }
   setEncoding(encoding) {
     this.encoding = encoding;
+    // Keeps a character split between two reads whole, as Node's streams.
+    this.decoder = new StringDecoder(encoding);
     return this;
   }
   _push(bytes) {
     if (this.destroyed) return;
     const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-    this.emit('data', this.encoding ? buf.toString(this.encoding) : buf);
+    if (!this.decoder) this.emit('data', buf);
+    else {
+      const text = this.decoder.write(buf);
+      if (text.length > 0) this.emit('data', text);
+    }
   }
   _end() {
+    if (this.decoder && !this.destroyed) {
+      const rest = this.decoder.end();
+      if (rest.length > 0) this.emit('data', rest);
+    }
     this.readable = false;
     this.emit('end');
     this.emit('close');
@@ -383,6 +394,13 @@ export function spawn(command, args, options) {
   return child;
 }
 
+/** As Node's exec and execFile: their stdout and stderr emit strings in
+ * `encoding` (default utf8) unless it is 'buffer'. */
+function setEncoding(child, encoding = 'utf8') {
+  if (encoding === 'buffer') return;
+  for (const stream of [child.stdout, child.stderr]) if (stream) stream.setEncoding(encoding);
+}
+
 /** Collects a child's output for execFile/exec: calls back (error, stdout,
  * stderr) on 'close', as Node does. */
 function collect(child, cmd, options, callback) {
@@ -445,6 +463,7 @@ function splitCallback(args, options, callback) {
 export function execFile(file, args, options, callback) {
   [args, options, callback] = splitCallback(args, options, callback);
   const child = spawn(file, args, { ...options, stdio: 'pipe' });
+  setEncoding(child, options.encoding);
   collect(child, [file, ...args.map(String)].join(' '), options, callback);
   return child;
 }
@@ -463,10 +482,7 @@ export function exec(command, options, callback) {
   child.stdout = new Readable();
   child.stderr = new Readable();
   child.stdio = [child.stdin, child.stdout, child.stderr];
-  if (options.encoding && options.encoding !== 'buffer') {
-    child.stdout.setEncoding(options.encoding);
-    child.stderr.setEncoding(options.encoding);
-  }
+  setEncoding(child, options.encoding);
   collect(child, command, { ...options, encoding: options.encoding ?? 'utf8' }, callback);
   loop.setImmediate(() => {
     let out;
