@@ -246,7 +246,8 @@ build_python_guests() {
 }
 
 # The npm package guest-libs/js/wasmproc-child-process: its dependencies
-# (esbuild, componentize-js, events, buffer, util) are installed by npm from
+# (esbuild, componentize-js, events, buffer, util, string_decoder,
+# path-browserify) are installed by npm from
 # the repo's package.json into $TC/js-lib, a folder of its own so that they
 # never move the toolchain's (afresh when package.json changed; part of
 # --setup).
