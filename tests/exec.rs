@@ -137,6 +137,46 @@ async fn exec_through_a_shell_is_denied_unless_a_shell_is_granted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_the_granted_shell_it_names_and_refuses_others() {
+    let mut grants = grants_testprog();
+    grants
+        .allow_shell("/bin/sh")
+        .unwrap()
+        .allow_shell("/bin/bash")
+        .unwrap();
+    let which = "echo ${BASH_VERSION:+bash}";
+    let outs = probe(
+        grants,
+        &[
+            "shell", which, "---", "--shell", "bash", "shell", which, "---", "--shell", "zsh",
+            "shell", which,
+        ],
+    )
+    .await
+    .0;
+    assert_eq!(
+        outs[0].field("stdout"),
+        quoted("\n"),
+        "the first granted shell"
+    );
+    assert_eq!(outs[1].field("stdout"), quoted("bash\n"));
+    assert_eq!(
+        outs[2].err(),
+        ("access-denied", "shell `zsh` is not granted for `exec`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_output_reports_the_childs_cpu_time_and_memory() {
+    let out = probe_one(grants_testprog(), &["file", TP, "burn", "300"]).await;
+    assert_eq!(out.field("stdout"), quoted("burnt\n"));
+    let cpu: u64 = out.field("cpu-ms").parse().unwrap();
+    assert!(cpu >= 290, "{out:?}");
+    let rss: u64 = out.field("max-rss-kib").parse().unwrap();
+    assert!(rss > 0, "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn children_start_with_an_empty_environment_plus_allowed_names() {
     let mut grants = grants_testprog();
     grants.allow_env("GREETING").unwrap();

@@ -19,6 +19,22 @@ async fn fork_probe(grants: ProcessCtxBuilder, args: &[&str]) -> String {
     run.stdout
 }
 
+/// As [`fork_probe`], with the denials reported to the host.
+async fn fork_probe_denials(
+    grants: ProcessCtxBuilder,
+    args: &[&str],
+) -> (String, Vec<wasmproc_host::Denial>) {
+    let run = run_component(&guest("fork-probe"), grants, args).await;
+    assert_eq!(
+        run.exit,
+        GuestExit::Code(0),
+        "{}\n{:?}",
+        run.stderr,
+        run.trap
+    );
+    (run.stdout, run.denials)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ping_pong_of_ten_thousand_messages_keeps_their_order() {
     let out = fork_probe(grants_fork(), &["ping", "10000", "64"]).await;
@@ -57,8 +73,15 @@ async fn messages_sent_in_a_burst_arrive_while_the_guest_only_waits_for_the_exit
 async fn a_worker_trap_is_reported_after_its_messages_are_delivered() {
     let out = fork_probe(grants_fork(), &["end", "trap"]).await;
     assert_eq!(value(&out, "messages"), "one two three");
-    assert_eq!(value(&out, "then"), "closed: ");
-    assert_eq!(value(&out, "status"), "exited(134)");
+    assert_eq!(value(&out, "then"), "closed");
+    // A trap stays distinguishable from an exit: the worker process exits
+    // as a trapped wasmtime does (134), and its termination carries the trap.
+    let status = value(&out, "status");
+    assert!(status.starts_with("exited(134) trap="), "{status}");
+    assert!(
+        status.contains("`unreachable` instruction executed"),
+        "{status}"
+    );
     assert_eq!(value(&out, "send-after"), "Err(\"closed\")");
 }
 
@@ -66,18 +89,16 @@ async fn a_worker_trap_is_reported_after_its_messages_are_delivered() {
 async fn a_worker_exit_code_is_reported_after_its_messages_are_delivered() {
     let out = fork_probe(grants_fork(), &["end", "exit3"]).await;
     assert_eq!(value(&out, "messages"), "one two three");
-    assert_eq!(value(&out, "then"), "closed: ");
-    // The worker called exit(3); wasi:cli@0.2's `exit` carries only success
-    // or failure (exit-with-code is unstable and unused by Rust's std), so
-    // a failing exit is status 1.
-    assert_eq!(value(&out, "status"), "exited(1)");
+    assert_eq!(value(&out, "then"), "closed");
+    // The worker called wasi:cli's exit-with-code(3): its own code, no trap.
+    assert_eq!(value(&out, "status"), "exited(3)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_worker_is_reported_as_signaled_and_its_channel_closed() {
     let out = fork_probe(grants_fork(), &["end", "kill"]).await;
     assert_eq!(value(&out, "messages"), "one two three");
-    assert_eq!(value(&out, "then"), "closed: ");
+    assert_eq!(value(&out, "then"), "closed");
     assert_eq!(value(&out, "status"), "signaled(9)");
 }
 
@@ -407,4 +428,219 @@ async fn waiting_for_a_worker_before_reading_its_messages_does_not_deadlock() {
     let out = fork_probe(grants_fork(), &["wait-first", "20000"]).await;
     assert_eq!(value(&out, "status"), "exited(0)");
     assert_eq!(value(&out, "received"), "20000");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_the_channel_delivers_every_earlier_message_then_closed() {
+    let out = fork_probe(grants_fork(), &["close-here", "3"]).await;
+    assert_eq!(
+        value(&out, "send-after"),
+        "closed: this end closed the channel"
+    );
+    assert_eq!(
+        value(&out, "receive-after"),
+        "closed: this end closed the channel"
+    );
+    // The worker counted what it received before `closed`, as its exit code.
+    assert_eq!(value(&out, "status"), "exited(3)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_closing_its_end_leaves_it_running_and_the_parent_sees_closed() {
+    let out = fork_probe(grants_fork(), &["close-there", "5"]).await;
+    assert_eq!(value(&out, "received"), "5");
+    assert_eq!(value(&out, "then"), "closed");
+    assert_eq!(value(&out, "running"), "true");
+    // Exit 0: the worker's own send after closing said `closed`.
+    assert_eq!(value(&out, "status"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_timeout_on_a_running_worker_says_timed_out() {
+    let out = fork_probe(grants_fork(), &["wait-timeout", "200"]).await;
+    let error = value(&out, "error");
+    assert!(
+        error.starts_with("timed-out: worker ") && error.ends_with("still running after 200 ms"),
+        "{error}"
+    );
+    assert_eq!(value(&out, "status"), "signaled(9)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_takes_in_a_workers_messages_up_to_the_channel_buffer() {
+    // 20 000 small messages (160 KB of payload) fit the default buffer: the
+    // wait ends although the guest has not read one.
+    let out = fork_probe(grants_fork(), &["wait-sending", "20000", "10000"]).await;
+    assert_eq!(value(&out, "first-wait"), "exited(0)");
+    assert_eq!(value(&out, "received"), "20000");
+    // With a 4 KiB buffer the worker waits for the guest to read, and so
+    // does the wait; once the guest reads, nothing is lost.
+    let mut grants = grants_fork();
+    grants.limits(Limits {
+        channel_buffer: 4 << 10,
+        ..Limits::default()
+    });
+    let out = fork_probe(grants, &["wait-sending", "20000", "500"]).await;
+    assert_eq!(value(&out, "first-wait"), "timed-out");
+    assert_eq!(value(&out, "received"), "20000");
+    assert_eq!(value(&out, "status"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_termination_reports_its_cpu_time_and_memory() {
+    let out = fork_probe(grants_fork(), &["usage"]).await;
+    assert_eq!(value(&out, "status"), "exited(0)");
+    let cpu: u64 = value(&out, "cpu-ms").parse().unwrap();
+    assert!(cpu >= 100, "{out}");
+    let rss: u64 = value(&out, "max-rss-kib").parse().unwrap();
+    assert!(rss > 1024, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_forks_in_turn_what_its_parent_passed_on() {
+    let out = fork_probe(
+        grants_fork(),
+        &[
+            "nested",
+            "3",
+            "testprog",
+            "echo-worker.wasm",
+            "exec",
+            "testprog",
+            "echo",
+            "deep",
+        ],
+    )
+    .await;
+    assert_eq!(value(&out, "reply"), "3>2>deep");
+    assert_eq!(value(&out, "status"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_not_passed_a_component_cannot_fork_it_and_the_denial_reaches_the_top() {
+    let (out, denials) = fork_probe_denials(
+        grants_fork(),
+        &[
+            "nested", "2", "testprog", "-", "exec", "testprog", "echo", "x",
+        ],
+    )
+    .await;
+    assert_eq!(
+        value(&out, "reply"),
+        "2>error: access-denied: component `echo-worker.wasm` is not allowed for fork"
+    );
+    assert!(
+        denials
+            .iter()
+            .any(|d| d.to_string().contains("echo-worker.wasm")),
+        "{denials:?}"
+    );
+    // Nor can a parent pass on a component it was not granted.
+    let out = fork_probe(
+        grants_fork(),
+        &[
+            "nested",
+            "2",
+            "testprog",
+            "seed-exec.wasm",
+            "exec",
+            "testprog",
+            "echo",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(
+        value(&out, "error"),
+        "access-denied: component `seed-exec.wasm` is not allowed for fork"
+    );
+}
+
+/// The pids of this process's children running `wasmproc __worker`.
+fn worker_processes() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(me.as_str()) && String::from_utf8_lossy(&cmdline).contains("__worker")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spec() {
+    let granted = tempfile::tempdir().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .dir(granted.path(), "/data", DirAccess::ReadOnly)
+        .unwrap()
+        .warm_workers(2);
+    let mut ctx = grants.build();
+    ctx.warm_up();
+    // This context's workers: in its cgroup (other tests fork meanwhile).
+    let cgroup = ctx.cgroup().expect("a cgroup of the context's").to_owned();
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    let mine: Vec<u32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+    let warm: Vec<u32> = (worker_processes().into_iter())
+        .filter(|p| mine.contains(p))
+        .collect();
+    assert_eq!(warm.len(), 2, "two warm workers");
+    for pid in &warm {
+        // Its descriptors: /dev/null as stdio, its channel, its own files
+        // (the engine's), never the guest's directory.
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert!(
+                !target.starts_with(granted.path()),
+                "warm worker {pid} holds {}",
+                target.display()
+            );
+        }
+    }
+    drop(ctx);
+    for pid in &warm {
+        assert!(process_gone(pid), "warm worker {pid} outlived its context");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_take_warm_workers_and_the_pool_refills() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .warm_workers(2)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let out = fork_probe(grants, &["fan", "3", "1", "testprog", "echo", "hi"]).await;
+    assert_eq!(
+        out.matches("reply: started 1, then none").count(),
+        3,
+        "{out}"
+    );
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    let events: Vec<serde_json::Value> = (log.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let started: Vec<&serde_json::Value> = (events.iter())
+        .filter(|e| e["event"] == "worker-process")
+        .map(|e| &e["pid"])
+        .collect();
+    let forked: Vec<&serde_json::Value> = (events.iter())
+        .filter(|e| e["event"] == "fork")
+        .map(|e| &e["pid"])
+        .collect();
+    assert_eq!(forked.len(), 3);
+    // Two were started before the guest forked; each fork took one and
+    // started one: five in all, and every forked worker was one of them.
+    assert_eq!(started.len(), 5, "{log}");
+    let first_fork = (events.iter()).position(|e| e["event"] == "fork").unwrap();
+    let warm_before: Vec<_> = events[..first_fork]
+        .iter()
+        .filter(|e| e["event"] == "worker-process")
+        .collect();
+    assert_eq!(warm_before.len(), 2);
+    assert!(forked.iter().all(|p| started.contains(p)));
 }

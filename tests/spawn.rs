@@ -253,3 +253,239 @@ async fn a_child_dropped_before_its_streams_leaves_them_readable_to_the_end() {
     // processes let go of the pipe: not checked.)
     assert!(run.stdout.ends_with("done\n"), "{}", run.stdout);
 }
+
+/// A directory granted read-write as `/data` (mode 0777: children run as
+/// the unprivileged child user).
+fn data_dir() -> (tempfile::TempDir, ProcessCtxBuilder) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut grants = grants_testprog();
+    grants
+        .dir(dir.path(), "/data", wasmproc_host::DirAccess::ReadWrite)
+        .unwrap();
+    (dir, grants)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spawn_deadline_kills_the_whole_group_and_wait_says_timed_out() {
+    let out = spawn_probe(
+        grants_testprog(),
+        &["deadline", "1000", "-", TP, "grandchild", "30"],
+    )
+    .await
+    .stdout;
+    assert_eq!(value(&out, "try-wait"), "None");
+    // SIGTERM by default, as Node's spawn.
+    assert_eq!(value(&out, "status"), "signaled(15) timed-out");
+    let grandchild = value(&out, "first");
+    assert!(process_gone(grandchild), "grandchild {grandchild} survived");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_ignoring_the_kill_signal_is_killed_after_the_grace_period() {
+    let mut grants = grants_testprog();
+    grants.limits(Limits {
+        kill_grace: std::time::Duration::from_millis(200),
+        ..Limits::default()
+    });
+    let out = spawn_probe(grants, &["deadline", "300", "15", TP, "ignore-term", "30"])
+        .await
+        .stdout;
+    assert_eq!(value(&out, "first"), "ready");
+    assert_eq!(value(&out, "status"), "signaled(9) timed-out");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_ending_before_its_deadline_is_not_timed_out() {
+    let out = spawn_probe(
+        grants_testprog(),
+        &["deadline", "20000", "9", TP, "echo", "hi"],
+    )
+    .await
+    .stdout;
+    assert_eq!(value(&out, "first"), "hi");
+    assert_eq!(value(&out, "status"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spawn_deadline_above_the_hosts_maximum_is_refused() {
+    let mut grants = grants_testprog();
+    grants.limits(Limits {
+        max_timeout: Some(std::time::Duration::from_secs(1)),
+        ..Limits::default()
+    });
+    let out = spawn_probe(grants, &["deadline", "5000", "-", TP, "echo", "hi"])
+        .await
+        .stdout;
+    assert_eq!(
+        value(&out, "error"),
+        "limit-exceeded: a timeout of 5s is above the host's limit of 1s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_timeout_says_timed_out_and_leaves_the_child_running() {
+    let out = spawn_probe(
+        grants_testprog(),
+        &["wait-timeout", "200", TP, "sleep", "30"],
+    )
+    .await
+    .stdout;
+    let error = value(&out, "error");
+    assert!(
+        error.starts_with("timed-out: process ") && error.ends_with("still running after 200 ms"),
+        "{error}"
+    );
+    assert_eq!(value(&out, "running"), "true");
+    assert_eq!(value(&out, "status"), "signaled(9)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_childs_termination_reports_its_cpu_time_and_memory() {
+    let out = spawn_probe(grants_testprog(), &["usage", TP, "burn", "300"])
+        .await
+        .stdout;
+    assert_eq!(value(&out, "status"), "exited(0)");
+    let cpu: u64 = value(&out, "cpu-ms").parse().unwrap();
+    assert!(cpu >= 290, "{out}");
+    let rss: u64 = value(&out, "max-rss-kib").parse().unwrap();
+    assert!(rss > 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_childs_stdout_runs_straight_into_anothers_stdin() {
+    let out = spawn_probe(
+        grants_testprog(),
+        &["pipe", TP, "flood", "5000000", "---", TP, "count"],
+    )
+    .await
+    .stdout;
+    assert_eq!(value(&out, "stdout"), quoted("5000000\n"));
+    assert_eq!(value(&out, "first"), "exited(0)");
+    assert_eq!(value(&out, "second"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipe_from_is_refused_for_anything_but_stdin() {
+    let out = spawn_probe(grants_testprog(), &["pipe-misuse", TP, "echo", "x"])
+        .await
+        .stdout;
+    assert_eq!(
+        value(&out, "error"),
+        "invalid-argument: stdout cannot be `pipe-from`: it is for stdin only"
+    );
+    assert_eq!(value(&out, "first"), "exited(0)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_childs_stdout_goes_to_a_file_truncated_appended_or_created() {
+    let (dir, grants) = data_dir();
+    let file = dir.path().join("out.txt");
+    std::fs::write(&file, "old contents\n").unwrap();
+    let run = |mode: &'static str, text: &'static str| {
+        let grants = grants_with_data(dir.path());
+        async move {
+            spawn_probe(
+                grants,
+                &["file-out", "/data/out.txt", mode, TP, "echo", text],
+            )
+            .await
+            .stdout
+        }
+    };
+    drop(grants);
+    assert_eq!(value(&run("truncate", "one").await, "status"), "exited(0)");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\n");
+    assert_eq!(value(&run("append", "two").await, "status"), "exited(0)");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\ntwo\n");
+    let exists = run("create", "three").await;
+    assert!(value(&exists, "error").starts_with("io: "), "{exists}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\ntwo\n");
+    let out = spawn_probe(
+        grants_with_data(dir.path()),
+        &["file-out", "/data/new.txt", "create", TP, "echo", "new"],
+    )
+    .await
+    .stdout;
+    assert_eq!(value(&out, "status"), "exited(0)");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "new\n"
+    );
+}
+
+/// Grants testprog and `dir` read-write as `/data`.
+fn grants_with_data(dir: &std::path::Path) -> ProcessCtxBuilder {
+    let mut grants = grants_testprog();
+    grants
+        .dir(dir, "/data", wasmproc_host::DirAccess::ReadWrite)
+        .unwrap();
+    grants
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_childs_stdin_reads_a_file_in_a_granted_directory() {
+    let (dir, grants) = data_dir();
+    std::fs::write(dir.path().join("in.txt"), "from a file\n").unwrap();
+    let out = spawn_probe(grants, &["file-in", "/data/in.txt", TP, "cat"])
+        .await
+        .stdout;
+    assert_eq!(value(&out, "stdout"), quoted("from a file\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_files_outside_the_grants_or_in_read_only_ones_are_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target.txt");
+    std::fs::write(&target, "untouched\n").unwrap();
+    let (dir, _) = data_dir();
+    std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("linkdir")).unwrap();
+    let ro = tempfile::tempdir().unwrap();
+    std::fs::write(ro.path().join("log"), "read-only\n").unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["file-out", "/etc/wasmproc-x", "create"],
+            "access-denied: file `/etc/wasmproc-x` is outside the granted directories (or leads out of them)",
+        ),
+        (
+            &["file-out", "/data/link", "truncate"],
+            "access-denied: file `/data/link` is outside the granted directories (or leads out of them)",
+        ),
+        (
+            &["file-out", "/data/linkdir/target.txt", "append"],
+            "access-denied: file `/data/linkdir/target.txt` is outside the granted directories (or leads out of them)",
+        ),
+        (
+            &["file-out", "/data/../x", "create"],
+            "access-denied: file `/data/../x` is outside the granted directories (or leads out of them)",
+        ),
+        (
+            &["file-out", "/ro/log", "truncate"],
+            "access-denied: file `/ro/log` is in a directory granted read-only: a child cannot write it",
+        ),
+        (
+            &["file-in", "/data/link"],
+            "access-denied: file `/data/link` is outside the granted directories (or leads out of them)",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut grants = grants_with_data(dir.path());
+        grants
+            .dir(ro.path(), "/ro", wasmproc_host::DirAccess::ReadOnly)
+            .unwrap();
+        let mut argv = args.to_vec();
+        argv.extend([TP, "echo", "escaped"]);
+        let run = run_component(&guest("spawn-probe"), grants, &argv).await;
+        assert_eq!(value(&run.stdout, "error"), want, "{args:?}");
+        assert!(!run.denials.is_empty(), "{args:?}: the denial is reported");
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("log")).unwrap(),
+        "read-only\n"
+    );
+    assert!(!std::path::Path::new("/etc/wasmproc-x").exists());
+    assert!(!outside.path().join("x").exists() && !dir.path().join("../x").exists());
+}

@@ -53,14 +53,9 @@ static const char *error_code_name(uint8_t tag) {
     }
 }
 
-/* The message of an error-code (empty for timed-out and closed). */
+/* The message of an error-code: every case holds a string. */
 static guest_string_t error_code_message(const wasmproc_process_types_error_code_t *e) {
-    guest_string_t none = {0};
-    switch (e->tag) {
-    case WASMPROC_PROCESS_TYPES_ERROR_CODE_TIMED_OUT:
-    case WASMPROC_PROCESS_TYPES_ERROR_CODE_CLOSED: return none;
-    default: return e->val.io; /* every case with a payload holds a string */
-    }
+    return e->val.io;
 }
 
 static int by_name(const void *a, const void *b) {
@@ -130,11 +125,13 @@ int main(int argc, char **argv) {
             wasmproc_process_spawn_spawn_options_t options = {0};
             options.cwd.is_some = true;
             guest_string_set(&options.cwd.val, dir);
-            options.stdin_ = WASMPROC_PROCESS_TYPES_STDIO_NULL;
-            options.stdout_ = WASMPROC_PROCESS_TYPES_STDIO_PIPED;
-            options.stderr_ = WASMPROC_PROCESS_TYPES_STDIO_INHERIT;
+            options.stdin_.tag = WASMPROC_PROCESS_TYPES_STDIO_NULL;
+            options.stdout_.tag = WASMPROC_PROCESS_TYPES_STDIO_PIPED;
+            options.stderr_.tag = WASMPROC_PROCESS_TYPES_STDIO_INHERIT;
             options.uid.is_some = false; // the host's child user and group
             options.gid.is_some = false;
+            options.timeout_ms.is_some = false; // no deadline
+            options.kill_signal.is_some = false;
             wasmproc_process_spawn_own_child_t child;
             wasmproc_process_spawn_error_code_t err;
             if (!wasmproc_process_spawn_spawn(&program, &arglist, &options, &child, &err)) {
@@ -196,13 +193,14 @@ int main(int argc, char **argv) {
                     job->has_stdout = false;
                 }
             } else {
-                wasmproc_process_spawn_option_exit_status_t status;
+                wasmproc_process_spawn_option_termination_t status;
                 wasmproc_process_spawn_error_code_t err;
                 if (wasmproc_process_spawn_method_child_try_wait(
                         wasmproc_process_spawn_borrow_child(job->child), &status, &err)) {
                     if (status.is_some) {
                         job->exited = true;
-                        job->status = status.val;
+                        job->status = status.val.status;
+                        wasmproc_process_types_termination_free(&status.val);
                     }
                 } else {
                     wasmproc_process_spawn_error_code_free(&err);

@@ -17,7 +17,7 @@
 // the error-code value ({ tag: 'access-denied', val: message }) as its
 // `payload`.
 
-import { spawn } from 'wasmproc:process/spawn@0.1.0';
+import { spawn } from 'wasmproc:process/spawn@0.2.0';
 import { poll } from 'wasi:io/poll@0.2.12';
 import { getArguments } from 'wasi:cli/environment@0.2.12';
 import { getStdout } from 'wasi:cli/stdout@0.2.12';
@@ -101,16 +101,18 @@ function fanout(argv, out, err) {
         child = spawn(program, [...extra, name], {
           cwd: dir,
           env: [],
-          stdin: 'null',
-          stdout: 'piped',
-          stderr: 'inherit',
+          stdin: { tag: 'null' }, // stdio is a variant
+          stdout: { tag: 'piped' },
+          stderr: { tag: 'inherit' },
           uid: undefined, // the host's child user and group
           gid: undefined,
+          timeoutMs: undefined, // no deadline
+          killSignal: undefined,
         });
       } catch (e) {
         const code = errorCode(e);
         write(out, `error: ${code.tag}\n`);
-        write(err, `fanout: spawn ${program}: ${code.tag}: ${code.val ?? ''}\n`);
+        write(err, `fanout: spawn ${program}: ${code.tag}: ${code.val}\n`);
         return 1;
       }
       running.push({ name, child, stdout: child.takeStdout(), chunks: [], status: undefined });
@@ -142,7 +144,8 @@ function fanout(argv, out, err) {
           job.stdout = undefined;
         }
       } else {
-        job.status = job.child.tryWait();
+        const ended = job.child.tryWait(); // a termination, or undefined
+        job.status = ended === undefined ? undefined : ended.status;
       }
     }
 

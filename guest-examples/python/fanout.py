@@ -38,7 +38,7 @@ ERROR_CODES = {
 
 def code_and_message(error):
     """(`access-denied`, host message) of an error-code value."""
-    return ERROR_CODES.get(type(error), "io"), getattr(error, "value", "") or ""
+    return ERROR_CODES.get(type(error), "io"), error.value
 
 
 class Job:
@@ -79,11 +79,13 @@ def fanout(argv):
             options = spawn.SpawnOptions(
                 cwd=directory,
                 env=[],
-                stdin=types.Stdio.NULL,
-                stdout=types.Stdio.PIPED,
-                stderr=types.Stdio.INHERIT,
+                stdin=types.Stdio_Null(),
+                stdout=types.Stdio_Piped(),
+                stderr=types.Stdio_Inherit(),
                 uid=None,  # the host's child user and group
                 gid=None,
+                timeout_ms=None,  # no deadline
+                kill_signal=None,
             )
             try:
                 child = spawn.spawn(program, extra + [name], options)
@@ -115,7 +117,8 @@ def fanout(argv):
                 except Err:
                     job.close_stdout()
             else:
-                job.status = job.child.try_wait()
+                ended = job.child.try_wait()  # a Termination, or None
+                job.status = ended.status if ended is not None else None
 
         for job in [j for j in running if j.stdout is None and j.status is not None]:
             running.remove(job)

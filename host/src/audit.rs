@@ -50,11 +50,24 @@ impl AuditLog {
         }
     }
 
-    /// Writes an event line a forked worker sent up, tagged with `worker`
-    /// (which replaces any tag the worker wrote itself).
+    /// Writes an event line a forked worker's host process sent up, tagged
+    /// with `worker`. A line its own worker sent up to it keeps that
+    /// worker's tag, and `via` lists the workers it passed through,
+    /// outermost first.
     pub(crate) fn forward(&self, mut line: Value, worker: &Value) {
         if let Some(fields) = line.as_object_mut() {
-            fields.insert("worker".to_owned(), worker.clone());
+            // An event of a worker's worker keeps its own worker, under the
+            // chain of workers it came up through (outermost first).
+            let inner = fields.insert("worker".to_owned(), worker.clone());
+            if let Some(inner) = inner {
+                let mut via = match fields.remove("via") {
+                    Some(Value::Array(via)) => via,
+                    _ => Vec::new(),
+                };
+                via.insert(0, worker.clone());
+                fields.insert("worker".to_owned(), inner);
+                fields.insert("via".to_owned(), Value::Array(via));
+            }
         }
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);

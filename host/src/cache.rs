@@ -230,17 +230,9 @@ impl ComponentCache {
     /// entry that cannot be written is logged.
     pub fn load(&self, engine: &Engine, path: &Path) -> Result<Component> {
         let source = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let key = cache_key(engine, &source);
-        let name = entry_name(&key);
-        if let Found::Valid(bytes) = self.fetch(&name, &key) {
-            match crate::sys::deserialize_component(engine, &bytes[HEADER_LEN..]) {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    entry = %self.entry_path(&name).display(),
-                    error = %e,
-                    "recompiling: wasmtime refused a verified cache entry"
-                ),
-            }
+        let (key, name) = self.names(engine, &source);
+        if let Some(component) = self.verified(engine, &name, &key) {
+            return Ok(component);
         }
         let component = Component::new(engine, &source)?;
         let written = (component.serialize())
@@ -251,6 +243,40 @@ impl ComponentCache {
                 "cannot write a compiled-component cache entry");
         }
         Ok(component)
+    }
+
+    /// The component at `path` from a verified entry, if there is one;
+    /// `Ok(None)` when it would have to be compiled.
+    pub fn load_cached(&self, engine: &Engine, path: &Path) -> Result<Option<Component>> {
+        let source = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (key, name) = self.names(engine, &source);
+        Ok(self.verified(engine, &name, &key))
+    }
+
+    /// The cache key of `source` and its entry's name.
+    fn names(&self, engine: &Engine, source: &[u8]) -> ([u8; 32], String) {
+        let key = cache_key(engine, source);
+        let name = entry_name(&key);
+        (key, name)
+    }
+
+    /// The component of entry `name`, if it verifies against `key` and
+    /// wasmtime takes it.
+    fn verified(&self, engine: &Engine, name: &str, key: &[u8; 32]) -> Option<Component> {
+        let Found::Valid(bytes) = self.fetch(name, key) else {
+            return None;
+        };
+        match crate::sys::deserialize_component(engine, &bytes[HEADER_LEN..]) {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(
+                    entry = %self.entry_path(name).display(),
+                    error = %e,
+                    "recompiling: wasmtime refused a verified cache entry"
+                );
+                None
+            }
+        }
     }
 
     /// Fills the cache with the component at `path` (compiling it unless a

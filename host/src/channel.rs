@@ -57,7 +57,8 @@ pub const SPIN: Duration = Duration::from_micros(50);
 const FLUSH_AT: usize = 64 << 10;
 
 /// Bytes of unread messages a channel takes in from its peer while the
-/// guest waits for the peer's exit: 16 MiB (see [`Channel::absorb`]).
+/// guest waits for the peer's exit, unless set otherwise: 16 MiB (see
+/// [`Channel::absorb`]).
 pub const ABSORB_BYTES: usize = 16 << 20;
 
 /// Bytes read from the socket at a time.
@@ -145,19 +146,76 @@ fn shrink(buf: &mut Vec<u8>) {
     }
 }
 
-/// Reads one frame from the blocking `socket`, taking no byte beyond it
-/// (a forked worker's first message, read before any runtime exists).
-pub(crate) fn read_frame(mut socket: &UnixStream) -> io::Result<Vec<u8>> {
+/// Most descriptors sent with a worker's specification.
+pub(crate) const MAX_PASSED_FDS: usize = 64;
+
+/// Sends `message` as one frame on the blocking `socket`, with `fds`
+/// attached to its first byte (a worker's specification and the
+/// descriptors it names, given to a worker process that may have started
+/// long before).
+pub(crate) fn send_frame_with_fds(
+    socket: &UnixStream,
+    message: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    use std::mem::MaybeUninit;
+    if fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::other(format!(
+            "{} descriptors for a worker, more than {MAX_PASSED_FDS}",
+            fds.len()
+        )));
+    }
+    let mut frame = Vec::with_capacity(4 + message.len());
+    encode(message, &mut frame);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("no room for the descriptors"));
+    }
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(&frame)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    std::io::Write::write_all(&mut &*socket, &frame[sent..])
+}
+
+/// Reads one frame from the blocking `socket`, taking no byte beyond it,
+/// and the descriptors sent with it (close-on-exec).
+pub(crate) fn read_frame_with_fds(socket: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
     use std::io::Read;
+    use std::mem::MaybeUninit;
     let mut header = [0u8; 4];
-    socket.read_exact(&mut header)?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(&mut header)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
+        }
+    }
+    if got.bytes < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the channel closed before the first frame",
+        ));
+    }
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_MESSAGE {
         return Err(io::Error::other(FrameError(len).to_string()));
     }
     let mut frame = vec![0u8; len];
-    socket.read_exact(&mut frame)?;
-    Ok(frame)
+    (&*socket).read_exact(&mut frame)?;
+    Ok((frame, fds))
 }
 
 /// Appends the frame of `message` to `out`.
@@ -174,6 +232,10 @@ pub struct Channel {
     spin: Duration,
 }
 
+/// Bytes a channel takes in unread while its guest waits for the peer's
+/// exit; set once, before the channel is used.
+type Buffer = std::sync::atomic::AtomicUsize;
+
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel").finish_non_exhaustive()
@@ -187,6 +249,8 @@ struct Shared {
     outbox: Mutex<Outbox>,
     /// Wakes the flusher task.
     flush: Notify,
+    /// See [`Channel::set_buffer`].
+    buffer: Buffer,
 }
 
 /// The read side: bytes read from the socket, not yet taken as messages.
@@ -195,6 +259,8 @@ struct Inbox {
     chunk: Box<[u8]>,
     /// The peer closed its end, the socket failed, or a frame was bad.
     closed: bool,
+    /// This end closed the channel ([`Channel::close_here`]).
+    closed_here: bool,
 }
 
 /// The write side: frames not yet written to the socket.
@@ -229,9 +295,11 @@ impl Channel {
                 decoder: FrameDecoder::default(),
                 chunk: vec![0; READ_CHUNK].into(),
                 closed: false,
+                closed_here: false,
             }),
             outbox: Mutex::new(Outbox::default()),
             flush: Notify::new(),
+            buffer: Buffer::new(ABSORB_BYTES),
         });
         let flusher = tokio::spawn(flush_in_background(shared.clone()));
         Ok(Channel {
@@ -245,6 +313,25 @@ impl Channel {
     /// [`SPIN`]; `Duration::ZERO` never spins).
     pub fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
+    }
+
+    /// Sets how many bytes of unread messages the channel takes in while
+    /// the guest waits for the peer's exit (default [`ABSORB_BYTES`]).
+    pub fn set_buffer(&mut self, bytes: usize) {
+        self.shared
+            .buffer
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes the channel from this end, as Node's `disconnect`: nothing
+    /// more is sent or received here (`closed`); what was sent before is
+    /// still written out, then the socket is shut down both ways, so the
+    /// peer receives every earlier message, then `closed`, and its sends
+    /// fail.
+    pub fn close_here(&self) {
+        self.shared.inbox().closed_here = true;
+        self.shared.outbox().closing = true;
+        self.shared.flush.notify_one();
     }
 
     /// Sends `message`, waiting while [`QUEUE_BYTES`] are already waiting
@@ -340,8 +427,8 @@ impl Channel {
     }
 
     /// Stops sending and waits until everything sent has been written to
-    /// the socket (or the socket failed), then shuts the socket down for
-    /// writing, so the peer sees `closed` after the last message.
+    /// the socket (or the socket failed), then shuts the socket down, so
+    /// the peer sees `closed` after the last message.
     pub async fn close(mut self) {
         self.shared.outbox().closing = true;
         self.shared.flush.notify_one();
@@ -380,7 +467,10 @@ impl Shared {
             let inbox = self.inbox();
             (inbox.closed, inbox.decoder.has_message())
         };
-        if outbox.broken || outbox.closing || closed {
+        if outbox.closing {
+            return Err(ChannelError::ClosedHere);
+        }
+        if outbox.broken || closed {
             return Err(ChannelError::Closed);
         }
         let pending = outbox.pending();
@@ -444,6 +534,9 @@ impl Shared {
     /// sent was taken.
     fn next(&self) -> Result<Option<Vec<u8>>, ChannelError> {
         let mut inbox = self.inbox();
+        if inbox.closed_here {
+            return Err(ChannelError::ClosedHere);
+        }
         if !inbox.decoder.has_message() {
             self.fill(&mut inbox);
         }
@@ -463,13 +556,15 @@ impl Shared {
     /// not, while fewer than [`ABSORB_BYTES`] wait there; whether there is
     /// room for more.
     fn take_in(&self, inbox: &mut Inbox) -> bool {
+        let buffer = self.buffer.load(std::sync::atomic::Ordering::Relaxed);
         let Inbox {
             decoder,
             chunk,
             closed,
+            ..
         } = inbox;
         loop {
-            if *closed || decoder.buffered() >= ABSORB_BYTES {
+            if *closed || decoder.buffered() >= buffer {
                 return false;
             }
             match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
@@ -490,6 +585,7 @@ impl Shared {
             decoder,
             chunk,
             closed,
+            ..
         } = inbox;
         while !*closed && !decoder.has_message() {
             match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
@@ -525,13 +621,14 @@ impl Shared {
     fn ready(&self) -> bool {
         let mut inbox = self.inbox();
         self.fill(&mut inbox);
-        inbox.closed || inbox.decoder.has_message()
+        inbox.closed || inbox.closed_here || inbox.decoder.has_message()
     }
 }
 
 /// The flusher task: writes out what `send` left in the output buffer when
 /// the guest goes on without waiting for a message; on `close`, writes
-/// everything and shuts the socket down for writing.
+/// everything and shuts the socket down (both ways: the peer's sends fail
+/// from then on, as its process had ended).
 async fn flush_in_background(shared: Arc<Shared>) {
     loop {
         shared.flush.notified().await;
@@ -541,7 +638,7 @@ async fn flush_in_background(shared: Arc<Shared>) {
             }
         }
         if shared.outbox().closing {
-            let _ = rustix::net::shutdown(shared.socket.get_ref(), rustix::net::Shutdown::Write);
+            let _ = rustix::net::shutdown(shared.socket.get_ref(), rustix::net::Shutdown::Both);
             return;
         }
     }
@@ -561,6 +658,8 @@ pub enum ChannelError {
     /// The peer closed its end (after its last message), or the channel
     /// broke.
     Closed,
+    /// This end closed the channel.
+    ClosedHere,
     /// A message of this many bytes is over [`MAX_MESSAGE`].
     TooLarge(usize),
     /// `try_send` found no room.
@@ -570,7 +669,10 @@ pub enum ChannelError {
 impl std::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChannelError::Closed => f.write_str("the channel is closed"),
+            ChannelError::Closed => f.write_str(
+                "the channel is closed: the peer closed it or ended, after its last message",
+            ),
+            ChannelError::ClosedHere => f.write_str("this end closed the channel"),
             ChannelError::TooLarge(n) => write!(
                 f,
                 "message of {n} bytes is above the limit of {MAX_MESSAGE} bytes"

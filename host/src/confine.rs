@@ -178,12 +178,20 @@ pub(crate) fn confine_worker(
     read: &[&Path],
     read_write: &[&Path],
 ) -> Result<Confinement> {
-    let threads = std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .map(|n| n.trim().to_owned());
-    if threads.as_deref() != Some("1") {
-        bail!("a worker confines itself only while it has one thread (it has {threads:?})");
+    // A worker forked by a worker is under its parent's Landlock already,
+    // which keeps /proc from it: then only the caller's order (confine
+    // before any thread starts) holds the line.
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(status) => {
+            let threads = (status.lines())
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .map(|n| n.trim().to_owned());
+            if threads.as_deref() != Some("1") {
+                bail!("a worker confines itself only while it has one thread (it has {threads:?})");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e.into()),
     }
     let kernel_abi = crate::sys::landlock_abi();
     if kernel_abi < 1 {
@@ -195,6 +203,13 @@ pub(crate) fn confine_worker(
     }
     for path in read_write {
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
+    }
+    // A worker that may fork runs the worker executable on its components.
+    if let (Some(exe), false) = (&process.worker_executable, process.policy.forks.is_empty()) {
+        extra.push((PathFd::new(exe)?, AccessFs::ReadFile | AccessFs::Execute));
+        for fork in &process.policy.forks {
+            extra.push((PathFd::new(&fork.path)?, AccessFs::ReadFile.into()));
+        }
     }
     let programs = process.policy.runnable();
     let status =

@@ -57,6 +57,51 @@ pub struct Limits {
     /// Default: none.
     #[serde(default)]
     pub max_wasm_memory: Option<u64>,
+    /// Bytes of a worker's messages the host takes in unread while the
+    /// guest waits for the worker's exit (`wait`, `wait-timeout`, the exit
+    /// pollable), so a worker that sends before it ends is not kept
+    /// waiting; past it, the worker waits for the guest to receive.
+    /// Also a worker's, for its own workers. Default: 16 MiB
+    /// ([`channel::ABSORB_BYTES`](crate::channel::ABSORB_BYTES)).
+    #[serde(default = "default_channel_buffer")]
+    pub channel_buffer: usize,
+}
+
+fn default_channel_buffer() -> usize {
+    crate::channel::ABSORB_BYTES
+}
+
+impl Limits {
+    /// The lower of each of this and `other`'s limits (a missing one is no
+    /// limit).
+    pub fn lower(&self, other: &Limits) -> Limits {
+        fn opt<T: Ord + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        let (a, b) = (&self.rlimits, &other.rlimits);
+        Limits {
+            default_max_buffer: self.default_max_buffer.min(other.default_max_buffer),
+            max_buffer: self.max_buffer.min(other.max_buffer),
+            default_timeout: opt(self.default_timeout, other.default_timeout),
+            max_timeout: opt(self.max_timeout, other.max_timeout),
+            kill_grace: self.kill_grace.min(other.kill_grace),
+            max_arg_bytes: self.max_arg_bytes.min(other.max_arg_bytes),
+            max_live_children: self.max_live_children.min(other.max_live_children),
+            max_total_spawns: opt(self.max_total_spawns, other.max_total_spawns),
+            rlimits: ChildRlimits {
+                cpu_seconds: opt(a.cpu_seconds, b.cpu_seconds),
+                address_space: opt(a.address_space, b.address_space),
+                open_files: opt(a.open_files, b.open_files),
+                processes: opt(a.processes, b.processes),
+                file_size: opt(a.file_size, b.file_size),
+            },
+            max_wasm_memory: opt(self.max_wasm_memory, other.max_wasm_memory),
+            channel_buffer: self.channel_buffer.min(other.channel_buffer),
+        }
+    }
 }
 
 /// Resource limits set in each child (`setrlimit`), inherited by its
@@ -105,6 +150,7 @@ impl Default for Limits {
             max_total_spawns: None,
             rlimits: ChildRlimits::default(),
             max_wasm_memory: None,
+            channel_buffer: default_channel_buffer(),
         }
     }
 }
@@ -130,6 +176,13 @@ pub struct ProcessCtx {
     pub(crate) reporter: Option<DenialReporter>,
     pub(crate) worker_executable: Option<PathBuf>,
     pub(crate) parent: Option<Channel>,
+    /// Which of the guest's input-streams are child output pipes.
+    pub(crate) pipes: crate::pipe::Pipes,
+    /// The cluster workers may be placed on, if the host joined one.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// Warm worker processes waiting for a specification, and their
+    /// channels (see [`ProcessCtx::warm_up`]).
+    pub(crate) warm: Vec<(crate::spawn::Child, std::os::unix::net::UnixStream)>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -154,7 +207,8 @@ pub struct ProcessCtx {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub(crate) programs: Vec<ProgramGrant>,
-    pub(crate) shell: Option<ProgramGrant>,
+    /// The shells `exec` may use; the first is the default.
+    pub(crate) shells: Vec<ProgramGrant>,
     pub(crate) forks: Vec<ProgramGrant>,
     pub(crate) allowed_env: BTreeSet<String>,
     /// Of those, the injection variables the embedder opted in to.
@@ -180,12 +234,15 @@ pub struct Policy {
     pub(crate) cgroup_per_child: bool,
     /// The capabilities children keep (a bit per capability number).
     pub(crate) keep_caps: u64,
+    /// Worker processes kept started, waiting for a specification.
+    #[serde(default)]
+    pub(crate) warm_workers: usize,
 }
 
 impl Policy {
     /// Every program children may run: the granted programs and shell.
     pub(crate) fn runnable(&self) -> Vec<&ProgramGrant> {
-        self.programs.iter().chain(&self.shell).collect()
+        self.programs.iter().chain(&self.shells).collect()
     }
 }
 
@@ -194,7 +251,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             programs: Vec::new(),
-            shell: None,
+            shells: Vec::new(),
             forks: Vec::new(),
             allowed_env: BTreeSet::new(),
             injection_env: BTreeSet::new(),
@@ -210,6 +267,7 @@ impl Default for Policy {
             use_cgroup: true,
             cgroup_per_child: false,
             keep_caps: 0,
+            warm_workers: 0,
         }
     }
 }
@@ -218,7 +276,7 @@ impl fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessCtx")
             .field("programs", &self.policy.programs)
-            .field("shell", &self.policy.shell)
+            .field("shells", &self.policy.shells)
             .field("dirs", &self.dirs)
             .field("allowed_env", &self.policy.allowed_env)
             .field("forks", &self.policy.forks)
@@ -312,6 +370,8 @@ impl ProcessCtx {
 /// | Linux capabilities of children | none (even under a root host) | [`allow_uid_change`](Self::allow_uid_change) keeps `CAP_SETUID`/`CAP_SETGID` |
 /// | a cgroup of its own for the children, killed when the context is dropped | on, where the host can make one | [`cgroup`](Self::cgroup) |
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
+/// | a cluster to place workers on | none | [`cluster`](Self::cluster) |
+/// | warm worker processes kept for `fork` | 0 | [`warm_workers`](Self::warm_workers) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -336,6 +396,9 @@ impl ProcessCtxBuilder {
                 reporter: None,
                 worker_executable: None,
                 parent: None,
+                pipes: Default::default(),
+                cluster: None,
+                warm: Vec::new(),
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -347,6 +410,33 @@ impl ProcessCtxBuilder {
                 total_spawns: 0,
             },
         }
+    }
+
+    /// Keeps `n` worker processes started (their engine set up, holding
+    /// nothing) for `fork` to hand a specification to, refilled after each
+    /// fork: a fork then costs about a channel round trip and an
+    /// instantiation instead of a process start. Each costs an idle process
+    /// while the guest runs, so the default is 0. Only for a guest granted
+    /// `fork`; filled by [`ProcessCtx::warm_up`] (the CLI's `Runner` calls
+    /// it before the guest starts).
+    pub fn warm_workers(&mut self, n: usize) -> &mut Self {
+        self.ctx.policy.warm_workers = n;
+        self
+    }
+
+    /// Lets `fork` place workers on the agents of `cluster` (`placement`
+    /// `cluster` or `labels`), each running them within its own policy
+    /// too. Default: none (`unsupported`).
+    pub fn cluster(&mut self, cluster: crate::cluster::Cluster) -> &mut Self {
+        self.ctx.cluster = Some(cluster);
+        self
+    }
+
+    /// Uses `sandbox` (a forked worker's parent's) for the children
+    /// instead of building one.
+    pub(crate) fn adopt_sandbox(&mut self, sandbox: Sandbox) -> &mut Self {
+        self.ctx.sandbox = Some(sandbox);
+        self
     }
 
     /// Replaces everything but the directories with `policy` (a forked
@@ -372,7 +462,7 @@ impl ProcessCtxBuilder {
     /// The paths of the programs granted so far.
     pub fn programs(&self) -> impl Iterator<Item = &Path> {
         (self.ctx.policy.programs.iter())
-            .chain(&self.ctx.policy.shell)
+            .chain(&self.ctx.policy.shells)
             .map(|g| g.path.as_path())
     }
 
@@ -391,12 +481,14 @@ impl ProcessCtxBuilder {
     }
 
     /// Lets the guest use `exec`, which runs `shell -c COMMAND`. `shell` is
-    /// resolved as for [`allow_program`](Self::allow_program).
+    /// resolved as for [`allow_program`](Self::allow_program). Several
+    /// shells may be granted: the guest chooses one by name with
+    /// `exec-options.shell`; the first granted is the default.
     ///
     /// A shell can run any program it can reach: granting one grants that,
     /// within the directory, environment and limit rules that still apply.
     pub fn allow_shell(&mut self, shell: impl AsRef<OsStr>) -> Result<&mut Self> {
-        self.ctx.policy.shell = Some(ProgramGrant::resolve(shell.as_ref())?);
+        ProgramGrant::resolve(shell.as_ref())?.add_to(&mut self.ctx.policy.shells)?;
         Ok(self)
     }
 
@@ -638,7 +730,7 @@ impl ProcessCtxBuilder {
                 .ok();
         }
         ctx.can_change_user = crate::sandbox::can_change_user();
-        let spawns = !ctx.policy.programs.is_empty() || ctx.policy.shell.is_some();
+        let spawns = !ctx.policy.programs.is_empty() || !ctx.policy.shells.is_empty();
         if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {
@@ -649,7 +741,7 @@ impl ProcessCtxBuilder {
         // The sandbox is built now, before any guest code runs, and only
         // here: nothing a guest does later can make it fail (and lower the
         // walls). A context that cannot start confined children needs none.
-        if ctx.policy.confine && ctx.policy.use_sandbox && spawns {
+        if ctx.policy.confine && ctx.policy.use_sandbox && spawns && ctx.sandbox.is_none() {
             let programs = ctx.policy.runnable();
             ctx.sandbox = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network)
                 .inspect_err(|e| {

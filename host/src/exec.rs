@@ -20,8 +20,12 @@ impl Host for ProcessCtxView<'_> {
         mut options: ExecOptions,
     ) -> ProcessResult<ExecOutput> {
         let input = options.stdin.take();
-        let req = Request::new(Run::Shell(&command), &options.cwd, &options.env)
-            .user(options.uid, options.gid);
+        let req = Request::new(
+            Run::Shell(&command, options.shell.as_deref()),
+            &options.cwd,
+            &options.env,
+        )
+        .user(options.uid, options.gid);
         Ok(run(self.ctx, &req, &options, input).await?)
     }
 
@@ -66,21 +70,15 @@ impl ProcessCtx {
             }));
         }
         let timeout = match options.timeout_ms {
-            Some(0) => {
-                return Err(ErrorCode::InvalidArgument(
-                    "timeout-ms must be at least 1".into(),
-                ));
-            }
-            Some(ms) => Some(Duration::from_millis(ms)),
+            Some(ms) => Some(asked_timeout(limits, ms, |d| self.deny(d))?),
             None => limits.default_timeout,
         };
         if let Some(max) = limits.max_timeout
-            && timeout.is_none_or(|t| t > max)
+            && timeout.is_none()
         {
-            let asked = timeout.map_or("no timeout".to_owned(), |t| format!("a timeout of {t:?}"));
             return Err(self.deny(Denial::Limit {
                 limit: "max_timeout",
-                message: format!("{asked} is above the host's limit of {max:?}"),
+                message: format!("no timeout is above the host's limit of {max:?}"),
             }));
         }
         Ok(Bounds {
@@ -90,6 +88,29 @@ impl ProcessCtx {
             kill_signal: signal(options.kill_signal.unwrap_or(9))?,
             grace: limits.kill_grace,
         })
+    }
+}
+
+/// The `timeout-ms` `ms` a guest asked for, if it is at least 1 and at most
+/// the host's maximum (else the denial, made into the guest's error by
+/// `deny`).
+pub(crate) fn asked_timeout(
+    limits: &crate::Limits,
+    ms: u64,
+    deny: impl FnOnce(Denial) -> ErrorCode,
+) -> Result<Duration, ErrorCode> {
+    if ms == 0 {
+        return Err(ErrorCode::InvalidArgument(
+            "timeout-ms must be at least 1".into(),
+        ));
+    }
+    let timeout = Duration::from_millis(ms);
+    match limits.max_timeout {
+        Some(max) if timeout > max => Err(deny(Denial::Limit {
+            limit: "max_timeout",
+            message: format!("a timeout of {timeout:?} is above the host's limit of {max:?}"),
+        })),
+        _ => Ok(timeout),
     }
 }
 
@@ -150,7 +171,7 @@ async fn run(
             r = stderr.read(), if !stderr.done() => overflowed = r,
             s = child.wait(), if status.is_none() => {
                 let s = s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?;
-                group.exited(s);
+                group.exited(s.status);
                 status = Some(s);
             }
             () = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() && !timed_out => {
@@ -178,12 +199,13 @@ async fn run(
         }
     }
     let duration = started.elapsed();
-    let status = status.expect("loop ends after the child exited");
+    let ended = status.expect("loop ends after the child exited");
     // No process of the group outlives the exec (the guard kills on drop).
     drop(launched);
     Ok(ExecOutput {
         pid,
-        status,
+        status: ended.status,
+        usage: ended.usage,
         stdout_truncated: stdout.truncated,
         stderr_truncated: stderr.truncated,
         stdout: stdout.data,

@@ -5,32 +5,87 @@
 //! guest holds (programs, shell, directories with read-only kept read-only,
 //! environment names; limits at most the guest's own), starts the worker
 //! executable in worker mode as a child (own process group, no orphans, as
-//! for `spawn`) and sends it a `WorkerSpec` over a socketpair. Workers get
-//! no `fork` grants of their own.
+//! for `spawn`) and sends it a `WorkerSpec` over a socketpair. A worker may
+//! fork in turn the components its parent passed on (`fork-options.forks`),
+//! each level narrowing again, lending out of the one budget of the tree and
+//! reporting up to the one audit log.
 
 use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, WorkerLimits};
 use crate::bindings::parent;
-use crate::bindings::types::{ErrorCode, ExitStatus, Stdio as StdioKind};
+use crate::bindings::types::{ErrorCode, Termination};
 use crate::channel::{Channel, Readiness};
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent, Prepared, Refusal, check_env_pair, no_nul};
-use crate::spawn::Child;
+use crate::spawn::{Asked, Child};
 use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
 
-/// A forked worker: a component running in its own OS process, and the
-/// channel to it. Dropping it kills the worker's process group.
+/// A forked worker: a component running in its own OS process (on this
+/// machine or a cluster agent's), and the channel to it. Dropping it kills
+/// the worker's process group.
 pub struct Worker {
-    channel: Channel,
-    child: Child,
+    pub(crate) channel: Channel,
+    pub(crate) end: End,
     /// Its audit events and denials, on their way to this host's.
-    reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+    pub(crate) reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+/// Where a worker's process is.
+pub(crate) enum End {
+    /// A child process of this host.
+    Local(Child),
+    /// A process of a cluster agent.
+    Remote(crate::cluster::Remote),
+}
+
+impl End {
+    fn pid(&self) -> u32 {
+        match self {
+            End::Local(child) => child.pid(),
+            End::Remote(remote) => remote.pid(),
+        }
+    }
+
+    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+        match self {
+            End::Local(child) => child.reap().await,
+            End::Remote(remote) => remote.reap().await,
+        }
+    }
+
+    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+        match self {
+            End::Local(child) => child.try_status(),
+            End::Remote(remote) => remote.try_status(),
+        }
+    }
+
+    fn kill(&self, signal: u8) -> Result<(), ErrorCode> {
+        match self {
+            End::Local(child) => child.kill(signal),
+            End::Remote(remote) => remote.kill(signal),
+        }
+    }
+
+    fn take_stdout(&mut self) -> Option<crate::pipe::PipeReader> {
+        match self {
+            End::Local(child) => child.take_stdout(),
+            End::Remote(remote) => remote.stdout.take(),
+        }
+    }
+
+    fn take_stderr(&mut self) -> Option<crate::pipe::PipeReader> {
+        match self {
+            End::Local(child) => child.take_stderr(),
+            End::Remote(remote) => remote.stderr.take(),
+        }
+    }
 }
 
 impl Worker {
@@ -53,7 +108,7 @@ impl Drop for Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("pid", &self.child.pid())
+            .field("pid", &self.end.pid())
             .finish_non_exhaustive()
     }
 }
@@ -70,14 +125,34 @@ impl Worker {
     /// Waits for the worker to exit, taking in its messages meanwhile (see
     /// [`Channel::absorb`]): a worker that writes out many messages before
     /// it ends does not wait forever for a guest that waits for its exit.
-    async fn reap(&mut self) -> Result<ExitStatus, ErrorCode> {
-        let status = tokio::select! {
-            status = self.child.reap() => status,
+    /// Cancel safe.
+    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+        let ended = tokio::select! {
+            ended = self.end.reap() => ended,
             () = self.channel.absorb() => unreachable!("absorb never ends"),
         };
-        // Everything it reported comes before its end.
+        Ok(self.with_trap(ended?))
+    }
+
+    /// As [`reap`](Self::reap), for at most `ms` milliseconds.
+    async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
+        let pid = self.end.pid();
+        crate::spawn::within(ms, format!("worker {pid}"), self.reap()).await
+    }
+
+    /// How the worker ended if it has exited, without blocking.
+    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+        Ok(self.end.try_status()?.map(|ended| self.with_trap(ended)))
+    }
+
+    /// `ended` with the trap the worker reported, if its guest trapped
+    /// (everything it reported comes before its end).
+    fn with_trap(&self, mut ended: Termination) -> Termination {
         self.drain_reports();
-        status
+        ended.trap = (self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+            .trap
+            .clone();
+        ended
     }
 }
 
@@ -109,11 +184,14 @@ impl Policy {
         let programs = (options.programs.iter())
             .map(|p| Ok(self.find_program(p)?.clone()))
             .collect::<Result<Vec<_>, Denial>>()?;
-        let shell = match (options.shell, &self.shell) {
-            (false, _) => None,
-            (true, Some(shell)) => Some(shell.clone()),
-            (true, None) => return Err(Denial::Shell.into()),
+        let shells = match (options.shell, self.shells.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, false) => self.shells.clone(),
+            (true, true) => return Err(Denial::Shell.into()),
         };
+        let forks = (options.forks.iter())
+            .map(|c| Ok(self.find_fork(c)?.clone()))
+            .collect::<Result<Vec<_>, Denial>>()?;
         if let Some(name) = (options.allow_env.iter()).find(|n| !self.allowed_env.contains(*n)) {
             return Err(Denial::EnvName(name.clone()).into());
         }
@@ -121,9 +199,14 @@ impl Policy {
         let child_id = (self.check_user(options.uid, options.gid)?).unwrap_or(self.child_id);
         let policy = Policy {
             programs,
-            shell,
-            // Workers cannot fork.
-            forks: Vec::new(),
+            shells,
+            // A worker that cannot fork needs no warm workers.
+            warm_workers: if forks.is_empty() {
+                0
+            } else {
+                self.warm_workers
+            },
+            forks,
             allowed_env: options.allow_env.iter().cloned().collect(),
             injection_env: (options.allow_env.iter())
                 .filter(|n| self.injection_env.contains(*n))
@@ -216,17 +299,31 @@ impl Policy {
 }
 
 impl From<crate::channel::ChannelError> for ErrorCode {
-    /// The guest's error for a channel's: `closed`, or `limit-exceeded`
+    /// The guest's error for a channel's: `closed`, or `limit-exceeded`,
     /// with the reason.
     fn from(err: crate::channel::ChannelError) -> ErrorCode {
+        use crate::channel::ChannelError;
         match err {
-            crate::channel::ChannelError::Closed => ErrorCode::Closed,
+            ChannelError::Closed | ChannelError::ClosedHere => ErrorCode::Closed(err.to_string()),
             other => ErrorCode::LimitExceeded(other.to_string()),
         }
     }
 }
 
 impl ProcessCtx {
+    /// What this guest has free of its budgets, not counting the worker
+    /// about to be forked.
+    pub(crate) fn free(&self) -> Free {
+        let in_use = self
+            .live_children
+            .load(std::sync::atomic::Ordering::Acquire);
+        Free {
+            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
+            spawns: (self.policy.limits.max_total_spawns)
+                .map(|max| max.saturating_sub(self.total_spawns + 1)),
+        }
+    }
+
     /// The worker specification for `options`, with the directories opened,
     /// if every capability asked for is one this guest holds (see
     /// [`Policy::narrow`]); and what the worker is lent of this guest's
@@ -240,15 +337,8 @@ impl ProcessCtx {
         for arg in &args {
             no_nul("an argument", arg)?;
         }
-        let in_use = self
-            .live_children
-            .load(std::sync::atomic::Ordering::Acquire);
-        let free = Free {
-            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
-            spawns: (self.policy.limits.max_total_spawns)
-                .map(|max| max.saturating_sub(self.total_spawns + 1)),
-        };
-        let (mut policy, lent) = (self.policy.narrow(options, free)).map_err(|r| self.refuse(r))?;
+        let (mut policy, lent) =
+            (self.policy.narrow(options, self.free())).map_err(|r| self.refuse(r))?;
         // A worker never confines its children less than its parent.
         policy.require_confinement |=
             self.confinement() == crate::bindings::types::Confinement::Full;
@@ -271,6 +361,8 @@ impl ProcessCtx {
             dirs,
             policy,
             report_fd: None,
+            stdio: None,
+            sandbox: None,
         };
         Ok((spec, opened, lent))
     }
@@ -293,83 +385,274 @@ impl ProcessCtx {
     }
 }
 
-impl Host for ProcessCtxView<'_> {
-    fn fork(
+/// A worker process started on this machine, before its channel is
+/// wrapped: the host's end of the channel socket (the specification
+/// already written to it), the process, and its reports.
+pub(crate) struct StartedWorker {
+    pub socket: std::os::unix::net::UnixStream,
+    pub child: Child,
+    pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+impl ProcessCtx {
+    /// Starts the worker for `spec` (its directories `dirs` open), lent
+    /// `lent`, with stdio as asked: the common part of a local `fork` and a
+    /// cluster agent's. The process is a warm one from the pool if there
+    /// is one (see [`warm_up`](Self::warm_up)), else a new one; either way
+    /// it gets its specification and every descriptor it names over its
+    /// channel. `tee` also gets each report line.
+    pub(crate) fn start_worker(
         &mut self,
-        component: String,
-        args: Vec<String>,
-        options: ForkOptions,
-    ) -> ProcessResult<Resource<Worker>> {
-        let ctx = &mut *self.ctx;
-        no_nul("the component name", &component)?;
-        let path = (ctx.policy.find_fork(&component))
-            .map_err(|d| ctx.deny(d))?
-            .path
-            .clone();
-        let Some(executable) = ctx.worker_executable.clone() else {
-            return Err(ErrorCode::Unsupported(
-                "this host has no worker executable to run forked components".into(),
-            )
-            .into());
-        };
-        let (mut spec, dirs, lent) = ctx.narrow(path, args, &options)?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
+        mut spec: WorkerSpec,
+        dirs: Vec<Dir>,
+        lent: Lent,
+        [_, stdout, stderr]: [Asked; 3],
+        tee: Option<crate::worker::Tee>,
+    ) -> Result<StartedWorker, ErrorCode> {
+        let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
+        self.check_budget(slots, spawns)?;
+        let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
+        let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
+        forwarders.extend(more);
+        let (mut child, socket) = self.idle_worker()?;
+        child.count(slots);
+        self.total_spawns += spawns;
+        child.attach(out_reader, err_reader, forwarders);
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
-        spec.report_fd = Some(report_end.as_raw_fd());
+        let mut passed = vec![report_end.as_fd(), out.as_fd(), err.as_fd()];
+        spec.report_fd = Some(0);
+        spec.stdio = Some((1, 2));
+        for (dir, opened) in spec.dirs.iter_mut().zip(&dirs) {
+            passed.push(opened.as_fd());
+            dir.fd = (passed.len() - 1) as RawFd;
+        }
+        let sandbox = self.sandbox.as_ref();
+        spec.sandbox = sandbox.map(|s| s.to_inherit(&mut passed));
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))?;
+        crate::channel::send_frame_with_fds(&socket, &json, &passed)
+            .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
+        // The worker has its copies now.
+        drop(passed);
+        drop((dirs, report_end, out, err));
+        let component = (spec.component.file_name())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Some(audit) = &self.audit {
+            audit.record(
+                "fork",
+                serde_json::json!({ "pid": child.pid(), "component": component, "lent": { "live": lent.live, "spawns": lent.spawns } }),
+            );
+        }
+        let reports = crate::worker::Reports::start(
+            reports,
+            (child.pid(), component),
+            self.audit.clone(),
+            self.reporter.clone(),
+            tee,
+        )
+        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
+        // The next fork finds a warm worker too; this one starts meanwhile.
+        self.warm_up();
+        Ok(StartedWorker {
+            socket,
+            child,
+            reports,
+        })
+    }
+
+    /// Starts warm workers until the pool holds the policy's
+    /// `warm_workers`: worker processes that have started and set up their
+    /// engine, and wait, holding nothing, for a specification. A failure
+    /// only leaves the pool smaller (the next fork starts a worker itself).
+    /// Must be called inside a tokio runtime.
+    pub fn warm_up(&mut self) {
+        self.warm
+            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
+        while self.warm.len() < self.policy.warm_workers {
+            match self.new_idle_worker(true) {
+                Ok(worker) => self.warm.push(worker),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot start a warm worker");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A worker process waiting for its specification: a warm one, else a
+    /// new one.
+    fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+        while let Some((mut child, socket)) = self.warm.pop() {
+            if matches!(child.try_status(), Ok(None)) {
+                return Ok((child, socket));
+            }
+        }
+        self.new_idle_worker(false)
+    }
+
+    /// Starts a worker process with nothing but its channel: no directory,
+    /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
+    /// A `warm` one also loads every component the guest may fork before
+    /// its specification comes (`--preload`).
+    fn new_idle_worker(
+        &mut self,
+        warm: bool,
+    ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+        let Some(executable) = self.worker_executable.clone() else {
+            return Err(ErrorCode::Unsupported(
+                "this host has no worker executable to run forked components".into(),
+            ));
+        };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
         let channel_fd = theirs.as_raw_fd();
-        let mut inherit_fds = vec![channel_fd, report_end.as_raw_fd()];
-        inherit_fds.extend(spec.dirs.iter().map(|d| d.fd));
         let prepared = Prepared {
             real_program: executable.clone(),
             program: executable,
             argv0: "wasmproc".to_owned(),
-            args: vec![
-                "__worker".to_owned(),
-                "--channel-fd".to_owned(),
-                channel_fd.to_string(),
-            ],
+            args: ["__worker", "--channel-fd", &channel_fd.to_string()]
+                .into_iter()
+                .map(str::to_owned)
+                .chain((self.policy.forks.iter()).filter(|_| warm).flat_map(|f| {
+                    [
+                        "--preload".to_owned(),
+                        f.path.to_string_lossy().into_owned(),
+                    ]
+                }))
+                .collect(),
             env: (HOST_ENV.iter())
                 .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
                 .collect(),
             cwd: None,
             cwd_host: PathBuf::from("/"),
-            inherit_fds,
+            inherit_fds: vec![channel_fd],
             confine: false,
             identity: None,
-            lent,
+            lent: Lent::default(),
+            counted: false,
         };
-        let child = ctx.start_child(
-            "fork",
+        let child = self.start_child(
+            "worker-process",
             &prepared,
-            StdioKind::Null,
-            options.stdout,
-            options.stderr,
+            [Asked::Null, Asked::Null, Asked::Null],
         )?;
-        // The worker has its copies now.
-        drop((theirs, dirs, report_end));
-        let component = (spec.component.file_name())
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let reports = crate::worker::Reports::start(
-            reports,
-            (child.pid(), component),
-            ctx.audit.clone(),
-            ctx.reporter.clone(),
-        )
-        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
-        let mut channel = Channel::new(ours)
+        Ok((child, ours))
+    }
+
+    /// A worker's stdout or stderr (`name`) asked as `asked`: the
+    /// descriptor the worker gets, and the guest's stream or the host's
+    /// copying task, if any.
+    #[allow(clippy::type_complexity)]
+    fn worker_output(
+        &self,
+        name: &str,
+        asked: Asked,
+    ) -> Result<
+        (
+            std::os::fd::OwnedFd,
+            Option<crate::pipe::PipeReader>,
+            Vec<tokio::task::JoinHandle<()>>,
+        ),
+        ErrorCode,
+    > {
+        let (io, route) = match (name, &self.inherit_stdout, &self.inherit_stderr) {
+            ("stdout", Some(to), _) | ("stderr", _, Some(to)) => {
+                self.route(name, asked, to.as_ref())
+            }
+            ("stdout", None, _) => self.route(name, asked, &std::io::stdout()),
+            _ => self.route(name, asked, &std::io::stderr()),
+        }?;
+        let fail = |e: std::io::Error| {
+            ErrorCode::from_io(format_args!("setting up the worker's {name}"), &e)
+        };
+        let (ours, theirs) = match io {
+            crate::process::ChildIo::Pipe => {
+                let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| fail(e.into()))?;
+                (Some(read), write)
+            }
+            crate::process::ChildIo::Given(fd) => (None, fd),
+            _ => {
+                let null = crate::process::dev_null().map_err(fail)?;
+                (
+                    None,
+                    rustix::io::fcntl_dupfd_cloexec(null, 3).map_err(|e| fail(e.into()))?,
+                )
+            }
+        };
+        let mut forwarders = Vec::new();
+        let reader = route.stream(ours, &mut forwarders).map_err(fail)?;
+        Ok((theirs, reader, forwarders))
+    }
+
+    /// The worker's end of a local channel, set up as this context's
+    /// channels are.
+    pub(crate) fn channel(
+        &self,
+        socket: std::os::unix::net::UnixStream,
+    ) -> Result<Channel, ErrorCode> {
+        let mut channel = Channel::new(socket)
             .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
-        channel.set_spin(ctx.policy.channel_spin);
-        let spec = serde_json::to_vec(&spec).map_err(ProcessError::trap)?;
-        channel.try_send(spec).map_err(ErrorCode::from)?;
-        self.table
-            .push(Worker {
-                channel,
-                child,
-                reports,
-            })
-            .map_err(ProcessError::trap)
+        channel.set_spin(self.policy.channel_spin);
+        channel.set_buffer(self.policy.limits.channel_buffer);
+        Ok(channel)
+    }
+}
+
+impl Host for ProcessCtxView<'_> {
+    async fn fork(
+        &mut self,
+        component: String,
+        args: Vec<String>,
+        options: ForkOptions,
+    ) -> ProcessResult<Resource<Worker>> {
+        // Streams given are taken first: they are the host's now.
+        let stdio = [
+            Asked::Null,
+            self.ask(options.stdout)?,
+            self.ask(options.stderr)?,
+        ];
+        let options = ForkOptions {
+            stdout: crate::bindings::types::Stdio::Null,
+            stderr: crate::bindings::types::Stdio::Null,
+            ..options
+        };
+        no_nul("the component name", &component)?;
+        let worker = match &options.placement {
+            crate::bindings::fork::Placement::Local => {
+                self.fork_local(&component, args, &options, stdio)?
+            }
+            placement => {
+                let placement = placement.clone();
+                crate::cluster::fork_remote(self.ctx, &component, args, &options, placement, stdio)
+                    .await?
+            }
+        };
+        self.table.push(worker).map_err(ProcessError::trap)
+    }
+}
+
+impl ProcessCtxView<'_> {
+    fn fork_local(
+        &mut self,
+        component: &str,
+        args: Vec<String>,
+        options: &ForkOptions,
+        stdio: [Asked; 3],
+    ) -> Result<Worker, ErrorCode> {
+        let ctx = &mut *self.ctx;
+        let path = (ctx.policy.find_fork(component))
+            .map_err(|d| ctx.deny(d))?
+            .path
+            .clone();
+        let (spec, dirs, lent) = ctx.narrow(path, args, options)?;
+        let started = ctx.start_worker(spec, dirs, lent, stdio, None)?;
+        Ok(Worker {
+            channel: ctx.channel(started.socket)?,
+            end: End::Local(started.child),
+            reports: started.reports,
+        })
     }
 }
 
@@ -395,7 +678,7 @@ impl ProcessCtxView<'_> {
 
 impl HostWorker for ProcessCtxView<'_> {
     fn pid(&mut self, worker: Resource<Worker>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&worker)?.child.pid())
+        Ok(self.table.get(&worker)?.end.pid())
     }
 
     async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
@@ -422,30 +705,43 @@ impl HostWorker for ProcessCtxView<'_> {
         wasmtime_wasi::p2::subscribe(self.table, worker)
     }
 
-    fn try_wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<ExitStatus>> {
-        Ok(self.worker(&worker)?.child.try_status()?)
+    fn close_channel(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {
+        self.table.get(&worker)?.channel.close_here();
+        Ok(())
     }
 
-    async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<ExitStatus> {
+    fn try_wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Termination>> {
+        Ok(self.worker(&worker)?.try_status()?)
+    }
+
+    async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Termination> {
         Ok(self.worker(&worker)?.reap().await?)
     }
 
+    async fn wait_timeout(
+        &mut self,
+        worker: Resource<Worker>,
+        timeout_ms: u64,
+    ) -> ProcessResult<Termination> {
+        Ok(self.worker(&worker)?.reap_within(timeout_ms).await?)
+    }
+
     fn kill(&mut self, worker: Resource<Worker>, signal: u8) -> ProcessResult<()> {
-        Ok(self.worker(&worker)?.child.kill(signal)?)
+        Ok(self.worker(&worker)?.end.kill(signal)?)
     }
 
     fn take_stdout(
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&worker, |w: &mut Worker| w.child.take_stdout())
+        self.take_output(&worker, |w: &mut Worker| w.end.take_stdout())
     }
 
     fn take_stderr(
         &mut self,
         worker: Resource<Worker>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
-        self.take_stream(&worker, |w: &mut Worker| w.child.take_stderr())
+        self.take_output(&worker, |w: &mut Worker| w.end.take_stderr())
     }
 
     fn drop(&mut self, worker: Resource<Worker>) -> wasmtime::Result<()> {
@@ -478,6 +774,14 @@ impl parent::Host for ProcessCtxView<'_> {
 
     fn try_receive(&mut self) -> ProcessResult<Option<Vec<u8>>> {
         Ok((self.parent()?.try_receive()).map_err(ErrorCode::from)?)
+    }
+
+    /// For a component that was not forked, nothing to close.
+    fn close(&mut self) -> wasmtime::Result<()> {
+        if let Some(channel) = &self.ctx.parent {
+            channel.close_here();
+        }
+        Ok(())
     }
 
     /// Ready when `receive` would not block; for a component that was not
@@ -629,11 +933,13 @@ mod tests {
             allow_env: vec![],
             env: vec![],
             shell: false,
-            stdout: StdioKind::Null,
-            stderr: StdioKind::Null,
+            forks: vec![],
+            stdout: crate::bindings::types::Stdio::Null,
+            stderr: crate::bindings::types::Stdio::Null,
             limits: limits(None, None),
             uid: Some(1234),
             gid: None,
+            placement: crate::bindings::fork::Placement::Local,
         };
         let (spec, _, _) = ctx
             .narrow(PathBuf::from("/w.wasm"), vec![], &options)

@@ -91,11 +91,13 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod agent;
 mod audit;
 pub mod bindings;
 mod cache;
 mod cgroup;
 pub mod channel;
+pub mod cluster;
 pub mod confine;
 mod ctx;
 mod error;

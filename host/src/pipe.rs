@@ -14,10 +14,18 @@
 //!
 //! Both ask the kernel for [`PIPE_SIZE`]-byte pipes, so a busy child and
 //! guest switch less often.
+//!
+//! A [`PipeReader`] holds nothing but the pipe, so its pipe can be given to
+//! another child as stdin without losing a byte (`stdio::pipe-from`): the
+//! context keeps a [`Pipes`] registry from each reader's table slot to its
+//! pipe, since the resource table gives the stream back only as a `dyn
+//! InputStream`.
 
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Weak};
 use tokio::net::unix::pipe;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
@@ -37,7 +45,8 @@ fn grow(fd: &OwnedFd) {
 
 /// The read end of a child's stdout or stderr.
 pub(crate) struct PipeReader {
-    pipe: Option<pipe::Receiver>,
+    /// Shared only with [`Pipes`]' weak references.
+    pipe: Option<Arc<pipe::Receiver>>,
 }
 
 impl PipeReader {
@@ -45,8 +54,64 @@ impl PipeReader {
     pub fn new(fd: OwnedFd) -> io::Result<PipeReader> {
         grow(&fd);
         Ok(PipeReader {
-            pipe: Some(pipe::Receiver::from_owned_fd(fd)?),
+            pipe: Some(Arc::new(pipe::Receiver::from_owned_fd(fd)?)),
         })
+    }
+}
+
+impl PipeReader {
+    /// The next bytes the pipe gives (waiting for them), `None` at its end
+    /// (for a host that forwards the pipe rather than a guest reading it).
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.read(MAX_READ) {
+                Ok(bytes) if bytes.is_empty() => self.ready().await,
+                Ok(bytes) => return Some(bytes),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// A weak reference to its pipe, for [`Pipes`].
+    pub fn handle(&self) -> Weak<pipe::Receiver> {
+        self.pipe.as_ref().map(Arc::downgrade).unwrap_or_default()
+    }
+}
+
+/// Which input-streams in a guest's resource table are [`PipeReader`]s,
+/// by table index, and their pipes.
+#[derive(Default)]
+pub(crate) struct Pipes {
+    readers: HashMap<u32, Weak<pipe::Receiver>>,
+    /// Prune dead entries when the map reaches this size.
+    prune_at: usize,
+}
+
+impl Pipes {
+    /// Notes that the stream at table index `rep` is the reader of `pipe`
+    /// ([`PipeReader::handle`]).
+    pub fn insert(&mut self, rep: u32, pipe: Weak<pipe::Receiver>) {
+        if self.readers.len() >= self.prune_at {
+            self.readers.retain(|_, pipe| pipe.strong_count() > 0);
+            self.prune_at = (self.readers.len() * 2).max(64);
+        }
+        self.readers.insert(rep, pipe);
+    }
+
+    /// A blocking descriptor of the same pipe as the live stream at table
+    /// index `rep`, if it is a [`PipeReader`]'s (the caller then drops the
+    /// stream). A stream dropped since has no pipe left, so an index used
+    /// again by another stream never finds the old one's.
+    pub fn take(&mut self, rep: u32) -> io::Result<Option<OwnedFd>> {
+        let Some(pipe) = self.readers.remove(&rep).and_then(|p| p.upgrade()) else {
+            return Ok(None);
+        };
+        let fd = rustix::io::fcntl_dupfd_cloexec(pipe.as_fd(), 3)?;
+        // The file description is shared with the stream's, about to close:
+        // the next child reads it blocking, as any stdin.
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)?;
+        Ok(Some(fd))
     }
 }
 

@@ -4,7 +4,7 @@
 //! either refuses it with an [`ErrorCode`] naming the problem or turns it into
 //! a [`Prepared`] command that names only granted things.
 
-use crate::bindings::types::ErrorCode;
+use crate::bindings::types::{ErrorCode, FileMode};
 use crate::ctx::DirAccess;
 use crate::{Policy, ProcessCtx};
 use anyhow::{Result, bail};
@@ -79,6 +79,8 @@ pub enum Denial {
     Program(String),
     /// `exec` without a granted shell.
     Shell,
+    /// `exec` with a shell that is not granted.
+    ShellName(String),
     /// A working directory outside the granted directories.
     Cwd(String),
     /// A working directory whose `..` or symlinks lead out of the granted
@@ -118,6 +120,20 @@ pub enum Denial {
         /// What the worker's policy refused.
         reason: String,
     },
+    /// A file for a child's stdio outside the granted directories (or
+    /// leading out of them through `..` or a symlink).
+    File(String),
+    /// A file for a child's output in a directory granted read-only.
+    ReadOnlyFile(String),
+    /// A directory a cluster agent does not export.
+    NotExported(String),
+    /// A cluster agent refused a worker (beyond its policy or capacity).
+    OnAgent {
+        /// The agent's id.
+        agent: String,
+        /// What it said.
+        reason: String,
+    },
     /// A user id the host did not grant.
     Uid(u32),
     /// A group id the host did not grant.
@@ -136,6 +152,7 @@ impl fmt::Display for Denial {
         match self {
             Denial::Program(p) => write!(f, "program `{p}` is not allowed"),
             Denial::Shell => f.write_str("no shell is granted for `exec`"),
+            Denial::ShellName(s) => write!(f, "shell `{s}` is not granted for `exec`"),
             Denial::Cwd(c) => write!(
                 f,
                 "working directory `{c}` is outside the granted directories"
@@ -169,6 +186,18 @@ impl fmt::Display for Denial {
                 component,
                 reason,
             } => write!(f, "in worker `{component}` (pid {pid}): {reason}"),
+            Denial::File(p) => write!(
+                f,
+                "file `{p}` is outside the granted directories (or leads out of them)"
+            ),
+            Denial::ReadOnlyFile(p) => write!(
+                f,
+                "file `{p}` is in a directory granted read-only: a child cannot write it"
+            ),
+            Denial::OnAgent { agent, reason } => write!(f, "on agent {agent}: {reason}"),
+            Denial::NotExported(d) => {
+                write!(f, "directory `{d}` is not exported by this agent")
+            }
             Denial::Uid(uid) => write!(f, "user id {uid} is not allowed"),
             Denial::Gid(gid) => write!(f, "group id {gid} is not allowed"),
             Denial::Limit { message, .. } | Denial::ForkLimit { message, .. } => {
@@ -380,6 +409,9 @@ pub(crate) struct Prepared {
     /// worker is lent live-children slots and total spawns for its own
     /// children (the live slots come back when it exits).
     pub lent: Lent,
+    /// Whether it counts against the guest's budgets now (not a warm
+    /// worker, which counts when it gets its specification).
+    pub counted: bool,
 }
 
 /// Budget lent to a forked worker, on top of the one slot it takes itself.
@@ -404,8 +436,9 @@ pub(crate) struct Request<'a> {
 /// The program part of a [`Request`].
 #[derive(Clone, Copy)]
 pub(crate) enum Run<'a> {
-    /// `exec`: a command for the granted shell.
-    Shell(&'a str),
+    /// `exec`: a command for a granted shell (the one named, or the
+    /// first).
+    Shell(&'a str, Option<&'a str>),
     /// `exec-file`, `spawn`: a granted program and its arguments.
     Program(&'a str, &'a [String]),
 }
@@ -432,7 +465,7 @@ impl<'a> Request<'a> {
     /// The audit log's name for the request's kind.
     pub fn kind(&self) -> &'static str {
         match self.run {
-            Run::Shell(_) => "exec",
+            Run::Shell(..) => "exec",
             Run::Program(..) => "exec-file",
         }
     }
@@ -468,10 +501,10 @@ impl Policy {
     pub(crate) fn check(&self, dirs: &[DirGrant], req: &Request<'_>) -> Result<Prepared, Refusal> {
         check_strings(req)?;
         let (grant, args) = match req.run {
-            Run::Shell(command) => {
-                let shell = self.shell.as_ref().ok_or(Denial::Shell)?;
-                (shell, vec!["-c".to_owned(), command.to_owned()])
-            }
+            Run::Shell(command, shell) => (
+                self.find_shell(shell)?,
+                vec!["-c".to_owned(), command.to_owned()],
+            ),
             Run::Program(program, args) => (self.find_program(program)?, args.to_vec()),
         };
         if !grant.pin_holds() {
@@ -516,6 +549,7 @@ impl Policy {
             confine: true,
             identity,
             lent: Lent::default(),
+            counted: true,
         })
     }
 
@@ -548,6 +582,17 @@ impl Policy {
         find(&self.programs, program).ok_or_else(|| Denial::Program(program.to_owned()))
     }
 
+    /// The shell the guest names `shell` (as a program), or the first one.
+    pub(crate) fn find_shell(&self, shell: Option<&str>) -> Result<&ProgramGrant, Denial> {
+        match shell {
+            None => self.shells.first().ok_or(Denial::Shell),
+            Some(_) if self.shells.is_empty() => Err(Denial::Shell),
+            Some(name) => {
+                find(&self.shells, name).ok_or_else(|| Denial::ShellName(name.to_owned()))
+            }
+        }
+    }
+
     /// The component grant the guest names `component`.
     pub(crate) fn find_fork(&self, component: &str) -> Result<&ProgramGrant, Denial> {
         find(&self.forks, component).ok_or_else(|| Denial::ForkComponent(component.to_owned()))
@@ -576,7 +621,10 @@ impl Policy {
 /// Refuses NUL bytes and empty names in every guest string.
 fn check_strings(req: &Request<'_>) -> Result<(), ErrorCode> {
     match req.run {
-        Run::Shell(c) => no_nul("the command", c)?,
+        Run::Shell(c, shell) => {
+            no_nul("the command", c)?;
+            no_nul("the shell", shell.unwrap_or_default())?;
+        }
         Run::Program("", _) => {
             return Err(ErrorCode::InvalidArgument(
                 "the program name is empty".into(),
@@ -684,6 +732,82 @@ pub(crate) fn open_granted_dir<'a>(
     }
 }
 
+/// Opens file `path` (a guest path) inside the granted directory of `dirs`
+/// it is in, as `mode` says, for a child's stdin (`output` false: mode
+/// `read`) or its stdout or stderr (a write mode, in a directory granted
+/// read-write). Only a regular file will do: a FIFO or device could block
+/// the host or reach past the grants.
+pub(crate) fn open_granted_file(
+    dirs: &[DirGrant],
+    path: &str,
+    mode: FileMode,
+    output: bool,
+) -> Result<std::os::fd::OwnedFd, Refusal> {
+    use cap_std::fs::{OpenOptions, OpenOptionsExt};
+    no_nul("the file", path)?;
+    let invalid = |m: String| Refusal::Invalid(ErrorCode::InvalidArgument(m));
+    match (output, mode) {
+        (true, FileMode::Read) => {
+            return Err(invalid(format!(
+                "file `{path}` is for output: mode `read` is for stdin only"
+            )));
+        }
+        (false, FileMode::Create | FileMode::Truncate | FileMode::Append) => {
+            return Err(invalid(format!(
+                "file `{path}` is for stdin: its mode must be `read`"
+            )));
+        }
+        _ => {}
+    }
+    let whole = Path::new(path);
+    let (Some(name), Some(parent)) = (whole.file_name(), whole.parent()) else {
+        return Err(invalid(format!("`{path}` names no file")));
+    };
+    let parent = match parent.as_os_str().is_empty() {
+        true => ".",
+        false => parent.to_str().unwrap_or("."),
+    };
+    let (grant, _, dir) = open_granted_dir(
+        dirs,
+        parent,
+        "the directory of file",
+        || Denial::File(path.to_owned()),
+        |_| Denial::File(path.to_owned()),
+    )?;
+    if output && grant.access == DirAccess::ReadOnly {
+        return Err(Denial::ReadOnlyFile(path.to_owned()).into());
+    }
+    let mut options = OpenOptions::new();
+    match mode {
+        FileMode::Read => options.read(true),
+        FileMode::Create => options.write(true).create_new(true),
+        FileMode::Truncate => options.write(true).create(true).truncate(true),
+        FileMode::Append => options.append(true).create(true),
+    };
+    options
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match dir.open_with(name, &options) {
+        Ok(file) => file.into_std(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(Denial::File(path.to_owned()).into());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ErrorCode::NotFound(format!("file `{path}` does not exist")).into());
+        }
+        Err(e) => return Err(ErrorCode::from_io(format_args!("opening file `{path}`"), &e).into()),
+    };
+    let fail = |e: io::Error| ErrorCode::from_io(format_args!("opening file `{path}`"), &e);
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(invalid(format!("`{path}` is not a regular file")));
+    }
+    let fd = std::os::fd::OwnedFd::from(file);
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| fail(e.into()))?;
+    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| fail(e.into()))?;
+    Ok(fd)
+}
+
 impl ProcessCtx {
     /// Checks `req` against the policy ([`Policy::check`]), reporting a
     /// denial; the guest's error if refused.
@@ -788,10 +912,10 @@ mod tests {
         b.allow_env("LANG").unwrap();
         let policy: Policy =
             serde_json::from_str(&serde_json::to_string(ctx(&mut b).policy()).unwrap()).unwrap();
-        let req = Request::new(Run::Shell("true"), &None, &[]);
+        let req = Request::new(Run::Shell("true", None), &None, &[]);
         assert_eq!(policy.check(&[], &req).unwrap().args, ["-c", "true"]);
         let home = env(&[("HOME", "/")]);
-        let req = Request::new(Run::Shell("true"), &None, &home);
+        let req = Request::new(Run::Shell("true", None), &None, &home);
         assert!(matches!(
             policy.check(&[], &req),
             Err(Refusal::Denied(Denial::EnvName(n))) if n == "HOME"
@@ -800,11 +924,29 @@ mod tests {
 
     #[test]
     fn exec_needs_a_granted_shell() {
-        let req = Request::new(Run::Shell("true"), &None, &[]);
+        let req = Request::new(Run::Shell("true", None), &None, &[]);
         let err = ctx(&mut ProcessCtx::builder()).prepare(&req).unwrap_err();
         assert!(matches!(err, ErrorCode::AccessDenied(m) if m.contains("no shell")));
         let ok = ctx(&mut shell()).prepare(&req).unwrap();
         assert_eq!(ok.args, ["-c", "true"]);
+    }
+
+    #[test]
+    fn exec_runs_the_shell_it_names_if_granted_else_the_first() {
+        let mut b = shell();
+        b.allow_shell("/bin/bash").unwrap();
+        let ctx = ctx(&mut b);
+        let first = Request::new(Run::Shell("true", None), &None, &[]);
+        assert_eq!(ctx.prepare(&first).unwrap().argv0, "sh");
+        let bash = Request::new(Run::Shell("true", Some("bash")), &None, &[]);
+        assert_eq!(ctx.prepare(&bash).unwrap().argv0, "bash");
+        let by_path = Request::new(Run::Shell("true", Some("/bin/bash")), &None, &[]);
+        assert_eq!(ctx.prepare(&by_path).unwrap().argv0, "bash");
+        let zsh = Request::new(Run::Shell("true", Some("dash")), &None, &[]);
+        let err = ctx.prepare(&zsh).unwrap_err();
+        assert!(
+            matches!(err, ErrorCode::AccessDenied(m) if m.contains("shell `dash` is not granted"))
+        );
     }
 
     #[test]
@@ -815,7 +957,7 @@ mod tests {
             .allow_env("LD_PRELOAD")
             .unwrap();
         let plain = ctx(&mut b);
-        let run = Run::Shell("true");
+        let run = Run::Shell("true", None);
         let lang = env(&[("LANG", "C"), ("LANG", "C.UTF-8")]);
         let ok = plain.prepare(&Request::new(run, &None, &lang)).unwrap();
         assert_eq!(ok.env, env(&[("LANG", "C.UTF-8")]), "a later value wins");
@@ -862,7 +1004,7 @@ mod tests {
             Err(ErrorCode::LimitExceeded(_))
         ));
         let cwd = Some("/a\0".to_owned());
-        let req = Request::new(Run::Shell("true"), &cwd, &[]);
+        let req = Request::new(Run::Shell("true", None), &cwd, &[]);
         assert!(matches!(
             ctx.prepare(&req),
             Err(ErrorCode::InvalidArgument(_))
@@ -880,7 +1022,7 @@ mod tests {
         let ctx = ctx(&mut b);
         let cwd = |c: &str| {
             let cwd = Some(c.to_owned());
-            ctx.prepare(&Request::new(Run::Shell("true"), &cwd, &[]))
+            ctx.prepare(&Request::new(Run::Shell("true", None), &cwd, &[]))
         };
         assert_eq!(cwd("/work/sub").unwrap().cwd_host, dir.path().join("sub"));
         assert_eq!(cwd("sub").unwrap().cwd_host, dir.path().join("sub"));
@@ -902,7 +1044,7 @@ mod tests {
         }
         // No cwd: the first granted directory.
         let none = ctx
-            .prepare(&Request::new(Run::Shell("true"), &None, &[]))
+            .prepare(&Request::new(Run::Shell("true", None), &None, &[]))
             .unwrap();
         assert_eq!(none.cwd_host, dir.path());
     }

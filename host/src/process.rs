@@ -3,11 +3,11 @@
 
 use crate::ProcessCtx;
 use crate::audit::AuditLog;
-use crate::bindings::types::{Confinement, ErrorCode, ExitStatus};
+use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, ResourceUsage};
 use crate::cgroup::ChildCgroup;
 use crate::policy::{Denial, Prepared};
 use crate::sandbox::{Layers, Sandbox};
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
 use std::ffi::CString;
 use std::fs::File;
@@ -27,7 +27,7 @@ pub(crate) struct Launched {
 }
 
 /// What one of a child's stdin, stdout and stderr is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum ChildIo {
     /// A new pipe; the host keeps the other end.
     Pipe,
@@ -35,6 +35,16 @@ pub(crate) enum ChildIo {
     Inherit,
     /// `/dev/null`.
     Null,
+    /// A descriptor the host opened for it: a file in a granted directory,
+    /// or the read end of another child's output pipe.
+    Given(OwnedFd),
+}
+
+/// How a reaped process ended, and what it used.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    pub status: ExitStatus,
+    pub usage: ResourceUsage,
 }
 
 /// A started OS process, known by a pidfd (so waiting and signalling the
@@ -43,7 +53,7 @@ pub(crate) struct OsChild {
     pid: Pid,
     /// `None` once given to the background reaper on drop.
     pidfd: Option<AsyncFd<OwnedFd>>,
-    status: Option<ExitStatus>,
+    ended: Option<Ended>,
     /// The write end of the child's stdin pipe.
     pub stdin: Option<OwnedFd>,
     /// The read end of the child's stdout pipe.
@@ -54,16 +64,16 @@ pub(crate) struct OsChild {
 
 impl OsChild {
     /// Waits for the process to exit and reaps it. Cancel safe.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
+    pub async fn wait(&mut self) -> io::Result<Ended> {
+        if let Some(ended) = self.ended {
+            return Ok(ended);
         }
         let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
         loop {
             let mut ready = pidfd.readable().await?;
-            if let Some(status) = reap(pidfd.get_ref().as_fd())? {
-                self.status = Some(status);
-                return Ok(status);
+            if let Some(ended) = reap(pidfd.get_ref().as_fd())? {
+                self.ended = Some(ended);
+                return Ok(ended);
             }
             ready.clear_ready();
         }
@@ -71,16 +81,25 @@ impl OsChild {
 
     /// The exit status, once the process has been reaped.
     pub fn status(&self) -> Option<ExitStatus> {
-        self.status
+        self.ended.map(|e| e.status)
     }
 
     /// Reaps the process if it has exited, without blocking.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.status.is_none() {
+    pub fn try_wait(&mut self) -> io::Result<Option<Ended>> {
+        if self.ended.is_none() {
             let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
-            self.status = reap(pidfd.get_ref().as_fd())?;
+            self.ended = reap(pidfd.get_ref().as_fd())?;
         }
-        Ok(self.status)
+        Ok(self.ended)
+    }
+
+    /// A pidfd of the process, for a deadline that must know whether it
+    /// has exited (`None` once reaped).
+    pub fn pidfd(&self) -> io::Result<Option<OwnedFd>> {
+        match (&self.pidfd, self.ended) {
+            (Some(fd), None) => Ok(Some(rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -88,7 +107,7 @@ impl Drop for OsChild {
     /// Reaps the process in the background if nobody did: the caller has
     /// killed it (or it is about to exit), so no zombie is left behind.
     fn drop(&mut self) {
-        let (Some(pidfd), None) = (self.pidfd.take(), self.status) else {
+        let (Some(pidfd), None) = (self.pidfd.take(), self.ended) else {
             return;
         };
         if let Ok(Some(_)) = reap(pidfd.get_ref().as_fd()) {
@@ -112,9 +131,30 @@ impl Drop for OsChild {
 }
 
 /// Reaps the process of `pidfd` if it has exited.
-fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-    Ok(rustix::process::waitid(WaitId::PidFd(pidfd), options)?.map(|s| exit_status(&s)))
+fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
+    Ok(crate::sys::reap_pidfd(pidfd)?.map(|(exit, usage)| Ended {
+        status: match exit {
+            // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
+            crate::sys::RawExit::Code(code) => ExitStatus::Exited(code as u8),
+            crate::sys::RawExit::Signal(sig) => ExitStatus::Signaled(sig as u8),
+        },
+        usage: resource_usage(&usage),
+    }))
+}
+
+/// The WIT resource usage of `wait4`'s (or `waitid`'s) `rusage`.
+pub(crate) fn resource_usage(r: &libc::rusage) -> ResourceUsage {
+    let ns = |t: libc::timeval| {
+        (t.tv_sec.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_usec.max(0) as u64 * 1000)
+    };
+    ResourceUsage {
+        user_cpu_ns: ns(r.ru_utime),
+        system_cpu_ns: ns(r.ru_stime),
+        // Linux gives kilobytes.
+        max_rss_bytes: (r.ru_maxrss.max(0) as u64).saturating_mul(1024),
+    }
 }
 
 /// Owns a child's process group: dropping it kills every process left in
@@ -124,13 +164,13 @@ pub(crate) struct GroupGuard {
     pgid: Pid,
     live: Arc<AtomicUsize>,
     /// The live-children slots it holds (more than one for a worker).
-    slots: usize,
+    slots: AtomicUsize,
     audit: Option<AuditLog>,
     started: Instant,
     status: OnceLock<ExitStatus>,
     /// The group was killed while the leader was still unreaped: nothing
     /// left to do on drop.
-    killed: bool,
+    killed: std::sync::atomic::AtomicBool,
     /// The child's own cgroup, if it has one: SIGKILL goes to all of it,
     /// and dropping it kills what is left.
     cgroup: Option<ChildCgroup>,
@@ -165,11 +205,18 @@ impl GroupGuard {
 
     /// Kills the group now, before the leader is reaped (the caller reaps
     /// it next), so that dropping the guard later sends nothing.
-    pub fn kill_before_reaping(&mut self) {
+    pub fn kill_before_reaping(&self) {
         if let Err(e) = self.signal(Signal::KILL) {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
-        self.killed = true;
+        self.killed.store(true, Ordering::Release);
+    }
+
+    /// Takes `slots` more of the guest's live-children slots, given back
+    /// on drop (a warm worker, once it gets its specification).
+    pub fn count(&self, slots: usize) {
+        self.slots.fetch_add(slots, Ordering::AcqRel);
+        self.live.fetch_add(slots, Ordering::AcqRel);
     }
 
     /// Notes that the leader has been reaped, and how it ended (for
@@ -186,12 +233,12 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if !self.killed
+        if !*self.killed.get_mut()
             && let Err(e) = self.signal(Signal::KILL)
         {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
         }
-        self.live.fetch_sub(self.slots, Ordering::AcqRel);
+        self.live.fetch_sub(*self.slots.get_mut(), Ordering::AcqRel);
         if let Some(audit) = &self.audit {
             let status = self.status.get().map_or("killed".to_owned(), status_text);
             let duration_ms = self.started.elapsed().as_millis() as u64;
@@ -232,19 +279,12 @@ pub(crate) fn status_text(status: &ExitStatus) -> String {
 }
 
 impl ProcessCtx {
-    /// Starts `prepared` with the given stdin, stdout and stderr, counting
-    /// it against the live-child and total-spawn limits.
-    pub(crate) fn launch(
-        &mut self,
-        kind: &'static str,
-        prepared: &Prepared,
-        stdio: [ChildIo; 3],
-    ) -> Result<Launched, ErrorCode> {
-        // Slots lent to live workers count as live children: the guest's
-        // budget covers its whole tree.
+    /// Refuses a child (or worker) that would take `slots` live-children
+    /// slots and `spawns` of the total spawns, if the guest has not that
+    /// many left.
+    pub(crate) fn check_budget(&self, slots: usize, spawns: u64) -> Result<(), ErrorCode> {
         let live = self.live_children.load(Ordering::Acquire);
-        let slots = 1 + prepared.lent.live;
-        if live + slots > self.policy.limits.max_live_children {
+        if slots > 0 && live + slots > self.policy.limits.max_live_children {
             return Err(self.deny(Denial::Limit {
                 limit: "max_live_children",
                 message: format!(
@@ -254,13 +294,33 @@ impl ProcessCtx {
             }));
         }
         if let Some(max) = self.policy.limits.max_total_spawns
-            && self.total_spawns + 1 + prepared.lent.spawns > max
+            && spawns > 0
+            && self.total_spawns + spawns > max
         {
             return Err(self.deny(Denial::Limit {
                 limit: "max_total_spawns",
                 message: format!("{max} children were started, the most allowed"),
             }));
         }
+        Ok(())
+    }
+
+    /// Starts `prepared` with the given stdin, stdout and stderr, counting
+    /// it against the live-child and total-spawn limits.
+    pub(crate) fn launch(
+        &mut self,
+        kind: &'static str,
+        prepared: &Prepared,
+        stdio: [ChildIo; 3],
+    ) -> Result<Launched, ErrorCode> {
+        // Slots lent to live workers count as live children: the guest's
+        // budget covers its whole tree. A warm worker waiting for its
+        // specification counts only once it gets one.
+        let (slots, spawns) = match prepared.counted {
+            true => (1 + prepared.lent.live, 1 + prepared.lent.spawns),
+            false => (0, 0),
+        };
+        self.check_budget(slots, spawns)?;
         let layers = self.layers(prepared.confine, prepared.identity);
         if prepared.confine
             && self.policy.require_confinement
@@ -337,7 +397,7 @@ impl ProcessCtx {
         let walls_caps = walls.keep_caps;
         let (child, pgid) = start_os_process(prepared, stdio, &walls)?;
         self.live_children.fetch_add(slots, Ordering::AcqRel);
-        self.total_spawns += 1 + prepared.lent.spawns;
+        self.total_spawns += spawns;
         let confinement = layers.level();
         if let Some(audit) = &self.audit {
             audit.record(
@@ -375,11 +435,11 @@ impl ProcessCtx {
             group: GroupGuard {
                 pgid,
                 live: self.live_children.clone(),
-                slots,
+                slots: slots.into(),
                 audit: self.audit.clone(),
                 started: Instant::now(),
                 status: OnceLock::new(),
-                killed: false,
+                killed: false.into(),
                 cgroup: child_cgroup,
             },
         })
@@ -466,14 +526,14 @@ fn start_os_process(
     let envp = (prepared.env.iter())
         .map(|(k, v)| c_string("the environment", format!("{k}={v}").into_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
-    let null = match stdio.contains(&ChildIo::Null) {
+    let null = match stdio.iter().any(|io| matches!(io, ChildIo::Null)) {
         true => Some(dev_null().map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?),
         false => None,
     };
     // An inherited stream is opened anew, read-only for stdin: the child
     // shares no open file description with the host, so it can neither
     // write to nor truncate, seek or re-flag the host's.
-    if stdio[1..].contains(&ChildIo::Inherit) {
+    if stdio[1..].iter().any(|io| matches!(io, ChildIo::Inherit)) {
         return Err(ErrorCode::Io(
             "only stdin is inherited as the host's (output goes through a pipe)".into(),
         ));
@@ -488,8 +548,8 @@ fn start_os_process(
     };
     // (the host's end, the child's end) of each stream.
     let mut ends: [(Option<OwnedFd>, Option<OwnedFd>); 3] = Default::default();
-    for (i, io) in stdio.into_iter().enumerate() {
-        if io == ChildIo::Pipe {
+    for (i, io) in stdio.iter().enumerate() {
+        if matches!(io, ChildIo::Pipe) {
             let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| pipes(e.into()))?;
             ends[i] = if i == 0 {
@@ -499,10 +559,11 @@ fn start_os_process(
             };
         }
     }
-    let child_fd = |i: usize| match stdio[i] {
+    let child_fd = |i: usize| match &stdio[i] {
         ChildIo::Pipe => ends[i].1.as_ref().expect("pipe created").as_fd(),
         ChildIo::Inherit => host_stdin.as_ref().expect("stdin reopened").as_fd(),
         ChildIo::Null => null.expect("/dev/null opened"),
+        ChildIo::Given(fd) => fd.as_fd(),
     };
     let spec = crate::sys::SpawnSpec {
         program: &program,
@@ -527,7 +588,7 @@ fn start_os_process(
     let child = OsChild {
         pid,
         pidfd: Some(pidfd),
-        status: None,
+        ended: None,
         stdin,
         stdout,
         stderr,
@@ -558,7 +619,7 @@ fn reopen_stdin() -> io::Result<File> {
 }
 
 /// `/dev/null`, opened once for every child that gets it.
-fn dev_null() -> io::Result<BorrowedFd<'static>> {
+pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
     static DEV_NULL: OnceLock<File> = OnceLock::new();
     if DEV_NULL.get().is_none() {
         let file = File::options().read(true).write(true).open("/dev/null")?;
@@ -594,14 +655,4 @@ fn spawn_error(prepared: &Prepared, identity: Option<(u32, u32)>, err: &io::Erro
 pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
     Signal::from_named_raw(i32::from(n))
         .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
-}
-
-/// The WIT exit status of a reaped process.
-fn exit_status(status: &WaitIdStatus) -> ExitStatus {
-    match (status.exit_status(), status.terminating_signal()) {
-        // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
-        (Some(code), _) => ExitStatus::Exited(code as u8),
-        (None, Some(sig)) => ExitStatus::Signaled(sig as u8),
-        (None, None) => unreachable!("waitid(WEXITED) reports an exit code or a signal"),
-    }
 }

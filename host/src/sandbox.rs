@@ -32,7 +32,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -132,6 +132,17 @@ pub(crate) struct Sandbox {
     fds: crate::sys::SandboxFds,
 }
 
+/// A parent's sandbox as a forked worker's specification names it: the
+/// indices of its descriptors among those sent with the specification.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InheritedSandbox {
+    root: RawFd,
+    user: Option<RawFd>,
+    mnt: RawFd,
+    net: Option<RawFd>,
+    ipc: RawFd,
+}
+
 impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).
@@ -174,6 +185,47 @@ impl Sandbox {
             })?;
         }
         Ok(sandbox)
+    }
+
+    /// Adds to `passed` the descriptors a forked worker is given to use this
+    /// sandbox for its own children ([`Sandbox::adopt`]), and returns their
+    /// indices there, for its specification. A worker's grants are a subset of this guest's, so
+    /// this view holds all of them; Landlock narrows each child to the
+    /// worker's own. (A worker under its parent's Landlock could not build
+    /// one: Landlock forbids mounting.)
+    pub fn to_inherit<'a>(
+        &'a self,
+        passed: &mut Vec<std::os::fd::BorrowedFd<'a>>,
+    ) -> InheritedSandbox {
+        let fds = &self.fds;
+        let mut pass = |fd: &'a OwnedFd| {
+            passed.push(fd.as_fd());
+            (passed.len() - 1) as RawFd
+        };
+        InheritedSandbox {
+            root: pass(&fds.root),
+            user: fds.user.as_ref().map(&mut pass),
+            mnt: pass(&fds.mnt),
+            net: fds.net.as_ref().map(&mut pass),
+            ipc: pass(&fds.ipc),
+        }
+    }
+
+    /// The sandbox of the parent host, from the descriptors this worker
+    /// process was given (`take` maps the specification's numbers to them).
+    pub fn adopt(
+        inherited: &InheritedSandbox,
+        mut take: impl FnMut(RawFd) -> std::io::Result<OwnedFd>,
+    ) -> std::io::Result<Sandbox> {
+        Ok(Sandbox {
+            fds: crate::sys::SandboxFds {
+                root: take(inherited.root)?,
+                user: inherited.user.map(&mut take).transpose()?,
+                mnt: take(inherited.mnt)?,
+                net: inherited.net.map(&mut take).transpose()?,
+                ipc: take(inherited.ipc)?,
+            },
+        })
     }
 
     /// Whether the sandbox has a user namespace of its own (a host without
@@ -593,6 +645,7 @@ mod tests {
             stdin: None,
             uid: None,
             gid: None,
+            shell: None,
         };
         let out = view.exec(command.into(), options).await.unwrap();
         (

@@ -497,6 +497,58 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
     }
 }
 
+/// How a reaped process ended, as `waitid` reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RawExit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal of this number ended it.
+    Signal(i32),
+}
+
+/// Reaps the process of `pidfd` if it has exited, without waiting, with
+/// the resources it used (`waitid`'s fifth argument, which libc's wrapper
+/// and rustix leave out).
+pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Option<(RawExit, libc::rusage)>> {
+    // SAFETY: both are plain C structs for which all zeroes is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    const P_PIDFD: libc::c_long = 3;
+    loop {
+        // SAFETY: `info` and `usage` are valid for writes for the call;
+        // `pidfd` is an open pidfd borrowed for it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                P_PIDFD,
+                libc::c_long::from(pidfd.as_raw_fd()),
+                &mut info as *mut libc::siginfo_t,
+                libc::c_long::from(libc::WEXITED | libc::WNOHANG),
+                &mut usage as *mut libc::rusage,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    // SAFETY: `info` was filled in by `waitid` (or left zeroed: no child
+    // had exited); these accessors read its SIGCHLD fields.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    let exit = match info.si_code {
+        libc::CLD_EXITED => RawExit::Code(status),
+        _ => RawExit::Signal(status),
+    };
+    Ok(Some((exit, usage)))
+}
+
 /// Registers `fd` with the tokio reactor for `interest`. Must be called
 /// inside a tokio runtime.
 pub(crate) fn watch(fd: OwnedFd, interest: tokio::io::Interest) -> io::Result<AsyncFd<OwnedFd>> {

@@ -3,9 +3,12 @@
 //!
 //! A worker is started as `WORKER_EXECUTABLE __worker --channel-fd N`, with
 //! descriptor N one end of a Unix socketpair, an empty environment (but for
-//! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdin. The
-//! first message on the channel is a JSON `WorkerSpec`; everything after
-//! it belongs to the guests. The worker's guest gets no grant the spec does
+//! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdio; it may
+//! be started long before it is used (a warm worker, its engine and the
+//! components it may run loaded). The first message on the channel is a
+//! JSON `WorkerSpec`, sent with every descriptor it names (`SCM_RIGHTS`):
+//! its stdout and stderr, report pipe, directories and its parent's
+//! sandbox; everything after it belongs to the guests. The worker's guest gets no grant the spec does
 //! not name, and the spec only ever names a subset of its parent's, with
 //! the parent's confinement settings whole. The worker process itself
 //! keeps only the Linux capabilities it needs to sandbox its children
@@ -25,7 +28,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 /// and how to log.
 pub const HOST_ENV: &[&str] = &["HOME", "XDG_CACHE_HOME", "WASMPROC_LOG", "WASMPROC_CACHE"];
 
-/// The worker's capabilities and guest, as sent by the parent host.
+/// The worker's capabilities and guest, as sent by the parent host. Its
+/// descriptors come with it (`SCM_RIGHTS`), not by inheritance, so that a
+/// worker process can be started before anyone knows what it will hold
+/// (a warm worker): every descriptor field here is an index into them.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     /// The component to run (absolute path, granted to the parent).
@@ -39,10 +45,17 @@ pub(crate) struct WorkerSpec {
     /// Everything else it may do: its parent's policy, narrowed to what the
     /// parent passed on (see `fork-options`), whole.
     pub policy: crate::Policy,
-    /// The inherited descriptor of the pipe its audit events and denials
-    /// go up to the parent host through (see [`crate::AuditLog`]).
+    /// The pipe its audit events and denials go up to the parent host
+    /// through (see [`crate::AuditLog`]).
     #[serde(default)]
     pub report_fd: Option<RawFd>,
+    /// Its stdout and stderr.
+    #[serde(default)]
+    pub stdio: Option<(RawFd, RawFd)>,
+    /// The parent's sandbox, for the worker's children (see
+    /// `Sandbox::to_inherit`).
+    #[serde(default)]
+    pub sandbox: Option<crate::sandbox::InheritedSandbox>,
 }
 
 /// A directory a worker holds.
@@ -52,7 +65,8 @@ pub(crate) struct WorkerDir {
     pub guest_path: String,
     /// The host path, for logs only.
     pub host_path: PathBuf,
-    /// The open descriptor the worker inherited.
+    /// The directory's descriptor (an index, as every descriptor of the
+    /// specification).
     pub fd: RawFd,
     /// Whether the worker may only read it.
     pub read_only: bool,
@@ -70,6 +84,8 @@ pub struct WorkerProcess {
     pub process: ProcessCtxBuilder,
     /// The channel's socket, until the runtime that will serve it starts.
     pub channel: std::os::unix::net::UnixStream,
+    /// The report pipe to the parent host, for [`report_trap`].
+    pub reports: Option<std::fs::File>,
 }
 
 impl WorkerProcess {
@@ -81,10 +97,27 @@ impl WorkerProcess {
         let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
         let channel = std::os::unix::net::UnixStream::from(fd);
         channel.set_nonblocking(false)?;
-        let first = crate::channel::read_frame(&channel)
+        let (first, passed) = crate::channel::read_frame_with_fds(&channel)
             .context("no worker specification from the parent")?;
-        let spec: WorkerSpec =
+        let mut spec: WorkerSpec =
             serde_json::from_slice(&first).context("reading the worker specification")?;
+        let mut passed: Vec<Option<std::os::fd::OwnedFd>> = passed.into_iter().map(Some).collect();
+        let mut take = |i: RawFd| {
+            (usize::try_from(i).ok())
+                .and_then(|i| passed.get_mut(i)?.take())
+                .ok_or_else(|| std::io::Error::other(format!("descriptor {i} was not sent")))
+        };
+        if let Some((out, err)) = spec.stdio {
+            rustix::stdio::dup2_stdout(take(out)?)?;
+            rustix::stdio::dup2_stderr(take(err)?)?;
+        }
+        let mut dirs = Vec::new();
+        for dir in &mut spec.dirs {
+            let fd =
+                take(dir.fd).with_context(|| format!("taking directory {}", dir.guest_path))?;
+            dir.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            dirs.push(fd);
+        }
 
         let mut wasi = WasiCtx::builder();
         let name = spec
@@ -99,9 +132,7 @@ impl WorkerProcess {
             .args(&spec.args)
             .envs(&spec.env);
         let mut process = ProcessCtx::builder();
-        for dir in &spec.dirs {
-            let fd = crate::sys::take_inherited_fd(dir.fd)
-                .with_context(|| format!("taking directory {}", dir.guest_path))?;
+        for (dir, fd) in spec.dirs.iter().zip(dirs) {
             let (perms, access) = if dir.read_only {
                 (FsPerms::ReadOnly, DirAccess::ReadOnly)
             } else {
@@ -123,10 +154,19 @@ impl WorkerProcess {
             bail!("the worker specification names no component");
         }
         process.policy(spec.policy.clone());
+        if let Some(sandbox) = &spec.sandbox {
+            let sandbox =
+                crate::sandbox::Sandbox::adopt(sandbox, &mut take).context("taking the sandbox")?;
+            process.adopt_sandbox(sandbox);
+        }
+        if !spec.policy.forks.is_empty() {
+            // Its own workers run the same executable.
+            process.worker_executable(std::env::current_exe()?)?;
+        }
+        let mut reports = None;
         if let Some(fd) = spec.report_fd {
-            let pipe = std::fs::File::from(
-                crate::sys::take_inherited_fd(fd).context("taking the report pipe")?,
-            );
+            let pipe = std::fs::File::from(take(fd).context("taking the report pipe")?);
+            reports = Some(pipe.try_clone()?);
             report_to_parent(&mut process, pipe)?;
         }
         Ok(WorkerProcess {
@@ -134,6 +174,7 @@ impl WorkerProcess {
             wasi,
             process,
             channel,
+            reports,
         })
     }
 }
@@ -154,6 +195,15 @@ impl WorkerProcess {
         }
         Ok(())
     }
+}
+
+/// Tells the parent host that the worker's guest trapped, with `message`,
+/// so that its `termination` says so (`trap`) rather than only an exit
+/// code.
+pub fn report_trap(pipe: &mut std::fs::File, message: &str) {
+    use std::io::Write;
+    let line = serde_json::json!({ "trap": message });
+    let _ = writeln!(pipe, "{line}");
 }
 
 /// Sends `process`'s audit events (as their JSON lines) and denials (as
@@ -186,7 +236,14 @@ pub(crate) struct Reports {
     worker: (u32, String),
     audit: Option<crate::AuditLog>,
     reporter: Option<crate::DenialReporter>,
+    /// The trap of the worker's guest, if it reported one.
+    pub trap: Option<String>,
+    tee: Option<Tee>,
 }
+
+/// Also gets each report line of a worker, as it came (a cluster agent
+/// sends them on to the forking host).
+pub(crate) type Tee = Box<dyn Fn(&[u8]) + Send>;
 
 /// Longest report line kept: a longer one is dropped (with a warning).
 const MAX_REPORT_LINE: usize = 1 << 20;
@@ -198,6 +255,7 @@ impl Reports {
         worker: (u32, String),
         audit: Option<crate::AuditLog>,
         reporter: Option<crate::DenialReporter>,
+        tee: Option<Tee>,
     ) -> std::io::Result<std::sync::Arc<std::sync::Mutex<Reports>>> {
         rustix::io::ioctl_fionbio(&pipe, true)?;
         let watched = crate::sys::watch(rustix::io::dup(&pipe)?, tokio::io::Interest::READABLE)?;
@@ -207,6 +265,8 @@ impl Reports {
             worker,
             audit,
             reporter,
+            trap: None,
+            tee,
         }));
         let shared = reports.clone();
         tokio::spawn(async move {
@@ -248,12 +308,17 @@ impl Reports {
         open
     }
 
-    fn handle(&self, line: &[u8]) {
+    fn handle(&mut self, line: &[u8]) {
+        if let Some(tee) = &self.tee {
+            tee(line);
+        }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
             tracing::warn!(pid = self.worker.0, "a worker sent a bad report line");
             return;
         };
-        if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
+        if let Some(trap) = value.get("trap").and_then(|t| t.as_str()) {
+            self.trap = Some(trap.to_owned());
+        } else if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
             let denial = crate::Denial::InWorker {
                 pid: self.worker.0,
                 component: self.worker.1.clone(),

@@ -28,6 +28,8 @@
 //!                            guessing at descriptors the host left open), or
 //!                            `error: bad descriptor`
 //! testprog nofile            print the soft and hard RLIMIT_NOFILE
+//! testprog burn MS           spin until this process used MS ms of CPU time, print `burnt`
+//! testprog ignore-term SECS  ignore SIGTERM, print `ready`, then sleep SECS
 //! testprog setuid UID        switch to user id UID; print `changed` or `error: KIND`
 //! testprog wc PATH           print `N PATH`, N the number of newlines in the
 //!                            file (as `wc -l PATH`), or `error: KIND`
@@ -92,6 +94,33 @@ fn main() {
         "exit" => std::process::exit(arg(2).parse().expect("exit code")),
         "abort" => std::process::abort(),
         "sleep" => std::thread::sleep(secs(2)),
+        "burn" => {
+            unsafe extern "C" {
+                fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i32;
+            }
+            let cpu = || {
+                let mut ts = [0i64; 2];
+                // SAFETY: CLOCK_PROCESS_CPUTIME_ID (2) into a valid timespec.
+                unsafe { clock_gettime(2, &mut ts) };
+                Duration::new(ts[0] as u64, ts[1] as u32)
+            };
+            let want = Duration::from_millis(arg(2).parse().unwrap());
+            let mut x = 0u64;
+            while cpu() < want {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let _ = writeln!(out, "burnt");
+        }
+        "ignore-term" => {
+            unsafe extern "C" {
+                fn signal(signum: i32, handler: usize) -> usize;
+            }
+            // SAFETY: SIG_IGN (1) for SIGTERM (15): no handler code runs.
+            unsafe { signal(15, 1) };
+            let _ = writeln!(out, "ready");
+            let _ = out.flush();
+            std::thread::sleep(secs(2));
+        }
         "grandchild" => {
             let child = std::process::Command::new(me())
                 .args(["sleep", &arg(2)])

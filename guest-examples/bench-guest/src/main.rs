@@ -11,15 +11,22 @@
 //! bench-guest fork N              fork `echo-worker then exit3`, take its first message, wait; N times
 //! bench-guest round-trip N SIZE   N round trips of SIZE-byte messages through `echo-worker echo`
 //! bench-guest pipelined N SIZE W  N SIZE-byte messages through `echo-worker echo`, at most W in flight
-//! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N`, sleep MS, drop them all
+//! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N` and `started-ns: T` (the
+//!                                 time to start all N), sleep MS, drop them all
+//! bench-guest idle N MS           fork N `echo-worker echo`, one round trip each, print `forked: N`,
+//!                                 leave them idle for MS, drop them all
+//! bench-guest pipe FILE BYTES     `cat FILE` wired straight into `wc -c` (pipe-from); check wc's count
 //! ```
+//!
+//! With `PLACEMENT=cluster` in its environment, the fork, round-trip and
+//! pipelined workers run on an agent of the host's cluster.
 
 use std::time::{Duration, Instant};
 use wasmproc_guest::exec::{ExecOptions, exec};
-use wasmproc_guest::fork::{ForkOptions, Worker, fork};
+use wasmproc_guest::fork::{ForkOptions, Placement, Worker, WorkerLimits, fork};
 use wasmproc_guest::io::streams::StreamError;
 use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
-use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio};
+use wasmproc_guest::types::{ErrorCode, ExitStatus, Stdio, Termination};
 
 const WORKER: &str = "echo-worker.wasm";
 
@@ -31,18 +38,28 @@ fn fail(what: &str, e: ErrorCode) -> ! {
 fn start(program: &str, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let options = SpawnOptions { stdin, stdout, stderr: Stdio::Null, ..SpawnOptions::default() };
-    spawn(program, &args, &options).unwrap_or_else(|e| fail(program, e))
+    spawn(program, &args, options).unwrap_or_else(|e| fail(program, e))
 }
 
+/// Workers go where `$PLACEMENT` says: `cluster`, or on this machine.
 fn start_worker(args: &[&str]) -> Worker {
+    start_worker_with(args, WorkerLimits::default())
+}
+
+/// As `start_worker`, with `limits`.
+fn start_worker_with(args: &[&str], limits: WorkerLimits) -> Worker {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
-    fork(WORKER, &args, &options).unwrap_or_else(|e| fail("fork", e))
+    let placement = match std::env::var("PLACEMENT").as_deref() {
+        Ok("cluster") => Placement::Cluster,
+        _ => Placement::Local,
+    };
+    let options = ForkOptions { stdout: Stdio::Null, placement, limits, ..ForkOptions::default() };
+    fork(WORKER, &args, options).unwrap_or_else(|e| fail("fork", e))
 }
 
 fn wait_ok(child: &Child) {
     match child.wait() {
-        Ok(ExitStatus::Exited(0)) => {}
+        Ok(Termination { status: ExitStatus::Exited(0), .. }) => {}
         other => panic!("child ended with {other:?}"),
     }
 }
@@ -62,6 +79,19 @@ fn main() {
                 let out = exec("echo hi", &ExecOptions::default()).unwrap_or_else(|e| fail("exec", e));
                 assert_eq!(out.stdout, b"hi\n");
             }
+        }
+        "pipe" => {
+            let cat = start("cat", &[&args[1]], Stdio::Null, Stdio::Piped);
+            let wc = start("wc", &["-c"], Stdio::PipeFrom(cat.take_stdout().expect("piped stdout")), Stdio::Piped);
+            let out = wc.take_stdout().expect("piped stdout");
+            let mut count = Vec::new();
+            while let Ok(chunk) = out.blocking_read(64) {
+                count.extend(chunk);
+            }
+            assert_eq!(String::from_utf8_lossy(&count).trim(), num(2).to_string(), "bytes counted");
+            drop(out);
+            wait_ok(&cat);
+            wait_ok(&wc);
         }
         "read" => {
             let bytes = num(1);
@@ -152,9 +182,26 @@ fn main() {
             let n = num(1);
             let children: Vec<Child> = (0..n).map(|_| start("sleep", &["60"], Stdio::Null, Stdio::Null)).collect();
             println!("spawned: {}", children.len());
+            println!("started-ns: {}", t0.elapsed().as_nanos());
             std::thread::sleep(Duration::from_millis(num(2)));
             // Dropping each child kills its process group.
             drop(children);
+        }
+        "idle" => {
+            let workers: Vec<Worker> = (0..num(1))
+                .map(|_| {
+                    // No children of its own: each worker takes one slot.
+                    let limits = WorkerLimits { max_live_children: Some(0), ..WorkerLimits::default() };
+                    let worker = start_worker_with(&["echo"], limits);
+                    worker.send(b"up").unwrap_or_else(|e| fail("send", e));
+                    worker.receive().unwrap_or_else(|e| fail("receive", e));
+                    worker
+                })
+                .collect();
+            println!("forked: {}", workers.len());
+            std::thread::sleep(Duration::from_millis(num(2)));
+            // Dropping a worker ends its process.
+            drop(workers);
         }
         other => panic!("bench-guest: unknown scenario {other:?}"),
     }

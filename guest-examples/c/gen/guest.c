@@ -3,14 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmproc:process/exec@0.1.0`
-
-__attribute__((__import_module__("wasmproc:process/exec@0.1.0"), __import_name__("exec")))
-extern void __wasm_import_wasmproc_process_exec_exec(uint8_t *, uint8_t *);
-
-__attribute__((__import_module__("wasmproc:process/exec@0.1.0"), __import_name__("exec-file")))
-extern void __wasm_import_wasmproc_process_exec_exec_file(uint8_t *, uint8_t *);
-
 // Imported Functions from `wasi:io/error@0.2.12`
 
 __attribute__((__import_module__("wasi:io/error@0.2.12"), __import_name__("[method]error.to-debug-string")))
@@ -74,74 +66,91 @@ extern void __wasm_import_wasi_io_streams_method_output_stream_splice(int32_t, i
 __attribute__((__import_module__("wasi:io/streams@0.2.12"), __import_name__("[method]output-stream.blocking-splice")))
 extern void __wasm_import_wasi_io_streams_method_output_stream_blocking_splice(int32_t, int32_t, int64_t, uint8_t *);
 
-// Imported Functions from `wasmproc:process/spawn@0.1.0`
+// Imported Functions from `wasmproc:process/exec@0.2.0`
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.pid")))
+__attribute__((__import_module__("wasmproc:process/exec@0.2.0"), __import_name__("exec")))
+extern void __wasm_import_wasmproc_process_exec_exec(uint8_t *, uint8_t *);
+
+__attribute__((__import_module__("wasmproc:process/exec@0.2.0"), __import_name__("exec-file")))
+extern void __wasm_import_wasmproc_process_exec_exec_file(uint8_t *, uint8_t *);
+
+// Imported Functions from `wasmproc:process/spawn@0.2.0`
+
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.pid")))
 extern int32_t __wasm_import_wasmproc_process_spawn_method_child_pid(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.take-stdin")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.take-stdin")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_take_stdin(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.take-stdout")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.take-stdout")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_take_stdout(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.take-stderr")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.take-stderr")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_take_stderr(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.subscribe")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.subscribe")))
 extern int32_t __wasm_import_wasmproc_process_spawn_method_child_subscribe(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.try-wait")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.try-wait")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_try_wait(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.wait")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.wait")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_wait(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.kill")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.wait-timeout")))
+extern void __wasm_import_wasmproc_process_spawn_method_child_wait_timeout(int32_t, int64_t, uint8_t *);
+
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.kill")))
 extern void __wasm_import_wasmproc_process_spawn_method_child_kill(int32_t, int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[method]child.confinement")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[method]child.confinement")))
 extern int32_t __wasm_import_wasmproc_process_spawn_method_child_confinement(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("spawn")))
-extern void __wasm_import_wasmproc_process_spawn_spawn(uint8_t *, size_t, uint8_t *, size_t, int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, uint8_t *);
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("spawn")))
+extern void __wasm_import_wasmproc_process_spawn_spawn(uint8_t *, uint8_t *);
 
-// Imported Functions from `wasmproc:process/fork@0.1.0`
+// Imported Functions from `wasmproc:process/fork@0.2.0`
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.pid")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.pid")))
 extern int32_t __wasm_import_wasmproc_process_fork_method_worker_pid(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.send")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.send")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_send(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.receive")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.receive")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_receive(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.try-receive")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.try-receive")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_try_receive(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.subscribe")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.subscribe")))
 extern int32_t __wasm_import_wasmproc_process_fork_method_worker_subscribe(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.subscribe-exit")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.close-channel")))
+extern void __wasm_import_wasmproc_process_fork_method_worker_close_channel(int32_t);
+
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.subscribe-exit")))
 extern int32_t __wasm_import_wasmproc_process_fork_method_worker_subscribe_exit(int32_t);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.try-wait")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.try-wait")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_try_wait(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.wait")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.wait")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_wait(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.kill")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.wait-timeout")))
+extern void __wasm_import_wasmproc_process_fork_method_worker_wait_timeout(int32_t, int64_t, uint8_t *);
+
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.kill")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_kill(int32_t, int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.take-stdout")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.take-stdout")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_take_stdout(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[method]worker.take-stderr")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[method]worker.take-stderr")))
 extern void __wasm_import_wasmproc_process_fork_method_worker_take_stderr(int32_t, uint8_t *);
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("fork")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("fork")))
 extern void __wasm_import_wasmproc_process_fork_fork(uint8_t *, uint8_t *);
 
 // Canonical ABI intrinsics
@@ -156,143 +165,6 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 // Helper Functions
-
-void wasmproc_process_types_error_code_free(wasmproc_process_types_error_code_t *ptr) {
-  switch ((int32_t) ptr->tag) {
-    case 0: {
-      guest_string_free(&ptr->val.access_denied);
-      break;
-    }
-    case 1: {
-      guest_string_free(&ptr->val.not_found);
-      break;
-    }
-    case 2: {
-      guest_string_free(&ptr->val.invalid_argument);
-      break;
-    }
-    case 3: {
-      guest_string_free(&ptr->val.limit_exceeded);
-      break;
-    }
-    case 6: {
-      guest_string_free(&ptr->val.unsupported);
-      break;
-    }
-    case 7: {
-      guest_string_free(&ptr->val.io);
-      break;
-    }
-  }
-}
-
-void wasmproc_process_types_exit_status_free(wasmproc_process_types_exit_status_t *ptr) {
-  switch ((int32_t) ptr->tag) {
-    case 0: {
-      break;
-    }
-    case 1: {
-      break;
-    }
-  }
-}
-
-void wasmproc_process_exec_error_code_free(wasmproc_process_exec_error_code_t *ptr) {
-  wasmproc_process_types_error_code_free(ptr);
-}
-
-void wasmproc_process_exec_exit_status_free(wasmproc_process_exec_exit_status_t *ptr) {
-  wasmproc_process_types_exit_status_free(ptr);
-}
-
-void guest_option_string_free(guest_option_string_t *ptr) {
-  if (ptr->is_some) {
-    guest_string_free(&ptr->val);
-  }
-}
-
-void guest_tuple2_string_string_free(guest_tuple2_string_string_t *ptr) {
-  guest_string_free(&ptr->f0);
-  guest_string_free(&ptr->f1);
-}
-
-void guest_list_tuple2_string_string_free(guest_list_tuple2_string_string_t *ptr) {
-  size_t list_len = ptr->len;
-  if (list_len > 0) {
-    guest_tuple2_string_string_t *list_ptr = ptr->ptr;
-    for (size_t i = 0; i < list_len; i++) {
-      guest_tuple2_string_string_free(&list_ptr[i]);
-    }
-    free(list_ptr);
-  }
-}
-
-void guest_option_u64_free(guest_option_u64_t *ptr) {
-  if (ptr->is_some) {
-  }
-}
-
-void guest_option_u8_free(guest_option_u8_t *ptr) {
-  if (ptr->is_some) {
-  }
-}
-
-void guest_list_u8_free(guest_list_u8_t *ptr) {
-  size_t list_len = ptr->len;
-  if (list_len > 0) {
-    uint8_t *list_ptr = ptr->ptr;
-    for (size_t i = 0; i < list_len; i++) {
-    }
-    free(list_ptr);
-  }
-}
-
-void guest_option_list_u8_free(guest_option_list_u8_t *ptr) {
-  if (ptr->is_some) {
-    guest_list_u8_free(&ptr->val);
-  }
-}
-
-void guest_option_u32_free(guest_option_u32_t *ptr) {
-  if (ptr->is_some) {
-  }
-}
-
-void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr) {
-  guest_option_string_free(&ptr->cwd);
-  guest_list_tuple2_string_string_free(&ptr->env);
-  guest_option_u64_free(&ptr->timeout_ms);
-  guest_option_u8_free(&ptr->kill_signal);
-  guest_option_u64_free(&ptr->max_buffer);
-  guest_option_list_u8_free(&ptr->stdin_);
-  guest_option_u32_free(&ptr->uid);
-  guest_option_u32_free(&ptr->gid);
-}
-
-void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr) {
-  wasmproc_process_exec_exit_status_free(&ptr->status);
-  guest_list_u8_free(&ptr->stdout_);
-  guest_list_u8_free(&ptr->stderr_);
-}
-
-void wasmproc_process_exec_result_exec_output_error_code_free(wasmproc_process_exec_result_exec_output_error_code_t *ptr) {
-  if (!ptr->is_err) {
-    wasmproc_process_exec_exec_output_free(&ptr->val.ok);
-  } else {
-    wasmproc_process_exec_error_code_free(&ptr->val.err);
-  }
-}
-
-void guest_list_string_free(guest_list_string_t *ptr) {
-  size_t list_len = ptr->len;
-  if (list_len > 0) {
-    guest_string_t *list_ptr = ptr->ptr;
-    for (size_t i = 0; i < list_len; i++) {
-      guest_string_free(&list_ptr[i]);
-    }
-    free(list_ptr);
-  }
-}
 
 __attribute__((__import_module__("wasi:io/error@0.2.12"), __import_name__("[resource-drop]error")))
 extern void __wasm_import_wasi_io_error_error_drop(int32_t handle);
@@ -382,8 +254,19 @@ wasi_io_streams_borrow_output_stream_t wasi_io_streams_borrow_output_stream(wasi
   return (wasi_io_streams_borrow_output_stream_t) { arg.__handle };
 }
 
+void guest_list_u8_free(guest_list_u8_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    uint8_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
 void wasi_io_streams_result_list_u8_stream_error_free(wasi_io_streams_result_list_u8_stream_error_t *ptr) {
   if (!ptr->is_err) {
+    guest_list_u8_free(&ptr->val.ok);
   } else {
     wasi_io_streams_stream_error_free(&ptr->val.err);
   }
@@ -403,22 +286,185 @@ void wasi_io_streams_result_void_stream_error_free(wasi_io_streams_result_void_s
   }
 }
 
+void wasmproc_process_types_error_code_free(wasmproc_process_types_error_code_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      guest_string_free(&ptr->val.access_denied);
+      break;
+    }
+    case 1: {
+      guest_string_free(&ptr->val.not_found);
+      break;
+    }
+    case 2: {
+      guest_string_free(&ptr->val.invalid_argument);
+      break;
+    }
+    case 3: {
+      guest_string_free(&ptr->val.limit_exceeded);
+      break;
+    }
+    case 4: {
+      guest_string_free(&ptr->val.timed_out);
+      break;
+    }
+    case 5: {
+      guest_string_free(&ptr->val.closed);
+      break;
+    }
+    case 6: {
+      guest_string_free(&ptr->val.unsupported);
+      break;
+    }
+    case 7: {
+      guest_string_free(&ptr->val.io);
+      break;
+    }
+  }
+}
+
+void wasmproc_process_types_exit_status_free(wasmproc_process_types_exit_status_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      break;
+    }
+  }
+}
+
+void guest_option_string_free(guest_option_string_t *ptr) {
+  if (ptr->is_some) {
+    guest_string_free(&ptr->val);
+  }
+}
+
+void wasmproc_process_types_termination_free(wasmproc_process_types_termination_t *ptr) {
+  wasmproc_process_types_exit_status_free(&ptr->status);
+  guest_option_string_free(&ptr->trap);
+}
+
+void wasmproc_process_types_stdio_file_free(wasmproc_process_types_stdio_file_t *ptr) {
+  guest_string_free(&ptr->path);
+}
+
+void wasmproc_process_types_stdio_free(wasmproc_process_types_stdio_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 3: {
+      wasmproc_process_types_stdio_file_free(&ptr->val.file);
+      break;
+    }
+    case 4: {
+      break;
+    }
+  }
+}
+
+void wasmproc_process_exec_error_code_free(wasmproc_process_exec_error_code_t *ptr) {
+  wasmproc_process_types_error_code_free(ptr);
+}
+
+void wasmproc_process_exec_exit_status_free(wasmproc_process_exec_exit_status_t *ptr) {
+  wasmproc_process_types_exit_status_free(ptr);
+}
+
+void guest_tuple2_string_string_free(guest_tuple2_string_string_t *ptr) {
+  guest_string_free(&ptr->f0);
+  guest_string_free(&ptr->f1);
+}
+
+void guest_list_tuple2_string_string_free(guest_list_tuple2_string_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    guest_tuple2_string_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      guest_tuple2_string_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void guest_option_u64_free(guest_option_u64_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
+void guest_option_u8_free(guest_option_u8_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
+void guest_option_list_u8_free(guest_option_list_u8_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
+void guest_option_u32_free(guest_option_u32_t *ptr) {
+  if (ptr->is_some) {
+  }
+}
+
+void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr) {
+  guest_option_string_free(&ptr->cwd);
+  guest_list_tuple2_string_string_free(&ptr->env);
+  guest_option_u64_free(&ptr->timeout_ms);
+  guest_option_u8_free(&ptr->kill_signal);
+  guest_option_u64_free(&ptr->max_buffer);
+  guest_option_list_u8_free(&ptr->stdin_);
+  guest_option_u32_free(&ptr->uid);
+  guest_option_u32_free(&ptr->gid);
+  guest_option_string_free(&ptr->shell);
+}
+
+void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr) {
+  wasmproc_process_exec_exit_status_free(&ptr->status);
+}
+
+void wasmproc_process_exec_result_exec_output_error_code_free(wasmproc_process_exec_result_exec_output_error_code_t *ptr) {
+  if (!ptr->is_err) {
+    wasmproc_process_exec_exec_output_free(&ptr->val.ok);
+  } else {
+    wasmproc_process_exec_error_code_free(&ptr->val.err);
+  }
+}
+
+void guest_list_string_free(guest_list_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    guest_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      guest_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
 void wasmproc_process_spawn_error_code_free(wasmproc_process_spawn_error_code_t *ptr) {
   wasmproc_process_types_error_code_free(ptr);
 }
 
-void wasmproc_process_spawn_exit_status_free(wasmproc_process_spawn_exit_status_t *ptr) {
-  wasmproc_process_types_exit_status_free(ptr);
+void wasmproc_process_spawn_termination_free(wasmproc_process_spawn_termination_t *ptr) {
+  wasmproc_process_types_termination_free(ptr);
+}
+
+void wasmproc_process_spawn_stdio_free(wasmproc_process_spawn_stdio_t *ptr) {
+  wasmproc_process_types_stdio_free(ptr);
 }
 
 void wasmproc_process_spawn_spawn_options_free(wasmproc_process_spawn_spawn_options_t *ptr) {
   guest_option_string_free(&ptr->cwd);
   guest_list_tuple2_string_string_free(&ptr->env);
+  wasmproc_process_spawn_stdio_free(&ptr->stdin_);
+  wasmproc_process_spawn_stdio_free(&ptr->stdout_);
+  wasmproc_process_spawn_stdio_free(&ptr->stderr_);
   guest_option_u32_free(&ptr->uid);
   guest_option_u32_free(&ptr->gid);
+  guest_option_u64_free(&ptr->timeout_ms);
+  guest_option_u8_free(&ptr->kill_signal);
 }
 
-__attribute__((__import_module__("wasmproc:process/spawn@0.1.0"), __import_name__("[resource-drop]child")))
+__attribute__((__import_module__("wasmproc:process/spawn@0.2.0"), __import_name__("[resource-drop]child")))
 extern void __wasm_import_wasmproc_process_spawn_child_drop(int32_t handle);
 
 void wasmproc_process_spawn_child_drop_own(wasmproc_process_spawn_own_child_t handle) {
@@ -443,23 +489,23 @@ void wasmproc_process_spawn_option_own_input_stream_free(wasmproc_process_spawn_
   }
 }
 
-void wasmproc_process_spawn_option_exit_status_free(wasmproc_process_spawn_option_exit_status_t *ptr) {
+void wasmproc_process_spawn_option_termination_free(wasmproc_process_spawn_option_termination_t *ptr) {
   if (ptr->is_some) {
-    wasmproc_process_spawn_exit_status_free(&ptr->val);
+    wasmproc_process_spawn_termination_free(&ptr->val);
   }
 }
 
-void wasmproc_process_spawn_result_option_exit_status_error_code_free(wasmproc_process_spawn_result_option_exit_status_error_code_t *ptr) {
+void wasmproc_process_spawn_result_option_termination_error_code_free(wasmproc_process_spawn_result_option_termination_error_code_t *ptr) {
   if (!ptr->is_err) {
-    wasmproc_process_spawn_option_exit_status_free(&ptr->val.ok);
+    wasmproc_process_spawn_option_termination_free(&ptr->val.ok);
   } else {
     wasmproc_process_spawn_error_code_free(&ptr->val.err);
   }
 }
 
-void wasmproc_process_spawn_result_exit_status_error_code_free(wasmproc_process_spawn_result_exit_status_error_code_t *ptr) {
+void wasmproc_process_spawn_result_termination_error_code_free(wasmproc_process_spawn_result_termination_error_code_t *ptr) {
   if (!ptr->is_err) {
-    wasmproc_process_spawn_exit_status_free(&ptr->val.ok);
+    wasmproc_process_spawn_termination_free(&ptr->val.ok);
   } else {
     wasmproc_process_spawn_error_code_free(&ptr->val.err);
   }
@@ -483,8 +529,12 @@ void wasmproc_process_fork_error_code_free(wasmproc_process_fork_error_code_t *p
   wasmproc_process_types_error_code_free(ptr);
 }
 
-void wasmproc_process_fork_exit_status_free(wasmproc_process_fork_exit_status_t *ptr) {
-  wasmproc_process_types_exit_status_free(ptr);
+void wasmproc_process_fork_termination_free(wasmproc_process_fork_termination_t *ptr) {
+  wasmproc_process_types_termination_free(ptr);
+}
+
+void wasmproc_process_fork_stdio_free(wasmproc_process_fork_stdio_t *ptr) {
+  wasmproc_process_types_stdio_free(ptr);
 }
 
 void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr) {
@@ -503,6 +553,15 @@ void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limit
   guest_option_u64_free(&ptr->file_size);
 }
 
+void wasmproc_process_fork_placement_free(wasmproc_process_fork_placement_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 2: {
+      guest_list_string_free(&ptr->val.labels);
+      break;
+    }
+  }
+}
+
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -519,12 +578,16 @@ void wasmproc_process_fork_fork_options_free(wasmproc_process_fork_fork_options_
   wasmproc_process_fork_list_dir_grant_free(&ptr->dirs);
   guest_list_string_free(&ptr->allow_env);
   guest_list_tuple2_string_string_free(&ptr->env);
+  guest_list_string_free(&ptr->forks);
+  wasmproc_process_fork_stdio_free(&ptr->stdout_);
+  wasmproc_process_fork_stdio_free(&ptr->stderr_);
   wasmproc_process_fork_worker_limits_free(&ptr->limits);
   guest_option_u32_free(&ptr->uid);
   guest_option_u32_free(&ptr->gid);
+  wasmproc_process_fork_placement_free(&ptr->placement);
 }
 
-__attribute__((__import_module__("wasmproc:process/fork@0.1.0"), __import_name__("[resource-drop]worker")))
+__attribute__((__import_module__("wasmproc:process/fork@0.2.0"), __import_name__("[resource-drop]worker")))
 extern void __wasm_import_wasmproc_process_fork_worker_drop(int32_t handle);
 
 void wasmproc_process_fork_worker_drop_own(wasmproc_process_fork_own_worker_t handle) {
@@ -548,7 +611,6 @@ void wasmproc_process_fork_result_void_error_code_free(wasmproc_process_fork_res
 
 void wasmproc_process_fork_result_list_u8_error_code_free(wasmproc_process_fork_result_list_u8_error_code_t *ptr) {
   if (!ptr->is_err) {
-    guest_list_u8_free(&ptr->val.ok);
   } else {
     wasmproc_process_fork_error_code_free(&ptr->val.err);
   }
@@ -562,23 +624,23 @@ void wasmproc_process_fork_result_option_list_u8_error_code_free(wasmproc_proces
   }
 }
 
-void wasmproc_process_fork_option_exit_status_free(wasmproc_process_fork_option_exit_status_t *ptr) {
+void wasmproc_process_fork_option_termination_free(wasmproc_process_fork_option_termination_t *ptr) {
   if (ptr->is_some) {
-    wasmproc_process_fork_exit_status_free(&ptr->val);
+    wasmproc_process_fork_termination_free(&ptr->val);
   }
 }
 
-void wasmproc_process_fork_result_option_exit_status_error_code_free(wasmproc_process_fork_result_option_exit_status_error_code_t *ptr) {
+void wasmproc_process_fork_result_option_termination_error_code_free(wasmproc_process_fork_result_option_termination_error_code_t *ptr) {
   if (!ptr->is_err) {
-    wasmproc_process_fork_option_exit_status_free(&ptr->val.ok);
+    wasmproc_process_fork_option_termination_free(&ptr->val.ok);
   } else {
     wasmproc_process_fork_error_code_free(&ptr->val.err);
   }
 }
 
-void wasmproc_process_fork_result_exit_status_error_code_free(wasmproc_process_fork_result_exit_status_error_code_t *ptr) {
+void wasmproc_process_fork_result_termination_error_code_free(wasmproc_process_fork_result_termination_error_code_t *ptr) {
   if (!ptr->is_err) {
-    wasmproc_process_fork_exit_status_free(&ptr->val.ok);
+    wasmproc_process_fork_termination_free(&ptr->val.ok);
   } else {
     wasmproc_process_fork_error_code_free(&ptr->val.err);
   }
@@ -622,290 +684,6 @@ void guest_string_free(guest_string_t *ret) {
 }
 
 // Component Adapters
-
-bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
-  __attribute__((__aligned__(8)))
-  uint8_t ret_area[(72+8*sizeof(void*))];
-  uint8_t *ptr = (uint8_t *) &ret_area;
-  *((size_t*)(ptr + sizeof(void*))) = (*command).len;
-  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*command).ptr;
-  if (((*options).cwd).is_some) {
-    const guest_string_t *payload0 = &((*options).cwd).val;
-    *((int8_t*)(ptr + (2*sizeof(void*)))) = 1;
-    *((size_t*)(ptr + (4*sizeof(void*)))) = (*payload0).len;
-    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
-  } else {
-    *((int8_t*)(ptr + (2*sizeof(void*)))) = 0;
-  }
-  *((size_t*)(ptr + (6*sizeof(void*)))) = ((*options).env).len;
-  *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
-  if (((*options).timeout_ms).is_some) {
-    const uint64_t *payload2 = &((*options).timeout_ms).val;
-    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (16+6*sizeof(void*)))) = (int64_t) (*payload2);
-  } else {
-    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 0;
-  }
-  if (((*options).kill_signal).is_some) {
-    const uint8_t *payload4 = &((*options).kill_signal).val;
-    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 1;
-    *((int8_t*)(ptr + (25+6*sizeof(void*)))) = (int32_t) (*payload4);
-  } else {
-    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 0;
-  }
-  if (((*options).max_buffer).is_some) {
-    const uint64_t *payload6 = &((*options).max_buffer).val;
-    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (40+6*sizeof(void*)))) = (int64_t) (*payload6);
-  } else {
-    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 0;
-  }
-  if (((*options).stdin_).is_some) {
-    const guest_list_u8_t *payload8 = &((*options).stdin_).val;
-    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 1;
-    *((size_t*)(ptr + (48+8*sizeof(void*)))) = (*payload8).len;
-    *((uint8_t **)(ptr + (48+7*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
-  } else {
-    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 0;
-  }
-  if (((*options).uid).is_some) {
-    const uint32_t *payload10 = &((*options).uid).val;
-    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (52+9*sizeof(void*)))) = (int32_t) (*payload10);
-  } else {
-    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 0;
-  }
-  if (((*options).gid).is_some) {
-    const uint32_t *payload12 = &((*options).gid).val;
-    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (60+9*sizeof(void*)))) = (int32_t) (*payload12);
-  } else {
-    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 0;
-  }
-  uint8_t *ptr13 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_exec_exec(ptr, ptr13);
-  wasmproc_process_exec_result_exec_output_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr13 + 0))) {
-    case 0: {
-      result.is_err = false;
-      wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr13 + 12));
-      switch ((int32_t) variant.tag) {
-        case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
-          break;
-        }
-        case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
-          break;
-        }
-      }
-
-      result.val.ok = (wasmproc_process_exec_exec_output_t) {
-        (uint32_t) (uint32_t) (*((int32_t*) (ptr13 + 8))),
-        (wasmproc_process_exec_exit_status_t) variant,
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + 16))), (*((size_t*) (ptr13 + (16+1*sizeof(void*))))) },
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (16+2*sizeof(void*))))), (*((size_t*) (ptr13 + (16+3*sizeof(void*))))) },
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (16+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (17+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (18+4*sizeof(void*)))),
-        (uint64_t) (uint64_t) (*((int64_t*) (ptr13 + (24+4*sizeof(void*))))),
-        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr13 + (32+4*sizeof(void*)))),
-      };
-      break;
-    }
-    case 1: {
-      result.is_err = true;
-      wasmproc_process_types_error_code_t variant14;
-      variant14.tag = (int32_t) *((uint8_t*) (ptr13 + 8));
-      switch ((int32_t) variant14.tag) {
-        case 0: {
-          variant14.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 1: {
-          variant14.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 2: {
-          variant14.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 3: {
-          variant14.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 4: {
-          break;
-        }
-        case 5: {
-          break;
-        }
-        case 6: {
-          variant14.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 7: {
-          variant14.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-      }
-
-      result.val.err = variant14;
-      break;
-    }
-  }
-  if (!result.is_err) {
-    *ret = result.val.ok;
-    return 1;
-  } else {
-    *err = result.val.err;
-    return 0;
-  }
-}
-
-bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_t *args, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
-  __attribute__((__aligned__(8)))
-  uint8_t ret_area[(72+10*sizeof(void*))];
-  uint8_t *ptr = (uint8_t *) &ret_area;
-  *((size_t*)(ptr + sizeof(void*))) = (*program).len;
-  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*program).ptr;
-  *((size_t*)(ptr + (3*sizeof(void*)))) = (*args).len;
-  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*args).ptr;
-  if (((*options).cwd).is_some) {
-    const guest_string_t *payload0 = &((*options).cwd).val;
-    *((int8_t*)(ptr + (4*sizeof(void*)))) = 1;
-    *((size_t*)(ptr + (6*sizeof(void*)))) = (*payload0).len;
-    *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
-  } else {
-    *((int8_t*)(ptr + (4*sizeof(void*)))) = 0;
-  }
-  *((size_t*)(ptr + (8*sizeof(void*)))) = ((*options).env).len;
-  *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
-  if (((*options).timeout_ms).is_some) {
-    const uint64_t *payload2 = &((*options).timeout_ms).val;
-    *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (16+8*sizeof(void*)))) = (int64_t) (*payload2);
-  } else {
-    *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 0;
-  }
-  if (((*options).kill_signal).is_some) {
-    const uint8_t *payload4 = &((*options).kill_signal).val;
-    *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 1;
-    *((int8_t*)(ptr + (25+8*sizeof(void*)))) = (int32_t) (*payload4);
-  } else {
-    *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 0;
-  }
-  if (((*options).max_buffer).is_some) {
-    const uint64_t *payload6 = &((*options).max_buffer).val;
-    *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (40+8*sizeof(void*)))) = (int64_t) (*payload6);
-  } else {
-    *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 0;
-  }
-  if (((*options).stdin_).is_some) {
-    const guest_list_u8_t *payload8 = &((*options).stdin_).val;
-    *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 1;
-    *((size_t*)(ptr + (48+10*sizeof(void*)))) = (*payload8).len;
-    *((uint8_t **)(ptr + (48+9*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
-  } else {
-    *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 0;
-  }
-  if (((*options).uid).is_some) {
-    const uint32_t *payload10 = &((*options).uid).val;
-    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (52+11*sizeof(void*)))) = (int32_t) (*payload10);
-  } else {
-    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 0;
-  }
-  if (((*options).gid).is_some) {
-    const uint32_t *payload12 = &((*options).gid).val;
-    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (60+11*sizeof(void*)))) = (int32_t) (*payload12);
-  } else {
-    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 0;
-  }
-  uint8_t *ptr13 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_exec_exec_file(ptr, ptr13);
-  wasmproc_process_exec_result_exec_output_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr13 + 0))) {
-    case 0: {
-      result.is_err = false;
-      wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr13 + 12));
-      switch ((int32_t) variant.tag) {
-        case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
-          break;
-        }
-        case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr13 + 13)));
-          break;
-        }
-      }
-
-      result.val.ok = (wasmproc_process_exec_exec_output_t) {
-        (uint32_t) (uint32_t) (*((int32_t*) (ptr13 + 8))),
-        (wasmproc_process_exec_exit_status_t) variant,
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + 16))), (*((size_t*) (ptr13 + (16+1*sizeof(void*))))) },
-        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (16+2*sizeof(void*))))), (*((size_t*) (ptr13 + (16+3*sizeof(void*))))) },
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (16+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (17+4*sizeof(void*)))),
-        (bool) (int32_t) *((uint8_t*) (ptr13 + (18+4*sizeof(void*)))),
-        (uint64_t) (uint64_t) (*((int64_t*) (ptr13 + (24+4*sizeof(void*))))),
-        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr13 + (32+4*sizeof(void*)))),
-      };
-      break;
-    }
-    case 1: {
-      result.is_err = true;
-      wasmproc_process_types_error_code_t variant14;
-      variant14.tag = (int32_t) *((uint8_t*) (ptr13 + 8));
-      switch ((int32_t) variant14.tag) {
-        case 0: {
-          variant14.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 1: {
-          variant14.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 2: {
-          variant14.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 3: {
-          variant14.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 4: {
-          break;
-        }
-        case 5: {
-          break;
-        }
-        case 6: {
-          variant14.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-        case 7: {
-          variant14.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr13 + (8+1*sizeof(void*))))), (*((size_t*) (ptr13 + (8+2*sizeof(void*))))) };
-          break;
-        }
-      }
-
-      result.val.err = variant14;
-      break;
-    }
-  }
-  if (!result.is_err) {
-    *ret = result.val.ok;
-    return 1;
-  } else {
-    *err = result.val.err;
-    return 0;
-  }
-}
 
 void wasi_io_error_method_error_to_debug_string(wasi_io_error_borrow_error_t self, guest_string_t *ret) {
   __attribute__((__aligned__(sizeof(void*))))
@@ -1437,6 +1215,320 @@ bool wasi_io_streams_method_output_stream_blocking_splice(wasi_io_streams_borrow
   }
 }
 
+bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(64+12*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((size_t*)(ptr + sizeof(void*))) = (*command).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*command).ptr;
+  if (((*options).cwd).is_some) {
+    const guest_string_t *payload0 = &((*options).cwd).val;
+    *((int8_t*)(ptr + (2*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (4*sizeof(void*)))) = (*payload0).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
+  } else {
+    *((int8_t*)(ptr + (2*sizeof(void*)))) = 0;
+  }
+  *((size_t*)(ptr + (6*sizeof(void*)))) = ((*options).env).len;
+  *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
+  if (((*options).timeout_ms).is_some) {
+    const uint64_t *payload2 = &((*options).timeout_ms).val;
+    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (16+6*sizeof(void*)))) = (int64_t) (*payload2);
+  } else {
+    *((int8_t*)(ptr + (8+6*sizeof(void*)))) = 0;
+  }
+  if (((*options).kill_signal).is_some) {
+    const uint8_t *payload4 = &((*options).kill_signal).val;
+    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 1;
+    *((int8_t*)(ptr + (25+6*sizeof(void*)))) = (int32_t) (*payload4);
+  } else {
+    *((int8_t*)(ptr + (24+6*sizeof(void*)))) = 0;
+  }
+  if (((*options).max_buffer).is_some) {
+    const uint64_t *payload6 = &((*options).max_buffer).val;
+    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (40+6*sizeof(void*)))) = (int64_t) (*payload6);
+  } else {
+    *((int8_t*)(ptr + (32+6*sizeof(void*)))) = 0;
+  }
+  if (((*options).stdin_).is_some) {
+    const guest_list_u8_t *payload8 = &((*options).stdin_).val;
+    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (48+8*sizeof(void*)))) = (*payload8).len;
+    *((uint8_t **)(ptr + (48+7*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
+  } else {
+    *((int8_t*)(ptr + (48+6*sizeof(void*)))) = 0;
+  }
+  if (((*options).uid).is_some) {
+    const uint32_t *payload10 = &((*options).uid).val;
+    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (52+9*sizeof(void*)))) = (int32_t) (*payload10);
+  } else {
+    *((int8_t*)(ptr + (48+9*sizeof(void*)))) = 0;
+  }
+  if (((*options).gid).is_some) {
+    const uint32_t *payload12 = &((*options).gid).val;
+    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (60+9*sizeof(void*)))) = (int32_t) (*payload12);
+  } else {
+    *((int8_t*)(ptr + (56+9*sizeof(void*)))) = 0;
+  }
+  if (((*options).shell).is_some) {
+    const guest_string_t *payload14 = &((*options).shell).val;
+    *((int8_t*)(ptr + (64+9*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (64+11*sizeof(void*)))) = (*payload14).len;
+    *((uint8_t **)(ptr + (64+10*sizeof(void*)))) = (uint8_t *) (*payload14).ptr;
+  } else {
+    *((int8_t*)(ptr + (64+9*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr15 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_exec_exec(ptr, ptr15);
+  wasmproc_process_exec_result_exec_output_error_code_t result;
+  switch ((int32_t) *((uint8_t*) (ptr15 + 0))) {
+    case 0: {
+      result.is_err = false;
+      wasmproc_process_types_exit_status_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr15 + 12));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr15 + 13)));
+          break;
+        }
+        case 1: {
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr15 + 13)));
+          break;
+        }
+      }
+
+      result.val.ok = (wasmproc_process_exec_exec_output_t) {
+        (uint32_t) (uint32_t) (*((int32_t*) (ptr15 + 8))),
+        (wasmproc_process_exec_exit_status_t) variant,
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr15 + 16))), (*((size_t*) (ptr15 + (16+1*sizeof(void*))))) },
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (16+2*sizeof(void*))))), (*((size_t*) (ptr15 + (16+3*sizeof(void*))))) },
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (16+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (17+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (18+4*sizeof(void*)))),
+        (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (24+4*sizeof(void*))))),
+        (wasmproc_process_exec_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (32+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (40+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (48+4*sizeof(void*))))),
+        },
+        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr15 + (56+4*sizeof(void*)))),
+      };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmproc_process_types_error_code_t variant16;
+      variant16.tag = (int32_t) *((uint8_t*) (ptr15 + 8));
+      switch ((int32_t) variant16.tag) {
+        case 0: {
+          variant16.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant16.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant16.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant16.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          variant16.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 5: {
+          variant16.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 6: {
+          variant16.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 7: {
+          variant16.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant16;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_t *args, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(64+14*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((size_t*)(ptr + sizeof(void*))) = (*program).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*program).ptr;
+  *((size_t*)(ptr + (3*sizeof(void*)))) = (*args).len;
+  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*args).ptr;
+  if (((*options).cwd).is_some) {
+    const guest_string_t *payload0 = &((*options).cwd).val;
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (6*sizeof(void*)))) = (*payload0).len;
+    *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
+  } else {
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 0;
+  }
+  *((size_t*)(ptr + (8*sizeof(void*)))) = ((*options).env).len;
+  *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
+  if (((*options).timeout_ms).is_some) {
+    const uint64_t *payload2 = &((*options).timeout_ms).val;
+    *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (16+8*sizeof(void*)))) = (int64_t) (*payload2);
+  } else {
+    *((int8_t*)(ptr + (8+8*sizeof(void*)))) = 0;
+  }
+  if (((*options).kill_signal).is_some) {
+    const uint8_t *payload4 = &((*options).kill_signal).val;
+    *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 1;
+    *((int8_t*)(ptr + (25+8*sizeof(void*)))) = (int32_t) (*payload4);
+  } else {
+    *((int8_t*)(ptr + (24+8*sizeof(void*)))) = 0;
+  }
+  if (((*options).max_buffer).is_some) {
+    const uint64_t *payload6 = &((*options).max_buffer).val;
+    *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (40+8*sizeof(void*)))) = (int64_t) (*payload6);
+  } else {
+    *((int8_t*)(ptr + (32+8*sizeof(void*)))) = 0;
+  }
+  if (((*options).stdin_).is_some) {
+    const guest_list_u8_t *payload8 = &((*options).stdin_).val;
+    *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (48+10*sizeof(void*)))) = (*payload8).len;
+    *((uint8_t **)(ptr + (48+9*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
+  } else {
+    *((int8_t*)(ptr + (48+8*sizeof(void*)))) = 0;
+  }
+  if (((*options).uid).is_some) {
+    const uint32_t *payload10 = &((*options).uid).val;
+    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (52+11*sizeof(void*)))) = (int32_t) (*payload10);
+  } else {
+    *((int8_t*)(ptr + (48+11*sizeof(void*)))) = 0;
+  }
+  if (((*options).gid).is_some) {
+    const uint32_t *payload12 = &((*options).gid).val;
+    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (60+11*sizeof(void*)))) = (int32_t) (*payload12);
+  } else {
+    *((int8_t*)(ptr + (56+11*sizeof(void*)))) = 0;
+  }
+  if (((*options).shell).is_some) {
+    const guest_string_t *payload14 = &((*options).shell).val;
+    *((int8_t*)(ptr + (64+11*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (64+13*sizeof(void*)))) = (*payload14).len;
+    *((uint8_t **)(ptr + (64+12*sizeof(void*)))) = (uint8_t *) (*payload14).ptr;
+  } else {
+    *((int8_t*)(ptr + (64+11*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr15 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_exec_exec_file(ptr, ptr15);
+  wasmproc_process_exec_result_exec_output_error_code_t result;
+  switch ((int32_t) *((uint8_t*) (ptr15 + 0))) {
+    case 0: {
+      result.is_err = false;
+      wasmproc_process_types_exit_status_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr15 + 12));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr15 + 13)));
+          break;
+        }
+        case 1: {
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr15 + 13)));
+          break;
+        }
+      }
+
+      result.val.ok = (wasmproc_process_exec_exec_output_t) {
+        (uint32_t) (uint32_t) (*((int32_t*) (ptr15 + 8))),
+        (wasmproc_process_exec_exit_status_t) variant,
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr15 + 16))), (*((size_t*) (ptr15 + (16+1*sizeof(void*))))) },
+        (guest_list_u8_t) (guest_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (16+2*sizeof(void*))))), (*((size_t*) (ptr15 + (16+3*sizeof(void*))))) },
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (16+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (17+4*sizeof(void*)))),
+        (bool) (int32_t) *((uint8_t*) (ptr15 + (18+4*sizeof(void*)))),
+        (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (24+4*sizeof(void*))))),
+        (wasmproc_process_exec_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (32+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (40+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr15 + (48+4*sizeof(void*))))),
+        },
+        (wasmproc_process_exec_confinement_t) (int32_t) *((uint8_t*) (ptr15 + (56+4*sizeof(void*)))),
+      };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmproc_process_types_error_code_t variant16;
+      variant16.tag = (int32_t) *((uint8_t*) (ptr15 + 8));
+      switch ((int32_t) variant16.tag) {
+        case 0: {
+          variant16.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant16.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant16.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant16.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          variant16.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 5: {
+          variant16.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 6: {
+          variant16.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 7: {
+          variant16.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr15 + (8+1*sizeof(void*))))), (*((size_t*) (ptr15 + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant16;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
 uint32_t wasmproc_process_spawn_method_child_pid(wasmproc_process_spawn_borrow_child_t self) {
   int32_t ret = __wasm_import_wasmproc_process_spawn_method_child_pid((self).__handle);
   return (uint32_t) (ret);
@@ -1510,77 +1602,198 @@ wasmproc_process_spawn_own_pollable_t wasmproc_process_spawn_method_child_subscr
   return (wasmproc_process_spawn_own_pollable_t) { ret };
 }
 
-bool wasmproc_process_spawn_method_child_try_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_option_exit_status_t *ret, wasmproc_process_spawn_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+bool wasmproc_process_spawn_method_child_try_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_option_termination_t *ret, wasmproc_process_spawn_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(40+4*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   __wasm_import_wasmproc_process_spawn_method_child_try_wait((self).__handle, ptr);
-  wasmproc_process_spawn_result_option_exit_status_error_code_t result;
+  wasmproc_process_spawn_result_option_termination_error_code_t result;
   switch ((int32_t) *((uint8_t*) (ptr + 0))) {
     case 0: {
       result.is_err = false;
-      wasmproc_process_spawn_option_exit_status_t option;
-      switch ((int32_t) *((uint8_t*) (ptr + sizeof(void*)))) {
+      wasmproc_process_spawn_option_termination_t option0;
+      switch ((int32_t) *((uint8_t*) (ptr + 8))) {
+        case 0: {
+          option0.is_some = false;
+          break;
+        }
+        case 1: {
+          option0.is_some = true;
+          wasmproc_process_types_exit_status_t variant;
+          variant.tag = (int32_t) *((uint8_t*) (ptr + 16));
+          switch ((int32_t) variant.tag) {
+            case 0: {
+              variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 17)));
+              break;
+            }
+            case 1: {
+              variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 17)));
+              break;
+            }
+          }
+          guest_option_string_t option;
+          switch ((int32_t) *((uint8_t*) (ptr + (16+1*sizeof(void*))))) {
+            case 0: {
+              option.is_some = false;
+              break;
+            }
+            case 1: {
+              option.is_some = true;
+              option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (16+2*sizeof(void*))))), (*((size_t*) (ptr + (16+3*sizeof(void*))))) };
+              break;
+            }
+          }
+
+          option0.val = (wasmproc_process_types_termination_t) {
+            (wasmproc_process_types_exit_status_t) variant,
+            (bool) (int32_t) *((uint8_t*) (ptr + 18)),
+            (guest_option_string_t) option,
+            (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (32+4*sizeof(void*))))),
+            },
+          };
+          break;
+        }
+      }
+
+      result.val.ok = option0;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmproc_process_types_error_code_t variant1;
+      variant1.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant1.tag) {
+        case 0: {
+          variant1.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant1.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant1.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant1.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          variant1.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 5: {
+          variant1.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 6: {
+          variant1.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 7: {
+          variant1.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant1;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool wasmproc_process_spawn_method_child_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_termination_t *ret, wasmproc_process_spawn_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(32+4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_spawn_method_child_wait((self).__handle, ptr);
+  wasmproc_process_spawn_result_termination_error_code_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      wasmproc_process_types_exit_status_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+        case 1: {
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+      }
+      guest_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + (8+1*sizeof(void*))))) {
         case 0: {
           option.is_some = false;
           break;
         }
         case 1: {
           option.is_some = true;
-          wasmproc_process_types_exit_status_t variant;
-          variant.tag = (int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*))));
-          switch ((int32_t) variant.tag) {
-            case 0: {
-              variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (2+1*sizeof(void*)))));
-              break;
-            }
-            case 1: {
-              variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (2+1*sizeof(void*)))));
-              break;
-            }
-          }
-
-          option.val = variant;
+          option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+2*sizeof(void*))))), (*((size_t*) (ptr + (8+3*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.ok = option;
+      result.val.ok = (wasmproc_process_types_termination_t) {
+        (wasmproc_process_types_exit_status_t) variant,
+        (bool) (int32_t) *((uint8_t*) (ptr + 10)),
+        (guest_option_string_t) option,
+        (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (8+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+        },
+      };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant0;
-      variant0.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant0.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant0.tag) {
         case 0: {
-          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant0.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant0.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
       }
@@ -1598,64 +1811,87 @@ bool wasmproc_process_spawn_method_child_try_wait(wasmproc_process_spawn_borrow_
   }
 }
 
-bool wasmproc_process_spawn_method_child_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_exit_status_t *ret, wasmproc_process_spawn_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+bool wasmproc_process_spawn_method_child_wait_timeout(wasmproc_process_spawn_borrow_child_t self, uint64_t timeout_ms, wasmproc_process_spawn_termination_t *ret, wasmproc_process_spawn_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(32+4*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_spawn_method_child_wait((self).__handle, ptr);
-  wasmproc_process_spawn_result_exit_status_error_code_t result;
+  __wasm_import_wasmproc_process_spawn_method_child_wait_timeout((self).__handle, (int64_t) (timeout_ms), ptr);
+  wasmproc_process_spawn_result_termination_error_code_t result;
   switch ((int32_t) *((uint8_t*) (ptr + 0))) {
     case 0: {
       result.is_err = false;
       wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*)))));
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
           break;
         }
         case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*)))));
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+      }
+      guest_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + (8+1*sizeof(void*))))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+2*sizeof(void*))))), (*((size_t*) (ptr + (8+3*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.ok = variant;
+      result.val.ok = (wasmproc_process_types_termination_t) {
+        (wasmproc_process_types_exit_status_t) variant,
+        (bool) (int32_t) *((uint8_t*) (ptr + 10)),
+        (guest_option_string_t) option,
+        (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (8+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+        },
+      };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant0;
-      variant0.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant0.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant0.tag) {
         case 0: {
-          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant0.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant0.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
       }
@@ -1706,9 +1942,11 @@ bool wasmproc_process_spawn_method_child_kill(wasmproc_process_spawn_borrow_chil
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
@@ -1739,83 +1977,179 @@ wasmproc_process_spawn_confinement_t wasmproc_process_spawn_method_child_confine
 }
 
 bool wasmproc_process_spawn_spawn(guest_string_t *program, guest_list_string_t *args, wasmproc_process_spawn_spawn_options_t *options, wasmproc_process_spawn_own_child_t *ret, wasmproc_process_spawn_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
-  int32_t option;
-  uint8_t * option1;
-  size_t option2;
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(48+20*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((size_t*)(ptr + sizeof(void*))) = (*program).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (*program).ptr;
+  *((size_t*)(ptr + (3*sizeof(void*)))) = (*args).len;
+  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*args).ptr;
   if (((*options).cwd).is_some) {
     const guest_string_t *payload0 = &((*options).cwd).val;
-    option = 1;
-    option1 = (uint8_t *) (*payload0).ptr;
-    option2 = (*payload0).len;
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 1;
+    *((size_t*)(ptr + (6*sizeof(void*)))) = (*payload0).len;
+    *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) (*payload0).ptr;
   } else {
-    option = 0;
-    option1 = 0;
-    option2 = 0;
+    *((int8_t*)(ptr + (4*sizeof(void*)))) = 0;
   }
-  int32_t option5;
-  int32_t option6;
+  *((size_t*)(ptr + (8*sizeof(void*)))) = ((*options).env).len;
+  *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
+  switch ((int32_t) ((*options).stdin_).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (9*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (9*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      *((int8_t*)(ptr + (9*sizeof(void*)))) = 2;
+      break;
+    }
+    case 3: {
+      const wasmproc_process_types_stdio_file_t *payload4 = &((*options).stdin_).val.file;
+      *((int8_t*)(ptr + (9*sizeof(void*)))) = 3;
+      *((size_t*)(ptr + (11*sizeof(void*)))) = ((*payload4).path).len;
+      *((uint8_t **)(ptr + (10*sizeof(void*)))) = (uint8_t *) ((*payload4).path).ptr;
+      *((int8_t*)(ptr + (12*sizeof(void*)))) = (int32_t) (*payload4).mode;
+      break;
+    }
+    case 4: {
+      const wasmproc_process_types_own_input_stream_t *payload5 = &((*options).stdin_).val.pipe_from;
+      *((int8_t*)(ptr + (9*sizeof(void*)))) = 4;
+      *((int32_t*)(ptr + (10*sizeof(void*)))) = (*payload5).__handle;
+      break;
+    }
+  }
+  switch ((int32_t) ((*options).stdout_).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (13*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (13*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      *((int8_t*)(ptr + (13*sizeof(void*)))) = 2;
+      break;
+    }
+    case 3: {
+      const wasmproc_process_types_stdio_file_t *payload9 = &((*options).stdout_).val.file;
+      *((int8_t*)(ptr + (13*sizeof(void*)))) = 3;
+      *((size_t*)(ptr + (15*sizeof(void*)))) = ((*payload9).path).len;
+      *((uint8_t **)(ptr + (14*sizeof(void*)))) = (uint8_t *) ((*payload9).path).ptr;
+      *((int8_t*)(ptr + (16*sizeof(void*)))) = (int32_t) (*payload9).mode;
+      break;
+    }
+    case 4: {
+      const wasmproc_process_types_own_input_stream_t *payload10 = &((*options).stdout_).val.pipe_from;
+      *((int8_t*)(ptr + (13*sizeof(void*)))) = 4;
+      *((int32_t*)(ptr + (14*sizeof(void*)))) = (*payload10).__handle;
+      break;
+    }
+  }
+  switch ((int32_t) ((*options).stderr_).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (17*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (17*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      *((int8_t*)(ptr + (17*sizeof(void*)))) = 2;
+      break;
+    }
+    case 3: {
+      const wasmproc_process_types_stdio_file_t *payload14 = &((*options).stderr_).val.file;
+      *((int8_t*)(ptr + (17*sizeof(void*)))) = 3;
+      *((size_t*)(ptr + (19*sizeof(void*)))) = ((*payload14).path).len;
+      *((uint8_t **)(ptr + (18*sizeof(void*)))) = (uint8_t *) ((*payload14).path).ptr;
+      *((int8_t*)(ptr + (20*sizeof(void*)))) = (int32_t) (*payload14).mode;
+      break;
+    }
+    case 4: {
+      const wasmproc_process_types_own_input_stream_t *payload15 = &((*options).stderr_).val.pipe_from;
+      *((int8_t*)(ptr + (17*sizeof(void*)))) = 4;
+      *((int32_t*)(ptr + (18*sizeof(void*)))) = (*payload15).__handle;
+      break;
+    }
+  }
   if (((*options).uid).is_some) {
-    const uint32_t *payload4 = &((*options).uid).val;
-    option5 = 1;
-    option6 = (int32_t) (*payload4);
+    const uint32_t *payload17 = &((*options).uid).val;
+    *((int8_t*)(ptr + (21*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (4+21*sizeof(void*)))) = (int32_t) (*payload17);
   } else {
-    option5 = 0;
-    option6 = 0;
+    *((int8_t*)(ptr + (21*sizeof(void*)))) = 0;
   }
-  int32_t option9;
-  int32_t option10;
   if (((*options).gid).is_some) {
-    const uint32_t *payload8 = &((*options).gid).val;
-    option9 = 1;
-    option10 = (int32_t) (*payload8);
+    const uint32_t *payload19 = &((*options).gid).val;
+    *((int8_t*)(ptr + (8+21*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (12+21*sizeof(void*)))) = (int32_t) (*payload19);
   } else {
-    option9 = 0;
-    option10 = 0;
+    *((int8_t*)(ptr + (8+21*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_spawn_spawn((uint8_t *) (*program).ptr, (*program).len, (uint8_t *) (*args).ptr, (*args).len, option, option1, option2, (uint8_t *) ((*options).env).ptr, ((*options).env).len, (int32_t) (*options).stdin_, (int32_t) (*options).stdout_, (int32_t) (*options).stderr_, option5, option6, option9, option10, ptr);
+  if (((*options).timeout_ms).is_some) {
+    const uint64_t *payload21 = &((*options).timeout_ms).val;
+    *((int8_t*)(ptr + (24+20*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (32+20*sizeof(void*)))) = (int64_t) (*payload21);
+  } else {
+    *((int8_t*)(ptr + (24+20*sizeof(void*)))) = 0;
+  }
+  if (((*options).kill_signal).is_some) {
+    const uint8_t *payload23 = &((*options).kill_signal).val;
+    *((int8_t*)(ptr + (40+20*sizeof(void*)))) = 1;
+    *((int8_t*)(ptr + (41+20*sizeof(void*)))) = (int32_t) (*payload23);
+  } else {
+    *((int8_t*)(ptr + (40+20*sizeof(void*)))) = 0;
+  }
+  uint8_t *ptr24 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_spawn_spawn(ptr, ptr24);
   wasmproc_process_spawn_result_own_child_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr24 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_spawn_own_child_t) { *((int32_t*) (ptr + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_spawn_own_child_t) { *((int32_t*) (ptr24 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr24 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr24 + (2*sizeof(void*))))), (*((size_t*) (ptr24 + (3*sizeof(void*))))) };
           break;
         }
       }
@@ -1871,9 +2205,11 @@ bool wasmproc_process_fork_method_worker_send(wasmproc_process_fork_borrow_worke
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
@@ -1932,9 +2268,11 @@ bool wasmproc_process_fork_method_worker_receive(wasmproc_process_fork_borrow_wo
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
@@ -2007,9 +2345,11 @@ bool wasmproc_process_fork_method_worker_try_receive(wasmproc_process_fork_borro
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
@@ -2040,82 +2380,207 @@ wasmproc_process_fork_own_pollable_t wasmproc_process_fork_method_worker_subscri
   return (wasmproc_process_fork_own_pollable_t) { ret };
 }
 
+void wasmproc_process_fork_method_worker_close_channel(wasmproc_process_fork_borrow_worker_t self) {
+  __wasm_import_wasmproc_process_fork_method_worker_close_channel((self).__handle);
+}
+
 wasmproc_process_fork_own_pollable_t wasmproc_process_fork_method_worker_subscribe_exit(wasmproc_process_fork_borrow_worker_t self) {
   int32_t ret = __wasm_import_wasmproc_process_fork_method_worker_subscribe_exit((self).__handle);
   return (wasmproc_process_fork_own_pollable_t) { ret };
 }
 
-bool wasmproc_process_fork_method_worker_try_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_option_exit_status_t *ret, wasmproc_process_fork_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+bool wasmproc_process_fork_method_worker_try_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_option_termination_t *ret, wasmproc_process_fork_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(40+4*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   __wasm_import_wasmproc_process_fork_method_worker_try_wait((self).__handle, ptr);
-  wasmproc_process_fork_result_option_exit_status_error_code_t result;
+  wasmproc_process_fork_result_option_termination_error_code_t result;
   switch ((int32_t) *((uint8_t*) (ptr + 0))) {
     case 0: {
       result.is_err = false;
-      wasmproc_process_fork_option_exit_status_t option;
-      switch ((int32_t) *((uint8_t*) (ptr + sizeof(void*)))) {
+      wasmproc_process_fork_option_termination_t option0;
+      switch ((int32_t) *((uint8_t*) (ptr + 8))) {
+        case 0: {
+          option0.is_some = false;
+          break;
+        }
+        case 1: {
+          option0.is_some = true;
+          wasmproc_process_types_exit_status_t variant;
+          variant.tag = (int32_t) *((uint8_t*) (ptr + 16));
+          switch ((int32_t) variant.tag) {
+            case 0: {
+              variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 17)));
+              break;
+            }
+            case 1: {
+              variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 17)));
+              break;
+            }
+          }
+          guest_option_string_t option;
+          switch ((int32_t) *((uint8_t*) (ptr + (16+1*sizeof(void*))))) {
+            case 0: {
+              option.is_some = false;
+              break;
+            }
+            case 1: {
+              option.is_some = true;
+              option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (16+2*sizeof(void*))))), (*((size_t*) (ptr + (16+3*sizeof(void*))))) };
+              break;
+            }
+          }
+
+          option0.val = (wasmproc_process_types_termination_t) {
+            (wasmproc_process_types_exit_status_t) variant,
+            (bool) (int32_t) *((uint8_t*) (ptr + 18)),
+            (guest_option_string_t) option,
+            (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+              (uint64_t) (uint64_t) (*((int64_t*) (ptr + (32+4*sizeof(void*))))),
+            },
+          };
+          break;
+        }
+      }
+
+      result.val.ok = option0;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmproc_process_types_error_code_t variant1;
+      variant1.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant1.tag) {
+        case 0: {
+          variant1.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant1.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant1.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant1.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          variant1.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 5: {
+          variant1.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 6: {
+          variant1.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 7: {
+          variant1.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant1;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool wasmproc_process_fork_method_worker_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_termination_t *ret, wasmproc_process_fork_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(32+4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_method_worker_wait((self).__handle, ptr);
+  wasmproc_process_fork_result_termination_error_code_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      wasmproc_process_types_exit_status_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+        case 1: {
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+      }
+      guest_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + (8+1*sizeof(void*))))) {
         case 0: {
           option.is_some = false;
           break;
         }
         case 1: {
           option.is_some = true;
-          wasmproc_process_types_exit_status_t variant;
-          variant.tag = (int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*))));
-          switch ((int32_t) variant.tag) {
-            case 0: {
-              variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (2+1*sizeof(void*)))));
-              break;
-            }
-            case 1: {
-              variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (2+1*sizeof(void*)))));
-              break;
-            }
-          }
-
-          option.val = variant;
+          option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+2*sizeof(void*))))), (*((size_t*) (ptr + (8+3*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.ok = option;
+      result.val.ok = (wasmproc_process_types_termination_t) {
+        (wasmproc_process_types_exit_status_t) variant,
+        (bool) (int32_t) *((uint8_t*) (ptr + 10)),
+        (guest_option_string_t) option,
+        (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (8+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+        },
+      };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant0;
-      variant0.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant0.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant0.tag) {
         case 0: {
-          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant0.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant0.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
       }
@@ -2133,64 +2598,87 @@ bool wasmproc_process_fork_method_worker_try_wait(wasmproc_process_fork_borrow_w
   }
 }
 
-bool wasmproc_process_fork_method_worker_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_exit_status_t *ret, wasmproc_process_fork_error_code_t *err) {
-  __attribute__((__aligned__(sizeof(void*))))
-  uint8_t ret_area[(4*sizeof(void*))];
+bool wasmproc_process_fork_method_worker_wait_timeout(wasmproc_process_fork_borrow_worker_t self, uint64_t timeout_ms, wasmproc_process_fork_termination_t *ret, wasmproc_process_fork_error_code_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(32+4*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_method_worker_wait((self).__handle, ptr);
-  wasmproc_process_fork_result_exit_status_error_code_t result;
+  __wasm_import_wasmproc_process_fork_method_worker_wait_timeout((self).__handle, (int64_t) (timeout_ms), ptr);
+  wasmproc_process_fork_result_termination_error_code_t result;
   switch ((int32_t) *((uint8_t*) (ptr + 0))) {
     case 0: {
       result.is_err = false;
       wasmproc_process_types_exit_status_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*)))));
+          variant.val.exited = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
           break;
         }
         case 1: {
-          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + (1+1*sizeof(void*)))));
+          variant.val.signaled = (uint8_t) ((int32_t) *((uint8_t*) (ptr + 9)));
+          break;
+        }
+      }
+      guest_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + (8+1*sizeof(void*))))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+2*sizeof(void*))))), (*((size_t*) (ptr + (8+3*sizeof(void*))))) };
           break;
         }
       }
 
-      result.val.ok = variant;
+      result.val.ok = (wasmproc_process_types_termination_t) {
+        (wasmproc_process_types_exit_status_t) variant,
+        (bool) (int32_t) *((uint8_t*) (ptr + 10)),
+        (guest_option_string_t) option,
+        (wasmproc_process_types_resource_usage_t) (wasmproc_process_types_resource_usage_t) {
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (8+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (16+4*sizeof(void*))))),
+          (uint64_t) (uint64_t) (*((int64_t*) (ptr + (24+4*sizeof(void*))))),
+        },
+      };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant0;
-      variant0.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      variant0.tag = (int32_t) *((uint8_t*) (ptr + 8));
       switch ((int32_t) variant0.tag) {
         case 0: {
-          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant0.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant0.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          variant0.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
           break;
         }
       }
@@ -2241,9 +2729,11 @@ bool wasmproc_process_fork_method_worker_kill(wasmproc_process_fork_borrow_worke
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
@@ -2312,7 +2802,7 @@ bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borro
 
 bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err) {
   __attribute__((__aligned__(8)))
-  uint8_t ret_area[(160+12*sizeof(void*))];
+  uint8_t ret_area[(168+24*sizeof(void*))];
   uint8_t *ptr = (uint8_t *) &ret_area;
   *((size_t*)(ptr + sizeof(void*))) = (*component).len;
   *((uint8_t **)(ptr + 0)) = (uint8_t *) (*component).ptr;
@@ -2327,127 +2817,202 @@ bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *
   *((size_t*)(ptr + (11*sizeof(void*)))) = ((*options).env).len;
   *((uint8_t **)(ptr + (10*sizeof(void*)))) = (uint8_t *) ((*options).env).ptr;
   *((int8_t*)(ptr + (12*sizeof(void*)))) = (*options).shell;
-  *((int8_t*)(ptr + (1+12*sizeof(void*)))) = (int32_t) (*options).stdout_;
-  *((int8_t*)(ptr + (2+12*sizeof(void*)))) = (int32_t) (*options).stderr_;
+  *((size_t*)(ptr + (14*sizeof(void*)))) = ((*options).forks).len;
+  *((uint8_t **)(ptr + (13*sizeof(void*)))) = (uint8_t *) ((*options).forks).ptr;
+  switch ((int32_t) ((*options).stdout_).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (15*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (15*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      *((int8_t*)(ptr + (15*sizeof(void*)))) = 2;
+      break;
+    }
+    case 3: {
+      const wasmproc_process_types_stdio_file_t *payload2 = &((*options).stdout_).val.file;
+      *((int8_t*)(ptr + (15*sizeof(void*)))) = 3;
+      *((size_t*)(ptr + (17*sizeof(void*)))) = ((*payload2).path).len;
+      *((uint8_t **)(ptr + (16*sizeof(void*)))) = (uint8_t *) ((*payload2).path).ptr;
+      *((int8_t*)(ptr + (18*sizeof(void*)))) = (int32_t) (*payload2).mode;
+      break;
+    }
+    case 4: {
+      const wasmproc_process_types_own_input_stream_t *payload3 = &((*options).stdout_).val.pipe_from;
+      *((int8_t*)(ptr + (15*sizeof(void*)))) = 4;
+      *((int32_t*)(ptr + (16*sizeof(void*)))) = (*payload3).__handle;
+      break;
+    }
+  }
+  switch ((int32_t) ((*options).stderr_).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (19*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (19*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      *((int8_t*)(ptr + (19*sizeof(void*)))) = 2;
+      break;
+    }
+    case 3: {
+      const wasmproc_process_types_stdio_file_t *payload7 = &((*options).stderr_).val.file;
+      *((int8_t*)(ptr + (19*sizeof(void*)))) = 3;
+      *((size_t*)(ptr + (21*sizeof(void*)))) = ((*payload7).path).len;
+      *((uint8_t **)(ptr + (20*sizeof(void*)))) = (uint8_t *) ((*payload7).path).ptr;
+      *((int8_t*)(ptr + (22*sizeof(void*)))) = (int32_t) (*payload7).mode;
+      break;
+    }
+    case 4: {
+      const wasmproc_process_types_own_input_stream_t *payload8 = &((*options).stderr_).val.pipe_from;
+      *((int8_t*)(ptr + (19*sizeof(void*)))) = 4;
+      *((int32_t*)(ptr + (20*sizeof(void*)))) = (*payload8).__handle;
+      break;
+    }
+  }
   if ((((*options).limits).max_live_children).is_some) {
-    const uint32_t *payload0 = &(((*options).limits).max_live_children).val;
-    *((int8_t*)(ptr + (8+12*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (12+12*sizeof(void*)))) = (int32_t) (*payload0);
+    const uint32_t *payload10 = &(((*options).limits).max_live_children).val;
+    *((int8_t*)(ptr + (8+22*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (12+22*sizeof(void*)))) = (int32_t) (*payload10);
   } else {
-    *((int8_t*)(ptr + (8+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (8+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).max_total_spawns).is_some) {
-    const uint64_t *payload2 = &(((*options).limits).max_total_spawns).val;
-    *((int8_t*)(ptr + (16+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (24+12*sizeof(void*)))) = (int64_t) (*payload2);
+    const uint64_t *payload12 = &(((*options).limits).max_total_spawns).val;
+    *((int8_t*)(ptr + (16+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (24+22*sizeof(void*)))) = (int64_t) (*payload12);
   } else {
-    *((int8_t*)(ptr + (16+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (16+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).max_buffer).is_some) {
-    const uint64_t *payload4 = &(((*options).limits).max_buffer).val;
-    *((int8_t*)(ptr + (32+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (40+12*sizeof(void*)))) = (int64_t) (*payload4);
+    const uint64_t *payload14 = &(((*options).limits).max_buffer).val;
+    *((int8_t*)(ptr + (32+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (40+22*sizeof(void*)))) = (int64_t) (*payload14);
   } else {
-    *((int8_t*)(ptr + (32+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (32+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).max_timeout_ms).is_some) {
-    const uint64_t *payload6 = &(((*options).limits).max_timeout_ms).val;
-    *((int8_t*)(ptr + (48+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (56+12*sizeof(void*)))) = (int64_t) (*payload6);
+    const uint64_t *payload16 = &(((*options).limits).max_timeout_ms).val;
+    *((int8_t*)(ptr + (48+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (56+22*sizeof(void*)))) = (int64_t) (*payload16);
   } else {
-    *((int8_t*)(ptr + (48+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (48+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).cpu_seconds).is_some) {
-    const uint64_t *payload8 = &(((*options).limits).cpu_seconds).val;
-    *((int8_t*)(ptr + (64+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (72+12*sizeof(void*)))) = (int64_t) (*payload8);
+    const uint64_t *payload18 = &(((*options).limits).cpu_seconds).val;
+    *((int8_t*)(ptr + (64+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (72+22*sizeof(void*)))) = (int64_t) (*payload18);
   } else {
-    *((int8_t*)(ptr + (64+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (64+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).address_space).is_some) {
-    const uint64_t *payload10 = &(((*options).limits).address_space).val;
-    *((int8_t*)(ptr + (80+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (88+12*sizeof(void*)))) = (int64_t) (*payload10);
+    const uint64_t *payload20 = &(((*options).limits).address_space).val;
+    *((int8_t*)(ptr + (80+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (88+22*sizeof(void*)))) = (int64_t) (*payload20);
   } else {
-    *((int8_t*)(ptr + (80+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (80+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).open_files).is_some) {
-    const uint64_t *payload12 = &(((*options).limits).open_files).val;
-    *((int8_t*)(ptr + (96+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (104+12*sizeof(void*)))) = (int64_t) (*payload12);
+    const uint64_t *payload22 = &(((*options).limits).open_files).val;
+    *((int8_t*)(ptr + (96+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (104+22*sizeof(void*)))) = (int64_t) (*payload22);
   } else {
-    *((int8_t*)(ptr + (96+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (96+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).processes).is_some) {
-    const uint64_t *payload14 = &(((*options).limits).processes).val;
-    *((int8_t*)(ptr + (112+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (120+12*sizeof(void*)))) = (int64_t) (*payload14);
+    const uint64_t *payload24 = &(((*options).limits).processes).val;
+    *((int8_t*)(ptr + (112+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (120+22*sizeof(void*)))) = (int64_t) (*payload24);
   } else {
-    *((int8_t*)(ptr + (112+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (112+22*sizeof(void*)))) = 0;
   }
   if ((((*options).limits).file_size).is_some) {
-    const uint64_t *payload16 = &(((*options).limits).file_size).val;
-    *((int8_t*)(ptr + (128+12*sizeof(void*)))) = 1;
-    *((int64_t*)(ptr + (136+12*sizeof(void*)))) = (int64_t) (*payload16);
+    const uint64_t *payload26 = &(((*options).limits).file_size).val;
+    *((int8_t*)(ptr + (128+22*sizeof(void*)))) = 1;
+    *((int64_t*)(ptr + (136+22*sizeof(void*)))) = (int64_t) (*payload26);
   } else {
-    *((int8_t*)(ptr + (128+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (128+22*sizeof(void*)))) = 0;
   }
   if (((*options).uid).is_some) {
-    const uint32_t *payload18 = &((*options).uid).val;
-    *((int8_t*)(ptr + (144+12*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (148+12*sizeof(void*)))) = (int32_t) (*payload18);
+    const uint32_t *payload28 = &((*options).uid).val;
+    *((int8_t*)(ptr + (144+22*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (148+22*sizeof(void*)))) = (int32_t) (*payload28);
   } else {
-    *((int8_t*)(ptr + (144+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (144+22*sizeof(void*)))) = 0;
   }
   if (((*options).gid).is_some) {
-    const uint32_t *payload20 = &((*options).gid).val;
-    *((int8_t*)(ptr + (152+12*sizeof(void*)))) = 1;
-    *((int32_t*)(ptr + (156+12*sizeof(void*)))) = (int32_t) (*payload20);
+    const uint32_t *payload30 = &((*options).gid).val;
+    *((int8_t*)(ptr + (152+22*sizeof(void*)))) = 1;
+    *((int32_t*)(ptr + (156+22*sizeof(void*)))) = (int32_t) (*payload30);
   } else {
-    *((int8_t*)(ptr + (152+12*sizeof(void*)))) = 0;
+    *((int8_t*)(ptr + (152+22*sizeof(void*)))) = 0;
   }
-  uint8_t *ptr21 = (uint8_t *) &ret_area;
-  __wasm_import_wasmproc_process_fork_fork(ptr, ptr21);
+  switch ((int32_t) ((*options).placement).tag) {
+    case 0: {
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 0;
+      break;
+    }
+    case 1: {
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 1;
+      break;
+    }
+    case 2: {
+      const guest_list_string_t *payload33 = &((*options).placement).val.labels;
+      *((int8_t*)(ptr + (160+22*sizeof(void*)))) = 2;
+      *((size_t*)(ptr + (160+24*sizeof(void*)))) = (*payload33).len;
+      *((uint8_t **)(ptr + (160+23*sizeof(void*)))) = (uint8_t *) (*payload33).ptr;
+      break;
+    }
+  }
+  uint8_t *ptr34 = (uint8_t *) &ret_area;
+  __wasm_import_wasmproc_process_fork_fork(ptr, ptr34);
   wasmproc_process_fork_result_own_worker_error_code_t result;
-  switch ((int32_t) *((uint8_t*) (ptr21 + 0))) {
+  switch ((int32_t) *((uint8_t*) (ptr34 + 0))) {
     case 0: {
       result.is_err = false;
-      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr21 + sizeof(void*))) };
+      result.val.ok = (wasmproc_process_fork_own_worker_t) { *((int32_t*) (ptr34 + sizeof(void*))) };
       break;
     }
     case 1: {
       result.is_err = true;
       wasmproc_process_types_error_code_t variant;
-      variant.tag = (int32_t) *((uint8_t*) (ptr21 + sizeof(void*)));
+      variant.tag = (int32_t) *((uint8_t*) (ptr34 + sizeof(void*)));
       switch ((int32_t) variant.tag) {
         case 0: {
-          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.access_denied = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 1: {
-          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.not_found = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 2: {
-          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.invalid_argument = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 3: {
-          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.limit_exceeded = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 4: {
+          variant.val.timed_out = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 5: {
+          variant.val.closed = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 6: {
-          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.unsupported = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
         case 7: {
-          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr21 + (2*sizeof(void*))))), (*((size_t*) (ptr21 + (3*sizeof(void*))))) };
+          variant.val.io = (guest_string_t) { (uint8_t*)(*((uint8_t **) (ptr34 + (2*sizeof(void*))))), (*((size_t*) (ptr34 + (3*sizeof(void*))))) };
           break;
         }
       }

@@ -14,199 +14,6 @@ typedef struct guest_string_t {
   size_t len;
 } guest_string_t;
 
-// Why a request was refused or failed. Every variant's payload is a
-// human-readable message that names the denied or faulty thing.
-typedef struct wasmproc_process_types_error_code_t {
-  uint8_t tag;
-  union {
-    guest_string_t     access_denied;
-    guest_string_t     not_found;
-    guest_string_t     invalid_argument;
-    guest_string_t     limit_exceeded;
-    guest_string_t     unsupported;
-    guest_string_t     io;
-  } val;
-} wasmproc_process_types_error_code_t;
-
-// The policy does not grant this: a program not on the allow-list, no
-// shell granted, a working directory outside the granted directories,
-// an environment variable name that is not allowed, or a fork component
-// or capability the parent does not hold.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_ACCESS_DENIED 0
-// A granted program, or a working directory inside a granted
-// directory, does not exist.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_NOT_FOUND 1
-// A value the guest passed is malformed: a NUL byte in a string, an
-// empty program name, an invalid signal number, a zero size, etc.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_INVALID_ARGUMENT 2
-// A host limit was hit: too many live children, too many spawns, argv
-// and environment too large, a timeout or buffer size above the host's
-// maximum, a message above the channel's maximum size.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_LIMIT_EXCEEDED 3
-// An operation with a deadline did not finish in time.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_TIMED_OUT 4
-// The message channel is closed: the peer exited, crashed or closed
-// its end, and every message it sent before that has been delivered.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_CLOSED 5
-// This host does not implement the operation.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_UNSUPPORTED 6
-// The operating system reported an error.
-#define WASMPROC_PROCESS_TYPES_ERROR_CODE_IO 7
-
-// How a process ended: exactly one of an exit code or a signal.
-typedef struct wasmproc_process_types_exit_status_t {
-  uint8_t tag;
-  union {
-    uint8_t     exited;
-    uint8_t     signaled;
-  } val;
-} wasmproc_process_types_exit_status_t;
-
-// The process called `exit` with this code (0-255).
-#define WASMPROC_PROCESS_TYPES_EXIT_STATUS_EXITED 0
-// The process was terminated by this signal number (Linux numbering:
-// 1 hup, 2 int, 3 quit, 6 abrt, 9 kill, 15 term, ...).
-#define WASMPROC_PROCESS_TYPES_EXIT_STATUS_SIGNALED 1
-
-// How strongly the host confines a native child beyond the policy checks
-// made before it starts (for example with Linux Landlock).
-typedef uint8_t wasmproc_process_types_confinement_t;
-
-// The child is confined to the guest's granted directories and
-// programs by the kernel.
-#define WASMPROC_PROCESS_TYPES_CONFINEMENT_FULL 0
-// Some restrictions are enforced by the kernel, not all.
-#define WASMPROC_PROCESS_TYPES_CONFINEMENT_PARTIAL 1
-// No kernel confinement: only the checks made before start apply.
-#define WASMPROC_PROCESS_TYPES_CONFINEMENT_NONE 2
-
-// Where a child's standard stream goes.
-typedef uint8_t wasmproc_process_types_stdio_t;
-
-// A pipe the guest reads or writes through a wasi:io stream.
-#define WASMPROC_PROCESS_TYPES_STDIO_PIPED 0
-// The guest's own stream, as given to it by the host.
-#define WASMPROC_PROCESS_TYPES_STDIO_INHERIT 1
-// `/dev/null`.
-#define WASMPROC_PROCESS_TYPES_STDIO_NULL 2
-
-typedef wasmproc_process_types_error_code_t wasmproc_process_exec_error_code_t;
-
-typedef wasmproc_process_types_exit_status_t wasmproc_process_exec_exit_status_t;
-
-typedef wasmproc_process_types_confinement_t wasmproc_process_exec_confinement_t;
-
-typedef struct {
-  bool is_some;
-  guest_string_t val;
-} guest_option_string_t;
-
-typedef struct {
-  guest_string_t f0;
-  guest_string_t f1;
-} guest_tuple2_string_string_t;
-
-typedef struct {
-  guest_tuple2_string_string_t *ptr;
-  size_t len;
-} guest_list_tuple2_string_string_t;
-
-typedef struct {
-  bool is_some;
-  uint64_t val;
-} guest_option_u64_t;
-
-typedef struct {
-  bool is_some;
-  uint8_t val;
-} guest_option_u8_t;
-
-typedef struct {
-  uint8_t *ptr;
-  size_t len;
-} guest_list_u8_t;
-
-typedef struct {
-  bool is_some;
-  guest_list_u8_t val;
-} guest_option_list_u8_t;
-
-typedef struct {
-  bool is_some;
-  uint32_t val;
-} guest_option_u32_t;
-
-// Options for `exec` and `exec-file`. Every field may be left at its
-// empty value; the host's defaults then apply.
-typedef struct wasmproc_process_exec_exec_options_t {
-  // Working directory: a guest path inside one of the guest's granted
-  // directories (absolute, or relative to the first granted directory).
-  // `..` and symlinks may not leave the granted directory. `none`: the
-  // first granted directory (or `/` when no directory is granted).
-  guest_option_string_t   cwd;
-  // Environment of the child. Children start with an empty environment;
-  // each name here must be allowed by the host.
-  guest_list_tuple2_string_string_t   env;
-  // Kill the child's whole process group after this many milliseconds
-  // and set `timed-out` in the output. `none`: the host's default. A value
-  // above the host's maximum is refused with `limit-exceeded`.
-  guest_option_u64_t   timeout_ms;
-  // Signal sent to the process group on timeout or when a buffer
-  // overflows; if the group is still alive after a grace period it is
-  // killed with SIGKILL. `none`: 9 (SIGKILL).
-  guest_option_u8_t   kill_signal;
-  // Largest number of bytes kept per output stream. When a stream
-  // exceeds it, the child's group is killed, the output is truncated to
-  // this size and flagged. `none`: the host's default (1 MiB unless
-  // configured). Must be at least 1 and at most the host's maximum.
-  guest_option_u64_t   max_buffer;
-  // Bytes written to the child's stdin, which is then closed. `none`:
-  // stdin is `/dev/null`.
-  guest_option_list_u8_t   stdin_;
-  // The user id the child runs as: the host's child user or one it
-  // granted (`--allow-uid`); any other is `access-denied`. Only a host
-  // running as root can change it (`unsupported` otherwise). `none`: the
-  // host's child user (65534 unless configured).
-  guest_option_u32_t   uid;
-  // The group id the child runs as, as for `uid` (`--allow-gid`).
-  guest_option_u32_t   gid;
-} wasmproc_process_exec_exec_options_t;
-
-// The result of a command that ran.
-typedef struct wasmproc_process_exec_exec_output_t {
-  // OS process id the child had.
-  uint32_t   pid;
-  // How the child ended.
-  wasmproc_process_exec_exit_status_t   status;
-  // Everything the child wrote to stdout, up to `max-buffer` bytes.
-  guest_list_u8_t   stdout_;
-  // Everything the child wrote to stderr, up to `max-buffer` bytes.
-  guest_list_u8_t   stderr_;
-  // stdout exceeded `max-buffer`: it was truncated and the child killed.
-  bool   stdout_truncated;
-  // stderr exceeded `max-buffer`: it was truncated and the child killed.
-  bool   stderr_truncated;
-  // The timeout expired and the child's process group was killed.
-  bool   timed_out;
-  // Wall-clock time from start to the end of output, in nanoseconds.
-  uint64_t   duration_ns;
-  // How the child was confined.
-  wasmproc_process_exec_confinement_t   confinement;
-} wasmproc_process_exec_exec_output_t;
-
-typedef struct {
-  bool is_err;
-  union {
-    wasmproc_process_exec_exec_output_t ok;
-    wasmproc_process_exec_error_code_t err;
-  } val;
-} wasmproc_process_exec_result_exec_output_error_code_t;
-
-typedef struct {
-  guest_string_t *ptr;
-  size_t len;
-} guest_list_string_t;
-
 typedef struct wasi_io_error_own_error_t {
   int32_t __handle;
 } wasi_io_error_own_error_t;
@@ -272,6 +79,11 @@ typedef struct wasi_io_streams_borrow_output_stream_t {
 } wasi_io_streams_borrow_output_stream_t;
 
 typedef struct {
+  uint8_t *ptr;
+  size_t len;
+} guest_list_u8_t;
+
+typedef struct {
   bool is_err;
   union {
     guest_list_u8_t ok;
@@ -296,9 +108,277 @@ typedef struct {
   } val;
 } wasi_io_streams_result_void_stream_error_t;
 
+// Why a request was refused or failed. Every variant's payload is a
+// human-readable message that names the denied or faulty thing.
+typedef struct wasmproc_process_types_error_code_t {
+  uint8_t tag;
+  union {
+    guest_string_t     access_denied;
+    guest_string_t     not_found;
+    guest_string_t     invalid_argument;
+    guest_string_t     limit_exceeded;
+    guest_string_t     timed_out;
+    guest_string_t     closed;
+    guest_string_t     unsupported;
+    guest_string_t     io;
+  } val;
+} wasmproc_process_types_error_code_t;
+
+// The policy does not grant this: a program not on the allow-list, no
+// shell granted, a working directory outside the granted directories,
+// an environment variable name that is not allowed, or a fork component
+// or capability the parent does not hold.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_ACCESS_DENIED 0
+// A granted program, or a working directory inside a granted
+// directory, does not exist.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_NOT_FOUND 1
+// A value the guest passed is malformed: a NUL byte in a string, an
+// empty program name, an invalid signal number, a zero size, etc.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_INVALID_ARGUMENT 2
+// A host limit was hit: too many live children, too many spawns, argv
+// and environment too large, a timeout or buffer size above the host's
+// maximum, a message above the channel's maximum size.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_LIMIT_EXCEEDED 3
+// An operation with a deadline did not finish in time; the message
+// says which and how long it waited.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_TIMED_OUT 4
+// The message channel is closed: the peer exited, crashed or closed
+// its end (or this end closed it), and every message the peer sent
+// before that has been delivered. The message says which.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_CLOSED 5
+// This host does not implement the operation.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_UNSUPPORTED 6
+// The operating system reported an error.
+#define WASMPROC_PROCESS_TYPES_ERROR_CODE_IO 7
+
+// How a process ended: exactly one of an exit code or a signal.
+typedef struct wasmproc_process_types_exit_status_t {
+  uint8_t tag;
+  union {
+    uint8_t     exited;
+    uint8_t     signaled;
+  } val;
+} wasmproc_process_types_exit_status_t;
+
+// The process called `exit` with this code (0-255).
+#define WASMPROC_PROCESS_TYPES_EXIT_STATUS_EXITED 0
+// The process was terminated by this signal number (Linux numbering:
+// 1 hup, 2 int, 3 quit, 6 abrt, 9 kill, 15 term, ...).
+#define WASMPROC_PROCESS_TYPES_EXIT_STATUS_SIGNALED 1
+
+// The resources a process used, as `wait4` reports them.
+typedef struct wasmproc_process_types_resource_usage_t {
+  // CPU time spent in user mode, in nanoseconds.
+  uint64_t   user_cpu_ns;
+  // CPU time spent in the kernel, in nanoseconds.
+  uint64_t   system_cpu_ns;
+  // The largest resident set size, in bytes, as Linux's `wait4`
+  // reports it. Linux counts in it the memory a child shared with the
+  // host before it ran its program (children are started the way
+  // `posix_spawn` starts them, sharing the host's memory until `exec`),
+  // so for a small child it is about the host's own size; it is exact
+  // only for a child that grows larger than that.
+  uint64_t   max_rss_bytes;
+} wasmproc_process_types_resource_usage_t;
+
+typedef struct {
+  bool is_some;
+  guest_string_t val;
+} guest_option_string_t;
+
+// How a process ended, and what it used.
+typedef struct wasmproc_process_types_termination_t {
+  // Its exit code or the signal that ended it.
+  wasmproc_process_types_exit_status_t   status;
+  // The deadline (`timeout-ms`) expired and the host killed the
+  // process group (`status` then says how it ended).
+  bool   timed_out;
+  // For a forked worker whose guest trapped: the trap's message (the
+  // worker process then exits with `status` `exited(134)`). A guest that
+  // exits, with any code, has none.
+  guest_option_string_t   trap;
+  // What the process used (for a worker: the worker process itself).
+  wasmproc_process_types_resource_usage_t   usage;
+} wasmproc_process_types_termination_t;
+
+// How strongly the host confines a native child beyond the policy checks
+// made before it starts (for example with Linux Landlock).
+typedef uint8_t wasmproc_process_types_confinement_t;
+
+// The child is confined to the guest's granted directories and
+// programs by the kernel.
+#define WASMPROC_PROCESS_TYPES_CONFINEMENT_FULL 0
+// Some restrictions are enforced by the kernel, not all.
+#define WASMPROC_PROCESS_TYPES_CONFINEMENT_PARTIAL 1
+// No kernel confinement: only the checks made before start apply.
+#define WASMPROC_PROCESS_TYPES_CONFINEMENT_NONE 2
+
+// How a file given as a standard stream is opened.
+typedef uint8_t wasmproc_process_types_file_mode_t;
+
+// Read from its start (stdin only). The file must exist.
+#define WASMPROC_PROCESS_TYPES_FILE_MODE_READ 0
+// Written; the file must not exist yet and is created.
+#define WASMPROC_PROCESS_TYPES_FILE_MODE_CREATE 1
+// Written from its start; created if missing, emptied if present.
+#define WASMPROC_PROCESS_TYPES_FILE_MODE_TRUNCATE 2
+// Written at its end; created if missing.
+#define WASMPROC_PROCESS_TYPES_FILE_MODE_APPEND 3
+
+// A file in one of the guest's granted directories, as a standard
+// stream. `path` is a guest path checked as `cwd` is (`..` and symlinks
+// may not leave the granted directory); writing needs a directory
+// granted read-write. A created file gets mode 0644.
+typedef struct wasmproc_process_types_stdio_file_t {
+  guest_string_t   path;
+  wasmproc_process_types_file_mode_t   mode;
+} wasmproc_process_types_stdio_file_t;
+
+typedef wasi_io_streams_own_input_stream_t wasmproc_process_types_own_input_stream_t;
+
+// Where a child's standard stream goes.
+typedef struct wasmproc_process_types_stdio_t {
+  uint8_t tag;
+  union {
+    wasmproc_process_types_stdio_file_t     file;
+    wasmproc_process_types_own_input_stream_t     pipe_from;
+  } val;
+} wasmproc_process_types_stdio_t;
+
+// A pipe the guest reads or writes through a wasi:io stream.
+#define WASMPROC_PROCESS_TYPES_STDIO_PIPED 0
+// The guest's own stream, as given to it by the host.
+#define WASMPROC_PROCESS_TYPES_STDIO_INHERIT 1
+// `/dev/null`.
+#define WASMPROC_PROCESS_TYPES_STDIO_NULL 2
+// A file in a granted directory (opened by the host, so the child
+// needs no access to it of its own).
+#define WASMPROC_PROCESS_TYPES_STDIO_FILE 3
+// stdin only: the read end of another child's (or worker's) piped
+// stdout or stderr, as `take-stdout`/`take-stderr` gave it. The pipe
+// then runs straight from one child to the other, without passing
+// through the guest (`seq 1 N | sort -n` at pipe speed); the stream
+// is consumed. Any other stream is `invalid-argument`.
+#define WASMPROC_PROCESS_TYPES_STDIO_PIPE_FROM 4
+
+typedef wasmproc_process_types_error_code_t wasmproc_process_exec_error_code_t;
+
+typedef wasmproc_process_types_exit_status_t wasmproc_process_exec_exit_status_t;
+
+typedef wasmproc_process_types_confinement_t wasmproc_process_exec_confinement_t;
+
+typedef wasmproc_process_types_resource_usage_t wasmproc_process_exec_resource_usage_t;
+
+typedef struct {
+  guest_string_t f0;
+  guest_string_t f1;
+} guest_tuple2_string_string_t;
+
+typedef struct {
+  guest_tuple2_string_string_t *ptr;
+  size_t len;
+} guest_list_tuple2_string_string_t;
+
+typedef struct {
+  bool is_some;
+  uint64_t val;
+} guest_option_u64_t;
+
+typedef struct {
+  bool is_some;
+  uint8_t val;
+} guest_option_u8_t;
+
+typedef struct {
+  bool is_some;
+  guest_list_u8_t val;
+} guest_option_list_u8_t;
+
+typedef struct {
+  bool is_some;
+  uint32_t val;
+} guest_option_u32_t;
+
+// Options for `exec` and `exec-file`. Every field may be left at its
+// empty value; the host's defaults then apply.
+typedef struct wasmproc_process_exec_exec_options_t {
+  // Working directory: a guest path inside one of the guest's granted
+  // directories (absolute, or relative to the first granted directory).
+  // `..` and symlinks may not leave the granted directory. `none`: the
+  // first granted directory (or `/` when no directory is granted).
+  guest_option_string_t   cwd;
+  // Environment of the child. Children start with an empty environment;
+  // each name here must be allowed by the host.
+  guest_list_tuple2_string_string_t   env;
+  // Kill the child's whole process group after this many milliseconds
+  // and set `timed-out` in the output. `none`: the host's default. A value
+  // above the host's maximum is refused with `limit-exceeded`.
+  guest_option_u64_t   timeout_ms;
+  // Signal sent to the process group on timeout or when a buffer
+  // overflows; if the group is still alive after a grace period it is
+  // killed with SIGKILL. `none`: 9 (SIGKILL).
+  guest_option_u8_t   kill_signal;
+  // Largest number of bytes kept per output stream. When a stream
+  // exceeds it, the child's group is killed, the output is truncated to
+  // this size and flagged. `none`: the host's default (1 MiB unless
+  // configured). Must be at least 1 and at most the host's maximum.
+  guest_option_u64_t   max_buffer;
+  // Bytes written to the child's stdin, which is then closed. `none`:
+  // stdin is `/dev/null`.
+  guest_option_list_u8_t   stdin_;
+  // The user id the child runs as: the host's child user or one it
+  // granted (`--allow-uid`); any other is `access-denied`. Only a host
+  // running as root can change it (`unsupported` otherwise). `none`: the
+  // host's child user (65534 unless configured).
+  guest_option_u32_t   uid;
+  // The group id the child runs as, as for `uid` (`--allow-gid`).
+  guest_option_u32_t   gid;
+  // For `exec`: the shell to run the command with, one the host granted
+  // (by file name or absolute path, as a program). `none`: the first
+  // granted shell. Ignored by `exec-file`.
+  guest_option_string_t   shell;
+} wasmproc_process_exec_exec_options_t;
+
+// The result of a command that ran.
+typedef struct wasmproc_process_exec_exec_output_t {
+  // OS process id the child had.
+  uint32_t   pid;
+  // How the child ended.
+  wasmproc_process_exec_exit_status_t   status;
+  // Everything the child wrote to stdout, up to `max-buffer` bytes.
+  guest_list_u8_t   stdout_;
+  // Everything the child wrote to stderr, up to `max-buffer` bytes.
+  guest_list_u8_t   stderr_;
+  // stdout exceeded `max-buffer`: it was truncated and the child killed.
+  bool   stdout_truncated;
+  // stderr exceeded `max-buffer`: it was truncated and the child killed.
+  bool   stderr_truncated;
+  // The timeout expired and the child's process group was killed.
+  bool   timed_out;
+  // Wall-clock time from start to the end of output, in nanoseconds.
+  uint64_t   duration_ns;
+  // What the child used.
+  wasmproc_process_exec_resource_usage_t   usage;
+  // How the child was confined.
+  wasmproc_process_exec_confinement_t   confinement;
+} wasmproc_process_exec_exec_output_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasmproc_process_exec_exec_output_t ok;
+    wasmproc_process_exec_error_code_t err;
+  } val;
+} wasmproc_process_exec_result_exec_output_error_code_t;
+
+typedef struct {
+  guest_string_t *ptr;
+  size_t len;
+} guest_list_string_t;
+
 typedef wasmproc_process_types_error_code_t wasmproc_process_spawn_error_code_t;
 
-typedef wasmproc_process_types_exit_status_t wasmproc_process_spawn_exit_status_t;
+typedef wasmproc_process_types_termination_t wasmproc_process_spawn_termination_t;
 
 typedef wasmproc_process_types_confinement_t wasmproc_process_spawn_confinement_t;
 
@@ -320,6 +400,14 @@ typedef struct wasmproc_process_spawn_spawn_options_t {
   guest_option_u32_t   uid;
   // The group id the child runs as, as for `exec-options.gid`.
   guest_option_u32_t   gid;
+  // Kill the child's process group after this many milliseconds (as
+  // Node's `spawn` `timeout`): `kill-signal` first, then SIGKILL if the
+  // group is still there after the host's grace period. `wait` and
+  // `try-wait` then say `timed-out`. `none`: no deadline. A value above
+  // the host's maximum exec timeout is refused with `limit-exceeded`.
+  guest_option_u64_t   timeout_ms;
+  // The signal sent when the deadline expires. `none`: 15 (SIGTERM).
+  guest_option_u8_t   kill_signal;
 } wasmproc_process_spawn_spawn_options_t;
 
 typedef struct wasmproc_process_spawn_own_child_t {
@@ -348,24 +436,24 @@ typedef wasi_io_poll_own_pollable_t wasmproc_process_spawn_own_pollable_t;
 
 typedef struct {
   bool is_some;
-  wasmproc_process_spawn_exit_status_t val;
-} wasmproc_process_spawn_option_exit_status_t;
+  wasmproc_process_spawn_termination_t val;
+} wasmproc_process_spawn_option_termination_t;
 
 typedef struct {
   bool is_err;
   union {
-    wasmproc_process_spawn_option_exit_status_t ok;
+    wasmproc_process_spawn_option_termination_t ok;
     wasmproc_process_spawn_error_code_t err;
   } val;
-} wasmproc_process_spawn_result_option_exit_status_error_code_t;
+} wasmproc_process_spawn_result_option_termination_error_code_t;
 
 typedef struct {
   bool is_err;
   union {
-    wasmproc_process_spawn_exit_status_t ok;
+    wasmproc_process_spawn_termination_t ok;
     wasmproc_process_spawn_error_code_t err;
   } val;
-} wasmproc_process_spawn_result_exit_status_error_code_t;
+} wasmproc_process_spawn_result_termination_error_code_t;
 
 typedef struct {
   bool is_err;
@@ -384,7 +472,7 @@ typedef struct {
 
 typedef wasmproc_process_types_error_code_t wasmproc_process_fork_error_code_t;
 
-typedef wasmproc_process_types_exit_status_t wasmproc_process_fork_exit_status_t;
+typedef wasmproc_process_types_termination_t wasmproc_process_fork_termination_t;
 
 typedef wasmproc_process_types_stdio_t wasmproc_process_fork_stdio_t;
 
@@ -400,11 +488,18 @@ typedef struct wasmproc_process_fork_dir_grant_t {
 
 // Limits a forking guest may lower for its worker (and the worker's
 // children). `none` keeps the forking guest's own value; a value above
-// it is refused with `access-denied`.
+// it is refused with `access-denied`. The two budgets are lent, not
+// copied: a guest and all its workers share one budget.
 typedef struct wasmproc_process_fork_worker_limits_t {
-  // Most children alive at once.
+  // Most children alive at once in the worker. They are lent out of
+  // the forking guest's own live-children slots (which the worker
+  // itself also takes one of) and given back when the worker exits;
+  // `none`: half of the slots the forking guest has free. More than it
+  // has free is `access-denied`.
   guest_option_u32_t   max_live_children;
-  // Most children started over the worker's life.
+  // Most children started over the worker's life, used up from the
+  // forking guest's total (when it has one) as the live slots are;
+  // `none`: half of what it has left, or no limit if it has none.
   guest_option_u64_t   max_total_spawns;
   // The largest `max-buffer` of `exec`, in bytes.
   guest_option_u64_t   max_buffer;
@@ -422,6 +517,24 @@ typedef struct wasmproc_process_fork_worker_limits_t {
   // Bytes of a file a child may write (`RLIMIT_FSIZE`).
   guest_option_u64_t   file_size;
 } wasmproc_process_fork_worker_limits_t;
+
+// Where a worker runs.
+typedef struct wasmproc_process_fork_placement_t {
+  uint8_t tag;
+  union {
+    guest_list_string_t     labels;
+  } val;
+} wasmproc_process_fork_placement_t;
+
+// In a process on this machine.
+#define WASMPROC_PROCESS_FORK_PLACEMENT_LOCAL 0
+// On any agent of the cluster this host joined (`--cluster`), under
+// the agent's own policy as well as this one: a request beyond the
+// agent's is `access-denied`. Without a cluster: `unsupported`.
+#define WASMPROC_PROCESS_FORK_PLACEMENT_CLUSTER 1
+// On an agent of the cluster that has every one of these labels
+// (such as `gpu`, `zone=a`, or `sha256:HEX` of a pinned program).
+#define WASMPROC_PROCESS_FORK_PLACEMENT_LABELS 2
 
 typedef struct {
   wasmproc_process_fork_dir_grant_t *ptr;
@@ -441,9 +554,14 @@ typedef struct wasmproc_process_fork_fork_options_t {
   guest_list_string_t   allow_env;
   // The worker's own environment (wasi:cli/environment).
   guest_list_tuple2_string_string_t   env;
-  // Whether the worker may run the shell, if the parent may.
+  // Whether the worker may run the shells, if the parent may.
   bool   shell;
-  // Where the worker's stdout goes (`inherit` or `null` or `piped`).
+  // Components (as the parent names them) the worker may fork in turn:
+  // a subset of the parent's. The worker's workers share the tree's one
+  // budget and audit log, and can only be given less again.
+  guest_list_string_t   forks;
+  // Where the worker's stdout goes (`inherit`, `null`, `piped` or a
+  // `file`).
   wasmproc_process_fork_stdio_t   stdout_;
   // Where the worker's stderr goes.
   wasmproc_process_fork_stdio_t   stderr_;
@@ -454,6 +572,8 @@ typedef struct wasmproc_process_fork_fork_options_t {
   guest_option_u32_t   uid;
   // The group id the worker's children run as.
   guest_option_u32_t   gid;
+  // Where the worker runs (`local` unless asked).
+  wasmproc_process_fork_placement_t   placement;
 } wasmproc_process_fork_fork_options_t;
 
 typedef struct wasmproc_process_fork_own_worker_t {
@@ -491,24 +611,24 @@ typedef wasi_io_poll_own_pollable_t wasmproc_process_fork_own_pollable_t;
 
 typedef struct {
   bool is_some;
-  wasmproc_process_fork_exit_status_t val;
-} wasmproc_process_fork_option_exit_status_t;
+  wasmproc_process_fork_termination_t val;
+} wasmproc_process_fork_option_termination_t;
 
 typedef struct {
   bool is_err;
   union {
-    wasmproc_process_fork_option_exit_status_t ok;
+    wasmproc_process_fork_option_termination_t ok;
     wasmproc_process_fork_error_code_t err;
   } val;
-} wasmproc_process_fork_result_option_exit_status_error_code_t;
+} wasmproc_process_fork_result_option_termination_error_code_t;
 
 typedef struct {
   bool is_err;
   union {
-    wasmproc_process_fork_exit_status_t ok;
+    wasmproc_process_fork_termination_t ok;
     wasmproc_process_fork_error_code_t err;
   } val;
-} wasmproc_process_fork_result_exit_status_error_code_t;
+} wasmproc_process_fork_result_termination_error_code_t;
 
 typedef wasi_io_streams_own_input_stream_t wasmproc_process_fork_own_input_stream_t;
 
@@ -524,17 +644,6 @@ typedef struct {
     wasmproc_process_fork_error_code_t err;
   } val;
 } wasmproc_process_fork_result_own_worker_error_code_t;
-
-// Imported Functions from `wasmproc:process/exec@0.1.0`
-// Run `command` through the shell the host granted, as `SHELL -c
-// command`. Granting a shell grants running any program the shell can
-// reach; without one this returns `access-denied`.
-extern bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err);
-// Run `program` with `args`, without a shell. `program` must be granted:
-// it is matched against the host's allow-list by its file name or its
-// absolute path, never looked up through a PATH the guest controls. The
-// child's `argv[0]` is the granted program's file name.
-extern bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_t *args, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err);
 
 // Imported Functions from `wasi:io/error@0.2.12`
 // Returns a string that is suitable to assist humans in debugging
@@ -719,7 +828,18 @@ extern bool wasi_io_streams_method_output_stream_splice(wasi_io_streams_borrow_o
 // is ready for reading, before performing the `splice`.
 extern bool wasi_io_streams_method_output_stream_blocking_splice(wasi_io_streams_borrow_output_stream_t self, wasi_io_streams_borrow_input_stream_t src, uint64_t len, uint64_t *ret, wasi_io_streams_stream_error_t *err);
 
-// Imported Functions from `wasmproc:process/spawn@0.1.0`
+// Imported Functions from `wasmproc:process/exec@0.2.0`
+// Run `command` through a shell the host granted (`options.shell`, or
+// the first), as `SHELL -c command`. Granting a shell grants running any
+// program the shell can reach; without one this returns `access-denied`.
+extern bool wasmproc_process_exec_exec(guest_string_t *command, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err);
+// Run `program` with `args`, without a shell. `program` must be granted:
+// it is matched against the host's allow-list by its file name or its
+// absolute path, never looked up through a PATH the guest controls. The
+// child's `argv[0]` is the granted program's file name.
+extern bool wasmproc_process_exec_exec_file(guest_string_t *program, guest_list_string_t *args, wasmproc_process_exec_exec_options_t *options, wasmproc_process_exec_exec_output_t *ret, wasmproc_process_exec_error_code_t *err);
+
+// Imported Functions from `wasmproc:process/spawn@0.2.0`
 // OS process id.
 extern uint32_t wasmproc_process_spawn_method_child_pid(wasmproc_process_spawn_borrow_child_t self);
 // The write end of a `piped` stdin, once; `none` afterwards or when
@@ -735,10 +855,13 @@ extern bool wasmproc_process_spawn_method_child_take_stdout(wasmproc_process_spa
 extern bool wasmproc_process_spawn_method_child_take_stderr(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_own_input_stream_t *ret);
 // A pollable that is ready once the child has exited.
 extern wasmproc_process_spawn_own_pollable_t wasmproc_process_spawn_method_child_subscribe(wasmproc_process_spawn_borrow_child_t self);
-// The exit status if the child has exited, without blocking.
-extern bool wasmproc_process_spawn_method_child_try_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_option_exit_status_t *ret, wasmproc_process_spawn_error_code_t *err);
-// Block until the child exits and return its status.
-extern bool wasmproc_process_spawn_method_child_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_exit_status_t *ret, wasmproc_process_spawn_error_code_t *err);
+// How the child ended if it has exited, without blocking.
+extern bool wasmproc_process_spawn_method_child_try_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_option_termination_t *ret, wasmproc_process_spawn_error_code_t *err);
+// Block until the child exits and say how it ended.
+extern bool wasmproc_process_spawn_method_child_wait(wasmproc_process_spawn_borrow_child_t self, wasmproc_process_spawn_termination_t *ret, wasmproc_process_spawn_error_code_t *err);
+// As `wait`, but for at most `timeout-ms` milliseconds: `timed-out`
+// if the child is still running then (it is left running).
+extern bool wasmproc_process_spawn_method_child_wait_timeout(wasmproc_process_spawn_borrow_child_t self, uint64_t timeout_ms, wasmproc_process_spawn_termination_t *ret, wasmproc_process_spawn_error_code_t *err);
 // Send `signal` to the child's process group. Sending to a child that
 // has already exited is not an error.
 extern bool wasmproc_process_spawn_method_child_kill(wasmproc_process_spawn_borrow_child_t self, uint8_t signal, wasmproc_process_spawn_error_code_t *err);
@@ -747,12 +870,13 @@ extern wasmproc_process_spawn_confinement_t wasmproc_process_spawn_method_child_
 // Start `program` (granted as for `exec-file`) with `args`.
 extern bool wasmproc_process_spawn_spawn(guest_string_t *program, guest_list_string_t *args, wasmproc_process_spawn_spawn_options_t *options, wasmproc_process_spawn_own_child_t *ret, wasmproc_process_spawn_error_code_t *err);
 
-// Imported Functions from `wasmproc:process/fork@0.1.0`
+// Imported Functions from `wasmproc:process/fork@0.2.0`
 // OS process id of the worker process.
 extern uint32_t wasmproc_process_fork_method_worker_pid(wasmproc_process_fork_borrow_worker_t self);
 // Send one message. Blocks while the channel's bounded queue is full
-// (backpressure). `closed` once the worker is gone; `limit-exceeded`
-// for a message above the maximum size.
+// (backpressure). `closed` once the worker is gone or either side
+// closed the channel; `limit-exceeded` for a message above the
+// maximum size.
 extern bool wasmproc_process_fork_method_worker_send(wasmproc_process_fork_borrow_worker_t self, guest_list_u8_t *message, wasmproc_process_fork_error_code_t *err);
 // Block until the next message arrives. `closed` once the worker has
 // exited and every message it sent has been received.
@@ -761,56 +885,38 @@ extern bool wasmproc_process_fork_method_worker_receive(wasmproc_process_fork_bo
 extern bool wasmproc_process_fork_method_worker_try_receive(wasmproc_process_fork_borrow_worker_t self, guest_option_list_u8_t *ret, wasmproc_process_fork_error_code_t *err);
 // A pollable that is ready when `receive` would not block.
 extern wasmproc_process_fork_own_pollable_t wasmproc_process_fork_method_worker_subscribe(wasmproc_process_fork_borrow_worker_t self);
+// Close the channel, as Node's `disconnect`: what this side sent is
+// still delivered, then the worker's `receive` says `closed`; this
+// side's `send` and `receive` say `closed` from now on, and messages
+// the worker sends are dropped. The worker keeps running.
+extern void wasmproc_process_fork_method_worker_close_channel(wasmproc_process_fork_borrow_worker_t self);
 // A pollable that is ready once the worker process has exited.
 extern wasmproc_process_fork_own_pollable_t wasmproc_process_fork_method_worker_subscribe_exit(wasmproc_process_fork_borrow_worker_t self);
-// The exit status if the worker has exited, without blocking.
-extern bool wasmproc_process_fork_method_worker_try_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_option_exit_status_t *ret, wasmproc_process_fork_error_code_t *err);
-// Block until the worker exits and return its status.
-extern bool wasmproc_process_fork_method_worker_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_exit_status_t *ret, wasmproc_process_fork_error_code_t *err);
+// How the worker ended if it has exited, without blocking.
+extern bool wasmproc_process_fork_method_worker_try_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_option_termination_t *ret, wasmproc_process_fork_error_code_t *err);
+// Block until the worker exits and say how it ended. While it waits
+// (here, in `wait-timeout` or on `subscribe-exit`), the host keeps
+// taking in the worker's messages, up to the host's channel buffer
+// (16 MiB unless configured) unread, so a worker that sends before it
+// exits is not kept waiting; every message stays receivable after
+// the exit. Past the buffer, the worker waits for the guest to
+// `receive`, and so does this call.
+extern bool wasmproc_process_fork_method_worker_wait(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_termination_t *ret, wasmproc_process_fork_error_code_t *err);
+// As `wait`, but for at most `timeout-ms` milliseconds: `timed-out`
+// if the worker is still running then (it is left running).
+extern bool wasmproc_process_fork_method_worker_wait_timeout(wasmproc_process_fork_borrow_worker_t self, uint64_t timeout_ms, wasmproc_process_fork_termination_t *ret, wasmproc_process_fork_error_code_t *err);
 // Send `signal` to the worker's process group.
 extern bool wasmproc_process_fork_method_worker_kill(wasmproc_process_fork_borrow_worker_t self, uint8_t signal, wasmproc_process_fork_error_code_t *err);
 // The read end of a `piped` stdout, once.
 extern bool wasmproc_process_fork_method_worker_take_stdout(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_own_input_stream_t *ret);
 // The read end of a `piped` stderr, once.
 extern bool wasmproc_process_fork_method_worker_take_stderr(wasmproc_process_fork_borrow_worker_t self, wasmproc_process_fork_own_input_stream_t *ret);
-// Start `component` (a path the host granted for forking) as a worker
-// with `args` and the capabilities in `options`. The worker has the
-// forking guest's limits and cannot fork in turn.
+// Start `component` (a path the host granted for forking, or that the
+// forking worker's parent passed on in `forks`) as a worker with `args`
+// and the capabilities in `options`.
 extern bool wasmproc_process_fork_fork(guest_string_t *component, guest_list_string_t *args, wasmproc_process_fork_fork_options_t *options, wasmproc_process_fork_own_worker_t *ret, wasmproc_process_fork_error_code_t *err);
 
 // Helper Functions
-
-void wasmproc_process_types_error_code_free(wasmproc_process_types_error_code_t *ptr);
-
-void wasmproc_process_types_exit_status_free(wasmproc_process_types_exit_status_t *ptr);
-
-void wasmproc_process_exec_error_code_free(wasmproc_process_exec_error_code_t *ptr);
-
-void wasmproc_process_exec_exit_status_free(wasmproc_process_exec_exit_status_t *ptr);
-
-void guest_option_string_free(guest_option_string_t *ptr);
-
-void guest_tuple2_string_string_free(guest_tuple2_string_string_t *ptr);
-
-void guest_list_tuple2_string_string_free(guest_list_tuple2_string_string_t *ptr);
-
-void guest_option_u64_free(guest_option_u64_t *ptr);
-
-void guest_option_u8_free(guest_option_u8_t *ptr);
-
-void guest_list_u8_free(guest_list_u8_t *ptr);
-
-void guest_option_list_u8_free(guest_option_list_u8_t *ptr);
-
-void guest_option_u32_free(guest_option_u32_t *ptr);
-
-void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr);
-
-void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr);
-
-void wasmproc_process_exec_result_exec_output_error_code_free(wasmproc_process_exec_result_exec_output_error_code_t *ptr);
-
-void guest_list_string_free(guest_list_string_t *ptr);
 
 extern void wasi_io_error_error_drop_own(wasi_io_error_own_error_t handle);
 
@@ -842,15 +948,55 @@ extern void wasi_io_streams_output_stream_drop_borrow(wasi_io_streams_borrow_out
 
 extern wasi_io_streams_borrow_output_stream_t wasi_io_streams_borrow_output_stream(wasi_io_streams_own_output_stream_t handle);
 
+void guest_list_u8_free(guest_list_u8_t *ptr);
+
 void wasi_io_streams_result_list_u8_stream_error_free(wasi_io_streams_result_list_u8_stream_error_t *ptr);
 
 void wasi_io_streams_result_u64_stream_error_free(wasi_io_streams_result_u64_stream_error_t *ptr);
 
 void wasi_io_streams_result_void_stream_error_free(wasi_io_streams_result_void_stream_error_t *ptr);
 
+void wasmproc_process_types_error_code_free(wasmproc_process_types_error_code_t *ptr);
+
+void wasmproc_process_types_exit_status_free(wasmproc_process_types_exit_status_t *ptr);
+
+void guest_option_string_free(guest_option_string_t *ptr);
+
+void wasmproc_process_types_termination_free(wasmproc_process_types_termination_t *ptr);
+
+void wasmproc_process_types_stdio_file_free(wasmproc_process_types_stdio_file_t *ptr);
+
+void wasmproc_process_types_stdio_free(wasmproc_process_types_stdio_t *ptr);
+
+void wasmproc_process_exec_error_code_free(wasmproc_process_exec_error_code_t *ptr);
+
+void wasmproc_process_exec_exit_status_free(wasmproc_process_exec_exit_status_t *ptr);
+
+void guest_tuple2_string_string_free(guest_tuple2_string_string_t *ptr);
+
+void guest_list_tuple2_string_string_free(guest_list_tuple2_string_string_t *ptr);
+
+void guest_option_u64_free(guest_option_u64_t *ptr);
+
+void guest_option_u8_free(guest_option_u8_t *ptr);
+
+void guest_option_list_u8_free(guest_option_list_u8_t *ptr);
+
+void guest_option_u32_free(guest_option_u32_t *ptr);
+
+void wasmproc_process_exec_exec_options_free(wasmproc_process_exec_exec_options_t *ptr);
+
+void wasmproc_process_exec_exec_output_free(wasmproc_process_exec_exec_output_t *ptr);
+
+void wasmproc_process_exec_result_exec_output_error_code_free(wasmproc_process_exec_result_exec_output_error_code_t *ptr);
+
+void guest_list_string_free(guest_list_string_t *ptr);
+
 void wasmproc_process_spawn_error_code_free(wasmproc_process_spawn_error_code_t *ptr);
 
-void wasmproc_process_spawn_exit_status_free(wasmproc_process_spawn_exit_status_t *ptr);
+void wasmproc_process_spawn_termination_free(wasmproc_process_spawn_termination_t *ptr);
+
+void wasmproc_process_spawn_stdio_free(wasmproc_process_spawn_stdio_t *ptr);
 
 void wasmproc_process_spawn_spawn_options_free(wasmproc_process_spawn_spawn_options_t *ptr);
 
@@ -864,11 +1010,11 @@ void wasmproc_process_spawn_option_own_output_stream_free(wasmproc_process_spawn
 
 void wasmproc_process_spawn_option_own_input_stream_free(wasmproc_process_spawn_option_own_input_stream_t *ptr);
 
-void wasmproc_process_spawn_option_exit_status_free(wasmproc_process_spawn_option_exit_status_t *ptr);
+void wasmproc_process_spawn_option_termination_free(wasmproc_process_spawn_option_termination_t *ptr);
 
-void wasmproc_process_spawn_result_option_exit_status_error_code_free(wasmproc_process_spawn_result_option_exit_status_error_code_t *ptr);
+void wasmproc_process_spawn_result_option_termination_error_code_free(wasmproc_process_spawn_result_option_termination_error_code_t *ptr);
 
-void wasmproc_process_spawn_result_exit_status_error_code_free(wasmproc_process_spawn_result_exit_status_error_code_t *ptr);
+void wasmproc_process_spawn_result_termination_error_code_free(wasmproc_process_spawn_result_termination_error_code_t *ptr);
 
 void wasmproc_process_spawn_result_void_error_code_free(wasmproc_process_spawn_result_void_error_code_t *ptr);
 
@@ -876,11 +1022,15 @@ void wasmproc_process_spawn_result_own_child_error_code_free(wasmproc_process_sp
 
 void wasmproc_process_fork_error_code_free(wasmproc_process_fork_error_code_t *ptr);
 
-void wasmproc_process_fork_exit_status_free(wasmproc_process_fork_exit_status_t *ptr);
+void wasmproc_process_fork_termination_free(wasmproc_process_fork_termination_t *ptr);
+
+void wasmproc_process_fork_stdio_free(wasmproc_process_fork_stdio_t *ptr);
 
 void wasmproc_process_fork_dir_grant_free(wasmproc_process_fork_dir_grant_t *ptr);
 
 void wasmproc_process_fork_worker_limits_free(wasmproc_process_fork_worker_limits_t *ptr);
+
+void wasmproc_process_fork_placement_free(wasmproc_process_fork_placement_t *ptr);
 
 void wasmproc_process_fork_list_dir_grant_free(wasmproc_process_fork_list_dir_grant_t *ptr);
 
@@ -898,11 +1048,11 @@ void wasmproc_process_fork_result_list_u8_error_code_free(wasmproc_process_fork_
 
 void wasmproc_process_fork_result_option_list_u8_error_code_free(wasmproc_process_fork_result_option_list_u8_error_code_t *ptr);
 
-void wasmproc_process_fork_option_exit_status_free(wasmproc_process_fork_option_exit_status_t *ptr);
+void wasmproc_process_fork_option_termination_free(wasmproc_process_fork_option_termination_t *ptr);
 
-void wasmproc_process_fork_result_option_exit_status_error_code_free(wasmproc_process_fork_result_option_exit_status_error_code_t *ptr);
+void wasmproc_process_fork_result_option_termination_error_code_free(wasmproc_process_fork_result_option_termination_error_code_t *ptr);
 
-void wasmproc_process_fork_result_exit_status_error_code_free(wasmproc_process_fork_result_exit_status_error_code_t *ptr);
+void wasmproc_process_fork_result_termination_error_code_free(wasmproc_process_fork_result_termination_error_code_t *ptr);
 
 void wasmproc_process_fork_option_own_input_stream_free(wasmproc_process_fork_option_own_input_stream_t *ptr);
 

@@ -14,6 +14,14 @@
 //! read PATH        read file PATH; send back its contents or the error
 //! cwd DIR PROGRAM  run PROGRAM in DIR; send back its stdout or error
 //! spawn PROGRAM... spawn PROGRAM (a grandchild); send back its pid; sleep
+//! print TEXT       print TEXT on stdout, exit 0
+//! until-closed     receive until the channel closes; exit with the count as exit code
+//! send-close N     send N messages, close the channel; exit 0 if a send then says `closed`
+//! burn MS          spin on the CPU for MS milliseconds of wall time
+//! nest DEPTH PROGRAMS FORKS MODE ARGS...
+//!                  DEPTH > 1: fork echo-worker `nest DEPTH-1 ...` passing on PROGRAMS
+//!                  and FORKS, and send back its reply prefixed by `DEPTH>`; DEPTH 1:
+//!                  run MODE ARGS (exec PROGRAM ARGS: send back the result)
 //! ```
 
 use wasmproc_guest::exec::{ExecOptions, exec_file};
@@ -69,7 +77,7 @@ fn main() {
             }
             match arg(1).as_str() {
                 "trap" => panic!("worker trapping on purpose"),
-                "exit3" => std::process::exit(3),
+                "exit3" => wasmproc_guest::exit(3),
                 _ => std::thread::sleep(std::time::Duration::from_secs(60)),
             }
         }
@@ -91,7 +99,7 @@ fn main() {
             use wasmproc_guest::spawn::{SpawnOptions, spawn};
             use wasmproc_guest::types::Stdio;
             let n: usize = arg(1).parse().unwrap();
-            let options = SpawnOptions {
+            let options = || SpawnOptions {
                 stdin: Stdio::Null,
                 stdout: Stdio::Null,
                 stderr: Stdio::Null,
@@ -100,7 +108,7 @@ fn main() {
             let mut children = Vec::new();
             let mut stopped = String::from("none");
             for _ in 0..n {
-                match spawn(&arg(2), &args[3..], &options) {
+                match spawn(&arg(2), &args[3..], options()) {
                     Ok(child) => children.push(child),
                     Err(e) => {
                         stopped = e.code().to_owned();
@@ -134,9 +142,62 @@ fn main() {
                 stderr: Stdio::Null,
                 ..SpawnOptions::default()
             };
-            let child = spawn(&arg(1), &args[2..], &options).expect("spawn");
+            let child = spawn(&arg(1), &args[2..], options).expect("spawn");
             parent::send(child.pid().to_string().as_bytes()).expect("send");
             std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        "print" => println!("{}", arg(1)),
+        "until-closed" => {
+            let mut n = 0u8;
+            while parent::receive().is_ok() {
+                n += 1;
+            }
+            wasmproc_guest::exit(n);
+        }
+        "send-close" => {
+            let n: u32 = arg(1).parse().unwrap();
+            for i in 0..n {
+                parent::send(&i.to_le_bytes()).expect("send");
+            }
+            parent::close();
+            let refused = matches!(parent::send(b"x"), Err(ErrorCode::Closed(_)));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            wasmproc_guest::exit(if refused { 0 } else { 1 });
+        }
+        "burn" => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(arg(1).parse().unwrap());
+            let mut x = 0u64;
+            while std::time::Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        "nest" => {
+            let depth: u32 = arg(1).parse().unwrap();
+            if depth <= 1 {
+                let reply = match exec_file(&arg(5), &args[6..], &ExecOptions::default()) {
+                    Ok(out) => out.stdout,
+                    Err(e) => describe(&e),
+                };
+                parent::send(&reply).expect("send");
+                return;
+            }
+            use wasmproc_guest::fork::{ForkOptions, fork};
+            let list = |s: &str| -> Vec<String> {
+                s.split(',').filter(|s| !s.is_empty() && *s != "-").map(String::from).collect()
+            };
+            let options = ForkOptions { programs: list(&arg(2)), forks: list(&arg(3)), ..ForkOptions::default() };
+            let mut next: Vec<String> = vec!["nest".into(), (depth - 1).to_string()];
+            next.extend(args[2..].iter().cloned());
+            let reply = match fork("echo-worker.wasm", &next, options) {
+                Ok(worker) => match worker.receive() {
+                    Ok(reply) => reply,
+                    Err(e) => describe(&e),
+                },
+                Err(e) => describe(&e),
+            };
+            let mut out = format!("{depth}>").into_bytes();
+            out.extend(reply);
+            parent::send(&out).expect("send");
         }
         other => panic!("echo-worker: unknown mode {other:?}"),
     }

@@ -6,13 +6,13 @@
 //! REQUEST := [OPTION]... (shell COMMAND | file PROGRAM [ARG]...)
 //!          | spawn PROGRAM | fork COMPONENT | alloc MIB
 //! OPTION  := --cwd DIR | --env NAME=VALUE | --timeout-ms N | --kill-signal N
-//!          | --max-buffer N | --stdin TEXT | --uid N | --gid N
+//!          | --max-buffer N | --stdin TEXT | --uid N | --gid N | --shell SHELL
 //! ```
 //!
 //! Any `<NUL>` in a string is replaced by a NUL byte, so tests can send one.
 //! Output per request: `error: <code>: <message>`, or the lines `pid`,
 //! `status`, `stdout`, `stderr`, `stdout-truncated`, `stderr-truncated`,
-//! `timed-out`.
+//! `timed-out`, `cpu-ms` (user + system CPU time), `max-rss-kib`.
 
 use wasmproc_guest::exec::{ExecOptions, ExecOutput, exec, exec_file};
 use wasmproc_guest::fork::{ForkOptions, fork};
@@ -43,7 +43,7 @@ fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
         [kind, program] if kind == "spawn" => {
             let (stdin, stdout, stderr) = stdio();
             let options = SpawnOptions { stdin, stdout, stderr, ..SpawnOptions::default() };
-            Some(spawn(program, &[], &options).map(|child| format!("spawned: pid {}", child.pid())))
+            Some(spawn(program, &[], options).map(|child| format!("spawned: pid {}", child.pid())))
         }
         [kind, mib] if kind == "alloc" => {
             // Grows this guest's own memory, to see the host's cap.
@@ -57,7 +57,7 @@ fn other_interface(request: &[String]) -> Option<Result<String, ErrorCode>> {
         [kind, component] if kind == "fork" => {
             let (_, stdout, stderr) = stdio();
             let options = ForkOptions { stdout, stderr, ..ForkOptions::default() };
-            Some(fork(component, &[], &options).map(|worker| format!("forked: pid {}", worker.pid())))
+            Some(fork(component, &[], options).map(|worker| format!("forked: pid {}", worker.pid())))
         }
         _ => None,
     }
@@ -81,6 +81,7 @@ fn run(request: &[String]) -> Result<ExecOutput, ErrorCode> {
             "--stdin" => options.stdin = it.next().map(|s| s.as_bytes().to_vec()),
             "--uid" => options.uid = Some(number(it.next()) as u32),
             "--gid" => options.gid = Some(number(it.next()) as u32),
+            "--shell" => options.shell = it.next().cloned(),
             "shell" => return exec(it.next().expect("shell COMMAND"), &options),
             "file" => {
                 let program = it.next().expect("file PROGRAM");
@@ -101,6 +102,8 @@ fn print_output(out: &ExecOutput) {
     println!("stdout-truncated: {}", out.stdout_truncated);
     println!("stderr-truncated: {}", out.stderr_truncated);
     println!("timed-out: {}", out.timed_out);
+    println!("cpu-ms: {}", (out.usage.user_cpu_ns + out.usage.system_cpu_ns) / 1_000_000);
+    println!("max-rss-kib: {}", out.usage.max_rss_bytes / 1024);
 }
 
 /// Short output quoted; long output as its length.

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use wasmproc_guest::io::poll::poll;
 use wasmproc_guest::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use wasmproc_guest::types::ExitStatus as Status;
 
 /// A running child. Field order is drop order: the stream before the child.
 struct Job {
@@ -116,10 +117,10 @@ fn main() {
             if running[i].stdout.is_none() && running[i].status.is_some() {
                 let job = running.swap_remove(i);
                 let mut line = String::from_utf8_lossy(&job.out).trim_ascii().to_owned();
-                match job.status {
-                    Some(ExitStatus::Exited(0)) | None => {}
-                    Some(ExitStatus::Exited(c)) => line.push_str(&format!(" [exited {c}]")),
-                    Some(ExitStatus::Signaled(s)) => line.push_str(&format!(" [signaled {s}]")),
+                match job.status.as_ref().map(ExitStatus::raw) {
+                    Some(Status::Exited(0)) | None => {}
+                    Some(Status::Exited(c)) => line.push_str(&format!(" [exited {c}]")),
+                    Some(Status::Signaled(s)) => line.push_str(&format!(" [signaled {s}]")),
                 }
                 done.push((job.name, line));
             } else {

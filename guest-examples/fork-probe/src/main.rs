@@ -18,20 +18,50 @@
 //!                                   (max-live-children|max-timeout-ms|open-files) lowered to VALUE, passing
 //!                                   on testprog; print its reply
 //! fork-probe hold                   fork a worker that spawns `testprog sleep 60`; print both pids; sleep
+//! fork-probe close-here N           send N messages, close the channel; print what send/receive say
+//!                                   then, and the worker's exit code (how many it received)
+//! fork-probe close-there N          the worker sends N messages and closes its end; print what was
+//!                                   received, whether the worker still runs, and its status
+//! fork-probe wait-timeout MS        wait-timeout MS on a worker that sleeps; print the error; kill; wait
+//! fork-probe wait-sending N MS      a worker sends N messages then exits; wait-timeout MS before
+//!                                   reading any; print that, then receive all and wait
+//! fork-probe usage                  a worker that burns 300 ms of CPU; print status and usage
+//! fork-probe output TEXT            the worker prints TEXT on its stdout (piped); print what came
+//! fork-probe nested DEPTH PROGRAMS FORKS MODE ARGS...
+//!                                   fork echo-worker `nest DEPTH ...`, passing on PROGRAMS and FORKS
+//!                                   (comma-separated, `-` for none): each level forks the next, the
+//!                                   last runs MODE ARGS; print the reply that comes back up
 //! ```
 
 use wasmproc_guest::fork::{DirGrant, ForkOptions, Worker, fork};
-use wasmproc_guest::types::ErrorCode;
+use wasmproc_guest::types::{ErrorCode, Termination};
 
 const WORKER: &str = "echo-worker.wasm";
 
-fn start(args: &[&str], options: &ForkOptions) -> Result<Worker, ErrorCode> {
+/// Forks echo-worker with `args`; with `PLACEMENT=cluster` in this
+/// guest's environment, on an agent of the host's cluster.
+fn start(args: &[&str], mut options: ForkOptions) -> Result<Worker, ErrorCode> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if std::env::var("PLACEMENT").as_deref() == Ok("cluster") {
+        options.placement = wasmproc_guest::fork::Placement::Cluster;
+    }
     fork(WORKER, &args, options)
 }
 
 fn must(args: &[&str]) -> Worker {
-    start(args, &ForkOptions::default()).unwrap_or_else(|e| panic!("fork: {}: {}", e.code(), e.message()))
+    start(args, ForkOptions::default()).unwrap_or_else(|e| panic!("fork: {}: {}", e.code(), e.message()))
+}
+
+/// How a worker ended: its status, and the trap if its guest trapped.
+fn ended(t: &Termination) -> String {
+    match &t.trap {
+        Some(trap) => format!("{} trap={trap:?}", t.status),
+        None => t.status.to_string(),
+    }
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',').filter(|s| !s.is_empty() && *s != "-").map(String::from).collect()
 }
 
 fn show(e: &ErrorCode) -> String {
@@ -68,7 +98,7 @@ fn main() {
             let worker = must(&["count", &n.to_string()]);
             // On a failure, say where, and how the worker ended.
             let fail = |what: &str, e: ErrorCode| -> ! {
-                let status = worker.wait().map(|s| s.to_string()).map_err(|e| show(&e));
+                let status = worker.wait().map(|t| ended(&t)).map_err(|e| show(&e));
                 eprintln!("fork-probe: {what}: {}; the worker: {status:?}", show(&e));
                 std::process::exit(1);
             };
@@ -89,7 +119,7 @@ fn main() {
                 next_in += 1;
             }
             println!("received-in-order: {next_in}");
-            println!("status: {:?}", worker.wait().map(|s| s.to_string()).map_err(|e| show(&e)));
+            println!("status: {:?}", worker.wait().map(|t| ended(&t)).map_err(|e| show(&e)));
         }
         "burst" => {
             let n: u32 = arg(1).parse().unwrap();
@@ -106,7 +136,7 @@ fn main() {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            println!("status: {}", status.map_or("still running".to_owned(), |s| s.to_string()));
+            println!("status: {}", status.map_or("still running".to_owned(), |t| ended(&t)));
         }
         "end" => {
             let mode = arg(1);
@@ -125,8 +155,8 @@ fn main() {
                 }
             };
             println!("messages: {}", got.join(" "));
-            println!("then: {}", show(&end));
-            println!("status: {}", worker.wait().unwrap());
+            println!("then: {}", end.code());
+            println!("status: {}", ended(&worker.wait().unwrap()));
             println!("send-after: {:?}", worker.send(b"x").map_err(|e| e.code()));
         }
         "ask" => {
@@ -167,18 +197,15 @@ fn main() {
                 }
                 _ => value,
             };
-            match fork(&component, &["echo".to_owned()], &options) {
+            match fork(&component, &["echo".to_owned()], options) {
                 Ok(_) => println!("forked"),
                 Err(e) => println!("error: {}", show(&e)),
             }
         }
         "worker" => {
             let mut options = ForkOptions::default();
-            let list = |s: String| -> Vec<String> {
-                s.split(',').filter(|s| !s.is_empty() && *s != "-").map(String::from).collect()
-            };
-            options.programs = list(arg(1));
-            options.dirs = list(arg(2))
+            options.programs = list(&arg(1));
+            options.dirs = list(&arg(2))
                 .into_iter()
                 .map(|d| match d.strip_suffix(":ro") {
                     Some(path) => DirGrant { path: path.to_owned(), read_only: true },
@@ -186,7 +213,7 @@ fn main() {
                 })
                 .collect();
             let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();
-            let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            let worker = start(&rest, options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
         }
         "limited" => {
@@ -200,7 +227,7 @@ fn main() {
                 other => panic!("fork-probe: unknown limit {other:?}"),
             }
             let rest: Vec<&str> = args[3..].iter().map(String::as_str).collect();
-            let worker = start(&rest, &options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            let worker = start(&rest, options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
             println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
         }
         "wait-first" => {
@@ -208,7 +235,7 @@ fn main() {
             // then reads them all.
             let n: u64 = arg(1).parse().unwrap();
             let worker = must(&["send", &n.to_string()]);
-            println!("status: {}", worker.wait().unwrap());
+            println!("status: {}", ended(&worker.wait().unwrap()));
             let mut received = 0u64;
             while let Ok(m) = worker.receive() {
                 assert_eq!(m, received.to_le_bytes(), "message out of order");
@@ -222,11 +249,10 @@ fn main() {
             // every one replied.
             let workers: usize = arg(1).parse().unwrap();
             let rest: Vec<&str> = std::iter::once("spawn-n").chain(args[2..].iter().map(String::as_str)).collect();
-            let mut options = ForkOptions::default();
-            options.programs.push("testprog".into());
+            let options = || ForkOptions { programs: vec!["testprog".into()], ..ForkOptions::default() };
             let mut alive = Vec::new();
             for _ in 0..workers {
-                match start(&rest, &options) {
+                match start(&rest, options()) {
                     Ok(worker) => {
                         println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
                         alive.push(worker);
@@ -238,10 +264,91 @@ fn main() {
         "hold" => {
             let mut options = ForkOptions::default();
             options.programs.push("testprog".into());
-            let worker = start(&["spawn", "testprog", "sleep", "60"], &options).unwrap();
+            let worker = start(&["spawn", "testprog", "sleep", "60"], options).unwrap();
             println!("worker: {}", worker.pid());
             println!("grandchild: {}", String::from_utf8(worker.receive().unwrap()).unwrap());
             std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        "close-here" => {
+            let n: u32 = arg(1).parse().unwrap();
+            let worker = must(&["until-closed"]);
+            for i in 0..n {
+                worker.send(&i.to_le_bytes()).unwrap();
+            }
+            worker.close_channel();
+            println!("send-after: {}", worker.send(b"x").map_err(|e| show(&e)).unwrap_err());
+            println!("receive-after: {}", worker.receive().map_err(|e| show(&e)).unwrap_err());
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "close-there" => {
+            let worker = must(&["send-close", &arg(1)]);
+            let mut got = 0;
+            let end = loop {
+                match worker.receive() {
+                    Ok(_) => got += 1,
+                    Err(e) => break e,
+                }
+            };
+            println!("received: {got}");
+            println!("then: {}", end.code());
+            println!("running: {}", worker.try_wait().unwrap().is_none());
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "wait-timeout" => {
+            let worker = must(&["then", "sleep"]);
+            match worker.wait_timeout(arg(1).parse().unwrap()) {
+                Ok(t) => println!("ended: {}", ended(&t)),
+                Err(e) => println!("error: {}", show(&e)),
+            }
+            worker.kill(9).unwrap();
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "output" => {
+            let options = ForkOptions { stdout: wasmproc_guest::types::Stdio::Piped, ..ForkOptions::default() };
+            let worker = start(&["print", &arg(1)], options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            let out = worker.take_stdout().expect("piped stdout");
+            let mut text = Vec::new();
+            while let Ok(bytes) = out.blocking_read(1 << 16) {
+                text.extend(bytes);
+            }
+            println!("stdout: {:?}", String::from_utf8_lossy(&text));
+            drop(out);
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "wait-sending" => {
+            let n: u64 = arg(1).parse().unwrap();
+            let worker = must(&["send", &n.to_string()]);
+            match worker.wait_timeout(arg(2).parse().unwrap()) {
+                Ok(t) => println!("first-wait: {}", ended(&t)),
+                Err(e) => println!("first-wait: {}", e.code()),
+            }
+            let mut received = 0u64;
+            while let Ok(m) = worker.receive() {
+                assert_eq!(m, received.to_le_bytes(), "message out of order");
+                received += 1;
+            }
+            println!("received: {received}");
+            println!("status: {}", ended(&worker.wait().unwrap()));
+        }
+        "usage" => {
+            let t = must(&["burn", "300"]).wait().unwrap();
+            println!("status: {}", ended(&t));
+            println!("cpu-ms: {}", (t.usage.user_cpu_ns + t.usage.system_cpu_ns) / 1_000_000);
+            println!("max-rss-kib: {}", t.usage.max_rss_bytes / 1024);
+        }
+        "nested" => {
+            let mut options = ForkOptions::default();
+            options.programs = list(&arg(2));
+            options.forks = list(&arg(3));
+            let mut rest = vec!["nest", &args[1], &args[2], &args[3]];
+            rest.extend(args[4..].iter().map(String::as_str));
+            match start(&rest, options) {
+                Ok(worker) => {
+                    println!("reply: {}", String::from_utf8_lossy(&worker.receive().unwrap()));
+                    println!("status: {}", ended(&worker.wait().unwrap()));
+                }
+                Err(e) => println!("error: {}", show(&e)),
+            }
         }
         other => panic!("fork-probe: unknown scenario {other:?}"),
     }

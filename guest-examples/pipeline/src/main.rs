@@ -1,7 +1,7 @@
-//! `producer | consumer` through the guest: spawns two programs and pumps
-//! the first's stdout into the second's stdin, while copying the second's
-//! stdout to the guest's own stdout — streaming both ways, with wasi:io
-//! backpressure (`check-write`) and one `poll` over all three streams.
+//! `producer | consumer`, child to child: spawns the producer with a piped
+//! stdout and gives that pipe to the consumer as its stdin (`pipe-from`),
+//! so the bytes run through a kernel pipe from one process to the other,
+//! never through the guest; the consumer's stdout is the guest's own.
 //!
 //! ```text
 //! pipeline PRODUCER [ARGS]... --- CONSUMER [ARGS]...
@@ -11,20 +11,15 @@
 //! Exits 0 when both programs exit 0; otherwise prints their statuses to
 //! stderr and exits 1.
 
-use std::io::Write;
-use wasmproc_guest::io::poll::{Pollable, poll};
-use wasmproc_guest::io::streams::{InputStream, OutputStream};
-use wasmproc_guest::spawn::{Child, SpawnOptions, spawn};
-use wasmproc_guest::types::{ExitStatus, Stdio};
+use wasmproc_guest::process::{Child, Command, Stdio};
 
 fn start(argv: &[String], stdin: Stdio, stdout: Stdio) -> Child {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("usage: pipeline PRODUCER [ARGS]... --- CONSUMER [ARGS]...");
-        std::process::exit(2);
+        wasmproc_guest::exit(2);
     };
-    let options = SpawnOptions { stdin, stdout, stderr: Stdio::Inherit, ..SpawnOptions::default() };
-    spawn(program, args, &options).unwrap_or_else(|e| {
-        eprintln!("pipeline: cannot start {program}: {}: {}", e.code(), e.message());
+    Command::new(program).args(args).stdin(stdin).stdout(stdout).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| {
+        eprintln!("pipeline: cannot start {program}: {}: {}", e.name(), e.message());
         std::process::exit(1);
     })
 }
@@ -32,73 +27,20 @@ fn start(argv: &[String], stdin: Stdio, stdout: Stdio) -> Child {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let split = args.iter().position(|a| a == "---").unwrap_or(args.len());
-    let producer = start(&args[..split], Stdio::Null, Stdio::Piped);
-    let consumer = start(args.get(split + 1..).unwrap_or_default(), Stdio::Piped, Stdio::Piped);
-    pump(&producer, &consumer);
-    let statuses = [producer.wait(), consumer.wait()];
-    if statuses.iter().all(|s| matches!(s, Ok(ExitStatus::Exited(0)))) {
+    let mut producer = start(&args[..split], Stdio::null(), Stdio::piped());
+    let pipe = producer.stdout.take().expect("a piped stdout");
+    let mut consumer = start(args.get(split + 1..).unwrap_or_default(), Stdio::from(pipe), Stdio::inherit());
+    // As a shell: the consumer first, then the producer (which a consumer
+    // that stopped reading early ends with SIGPIPE).
+    let consumer = consumer.wait();
+    let producer = producer.wait();
+    if [&producer, &consumer].iter().all(|s| s.as_ref().is_ok_and(|s| s.success())) {
         return;
     }
-    eprintln!("pipeline: producer {:?}, consumer {:?}", statuses[0], statuses[1]);
+    let show = |s: &wasmproc_guest::process::Result<_>| match s {
+        Ok(status) => format!("{status}"),
+        Err(e) => format!("{e}"),
+    };
+    eprintln!("pipeline: producer {}, consumer {}", show(&producer), show(&consumer));
     std::process::exit(1);
-}
-
-fn pump(producer: &Child, consumer: &Child) {
-    let mut from: Option<InputStream> = producer.take_stdout();
-    let mut to: Option<OutputStream> = consumer.take_stdin();
-    let mut out: Option<InputStream> = consumer.take_stdout();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut stdout = std::io::stdout().lock();
-    while out.is_some() {
-        if from.is_none() && pending.is_empty() {
-            // Flush what the stream accepted, then close it: EOF for the
-            // consumer. (Dropping an unflushed wasi:io stream may lose data.)
-            if let Some(t) = to.take() {
-                let _ = t.blocking_flush();
-            }
-        }
-        let mut pollables: Vec<(u8, Pollable)> = Vec::new();
-        match (&from, &to) {
-            (Some(f), Some(_)) if pending.is_empty() => pollables.push((0, f.subscribe())),
-            (_, Some(t)) if !pending.is_empty() => pollables.push((1, t.subscribe())),
-            _ => {}
-        }
-        if let Some(o) = &out {
-            pollables.push((2, o.subscribe()));
-        }
-        let ready: Vec<u8> = poll(&pollables.iter().map(|(_, p)| p).collect::<Vec<_>>())
-            .into_iter()
-            .map(|i| pollables[i as usize].0)
-            .collect();
-        drop(pollables);
-        for which in ready {
-            match which {
-                0 => match from.as_ref().map(|f| f.read(64 * 1024)) {
-                    Some(Ok(bytes)) => pending = bytes,
-                    _ => from = None,
-                },
-                1 => {
-                    let t = to.as_ref().expect("polled");
-                    let written = t.check_write().and_then(|n| {
-                        let n = pending.len().min(n as usize);
-                        t.write(&pending[..n]).map(|()| n)
-                    });
-                    match written {
-                        Ok(n) => drop(pending.drain(..n)),
-                        // The consumer stopped reading: stop producing, as a shell would.
-                        Err(_) => {
-                            pending.clear();
-                            from = None;
-                            to = None;
-                        }
-                    }
-                }
-                _ => match out.as_ref().map(|o| o.read(64 * 1024)) {
-                    Some(Ok(bytes)) => stdout.write_all(&bytes).expect("write stdout"),
-                    _ => out = None,
-                },
-            }
-        }
-    }
-    stdout.flush().expect("flush stdout");
 }

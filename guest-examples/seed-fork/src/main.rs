@@ -14,18 +14,17 @@ use wasmproc_guest::types::ExitStatus;
 
 fn main() {
     let component = std::env::args().nth(1).unwrap_or_else(|| "support-worker.wasm".to_owned());
-    // Nothing passed on; the workers print to our stdout.
-    let options = ForkOptions::default();
     let workers: Vec<_> = (0..3)
         .map(|i| {
-            fork(&component, &[i.to_string()], &options).unwrap_or_else(|e| {
+            // Nothing passed on; the workers print to our stdout.
+            fork(&component, &[i.to_string()], ForkOptions::default()).unwrap_or_else(|e| {
                 eprintln!("fork {component} {i}: {}: {}", e.code(), e.message());
                 std::process::exit(1);
             })
         })
         .collect();
     for worker in &workers {
-        match worker.wait() {
+        match worker.wait().map(|t| t.status) {
             Ok(ExitStatus::Exited(code)) => println!("child process exited with code {code}"),
             Ok(ExitStatus::Signaled(sig)) => println!("child process killed by signal {sig}"),
             Err(e) => println!("child process lost: {}: {}", e.code(), e.message()),

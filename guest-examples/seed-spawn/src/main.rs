@@ -37,7 +37,7 @@ fn main() {
     for i in 0..3 {
         let options =
             SpawnOptions { stdin: Stdio::Null, stdout: Stdio::Piped, stderr: Stdio::Piped, ..SpawnOptions::default() };
-        match spawn(&program, &[i.to_string()], &options) {
+        match spawn(&program, &[i.to_string()], options) {
             Ok(child) => {
                 running.push(Running { stdout: child.take_stdout(), stderr: child.take_stderr(), child, status: None })
             }
@@ -74,7 +74,7 @@ fn main() {
             match source {
                 Source::Stdout => read(&mut r.stdout, "stdout"),
                 Source::Stderr => read(&mut r.stderr, "stderr"),
-                Source::Exit => r.status = r.child.try_wait().ok().flatten(),
+                Source::Exit => r.status = r.child.try_wait().ok().flatten().map(|t| t.status),
             }
         }
         // Node's 'close': the child exited and its stdio are closed.
