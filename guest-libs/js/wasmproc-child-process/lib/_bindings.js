@@ -4,29 +4,21 @@
 // `exit-status` variant, a `WitError` instead of a thrown error-code value,
 // and small wrappers over streams and resources.
 //
-// Why one module: the WIT package moves to wasmproc:process@0.2.0 (stdio
-// becomes a variant, spawn gains timeout-ms/kill-signal, wait returns a
-// termination record, `timed-out`/`closed` carry a message). The interface
-// names, record fields and variant shapes are written here only, so that
-// update changes this file and nothing else. The worker side (`parent`) is
-// in _bindings_worker.js: only a worker's world imports it.
+// Why one module: the interface names, record fields and variant shapes of
+// the WIT package (wasmproc:process@0.2.0) are written here only, so that a
+// new version changes this file (and _bindings_worker.js) and nothing else.
+// The worker side (`parent`) is in _bindings_worker.js: only a worker's
+// world imports it.
 
-import * as execApi from 'wasmproc:process/exec@0.1.0';
-import * as spawnApi from 'wasmproc:process/spawn@0.1.0';
-import * as forkApi from 'wasmproc:process/fork@0.1.0';
+import * as execApi from 'wasmproc:process/exec@0.2.0';
+import * as spawnApi from 'wasmproc:process/spawn@0.2.0';
+import * as forkApi from 'wasmproc:process/fork@0.2.0';
 import { poll as witPoll } from 'wasi:io/poll@0.2.12';
 import { now, subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
 import { getArguments, getEnvironment } from 'wasi:cli/environment@0.2.12';
 import { exitWithCode } from 'wasi:cli/exit@0.2.12';
 import { getStdout } from 'wasi:cli/stdout@0.2.12';
 import { getStderr } from 'wasi:cli/stderr@0.2.12';
-
-/** The error-code names of the WIT, each with the message used when the
- * host sent none (`timed-out` and `closed` carry none in 0.1.0). */
-const DEFAULT_MESSAGES = {
-  'timed-out': 'the operation timed out',
-  closed: 'the channel is closed',
-};
 
 /** A failed wasmproc call: `kind` is the WIT error-code case name
  * (`access-denied`, `not-found`, ...), `message` the host's text. */
@@ -41,7 +33,7 @@ export class WitError extends Error {
 function witError(e) {
   const p = e && typeof e === 'object' && 'payload' in e ? e.payload : undefined;
   if (p && typeof p === 'object' && typeof p.tag === 'string') {
-    return new WitError(p.tag, p.val ?? DEFAULT_MESSAGES[p.tag] ?? p.tag);
+    return new WitError(p.tag, p.val ?? p.tag);
   }
   return e;
 }
@@ -65,6 +57,13 @@ function exitStatus(status) {
     : { code: null, signal: status.val };
 }
 
+/** `{ code, signal, timedOut, trap }` from a `termination`: `timedOut`
+ * when the spawn deadline killed the child, `trap` the message of a
+ * worker whose guest trapped (its code is then 134), else undefined. */
+function termination(t) {
+  return { ...exitStatus(t.status), timedOut: t.timedOut, trap: t.trap };
+}
+
 function execOptions(o) {
   return {
     cwd: o.cwd,
@@ -75,6 +74,7 @@ function execOptions(o) {
     stdin: o.input,
     uid: o.uid,
     gid: o.gid,
+    shell: o.shell,
   };
 }
 
@@ -90,9 +90,9 @@ function execOutput(out) {
   };
 }
 
-/** Runs `command` through the host's granted shell, to completion.
- * `o`: { cwd, env: [[name, value]], timeoutMs, killSignal (number),
- * maxBuffer, input (Uint8Array), uid, gid }. Returns { pid, code, signal,
+/** Runs `command` through a shell the host granted (`o.shell`, else the
+ * first), to completion. `o`: { cwd, env: [[name, value]], timeoutMs,
+ * killSignal (number), maxBuffer, input (Uint8Array), uid, gid, shell }. Returns { pid, code, signal,
  * stdout, stderr, stdoutTruncated, stderrTruncated, timedOut }. */
 export function execShell(command, o) {
   return call(() => execOutput(execApi.exec(command, execOptions(o))));
@@ -167,6 +167,8 @@ export class OutStream {
 }
 
 const STDIO = { pipe: 'piped', inherit: 'inherit', ignore: 'null' };
+/** The WIT `stdio` variant for 'pipe' | 'inherit' | 'ignore'. */
+const stdio = (s) => ({ tag: STDIO[s] });
 
 /** A spawned child. `stdio`: 'pipe' | 'inherit' | 'ignore' each. */
 export class Child {
@@ -182,15 +184,15 @@ export class Child {
   subscribeExit() {
     return this.child.subscribe();
   }
-  /** `{ code, signal }` once exited, else undefined. */
+  /** `{ code, signal, timedOut, trap }` once exited, else undefined. */
   tryWait() {
     return call(() => {
-      const s = this.child.tryWait();
-      return s === undefined ? undefined : exitStatus(s);
+      const t = this.child.tryWait();
+      return t === undefined ? undefined : termination(t);
     });
   }
   wait() {
-    return call(() => exitStatus(this.child.wait()));
+    return call(() => termination(this.child.wait()));
   }
   kill(signal) {
     call(() => this.child.kill(signal));
@@ -203,7 +205,9 @@ export class Child {
   }
 }
 
-/** Starts `program`; `o`: { cwd, env, stdin, stdout, stderr, uid, gid }. */
+/** Starts `program`; `o`: { cwd, env, stdin, stdout, stderr, uid, gid,
+ * timeoutMs, killSignal (number) }: the host kills the child's group
+ * `timeoutMs` after the start (killSignal, then SIGKILL). */
 export function spawn(program, args, o) {
   return call(
     () =>
@@ -211,11 +215,13 @@ export function spawn(program, args, o) {
         spawnApi.spawn(program, args, {
           cwd: o.cwd,
           env: o.env ?? [],
-          stdin: STDIO[o.stdin],
-          stdout: STDIO[o.stdout],
-          stderr: STDIO[o.stderr],
+          stdin: stdio(o.stdin),
+          stdout: stdio(o.stdout),
+          stderr: stdio(o.stderr),
           uid: o.uid,
           gid: o.gid,
+          timeoutMs: o.timeoutMs === undefined ? undefined : BigInt(o.timeoutMs),
+          killSignal: o.killSignal,
         }),
       ),
   );
@@ -248,13 +254,18 @@ export class Worker {
   subscribe() {
     return this.worker.subscribe();
   }
+  /** Closes the channel (Node's disconnect): what was sent is still
+   * delivered, then the worker's receive says closed; it keeps running. */
+  closeChannel() {
+    this.worker.closeChannel();
+  }
   subscribeExit() {
     return this.worker.subscribeExit();
   }
   tryWait() {
     return call(() => {
-      const s = this.worker.tryWait();
-      return s === undefined ? undefined : exitStatus(s);
+      const t = this.worker.tryWait();
+      return t === undefined ? undefined : termination(t);
     });
   }
   kill(signal) {
@@ -266,9 +277,10 @@ export class Worker {
   }
 }
 
-/** Forks `component`. `o`: { args, env, stdout, stderr ('pipe' | 'inherit'
- * | 'ignore'), programs, dirs: [{ path, readOnly }], allowEnv, shell,
- * limits: { maxLiveChildren, ... }, uid, gid }. */
+/** Forks `component`. `o`: { env, stdout, stderr ('pipe' | 'inherit' |
+ * 'ignore'), programs, dirs: [{ path, readOnly }], allowEnv, shell, forks
+ * (components it may fork in turn), limits: { maxLiveChildren, ... }, uid,
+ * gid, placement ('local' (default) | 'cluster' | { labels: [...] }) }. */
 export function fork(component, args, o) {
   const big = (v) => (v === undefined ? undefined : BigInt(v));
   const l = o.limits ?? {};
@@ -281,8 +293,9 @@ export function fork(component, args, o) {
           allowEnv: o.allowEnv ?? [],
           env: o.env ?? [],
           shell: !!o.shell,
-          stdout: STDIO[o.stdout],
-          stderr: STDIO[o.stderr],
+          forks: o.forks ?? [],
+          stdout: stdio(o.stdout),
+          stderr: stdio(o.stderr),
           limits: {
             maxLiveChildren: l.maxLiveChildren,
             maxTotalSpawns: big(l.maxTotalSpawns),
@@ -296,9 +309,17 @@ export function fork(component, args, o) {
           },
           uid: o.uid,
           gid: o.gid,
+          placement: placement(o.placement),
         }),
       ),
   );
+}
+
+function placement(p) {
+  if (p === undefined || p === 'local') return { tag: 'local' };
+  if (p === 'cluster') return { tag: 'cluster' };
+  if (p && Array.isArray(p.labels)) return { tag: 'labels', val: p.labels.map(String) };
+  throw new TypeError(`placement ${JSON.stringify(p)}: use 'local', 'cluster' or { labels: [...] }`);
 }
 
 /** Blocks until one of `pollables` is ready; returns the ready indexes,

@@ -2,7 +2,12 @@
 // worker-command), apart from _bindings.js because only a worker's world
 // imports this interface: a command built with it would not link.
 
-import { send as witSend, tryReceive as witTryReceive, subscribe as witSubscribe } from 'wasmproc:process/parent@0.1.0';
+import {
+  send as witSend,
+  tryReceive as witTryReceive,
+  subscribe as witSubscribe,
+  close as witClose,
+} from 'wasmproc:process/parent@0.2.0';
 import { WitError } from './_bindings.js';
 
 /** Sends one message (bytes) to the parent; blocks while its queue is full. */
@@ -11,7 +16,7 @@ export function send(bytes) {
     witSend(bytes);
   } catch (e) {
     const p = e && e.payload;
-    throw p && p.tag ? new WitError(p.tag, p.val ?? 'the channel is closed') : e;
+    throw p && p.tag ? new WitError(p.tag, p.val ?? p.tag) : e;
   }
 }
 
@@ -29,3 +34,7 @@ export function tryReceive() {
 
 /** A pollable ready when a message (or the end) can be received. */
 export const subscribe = () => witSubscribe();
+
+/** Closes the channel (Node's process.disconnect()): what was sent is
+ * still delivered, then the parent's receive says closed. */
+export const close = () => witClose();

@@ -285,8 +285,11 @@ export class ChildProcess extends EventEmitter {
     }
   }
 
+  /** `status`: { code, signal, timedOut }; `timedOut`: the host's
+   * deadline (the `timeout` option) killed it, as Node's kill would. */
   _onExit(status) {
     this._exited = true;
+    if (status.timedOut) this.killed = true;
     this.exitCode = status.code;
     this.signalCode = signalName(status.signal);
     this.emit('exit', this.exitCode, this.signalCode);
@@ -320,20 +323,15 @@ function exitSource(child, handle) {
   loop.add(source);
 }
 
-/** Arms `options.timeout` (ms): kills the child with `killSignal`. */
-function armTimeout(child, options) {
-  if (!(options.timeout > 0)) return;
-  const t = loop.setTimeout(() => child.kill(options.killSignal ?? 'SIGTERM'), options.timeout);
-  child.once('exit', () => loop.clearTimeout(t));
-}
-
 function normalizeArgs(args, options) {
   if (args !== undefined && !Array.isArray(args)) [options, args] = [args, []];
   return [(args ?? []).map(String), { ...(options ?? {}) }];
 }
 
-/** spawn(command[, args][, options]): options cwd, env, stdio, timeout,
- * killSignal, uid, gid, shell (runs `shell -c`, needs that program granted). */
+/** spawn(command[, args][, options]): options cwd, env, stdio, timeout
+ * and killSignal (the host's deadline: it sends killSignal to the child's
+ * group, then SIGKILL if the group outlives its grace period), uid, gid,
+ * shell (runs `shell -c`, needs that program granted). */
 export function spawn(command, args, options) {
   [args, options] = normalizeArgs(args, options);
   if (options.shell) {
@@ -347,7 +345,7 @@ export function spawn(command, args, options) {
   const stdio = stdioOf(options);
   let handle;
   try {
-    signalNumber(options.killSignal, 'SIGTERM');
+    const killSignal = signalNumber(options.killSignal, 'SIGTERM');
     handle = wit.spawn(command, args, {
       cwd: options.cwd,
       env: envPairs(options.env),
@@ -356,6 +354,8 @@ export function spawn(command, args, options) {
       stderr: stdio[2],
       uid: options.uid,
       gid: options.gid,
+      timeoutMs: options.timeout > 0 ? options.timeout : undefined,
+      killSignal,
     });
   } catch (e) {
     if (e instanceof TypeError) throw e;
@@ -389,7 +389,6 @@ export function spawn(command, args, options) {
   }
   child.stdio = [child.stdin, child.stdout, child.stderr];
   exitSource(child, handle);
-  armTimeout(child, options);
   loop.setImmediate(() => child.emit('spawn'));
   return child;
 }
@@ -468,16 +467,21 @@ export function execFile(file, args, options, callback) {
   return child;
 }
 
-/** exec(command[, options][, callback]): through the shell the host
- * granted (`--allow-shell`). The WIT `exec` blocks, so the command runs
- * when the loop reaches it, one at a time; what was written to stdin
- * before then is its input. */
+/** The shell of exec/execSync's `shell` option: a string names one the
+ * host granted (`--allow-shell=SHELL`), else the host's first. */
+const shellOf = (options) => (typeof options.shell === 'string' ? options.shell : undefined);
+
+/** exec(command[, options][, callback]): through a shell the host
+ * granted (`--allow-shell`; `options.shell` picks one of them). The WIT
+ * `exec` blocks, so the command runs when the loop reaches it, one at a
+ * time; what was written to stdin before then is its input. */
 export function exec(command, options, callback) {
   if (typeof options === 'function') [callback, options] = [options, {}];
   options = { ...(options ?? {}) };
   const child = new ChildProcess();
-  child.spawnfile = '/bin/sh';
-  child.spawnargs = ['/bin/sh', '-c', command];
+  const sh = shellOf(options) ?? '/bin/sh';
+  child.spawnfile = sh;
+  child.spawnargs = [sh, '-c', command];
   child.stdin = new Writable();
   child.stdout = new Readable();
   child.stderr = new Readable();
@@ -491,7 +495,7 @@ export function exec(command, options, callback) {
     } catch (e) {
       child._exited = true;
       child._closed = true;
-      child.emit('error', systemError(e, 'spawn /bin/sh', '/bin/sh', child.spawnargs));
+      child.emit('error', systemError(e, `spawn ${sh}`, sh, child.spawnargs));
       return;
     }
     child.pid = out.pid;
@@ -518,6 +522,7 @@ function witExecOptions(options, input) {
     input: input && input.length ? input : undefined,
     uid: options.uid,
     gid: options.gid,
+    shell: shellOf(options),
   };
 }
 
@@ -575,10 +580,11 @@ function finishSync(result, cmd, options) {
   return enc && enc !== 'buffer' ? result.stdout : Buffer.isBuffer(result.stdout) ? result.stdout : Buffer.from(result.stdout);
 }
 
-/** execSync(command[, options]): through the granted shell. */
+/** execSync(command[, options]): through a granted shell (as exec). */
 export function execSync(command, options) {
   options = { ...(options ?? {}) };
-  const result = runSync((o) => wit.execShell(command, o), '/bin/sh', ['-c', command], options);
+  const sh = shellOf(options) ?? '/bin/sh';
+  const result = runSync((o) => wit.execShell(command, o), sh, ['-c', command], options);
   return finishSync(result, command, options);
 }
 
@@ -598,8 +604,9 @@ export function componentFor(modulePath) {
 /** fork(modulePath[, args][, options]): the component built from
  * modulePath (see componentFor) in a worker process. options: env, silent,
  * stdio, and `wasmproc` for what the worker may do: { programs, dirs:
- * [{ path, readOnly }], allowEnv, shell, limits, uid, gid } (nothing by
- * default: capabilities only narrow). */
+ * [{ path, readOnly }], allowEnv, shell, forks, limits, uid, gid } (nothing
+ * by default: capabilities only narrow) and where it runs: { placement:
+ * 'local' | 'cluster' | { labels } }. */
 export function fork(modulePath, args, options) {
   [args, options] = normalizeArgs(args, options);
   const child = new ChildProcess();
@@ -677,10 +684,11 @@ export function fork(modulePath, args, options) {
     if (callback) loop.setImmediate(() => callback(null));
     return true;
   };
-  // wasmproc 0.1.0 has no way to close the channel from this side: stop
-  // listening; the worker sees the end when it is dropped.
+  // What was sent is still delivered, then the worker's channel ends
+  // (its 'disconnect'); it keeps running, as in Node.
   child.disconnect = () => {
     if (!child.connected) return;
+    worker.closeChannel();
     channel.closed();
   };
   exitSource(child, worker);

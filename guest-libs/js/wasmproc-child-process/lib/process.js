@@ -115,11 +115,12 @@ export function becomeWorker(parent) {
     if (callback) loop.setImmediate(() => callback(null));
     return true;
   };
-  // wasmproc 0.1.0 cannot close the channel from this side: stop
-  // listening; the parent sees the end when this worker exits.
+  // What was sent is still delivered, then the parent's channel ends (its
+  // 'disconnect'); this worker keeps running, as in Node.
   process.disconnect = () => {
     if (!process.connected) return;
     process.connected = false;
+    parent.close();
     loop.remove(channel);
     process.emit('disconnect');
   };
