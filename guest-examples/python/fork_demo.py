@@ -1,8 +1,8 @@
 """fork_demo PY_WORKER JS_WORKER: forked workers through wasmproc_subprocess.
 
 Forks two Python workers (upper_worker.py built as PY_WORKER), sends each a
-few messages and reads the answers, iterating over the messages of one;
-then forks a JavaScript worker (guest-examples/node/support.js built as
+few messages and reads the answers, iterating over the messages of one
+(ended by a `null` message) and closing the channel of the other; then forks a JavaScript worker (guest-examples/node/support.js built as
 JS_WORKER), which answers the JSON message it gets, as Node's
 child_process.fork workers do. Prints what it sees, in order.
 """
@@ -36,7 +36,7 @@ def main(argv):
     for message in first:  # until the worker ends
         say("iterated:", message)
     say("first exited:", first.wait())
-    second.send(None)
+    second.close()  # close-channel: the worker's loop ends, it exits
     say("second after close:", second.receive(default="closed"))
     say("second exited:", second.wait())
 

@@ -1,7 +1,7 @@
 """upper_worker NAME: a forked worker (built for world
 wasmproc:process/worker-command) that answers each message `{"text": T}`
 from its parent with `{"worker": NAME, "upper": T.upper()}`, until the
-message `null`. Forked by fork_demo.py.
+message `null` or the parent closes the channel. Forked by fork_demo.py.
 """
 
 # wasmproc: worker

@@ -17,6 +17,7 @@ What differs from CPython is listed in the package's README.
 """
 
 import io
+import math
 import os
 
 # Imported now, while componentize-py builds the component: it keeps only
@@ -340,13 +341,11 @@ class Popen:
         if timeout is None:
             self._exited(self._child.wait())
             return self.returncode
-        wit = _wit
-        deadline = wit.monotonic() + timeout
-        while self.poll() is None:
-            left = deadline - wit.monotonic()
-            if left <= 0:
-                raise TimeoutExpired(self.args, timeout)
-            wit.poll([self._child.subscribe_exit(), wit.sleep_pollable(left)])
+        # The host's wait-timeout: the child is left running if it expires.
+        code = self._child.wait_timeout(max(0, math.ceil(timeout * 1000)))
+        if code is None:
+            raise TimeoutExpired(self.args, timeout)
+        self._exited(code)
         return self.returncode
 
     def send_signal(self, sig):

@@ -1,13 +1,12 @@
 """The only module that calls the raw wasmproc:process bindings (and the few
 wasi imports the library needs).
 
-Why one module: the WIT package moves to wasmproc:process@0.2.0 (stdio
-becomes a variant, spawn gains timeout-ms/kill-signal, wait returns a
-termination record, `timed-out`/`closed` carry a message, ...). The
-generated names, record fields and variant shapes are written here only, so
-that update changes this file and nothing else. Everything above it sees
-plain values: a return code (negative for a signal, as CPython's), bytes,
-`None` at the end of a stream, and `WitError` for a failed call.
+Why one module: the generated names, record fields and variant shapes of
+the WIT package (wasmproc:process@0.2.0) are written here only, so that a
+new version changes this file and nothing else. Everything above it sees
+plain values: a return code (negative for a signal, as CPython's; 134 for
+a worker whose guest trapped, as the host reports it), bytes, `None` at
+the end of a stream, and `WitError` for a failed call.
 
 The bindings exist only inside a component (componentize-py generates
 `wit_world` when it builds one, and keeps only the interfaces imported
@@ -30,8 +29,8 @@ try:
 except ImportError:  # not a worker (world command)
     wit_parent = None
 
-# WIT error-code case names by generated class, and the message used when
-# the case carries none (timed-out and closed in 0.1.0).
+# WIT error-code case names by generated class (every case carries the
+# host's message).
 _KINDS = {
     types.ErrorCode_AccessDenied: "access-denied",
     types.ErrorCode_NotFound: "not-found",
@@ -42,9 +41,13 @@ _KINDS = {
     types.ErrorCode_Unsupported: "unsupported",
     types.ErrorCode_Io: "io",
 }
-_DEFAULT_MESSAGES = {"timed-out": "the operation timed out", "closed": "the channel is closed"}
 
-_STDIO = {"pipe": types.Stdio.PIPED, "inherit": types.Stdio.INHERIT, "null": types.Stdio.NULL}
+# The WIT `stdio` variant for each mode.
+_STDIO = {"pipe": types.Stdio_Piped, "inherit": types.Stdio_Inherit, "null": types.Stdio_Null}
+
+
+def _stdio(mode):
+    return _STDIO[mode]()
 
 
 class WitError(Exception):
@@ -59,7 +62,7 @@ class WitError(Exception):
 
 def _wit_error(value):
     kind = _KINDS.get(type(value), "io")
-    message = getattr(value, "value", None) or _DEFAULT_MESSAGES.get(kind, kind)
+    message = getattr(value, "value", None) or kind
     return WitError(kind, message)
 
 
@@ -75,6 +78,12 @@ def _returncode(status):
     if isinstance(status, types.ExitStatus_Exited):
         return status.value
     return -status.value
+
+
+def _terminated(termination):
+    """The returncode of a `termination` (a trapped worker's is 134, its
+    exit status; the trap message is not kept)."""
+    return _returncode(termination.status)
 
 
 def _drop(resource):
@@ -94,7 +103,7 @@ class ExecResult:
         self.truncated = out.stdout_truncated or out.stderr_truncated
 
 
-def _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input):
+def _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input, shell=None):
     return wit_exec.ExecOptions(
         cwd=cwd,
         env=list(env),
@@ -104,12 +113,23 @@ def _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input):
         stdin=input,
         uid=None,
         gid=None,
+        shell=shell,
     )
 
 
-def exec_shell(command, cwd=None, env=(), timeout_ms=None, kill_signal=None, max_buffer=None, input=None):
-    """Runs `command` through the host's granted shell, to completion."""
-    options = _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input)
+def exec_shell(
+    command,
+    cwd=None,
+    env=(),
+    timeout_ms=None,
+    kill_signal=None,
+    max_buffer=None,
+    input=None,
+    shell=None,
+):
+    """Runs `command` through a shell the host granted (`shell`, by file
+    name or path, else the first), to completion."""
+    options = _exec_options(cwd, env, timeout_ms, kill_signal, max_buffer, input, shell)
     return ExecResult(_call(wit_exec.exec, command, options))
 
 
@@ -215,11 +235,21 @@ class Child:
 
     def try_wait(self):
         """The returncode once exited, else None."""
-        status = _call(self.child.try_wait)
-        return None if status is None else _returncode(status)
+        t = _call(self.child.try_wait)
+        return None if t is None else _terminated(t)
 
     def wait(self):
-        return _returncode(_call(self.child.wait))
+        return _terminated(_call(self.child.wait))
+
+    def wait_timeout(self, timeout_ms):
+        """The returncode, waiting at most `timeout_ms`; None if the child
+        still runs then."""
+        try:
+            return _terminated(_call(self.child.wait_timeout, timeout_ms))
+        except WitError as e:
+            if e.kind == "timed-out":
+                return None
+            raise
 
     def kill(self, signal):
         _call(self.child.kill, signal)
@@ -236,11 +266,13 @@ def spawn(program, args, cwd=None, env=(), stdin="null", stdout="inherit", stder
     options = wit_spawn.SpawnOptions(
         cwd=cwd,
         env=list(env),
-        stdin=_STDIO[stdin],
-        stdout=_STDIO[stdout],
-        stderr=_STDIO[stderr],
+        stdin=_stdio(stdin),
+        stdout=_stdio(stdout),
+        stderr=_stdio(stderr),
         uid=None,
         gid=None,
+        timeout_ms=None,
+        kill_signal=None,
     )
     return Child(_call(wit_spawn.spawn, program, list(args), options))
 
@@ -271,15 +303,30 @@ class Worker:
     def subscribe(self):
         return self.worker.subscribe()
 
+    def close_channel(self):
+        """Closes the channel: what was sent is still delivered, then the
+        worker's receive ends; the worker keeps running."""
+        self.worker.close_channel()
+
     def subscribe_exit(self):
         return self.worker.subscribe_exit()
 
     def try_wait(self):
-        status = _call(self.worker.try_wait)
-        return None if status is None else _returncode(status)
+        t = _call(self.worker.try_wait)
+        return None if t is None else _terminated(t)
 
     def wait(self):
-        return _returncode(_call(self.worker.wait))
+        return _terminated(_call(self.worker.wait))
+
+    def wait_timeout(self, timeout_ms):
+        """The returncode, waiting at most `timeout_ms`; None if the worker
+        still runs then."""
+        try:
+            return _terminated(_call(self.worker.wait_timeout, timeout_ms))
+        except WitError as e:
+            if e.kind == "timed-out":
+                return None
+            raise
 
     def kill(self, signal):
         _call(self.worker.kill, signal)
@@ -300,11 +347,14 @@ def fork(
     stdout="inherit",
     stderr="inherit",
     limits=None,
+    forks=(),
+    placement=None,
 ):
     """Forks `component`. dirs: (path, read_only) pairs; limits: a dict of
     worker-limits fields (max_live_children, max_total_spawns, max_buffer,
     max_timeout_ms, cpu_seconds, address_space, open_files, processes,
-    file_size)."""
+    file_size); forks: components it may fork in turn; placement: None or
+    "local", "cluster", or a list of labels."""
     fields = (
         "max_live_children",
         "max_total_spawns",
@@ -326,13 +376,25 @@ def fork(
         allow_env=list(allow_env),
         env=list(env),
         shell=bool(shell),
-        stdout=_STDIO[stdout],
-        stderr=_STDIO[stderr],
+        forks=list(forks),
+        stdout=_stdio(stdout),
+        stderr=_stdio(stderr),
         limits=wit_fork.WorkerLimits(**{f: limits.get(f) for f in fields}),
         uid=None,
         gid=None,
+        placement=_placement(placement),
     )
     return Worker(_call(wit_fork.fork, component, list(args), options))
+
+
+def _placement(placement):
+    if placement is None or placement == "local":
+        return wit_fork.Placement_Local()
+    if placement == "cluster":
+        return wit_fork.Placement_Cluster()
+    if isinstance(placement, (list, tuple)):
+        return wit_fork.Placement_Labels([str(label) for label in placement])
+    raise ValueError(f"placement {placement!r}: use 'local', 'cluster' or a list of labels")
 
 
 def _parent():
@@ -344,6 +406,12 @@ def _parent():
 def parent_send(data):
     """Sends a message to the parent (a worker's world only)."""
     _call(_parent().send, data)
+
+
+def parent_close():
+    """Closes the channel to the parent (a worker's world only): what was
+    sent is still delivered, then the parent's receive ends."""
+    _parent().close()
 
 
 def parent_receive():

@@ -6,7 +6,8 @@ Parent side::
     from wasmproc_subprocess import fork
     with fork("worker.wasm", ["arg"]) as worker:
         worker.send({"job": 1})
-        for message in worker:          # until the worker closes the channel
+        worker.close()                  # no more messages: the worker's loop ends
+        for message in worker:          # until the worker closes the channel or exits
             print(message)
     print(worker.returncode)
 
@@ -15,6 +16,12 @@ Worker side (a component built for world wasmproc:process/worker-command)::
     from wasmproc_subprocess import parent
     for message in parent:              # until the parent closes the channel
         parent.send({"done": message})
+    parent.close()                      # optional: exiting closes it too
+
+`close()` on either side closes the channel as Node's `disconnect()`: what
+was sent before is still delivered, then the other side's iteration ends;
+this side can no longer send, and receives nothing more; both processes
+keep running.
 
 Messages are JSON values (as Node's process.send), so Python and
 JavaScript workers talk to each other; `send_bytes`/`receive_bytes` pass raw
@@ -22,6 +29,7 @@ bytes.
 """
 
 import json
+import math
 
 from . import _wit
 
@@ -72,6 +80,12 @@ class Worker:
         """The next message as bytes, or None once the channel is closed."""
         return self._handle.receive()
 
+    def close(self):
+        """Closes the channel (Node's disconnect): what was sent is still
+        delivered, then the worker's receive ends; messages the worker
+        sends from now on are dropped. The worker keeps running."""
+        self._handle.close_channel()
+
     def __iter__(self):
         while True:
             data = self.receive_bytes()
@@ -84,10 +98,20 @@ class Worker:
             self.returncode = self._handle.try_wait()
         return self.returncode
 
-    def wait(self):
-        """Waits for the worker to exit and returns its exit code."""
+    def wait(self, timeout=None):
+        """Waits for the worker to exit and returns its exit code (134 if
+        its guest trapped); raises subprocess.TimeoutExpired after
+        `timeout` seconds (the worker is left running)."""
         if self.returncode is None:
-            self.returncode = self._handle.wait()
+            if timeout is None:
+                self.returncode = self._handle.wait()
+            else:
+                code = self._handle.wait_timeout(max(0, math.ceil(timeout * 1000)))
+                if code is None:
+                    from . import TimeoutExpired
+
+                    raise TimeoutExpired(self.component, timeout)
+                self.returncode = code
         return self.returncode
 
     def kill(self, signal=9):
@@ -117,13 +141,17 @@ def fork(
     stdout=None,
     stderr=None,
     limits=None,
+    forks=(),
+    placement=None,
 ):
     """Starts the worker component `component` (granted with
     `--allow-fork`) with `args`. It may do only what it is given here, a
     part of what this guest holds: `programs` it may run, `dirs` as paths
     or (path, read_only) pairs, `allow_env` names, `shell`, `limits` (a
-    dict: max_live_children, max_buffer, max_timeout_ms, ...). `env` is
-    its own environment; `stdout`/`stderr` None (ours), PIPE or DEVNULL."""
+    dict: max_live_children, max_buffer, max_timeout_ms, ...), `forks`
+    (components it may fork in turn). `env` is its own environment;
+    `stdout`/`stderr` None (ours), PIPE or DEVNULL; `placement` None (this
+    machine), "cluster" or a list of agent labels."""
     from . import DEVNULL, PIPE, _os_error
 
     def mode(value):
@@ -142,6 +170,8 @@ def fork(
             mode(stdout),
             mode(stderr),
             limits,
+            forks,
+            placement,
         )
     except Exception as e:
         raise _os_error(e, component) from None
@@ -170,6 +200,12 @@ class _Parent:
 
     def receive_bytes(self):
         return _wit.parent_receive()
+
+    def close(self):
+        """Closes the channel to the parent (Node's process.disconnect()):
+        what was sent is still delivered, then the parent's receive ends;
+        this worker keeps running."""
+        _wit.parent_close()
 
     def __iter__(self):
         while True:
