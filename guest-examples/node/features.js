@@ -173,6 +173,23 @@ step(function (done) {
 });
 
 step(function (done) {
+  const child = cp.spawn('node', ['-e', 'setTimeout(() => {}, 10000)'], { timeout: 300 });
+  child.on('exit', function (code, signal) {
+    console.log('spawn timeout: code=' + code + ' signal=' + signal + ' killed=' + child.killed);
+  });
+  child.on('close', function () {
+    done();
+  });
+});
+
+step(function (done) {
+  cp.exec('echo through a named shell', { shell: '/bin/sh' }, function (err, stdout) {
+    console.log('exec shell: ' + err + ' ' + JSON.stringify(stdout));
+    done();
+  });
+});
+
+step(function (done) {
   setTimeout(function () {
     console.log('timers run in the loop');
     process.exitCode = 2;
