@@ -6,7 +6,8 @@
 //! built from the same support.js. Where Node's own order depends on which
 //! child finishes first, the lines are compared as sorted lists; the
 //! features program runs its steps one after the other and must match line
-//! for line.
+//! for line, as must the disconnect program (a parent's `disconnect()` ends
+//! its worker's channel; the worker is built from echo.js).
 
 mod common;
 
@@ -15,9 +16,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// A directory holding the Node programs, `support.js`, the worker
-/// component built from it as `support.wasm` (what `fork('support.js')`
-/// names), and `sub/`; readable by the children's user (65534).
+/// A directory holding the Node programs, `support.js` and `echo.js`, the
+/// worker components built from them as `support.wasm` and `echo.wasm` (what
+/// `fork('support.js')` names), and `sub/`; readable by the children's user (65534).
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = repo().join("guest-examples/node");
@@ -28,6 +29,7 @@ fn fixture() -> tempfile::TempDir {
         }
     }
     std::fs::copy(guest("support-node"), dir.path().join("support.wasm")).unwrap();
+    std::fs::copy(guest("echo-node"), dir.path().join("echo.wasm")).unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
@@ -165,6 +167,19 @@ fn the_fork_tutorial_with_a_worker_built_from_support_js_prints_what_node_prints
         sorted_lines(&by_wasmproc.stderr),
         sorted_lines(&by_node.stderr)
     );
+}
+
+#[test]
+fn disconnect_from_the_parent_ends_the_workers_channel_as_in_node() {
+    let (by_node, by_wasmproc) = both("disconnect", &["--allow-fork", "echo.wasm"], &[], 0);
+    assert_eq!(text(&by_wasmproc.stdout), text(&by_node.stdout));
+    // The worker saw its 'disconnect' (its exit code 4) and ended by itself.
+    assert!(
+        text(&by_node.stdout).ends_with("worker exited: 4 null\n"),
+        "{}",
+        text(&by_node.stdout)
+    );
+    assert_eq!(text(&by_wasmproc.stderr), text(&by_node.stderr));
 }
 
 #[test]

@@ -658,10 +658,8 @@ export function fork(modulePath, args, options) {
       if (this.done) return;
       this.done = true;
       loop.remove(channel);
-      if (child.connected) {
-        child.connected = false;
-        child.emit('disconnect');
-      }
+      child.connected = false;
+      child.emit('disconnect');
       child._streamClosed();
     },
   };
@@ -685,11 +683,13 @@ export function fork(modulePath, args, options) {
     return true;
   };
   // What was sent is still delivered, then the worker's channel ends
-  // (its 'disconnect'); it keeps running, as in Node.
+  // (its 'disconnect'); it keeps running. As in Node, `connected` is false
+  // at once and 'disconnect' comes on the next tick.
   child.disconnect = () => {
     if (!child.connected) return;
+    child.connected = false;
     worker.closeChannel();
-    channel.closed();
+    process.nextTick(() => channel.closed());
   };
   exitSource(child, worker);
   const onExit = child._onExit.bind(child);

@@ -116,12 +116,13 @@ export function becomeWorker(parent) {
     return true;
   };
   // What was sent is still delivered, then the parent's channel ends (its
-  // 'disconnect'); this worker keeps running, as in Node.
+  // 'disconnect'); this worker keeps running. As in Node, `connected` is
+  // false at once and 'disconnect' comes on the next tick.
   process.disconnect = () => {
     if (!process.connected) return;
     process.connected = false;
     parent.close();
     loop.remove(channel);
-    process.emit('disconnect');
+    process.nextTick(() => process.emit('disconnect'));
   };
 }
