@@ -135,6 +135,7 @@ fn forked_python_and_javascript_workers_answer_json_messages() {
             "iterated: {'worker': 'a', 'upper': 'MORE'}",
             "iterated: {'worker': 'a', 'upper': 'AND MORE'}",
             "first exited: 0",
+            "second still running after 0.1",
             "second after close: closed",
             "second exited: 0",
             "javascript answer: [{'child': 7, 'got': {'from': 'python'}}]",

@@ -35,7 +35,11 @@ def main(argv):
     first.send(None)
     for message in first:  # until the worker ends
         say("iterated:", message)
-    say("first exited:", first.wait())
+    say("first exited:", first.wait(timeout=60))
+    try:
+        second.wait(timeout=0.1)  # wait-timeout: it waits for a message
+    except subprocess.TimeoutExpired as e:
+        say("second still running after", e.timeout)
     second.close()  # close-channel: the worker's loop ends, it exits
     say("second after close:", second.receive(default="closed"))
     say("second exited:", second.wait())
