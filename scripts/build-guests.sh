@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build every guest in guest-examples/ into a WebAssembly component: the Rust
 # guests (cargo workspace), and the C, Python and JavaScript guests
-# (guest-examples/{c,python,js}/<name>.{c,py,js}, one component each).
+# (guest-examples/{c,python,js}/<name>.{c,py,js}, and the Node programs
+# guest-examples/node/<name>.js; one component each).
 #
 #   scripts/build-guests.sh                 install missing toolchains, then build all four languages
-#   scripts/build-guests.sh --setup         only install the toolchains
+#   scripts/build-guests.sh --setup         only install the toolchains (and the npm
+#                                           dependencies of the JavaScript guest library)
 #   scripts/build-guests.sh --skip-missing  install nothing; skip (and say so) each language
 #                                           whose toolchain is missing
 #
@@ -45,9 +47,15 @@
 #   WASMPROC_GUEST_TARGET   cargo target dir for the guests
 #                           (default: guest-examples/target)
 #   WASMPROC_SKIP_MISSING=1 as --skip-missing
-#   WASMPROC_GUEST_LANGS    the languages to build (default: "rust c python js")
+#   WASMPROC_GUEST_LANGS    the languages to build (default: "rust c python js";
+#                           js includes the Node programs)
 # Components are written to $WASMPROC_GUEST_TARGET/components/<name>.wasm
-# (Rust), <name>-c.wasm, <name>-py.wasm and <name>-js.wasm.
+# (Rust), <name>-c.wasm, <name>-py.wasm, <name>-js.wasm, and <name>-node.wasm
+# (guest-examples/node/<name>.js, CommonJS Node programs built with the
+# guest library guest-libs/js/wasmproc-child-process, installed from the repo
+# under $WASMPROC_TOOLCHAIN_DIR/js-lib); the Python guests are built with
+# guest-libs/python/wasmproc-subprocess, pip-installed under
+# $WASMPROC_TOOLCHAIN_DIR/py-lib.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -210,16 +218,105 @@ build_c_guests() {
   done
 }
 
+# The guest library guest-libs/python/wasmproc-subprocess, pip-installed
+# from the repo into $TC/py-lib/<digest of its files> (one folder per
+# version, so that worktrees building at once do not overwrite each
+# other's), which the Python guests are built with (-p). Sets PY_LIB and
+# PY_LIB_VERSION.
+install_py_lib() {
+  local pkg="$ROOT/guest-libs/python/wasmproc-subprocess" digest
+  digest=$(inputs_digest "$pkg/pyproject.toml" "$pkg"/src/wasmproc_subprocess/*.py)
+  PY_LIB="$TC/py-lib/$digest"
+  PY_LIB_VERSION="wasmproc-subprocess $digest"
+  [ -d "$PY_LIB" ] && return 0
+  log "installing guest-libs/python/wasmproc-subprocess into $PY_LIB (pip)"
+  # With setuptools and wheel (the build backend) in the venv nothing is
+  # downloaded; else pip fetches them for the build.
+  local isolation=()
+  "$TC/py/venv/bin/python" -c 'import setuptools, wheel' 2>/dev/null && isolation=(--no-build-isolation)
+  env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/pip" install -q --disable-pip-version-check --no-compile \
+    "${isolation[@]}" --target "$PY_LIB.tmp.$$" "$pkg" >/dev/null || die "pip install of $pkg failed"
+  mv -T "$PY_LIB.tmp.$$" "$PY_LIB" 2>/dev/null || rm -rf "$PY_LIB.tmp.$$"
+  # pip builds in a copy, but setuptools leaves build/ and *.egg-info in the source.
+  rm -rf "$pkg/build" "$pkg"/src/*.egg-info
+}
+
 build_python_guests() {
+  install_py_lib
   mkdir -p "$GT/components"
-  local src name out
+  local src name out world lib="$PY_LIB"
   for src in "$ROOT"/guest-examples/python/*.py; do
     name=$(basename "$src" .py)
     out="$GT/components/$name-py.wasm"
+    # A script with a `# wasmproc: worker` line is a forked worker; else
+    # the world of its `world:` line, if any.
+    world=$(world_of "$src")
+    grep -q '^# wasmproc: worker$' "$src" && world=wasmproc:process/worker-command
     build_if_changed "$out" "Python guest $name (componentize-py $COMPONENTIZE_PY_VERSION)" \
-      "$src" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
-      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w "$(world_of "$src")" \
-        componentize -p guest-examples/python "$name" -o "$out.tmp"
+      "$src" "$world" "$PY_LIB_VERSION" "$ROOT/wit" "componentize-py $COMPONENTIZE_PY_VERSION" -- \
+      env PYTHONDONTWRITEBYTECODE=1 "$TC/py/venv/bin/componentize-py" -d wit -w "$world" \
+        componentize -p guest-examples/python -p "$lib" "$name" -o "$out.tmp"
+  done
+}
+
+# The npm package guest-libs/js/wasmproc-child-process: its dependencies
+# (esbuild, componentize-js, events, buffer, util, string_decoder,
+# path-browserify) are installed by npm from
+# the repo's package.json into $TC/js-lib, a folder of its own so that they
+# never move the toolchain's (afresh when package.json changed; part of
+# --setup).
+JS_LIB_PKG="$ROOT/guest-libs/js/wasmproc-child-process"
+have_js_lib() { [ "$(cat "$TC/js-lib/package.inputs" 2>/dev/null)" = "$(inputs_digest "$JS_LIB_PKG/package.json")" ]; }
+setup_js_lib() {
+  have_js_lib && return 0
+  local dst="$TC/js-lib"
+  log "installing the dependencies of guest-libs/js/wasmproc-child-process into $dst (npm)"
+  rm -rf "$dst" && mkdir -p "$dst"
+  (cd "$dst" && echo '{"name":"wasmproc-guest-libs","private":true}' > package.json \
+    && npm install -q --no-audit --no-fund --install-links "$JS_LIB_PKG" >/dev/null 2>&1) \
+    || die "npm install of $JS_LIB_PKG failed"
+  inputs_digest "$JS_LIB_PKG/package.json" > "$dst/package.inputs"
+}
+
+# The package's own files are copied into
+# $TC/js-lib/node_modules/.wasmproc-child-process-<digest>, one folder per
+# version of them, so that worktrees building at once with different
+# versions do not overwrite each other's. Sets JS_LIB_BIN to its build
+# command.
+stage_js_lib() {
+  local digest stage
+  digest=$(inputs_digest "$JS_LIB_PKG/package.json" "$JS_LIB_PKG"/lib/* "$JS_LIB_PKG"/bin/*)
+  stage="$TC/js-lib/node_modules/.wasmproc-child-process-$digest"
+  if [ ! -d "$stage" ]; then
+    mkdir -p "$stage.tmp.$$" && cp -r "$JS_LIB_PKG/package.json" "$JS_LIB_PKG/lib" "$JS_LIB_PKG/bin" "$stage.tmp.$$/"
+    mv -T "$stage.tmp.$$" "$stage" 2>/dev/null || rm -rf "$stage.tmp.$$"
+  fi
+  JS_LIB_BIN="$stage/bin/componentize-node.js"
+}
+
+# guest-examples/node/NAME.js: CommonJS Node programs, each built by the
+# library's wasmproc-componentize-node into NAME-node.wasm (world
+# worker-command for a script with a `// wasmproc: worker` line).
+build_node_guests() {
+  if ! have_js_lib; then
+    if [ "$SKIP_MISSING" = 1 ]; then
+      log "SKIPPING Node programs: the JavaScript guest library's dependencies are missing (--skip-missing)"
+      return 0
+    fi
+    setup_js_lib
+  fi
+  stage_js_lib
+  mkdir -p "$GT/components"
+  local pkg="$JS_LIB_PKG" src name out worker
+  for src in "$ROOT"/guest-examples/node/*.js; do
+    name=$(basename "$src" .js)
+    out="$GT/components/$name-node.wasm"
+    worker=()
+    grep -q '^// wasmproc: worker$' "$src" && worker=(--worker)
+    build_if_changed "$out" "Node program $name (wasmproc-componentize-node)" \
+      "$src" "${worker[@]}" "$pkg/package.json" "$pkg"/lib/* "$pkg"/bin/* "$ROOT/wit" \
+      "componentize-js $COMPONENTIZE_JS_VERSION" -- \
+      node "$JS_LIB_BIN" "$src" "${worker[@]}" --wit wit -o "$out.tmp"
   done
 }
 
@@ -260,6 +357,7 @@ if [ "$SKIP_MISSING" != 1 ]; then
   setup_rust
   setup_python
   setup_js
+  setup_js_lib
 fi
 [ "$SETUP_ONLY" = 1 ] && exit 0
 [ "$REGEN_C" = 1 ] && regen_c_bindings
@@ -276,7 +374,7 @@ for lang in ${WASMPROC_GUEST_LANGS:-rust c python js}; do
     rust) build_rust_guests ;;
     c) build_c_guests ;;
     python) build_python_guests ;;
-    js) build_js_guests ;;
+    js) build_js_guests; build_node_guests ;;
   esac
 done
 [ ${#skipped[@]} = 0 ] || log "skipped: ${skipped[*]}"

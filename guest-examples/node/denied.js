@@ -1,0 +1,33 @@
+// What a Node program sees when wasmproc's policy refuses a child: run only
+// by `wasmproc run` without `cat` or a shell granted (tests/node_compat.rs).
+const cp = require('child_process');
+
+const child = cp.spawn('cat', ['/etc/passwd']);
+child.on('error', function (e) {
+  console.log('spawn error: ' + e.code + ' ' + e.errno + ' ' + e.syscall + ' | ' + e.message);
+});
+child.on('close', function (code) {
+  console.log('spawn close: ' + code);
+});
+
+try {
+  cp.execFileSync('cat', ['/etc/passwd']);
+} catch (e) {
+  console.log('execFileSync error: ' + e.code + ' ' + e.wasmproc.code);
+}
+
+cp.execFile('cat', ['/etc/passwd'], function (err) {
+  console.log('execFile error: ' + err.code);
+});
+
+cp.exec('cat /etc/passwd', function (err) {
+  console.log('exec error: ' + err.code);
+});
+
+// fs is not provided yet: requiring it works, using it throws.
+const fs = require('fs');
+try {
+  fs.readFileSync('/etc/passwd');
+} catch (e) {
+  console.log('fs error: ' + e.code);
+}

@@ -1,0 +1,2 @@
+// The `fs` module: not provided (see unsupported.cjs).
+module.exports = require('./unsupported.cjs').unsupported('fs');

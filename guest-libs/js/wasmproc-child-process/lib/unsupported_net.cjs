@@ -1,0 +1,2 @@
+// The `net` module: not provided (see unsupported.cjs).
+module.exports = require('./unsupported.cjs').unsupported('net');
