@@ -582,12 +582,21 @@ async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spe
     ctx.warm_up();
     // This context's workers: in its cgroup (other tests fork meanwhile).
     let cgroup = ctx.cgroup().expect("a cgroup of the context's").to_owned();
-    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
-    let mine: Vec<u32> = procs.lines().map(|l| l.parse().unwrap()).collect();
-    let warm: Vec<u32> = (worker_processes().into_iter())
-        .filter(|p| mine.contains(p))
-        .collect();
-    assert_eq!(warm.len(), 2, "two warm workers");
+    let mine = || -> Vec<u32> {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+        let mine: Vec<u32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+        (worker_processes().into_iter())
+            .filter(|p| mine.contains(p))
+            .collect()
+    };
+    // (Under load, /proc may show a just-started process late.)
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut warm = mine();
+    while warm.len() != 2 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        warm = mine();
+    }
+    assert_eq!(warm.len(), 2, "two warm workers: {warm:?}");
     for pid in &warm {
         // Its descriptors: /dev/null as stdio, its channel, its own files
         // (the engine's), never the guest's directory.
