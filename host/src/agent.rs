@@ -147,6 +147,9 @@ impl Agent {
         };
         let reply = serde_json::to_vec(&reply).expect("serializable");
         let _ = self.client.publish(reply_to, reply.into()).await;
+        // The agent's own warm workers (`--warm-workers`), refilled once
+        // the host has its answer.
+        self.ctx().warm_up();
         if let Ok(session) = started {
             let id = session.req.session.clone();
             self.serve_session(session).await;

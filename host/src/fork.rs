@@ -454,8 +454,6 @@ impl ProcessCtx {
             tee,
         )
         .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
-        // The next fork finds a warm worker too; this one starts meanwhile.
-        self.warm_up();
         Ok(StartedWorker {
             socket,
             child,
@@ -467,7 +465,10 @@ impl ProcessCtx {
     /// `warm_workers`: worker processes that have started and set up their
     /// engine, and wait, holding nothing, for a specification. A failure
     /// only leaves the pool smaller (the next fork starts a worker itself).
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime. Called before the guest
+    /// starts, and to refill the pool when the guest next waits for a
+    /// worker (`receive`, `subscribe`, `wait`), not in `fork` itself: the
+    /// new process then starts while the forked one does.
     pub fn warm_up(&mut self) {
         self.warm
             .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
@@ -697,6 +698,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
+        self.ctx.warm_up();
         Ok((self.worker(&worker)?.channel.receive().await).map_err(ErrorCode::from)?)
     }
 
@@ -705,6 +707,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
+        self.ctx.warm_up();
         let readiness = self.table.get(&worker)?.channel.readiness();
         self.channel_pollable(readiness, Some(&worker))
     }
@@ -726,6 +729,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Termination> {
+        self.ctx.warm_up();
         Ok(self.worker(&worker)?.reap().await?)
     }
 
