@@ -13,8 +13,8 @@
 use crate::bindings::types::{ErrorCode, Termination};
 use crate::cluster::{
     ADVERTS, Advert, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions, Receiving,
-    channel_halves, fork_subject, kind, message, new_id, send_stream, session_subject, stream,
-    to_wire,
+    channel_halves, fork_subject, is_id, kind, message, new_id, send_stream, session_subject,
+    stream, to_wire,
 };
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent};
@@ -164,14 +164,14 @@ impl Agent {
     /// Starts the worker `req` asks for, within this agent's policy, and
     /// listens to its host's messages (before the host hears of it).
     async fn start(&self, req: ForkRequest) -> Result<Session, ErrorCode> {
-        // Ids become parts of NATS subjects: only ones such as `new_id`
-        // makes, never a wildcard or a `.`; and a session is one host's.
-        for id in [&req.session, &req.parent] {
-            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(ErrorCode::InvalidArgument(format!(
-                    "`{id}` is not a session or host id"
-                )));
-            }
+        // Ids become parts of NATS subjects; and a session is one host's.
+        if let Some(id) = [&req.session, &req.parent]
+            .into_iter()
+            .find(|id| !is_id(id))
+        {
+            return Err(ErrorCode::InvalidArgument(format!(
+                "`{id}` is not a session or host id"
+            )));
         }
         if !self.sessions().insert(req.session.clone()) {
             return Err(ErrorCode::InvalidArgument(format!(

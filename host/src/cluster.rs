@@ -17,10 +17,13 @@
 //!   same pump feeds the worker process's own socket. Framing, order,
 //!   size limits and the guest-side buffer are thus the local code's.
 //!   Over NATS each direction is one subject with one publisher and one
-//!   subscriber (ordered), every data message numbered (a gap closes the
-//!   channel: NATS core may drop for a slow consumer), and sent only
-//!   within a window of credits the receiver grants as it writes the
-//!   bytes to its socket ([`WINDOW_BYTES`], [`WINDOW_MESSAGES`]).
+//!   subscriber (ordered). It carries streams — the channel both ways,
+//!   the worker's stdout and stderr — each numbered on its own (a gap
+//!   ends the session: NATS core may drop for a slow consumer) and sent
+//!   only within a window of credits the receiver grants as it writes the
+//!   bytes out ([`WINDOW_BYTES`], [`WINDOW_MESSAGES`]), each written by a
+//!   task of its own so that no slow reader holds up the others or the
+//!   control messages.
 //! - **Ends.** The agent sends the worker's last messages, its stdout and
 //!   stderr, its reports, then its exit; a host that stops seeing the
 //!   agent's adverts for [`LOST_AFTER`] ends the worker as lost (`closed`
@@ -76,6 +79,13 @@ pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS gives random bytes");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `id` (an agent's, host's or session's, from the network) can
+/// be a NATS subject token: plain alphanumerics, as [`new_id`] makes,
+/// never a wildcard or a `.`.
+pub(crate) fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The subject an agent takes fork requests on.
@@ -359,12 +369,7 @@ impl Cluster {
                         let Ok(advert) = serde_json::from_slice::<Advert>(&m.payload) else {
                             continue;
                         };
-                        // An id becomes a subject token: plain alphanumerics.
-                        let id = &advert.id;
-                        if id.is_empty()
-                            || id.len() > 64
-                            || !id.bytes().all(|b| b.is_ascii_alphanumeric())
-                        {
+                        if !is_id(&advert.id) {
                             continue;
                         }
                         let seen = Seen {
@@ -565,9 +570,6 @@ pub(crate) async fn fork_remote(
     };
     let grant = (ctx.policy.find_fork(component)).map_err(|d| ctx.deny(d))?;
     let name = grant.name.clone();
-    for arg in &args {
-        crate::policy::no_nul("an argument", arg)?;
-    }
     let (policy, lent) = (ctx.policy.narrow(options, ctx.free())).map_err(|r| ctx.refuse(r))?;
     let stdout = remote_output("stdout", stdout)?;
     let stderr = remote_output("stderr", stderr)?;
@@ -696,17 +698,10 @@ fn connect_remote(
     receiving.credit(stream::CHANNEL, credits);
     receiving.channel_sink(write);
     let mut readers = [None, None];
-    for (i, (asked, host)) in [(stdout, &ctx.inherit_stdout), (stderr, &ctx.inherit_stderr)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, asked) in [stdout, stderr].into_iter().enumerate() {
         let Some(piped) = asked else { continue };
-        let (reader, sink) = match (host, i) {
-            (Some(to), _) => output_sink(piped, to.as_ref()),
-            (None, 0) => output_sink(piped, &std::io::stdout()),
-            (None, _) => output_sink(piped, &std::io::stderr()),
-        }
-        .map_err(io("setting up the worker's output"))?;
+        let (reader, sink) = output_sink(piped, || ctx.inherited_output(i == 1))
+            .map_err(io("setting up the worker's output"))?;
         readers[i] = reader;
         receiving.sink(stream::STDOUT + i as u8, sink);
     }
@@ -755,7 +750,7 @@ fn remote_output(name: &str, asked: Asked) -> Result<Option<bool>, ErrorCode> {
 /// guest reads (`piped`: `true`), or the host's own stream.
 fn output_sink(
     piped: bool,
-    host: &dyn wasmtime_wasi::cli::StdoutStream,
+    host: impl FnOnce() -> Sink,
 ) -> std::io::Result<(Option<PipeReader>, Sink)> {
     Ok(match piped {
         true => {
@@ -763,7 +758,7 @@ fn output_sink(
             let write = tokio::net::unix::pipe::Sender::from_owned_fd(write)?;
             (Some(PipeReader::new(read)?), Box::pin(write))
         }
-        false => (None, Box::into_pin(host.async_stream())),
+        false => (None, host()),
     })
 }
 

@@ -71,7 +71,18 @@ fn default_channel_buffer() -> usize {
     crate::channel::ABSORB_BYTES
 }
 
+/// A default timeout never above the maximum (`None`: none, no maximum).
+fn within(default: Option<Duration>, max: Option<Duration>) -> Option<Duration> {
+    default.map(|d| max.map_or(d, |max| d.min(max)))
+}
+
 impl Limits {
+    /// `exec`'s timeout when the guest gives none: the default, never
+    /// above the maximum.
+    pub(crate) fn default_timeout_within_max(&self) -> Option<Duration> {
+        within(self.default_timeout, self.max_timeout)
+    }
+
     /// The lower of each of this and `other`'s limits (a missing one is no
     /// limit).
     pub fn lower(&self, other: &Limits) -> Limits {
@@ -86,8 +97,7 @@ impl Limits {
         Limits {
             default_max_buffer: self.default_max_buffer.min(other.default_max_buffer),
             max_buffer: self.max_buffer.min(other.max_buffer),
-            // A default is never above the maximum.
-            default_timeout: opt(
+            default_timeout: within(
                 opt(self.default_timeout, other.default_timeout),
                 max_timeout,
             ),

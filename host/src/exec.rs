@@ -71,10 +71,7 @@ impl ProcessCtx {
         }
         let timeout = match options.timeout_ms {
             Some(ms) => Some(asked_timeout(limits, ms, |d| self.deny(d))?),
-            // The default, never above the maximum.
-            None => {
-                (limits.default_timeout).map(|d| limits.max_timeout.map_or(d, |max| d.min(max)))
-            }
+            None => limits.default_timeout_within_max(),
         };
         if let Some(max) = limits.max_timeout
             && timeout.is_none()

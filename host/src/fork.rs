@@ -334,9 +334,6 @@ impl ProcessCtx {
         args: Vec<String>,
         options: &ForkOptions,
     ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
-        for arg in &args {
-            no_nul("an argument", arg)?;
-        }
         let (mut policy, lent) =
             (self.policy.narrow(options, self.free())).map_err(|r| self.refuse(r))?;
         // A worker never confines its children less than its parent.
@@ -568,13 +565,7 @@ impl ProcessCtx {
         ),
         ErrorCode,
     > {
-        let (io, route) = match (name, &self.inherit_stdout, &self.inherit_stderr) {
-            ("stdout", Some(to), _) | ("stderr", _, Some(to)) => {
-                self.route(name, asked, to.as_ref())
-            }
-            ("stdout", None, _) => self.route(name, asked, &std::io::stdout()),
-            _ => self.route(name, asked, &std::io::stderr()),
-        }?;
+        let (io, route) = self.route(name, asked)?;
         let fail = |e: std::io::Error| {
             ErrorCode::from_io(format_args!("setting up the worker's {name}"), &e)
         };
@@ -631,6 +622,9 @@ impl Host for ProcessCtxView<'_> {
             ..options
         };
         no_nul("the component name", &component)?;
+        for arg in &args {
+            no_nul("an argument", arg)?;
+        }
         let worker = match &options.placement {
             crate::bindings::fork::Placement::Local => {
                 self.fork_local(&component, args, &options, stdio)?

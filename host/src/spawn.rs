@@ -249,23 +249,34 @@ pub(crate) enum Route {
 }
 
 impl ProcessCtx {
-    /// The OS stdio and route of a child's output stream `name` asked as
-    /// `asked`.
+    /// Where a child's or worker's `inherit`ed stdout (or `stderr`) goes:
+    /// the context's stream for it ([`ProcessCtxBuilder::stdout`](crate::ProcessCtxBuilder::stdout)),
+    /// else the host's own.
+    pub(crate) fn inherited_output(&self, stderr: bool) -> Pin<Box<dyn AsyncWrite + Send + Sync>> {
+        let to = match stderr {
+            false => self.inherit_stdout.as_deref(),
+            true => self.inherit_stderr.as_deref(),
+        };
+        Box::into_pin(match (to, stderr) {
+            (Some(to), _) => to.async_stream(),
+            (None, false) => io::stdout().async_stream(),
+            (None, true) => io::stderr().async_stream(),
+        })
+    }
+
+    /// The OS stdio and route of a child's output stream `name` (`stdout`
+    /// or `stderr`) asked as `asked`.
     ///
-    /// An `inherit`ed stream is a pipe the host copies into `inherit_to`,
-    /// never the host's own open file: a child holding that could truncate
-    /// or seek the operator's log, or change its flags.
-    pub(crate) fn route(
-        &self,
-        name: &str,
-        asked: Asked,
-        inherit_to: &dyn StdoutStream,
-    ) -> Result<(ChildIo, Route), ErrorCode> {
+    /// An `inherit`ed stream is a pipe the host copies into
+    /// [`inherited_output`](Self::inherited_output), never the host's own
+    /// open file: a child holding that could truncate or seek the
+    /// operator's log, or change its flags.
+    pub(crate) fn route(&self, name: &str, asked: Asked) -> Result<(ChildIo, Route), ErrorCode> {
         Ok(match asked {
             Asked::Piped => (ChildIo::Pipe, Route::Guest),
             Asked::Inherit => (
                 ChildIo::Pipe,
-                Route::Forward(Box::into_pin(inherit_to.async_stream())),
+                Route::Forward(self.inherited_output(name == "stderr")),
             ),
             Asked::Null => (ChildIo::Null, Route::Os),
             Asked::File(file) => (self.open_stdio_file(&file, true)?, Route::Os),
@@ -340,14 +351,8 @@ impl ProcessCtx {
         [stdin, stdout, stderr]: [Asked; 3],
     ) -> Result<Child, ErrorCode> {
         let stdin = self.stdin_io(stdin)?;
-        let (out_os, out_route) = match &self.inherit_stdout {
-            Some(to) => self.route("stdout", stdout, to.as_ref()),
-            None => self.route("stdout", stdout, &io::stdout()),
-        }?;
-        let (err_os, err_route) = match &self.inherit_stderr {
-            Some(to) => self.route("stderr", stderr, to.as_ref()),
-            None => self.route("stderr", stderr, &io::stderr()),
-        }?;
+        let (out_os, out_route) = self.route("stdout", stdout)?;
+        let (err_os, err_route) = self.route("stderr", stderr)?;
         let mut launched = self.launch(kind, prepared, [stdin, out_os, err_os])?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();
