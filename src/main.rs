@@ -284,7 +284,8 @@ struct Grants {
 
     /// Keep N worker processes started for `fork` (each has its engine up
     /// and holds nothing until a fork hands it a specification), refilled
-    /// after each fork. Default 0: each costs an idle process.
+    /// when the guest next waits for a worker. Default 0: each costs an
+    /// idle process and a live-children slot.
     #[arg(long, value_name = "N", default_value_t = 0)]
     warm_workers: usize,
 

@@ -427,11 +427,13 @@ impl ProcessCtxBuilder {
         }
     }
 
-    /// Keeps `n` worker processes started (their engine set up, holding
-    /// nothing) for `fork` to hand a specification to, refilled after each
-    /// fork: a fork then costs about a channel round trip and an
-    /// instantiation instead of a process start. Each costs an idle process
-    /// while the guest runs, so the default is 0. Only for a guest granted
+    /// Keeps `n` worker processes started (their engine set up and the
+    /// components the guest may fork loaded, holding nothing else) for
+    /// `fork` to hand a specification to, refilled when the guest next
+    /// waits for a worker: a fork then skips the process start and the
+    /// component load (about 0.6× a cold fork, see benches/RESULTS.md).
+    /// Each costs an idle process and a live-children slot while the guest
+    /// runs, so the default is 0. Only for a guest granted
     /// `fork`; filled by [`ProcessCtx::warm_up`] (the CLI's `Runner` calls
     /// it before the guest starts).
     pub fn warm_workers(&mut self, n: usize) -> &mut Self {
