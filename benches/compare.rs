@@ -6,7 +6,8 @@
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
 //! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, pipe,
-//! fork, round-trip, pipelined, children, idle-workers, start-rust-cold,
+//! fork, warm-fork, cold-fork, round-trip, pipelined, children,
+//! idle-workers, start-rust-cold,
 //! start-rust-warm, start-c-cold, start-c-warm, start-py-cold,
 //! start-py-warm, start-js-cold, start-js-warm, remote-fork,
 //! remote-round-trip, remote-pipelined).
@@ -21,6 +22,12 @@
 //! it compiles, warm it deserializes a serialized component from a file as
 //! `wasmtime run FILE.cwasm` does (the `wasmtime` CLI is not installed
 //! here).
+//!
+//! The `warm-fork` and `cold-fork` rows fork one worker at a time, 20 ms
+//! apart, so that each fork finds the pool (or the worker template) ready:
+//! they measure a fork's latency, where the `fork` row's back-to-back loop
+//! also pays for refilling the pool (a process start per fork) on the
+//! same cores.
 //!
 //! The remote rows start a `nats-server` (on PATH) and one `wasmproc
 //! agent` on loopback and place the worker on it; each row's comparator
@@ -69,6 +76,9 @@ const WRITE_BYTES: u64 = 100 << 20;
 /// Bytes `cat` sends into `wc -c` in the child-to-child pipe row.
 const PIPE_BYTES: u64 = 1 << 30;
 const FORKS: u64 = 10;
+/// Forks of a paced-fork run, and the gap between them (ms).
+const PACED_FORKS: u64 = 20;
+const PACED_GAP_MS: u64 = 20;
 const ROUND_TRIPS: u64 = 10_000;
 const PIPELINED: u64 = 100_000;
 /// Messages in flight at most in the pipelined test.
@@ -323,6 +333,8 @@ struct Guest {
     sandbox: std::cell::Cell<bool>,
     /// Warm workers the guest keeps (the warm-fork row).
     warm: std::cell::Cell<usize>,
+    /// Whether workers are forked from the worker template (the default).
+    template: std::cell::Cell<bool>,
     /// The cluster workers are placed on, while a remote row runs.
     cluster: std::cell::RefCell<Option<wasmproc_host::cluster::Cluster>>,
 }
@@ -356,6 +368,7 @@ impl Guest {
             data,
             sandbox: std::cell::Cell::new(true),
             warm: std::cell::Cell::new(0),
+            template: std::cell::Cell::new(true),
             cluster: std::cell::RefCell::new(None),
         })
     }
@@ -377,6 +390,7 @@ impl Guest {
             .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))?
             .sandbox(self.sandbox.get())
             .warm_workers(self.warm.get())
+            .worker_template(self.template.get())
             .limits(limits);
         let (stdout, stderr) = (
             MemoryOutputPipe::new(1 << 20),
@@ -573,6 +587,7 @@ const SCENARIOS: [(&str, Scenario); 24] = [
     ("pipe", pipe),
     ("fork", fork),
     ("warm-fork", warm_fork),
+    ("cold-fork", cold_fork),
     ("round-trip", round_trip),
     ("pipelined", pipelined),
     ("children", children),
@@ -686,17 +701,43 @@ fn pipe(b: &Bench) -> Result<Row> {
     Ok(row)
 }
 
-/// The fork loop with 2 warm workers, against the same loop without any
-/// (the native column), in the same run.
-fn warm_fork(b: &Bench) -> Result<Row> {
-    let cold = median(|| Ok(per_op(b.guest.time(&[&"fork", &FORKS])?, FORKS)))?;
-    b.guest.warm.set(2);
-    let warm = median(|| Ok(per_op(b.guest.time(&[&"fork", &FORKS])?, FORKS)));
+/// One fork → first message → exit at a time, [`PACED_GAP_MS`] apart (so
+/// a warm pool is full at each fork), with `warm` warm workers and the
+/// worker template on or off: the median per-fork time of [`RUNS`] runs of
+/// [`PACED_FORKS`] forks, and their spread.
+fn paced_forks(b: &Bench, warm: usize, template: bool) -> Result<(f64, (f64, f64))> {
+    b.guest.warm.set(warm);
+    b.guest.template.set(template);
+    let args: [&dyn ToString; 3] = [&"fork-paced", &PACED_FORKS, &PACED_GAP_MS];
+    let figures = stat(RUNS, || Ok(per_op(b.guest.time(&args)?, PACED_FORKS)));
     b.guest.warm.set(0);
-    let metric =
-        "fork → first message → exit, 2 warm workers (per op; native column: no warm worker)";
-    let mut row = Row::new(metric, Unit::Millis, (warm?, None), Goal::AtMost(1e6));
+    b.guest.template.set(true);
+    figures
+}
+
+/// A paced fork taking one of 2 warm workers, against a paced fork with
+/// none (the native column: cold, forked from the template), in the same
+/// run.
+fn warm_fork(b: &Bench) -> Result<Row> {
+    let (cold, _) = paced_forks(b, 0, true)?;
+    let (warm, spread) = paced_forks(b, 2, true)?;
+    let metric = "fork → first message → exit, warm (2 warm workers; forks 20 ms apart; native column: cold)";
+    let mut row = Row::new(metric, Unit::Millis, (warm, None), Goal::AtMost(1e6));
     row.native = Some(cold);
+    row.spread = Some(spread);
+    Ok(row)
+}
+
+/// A paced cold fork (no warm worker: the worker template forks a new
+/// process), against the same without the template (the native column:
+/// the worker executable started for each fork), in the same run.
+fn cold_fork(b: &Bench) -> Result<Row> {
+    let (exec, _) = paced_forks(b, 0, false)?;
+    let (cold, spread) = paced_forks(b, 0, true)?;
+    let metric = "fork → first message → exit, cold (forked from the worker template; forks 20 ms apart; native column: the executable started per fork)";
+    let mut row = Row::new(metric, Unit::Millis, (cold, None), Goal::AtMost(4e6));
+    row.native = Some(exec);
+    row.spread = Some(spread);
     Ok(row)
 }
 

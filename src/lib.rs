@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use wasmproc_host::{ComponentCache, ProcessCtx, ProcessCtxView, ProcessView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 /// The data of a guest's store: its WASI context, its process capabilities
@@ -147,12 +147,35 @@ impl Runner {
             .with_context(|| format!("cannot compile component {}", path.display()))
     }
 
+    /// `component` with its imports resolved against this runner's
+    /// linker, ready to instantiate as a command any number of times (a
+    /// warm worker prepares its components before it knows which it runs).
+    pub fn prepare(&self, component: &Component) -> Result<CommandPre<GuestState>> {
+        let pre = (self.linker.instantiate_pre(component)).map_err(anyhow::Error::from)?;
+        CommandPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component is not a wasi:cli command")
+    }
+
     /// Runs `component`'s `wasi:cli/run` export with `wasi` and `process`.
     /// A trap is returned as `Ok((GuestExit::Trap, Some(error)))` so the host
     /// can report it and go on.
     pub async fn run(
         &self,
         component: &Component,
+        wasi: WasiCtx,
+        process: ProcessCtx,
+    ) -> Result<(GuestExit, Option<anyhow::Error>)> {
+        let pre = self
+            .prepare(component)
+            .context("cannot instantiate the component as a wasi:cli command")?;
+        self.run_prepared(&pre, wasi, process).await
+    }
+
+    /// As [`run`](Self::run), for a component [`prepare`](Self::prepare)d.
+    pub async fn run_prepared(
+        &self,
+        pre: &CommandPre<GuestState>,
         wasi: WasiCtx,
         mut process: ProcessCtx,
     ) -> Result<(GuestExit, Option<anyhow::Error>)> {
@@ -170,7 +193,7 @@ impl Runner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let command = Command::instantiate_async(&mut store, component, &self.linker)
+        let command = (pre.instantiate_async(&mut store))
             .await
             .map_err(anyhow::Error::from)
             .context("cannot instantiate the component as a wasi:cli command")?;

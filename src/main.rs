@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
-use wasmproc::{GuestExit, Runner};
+use wasmproc::{GuestExit, GuestState, Runner};
 use wasmproc_host::sandbox::DEFAULT_CHILD_ID;
 use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 const CAPABILITIES: &str = "\
@@ -110,6 +111,10 @@ enum Commands {
         /// specification comes (a warm worker); repeatable.
         #[arg(long)]
         preload: Vec<PathBuf>,
+        /// Serve as the host's worker template: fork a new worker for each
+        /// request (see `wasmproc_host::worker::serve_as_template`).
+        #[arg(long)]
+        template: bool,
     },
 }
 
@@ -289,6 +294,12 @@ struct Grants {
     #[arg(long, value_name = "N", default_value_t = 0)]
     warm_workers: usize,
 
+    /// Start each worker process from this executable rather than forking
+    /// it from the guest's worker template (an idle worker process with the
+    /// engine up and the guest's components loaded).
+    #[arg(long)]
+    no_worker_template: bool,
+
     /// Bytes of a worker's messages the host takes in unread while the
     /// guest waits for the worker's exit (past it, the worker waits for
     /// the guest to receive).
@@ -367,7 +378,8 @@ fn main() -> ExitCode {
         Commands::Worker {
             channel_fd,
             preload,
-        } => worker(channel_fd, &preload),
+            template,
+        } => worker(channel_fd, &preload, template),
         Commands::Compile { components } => compile(&components),
         Commands::Wit => {
             print!("{}", include_str!("../wit/process.wit"));
@@ -399,7 +411,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             process.cluster(wasmproc_host::cluster::Cluster::connect(&nats).await?);
         }
         let component = runner.load(&args.component)?;
-        run_guest(&runner, &component, wasi, process.build(), None).await
+        run_guest(&runner, &component, wasi, process.build()).await
     })
 }
 
@@ -433,19 +445,31 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
-fn worker(channel_fd: i32, preload: &[PathBuf]) -> Result<ExitCode> {
+fn worker(channel_fd: i32, preload: &[PathBuf], template: bool) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
-    // The engine first, and the components it may run: a warm worker has
-    // them ready before it knows which it will run, and holds nothing
-    // until its specification comes. (A component not yet compiled is
-    // left for later: compiling would start threads.)
+    // The engine first, and the components it may run, with their imports
+    // resolved: a warm worker (and the template it is forked from) has them
+    // ready before it knows which it will run, and holds nothing until its
+    // specification comes. (A component not yet compiled is left for
+    // later: compiling would start threads.)
     let runner = Runner::new()?;
-    let mut loaded: std::collections::HashMap<PathBuf, Component> = (preload.iter())
-        .filter_map(|path| Some((path.clone(), runner.load_cached(path)?)))
+    let mut loaded: std::collections::HashMap<PathBuf, CommandPre<GuestState>> = (preload.iter())
+        .filter_map(|path| {
+            let component = runner.load_cached(path)?;
+            Some((path.clone(), runner.prepare(&component).ok()?))
+        })
         .collect();
-    let worker = wasmproc_host::worker::WorkerProcess::accept(channel_fd)?;
+    let mut channel = wasmproc_host::worker::inherited_channel(channel_fd)?;
+    if template {
+        // Returns in each worker it forks (with its own channel).
+        match wasmproc_host::worker::serve_as_template(channel)? {
+            Some(own) => channel = own,
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+    let worker = wasmproc_host::worker::WorkerProcess::accept(channel)?;
     // The parent checked these grants against the same cache; a worker
     // started some other way (an embedder's host) is checked here.
     worker.check_dirs(|dir| runner.check_grant(dir))?;
@@ -462,14 +486,19 @@ fn worker(channel_fd: i32, preload: &[PathBuf]) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let mut reports = worker.reports;
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         process.connect_parent(worker.channel)?;
-        let component = match loaded.remove(&component_path) {
-            Some(component) => component,
-            None => runner.load(&component_path)?,
+        let pre = match loaded.remove(&component_path) {
+            Some(pre) => pre,
+            None => runner.prepare(&runner.load(&component_path)?)?,
         };
-        run_guest(&runner, &component, wasi, process, reports.as_mut()).await
-    })
+        run_prepared(&runner, &pre, wasi, process, reports.as_mut()).await
+    })?;
+    // The guest has ended, its messages and reports are written and its
+    // children killed (its store is dropped): exit now, leaving the
+    // runtime, engine and components to the kernel to free at once rather
+    // than tearing them down one by one.
+    std::process::exit(i32::from(code))
 }
 
 /// Runs a guest until it ends or the host gets SIGINT/SIGTERM, and turns how
@@ -479,19 +508,35 @@ async fn run_guest(
     component: &Component,
     wasi: WasiCtx,
     process: ProcessCtx,
-    trap_report: Option<&mut std::fs::File>,
 ) -> Result<ExitCode> {
+    let pre = runner
+        .prepare(component)
+        .context("cannot instantiate the component as a wasi:cli command")?;
+    Ok(ExitCode::from(
+        run_prepared(runner, &pre, wasi, process, None).await?,
+    ))
+}
+
+/// As [`run_guest`], for a prepared component, with the exit code as a
+/// number; a trap is also reported up `trap_report` (a worker's).
+async fn run_prepared(
+    runner: &Runner,
+    pre: &CommandPre<GuestState>,
+    wasi: WasiCtx,
+    process: ProcessCtx,
+    trap_report: Option<&mut std::fs::File>,
+) -> Result<u8> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     // On SIGINT/SIGTERM the guest's store is dropped, which kills the
     // process group of every child it still holds.
     let (exit, trap) = tokio::select! {
-        result = runner.run(component, wasi, process) => result?,
+        result = runner.run_prepared(pre, wasi, process) => result?,
         _ = interrupt.recv() => return Ok(stopped("SIGINT", 130)),
         _ = terminate.recv() => return Ok(stopped("SIGTERM", 143)),
     };
     Ok(match exit {
-        GuestExit::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        GuestExit::Code(code) => u8::try_from(code).unwrap_or(1),
         GuestExit::Trap => {
             if let (Some(pipe), Some(e)) = (trap_report, &trap) {
                 wasmproc_host::worker::report_trap(pipe, &e.root_cause().to_string());
@@ -499,7 +544,7 @@ async fn run_guest(
             let trap = trap.map(|e| format!("{e:#}")).unwrap_or_default();
             eprintln!("wasmproc: error: the guest trapped: {trap}");
             // As wasmtime's CLI does for a trap: the status of SIGABRT.
-            ExitCode::from(134)
+            134
         }
     })
 }
@@ -514,9 +559,9 @@ fn compile(components: &[PathBuf]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn stopped(signal: &str, code: u8) -> ExitCode {
+fn stopped(signal: &str, code: u8) -> u8 {
     eprintln!("wasmproc: stopped by {signal}; the guest's children were killed");
-    ExitCode::from(code)
+    code
 }
 
 /// The WASI and process contexts the flags describe; no directory grant
@@ -624,6 +669,7 @@ fn contexts(
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)
         .warm_workers(args.warm_workers)
+        .worker_template(!args.no_worker_template)
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;

@@ -23,6 +23,7 @@
 //! max_wasm_memory = 268435456        # --max-wasm-memory
 //! channel_buffer = 16777216          # --channel-buffer
 //! warm_workers = 2                   # --warm-workers
+//! worker_template = true             # false: --no-worker-template
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
 //!
 //! [confinement]
@@ -102,6 +103,7 @@ struct Limits {
     max_wasm_memory: Option<u64>,
     channel_buffer: Option<usize>,
     warm_workers: Option<usize>,
+    worker_template: Option<bool>,
     #[serde(default)]
     rlimits: BTreeMap<String, u64>,
 }
@@ -206,6 +208,9 @@ pub fn apply(path: &Path, args: &mut Grants) -> Result<()> {
     }
     if let Some(n) = policy.limits.warm_workers {
         args.warm_workers = n;
+    }
+    if policy.limits.worker_template == Some(false) {
+        args.no_worker_template = true;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
         match args.max_wasm_memory {

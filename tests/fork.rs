@@ -570,14 +570,32 @@ fn worker_processes() -> Vec<u32> {
         .collect()
 }
 
+/// The pids of the audit log's `event` events.
+fn audited(log: &std::path::Path, event: &str) -> Vec<u32> {
+    (std::fs::read_to_string(log).unwrap().lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == event)
+        .map(|e| e["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// `/proc/PID/stat`'s fields after the command name (state, ppid, pgrp...).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(") ").next().unwrap_or_default();
+    rest.split(' ').map(str::to_owned).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spec() {
+async fn warm_workers_and_the_template_hold_nothing_but_their_channel_until_a_spec() {
     let granted = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut grants = grants_fork();
     grants
         .dir(granted.path(), "/data", DirAccess::ReadOnly)
         .unwrap()
-        .warm_workers(2);
+        .warm_workers(2)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
     let mut ctx = grants.build();
     ctx.warm_up();
     // This context's workers: in its cgroup (other tests fork meanwhile).
@@ -591,13 +609,16 @@ async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spe
     };
     // (Under load, /proc may show a just-started process late.)
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut warm = mine();
-    while warm.len() != 2 && std::time::Instant::now() < until {
+    let mut idle = mine();
+    while idle.len() != 3 && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(20));
-        warm = mine();
+        idle = mine();
     }
-    assert_eq!(warm.len(), 2, "two warm workers: {warm:?}");
-    for pid in &warm {
+    let template = audited(log.path(), "worker-template");
+    assert_eq!(template.len(), 1, "one worker template");
+    assert_eq!(idle.len(), 3, "the template and two warm workers: {idle:?}");
+    assert!(idle.contains(&template[0]));
+    for pid in &idle {
         // Its descriptors: /dev/null as stdio, its channel, its own files
         // (the engine's), never the guest's directory.
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
@@ -605,15 +626,72 @@ async fn a_warm_worker_holds_nothing_but_its_channel_until_a_fork_hands_it_a_spe
             let target = std::fs::read_link(fd.path()).unwrap_or_default();
             assert!(
                 !target.starts_with(granted.path()),
-                "warm worker {pid} holds {}",
+                "idle worker {pid} holds {}",
                 target.display()
             );
         }
     }
     drop(ctx);
-    for pid in &warm {
-        assert!(process_gone(pid), "warm worker {pid} outlived its context");
+    for pid in &idle {
+        assert!(process_gone(pid), "idle worker {pid} outlived its context");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .warm_workers(1)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let mut ctx = grants.build();
+    ctx.warm_up();
+    let [template] = audited(log.path(), "worker-template")[..] else {
+        panic!("one worker template");
+    };
+    let [warm] = audited(log.path(), "worker-process")[..] else {
+        panic!("one warm worker");
+    };
+    // The template's copy (its command line), yet this host's child, the
+    // leader of its own process group.
+    let me = std::process::id().to_string();
+    let fields = stat_fields(warm);
+    assert_eq!((&fields[1], &fields[2]), (&me, &warm.to_string()));
+    let cmdline = std::fs::read(format!("/proc/{warm}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("--template"));
+    assert_ne!(warm, template);
+    // A template that died is replaced when the pool is next filled.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(template as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(process_gone(template));
+    ctx.warm_up();
+    let templates = audited(log.path(), "worker-template");
+    assert_eq!(templates.len(), 2, "the template replaced");
+    assert!(!process_gone(templates[1]) && !process_gone(warm));
+    drop(ctx);
+    for pid in [warm, templates[1]] {
+        assert!(process_gone(pid), "{pid} outlived its context");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_template_each_worker_starts_from_the_executable() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .worker_template(false)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let out = fork_probe(grants, &["fan", "2", "1", "testprog", "echo", "hi"]).await;
+    assert_eq!(
+        out.matches("reply: started 1, then none").count(),
+        2,
+        "{out}"
+    );
+    assert!(audited(log.path(), "worker-template").is_empty());
+    assert_eq!(audited(log.path(), "worker-process").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -643,8 +721,10 @@ async fn forks_take_warm_workers_and_the_pool_refills() {
         .collect();
     assert_eq!(forked.len(), 3);
     // Two were started before the guest forked; each fork took one and
-    // started one: five in all, and every forked worker was one of them.
+    // started one: five in all, and every forked worker was one of them,
+    // forked by the template started first.
     assert_eq!(started.len(), 5, "{log}");
+    assert_eq!(events[0]["event"], "worker-template", "{log}");
     let first_fork = (events.iter()).position(|e| e["event"] == "fork").unwrap();
     let warm_before: Vec<_> = events[..first_fork]
         .iter()

@@ -198,6 +198,9 @@ pub struct ProcessCtx {
     /// Warm worker processes waiting for a specification, and their
     /// channels (see [`ProcessCtx::warm_up`]).
     pub(crate) warm: Vec<(crate::spawn::Child, std::os::unix::net::UnixStream)>,
+    /// The worker template, once started (see
+    /// [`worker_template`](ProcessCtxBuilder::worker_template)).
+    pub(crate) template: Option<crate::fork::Template>,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -252,6 +255,14 @@ pub struct Policy {
     /// Worker processes kept started, waiting for a specification.
     #[serde(default)]
     pub(crate) warm_workers: usize,
+    /// Whether new worker processes are forked from a worker template
+    /// rather than started from the executable.
+    #[serde(default = "yes")]
+    pub(crate) worker_template: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Policy {
@@ -283,6 +294,7 @@ impl Default for Policy {
             cgroup_per_child: false,
             keep_caps: 0,
             warm_workers: 0,
+            worker_template: true,
         }
     }
 }
@@ -387,6 +399,7 @@ impl ProcessCtx {
 /// | how long a worker channel's `receive` spins before sleeping | 50 µs ([`channel::SPIN`](crate::channel::SPIN)) | [`channel_spin`](Self::channel_spin) |
 /// | a cluster to place workers on | none | [`cluster`](Self::cluster) |
 /// | warm worker processes kept for `fork` | 0 | [`warm_workers`](Self::warm_workers) |
+/// | new worker processes forked from a worker template | on (for a guest granted `fork`) | [`worker_template`](Self::worker_template) |
 ///
 /// Grants are checked when they are made: a program that cannot be found or
 /// a directory that cannot be opened is an error of the builder method, not
@@ -414,6 +427,7 @@ impl ProcessCtxBuilder {
                 pipes: Default::default(),
                 cluster: None,
                 warm: Vec::new(),
+                template: None,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -438,6 +452,22 @@ impl ProcessCtxBuilder {
     /// it before the guest starts).
     pub fn warm_workers(&mut self, n: usize) -> &mut Self {
         self.ctx.policy.warm_workers = n;
+        self
+    }
+
+    /// Whether worker processes are forked from a worker template (on by
+    /// default): one idle worker process per guest granted `fork`, started
+    /// with the guest, that has its engine up and the guest's components
+    /// loaded, and forks a copy of itself for each new worker process (a
+    /// cold fork's and each warm worker's): about 0.3 ms, where starting
+    /// the worker executable, its engine and component load take several.
+    /// It holds nothing but its channel, takes no live-children slot, and
+    /// its workers are the host's children as any other. Off, or where the
+    /// template cannot run (not glibc on x86_64), each worker process is
+    /// started from the executable. Its cost: the idle process, and every
+    /// worker of the guest shares the template's address-space layout.
+    pub fn worker_template(&mut self, on: bool) -> &mut Self {
+        self.ctx.policy.worker_template = on;
         self
     }
 

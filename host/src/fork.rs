@@ -207,6 +207,9 @@ impl Policy {
                 self.warm_workers
             },
             forks,
+            // Nor a template of its own: its forks start from the
+            // executable (a template per nested worker would double them).
+            worker_template: false,
             allowed_env: options.allow_env.iter().cloned().collect(),
             injection_env: (options.allow_env.iter())
                 .filter(|n| self.injection_env.contains(*n))
@@ -391,6 +394,56 @@ pub(crate) struct StartedWorker {
     pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
 }
 
+/// Which kind of idle worker process to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// For the fork at hand.
+    Cold,
+    /// For the pool of warm workers.
+    Warm,
+    /// The worker template.
+    Template,
+}
+
+/// The worker template: an idle worker process that forks new worker
+/// processes as the host asks (`worker::serve_as_template`), and the
+/// host's end of its channel.
+pub(crate) struct Template {
+    child: Child,
+    socket: std::os::unix::net::UnixStream,
+}
+
+/// How long the host waits for the worker template to answer.
+const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Template {
+    /// A new worker process, forked by the template, on the channel end
+    /// `theirs`, started in `cgroup` if given.
+    fn fork(
+        &mut self,
+        theirs: &std::os::unix::net::UnixStream,
+        cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> std::io::Result<(crate::process::OsChild, rustix::process::Pid)> {
+        use crate::worker::{TemplateReply, TemplateRequest};
+        let request = serde_json::to_vec(&TemplateRequest {
+            cgroup: cgroup.is_some(),
+        })?;
+        let fds: Vec<_> = std::iter::once(theirs.as_fd()).chain(cgroup).collect();
+        self.socket.set_read_timeout(Some(TEMPLATE_TIMEOUT))?;
+        crate::channel::send_frame_with_fds(&self.socket, &request, &fds)?;
+        let (reply, mut passed) = crate::channel::read_frame_with_fds(&self.socket)?;
+        match serde_json::from_slice(&reply)? {
+            TemplateReply::Started { pid } => {
+                let pidfd = (passed.pop()).ok_or_else(|| std::io::Error::other("no pidfd"))?;
+                let pid = (rustix::process::Pid::from_raw(pid))
+                    .ok_or_else(|| std::io::Error::other("a bad pid"))?;
+                Ok((crate::process::OsChild::new(pid, pidfd)?, pid))
+            }
+            TemplateReply::Failed { error } => Err(std::io::Error::other(error)),
+        }
+    }
+}
+
 impl ProcessCtx {
     /// Starts the worker for `spec` (its directories `dirs` open), lent
     /// `lent`, with stdio as asked: the common part of a local `fork` and a
@@ -458,15 +511,20 @@ impl ProcessCtx {
         })
     }
 
-    /// Starts warm workers until the pool holds the policy's
-    /// `warm_workers`: worker processes that have started and set up their
-    /// engine, and wait, holding nothing, for a specification. A failure
-    /// only leaves the pool smaller (the next fork starts a worker itself).
-    /// Must be called inside a tokio runtime. Called before the guest
-    /// starts, and to refill the pool when the guest next waits for a
-    /// worker (`receive`, `subscribe`, `wait`), not in `fork` itself: the
-    /// new process then starts while the forked one does.
+    /// Starts the worker template if the guest may fork and has none
+    /// running (see [`ProcessCtxBuilder::worker_template`]), then warm
+    /// workers until the pool holds the policy's `warm_workers`: worker
+    /// processes that have started and set up their engine, and wait,
+    /// holding nothing, for a specification. A failure only leaves the pool
+    /// smaller (the next fork starts a worker itself). Must be called
+    /// inside a tokio runtime. Called before the guest starts, and to refill
+    /// the pool when the guest next waits for a worker (`receive`,
+    /// `subscribe`, `wait`), not in `fork` itself: the new process then
+    /// starts while the forked one does.
+    ///
+    /// [`ProcessCtxBuilder::worker_template`]: crate::ProcessCtxBuilder::worker_template
     pub fn warm_up(&mut self) {
+        self.start_template();
         self.warm
             .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
         while self.warm.len() < self.policy.warm_workers {
@@ -475,7 +533,7 @@ impl ProcessCtx {
             if self.check_budget(1, 0).is_err() {
                 return;
             }
-            match self.new_idle_worker(true) {
+            match self.new_idle_worker(Idle::Warm) {
                 Ok((child, socket)) => {
                     child.count(1);
                     self.warm.push((child, socket));
@@ -488,6 +546,26 @@ impl ProcessCtx {
         }
     }
 
+    /// Starts the worker template, unless there is one running, it is
+    /// turned off, or the guest may not fork.
+    fn start_template(&mut self) {
+        let policy = &self.policy;
+        if !policy.worker_template || policy.forks.is_empty() || self.worker_executable.is_none() {
+            return;
+        }
+        if let Some(template) = &mut self.template {
+            if matches!(template.child.try_status(), Ok(None)) {
+                return;
+            }
+            tracing::warn!(pid = template.child.pid(), "the worker template ended");
+            self.template = None;
+        }
+        match self.new_idle_worker(Idle::Template) {
+            Ok((child, socket)) => self.template = Some(Template { child, socket }),
+            Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
+        }
+    }
+
     /// A worker process waiting for its specification, and the slots it
     /// holds: a warm one (one), else a new one (none).
     fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
@@ -496,17 +574,19 @@ impl ProcessCtx {
                 return Ok((child, socket, 1));
             }
         }
-        let (child, socket) = self.new_idle_worker(false)?;
+        let (child, socket) = self.new_idle_worker(Idle::Cold)?;
         Ok((child, socket, 0))
     }
 
     /// Starts a worker process with nothing but its channel: no directory,
     /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
-    /// A `warm` one also loads every component the guest may fork before
-    /// its specification comes (`--preload`).
+    /// Forked from the worker template if there is one (which has the
+    /// guest's components loaded already), else started from the worker
+    /// executable; then a warm one (or the template) loads every component
+    /// the guest may fork before its specification comes (`--preload`).
     fn new_idle_worker(
         &mut self,
-        warm: bool,
+        idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
@@ -516,6 +596,7 @@ impl ProcessCtx {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
         let channel_fd = theirs.as_raw_fd();
+        let preload = idle != Idle::Cold;
         let prepared = Prepared {
             real_program: executable.clone(),
             program: executable,
@@ -523,12 +604,17 @@ impl ProcessCtx {
             args: ["__worker", "--channel-fd", &channel_fd.to_string()]
                 .into_iter()
                 .map(str::to_owned)
-                .chain((self.policy.forks.iter()).filter(|_| warm).flat_map(|f| {
-                    [
-                        "--preload".to_owned(),
-                        f.path.to_string_lossy().into_owned(),
-                    ]
-                }))
+                .chain((idle == Idle::Template).then(|| "--template".to_owned()))
+                .chain(
+                    (self.policy.forks.iter())
+                        .filter(|_| preload)
+                        .flat_map(|f| {
+                            [
+                                "--preload".to_owned(),
+                                f.path.to_string_lossy().into_owned(),
+                            ]
+                        }),
+                )
                 .collect(),
             env: (HOST_ENV.iter())
                 .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
@@ -541,12 +627,43 @@ impl ProcessCtx {
             lent: Lent::default(),
             counted: false,
         };
-        let child = self.start_child(
-            "worker-process",
-            &prepared,
-            [Asked::Null, Asked::Null, Asked::Null],
-        )?;
+        if idle != Idle::Template
+            && let Some(child) = self.fork_from_template(&prepared, &theirs)
+        {
+            return Ok((child, ours));
+        }
+        let kind = match idle {
+            Idle::Template => "worker-template",
+            _ => "worker-process",
+        };
+        let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;
         Ok((child, ours))
+    }
+
+    /// A worker process for `prepared` on the channel end `theirs`, forked
+    /// by the worker template; `None` without a template, or if it failed
+    /// (then it is dropped, with a warning, and the next `warm_up` starts
+    /// another).
+    fn fork_from_template(
+        &mut self,
+        prepared: &Prepared,
+        theirs: &std::os::unix::net::UnixStream,
+    ) -> Option<Child> {
+        let mut template = self.template.take()?;
+        let launched = self.launch_with("worker-process", prepared, |walls| {
+            (template.fork(theirs, walls.cgroup))
+                .map_err(|e| ErrorCode::from_io("forking a worker from the worker template", &e))
+        });
+        match launched {
+            Ok(launched) => {
+                self.template = Some(template);
+                Some(Child::without_stdio(launched))
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "dropping the worker template");
+                None
+            }
+        }
     }
 
     /// A worker's stdout or stderr (`name`) asked as `asked`: the

@@ -63,6 +63,18 @@ pub(crate) struct OsChild {
 }
 
 impl OsChild {
+    /// The host's child `pid`, known by `pidfd`, without pipes.
+    pub fn new(pid: Pid, pidfd: OwnedFd) -> io::Result<OsChild> {
+        Ok(OsChild {
+            pid,
+            pidfd: Some(crate::sys::watch(pidfd, tokio::io::Interest::READABLE)?),
+            ended: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        })
+    }
+
     /// Waits for the process to exit and reaps it. Cancel safe.
     pub async fn wait(&mut self) -> io::Result<Ended> {
         if let Some(ended) = self.ended {
@@ -313,6 +325,19 @@ impl ProcessCtx {
         prepared: &Prepared,
         stdio: [ChildIo; 3],
     ) -> Result<Launched, ErrorCode> {
+        self.launch_with(kind, prepared, |walls| {
+            start_os_process(prepared, stdio, walls)
+        })
+    }
+
+    /// As [`launch`](Self::launch), the OS process started by `start`
+    /// behind the walls it is given (a worker template forks it).
+    pub(crate) fn launch_with(
+        &mut self,
+        kind: &'static str,
+        prepared: &Prepared,
+        start: impl FnOnce(&Walls<'_>) -> Result<(OsChild, Pid), ErrorCode>,
+    ) -> Result<Launched, ErrorCode> {
         // Slots lent to live workers count as live children: the guest's
         // budget covers its whole tree. A warm worker waiting for its
         // specification counts only once it gets one.
@@ -395,7 +420,7 @@ impl ProcessCtx {
             seccomp: layers.seccomp.then(crate::sandbox::seccomp_program),
         };
         let walls_caps = walls.keep_caps;
-        let (child, pgid) = start_os_process(prepared, stdio, &walls)?;
+        let (child, pgid) = start(&walls)?;
         self.live_children.fetch_add(slots, Ordering::AcqRel);
         self.total_spawns += spawns;
         let confinement = layers.level();
@@ -489,11 +514,12 @@ impl ProcessCtx {
 }
 
 /// Everything that confines a child, as `sys::clone_and_exec` takes it.
-struct Walls<'a> {
+pub(crate) struct Walls<'a> {
     /// The working directory (in the sandbox's view, when there is one).
     cwd: Option<BorrowedFd<'a>>,
     landlock: Option<BorrowedFd<'a>>,
-    cgroup: Option<BorrowedFd<'a>>,
+    /// The cgroup to start the child in.
+    pub cgroup: Option<BorrowedFd<'a>>,
     keep_caps: u64,
     rlimits: &'a [(rustix::process::Resource, u64)],
     namespaces: Option<crate::sys::Namespaces<'a>>,
@@ -585,16 +611,9 @@ fn start_os_process(
     let (pid, pidfd) =
         crate::sys::clone_and_exec(&spec).map_err(|e| spawn_error(prepared, walls.identity, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);
-    let pidfd = crate::sys::watch(pidfd, tokio::io::Interest::READABLE)
-        .map_err(|e| ErrorCode::from_io("watching the child", &e))?;
-    let child = OsChild {
-        pid,
-        pidfd: Some(pidfd),
-        ended: None,
-        stdin,
-        stdout,
-        stderr,
-    };
+    let mut child =
+        OsChild::new(pid, pidfd).map_err(|e| ErrorCode::from_io("watching the child", &e))?;
+    (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
     Ok((child, pid))
 }
 

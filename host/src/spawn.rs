@@ -363,16 +363,10 @@ impl ProcessCtx {
         };
         let stdout = (out_route.stream(process.stdout.take(), &mut forwarders)).map_err(pipes)?;
         let stderr = (err_route.stream(process.stderr.take(), &mut forwarders)).map_err(pipes)?;
-        Ok(Child {
-            confinement: launched.confinement,
-            process: launched.child,
-            group: Arc::new(launched.group),
-            stdin,
-            stdout,
-            stderr,
-            forwarders,
-            deadline: None,
-        })
+        let mut child = Child::without_stdio(launched);
+        (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
+        child.forwarders = forwarders;
+        Ok(child)
     }
 
     /// The deadline of a spawn asked for `timeout_ms` and `kill_signal`,
@@ -396,6 +390,21 @@ impl ProcessCtx {
 }
 
 impl Child {
+    /// The child `launched`, with none of its streams the host's (a worker
+    /// process until it has its specification).
+    pub(crate) fn without_stdio(launched: crate::process::Launched) -> Child {
+        Child {
+            confinement: launched.confinement,
+            process: launched.child,
+            group: Arc::new(launched.group),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            forwarders: Vec::new(),
+            deadline: None,
+        }
+    }
+
     /// The leader's pid.
     pub(crate) fn pid(&self) -> u32 {
         self.group.pid()

@@ -5,7 +5,10 @@
 //! descriptor N one end of a Unix socketpair, an empty environment (but for
 //! a few host settings, see [`HOST_ENV`]) and `/dev/null` as stdio; it may
 //! be started long before it is used (a warm worker, its engine and the
-//! components it may run loaded). The first message on the channel is a
+//! components it may run loaded). Most worker processes are not started
+//! from the executable but forked, as the host's own children, by the
+//! guest's worker template ([`serve_as_template`]), which has all that
+//! done already. The first message on the channel is a
 //! JSON `WorkerSpec`, sent with every descriptor it names (`SCM_RIGHTS`):
 //! its stdout and stderr, report pipe, directories and its parent's
 //! sandbox; everything after it belongs to the guests. The worker's guest gets no grant the spec does
@@ -19,7 +22,8 @@
 use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd as _, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -83,19 +87,110 @@ pub struct WorkerProcess {
     /// is attached with [`ProcessCtx::connect_parent`]).
     pub process: ProcessCtxBuilder,
     /// The channel's socket, until the runtime that will serve it starts.
-    pub channel: std::os::unix::net::UnixStream,
+    pub channel: UnixStream,
     /// The report pipe to the parent host, for [`report_trap`].
     pub reports: Option<std::fs::File>,
 }
 
+/// The channel on the inherited descriptor `channel_fd`, as the parent
+/// host started this worker (or worker template) process with.
+pub fn inherited_channel(channel_fd: RawFd) -> Result<UnixStream> {
+    let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
+    Ok(UnixStream::from(fd))
+}
+
+/// What a host asks of its worker template: a new worker process on the
+/// channel passed with the request (the first descriptor), started in the
+/// cgroup passed second if `cgroup`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TemplateRequest {
+    #[serde(default)]
+    pub cgroup: bool,
+}
+
+/// A template's answer: the new worker's pid (its pidfd comes with it), or
+/// why there is none.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum TemplateReply {
+    Started { pid: i32 },
+    Failed { error: String },
+}
+
+/// Serves as the worker template of the host at the other end of
+/// `channel`: a worker process that has its engine up and its guest's
+/// components loaded, and for each request forks a copy of itself as a
+/// sibling (a child of the host, see `sys::fork_as_sibling`), which goes
+/// on as a new worker waiting for its specification. A new worker thus
+/// costs a `fork` instead of starting the executable, its dynamic
+/// linking, engine and component loads. Returns, in each new worker, its
+/// channel; in the template, `None` once the host closed the channel.
+///
+/// The template holds no capability but its channel and has one thread;
+/// every worker it forks holds only its own channel (the template's is
+/// closed at once) until its specification comes, as any warm worker.
+pub fn serve_as_template(channel: UnixStream) -> Result<Option<UnixStream>> {
+    channel.set_nonblocking(false)?;
+    if !crate::sys::can_fork_as_sibling() {
+        bail!("this process cannot serve as a worker template (it needs glibc on x86_64)");
+    }
+    let host = rustix::process::getppid();
+    loop {
+        let (request, fds) = match crate::channel::read_frame_with_fds(&channel) {
+            Ok(frame) => frame,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e).context("reading the host's request"),
+        };
+        let request: TemplateRequest =
+            serde_json::from_slice(&request).context("reading the host's request")?;
+        let mut fds = fds.into_iter();
+        let (Some(socket), cgroup) = (fds.next(), fds.next()) else {
+            bail!("the host asked for a worker without its channel");
+        };
+        let cgroup = cgroup.filter(|_| request.cgroup);
+        let forked = crate::sys::fork_as_sibling(cgroup.as_ref().map(|c| c.as_fd()));
+        let (reply, pidfd) = match forked {
+            Ok(crate::sys::Forked::Child) => {
+                drop(channel);
+                become_worker(host)?;
+                return Ok(Some(UnixStream::from(socket)));
+            }
+            Ok(crate::sys::Forked::Parent(pid, pidfd)) => (
+                TemplateReply::Started {
+                    pid: pid.as_raw_nonzero().get(),
+                },
+                Some(pidfd),
+            ),
+            Err(e) => (
+                TemplateReply::Failed {
+                    error: e.to_string(),
+                },
+                None,
+            ),
+        };
+        let reply = serde_json::to_vec(&reply)?;
+        let passed: Vec<_> = pidfd.iter().map(|fd| fd.as_fd()).collect();
+        crate::channel::send_frame_with_fds(&channel, &reply, &passed)
+            .context("answering the host")?;
+    }
+}
+
+/// Makes a process just forked from the template of host `host` a worker
+/// of its own: killed when the host goes, the leader of its own process
+/// group (the group the host kills), as a worker the host starts is.
+fn become_worker(host: Option<rustix::process::Pid>) -> Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != host {
+        bail!("the host ended while a worker was forked for it");
+    }
+    rustix::process::setsid()?;
+    Ok(())
+}
+
 impl WorkerProcess {
-    /// Takes the channel on the inherited descriptor `channel_fd`, reads the
-    /// specification from it and prepares the worker's contexts. Needs no
+    /// Reads the specification from `channel` and prepares the worker's contexts. Needs no
     /// runtime and starts no thread, so that the worker can still
     /// [`confine`] itself after building them.
-    pub fn accept(channel_fd: RawFd) -> Result<WorkerProcess> {
-        let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
-        let channel = std::os::unix::net::UnixStream::from(fd);
+    pub fn accept(channel: UnixStream) -> Result<WorkerProcess> {
         channel.set_nonblocking(false)?;
         let (first, passed) = crate::channel::read_frame_with_fds(&channel)
             .context("no worker specification from the parent")?;

@@ -9,6 +9,8 @@
 //! bench-guest read BYTES          read a `head -c BYTES /dev/zero` child's stdout to the end
 //! bench-guest write BYTES         write BYTES into a `cat` child's stdin (its stdout null)
 //! bench-guest fork N              fork `echo-worker then exit3`, take its first message, wait; N times
+//! bench-guest fork-paced N MS    the same, N times, MS ms apart (a warm pool refilled between
+//!                                 forks); `elapsed-ns` sums only the forks
 //! bench-guest round-trip N SIZE   N round trips of SIZE-byte messages through `echo-worker echo`
 //! bench-guest pipelined N SIZE W  N SIZE-byte messages through `echo-worker echo`, at most W in flight
 //! bench-guest children N MS       spawn N `sleep 60`, print `spawned: N` and `started-ns: T` (the
@@ -135,6 +137,19 @@ fn main() {
                 worker.receive().unwrap_or_else(|e| fail("receive", e));
                 worker.wait().unwrap_or_else(|e| fail("wait", e));
             }
+        }
+        "fork-paced" => {
+            let mut forks = Duration::ZERO;
+            for _ in 0..num(1) {
+                std::thread::sleep(Duration::from_millis(num(2)));
+                let t = Instant::now();
+                let worker = start_worker(&["then", "exit3"]);
+                worker.receive().unwrap_or_else(|e| fail("receive", e));
+                worker.wait().unwrap_or_else(|e| fail("wait", e));
+                forks += t.elapsed();
+            }
+            println!("elapsed-ns: {}", forks.as_nanos());
+            return;
         }
         "round-trip" => {
             let (n, size) = (num(1), num(2) as usize);
