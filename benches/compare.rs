@@ -577,7 +577,7 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 24] = [
+const SCENARIOS: [(&str, Scenario); 25] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),

@@ -637,6 +637,25 @@ async fn warm_workers_and_the_template_hold_nothing_but_their_channel_until_a_sp
     }
 }
 
+/// Waits (up to 10 s) until process `pid` waits in `recvmsg` (x86_64
+/// system call 47): a worker template that is ready waits for requests.
+fn wait_until_receiving(pid: u32) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if call.starts_with("47 ") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("process {pid} never waited for a request");
+}
+
+fn kill(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
     let log = tempfile::NamedTempFile::new().unwrap();
@@ -645,34 +664,40 @@ async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
         .warm_workers(1)
         .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
     let mut ctx = grants.build();
+    // The first warm worker starts from the executable (the template is
+    // not ready yet); once it is, the one that replaces it is forked.
     ctx.warm_up();
     let [template] = audited(log.path(), "worker-template")[..] else {
         panic!("one worker template");
     };
-    let [warm] = audited(log.path(), "worker-process")[..] else {
+    let [started] = audited(log.path(), "worker-process")[..] else {
         panic!("one warm worker");
+    };
+    wait_until_receiving(template);
+    kill(started);
+    assert!(process_gone(started));
+    ctx.warm_up();
+    let [_, forked] = audited(log.path(), "worker-process")[..] else {
+        panic!("a second warm worker");
     };
     // The template's copy (its command line), yet this host's child, the
     // leader of its own process group.
     let me = std::process::id().to_string();
-    let fields = stat_fields(warm);
-    assert_eq!((&fields[1], &fields[2]), (&me, &warm.to_string()));
-    let cmdline = std::fs::read(format!("/proc/{warm}/cmdline")).unwrap();
+    let fields = stat_fields(forked);
+    assert_eq!((&fields[1], &fields[2]), (&me, &forked.to_string()));
+    let cmdline = std::fs::read(format!("/proc/{forked}/cmdline")).unwrap();
     assert!(String::from_utf8_lossy(&cmdline).contains("--template"));
-    assert_ne!(warm, template);
+    let log_text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(log_text.contains(&format!("forked by worker template {template}")));
     // A template that died is replaced when the pool is next filled.
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(template as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    kill(template);
     assert!(process_gone(template));
     ctx.warm_up();
     let templates = audited(log.path(), "worker-template");
     assert_eq!(templates.len(), 2, "the template replaced");
-    assert!(!process_gone(templates[1]) && !process_gone(warm));
+    assert!(!process_gone(templates[1]) && !process_gone(forked));
     drop(ctx);
-    for pid in [warm, templates[1]] {
+    for pid in [forked, templates[1]] {
         assert!(process_gone(pid), "{pid} outlived its context");
     }
 }

@@ -487,7 +487,8 @@ impl Policy {
             cgroup_per_child: self.cgroup_per_child || ceiling.cgroup_per_child,
             keep_caps: self.keep_caps & ceiling.keep_caps,
             warm_workers: 0,
-            worker_template: ceiling.worker_template,
+            // A remote worker is a nested one: no template of its own.
+            worker_template: false,
         })
     }
 

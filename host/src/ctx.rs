@@ -201,6 +201,8 @@ pub struct ProcessCtx {
     /// The worker template, once started (see
     /// [`worker_template`](ProcessCtxBuilder::worker_template)).
     pub(crate) template: Option<crate::fork::Template>,
+    /// How many times the template was started.
+    pub(crate) template_starts: u32,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -428,6 +430,7 @@ impl ProcessCtxBuilder {
                 cluster: None,
                 warm: Vec::new(),
                 template: None,
+                template_starts: 0,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),
@@ -457,15 +460,17 @@ impl ProcessCtxBuilder {
 
     /// Whether worker processes are forked from a worker template (on by
     /// default): one idle worker process per guest granted `fork`, started
-    /// with the guest, that has its engine up and the guest's components
-    /// loaded, and forks a copy of itself for each new worker process (a
-    /// cold fork's and each warm worker's): about 0.3 ms, where starting
-    /// the worker executable, its engine and component load take several.
-    /// It holds nothing but its channel, takes no live-children slot, and
-    /// its workers are the host's children as any other. Off, or where the
-    /// template cannot run (not glibc on x86_64), each worker process is
-    /// started from the executable. Its cost: the idle process, and every
-    /// worker of the guest shares the template's address-space layout.
+    /// by [`ProcessCtx::warm_up`], that has its engine up and the guest's
+    /// components loaded, and, once ready, forks a copy of itself for each
+    /// new worker process (a cold fork's and each warm worker's): well
+    /// under a millisecond, where starting the worker executable, its
+    /// engine and component load take several. It holds no grant of the
+    /// guest's, takes no live-children slot, and its copies are the host's
+    /// children as any worker. Off, until it is ready, or where it cannot
+    /// run (not glibc on x86_64), each worker process is started from the
+    /// executable. Its cost: the idle process, and every worker of the
+    /// guest starts as a copy of the same process (its address-space
+    /// layout, stack canary and hash keys; see the README).
     pub fn worker_template(&mut self, on: bool) -> &mut Self {
         self.ctx.policy.worker_template = on;
         self

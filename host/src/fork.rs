@@ -394,6 +394,18 @@ pub(crate) struct StartedWorker {
     pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
 }
 
+/// A new socketpair for a worker's channel: the host's end, the worker's.
+fn worker_channel() -> Result<
+    (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ),
+    ErrorCode,
+> {
+    std::os::unix::net::UnixStream::pair()
+        .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))
+}
+
 /// Which kind of idle worker process to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Idle {
@@ -411,14 +423,35 @@ enum Idle {
 pub(crate) struct Template {
     child: Child,
     socket: std::os::unix::net::UnixStream,
+    /// Whether it said it is ready (its engine up, its components loaded).
+    ready: bool,
 }
 
-/// How long the host waits for the worker template to answer.
+/// How long the host waits for the worker template to answer a request.
 const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many times a guest's worker template is started (replaced after
+/// it ended or failed) before its workers start from the executable only.
+const TEMPLATE_STARTS: u32 = 3;
+
 impl Template {
+    /// Whether the template has said it is ready; never waits (until then
+    /// workers start from the executable).
+    fn is_ready(&mut self) -> bool {
+        if !self.ready && self.socket.set_nonblocking(true).is_ok() {
+            let answer = crate::channel::read_frame_with_fds(&self.socket);
+            self.ready = matches!(
+                answer.map(|(a, _)| serde_json::from_slice(&a)),
+                Ok(Ok(crate::worker::TemplateReply::Ready))
+            );
+            self.ready &= self.socket.set_nonblocking(false).is_ok();
+        }
+        self.ready
+    }
+
     /// A new worker process, forked by the template, on the channel end
-    /// `theirs`, started in `cgroup` if given.
+    /// `theirs`, started in `cgroup` if given. A process it forked that
+    /// then failed is killed and reaped.
     fn fork(
         &mut self,
         theirs: &std::os::unix::net::UnixStream,
@@ -430,16 +463,32 @@ impl Template {
         })?;
         let fds: Vec<_> = std::iter::once(theirs.as_fd()).chain(cgroup).collect();
         self.socket.set_read_timeout(Some(TEMPLATE_TIMEOUT))?;
+        self.socket.set_write_timeout(Some(TEMPLATE_TIMEOUT))?;
         crate::channel::send_frame_with_fds(&self.socket, &request, &fds)?;
         let (reply, mut passed) = crate::channel::read_frame_with_fds(&self.socket)?;
-        match serde_json::from_slice(&reply)? {
-            TemplateReply::Started { pid } => {
-                let pidfd = (passed.pop()).ok_or_else(|| std::io::Error::other("no pidfd"))?;
+        let forked = passed.pop();
+        match (serde_json::from_slice(&reply)?, forked) {
+            (TemplateReply::Started { pid }, Some(pidfd)) => {
                 let pid = (rustix::process::Pid::from_raw(pid))
                     .ok_or_else(|| std::io::Error::other("a bad pid"))?;
                 Ok((crate::process::OsChild::new(pid, pidfd)?, pid))
             }
-            TemplateReply::Failed { error } => Err(std::io::Error::other(error)),
+            (TemplateReply::Failed { error }, forked) => {
+                if let Some(pidfd) = forked {
+                    // Ours to reap (a child of this host's): killed and
+                    // reaped in the background.
+                    let _ =
+                        rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                    drop(crate::process::OsChild::new(
+                        rustix::process::Pid::INIT,
+                        pidfd,
+                    ));
+                }
+                Err(std::io::Error::other(error))
+            }
+            (answer, _) => Err(std::io::Error::other(format!(
+                "an unexpected answer: {answer:?}"
+            ))),
         }
     }
 }
@@ -547,10 +596,15 @@ impl ProcessCtx {
     }
 
     /// Starts the worker template, unless there is one running, it is
-    /// turned off, or the guest may not fork.
+    /// turned off, the guest may not fork, or it was started
+    /// [`TEMPLATE_STARTS`] times already.
     fn start_template(&mut self) {
         let policy = &self.policy;
-        if !policy.worker_template || policy.forks.is_empty() || self.worker_executable.is_none() {
+        if !policy.worker_template
+            || policy.forks.is_empty()
+            || self.worker_executable.is_none()
+            || !crate::sys::can_fork_as_sibling()
+        {
             return;
         }
         if let Some(template) = &mut self.template {
@@ -560,8 +614,18 @@ impl ProcessCtx {
             tracing::warn!(pid = template.child.pid(), "the worker template ended");
             self.template = None;
         }
+        if self.template_starts >= TEMPLATE_STARTS {
+            return;
+        }
+        self.template_starts += 1;
         match self.new_idle_worker(Idle::Template) {
-            Ok((child, socket)) => self.template = Some(Template { child, socket }),
+            Ok((child, socket)) => {
+                self.template = Some(Template {
+                    child,
+                    socket,
+                    ready: false,
+                })
+            }
             Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
         }
     }
@@ -580,24 +644,39 @@ impl ProcessCtx {
 
     /// Starts a worker process with nothing but its channel: no directory,
     /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
-    /// Forked from the worker template if there is one (which has the
-    /// guest's components loaded already), else started from the worker
-    /// executable; then a warm one (or the template) loads every component
-    /// the guest may fork before its specification comes (`--preload`).
+    /// Forked by the worker template if it is ready (the copy has the
+    /// guest's components loaded), else started from the worker executable
+    /// (a warm one, or the template, then loads every component the guest
+    /// may fork before its specification comes: `--preload`).
     fn new_idle_worker(
         &mut self,
         idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+        if idle != Idle::Template
+            && let Some(forked) = self.fork_from_template()
+        {
+            return Ok(forked);
+        }
+        let (ours, theirs) = worker_channel()?;
+        let prepared = self.worker_prepared(idle, theirs.as_raw_fd())?;
+        let kind = match idle {
+            Idle::Template => "worker-template",
+            _ => "worker-process",
+        };
+        let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;
+        Ok((child, ours))
+    }
+
+    /// How to start the worker executable for an `idle` worker process
+    /// (or the template) on the inherited channel descriptor `channel_fd`.
+    fn worker_prepared(&self, idle: Idle, channel_fd: RawFd) -> Result<Prepared, ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),
             ));
         };
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))?;
-        let channel_fd = theirs.as_raw_fd();
         let preload = idle != Idle::Cold;
-        let prepared = Prepared {
+        Ok(Prepared {
             real_program: executable.clone(),
             program: executable,
             argv0: "wasmproc".to_owned(),
@@ -626,38 +705,41 @@ impl ProcessCtx {
             identity: None,
             lent: Lent::default(),
             counted: false,
-        };
-        if idle != Idle::Template
-            && let Some(child) = self.fork_from_template(&prepared, &theirs)
-        {
-            return Ok((child, ours));
-        }
-        let kind = match idle {
-            Idle::Template => "worker-template",
-            _ => "worker-process",
-        };
-        let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;
-        Ok((child, ours))
+        })
     }
 
-    /// A worker process for `prepared` on the channel end `theirs`, forked
-    /// by the worker template; `None` without a template, or if it failed
+    /// A worker process forked by the worker template, and the host's end
+    /// of its channel; `None` without a ready template, or if it failed
     /// (then it is dropped, with a warning, and the next `warm_up` starts
-    /// another).
-    fn fork_from_template(
-        &mut self,
-        prepared: &Prepared,
-        theirs: &std::os::unix::net::UnixStream,
-    ) -> Option<Child> {
+    /// another). Its budget, walls and audit event are a started one's
+    /// ([`launch_with`](Self::launch_with)); of the walls only the cgroup
+    /// applies, as to any worker process (started unconfined: it confines
+    /// itself).
+    fn fork_from_template(&mut self) -> Option<(Child, std::os::unix::net::UnixStream)> {
         let mut template = self.template.take()?;
-        let launched = self.launch_with("worker-process", prepared, |walls| {
-            (template.fork(theirs, walls.cgroup))
-                .map_err(|e| ErrorCode::from_io("forking a worker from the worker template", &e))
-        });
-        match launched {
-            Ok(launched) => {
+        if !template.is_ready() {
+            self.template = Some(template);
+            return None;
+        }
+        let forked = (|| {
+            let (ours, theirs) = worker_channel()?;
+            let mut prepared = self.worker_prepared(Idle::Cold, theirs.as_raw_fd())?;
+            // What ran: the template's copy, not the executable.
+            prepared.args = vec![format!(
+                "(forked by worker template {})",
+                template.child.pid()
+            )];
+            let launched = self.launch_with("worker-process", &prepared, |walls| {
+                (template.fork(&theirs, walls.cgroup)).map_err(|e| {
+                    ErrorCode::from_io("forking a worker from the worker template", &e)
+                })
+            })?;
+            Ok::<_, ErrorCode>((Child::without_stdio(launched), ours))
+        })();
+        match forked {
+            Ok(forked) => {
                 self.template = Some(template);
-                Some(Child::without_stdio(launched))
+                Some(forked)
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "dropping the worker template");

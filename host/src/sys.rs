@@ -534,6 +534,27 @@ pub(crate) fn can_fork_as_sibling() -> bool {
     glibc_tid_slot().is_some()
 }
 
+/// Proof that this process had one thread when it was made, for
+/// [`fork_as_sibling`]. Made by [`one_thread`]; neither `Send` nor `Sync`,
+/// so it stays on that thread. Hold it only in code that starts no thread
+/// (a worker template's loop).
+pub(crate) struct OneThread(std::marker::PhantomData<*const ()>);
+
+/// A [`OneThread`], if this process has one thread now.
+pub(crate) fn one_thread() -> io::Result<OneThread> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = (status.lines())
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(str::trim);
+    match threads {
+        Some("1") => Ok(OneThread(std::marker::PhantomData)),
+        other => Err(io::Error::other(format!(
+            "this process has {} threads, not one",
+            other.unwrap_or("?")
+        ))),
+    }
+}
+
 /// Forks this process as a sibling: the new process is a copy of this one
 /// (memory, descriptors, the calling thread) whose parent is this
 /// process's parent (`CLONE_PARENT`), so the parent can wait for it, reap
@@ -544,9 +565,15 @@ pub(crate) fn can_fork_as_sibling() -> bool {
 /// Made with `clone3`, as glibc's `fork` makes a child (the kernel writes
 /// the child's thread id into glibc's thread descriptor, so `raise` and
 /// `pthread_kill` in the child address the child), without running
-/// `pthread_atfork` handlers. Call it only while this process has one
-/// thread and holds no lock.
-pub(crate) fn fork_as_sibling(cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+/// `pthread_atfork` handlers (nothing the template runs registers one
+/// that matters: its random-number generators are first used after the
+/// fork, in each worker) and without registering glibc's robust-mutex
+/// list again (Rust's locks are not robust mutexes). `_one` says this
+/// process has one thread, which holds no lock while it calls this.
+pub(crate) fn fork_as_sibling(
+    _one: &OneThread,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Forked> {
     let tid_slot = glibc_tid_slot().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::Unsupported,
@@ -573,9 +600,9 @@ pub(crate) fn fork_as_sibling(cgroup: Option<BorrowedFd<'_>>) -> io::Result<Fork
     // memory and returns from this very call on its copy of the stack, as
     // from `fork`; `args` is valid for the call. The kernel writes the
     // child's tid into its copy of `tid_slot` (checked above to be glibc's
-    // `tid` of this thread) and this process's pidfd into `pidfd`. The
-    // caller guarantees one thread and no lock held, so the child's copy of
-    // every lock is free.
+    // `tid` of this thread) and this process's pidfd into `pidfd`. This
+    // process has one thread (`OneThread`), which is here, so no other
+    // thread holds a lock the child's copy would find taken.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,

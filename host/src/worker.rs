@@ -108,10 +108,13 @@ pub(crate) struct TemplateRequest {
     pub cgroup: bool,
 }
 
-/// A template's answer: the new worker's pid (its pidfd comes with it), or
-/// why there is none.
+/// What a template tells its host: that it is ready (once, first), then for
+/// each request the new worker's pid (its pidfd comes with it), or why
+/// there is none (with the pidfd of a process that started but failed to
+/// become a worker, if one did, for the host to reap).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum TemplateReply {
+    Ready,
     Started { pid: i32 },
     Failed { error: String },
 }
@@ -125,15 +128,22 @@ pub(crate) enum TemplateReply {
 /// linking, engine and component loads. Returns, in each new worker, its
 /// channel; in the template, `None` once the host closed the channel.
 ///
-/// The template holds no capability but its channel and has one thread;
-/// every worker it forks holds only its own channel (the template's is
-/// closed at once) until its specification comes, as any warm worker.
+/// Must be called while this process has one thread (checked): the
+/// template forks copies of itself, and starts no thread. It holds no grant
+/// of the guest's: its channel, the component cache's directory and key
+/// (as every worker), and the Linux capabilities a worker keeps to sandbox
+/// its children. Every worker it forks holds only its own channel (the
+/// template's is closed at once) until its specification comes, as any
+/// warm worker, and leads its own process group before the host hears of
+/// it.
 pub fn serve_as_template(channel: UnixStream) -> Result<Option<UnixStream>> {
     channel.set_nonblocking(false)?;
     if !crate::sys::can_fork_as_sibling() {
         bail!("this process cannot serve as a worker template (it needs glibc on x86_64)");
     }
+    let one = crate::sys::one_thread().context("a worker template must have one thread")?;
     let host = rustix::process::getppid();
+    reply(&channel, &TemplateReply::Ready, None)?;
     loop {
         let (request, fds) = match crate::channel::read_frame_with_fds(&channel) {
             Ok(frame) => frame,
@@ -146,37 +156,56 @@ pub fn serve_as_template(channel: UnixStream) -> Result<Option<UnixStream>> {
         let (Some(socket), cgroup) = (fds.next(), fds.next()) else {
             bail!("the host asked for a worker without its channel");
         };
-        let cgroup = cgroup.filter(|_| request.cgroup);
-        let forked = crate::sys::fork_as_sibling(cgroup.as_ref().map(|c| c.as_fd()));
-        let (reply, pidfd) = match forked {
+        if request.cgroup != cgroup.is_some() {
+            bail!("the host's request and the descriptors it sent disagree on the cgroup");
+        }
+        // The new worker says, by closing its end, that it leads its own
+        // group (or has failed to) before the host hears of it.
+        let (settled, settled_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        match crate::sys::fork_as_sibling(&one, cgroup.as_ref().map(|c| c.as_fd())) {
+            Err(e) => {
+                let error = format!("cannot fork a worker: {e}");
+                reply(&channel, &TemplateReply::Failed { error }, None)?;
+            }
             Ok(crate::sys::Forked::Child) => {
-                drop(channel);
+                drop((channel, settled));
                 become_worker(host)?;
+                rustix::io::write(&settled_end, b"!")?;
                 return Ok(Some(UnixStream::from(socket)));
             }
-            Ok(crate::sys::Forked::Parent(pid, pidfd)) => (
-                TemplateReply::Started {
-                    pid: pid.as_raw_nonzero().get(),
-                },
-                Some(pidfd),
-            ),
-            Err(e) => (
-                TemplateReply::Failed {
-                    error: e.to_string(),
-                },
-                None,
-            ),
-        };
-        let reply = serde_json::to_vec(&reply)?;
-        let passed: Vec<_> = pidfd.iter().map(|fd| fd.as_fd()).collect();
-        crate::channel::send_frame_with_fds(&channel, &reply, &passed)
-            .context("answering the host")?;
+            Ok(crate::sys::Forked::Parent(pid, pidfd)) => {
+                drop(settled_end);
+                let mut byte = [0u8];
+                let answer = match rustix::io::read(&settled, &mut byte) {
+                    Ok(1) => TemplateReply::Started {
+                        pid: pid.as_raw_nonzero().get(),
+                    },
+                    _ => TemplateReply::Failed {
+                        error: format!("the worker forked as pid {pid:?} failed to set up"),
+                    },
+                };
+                reply(&channel, &answer, Some(pidfd.as_fd()))?;
+            }
+        }
     }
+}
+
+/// Sends the host `answer`, with `pidfd`.
+fn reply(
+    channel: &UnixStream,
+    answer: &TemplateReply,
+    pidfd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(answer)?;
+    let passed: Vec<_> = pidfd.into_iter().collect();
+    crate::channel::send_frame_with_fds(channel, &bytes, &passed).context("answering the host")
 }
 
 /// Makes a process just forked from the template of host `host` a worker
 /// of its own: killed when the host goes, the leader of its own process
 /// group (the group the host kills), as a worker the host starts is.
+/// (`PR_SET_PDEATHSIG` follows the host's thread that started the
+/// template, as it follows the thread that starts any child.)
 fn become_worker(host: Option<rustix::process::Pid>) -> Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if rustix::process::getppid() != host {
