@@ -1039,10 +1039,12 @@ fn idle_workers(b: &Bench) -> Result<Row> {
             .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .sum()
     };
-    // (total PSS, total RSS, lowest PSS, highest PSS) of the workers, in KiB.
-    let sample = move || -> Result<Option<(u64, u64, u64, u64)>> {
+    // (total PSS, total RSS, lowest PSS, highest PSS) of the workers, and
+    // the worker template's PSS, in KiB. The template is the one
+    // `wasmproc` child with one thread (a running worker has its runtime's).
+    let sample = move || -> Result<Option<(u64, u64, u64, u64, u64)>> {
         let mut pss = Vec::new();
-        let mut rss = 0;
+        let (mut rss, mut template) = (0, 0);
         for pid in child_pids()? {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() != "wasmproc" {
@@ -1051,6 +1053,14 @@ fn idle_workers(b: &Bench) -> Result<Row> {
             let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
                 continue;
             };
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+            {
+                template += kib(&rollup, "Pss:");
+                continue;
+            }
             pss.push(kib(&rollup, "Pss:"));
             rss += kib(&rollup, "Rss:");
         }
@@ -1061,6 +1071,7 @@ fn idle_workers(b: &Bench) -> Result<Row> {
                 rss,
                 *pss.iter().min().unwrap(),
                 *pss.iter().max().unwrap(),
+                template,
             )
         }))
     };
@@ -1069,7 +1080,7 @@ fn idle_workers(b: &Bench) -> Result<Row> {
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = std::thread::spawn({
             let stop = stop.clone();
-            move || -> Result<Option<(u64, u64, u64, u64)>> {
+            move || -> Result<Option<(u64, u64, u64, u64, u64)>> {
                 let mut last = None;
                 while !stop.load(Ordering::Relaxed) {
                     last = sample()?.or(last);
@@ -1086,11 +1097,13 @@ fn idle_workers(b: &Bench) -> Result<Row> {
             out?.contains(&format!("forked: {IDLE_WORKERS}")),
             "not all workers forked"
         );
-        let (pss, rss, lo, hi) = last.context("never saw all the workers alive at once")?;
+        let (pss, rss, lo, hi, template) =
+            last.context("never saw all the workers alive at once")?;
         let per = pss as f64 / IDLE_WORKERS as f64;
         notes.push(format!(
             "run {i}: PSS {pss} KiB over {IDLE_WORKERS} workers ({per:.0} KiB each, \
-             {lo}–{hi} KiB), RSS {rss} KiB ({} KiB each)",
+             {lo}–{hi} KiB), RSS {rss} KiB ({} KiB each); the worker template, not \
+             counted: {template} KiB PSS",
             rss / IDLE_WORKERS
         ));
         per_worker.push(per);

@@ -461,6 +461,9 @@ fn worker(channel_fd: i32, preload: &[PathBuf], template: bool) -> Result<ExitCo
             Some((path.clone(), runner.prepare(&component).ok()?))
         })
         .collect();
+    // The system paths every Landlock ruleset grants, opened once (and
+    // inherited by the template's copies).
+    wasmproc_host::confine::system_rules();
     let mut channel = wasmproc_host::worker::inherited_channel(channel_fd)?;
     if template {
         // Returns in each worker it forks (with its own channel).

@@ -33,7 +33,8 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope,
 };
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::sync::OnceLock;
 use std::path::Path;
 
 /// Directories whose files confined children may read and execute.
@@ -106,6 +107,29 @@ fn level(kernel_abi: i32) -> Confinement {
     }
 }
 
+/// The rules every ruleset has: the system directories, files and devices
+/// (see the module docs), opened once per process (`O_PATH`, close-on-exec)
+/// and kept: a worker template opens them before it forks, so its workers
+/// do not. A missing system path (`/lib32`, ...) is simply not granted.
+pub fn system_rules() -> &'static [(PathFd, BitFlags<AccessFs>)] {
+    static RULES: OnceLock<Vec<(PathFd, BitFlags<AccessFs>)>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let read = AccessFs::from_read(ABI_USED);
+        let dirs = SYSTEM_DIRS.iter().map(|dir| (*dir, read));
+        let files = SYSTEM_FILES.iter().map(|file| match file.ends_with(".d") {
+            true => (*file, read),
+            false => (*file, AccessFs::ReadFile.into()),
+        });
+        let devices = crate::sandbox::DEVICES.iter().map(|&(dev, writable)| match writable {
+            true => (dev, AccessFs::ReadFile | AccessFs::WriteFile),
+            false => (dev, AccessFs::ReadFile.into()),
+        });
+        (dirs.chain(files).chain(devices))
+            .filter_map(|(path, access)| Some((PathFd::new(path).ok()?, access)))
+            .collect()
+    })
+}
+
 /// A ruleset for these grants (see the module docs), plus `extra` rules.
 fn ruleset(
     dirs: &[DirGrant],
@@ -122,38 +146,13 @@ fn ruleset(
     }
     ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
     let mut rules = extra;
-    let mut system = |path: &str, access: BitFlags<AccessFs>| {
-        // Missing system paths (/lib32, ...) are simply not granted.
-        if let Ok(fd) = PathFd::new(path) {
-            rules.push((fd, access));
-        }
-    };
-    for dir in SYSTEM_DIRS {
-        system(dir, read);
-    }
-    for file in SYSTEM_FILES {
-        system(
-            file,
-            if file.ends_with(".d") {
-                read
-            } else {
-                AccessFs::ReadFile.into()
-            },
-        );
-    }
-    for &(dev, writable) in crate::sandbox::DEVICES {
-        system(
-            dev,
-            match writable {
-                true => AccessFs::ReadFile | AccessFs::WriteFile,
-                false => AccessFs::ReadFile.into(),
-            },
-        );
-    }
     for program in programs {
         rules.push((PathFd::new(&program.path)?, file_read));
     }
     let mut created = ruleset.create()?;
+    for (fd, access) in system_rules() {
+        created = created.add_rule(PathBeneath::new(fd.as_fd(), *access))?;
+    }
     for (fd, access) in rules {
         created = created.add_rule(PathBeneath::new(fd, access))?;
     }
@@ -181,17 +180,10 @@ pub(crate) fn confine_worker(
     // A worker forked by a worker is under its parent's Landlock already,
     // which keeps /proc from it: then only the caller's order (confine
     // before any thread starts) holds the line.
-    match std::fs::read_to_string("/proc/self/status") {
-        Ok(status) => {
-            let threads = (status.lines())
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .map(|n| n.trim().to_owned());
-            if threads.as_deref() != Some("1") {
-                bail!("a worker confines itself only while it has one thread (it has {threads:?})");
-            }
-        }
+    match crate::sys::one_thread() {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => bail!("a worker confines itself only while it has one thread: {e}"),
     }
     let kernel_abi = crate::sys::landlock_abi();
     if kernel_abi < 1 {
