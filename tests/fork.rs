@@ -702,6 +702,47 @@ async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
     }
 }
 
+/// The cgroup of process `pid` (the path in `/proc/PID/cgroup`).
+fn cgroup_of(pid: u32) -> String {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    line.trim().rsplit(':').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_cgroup_per_child_a_forked_worker_gets_its_own_not_the_templates() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants
+        .warm_workers(1)
+        .cgroup_per_child(true)
+        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let mut ctx = grants.build();
+    let guest = ctx.cgroup().expect("a cgroup of the context's").to_owned();
+    ctx.warm_up();
+    let [template] = audited(log.path(), "worker-template")[..] else {
+        panic!("one worker template");
+    };
+    let [started] = audited(log.path(), "worker-process")[..] else {
+        panic!("one warm worker");
+    };
+    wait_until_receiving(template);
+    kill(started);
+    assert!(process_gone(started));
+    ctx.warm_up();
+    let [_, forked] = audited(log.path(), "worker-process")[..] else {
+        panic!("a second warm worker");
+    };
+    let (theirs, mine) = (cgroup_of(template), cgroup_of(forked));
+    assert_ne!(theirs, mine, "the worker was left in the template's cgroup");
+    let guest_name = guest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        mine.contains(&guest_name),
+        "{mine} is not inside the guest's {guest_name}"
+    );
+    drop(ctx);
+    assert!(process_gone(forked) && process_gone(template));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_template_each_worker_starts_from_the_executable() {
     let log = tempfile::NamedTempFile::new().unwrap();

@@ -34,8 +34,8 @@ use landlock::{
     RulesetCreatedAttr, Scope,
 };
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::sync::OnceLock;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Directories whose files confined children may read and execute.
 /// (`/etc/alternatives` holds only the links Debian's alternatives
@@ -120,10 +120,12 @@ pub fn system_rules() -> &'static [(PathFd, BitFlags<AccessFs>)] {
             true => (*file, read),
             false => (*file, AccessFs::ReadFile.into()),
         });
-        let devices = crate::sandbox::DEVICES.iter().map(|&(dev, writable)| match writable {
-            true => (dev, AccessFs::ReadFile | AccessFs::WriteFile),
-            false => (dev, AccessFs::ReadFile.into()),
-        });
+        let devices = crate::sandbox::DEVICES
+            .iter()
+            .map(|&(dev, writable)| match writable {
+                true => (dev, AccessFs::ReadFile | AccessFs::WriteFile),
+                false => (dev, AccessFs::ReadFile.into()),
+            });
         (dirs.chain(files).chain(devices))
             .filter_map(|(path, access)| Some((PathFd::new(path).ok()?, access)))
             .collect()

@@ -729,8 +729,12 @@ impl ProcessCtx {
                 "(forked by worker template {})",
                 template.child.pid()
             )];
+            // Its copies start in the template's cgroup, the guest's, unless
+            // each worker gets a cgroup of its own.
+            let own_cgroup = self.policy.cgroup_per_child;
             let launched = self.launch_with("worker-process", &prepared, |walls| {
-                (template.fork(&theirs, walls.cgroup)).map_err(|e| {
+                let cgroup = walls.cgroup.filter(|_| own_cgroup);
+                (template.fork(&theirs, cgroup)).map_err(|e| {
                     ErrorCode::from_io("forking a worker from the worker template", &e)
                 })
             })?;
