@@ -1023,6 +1023,10 @@ fn children(b: &Bench) -> Result<Row> {
     Ok(row)
 }
 
+/// (total PSS, total RSS, lowest PSS, highest PSS) of the idle workers,
+/// and the worker template's PSS, in KiB.
+type IdleSample = (u64, u64, u64, u64, u64);
+
 /// [`IDLE_WORKERS`] forked `echo-worker echo` workers left idle (after one
 /// round trip each): the proportional set size of each worker process (the
 /// sum of `Pss:` in its /proc/PID/smaps_rollup), sampled every 200 ms
@@ -1039,10 +1043,9 @@ fn idle_workers(b: &Bench) -> Result<Row> {
             .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .sum()
     };
-    // (total PSS, total RSS, lowest PSS, highest PSS) of the workers, and
-    // the worker template's PSS, in KiB. The template is the one
-    // `wasmproc` child with one thread (a running worker has its runtime's).
-    let sample = move || -> Result<Option<(u64, u64, u64, u64, u64)>> {
+    // The template is the one `wasmproc` child with one thread (a running
+    // worker has its runtime's).
+    let sample = move || -> Result<Option<IdleSample>> {
         let mut pss = Vec::new();
         let (mut rss, mut template) = (0, 0);
         for pid in child_pids()? {
@@ -1080,7 +1083,7 @@ fn idle_workers(b: &Bench) -> Result<Row> {
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = std::thread::spawn({
             let stop = stop.clone();
-            move || -> Result<Option<(u64, u64, u64, u64, u64)>> {
+            move || -> Result<Option<IdleSample>> {
                 let mut last = None;
                 while !stop.load(Ordering::Relaxed) {
                     last = sample()?.or(last);
