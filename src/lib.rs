@@ -148,9 +148,15 @@ impl Runner {
     }
 
     /// `component` with its imports resolved against this runner's
-    /// linker, ready to instantiate as a command any number of times (a
-    /// warm worker prepares its components before it knows which it runs).
+    /// linker and its memory images made (copy-on-write, in a memfd),
+    /// ready to instantiate as a command any number of times, each
+    /// instantiation mapping the images: a warm worker, and the worker
+    /// template whose copies inherit them, prepare their components before
+    /// they know which they run.
     pub fn prepare(&self, component: &Component) -> Result<CommandPre<GuestState>> {
+        component
+            .initialize_copy_on_write_image()
+            .map_err(anyhow::Error::from)?;
         let pre = (self.linker.instantiate_pre(component)).map_err(anyhow::Error::from)?;
         CommandPre::new(pre)
             .map_err(anyhow::Error::from)
