@@ -595,6 +595,23 @@ impl ProcessCtx {
         }
     }
 
+    /// Waits (without blocking the thread) until the worker template, if
+    /// one is starting, is ready, has ended, or [`TEMPLATE_TIMEOUT`] has
+    /// passed: a fork right after the guest started then costs the
+    /// template's remaining start (an executable started for it would take
+    /// longer) and a fork of it, rather than a second process start
+    /// competing with the template's for the same cores.
+    async fn template_started(&mut self) {
+        let deadline = tokio::time::Instant::now() + TEMPLATE_TIMEOUT;
+        while let Some(template) = &mut self.template
+            && !template.is_ready()
+            && matches!(template.child.try_status(), Ok(None))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Starts the worker template, unless there is one running, it is
     /// turned off, the guest may not fork, or it was started
     /// [`TEMPLATE_STARTS`] times already.
@@ -830,6 +847,7 @@ impl Host for ProcessCtxView<'_> {
         }
         let worker = match &options.placement {
             crate::bindings::fork::Placement::Local => {
+                self.ctx.template_started().await;
                 self.fork_local(&component, args, &options, stdio)?
             }
             placement => {
