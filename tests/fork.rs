@@ -656,16 +656,18 @@ fn kill(pid: u32) {
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
+/// A context of `grants` with one warm worker forked by its template (the
+/// first one starts from the executable while the template is not ready;
+/// it is killed once the template is, and its replacement is forked), its
+/// audit log, the template's pid and the forked worker's.
+fn with_a_forked_warm_worker(
+    mut grants: ProcessCtxBuilder,
+) -> (wasmproc_host::ProcessCtx, tempfile::NamedTempFile, u32, u32) {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut grants = grants_fork();
     grants
         .warm_workers(1)
         .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
     let mut ctx = grants.build();
-    // The first warm worker starts from the executable (the template is
-    // not ready yet); once it is, the one that replaces it is forked.
     ctx.warm_up();
     let [template] = audited(log.path(), "worker-template")[..] else {
         panic!("one worker template");
@@ -680,6 +682,12 @@ async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
     let [_, forked] = audited(log.path(), "worker-process")[..] else {
         panic!("a second warm worker");
     };
+    (ctx, log, template, forked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
+    let (mut ctx, log, template, forked) = with_a_forked_warm_worker(grants_fork());
     // The template's copy (its command line), yet this host's child, the
     // leader of its own process group.
     let me = std::process::id().to_string();
@@ -710,28 +718,10 @@ fn cgroup_of(pid: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_cgroup_per_child_a_forked_worker_gets_its_own_not_the_templates() {
-    let log = tempfile::NamedTempFile::new().unwrap();
     let mut grants = grants_fork();
-    grants
-        .warm_workers(1)
-        .cgroup_per_child(true)
-        .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
-    let mut ctx = grants.build();
+    grants.cgroup_per_child(true);
+    let (ctx, _log, template, forked) = with_a_forked_warm_worker(grants);
     let guest = ctx.cgroup().expect("a cgroup of the context's").to_owned();
-    ctx.warm_up();
-    let [template] = audited(log.path(), "worker-template")[..] else {
-        panic!("one worker template");
-    };
-    let [started] = audited(log.path(), "worker-process")[..] else {
-        panic!("one warm worker");
-    };
-    wait_until_receiving(template);
-    kill(started);
-    assert!(process_gone(started));
-    ctx.warm_up();
-    let [_, forked] = audited(log.path(), "worker-process")[..] else {
-        panic!("a second warm worker");
-    };
     let (theirs, mine) = (cgroup_of(template), cgroup_of(forked));
     assert_ne!(theirs, mine, "the worker was left in the template's cgroup");
     let guest_name = guest.file_name().unwrap().to_string_lossy().into_owned();

@@ -394,6 +394,9 @@ pub(crate) struct StartedWorker {
     pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
 }
 
+/// Sends a worker its specification on the host's end of its channel.
+type SendSpec<'a> = dyn Fn(&std::os::unix::net::UnixStream) -> std::io::Result<()> + 'a;
+
 /// A new socketpair for a worker's channel: the host's end, the worker's.
 fn worker_channel() -> Result<
     (
@@ -515,10 +518,6 @@ impl ProcessCtx {
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
-        let (mut child, socket, held) = self.idle_worker()?;
-        child.count(slots - held);
-        self.total_spawns += spawns;
-        child.attach(out_reader, err_reader, forwarders);
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
         let mut passed = vec![report_end.as_fd(), out.as_fd(), err.as_fd()];
@@ -528,14 +527,23 @@ impl ProcessCtx {
             passed.push(opened.as_fd());
             dir.fd = (passed.len() - 1) as RawFd;
         }
-        let sandbox = self.sandbox.as_ref();
-        spec.sandbox = sandbox.map(|s| s.to_inherit(&mut passed));
-        let json = serde_json::to_vec(&spec)
-            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))?;
-        crate::channel::send_frame_with_fds(&socket, &json, &passed)
-            .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
-        // The worker has its copies now.
+        // (Out of `self` while its descriptors are lent to the message.)
+        let sandbox = self.sandbox.take();
+        spec.sandbox = sandbox.as_ref().map(|s| s.to_inherit(&mut passed));
+        let started = serde_json::to_vec(&spec)
+            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))
+            .and_then(|json| {
+                self.idle_worker(&|socket| {
+                    crate::channel::send_frame_with_fds(socket, &json, &passed)
+                })
+            });
+        // The worker has its copies now (or there is none).
         drop(passed);
+        self.sandbox = sandbox;
+        let (mut child, socket, held) = started?;
+        child.count(slots - held);
+        self.total_spawns += spawns;
+        child.attach(out_reader, err_reader, forwarders);
         drop((dirs, report_end, out, err));
         let component = (spec.component.file_name())
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -647,15 +655,29 @@ impl ProcessCtx {
         }
     }
 
-    /// A worker process waiting for its specification, and the slots it
-    /// holds: a warm one (one), else a new one (none).
-    fn idle_worker(&mut self) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
+    /// A worker process that `send` has sent its specification to, and the
+    /// slots it holds: a warm one (one), else a new one (none). A copy
+    /// forked by the template gets its specification on its channel before
+    /// the template is asked for it, so that it finds it there as soon as
+    /// it runs.
+    fn idle_worker(
+        &mut self,
+        send: &SendSpec<'_>,
+    ) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
+        let sent = |socket: &std::os::unix::net::UnixStream| {
+            send(socket).map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))
+        };
         while let Some((mut child, socket)) = self.warm.pop() {
             if matches!(child.try_status(), Ok(None)) {
+                sent(&socket)?;
                 return Ok((child, socket, 1));
             }
         }
+        if let Some((child, socket)) = self.fork_from_template(Some(send)) {
+            return Ok((child, socket, 0));
+        }
         let (child, socket) = self.new_idle_worker(Idle::Cold)?;
+        sent(&socket)?;
         Ok((child, socket, 0))
     }
 
@@ -669,8 +691,8 @@ impl ProcessCtx {
         &mut self,
         idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
-        if idle != Idle::Template
-            && let Some(forked) = self.fork_from_template()
+        if idle == Idle::Warm
+            && let Some(forked) = self.fork_from_template(None)
         {
             return Ok(forked);
         }
@@ -726,13 +748,17 @@ impl ProcessCtx {
     }
 
     /// A worker process forked by the worker template, and the host's end
-    /// of its channel; `None` without a ready template, or if it failed
+    /// of its channel (to which `first` has written, before the template was
+    /// asked, if given); `None` without a ready template, or if it failed
     /// (then it is dropped, with a warning, and the next `warm_up` starts
     /// another). Its budget, walls and audit event are a started one's
     /// ([`launch_with`](Self::launch_with)); of the walls only the cgroup
     /// applies, as to any worker process (started unconfined: it confines
     /// itself).
-    fn fork_from_template(&mut self) -> Option<(Child, std::os::unix::net::UnixStream)> {
+    fn fork_from_template(
+        &mut self,
+        first: Option<&SendSpec<'_>>,
+    ) -> Option<(Child, std::os::unix::net::UnixStream)> {
         let mut template = self.template.take()?;
         if !template.is_ready() {
             self.template = Some(template);
@@ -740,6 +766,10 @@ impl ProcessCtx {
         }
         let forked = (|| {
             let (ours, theirs) = worker_channel()?;
+            if let Some(first) = first {
+                first(&ours)
+                    .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
+            }
             let mut prepared = self.worker_prepared(Idle::Cold, theirs.as_raw_fd())?;
             // What ran: the template's copy, not the executable.
             prepared.args = vec![format!(
