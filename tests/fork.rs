@@ -733,12 +733,13 @@ async fn with_a_cgroup_per_child_a_forked_worker_gets_its_own_not_the_templates(
     assert!(process_gone(forked) && process_gone(template));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_the_template_each_worker_starts_from_the_executable() {
+/// Runs fork-probe's `fan 2` (two workers, each running testprog once)
+/// with the worker template on or off; returns the audit log's lines.
+async fn fan_of_two(template: bool) -> String {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut grants = grants_fork();
     grants
-        .worker_template(false)
+        .worker_template(template)
         .audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
     let out = fork_probe(grants, &["fan", "2", "1", "testprog", "echo", "hi"]).await;
     assert_eq!(
@@ -746,8 +747,31 @@ async fn without_the_template_each_worker_starts_from_the_executable() {
         2,
         "{out}"
     );
-    assert!(audited(log.path(), "worker-template").is_empty());
-    assert_eq!(audited(log.path(), "worker-process").len(), 2);
+    std::fs::read_to_string(log.path()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_forking_as_it_starts_gets_workers_forked_by_its_template() {
+    // The forks come before the template is ready: they wait for it
+    // rather than start the executable.
+    let log = fan_of_two(true).await;
+    assert_eq!(
+        log.matches("\"event\":\"worker-template\"").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("forked by worker template").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_template_each_worker_starts_from_the_executable() {
+    let log = fan_of_two(false).await;
+    assert!(!log.contains("worker-template"), "{log}");
+    assert_eq!(
+        log.matches("\"event\":\"worker-process\"").count(),
+        2,
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
