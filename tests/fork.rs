@@ -682,7 +682,19 @@ fn with_a_forked_warm_worker(
     let [_, forked] = audited(log.path(), "worker-process")[..] else {
         panic!("a second warm worker");
     };
+    let log_text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        log_text.contains(&format!("forked by worker template {template}")),
+        "the second warm worker was not forked by the template: {log_text}"
+    );
     (ctx, log, template, forked)
+}
+
+/// Whether process `pid` is running (not gone, not a zombie), now.
+fn alive(pid: u32) -> bool {
+    stat_fields(pid)
+        .first()
+        .is_some_and(|state| !state.is_empty() && state != "Z")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -695,15 +707,13 @@ async fn workers_are_forked_from_the_template_as_the_hosts_own_children() {
     assert_eq!((&fields[1], &fields[2]), (&me, &forked.to_string()));
     let cmdline = std::fs::read(format!("/proc/{forked}/cmdline")).unwrap();
     assert!(String::from_utf8_lossy(&cmdline).contains("--template"));
-    let log_text = std::fs::read_to_string(log.path()).unwrap();
-    assert!(log_text.contains(&format!("forked by worker template {template}")));
     // A template that died is replaced when the pool is next filled.
     kill(template);
     assert!(process_gone(template));
     ctx.warm_up();
     let templates = audited(log.path(), "worker-template");
     assert_eq!(templates.len(), 2, "the template replaced");
-    assert!(!process_gone(templates[1]) && !process_gone(forked));
+    assert!(alive(templates[1]) && alive(forked));
     drop(ctx);
     for pid in [forked, templates[1]] {
         assert!(process_gone(pid), "{pid} outlived its context");
@@ -761,6 +771,20 @@ async fn a_guest_forking_as_it_starts_gets_workers_forked_by_its_template() {
         "{log}"
     );
     assert_eq!(log.matches("forked by worker template").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_a_megabyte_of_arguments_is_forked_by_the_template_too() {
+    // Its specification is too large to wait in the channel before the
+    // copy is there to read it: sent after the fork.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = grants_fork();
+    grants.audit_log(wasmproc_host::AuditLog::to_file(log.path()).unwrap());
+    let text = "x".repeat(1 << 20);
+    let out = fork_probe(grants, &["output", &text]).await;
+    assert!(out.contains(&text), "the worker's output did not come back");
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    assert!(log.contains("forked by worker template"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -394,6 +394,17 @@ pub(crate) struct StartedWorker {
     pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
 }
 
+/// The largest specification a cold fork sends before the template has
+/// forked the worker that reads it: a socket's buffer takes it whole.
+const EARLY_SPEC_MAX: usize = 32 << 10;
+
+/// Takes back the specification sent ahead on a channel whose worker was
+/// never forked, reading it from the worker's end `theirs`; whether it was
+/// still there (else a copy the template made has it).
+fn take_back(theirs: &std::os::unix::net::UnixStream) -> bool {
+    theirs.set_nonblocking(true).is_ok() && crate::channel::read_frame_with_fds(theirs).is_ok()
+}
+
 /// Sends a worker its specification on the host's end of its channel.
 type SendSpec<'a> = dyn Fn(&std::os::unix::net::UnixStream) -> std::io::Result<()> + 'a;
 
@@ -428,6 +439,8 @@ pub(crate) struct Template {
     socket: std::os::unix::net::UnixStream,
     /// Whether it said it is ready (its engine up, its components loaded).
     ready: bool,
+    /// When it was started.
+    started: std::time::Instant,
 }
 
 /// How long the host waits for the worker template to answer a request.
@@ -533,9 +546,10 @@ impl ProcessCtx {
         let started = serde_json::to_vec(&spec)
             .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))
             .and_then(|json| {
-                self.idle_worker(&|socket| {
-                    crate::channel::send_frame_with_fds(socket, &json, &passed)
-                })
+                self.idle_worker(
+                    &|socket| crate::channel::send_frame_with_fds(socket, &json, &passed),
+                    json.len(),
+                )
             });
         // The worker has its copies now (or there is none).
         drop(passed);
@@ -604,18 +618,30 @@ impl ProcessCtx {
     }
 
     /// Waits (without blocking the thread) until the worker template, if
-    /// one is starting, is ready, has ended, or [`TEMPLATE_TIMEOUT`] has
-    /// passed: a fork right after the guest started then costs the
+    /// one is starting and no warm worker is there to take, is ready, has
+    /// ended, or is dropped for not being ready [`TEMPLATE_TIMEOUT`] after
+    /// it started: a fork right after the guest started then costs the
     /// template's remaining start (an executable started for it would take
     /// longer) and a fork of it, rather than a second process start
     /// competing with the template's for the same cores.
     async fn template_started(&mut self) {
-        let deadline = tokio::time::Instant::now() + TEMPLATE_TIMEOUT;
+        if !self.warm.is_empty() {
+            return;
+        }
         while let Some(template) = &mut self.template
             && !template.is_ready()
-            && matches!(template.child.try_status(), Ok(None))
-            && tokio::time::Instant::now() < deadline
         {
+            if !matches!(template.child.try_status(), Ok(None)) {
+                return;
+            }
+            if template.started.elapsed() > TEMPLATE_TIMEOUT {
+                tracing::warn!(
+                    pid = template.child.pid(),
+                    "dropping a worker template that was not ready in time"
+                );
+                self.template = None;
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -649,20 +675,25 @@ impl ProcessCtx {
                     child,
                     socket,
                     ready: false,
+                    started: std::time::Instant::now(),
                 })
             }
             Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
         }
     }
 
-    /// A worker process that `send` has sent its specification to, and the
-    /// slots it holds: a warm one (one), else a new one (none). A copy
-    /// forked by the template gets its specification on its channel before
-    /// the template is asked for it, so that it finds it there as soon as
-    /// it runs.
+    /// A worker process that `send` has sent its specification (of
+    /// `spec_len` bytes) to, and the slots it holds: a warm one (one), else
+    /// a new one (none). A copy forked by the template gets a small
+    /// specification on its channel before the template is asked for it,
+    /// so that it finds it there as soon as it runs; if the template then
+    /// fails, the host takes the specification back before it starts a
+    /// worker from the executable instead, so that no copy runs it
+    /// unseen.
     fn idle_worker(
         &mut self,
         send: &SendSpec<'_>,
+        spec_len: usize,
     ) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
         let sent = |socket: &std::os::unix::net::UnixStream| {
             send(socket).map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))
@@ -673,8 +704,27 @@ impl ProcessCtx {
                 return Ok((child, socket, 1));
             }
         }
-        if let Some((child, socket)) = self.fork_from_template(Some(send)) {
-            return Ok((child, socket, 0));
+        if self.template.as_mut().is_some_and(|t| t.is_ready()) {
+            let (ours, theirs) = worker_channel()?;
+            // Early only if the socket takes it whole without a reader.
+            let early = spec_len <= EARLY_SPEC_MAX;
+            if early {
+                sent(&ours)?;
+            }
+            match self.fork_from_template(&theirs) {
+                Ok(child) => {
+                    if !early {
+                        sent(&ours)?;
+                    }
+                    return Ok((child, ours, 0));
+                }
+                Err(e) if early && !take_back(&theirs) => {
+                    return Err(ErrorCode::Io(format!(
+                        "the worker template failed after its copy took the specification: {e}"
+                    )));
+                }
+                Err(_) => {}
+            }
         }
         let (child, socket) = self.new_idle_worker(Idle::Cold)?;
         sent(&socket)?;
@@ -691,10 +741,11 @@ impl ProcessCtx {
         &mut self,
         idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
-        if idle == Idle::Warm
-            && let Some(forked) = self.fork_from_template(None)
-        {
-            return Ok(forked);
+        if idle == Idle::Warm && self.template.as_mut().is_some_and(|t| t.is_ready()) {
+            let (ours, theirs) = worker_channel()?;
+            if let Ok(child) = self.fork_from_template(&theirs) {
+                return Ok((child, ours));
+            }
         }
         let (ours, theirs) = worker_channel()?;
         let prepared = self.worker_prepared(idle, theirs.as_raw_fd())?;
@@ -747,54 +798,42 @@ impl ProcessCtx {
         })
     }
 
-    /// A worker process forked by the worker template, and the host's end
-    /// of its channel (to which `first` has written, before the template was
-    /// asked, if given); `None` without a ready template, or if it failed
-    /// (then it is dropped, with a warning, and the next `warm_up` starts
-    /// another). Its budget, walls and audit event are a started one's
+    /// A worker process on the channel end `theirs`, forked by the (ready)
+    /// worker template. If the template fails, it is dropped, with a
+    /// warning, and the next `warm_up` starts another. Its budget, walls
+    /// and audit event are a started one's
     /// ([`launch_with`](Self::launch_with)); of the walls only the cgroup
     /// applies, as to any worker process (started unconfined: it confines
     /// itself).
     fn fork_from_template(
         &mut self,
-        first: Option<&SendSpec<'_>>,
-    ) -> Option<(Child, std::os::unix::net::UnixStream)> {
-        let mut template = self.template.take()?;
-        if !template.is_ready() {
-            self.template = Some(template);
-            return None;
-        }
-        let forked = (|| {
-            let (ours, theirs) = worker_channel()?;
-            if let Some(first) = first {
-                first(&ours)
-                    .map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))?;
-            }
-            let mut prepared = self.worker_prepared(Idle::Cold, theirs.as_raw_fd())?;
-            // What ran: the template's copy, not the executable.
-            prepared.args = vec![format!(
-                "(forked by worker template {})",
-                template.child.pid()
-            )];
-            // Its copies start in the template's cgroup, the guest's, unless
-            // each worker gets a cgroup of its own.
-            let own_cgroup = self.policy.cgroup_per_child;
-            let launched = self.launch_with("worker-process", &prepared, |walls| {
-                let cgroup = walls.cgroup.filter(|_| own_cgroup);
-                (template.fork(&theirs, cgroup)).map_err(|e| {
-                    ErrorCode::from_io("forking a worker from the worker template", &e)
-                })
-            })?;
-            Ok::<_, ErrorCode>((Child::without_stdio(launched), ours))
-        })();
-        match forked {
-            Ok(forked) => {
+        theirs: &std::os::unix::net::UnixStream,
+    ) -> Result<Child, ErrorCode> {
+        let Some(mut template) = self.template.take() else {
+            return Err(ErrorCode::Unsupported("no worker template".into()));
+        };
+        let mut prepared = self.worker_prepared(Idle::Cold, theirs.as_raw_fd())?;
+        // What ran: the template's copy, not the executable.
+        prepared.args = vec![format!(
+            "(forked by worker template {})",
+            template.child.pid()
+        )];
+        // Its copies start in the template's cgroup, the guest's, unless
+        // each worker gets a cgroup of its own.
+        let own_cgroup = self.policy.cgroup_per_child;
+        let launched = self.launch_with("worker-process", &prepared, |walls| {
+            let cgroup = walls.cgroup.filter(|_| own_cgroup);
+            (template.fork(theirs, cgroup))
+                .map_err(|e| ErrorCode::from_io("forking a worker from the worker template", &e))
+        });
+        match launched {
+            Ok(launched) => {
                 self.template = Some(template);
-                Some(forked)
+                Ok(Child::without_stdio(launched))
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "dropping the worker template");
-                None
+                Err(e)
             }
         }
     }
