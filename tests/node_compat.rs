@@ -197,6 +197,23 @@ fn child_process_options_results_and_errors_match_node_line_for_line() {
 }
 
 #[test]
+fn exec_through_a_shell_not_granted_is_an_eacces_error_that_names_the_shell() {
+    let dir = fixture();
+    let out = wasmproc(dir.path(), "shell", &["--allow-shell=/bin/sh"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "bash: EACCES | spawn /bin/bash EACCES (wasmproc access-denied: shell `/bin/bash` is not granted for `exec`)\n\
+         sh: hi\n"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("grant it with --allow-shell=/bin/bash"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_policy_denial_is_an_eacces_error_that_names_what_was_denied() {
     let dir = fixture();
     let out = wasmproc(dir.path(), "denied", &["--allow-run", "node"], &[]);

@@ -25,7 +25,7 @@ fn fixture() -> tempfile::TempDir {
         dir.path().join("conformance.py"),
     )
     .unwrap();
-    for worker in ["upper_worker-py", "support-node"] {
+    for worker in ["upper_worker-py", "support-node", "echo-worker"] {
         std::fs::copy(guest(worker), dir.path().join(format!("{worker}.wasm"))).unwrap();
     }
     std::fs::create_dir(dir.path().join("sub")).unwrap();
@@ -108,12 +108,18 @@ fn forked_python_and_javascript_workers_answer_json_messages() {
         "upper_worker-py.wasm",
         "--allow-fork",
         "support-node.wasm",
+        "--allow-fork",
+        "echo-worker.wasm",
     ];
     let run = wasmproc(
         dir.path(),
         "fork_demo-py",
         &grants,
-        &["upper_worker-py.wasm", "support-node.wasm"],
+        &[
+            "upper_worker-py.wasm",
+            "support-node.wasm",
+            "echo-worker.wasm",
+        ],
     );
     assert!(run.status.success(), "{}", text(&run.stderr));
     let out = text(&run.stdout);
@@ -140,6 +146,7 @@ fn forked_python_and_javascript_workers_answer_json_messages() {
             "second exited: 0",
             "javascript answer: [{'child': 7, 'got': {'from': 'python'}}]",
             "javascript exited: 0",
+            "trapped worker exited: 134",
             "denied: 13 access-denied",
         ]
     );

@@ -1,10 +1,11 @@
-"""fork_demo PY_WORKER JS_WORKER: forked workers through wasmproc_subprocess.
+"""fork_demo PY_WORKER JS_WORKER TRAP_WORKER: forked workers through wasmproc_subprocess.
 
 Forks two Python workers (upper_worker.py built as PY_WORKER), sends each a
 few messages and reads the answers, iterating over the messages of one
 (ended by a `null` message) and closing the channel of the other; then forks a JavaScript worker (guest-examples/node/support.js built as
 JS_WORKER), which answers the JSON message it gets, as Node's
-child_process.fork workers do. Prints what it sees, in order.
+child_process.fork workers do; then forks TRAP_WORKER (the Rust
+echo-worker, `then trap`), whose guest traps. Prints what it sees, in order.
 """
 
 import sys
@@ -23,7 +24,7 @@ def say(*parts):
 
 
 def main(argv):
-    py_worker, js_worker = argv[1], argv[2]
+    py_worker, js_worker, trap_worker = argv[1], argv[2], argv[3]
     workers = [subprocess.fork(py_worker, [name]) for name in ("a", "b")]
     for i, worker in enumerate(workers):
         worker.send({"text": f"hello {i}"})
@@ -48,6 +49,11 @@ def main(argv):
         js.send({"from": "python"})
         say("javascript answer:", list(js))
     say("javascript exited:", js.returncode)
+
+    # A worker whose guest traps: its return code is 134, the host's exit
+    # status for a trap (its messages, not JSON, are taken in unread).
+    trapper = subprocess.fork(trap_worker, ["then", "trap"])
+    say("trapped worker exited:", trapper.wait(timeout=60))
 
     try:
         subprocess.fork("not-granted.wasm")
