@@ -555,23 +555,6 @@ fn rss_kib() -> Result<u64> {
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
 }
 
-/// Processes (zombies included) whose parent is this process.
-fn own_children() -> Result<usize> {
-    let me = std::process::id().to_string();
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may contain spaces.
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(1));
-        count += usize::from(ppid == Some(me.as_str()));
-    }
-    Ok(count)
-}
-
 /// Measures one row of the table.
 type Scenario = fn(&Bench) -> Result<Row>;
 
@@ -987,10 +970,10 @@ fn children(b: &Bench) -> Result<Row> {
             .parse::<f64>()?;
         // Reaping lags a little behind the kill of thousands of groups.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while own_children()? > 0 && Instant::now() < deadline {
+        while !child_pids()?.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let (left, fds_after, after) = (own_children()?, fds()?, rss_kib()?);
+        let (left, fds_after, after) = (child_pids()?.len(), fds()?, rss_kib()?);
         let per_child = peak.saturating_sub(before) as f64 / CHILDREN as f64;
         notes.push(format!(
             "run {i}: all started in {:.2} s ({alive} seen alive at once); host RSS {before} KiB \

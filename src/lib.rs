@@ -154,13 +154,11 @@ impl Runner {
     /// template whose copies inherit them, prepare their components before
     /// they know which they run.
     pub fn prepare(&self, component: &Component) -> Result<CommandPre<GuestState>> {
-        component
-            .initialize_copy_on_write_image()
-            .map_err(anyhow::Error::from)?;
-        let pre = (self.linker.instantiate_pre(component)).map_err(anyhow::Error::from)?;
-        CommandPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component is not a wasi:cli command")
+        let prepared = (component.initialize_copy_on_write_image())
+            .and_then(|()| self.linker.instantiate_pre(component))
+            .and_then(CommandPre::new);
+        (prepared.map_err(anyhow::Error::from))
+            .context("cannot instantiate the component as a wasi:cli command")
     }
 
     /// Runs `component`'s `wasi:cli/run` export with `wasi` and `process`.
@@ -172,10 +170,8 @@ impl Runner {
         wasi: WasiCtx,
         process: ProcessCtx,
     ) -> Result<(GuestExit, Option<anyhow::Error>)> {
-        let pre = self
-            .prepare(component)
-            .context("cannot instantiate the component as a wasi:cli command")?;
-        self.run_prepared(&pre, wasi, process).await
+        self.run_prepared(&self.prepare(component)?, wasi, process)
+            .await
     }
 
     /// As [`run`](Self::run), for a component [`prepare`](Self::prepare)d.

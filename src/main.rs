@@ -13,7 +13,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, GuestState, Runner};
 use wasmproc_host::sandbox::DEFAULT_CHILD_ID;
 use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
-use wasmtime::component::Component;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -411,7 +410,9 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             process.cluster(wasmproc_host::cluster::Cluster::connect(&nats).await?);
         }
         let component = runner.load(&args.component)?;
-        run_guest(&runner, &component, wasi, process.build()).await
+        let pre = runner.prepare(&component)?;
+        let code = run_prepared(&runner, &pre, wasi, process.build(), None).await?;
+        Ok(ExitCode::from(code))
     })
 }
 
@@ -504,24 +505,9 @@ fn worker(channel_fd: i32, preload: &[PathBuf], template: bool) -> Result<ExitCo
     std::process::exit(i32::from(code))
 }
 
-/// Runs a guest until it ends or the host gets SIGINT/SIGTERM, and turns how
-/// it ended into the process's exit code.
-async fn run_guest(
-    runner: &Runner,
-    component: &Component,
-    wasi: WasiCtx,
-    process: ProcessCtx,
-) -> Result<ExitCode> {
-    let pre = runner
-        .prepare(component)
-        .context("cannot instantiate the component as a wasi:cli command")?;
-    Ok(ExitCode::from(
-        run_prepared(runner, &pre, wasi, process, None).await?,
-    ))
-}
-
-/// As [`run_guest`], for a prepared component, with the exit code as a
-/// number; a trap is also reported up `trap_report` (a worker's).
+/// Runs a prepared guest until it ends or the host gets SIGINT/SIGTERM, and
+/// turns how it ended into the process's exit code; a trap is also
+/// reported up `trap_report` (a worker's).
 async fn run_prepared(
     runner: &Runner,
     pre: &CommandPre<GuestState>,

@@ -41,7 +41,10 @@
 //!
 //! Host paths (`dir.host`, programs and forks written as paths, `audit_log`)
 //! are relative to the policy file's directory. Lists add to the flags';
-//! a single value given both ways must agree, else the run is refused.
+//! a single value given both ways must agree, else the run is refused —
+//! except where the flag has a default and so cannot tell whether it was
+//! given (`max_buffer`, `max_children`, `channel_buffer`, `warm_workers`,
+//! and `worker_template`): there the file's value wins.
 //! Unknown keys and bad values are errors that name the line.
 
 use crate::Grants;

@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -29,12 +28,7 @@ fn fixture() -> tempfile::TempDir {
         std::fs::copy(guest(worker), dir.path().join(format!("{worker}.wasm"))).unwrap();
     }
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let mode = if path.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    open_to_children(dir.path());
     dir
 }
 

@@ -70,6 +70,8 @@ impl Agent {
 
     /// Serves fork requests until the connection ends.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
+        // Its worker template and warm workers, before the first request.
+        self.ctx().warm_up();
         let mut requests = self.client.subscribe(fork_subject(&self.id)).await?;
         let mut parents = self.client.subscribe("wasmproc.parent.*").await?;
         let hearing = {
@@ -147,9 +149,9 @@ impl Agent {
         };
         let reply = serde_json::to_vec(&reply).expect("serializable");
         let _ = self.client.publish(reply_to, reply.into()).await;
-        // The agent's own warm workers (`--warm-workers`), refilled once
-        // the host has its answer.
-        self.ctx().warm_up();
+        // The agent's own warm workers (`--warm-workers`) and template,
+        // refilled once the host has its answer.
+        self.ctx().refill();
         if let Ok(session) = started {
             let id = session.req.session.clone();
             self.serve_session(session).await;
@@ -496,10 +498,7 @@ impl Policy {
     fn pinned_labels(&self) -> Vec<String> {
         (self.programs.iter())
             .filter_map(|p| p.pin.as_ref())
-            .map(|(digest, _)| {
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                format!("sha256:{hex}")
-            })
+            .map(|(digest, _)| format!("sha256:{}", crate::hex(digest)))
             .collect()
     }
 }

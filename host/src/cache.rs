@@ -391,8 +391,7 @@ fn cache_key(engine: &Engine, source: &[u8]) -> [u8; 32] {
 }
 
 fn entry_name(key: &[u8; 32]) -> String {
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.cwasm")
+    format!("{}.cwasm", crate::hex(key))
 }
 
 /// A temporary name beside `name`, unique to this process and call (even

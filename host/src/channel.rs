@@ -405,8 +405,9 @@ impl Channel {
 
     /// Takes in what the peer sends while the guest waits for something
     /// else (a worker's exit), so that a peer that must write out its
-    /// messages before it ends is not kept waiting: returns once
-    /// [`ABSORB_BYTES`] are buffered unread (then the peer waits for the
+    /// messages before it ends is not kept waiting: returns once the
+    /// channel's buffer ([`set_buffer`](Self::set_buffer), default
+    /// [`ABSORB_BYTES`]) is full of unread bytes (then the peer waits for the
     /// guest to read, as with any full channel), or never.
     pub(crate) async fn absorb(&self) {
         loop {
@@ -553,7 +554,7 @@ impl Shared {
     }
 
     /// Reads all the socket holds now into `inbox`, whole messages or
-    /// not, while fewer than [`ABSORB_BYTES`] wait there; whether there is
+    /// not, while fewer than the channel's buffer holds wait there; whether there is
     /// room for more.
     fn take_in(&self, inbox: &mut Inbox) -> bool {
         let buffer = self.buffer.load(std::sync::atomic::Ordering::Relaxed);

@@ -78,7 +78,7 @@ const FORK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS gives random bytes");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&bytes)
 }
 
 /// Whether `id` (an agent's, host's or session's, from the network) can
@@ -372,12 +372,13 @@ impl Cluster {
                         if !is_id(&advert.id) {
                             continue;
                         }
+                        let id = advert.id.clone();
                         let seen = Seen {
-                            advert: advert.clone(),
+                            advert,
                             at: Instant::now(),
                         };
                         let mut agents = inner.agents();
-                        agents.insert(advert.id, seen);
+                        agents.insert(id, seen);
                         if agents.len() > 1024 {
                             agents.retain(|_, s| s.at.elapsed() < LOST_AFTER * 10);
                         }
@@ -405,14 +406,6 @@ impl Cluster {
             }
         });
         Ok(Cluster { inner })
-    }
-
-    /// The agents heard from within [`LOST_AFTER`].
-    pub fn agents(&self) -> Vec<Advert> {
-        (self.inner.agents().values())
-            .filter(|s| s.at.elapsed() < LOST_AFTER)
-            .map(|s| s.advert.clone())
-            .collect()
     }
 
     /// Whether agent `id` was heard from within [`LOST_AFTER`].
@@ -618,7 +611,6 @@ pub(crate) async fn fork_remote(
     };
     ctx.live_children.fetch_add(slots, Ordering::AcqRel);
     ctx.total_spawns += 1 + lent.spawns;
-    let name = name.clone();
     if let Some(audit) = &ctx.audit {
         audit.record(
             "fork",

@@ -203,6 +203,9 @@ pub struct ProcessCtx {
     pub(crate) template: Option<crate::fork::Template>,
     /// How many times the template was started.
     pub(crate) template_starts: u32,
+    /// Whether a fork took a warm worker or lost the template since the
+    /// last `warm_up` (see `ProcessCtx::refill`).
+    pub(crate) refill_due: bool,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
     pub(crate) live_children: Arc<AtomicUsize>,
@@ -348,9 +351,7 @@ impl ProcessCtx {
     /// talks over `socket` (see [`worker`](crate::worker)). Must be called
     /// inside a tokio runtime.
     pub fn connect_parent(&mut self, socket: std::os::unix::net::UnixStream) -> Result<()> {
-        let mut channel = Channel::new(socket)?;
-        channel.set_spin(self.policy.channel_spin);
-        self.parent = Some(channel);
+        self.parent = Some(self.channel(socket).map_err(|e| anyhow::anyhow!("{e}"))?);
         Ok(())
     }
 
@@ -431,6 +432,7 @@ impl ProcessCtxBuilder {
                 warm: Vec::new(),
                 template: None,
                 template_starts: 0,
+                refill_due: false,
                 inherit_stdout: None,
                 inherit_stderr: None,
                 live_children: Arc::default(),

@@ -478,8 +478,6 @@ impl Template {
             cgroup: cgroup.is_some(),
         })?;
         let fds: Vec<_> = std::iter::once(theirs.as_fd()).chain(cgroup).collect();
-        self.socket.set_read_timeout(Some(TEMPLATE_TIMEOUT))?;
-        self.socket.set_write_timeout(Some(TEMPLATE_TIMEOUT))?;
         crate::channel::send_frame_with_fds(&self.socket, &request, &fds)?;
         let (reply, mut passed) = crate::channel::read_frame_with_fds(&self.socket)?;
         let forked = passed.pop();
@@ -526,6 +524,7 @@ impl ProcessCtx {
     ) -> Result<StartedWorker, ErrorCode> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
         // A warm worker holds its own slot already.
+        self.drop_dead_warm_workers();
         let held = usize::from(!self.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
@@ -588,16 +587,20 @@ impl ProcessCtx {
     /// processes that have started and set up their engine, and wait,
     /// holding nothing, for a specification. A failure only leaves the pool
     /// smaller (the next fork starts a worker itself). Must be called
-    /// inside a tokio runtime. Called before the guest starts, and to refill
+    /// inside a tokio runtime. Called before the guest starts, and (through
+    /// `refill`, only after a fork took a warm worker or lost the template)
+    /// to refill
     /// the pool when the guest next waits for a worker (`receive`,
     /// `subscribe`, `wait`), not in `fork` itself: the new process then
     /// starts while the forked one does.
     ///
     /// [`ProcessCtxBuilder::worker_template`]: crate::ProcessCtxBuilder::worker_template
     pub fn warm_up(&mut self) {
+        if self.policy.forks.is_empty() {
+            return;
+        }
         self.start_template();
-        self.warm
-            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
+        self.drop_dead_warm_workers();
         while self.warm.len() < self.policy.warm_workers {
             // Each holds a live-children slot: the guest's budget covers
             // every process it has.
@@ -615,6 +618,21 @@ impl ProcessCtx {
                 }
             }
         }
+    }
+
+    /// [`warm_up`](Self::warm_up), if a fork since the last one took a warm
+    /// worker or lost the template: what the guest's waits call, so that
+    /// a wait costs nothing more otherwise.
+    pub(crate) fn refill(&mut self) {
+        if std::mem::take(&mut self.refill_due) {
+            self.warm_up();
+        }
+    }
+
+    /// Forgets warm workers that have ended (reaping them).
+    fn drop_dead_warm_workers(&mut self) {
+        self.warm
+            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
     }
 
     /// Waits (without blocking the thread) until the worker template, if
@@ -640,6 +658,7 @@ impl ProcessCtx {
                     "dropping a worker template that was not ready in time"
                 );
                 self.template = None;
+                self.refill_due = true;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -669,7 +688,15 @@ impl ProcessCtx {
             return;
         }
         self.template_starts += 1;
-        match self.new_idle_worker(Idle::Template) {
+        let started = self
+            .new_idle_worker(Idle::Template)
+            .and_then(|(child, socket)| {
+                (socket.set_read_timeout(Some(TEMPLATE_TIMEOUT)))
+                    .and_then(|()| socket.set_write_timeout(Some(TEMPLATE_TIMEOUT)))
+                    .map_err(|e| ErrorCode::from_io("setting up the template's channel", &e))?;
+                Ok((child, socket))
+            });
+        match started {
             Ok((child, socket)) => {
                 self.template = Some(Template {
                     child,
@@ -698,13 +725,14 @@ impl ProcessCtx {
         let sent = |socket: &std::os::unix::net::UnixStream| {
             send(socket).map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))
         };
+        self.refill_due = true;
         while let Some((mut child, socket)) = self.warm.pop() {
             if matches!(child.try_status(), Ok(None)) {
                 sent(&socket)?;
                 return Ok((child, socket, 1));
             }
         }
-        if self.template.as_mut().is_some_and(|t| t.is_ready()) {
+        if self.template_ready() {
             let (ours, theirs) = worker_channel()?;
             // Early only if the socket takes it whole without a reader.
             let early = spec_len <= EARLY_SPEC_MAX;
@@ -741,14 +769,15 @@ impl ProcessCtx {
         &mut self,
         idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
-        if idle == Idle::Warm && self.template.as_mut().is_some_and(|t| t.is_ready()) {
+        if idle == Idle::Warm && self.template_ready() {
             let (ours, theirs) = worker_channel()?;
             if let Ok(child) = self.fork_from_template(&theirs) {
                 return Ok((child, ours));
             }
         }
         let (ours, theirs) = worker_channel()?;
-        let prepared = self.worker_prepared(idle, theirs.as_raw_fd())?;
+        let args = self.worker_args(idle, theirs.as_raw_fd());
+        let prepared = self.worker_prepared(args, theirs.as_raw_fd())?;
         let kind = match idle {
             Idle::Template => "worker-template",
             _ => "worker-process",
@@ -757,34 +786,40 @@ impl ProcessCtx {
         Ok((child, ours))
     }
 
-    /// How to start the worker executable for an `idle` worker process
-    /// (or the template) on the inherited channel descriptor `channel_fd`.
-    fn worker_prepared(&self, idle: Idle, channel_fd: RawFd) -> Result<Prepared, ErrorCode> {
+    /// The worker executable's arguments for an `idle` worker process (or
+    /// the template) on the inherited channel descriptor `channel_fd`.
+    fn worker_args(&self, idle: Idle, channel_fd: RawFd) -> Vec<String> {
+        let preload = idle != Idle::Cold;
+        ["__worker", "--channel-fd", &channel_fd.to_string()]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((idle == Idle::Template).then(|| "--template".to_owned()))
+            .chain(
+                (self.policy.forks.iter())
+                    .filter(|_| preload)
+                    .flat_map(|f| {
+                        [
+                            "--preload".to_owned(),
+                            f.path.to_string_lossy().into_owned(),
+                        ]
+                    }),
+            )
+            .collect()
+    }
+
+    /// A worker process to start (or, as the audit log shows it, that the
+    /// template forked) with `args`, on the channel descriptor `channel_fd`.
+    fn worker_prepared(&self, args: Vec<String>, channel_fd: RawFd) -> Result<Prepared, ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(ErrorCode::Unsupported(
                 "this host has no worker executable to run forked components".into(),
             ));
         };
-        let preload = idle != Idle::Cold;
         Ok(Prepared {
             real_program: executable.clone(),
             program: executable,
             argv0: "wasmproc".to_owned(),
-            args: ["__worker", "--channel-fd", &channel_fd.to_string()]
-                .into_iter()
-                .map(str::to_owned)
-                .chain((idle == Idle::Template).then(|| "--template".to_owned()))
-                .chain(
-                    (self.policy.forks.iter())
-                        .filter(|_| preload)
-                        .flat_map(|f| {
-                            [
-                                "--preload".to_owned(),
-                                f.path.to_string_lossy().into_owned(),
-                            ]
-                        }),
-                )
-                .collect(),
+            args,
             env: (HOST_ENV.iter())
                 .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
                 .collect(),
@@ -796,6 +831,11 @@ impl ProcessCtx {
             lent: Lent::default(),
             counted: false,
         })
+    }
+
+    /// Whether there is a worker template and it is ready (never waits).
+    fn template_ready(&mut self) -> bool {
+        self.template.as_mut().is_some_and(Template::is_ready)
     }
 
     /// A worker process on the channel end `theirs`, forked by the (ready)
@@ -812,12 +852,12 @@ impl ProcessCtx {
         let Some(mut template) = self.template.take() else {
             return Err(ErrorCode::Unsupported("no worker template".into()));
         };
-        let mut prepared = self.worker_prepared(Idle::Cold, theirs.as_raw_fd())?;
         // What ran: the template's copy, not the executable.
-        prepared.args = vec![format!(
+        let args = vec![format!(
             "(forked by worker template {})",
             template.child.pid()
         )];
+        let prepared = self.worker_prepared(args, theirs.as_raw_fd())?;
         // Its copies start in the template's cgroup, the guest's, unless
         // each worker gets a cgroup of its own.
         let own_cgroup = self.policy.cgroup_per_child;
@@ -833,6 +873,7 @@ impl ProcessCtx {
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "dropping the worker template");
+                self.refill_due = true;
                 Err(e)
             }
         }
@@ -878,14 +919,15 @@ impl ProcessCtx {
         Ok((theirs, reader, forwarders))
     }
 
-    /// The worker's end of a local channel, set up as this context's
-    /// channels are.
+    /// A channel on this host's end `socket` of a local channel (to a
+    /// worker, or a worker's to its parent), set up as this context's
+    /// channels are: its spin and buffer.
     pub(crate) fn channel(
         &self,
         socket: std::os::unix::net::UnixStream,
     ) -> Result<Channel, ErrorCode> {
         let mut channel = Channel::new(socket)
-            .map_err(|e| ErrorCode::from_io("setting up the worker's channel", &e))?;
+            .map_err(|e| ErrorCode::from_io("setting up a worker channel", &e))?;
         channel.set_spin(self.policy.channel_spin);
         channel.set_buffer(self.policy.limits.channel_buffer);
         Ok(channel)
@@ -982,7 +1024,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
-        self.ctx.warm_up();
+        self.ctx.refill();
         Ok((self.worker(&worker)?.channel.receive().await).map_err(ErrorCode::from)?)
     }
 
@@ -991,7 +1033,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
-        self.ctx.warm_up();
+        self.ctx.refill();
         let readiness = self.table.get(&worker)?.channel.readiness();
         self.channel_pollable(readiness, Some(&worker))
     }
@@ -1013,7 +1055,7 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn wait(&mut self, worker: Resource<Worker>) -> ProcessResult<Termination> {
-        self.ctx.warm_up();
+        self.ctx.refill();
         Ok(self.worker(&worker)?.reap().await?)
     }
 

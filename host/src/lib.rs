@@ -170,3 +170,9 @@ impl bindings::types::Host for ProcessCtxView<'_> {
         err.downcast()
     }
 }
+
+/// `bytes` as lowercase hexadecimal (cache entry names, agent ids, program
+/// digests in labels).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -109,8 +109,7 @@ impl Pipes {
 /// the file description it shares becomes blocking.
 pub(crate) fn blocking_read_end(pipe: &pipe::Receiver) -> io::Result<OwnedFd> {
     let fd = rustix::io::fcntl_dupfd_cloexec(pipe.as_fd(), 3)?;
-    let flags = rustix::fs::fcntl_getfl(&fd)?;
-    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)?;
+    rustix::io::ioctl_fionbio(&fd, false)?;
     Ok(fd)
 }
 

@@ -802,9 +802,9 @@ pub(crate) fn open_granted_file(
         return Err(invalid(format!("`{path}` is not a regular file")));
     }
     let fd = std::os::fd::OwnedFd::from(file);
-    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| fail(e.into()))?;
-    rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)
-        .map_err(|e| fail(e.into()))?;
+    // Opened non-blocking (a FIFO planted there must not hang the host);
+    // the child gets it blocking.
+    rustix::io::ioctl_fionbio(&fd, false).map_err(|e| fail(e.into()))?;
     Ok(fd)
 }
 

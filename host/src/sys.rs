@@ -531,7 +531,8 @@ fn glibc_tid_slot() -> Option<*mut libc::pid_t> {
 /// Whether [`fork_as_sibling`] works in this process (glibc's thread
 /// descriptor is where it expects).
 pub(crate) fn can_fork_as_sibling() -> bool {
-    glibc_tid_slot().is_some()
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| glibc_tid_slot().is_some())
 }
 
 /// Proof that this process had one thread when it was made, for

@@ -36,6 +36,18 @@ pub fn guests_dir() -> &'static Path {
     })
 }
 
+/// Makes `dir` and what is in it (one level) readable by the children's
+/// user (65534): directories 0755, files 0644.
+pub fn open_to_children(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// The path of the freshly built guest component `name`.
 pub fn guest(name: &str) -> PathBuf {
     guests_dir().join(format!("{name}.wasm"))
