@@ -387,7 +387,7 @@ impl Guest {
         process
             .allow_shell("/bin/sh")?
             .allow_fork(self.components.join("echo-worker.wasm"))?
-            .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))?
+            .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), self.runner.worker_code())?
             .sandbox(self.sandbox.get())
             .warm_workers(self.warm.get())
             .worker_template(self.template.get())

@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
-use wasmproc_host::{ComponentCache, ProcessCtx, ProcessCtxView, ProcessView};
+use wasmproc_host::{
+    CacheGuard, ComponentCache, ProcessCtx, ProcessCtxView, ProcessView, WorkerCode,
+};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -59,6 +61,9 @@ pub struct Runner {
     engine: Engine,
     linker: Linker<GuestState>,
     cache: Option<ComponentCache>,
+    /// Every name of the cache's location a grant could reach it by: kept
+    /// even when the cache is refused (fail closed).
+    guard: Option<CacheGuard>,
     /// Why there is no cache, if there is none.
     no_cache: Option<String>,
 }
@@ -67,18 +72,26 @@ impl Runner {
     /// An engine configured for async component-model guests, with
     /// wasmtime-wasi and `wasmproc:process` linked, and the component cache
     /// at [`ComponentCache::default_dir`] (without a cache, with a warning,
-    /// if it cannot be used).
+    /// if it cannot be used; its location still refuses every grant over
+    /// it). Fails only if that location cannot be walked (see
+    /// [`CacheGuard::at`]).
     pub fn new() -> Result<Runner> {
-        let cache = match ComponentCache::default_dir() {
-            Some(dir) => ComponentCache::new(&dir).map_err(|e| {
-                tracing::warn!(error = %format!("{e:#}"), "compiling without a component cache");
-                format!("{e:#}")
-            }),
-            None => Err("no cache directory: set WASMPROC_CACHE, XDG_CACHE_HOME or HOME".into()),
+        let Some(dir) = ComponentCache::default_dir() else {
+            let mut runner = Runner::with_cache(None)?;
+            runner.no_cache =
+                Some("no cache directory: set WASMPROC_CACHE, XDG_CACHE_HOME or HOME".into());
+            return Ok(runner);
         };
-        let mut runner = Runner::with_cache(cache.as_ref().ok().cloned())?;
-        runner.no_cache = cache.err();
-        Ok(runner)
+        match ComponentCache::new(&dir) {
+            Ok(cache) => Runner::with_cache(Some(cache)),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "compiling without a component cache");
+                let mut runner = Runner::with_cache(None)?;
+                runner.guard = Some(CacheGuard::at(&dir)?);
+                runner.no_cache = Some(format!("{e:#}"));
+                Ok(runner)
+            }
+        }
     }
 
     /// As [`new`](Self::new), with the component cache `cache` (or none).
@@ -95,8 +108,20 @@ impl Runner {
             no_cache: cache
                 .is_none()
                 .then(|| "no component cache was given".to_owned()),
+            guard: cache.as_ref().map(|c| c.guard().clone()),
             cache,
         })
+    }
+
+    /// The engine components are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiled code for the worker processes of guests this runner runs:
+    /// its engine's, through its cache (see [`WorkerCode`]).
+    pub fn worker_code(&self) -> WorkerCode {
+        WorkerCode::compiling(self.engine.clone(), self.cache.clone())
     }
 
     /// The component cache, if there is one.
@@ -104,14 +129,12 @@ impl Runner {
         self.cache.as_ref()
     }
 
-    /// Refuses a directory grant that contains the component cache or lies
-    /// inside it ([`ComponentCache::check_grant`]); any grant passes without
-    /// a cache.
-    pub fn check_grant(&self, grant: &Path) -> Result<()> {
-        match &self.cache {
-            Some(cache) => cache.check_grant(grant),
-            None => Ok(()),
-        }
+    /// Every name of the component cache's location a grant could reach
+    /// it by, whether or not the cache could be used (`None`: no location
+    /// at all): give it to [`ProcessCtxBuilder::cache_guard`](wasmproc_host::ProcessCtxBuilder::cache_guard),
+    /// and check the guest's own preopens with it.
+    pub fn cache_guard(&self) -> Option<&CacheGuard> {
+        self.guard.as_ref()
     }
 
     /// The component at `path`, compiled once and then loaded from the
@@ -123,13 +146,6 @@ impl Runner {
             None => Component::from_file(&self.engine, path).map_err(anyhow::Error::from),
         };
         component.with_context(|| format!("cannot load component {}", path.display()))
-    }
-
-    /// The component at `path` if the cache holds a verified compilation
-    /// of it (nothing is compiled, so no thread is started); `None`
-    /// otherwise.
-    pub fn load_cached(&self, path: &Path) -> Option<Component> {
-        (self.cache.as_ref()?.load_cached(&self.engine, path)).ok()?
     }
 
     /// Compiles the component at `path` into the component cache, unless a

@@ -106,10 +106,12 @@ enum Commands {
         /// The inherited descriptor of the channel to the parent host.
         #[arg(long)]
         channel_fd: i32,
-        /// A component this worker may be asked to run, loaded before its
-        /// specification comes (a warm worker); repeatable.
+        /// The compiled code of a component this worker may be asked to
+        /// run, as KEY:FD (its cache key and the inherited sealed memfd the
+        /// host put it in), loaded before its specification comes (a warm
+        /// worker, the template); repeatable.
         #[arg(long)]
-        preload: Vec<PathBuf>,
+        preload: Vec<String>,
         /// Serve as the host's worker template: fork a new worker for each
         /// request (see `wasmproc_host::worker::serve_as_template`).
         #[arg(long)]
@@ -446,20 +448,22 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
-fn worker(channel_fd: i32, preload: &[PathBuf], template: bool) -> Result<ExitCode> {
+fn worker(channel_fd: i32, preload: &[String], template: bool) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
     // The engine first, and the components it may run, with their imports
     // resolved: a warm worker (and the template it is forked from) has them
     // ready before it knows which it will run, and holds nothing until its
-    // specification comes. (A component not yet compiled is left for
-    // later: compiling would start threads.)
-    let runner = Runner::new()?;
-    let mut loaded: std::collections::HashMap<PathBuf, CommandPre<GuestState>> = (preload.iter())
-        .filter_map(|path| {
-            let component = runner.load_cached(path)?;
-            Some((path.clone(), runner.prepare(&component).ok()?))
+    // specification comes. A worker never opens the component cache: its
+    // code comes from the host, in sealed memfds (wasmproc_host::code).
+    let runner = Runner::with_cache(None)?;
+    let mut loaded: std::collections::HashMap<String, CommandPre<GuestState>> = (preload.iter())
+        .filter_map(|arg| {
+            let (key, component) = wasmproc_host::worker::preloaded(runner.engine(), arg)
+                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "cannot preload code"))
+                .ok()?;
+            Some((key, runner.prepare(&component).ok()?))
         })
         .collect();
     // The system paths every Landlock ruleset grants, opened once (and
@@ -474,28 +478,20 @@ fn worker(channel_fd: i32, preload: &[PathBuf], template: bool) -> Result<ExitCo
         }
     }
     let worker = wasmproc_host::worker::WorkerProcess::accept(channel)?;
-    // The parent checked these grants against the same cache; a worker
-    // started some other way (an embedder's host) is checked here.
-    worker.check_dirs(|dir| runner.check_grant(dir))?;
-    let component_path = worker.component().to_owned();
+    let pre = match loaded.remove(worker.code_key()) {
+        Some(pre) => pre,
+        None => runner.prepare(&worker.load(runner.engine())?)?,
+    };
+    drop(loaded);
     let wasi = { worker.wasi }.build();
     let mut process = { worker.process }.build();
-    let cache = runner.cache().map(|c| c.dir().to_owned());
-    wasmproc_host::worker::confine(
-        &process,
-        &[&component_path],
-        &Vec::from_iter(cache.as_deref()),
-    )?;
+    wasmproc_host::worker::confine(&process)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut reports = worker.reports;
     let code = runtime.block_on(async {
         process.connect_parent(worker.channel)?;
-        let pre = match loaded.remove(&component_path) {
-            Some(pre) => pre,
-            None => runner.prepare(&runner.load(&component_path)?)?,
-        };
         run_prepared(&runner, &pre, wasi, process, reports.as_mut()).await
     })?;
     // The guest has ended, its messages and reports are written and its
@@ -563,6 +559,9 @@ fn contexts(
 ) -> Result<(WasiCtx, wasmproc_host::ProcessCtxBuilder)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
+    if let Some(guard) = runner.cache_guard() {
+        process.cache_guard(guard.clone());
+    }
     wasi.inherit_stdio();
     let name = component.file_name().unwrap_or_default().to_string_lossy();
     wasi.arg(name).args(guest_args);
@@ -585,14 +584,13 @@ fn contexts(
         .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
     for (dir, access, perms, flag) in rw.chain(ro) {
         let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
-        runner
-            .check_grant(Path::new(host))
+        // First the process grant, which refuses a directory reaching the
+        // component cache (the guard below).
+        process
+            .dir(Path::new(host), guest, access)
             .with_context(|| format!("{flag} {dir}"))?;
         wasi.preopened_dir(host, guest, perms)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("{flag} {dir}"))?;
-        process
-            .dir(Path::new(host), guest, access)
             .with_context(|| format!("{flag} {dir}"))?;
     }
     for program in &args.allow_run {
@@ -603,7 +601,7 @@ fn contexts(
         .with_context(|| format!("--allow-run {program}"))?;
     }
     if !args.allow_fork.is_empty() {
-        process.worker_executable(std::env::current_exe()?)?;
+        process.worker_executable(std::env::current_exe()?, runner.worker_code())?;
     }
     for component in &args.allow_fork {
         process

@@ -544,3 +544,183 @@ fn wasmproc_compile_fills_the_cache_and_a_later_run_uses_the_entry_as_is() {
         text(&out.stderr)
     );
 }
+
+// Issue 22: the cache as a trust root, by every name and in every process.
+
+/// The state of every file below `dir`: names, modes and contents.
+fn tree_state(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    let mut state = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            let bytes = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            state.push((path, meta.mode(), bytes));
+        }
+    }
+    state.sort();
+    state
+}
+
+/// Rewrites the entry `victim` of the cache `dir` to hold the code of the
+/// entry `code_of`, tagged under `dir`'s own key as `victim`'s: what
+/// whoever can read a cache's key can do.
+fn forge(dir: &Path, victim: &Path, code_of: &Path) {
+    use hmac::{Hmac, Mac};
+    let key = std::fs::read(dir.join("key")).unwrap();
+    let stem = victim.file_stem().unwrap().to_str().unwrap();
+    let cache_key: Vec<u8> = (0..stem.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&stem[i..i + 2], 16).unwrap())
+        .collect();
+    let entry = std::fs::read(code_of).unwrap();
+    let (magic, code) = (&entry[..16], &entry[48..]);
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(b"wasmproc component cache entry v1\0");
+    mac.update(&cache_key);
+    mac.update(code);
+    let forged = [magic, &mac.finalize().into_bytes(), code].concat();
+    std::fs::write(victim, forged).unwrap();
+}
+
+/// Row 1, the worker's half: the host opened its cache through a link; the
+/// link then comes to name a cache whose key the attacker holds, with
+/// another component's code forged under a forked component's name. A
+/// worker that resolved the path again (as every worker did) ran the
+/// forged code; the host's workers run only the code it hands them, and
+/// nothing is written to the planted cache.
+#[test]
+fn a_worker_runs_the_code_its_host_handed_it_not_a_cache_planted_on_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (real, planted, link) = (base.join("real"), base.join("planted"), base.join("cache"));
+    let (probe, echo) = (common::guest("fork-probe"), common::guest("echo-worker"));
+    let evil = prebuilt("support-worker");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    compile(&link, &[&probe, &echo]);
+    let forged = compile(&planted, &[&echo, &evil]);
+    forge(&planted, &forged[0], &forged[1]);
+    // The forgery works: a host that trusted the planted cache runs it.
+    let (echo_s, probe_s) = (echo.to_str().unwrap(), probe.to_str().unwrap());
+    let direct = ["run", "--allow-fork", echo_s, probe_s, "output", "HELLO"];
+    let fooled = text(&output(wasmproc(&planted, &direct)).stdout);
+    assert!(
+        !fooled.contains("HELLO"),
+        "the forged entry must run: {fooled}"
+    );
+    let before = tree_state(&planted);
+
+    let args = [
+        "run",
+        "--no-worker-template",
+        "--allow-fork",
+        echo_s,
+        probe_s,
+        "after-stdin",
+        "output",
+        "HELLO",
+    ];
+    let mut host = wasmproc(&link, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "waiting\n");
+    // The host has its cache open; the path now names the planted one.
+    std::os::unix::fs::symlink(&planted, base.join("swap")).unwrap();
+    std::fs::rename(base.join("swap"), &link).unwrap();
+    std::io::Write::write_all(&mut host.stdin.take().unwrap(), b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = host.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(
+        rest.contains("stdout: \"HELLO\\n\""),
+        "the worker ran other code: {rest}"
+    );
+    assert_eq!(tree_state(&planted), before, "the planted cache changed");
+}
+
+/// Row 1, the grant's half: `~/.cache` is a link out of `~`, so `~` does not
+/// contain the resolved cache, but it holds the link a guest could replace.
+#[test]
+fn a_grant_holding_a_link_on_the_way_to_the_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    let (home, elsewhere) = (base.join("home"), base.join("elsewhere/cache"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, home.join(".cache")).unwrap();
+    let cache = home.join(".cache/wasmproc/components");
+    compile(&cache, &[&prebuilt("seed-spawn")]);
+    let seed = prebuilt("seed-spawn");
+    let spec = format!("{}::/home", home.display());
+    let out = output(wasmproc(
+        &cache,
+        &["run", "--dir", &spec, seed.to_str().unwrap()],
+    ));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(text(&out.stdout), "", "the guest must not run");
+    assert!(
+        stderr.contains(&format!(
+            "refusing the directory grant {}: it contains {}, a step on the path to the \
+             compiled-component cache",
+            home.display(),
+            home.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_link(home.join(".cache")).unwrap(), elsewhere);
+}
+
+/// Row 2: a cache the host refuses to use (a loose key, a directory others
+/// may write) still refuses every grant over its location, so no guest can
+/// replace the key for a later run to trust.
+#[test]
+fn a_cache_the_host_refuses_still_refuses_grants_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    let cache = base.join("cache");
+    compile(&cache, &[&prebuilt("seed-spawn")]);
+    let seed = prebuilt("seed-spawn");
+    for (what, path, mode) in [
+        ("key", cache.join("key"), 0o644),
+        ("dir", cache.clone(), 0o775),
+    ] {
+        let was = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let before = tree_state(&cache);
+        for (grant, relation) in [
+            (base.clone(), "contains"),
+            (cache.clone(), "contains"),
+            (cache.join("entries"), "lies inside"),
+        ] {
+            let spec = format!("{}::/data", grant.display());
+            let out = output(wasmproc(
+                &cache,
+                &["run", "--dir", &spec, seed.to_str().unwrap()],
+            ));
+            assert!(
+                text(&out.stderr).contains("without a component cache"),
+                "{what}"
+            );
+            assert_refused(&out, &grant, &cache, relation);
+        }
+        assert_eq!(tree_state(&cache), before, "{what}: the cache changed");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(was)).unwrap();
+    }
+}

@@ -328,7 +328,7 @@ async fn worker_pool_hashes_every_file_of_a_directory_across_its_workers() {
     }
     let mut grants = ProcessCtxBuilder::new();
     grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), common::worker_code())
         .unwrap()
         .allow_fork(guest("pool-worker"))
         .unwrap()

@@ -413,7 +413,7 @@ async fn every_attack_is_refused() {
 
     let mut grants = site.grants();
     grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), common::worker_code())
         .unwrap()
         .allow_fork(guest("echo-worker"))
         .unwrap();

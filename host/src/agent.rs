@@ -238,6 +238,7 @@ impl Agent {
             report_fd: None,
             stdio: None,
             sandbox: None,
+            code: Vec::new(),
         };
         let (reports_tx, reports) = mpsc::unbounded_channel::<Bytes>();
         let tee: crate::worker::Tee = Box::new(move |line: &[u8]| {

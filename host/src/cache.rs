@@ -70,6 +70,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Write as _};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,9 +100,8 @@ type Id = (u64, u64);
 pub struct ComponentCache {
     /// The cache directory, symlinks resolved (for messages).
     dir: PathBuf,
-    /// The identities of the cache directory and of each of its ancestors,
-    /// the directory first.
-    ancestry: Arc<[Id]>,
+    /// Every name of the cache a grant could reach it by.
+    guard: CacheGuard,
     /// The open entries directory.
     entries: Arc<OwnedFd>,
     /// The host key.
@@ -143,7 +143,16 @@ impl ComponentCache {
         let root = open_dir(&dir, OFlags::empty())
             .with_context(|| format!("opening the component cache {}", shown.display()))?;
         check_private_dir(&root, &shown)?;
-        let ancestry = trusted_ancestry(&root, &shown)?;
+        let itself = rustix::fs::openat(&root, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        check_trusted_chain(itself, &shown, &shown, false)?;
+        let guard = CacheGuard::at(&dir)?;
+        guard.check_trusted()?;
+        if guard.cache != Some(id_of(&root)?) {
+            bail!(
+                "the component cache {} moved while it was opened",
+                dir.display()
+            );
+        }
 
         match rustix::fs::mkdirat(&root, ENTRIES, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
@@ -164,7 +173,7 @@ impl ComponentCache {
         let key = load_or_create_key(&root, &shown.join(KEY_FILE))?;
         Ok(ComponentCache {
             dir: shown,
-            ancestry: ancestry.into(),
+            guard,
             entries: Arc::new(entries),
             key: Arc::new(key),
         })
@@ -190,39 +199,16 @@ impl ComponentCache {
     }
 
     /// Refuses (with an error naming both paths) a directory grant `grant`
-    /// that contains the cache directory or lies inside it, comparing
-    /// directories by device and inode after resolving symlinks: a guest,
-    /// or a child, that can write there could replace the native code the
+    /// that reaches the cache by any name (see [`CacheGuard`]): a guest, or
+    /// a child, that can write there could replace the native code the
     /// host runs. Call it for every directory a guest or its children get.
     pub fn check_grant(&self, grant: &Path) -> Result<()> {
-        refuse_overlap(&self.ancestry, &self.dir, grant)
+        self.guard.check(grant)
     }
 
-    /// As [`check_grant`](Self::check_grant), for the cache directory
-    /// `cache_dir` without opening it as a cache. If `cache_dir` does not
-    /// exist yet, a grant containing its nearest existing ancestor (where
-    /// it would be created) is refused.
-    pub fn check_grant_at(cache_dir: &Path, grant: &Path) -> Result<()> {
-        let existing = cache_dir
-            .ancestors()
-            .find(|a| a.is_dir())
-            .unwrap_or(Path::new("/"));
-        let fd = open_dir(existing, OFlags::PATH)
-            .with_context(|| format!("opening {}", existing.display()))?;
-        let ancestry =
-            ancestry(fd).with_context(|| format!("walking up {}", existing.display()))?;
-        let shown = std::fs::canonicalize(existing)
-            .map(|e| e.join(cache_dir.strip_prefix(existing).unwrap_or(Path::new(""))))
-            .unwrap_or_else(|_| cache_dir.to_path_buf());
-        if existing == cache_dir {
-            return refuse_overlap(&ancestry, &shown, grant);
-        }
-        // Nothing lies inside a directory that does not exist yet.
-        let grant_id = grant_ancestry(grant)?[0];
-        if ancestry.contains(&grant_id) {
-            return Err(overlap(grant, &shown, true));
-        }
-        Ok(())
+    /// Every name of this cache a grant could reach it by.
+    pub fn guard(&self) -> &CacheGuard {
+        &self.guard
     }
 
     /// The component at `path`: from a verified cache entry, else compiled
@@ -243,14 +229,6 @@ impl ComponentCache {
                 "cannot write a compiled-component cache entry");
         }
         Ok(component)
-    }
-
-    /// The component at `path` from a verified entry, if there is one;
-    /// `Ok(None)` when it would have to be compiled.
-    pub fn load_cached(&self, engine: &Engine, path: &Path) -> Result<Option<Component>> {
-        let source = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (key, name) = self.names(engine, &source);
-        Ok(self.verified(engine, &name, &key))
     }
 
     /// The cache key of `source` and its entry's name.
@@ -297,6 +275,33 @@ impl ComponentCache {
         self.store(&name, &key, &code)
             .with_context(|| format!("writing {}", entry.display()))?;
         Ok(entry)
+    }
+
+    /// The compiled code of `source` (whose cache key is `key`): from a
+    /// verified entry, else, if `compile`, compiled and written to the
+    /// cache (an entry that cannot be written is logged); `None` if not
+    /// `compile` and there is no verified entry.
+    pub(crate) fn code(
+        &self,
+        engine: &Engine,
+        key: &[u8; 32],
+        source: &[u8],
+        compile: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let name = entry_name(key);
+        if let Found::Valid(mut bytes) = self.fetch(&name, key) {
+            bytes.drain(..HEADER_LEN);
+            return Ok(Some(bytes));
+        }
+        if !compile {
+            return Ok(None);
+        }
+        let code = engine.precompile_component(source)?;
+        if let Err(e) = self.store(&name, key, &code) {
+            tracing::warn!(entry = %self.entry_path(&name).display(), error = %e,
+                "cannot write a compiled-component cache entry");
+        }
+        Ok(Some(code))
     }
 
     /// The path of the entry named `name`.
@@ -378,7 +383,7 @@ impl ComponentCache {
 }
 
 /// The cache key of `source` compiled by `engine`.
-fn cache_key(engine: &Engine, source: &[u8]) -> [u8; 32] {
+pub(crate) fn cache_key(engine: &Engine, source: &[u8]) -> [u8; 32] {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
@@ -469,16 +474,18 @@ fn check_private_dir(fd: &OwnedFd, shown: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The identities of `dir` and its ancestors (through `..`), `dir` first,
-/// after checking that each ancestor belongs to root or the euid and is not
-/// writable by group or others unless sticky.
-fn trusted_ancestry(dir: &OwnedFd, shown: &Path) -> Result<Vec<Id>> {
+/// Checks that the directory `fd` (reached as `at`; `fd` itself only if
+/// `itself`) and each of its ancestors (through `..`, so symlinks on the
+/// way do not matter) belong to root or the euid and are not writable by
+/// group or others unless sticky (as `/tmp`, where others cannot rename
+/// what is ours): whoever could change one could replace the cache
+/// `cache` below it.
+fn check_trusted_chain(fd: OwnedFd, at: &Path, cache: &Path, itself: bool) -> Result<()> {
     let euid = rustix::process::geteuid().as_raw();
-    let mut names = shown.ancestors();
-    let fd = rustix::fs::openat(dir, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    let mut names = at.ancestors();
     walk_up(fd, |depth, st| {
         let name = names.next().unwrap_or(Path::new("?"));
-        if depth == 0 {
+        if depth == 0 && !itself {
             return Ok(());
         }
         let sticky = st.st_mode & 0o1000 != 0;
@@ -486,7 +493,7 @@ fn trusted_ancestry(dir: &OwnedFd, shown: &Path) -> Result<Vec<Id>> {
             bail!(
                 "the component cache {} is below {}, which belongs to uid {} (only root or \
                  uid {euid} may own the directories above the cache)",
-                shown.display(),
+                cache.display(),
                 name.display(),
                 st.st_uid
             );
@@ -495,13 +502,14 @@ fn trusted_ancestry(dir: &OwnedFd, shown: &Path) -> Result<Vec<Id>> {
             bail!(
                 "the component cache {} is below {}, which others may write to (mode {:04o}): \
                  they could replace the cache",
-                shown.display(),
+                cache.display(),
                 name.display(),
                 st.st_mode & 0o7777
             );
         }
         Ok(())
     })
+    .map(drop)
 }
 
 /// The identities of the directory `fd` and its ancestors, `fd` first.
@@ -535,41 +543,240 @@ fn walk_up(
     }
 }
 
-/// Refuses `grant` if it is the cache (`cache_ancestry[0]`), one of its
-/// ancestors, or inside it.
-fn refuse_overlap(cache_ancestry: &[Id], cache: &Path, grant: &Path) -> Result<()> {
-    let grant_ancestry = grant_ancestry(grant)?;
-    if cache_ancestry.contains(&grant_ancestry[0]) {
-        return Err(overlap(grant, cache, true));
+/// The most symbolic links followed on the way to the cache (as Linux's
+/// `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// Every name of a component cache that a directory grant could reach it
+/// by, so that a grant over any of them is refused (issue 22, rows 1–2).
+///
+/// Comparing resolved paths is not enough: with the cache at
+/// `~/.cache/wasmproc/components` and `~/.cache` a symbolic link to a
+/// directory outside `~`, a grant of `~` does not contain the resolved
+/// cache, yet it holds the link, and a guest that replaces the link with a
+/// directory of its own moves the cache into its grant for every process
+/// that resolves the path again. So the guard walks the path as given,
+/// component by component and through every symbolic link, and records
+/// each directory whose entries the walk consults: a grant that is one of
+/// them, or any of their ancestors (by device and inode), is refused, as
+/// is a grant inside the cache. It needs no cache to exist: a cache the
+/// host refuses to use (a bad mode or owner) still guards its location,
+/// and one not made yet guards the directories it would be made in.
+#[derive(Clone, Debug)]
+pub struct CacheGuard {
+    /// The path as given (for messages).
+    path: PathBuf,
+    /// The cache directory, if it exists.
+    cache: Option<Id>,
+    /// Each directory the walk consulted, with the path it was reached
+    /// by, and the identities of it and its ancestors.
+    consulted: Arc<[(PathBuf, Vec<Id>)]>,
+    /// The owners of the symbolic links followed, with their paths.
+    links: Arc<[(PathBuf, u32)]>,
+}
+
+impl CacheGuard {
+    /// Walks `path` (the cache directory, which need not exist) as the
+    /// module docs describe; fails only if the walk itself does (a loop of
+    /// links, a component that is not a directory, a directory it cannot
+    /// search).
+    pub fn at(path: &Path) -> Result<CacheGuard> {
+        walk_path(path).with_context(|| {
+            format!(
+                "cannot tell where the component cache {} is, so no grant could be checked \
+                 against it (set WASMPROC_CACHE to a plain directory)",
+                path.display()
+            )
+        })
     }
-    if grant_ancestry.contains(&cache_ancestry[0]) {
-        return Err(overlap(grant, cache, false));
+
+    /// Refuses (naming both) a directory grant `grant` that is, contains or
+    /// lies inside the cache, or contains a directory on the way to it.
+    pub fn check(&self, grant: &Path) -> Result<()> {
+        let fd = open_dir(grant, OFlags::PATH)
+            .with_context(|| format!("cannot open directory {}", grant.display()))?;
+        self.check_open(&fd, grant)
     }
+
+    /// As [`check`](Self::check), for the open directory `grant` (shown as
+    /// `shown`): for a directory opened on a guest's behalf, checked again
+    /// when it is used.
+    pub fn check_open(&self, grant: &impl std::os::fd::AsFd, shown: &Path) -> Result<()> {
+        let fd = rustix::fs::openat(grant, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        let grant_ancestry =
+            ancestry(fd).with_context(|| format!("walking up {}", shown.display()))?;
+        let id = grant_ancestry[0];
+        if let Some(cache) = self.cache {
+            if let Some((_, ids)) = self.consulted.last()
+                && ids.contains(&id)
+            {
+                return Err(self.refusal(shown, "contains the compiled-component cache"));
+            }
+            if grant_ancestry.contains(&cache) {
+                return Err(self.refusal(shown, "lies inside the compiled-component cache"));
+            }
+        }
+        match self.consulted.iter().find(|(_, ids)| ids.contains(&id)) {
+            Some((step, _)) if self.cache.is_none() => Err(self.refusal(
+                shown,
+                &format!(
+                    "contains {}, where the compiled-component cache would be made,",
+                    step.display()
+                ),
+            )),
+            Some((step, _)) => Err(self.refusal(
+                shown,
+                &format!(
+                    "contains {}, a step on the path to the compiled-component cache,",
+                    step.display()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that no one but root and this user can change a directory the
+    /// walk consulted, any of their ancestors, or a link it followed:
+    /// whoever can could move the cache.
+    fn check_trusted(&self) -> Result<()> {
+        let euid = rustix::process::geteuid().as_raw();
+        for (link, uid) in self.links.iter() {
+            if *uid != 0 && *uid != euid {
+                bail!(
+                    "the path to the component cache {} follows the symbolic link {}, which \
+                     belongs to uid {uid} (only root or uid {euid} may own it)",
+                    self.path.display(),
+                    link.display()
+                );
+            }
+        }
+        let steps = self.consulted.len().saturating_sub(1);
+        for (step, _) in &self.consulted[..steps] {
+            let fd = open_dir(step, OFlags::PATH)?;
+            check_trusted_chain(fd, step, &self.path, true)?;
+        }
+        Ok(())
+    }
+
+    fn refusal(&self, grant: &Path, relation: &str) -> anyhow::Error {
+        let mut shown = grant.display().to_string();
+        if let Ok(real) = std::fs::canonicalize(grant)
+            && real != grant
+        {
+            shown = format!("{shown} (that is, {})", real.display());
+        }
+        let cache = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        anyhow!(
+            "refusing the directory grant {shown}: it {relation} {}, whose native code the \
+             host runs; grant a directory apart from it, or move the cache (WASMPROC_CACHE) \
+             out of every grant",
+            cache.display()
+        )
+    }
+}
+
+/// The walk of [`CacheGuard::at`].
+fn walk_path(path: &Path) -> Result<CacheGuard> {
+    use std::path::Component;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = Default::default();
+    let start = if path.is_absolute() { "/" } else { "." };
+    let mut dir = open_dir(Path::new(start), OFlags::PATH)?;
+    let mut at = std::fs::canonicalize(start)?;
+    let mut consulted: Vec<(PathBuf, Vec<Id>)> = Vec::new();
+    let mut links = Vec::new();
+    let push = |todo: &mut std::collections::VecDeque<_>, p: &Path, front: bool| {
+        let parts: Vec<std::ffi::OsString> = (p.components())
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                Component::RootDir => Some("/".into()),
+                Component::CurDir | Component::Prefix(_) => None,
+            })
+            .collect();
+        if front {
+            parts.into_iter().rev().for_each(|p| todo.push_front(p));
+        } else {
+            todo.extend(parts);
+        }
+    };
+    push(&mut todo, path, false);
+    let mut exists = true;
+    while let Some(name) = todo.pop_front() {
+        if name == "/" {
+            dir = open_dir(Path::new("/"), OFlags::PATH)?;
+            at = PathBuf::from("/");
+            continue;
+        }
+        record(&mut consulted, &dir, &at)?;
+        let st = match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => {
+                exists = false;
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("looking up {}", at.join(&name).display()));
+            }
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                if links.len() == MAX_SYMLINKS {
+                    bail!("more than {MAX_SYMLINKS} symbolic links");
+                }
+                let target = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())?;
+                let target: PathBuf = std::ffi::OsString::from_vec(target.into_bytes()).into();
+                links.push((at.join(&name), st.st_uid));
+                push(&mut todo, &target, true);
+            }
+            FileType::Directory => {
+                dir = rustix::fs::openat(
+                    &dir,
+                    name.as_os_str(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                at = if name == ".." {
+                    at.parent()
+                        .map_or_else(|| PathBuf::from("/"), Path::to_owned)
+                } else {
+                    at.join(&name)
+                };
+            }
+            _ => bail!("{} is not a directory", at.join(&name).display()),
+        }
+    }
+    let cache = if exists {
+        record(&mut consulted, &dir, &at)?;
+        Some(id_of(&dir)?)
+    } else {
+        None
+    };
+    Ok(CacheGuard {
+        path: path.to_owned(),
+        cache,
+        consulted: consulted.into(),
+        links: links.into(),
+    })
+}
+
+/// Records the directory `dir` (reached as `at`) and its ancestors, once.
+fn record(consulted: &mut Vec<(PathBuf, Vec<Id>)>, dir: &OwnedFd, at: &Path) -> Result<()> {
+    let id = id_of(dir)?;
+    if let Some(i) = consulted.iter().position(|(_, ids)| ids[0] == id) {
+        // The last one recorded is the deepest: keep the order a walk ends in.
+        let again = consulted.remove(i);
+        consulted.push(again);
+        return Ok(());
+    }
+    let fd = rustix::fs::openat(dir, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    consulted.push((at.to_owned(), ancestry(fd)?));
     Ok(())
 }
 
-/// The identities of the directory `grant` (symlinks followed) and its
-/// ancestors, `grant` first.
-fn grant_ancestry(grant: &Path) -> Result<Vec<Id>> {
-    let fd = open_dir(grant, OFlags::PATH)
-        .with_context(|| format!("cannot open directory {}", grant.display()))?;
-    ancestry(fd).with_context(|| format!("walking up {}", grant.display()))
-}
-
-fn overlap(grant: &Path, cache: &Path, contains: bool) -> anyhow::Error {
-    let mut shown = grant.display().to_string();
-    if let Ok(real) = std::fs::canonicalize(grant)
-        && real != grant
-    {
-        shown = format!("{shown} (that is, {})", real.display());
-    }
-    let relation = if contains { "contains" } else { "lies inside" };
-    anyhow!(
-        "refusing the directory grant {shown}: it {relation} the compiled-component cache {}, \
-         whose native code the host runs; grant a directory apart from it, or move the cache \
-         (WASMPROC_CACHE) out of every grant",
-        cache.display()
-    )
+/// The identity of the open file `fd`.
+fn id_of(fd: &impl std::os::fd::AsFd) -> Result<Id> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// The host key in `dir` (the open cache directory), made if missing.
@@ -850,8 +1057,62 @@ mod tests {
         );
         cache.check_grant(&base.join("beside")).unwrap();
         // Without an instance, and for a cache not made yet.
-        ComponentCache::check_grant_at(&base.join("cache"), base).unwrap_err();
-        ComponentCache::check_grant_at(&base.join("later/cache"), base).unwrap_err();
-        ComponentCache::check_grant_at(&base.join("later/cache"), &base.join("beside")).unwrap();
+        let guard = |dir: &Path| CacheGuard::at(dir).unwrap();
+        guard(&base.join("cache")).check(base).unwrap_err();
+        let later = guard(&base.join("later/cache"));
+        let e = later.check(base).unwrap_err().to_string();
+        assert!(
+            e.contains("where the compiled-component cache would be made"),
+            "{e}"
+        );
+        later.check(&base.join("beside")).unwrap();
+    }
+
+    #[test]
+    fn a_grant_holding_a_symlink_on_the_way_to_the_cache_is_refused() {
+        // home/.cache -> elsewhere/cache: home does not contain the resolved
+        // cache, but it holds the link a guest could replace.
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let (home, elsewhere) = (base.join("home"), base.join("elsewhere"));
+        std::fs::create_dir_all(elsewhere.join("cache")).unwrap();
+        std::fs::create_dir_all(home.join("work")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("cache"), home.join(".cache")).unwrap();
+        let cache = ComponentCache::new(home.join(".cache/wasmproc/components")).unwrap();
+        let e = cache.check_grant(&home).unwrap_err().to_string();
+        assert!(
+            e.contains("a step on the path to the compiled-component cache"),
+            "{e}"
+        );
+        assert!(e.contains(&home.display().to_string()), "{e}");
+        // The link's target and what lies beyond are the cache's ancestors.
+        for grant in [elsewhere.join("cache"), elsewhere.clone()] {
+            let e = cache.check_grant(&grant).unwrap_err().to_string();
+            assert!(e.contains("contains the compiled-component cache"), "{e}");
+        }
+        // Beside every step: accepted.
+        cache.check_grant(&home.join("work")).unwrap();
+    }
+
+    #[test]
+    fn a_relative_link_with_dot_dot_on_the_way_is_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        std::os::unix::fs::symlink("../../real", base.join("a/b/link")).unwrap();
+        let guard = CacheGuard::at(&base.join("a/b/link/cache")).unwrap();
+        // Where it would be made is `real`; the link lives in `a/b`.
+        guard.check(&base.join("real")).unwrap_err();
+        guard.check(&base.join("a/b")).unwrap_err();
+        guard.check(&base.join("a")).unwrap_err();
+    }
+
+    #[test]
+    fn a_loop_of_links_fails_the_walk() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("loop", tmp.path().join("loop")).unwrap();
+        let e = CacheGuard::at(&tmp.path().join("loop/cache")).unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic links"), "{e:#}");
     }
 }

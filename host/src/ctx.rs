@@ -190,6 +190,11 @@ pub struct ProcessCtx {
     pub(crate) dirs: Vec<DirGrant>,
     pub(crate) reporter: Option<DenialReporter>,
     pub(crate) worker_executable: Option<PathBuf>,
+    /// Where the compiled code of forked components comes from.
+    pub(crate) worker_code: Option<crate::code::WorkerCode>,
+    /// The compiled-component cache's location, which no directory
+    /// granted or passed on may reach.
+    pub(crate) cache_guard: Option<crate::CacheGuard>,
     pub(crate) parent: Option<Channel>,
     /// Which of the guest's input-streams are child output pipes.
     pub(crate) pipes: crate::pipe::Pipes,
@@ -388,7 +393,8 @@ impl ProcessCtx {
 /// | limits | [`Limits::default`] | [`limits`](Self::limits) |
 /// | denial callback | none (denials go to `tracing` only) | [`on_denial`](Self::on_denial) |
 /// | components for `fork` | none | [`allow_fork`](Self::allow_fork) |
-/// | the program that runs forked workers | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
+/// | the program that runs forked workers, and their compiled code | none (`fork` is `unsupported`) | [`worker_executable`](Self::worker_executable) |
+/// | the compiled-component cache no directory may reach | none (no directory refused) | [`cache_guard`](Self::cache_guard) |
 /// | kernel confinement (Landlock) of children | on; no TCP; not required | [`confine`](Self::confine), [`allow_network`](Self::allow_network), [`require_confinement`](Self::require_confinement) |
 /// | the sandbox of children (mount, IPC, network namespaces; seccomp) | on | [`sandbox`](Self::sandbox) |
 /// | user and group of a root host's children | 65534, 65534 (`nobody`, `nogroup`) | [`child_user`](Self::child_user) |
@@ -426,6 +432,8 @@ impl ProcessCtxBuilder {
                 dirs: Vec::new(),
                 reporter: None,
                 worker_executable: None,
+                worker_code: None,
+                cache_guard: None,
                 parent: None,
                 pipes: Default::default(),
                 cluster: None,
@@ -583,6 +591,9 @@ impl ProcessCtxBuilder {
                 host_path.display()
             );
         }
+        if let Some(guard) = &self.ctx.cache_guard {
+            guard.check_open(&dir, host_path)?;
+        }
         self.ctx.dirs.push(DirGrant {
             guest_path: PathBuf::from(guest_path),
             host_path: host_path.to_owned(),
@@ -640,12 +651,33 @@ impl ProcessCtxBuilder {
         Ok(self)
     }
 
+    /// Refuses every directory that reaches the compiled-component cache
+    /// by any name ([`CacheGuard`](crate::CacheGuard)): the directories
+    /// granted after this call, checked when granted, and each directory a
+    /// fork passes on, checked again when the fork opens it. Whoever runs
+    /// the cache's code must set it (the CLI does), and check the guest's
+    /// own preopens with the same guard.
+    pub fn cache_guard(&mut self, guard: crate::CacheGuard) -> &mut Self {
+        self.ctx.cache_guard = Some(guard);
+        self
+    }
+
     /// The program that runs forked workers: a `wasmproc` executable (the
     /// CLI sets its own), started as `PROGRAM __worker --channel-fd N`
-    /// with the worker's capabilities sent over the channel.
-    pub fn worker_executable(&mut self, program: impl AsRef<Path>) -> Result<&mut Self> {
+    /// with the worker's capabilities sent over the channel, and where the
+    /// compiled code it runs comes from: the host compiles each forked
+    /// component (or reads its verified cache entry) and hands the worker
+    /// the code in a sealed memfd, so that no worker opens the cache (see
+    /// [`WorkerCode`](crate::WorkerCode)). `code`'s engine must be
+    /// configured as the worker executable's is.
+    pub fn worker_executable(
+        &mut self,
+        program: impl AsRef<Path>,
+        code: crate::code::WorkerCode,
+    ) -> Result<&mut Self> {
         let grant = ProgramGrant::resolve(program.as_ref().as_os_str())?;
         self.ctx.worker_executable = Some(grant.path);
+        self.ctx.worker_code = Some(code);
         Ok(self)
     }
 

@@ -14,10 +14,11 @@ use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, 
 use crate::bindings::parent;
 use crate::bindings::types::{ErrorCode, Termination};
 use crate::channel::{Channel, Readiness};
+use crate::code::Code;
 use crate::ctx::DirAccess;
 use crate::policy::{Denial, Lent, Prepared, Refusal, check_env_pair, no_nul};
 use crate::spawn::{Asked, Child};
-use crate::worker::{HOST_ENV, WorkerDir, WorkerSpec};
+use crate::worker::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -363,6 +364,7 @@ impl ProcessCtx {
             report_fd: None,
             stdio: None,
             sandbox: None,
+            code: Vec::new(),
         };
         Ok((spec, opened, lent))
     }
@@ -381,7 +383,12 @@ impl ProcessCtx {
         if grant.access == DirAccess::ReadOnly && !read_only {
             return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
         }
-        Ok((dir, grant.host_path_of(&rest)))
+        let host_path = grant.host_path_of(&rest);
+        if let Some(guard) = &self.cache_guard {
+            (guard.check_open(&dir, &host_path))
+                .map_err(|e| ErrorCode::AccessDenied(format!("{e:#}")))?;
+        }
+        Ok((dir, host_path))
     }
 }
 
@@ -403,6 +410,26 @@ const EARLY_SPEC_MAX: usize = 32 << 10;
 /// still there (else a copy the template made has it).
 fn take_back(theirs: &std::os::unix::net::UnixStream) -> bool {
     theirs.set_nonblocking(true).is_ok() && crate::channel::read_frame_with_fds(theirs).is_ok()
+}
+
+/// The error of a fork on a host that cannot start worker processes.
+fn no_worker_executable() -> ErrorCode {
+    ErrorCode::Unsupported("this host has no worker executable to run forked components".into())
+}
+
+/// The worker executable's arguments for an `idle` worker process (or the
+/// template) on the inherited channel descriptor `channel_fd`, loading the
+/// inherited code `preload` before its specification comes.
+fn worker_args(idle: Idle, channel_fd: RawFd, preload: &[Code]) -> Vec<String> {
+    ["__worker", "--channel-fd", &channel_fd.to_string()]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((idle == Idle::Template).then(|| "--template".to_owned()))
+        .chain(preload.iter().flat_map(|code| {
+            let fd = code.fd().as_raw_fd();
+            ["--preload".to_owned(), format!("{}:{fd}", code.key)]
+        }))
+        .collect()
 }
 
 /// Sends a worker its specification on the host's end of its channel.
@@ -527,6 +554,7 @@ impl ProcessCtx {
         self.drop_dead_warm_workers();
         let held = usize::from(!self.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
+        let codes = self.tree_code(&spec)?;
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
@@ -538,6 +566,14 @@ impl ProcessCtx {
         for (dir, opened) in spec.dirs.iter_mut().zip(&dirs) {
             passed.push(opened.as_fd());
             dir.fd = (passed.len() - 1) as RawFd;
+        }
+        for (component, code) in &codes {
+            passed.push(code.fd());
+            spec.code.push(CodeRef {
+                component: component.clone(),
+                key: code.key.clone(),
+                fd: (passed.len() - 1) as RawFd,
+            });
         }
         // (Out of `self` while its descriptors are lent to the message.)
         let sandbox = self.sandbox.take();
@@ -579,6 +615,51 @@ impl ProcessCtx {
             child,
             reports,
         })
+    }
+
+    /// The compiled code of `spec`'s component and of each component it
+    /// may fork in turn, compiled now if need be (see [`crate::code`]).
+    fn tree_code(&self, spec: &WorkerSpec) -> Result<Vec<(PathBuf, Code)>, ErrorCode> {
+        let Some(source) = &self.worker_code else {
+            return Err(no_worker_executable());
+        };
+        let mut paths = vec![&spec.component];
+        for fork in &spec.policy.forks {
+            if !paths.contains(&&fork.path) {
+                paths.push(&fork.path);
+            }
+        }
+        let code = |path: &PathBuf| match source.code(path, true) {
+            Ok(Some(code)) => Ok((path.clone(), code)),
+            Ok(None) => Err(ErrorCode::Io(format!(
+                "no compiled code of {} was handed to this worker",
+                path.display()
+            ))),
+            Err(e) => Err(ErrorCode::Io(format!(
+                "cannot compile {} for its worker: {e:#}",
+                path.display()
+            ))),
+        };
+        paths.into_iter().map(code).collect()
+    }
+
+    /// The compiled code, where it is at hand without compiling, of each
+    /// component the guest may fork: what a warm worker or the template
+    /// loads before its specification comes.
+    fn preload_code(&self) -> Vec<Code> {
+        let Some(source) = &self.worker_code else {
+            return Vec::new();
+        };
+        (self.policy.forks.iter())
+            .filter_map(|fork| match source.code(&fork.path, false) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::warn!(component = %fork.path.display(), error = %format!("{e:#}"),
+                        "cannot preload a component's code");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Starts the worker template if the guest may fork and has none
@@ -776,8 +857,15 @@ impl ProcessCtx {
             }
         }
         let (ours, theirs) = worker_channel()?;
-        let args = self.worker_args(idle, theirs.as_raw_fd());
-        let prepared = self.worker_prepared(args, theirs.as_raw_fd())?;
+        let preload = match idle {
+            Idle::Cold => Vec::new(),
+            Idle::Warm | Idle::Template => self.preload_code(),
+        };
+        let args = worker_args(idle, theirs.as_raw_fd(), &preload);
+        let inherit = std::iter::once(theirs.as_raw_fd())
+            .chain(preload.iter().map(|code| code.fd().as_raw_fd()))
+            .collect();
+        let prepared = self.worker_prepared(args, inherit)?;
         let kind = match idle {
             Idle::Template => "worker-template",
             _ => "worker-process",
@@ -786,34 +874,16 @@ impl ProcessCtx {
         Ok((child, ours))
     }
 
-    /// The worker executable's arguments for an `idle` worker process (or
-    /// the template) on the inherited channel descriptor `channel_fd`.
-    fn worker_args(&self, idle: Idle, channel_fd: RawFd) -> Vec<String> {
-        let preload = idle != Idle::Cold;
-        ["__worker", "--channel-fd", &channel_fd.to_string()]
-            .into_iter()
-            .map(str::to_owned)
-            .chain((idle == Idle::Template).then(|| "--template".to_owned()))
-            .chain(
-                (self.policy.forks.iter())
-                    .filter(|_| preload)
-                    .flat_map(|f| {
-                        [
-                            "--preload".to_owned(),
-                            f.path.to_string_lossy().into_owned(),
-                        ]
-                    }),
-            )
-            .collect()
-    }
-
     /// A worker process to start (or, as the audit log shows it, that the
-    /// template forked) with `args`, on the channel descriptor `channel_fd`.
-    fn worker_prepared(&self, args: Vec<String>, channel_fd: RawFd) -> Result<Prepared, ErrorCode> {
+    /// template forked) with `args`, keeping the descriptors `inherit` (its
+    /// channel first).
+    fn worker_prepared(
+        &self,
+        args: Vec<String>,
+        inherit: Vec<RawFd>,
+    ) -> Result<Prepared, ErrorCode> {
         let Some(executable) = self.worker_executable.clone() else {
-            return Err(ErrorCode::Unsupported(
-                "this host has no worker executable to run forked components".into(),
-            ));
+            return Err(no_worker_executable());
         };
         Ok(Prepared {
             real_program: executable.clone(),
@@ -825,7 +895,7 @@ impl ProcessCtx {
                 .collect(),
             cwd: None,
             cwd_host: PathBuf::from("/"),
-            inherit_fds: vec![channel_fd],
+            inherit_fds: inherit,
             confine: false,
             identity: None,
             lent: Lent::default(),
@@ -857,7 +927,7 @@ impl ProcessCtx {
             "(forked by worker template {})",
             template.child.pid()
         )];
-        let prepared = self.worker_prepared(args, theirs.as_raw_fd())?;
+        let prepared = self.worker_prepared(args, vec![theirs.as_raw_fd()])?;
         // Its copies start in the template's cgroup, the guest's, unless
         // each worker gets a cgroup of its own.
         let own_cgroup = self.policy.cgroup_per_child;

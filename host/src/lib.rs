@@ -98,6 +98,7 @@ mod cache;
 mod cgroup;
 pub mod channel;
 pub mod cluster;
+pub mod code;
 pub mod confine;
 mod ctx;
 mod error;
@@ -114,8 +115,9 @@ mod sys;
 pub mod worker;
 
 pub use audit::AuditLog;
-pub use cache::ComponentCache;
+pub use cache::{CacheGuard, ComponentCache};
 pub use channel::Channel;
+pub use code::WorkerCode;
 pub use ctx::{
     ChildRlimits, DenialReporter, DirAccess, Limits, Policy, ProcessCtx, ProcessCtxBuilder,
 };

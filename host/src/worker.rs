@@ -28,9 +28,10 @@ use std::path::PathBuf;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Host environment variables a worker process gets from its parent host
-/// (never seen by the worker's guest or its children): where caches live
-/// and how to log.
-pub const HOST_ENV: &[&str] = &["HOME", "XDG_CACHE_HOME", "WASMPROC_LOG", "WASMPROC_CACHE"];
+/// (never seen by the worker's guest or its children): how to log. Not
+/// where the component cache lives: a worker never opens it (see
+/// [`crate::code`]).
+pub const HOST_ENV: &[&str] = &["WASMPROC_LOG"];
 
 /// The worker's capabilities and guest, as sent by the parent host. Its
 /// descriptors come with it (`SCM_RIGHTS`), not by inheritance, so that a
@@ -60,6 +61,23 @@ pub(crate) struct WorkerSpec {
     /// `Sandbox::to_inherit`).
     #[serde(default)]
     pub sandbox: Option<crate::sandbox::InheritedSandbox>,
+    /// The compiled code of its component and of every component it may
+    /// fork in turn, in sealed memfds (see [`crate::code`]).
+    #[serde(default)]
+    pub code: Vec<CodeRef>,
+}
+
+/// The compiled code of one component, as a worker gets it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CodeRef {
+    /// The component (absolute path, as its fork grant names it).
+    pub component: PathBuf,
+    /// Its cache key, in hex: what a warm worker's preloaded code is
+    /// matched by.
+    pub key: String,
+    /// The sealed memfd (an index, as every descriptor of the
+    /// specification).
+    pub fd: RawFd,
 }
 
 /// A directory a worker holds.
@@ -90,6 +108,8 @@ pub struct WorkerProcess {
     pub channel: UnixStream,
     /// The report pipe to the parent host, for [`report_trap`].
     pub reports: Option<std::fs::File>,
+    /// The compiled code of its component.
+    code: crate::code::Code,
 }
 
 /// The channel on the inherited descriptor `channel_fd`, as the parent
@@ -97,6 +117,19 @@ pub struct WorkerProcess {
 pub fn inherited_channel(channel_fd: RawFd) -> Result<UnixStream> {
     let fd = crate::sys::take_inherited_fd(channel_fd).context("taking the channel")?;
     Ok(UnixStream::from(fd))
+}
+
+/// The compiled code the host passed a warm worker or the worker template
+/// when it started it, as its `--preload KEY:FD` argument names it: the
+/// code's cache key, and the component loaded into `engine`.
+pub fn preloaded(
+    engine: &wasmtime::Engine,
+    arg: &str,
+) -> Result<(String, wasmtime::component::Component)> {
+    let (key, fd) = (arg.rsplit_once(':')).context("--preload takes KEY:FD")?;
+    let fd = crate::sys::take_inherited_fd(fd.parse().context("--preload takes KEY:FD")?)
+        .context("taking preloaded code")?;
+    Ok((key.to_owned(), crate::code::load(engine, fd.as_fd())?))
 }
 
 /// What a host asks of its worker template: a new worker process on the
@@ -277,6 +310,15 @@ impl WorkerProcess {
         if spec.component.as_os_str().is_empty() {
             bail!("the worker specification names no component");
         }
+        let mut codes = std::collections::HashMap::new();
+        for code in &spec.code {
+            let fd = take(code.fd).context("taking the compiled code")?;
+            let key = code.key.clone();
+            codes.insert(code.component.clone(), crate::code::Code::new(key, fd));
+        }
+        let Some(code) = codes.remove(&spec.component) else {
+            bail!("the worker specification has no code for its component");
+        };
         process.policy(spec.policy.clone());
         if let Some(sandbox) = &spec.sandbox {
             let sandbox =
@@ -284,8 +326,10 @@ impl WorkerProcess {
             process.adopt_sandbox(sandbox);
         }
         if !spec.policy.forks.is_empty() {
-            // Its own workers run the same executable.
-            process.worker_executable(std::env::current_exe()?)?;
+            // Its own workers run the same executable, on the code handed
+            // down with this specification.
+            let code = crate::code::WorkerCode::handed(codes);
+            process.worker_executable(std::env::current_exe()?, code)?;
         }
         let mut reports = None;
         if let Some(fd) = spec.report_fd {
@@ -299,6 +343,7 @@ impl WorkerProcess {
             process,
             channel,
             reports,
+            code,
         })
     }
 }
@@ -309,15 +354,16 @@ impl WorkerProcess {
         &self.spec.component
     }
 
-    /// Calls `check` with a path to each directory the worker holds (its
-    /// `/proc/self/fd` link, so the very directory is checked), naming the
-    /// directory's host path on failure.
-    pub fn check_dirs(&self, check: impl Fn(&std::path::Path) -> Result<()>) -> Result<()> {
-        for dir in &self.spec.dirs {
-            check(std::path::Path::new(&format!("/proc/self/fd/{}", dir.fd)))
-                .with_context(|| format!("worker directory {}", dir.host_path.display()))?;
-        }
-        Ok(())
+    /// The cache key of its component's code: a component loaded ahead
+    /// of the specification (`--preload`) with the same key is the same
+    /// code.
+    pub fn code_key(&self) -> &str {
+        &self.code.key
+    }
+
+    /// Its component, from the code the parent host handed over.
+    pub fn load(&self, engine: &wasmtime::Engine) -> Result<wasmtime::component::Component> {
+        crate::code::load(engine, self.code.fd())
     }
 }
 
@@ -460,20 +506,15 @@ impl Reports {
 }
 
 /// Confines this worker process with Landlock before its runtime starts
-/// (see [`crate::confine`]): to what its children may reach, plus `read`
-/// (its component) and `read_write` (the component cache); its guest's
-/// cgroup is added here. The level reached is written to its audit log
+/// (see [`crate::confine`]): to what its children may reach, plus its
+/// guest's cgroup. It needs no file of its own (its code came as a memfd).
+/// The level reached is written to its audit log
 /// (and so to its parent's) as a `worker-confined` event. Fails if it
 /// cannot confine itself fully while `process` must confine fully.
-pub fn confine(
-    process: &ProcessCtx,
-    read: &[&std::path::Path],
-    read_write: &[&std::path::Path],
-) -> Result<crate::bindings::types::Confinement> {
+pub fn confine(process: &ProcessCtx) -> Result<crate::bindings::types::Confinement> {
     use crate::bindings::types::Confinement;
-    let mut read_write = read_write.to_vec();
-    read_write.extend(process.cgroup());
-    let level = crate::confine::confine_worker(process, read, &read_write).unwrap_or_else(|e| {
+    let read_write: Vec<&std::path::Path> = process.cgroup().into_iter().collect();
+    let level = crate::confine::confine_worker(process, &[], &read_write).unwrap_or_else(|e| {
         tracing::warn!(target: "wasmproc::sandbox", "the worker process runs unconfined: {e:#}");
         Confinement::None
     });

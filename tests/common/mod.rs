@@ -283,12 +283,17 @@ pub fn process_gone(pid: impl std::fmt::Display) -> bool {
     gone()
 }
 
+/// Compiled code for forked workers, through the tests' runner's cache.
+pub fn worker_code() -> wasmproc_host::WorkerCode {
+    runner().worker_code()
+}
+
 /// A builder that grants testprog, and forking echo-worker through the
 /// wasmproc binary.
 pub fn grants_fork() -> ProcessCtxBuilder {
     let mut grants = grants_testprog();
     grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"))
+        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), worker_code())
         .unwrap()
         .allow_fork(guest("echo-worker"))
         .unwrap();

@@ -27,6 +27,7 @@
 //!                                   reading any; print that, then receive all and wait
 //! fork-probe usage                  a worker that burns 300 ms of CPU; print status and usage
 //! fork-probe output TEXT            the worker prints TEXT on its stdout (piped); print what came
+//! fork-probe after-stdin SCENARIO...  print `waiting`, read a line from stdin, then run SCENARIO
 //! fork-probe nested DEPTH PROGRAMS FORKS MODE ARGS...
 //!                                   fork echo-worker `nest DEPTH ...`, passing on PROGRAMS and FORKS
 //!                                   (comma-separated, `-` for none): each level forks the next, the
@@ -69,7 +70,16 @@ fn show(e: &ErrorCode) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("after-stdin") {
+        // Say so, and wait for a line on stdin, before the scenario: a test
+        // changes something between the host's start and the fork.
+        use std::io::Write as _;
+        println!("waiting");
+        std::io::stdout().flush().unwrap();
+        std::io::stdin().read_line(&mut String::new()).unwrap();
+        args.remove(0);
+    }
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
         "ping" => {

@@ -1,0 +1,177 @@
+//! The compiled code of the components workers run, made by the host and
+//! handed to each worker process in a sealed memfd.
+//!
+//! The compiled-component cache is a trust root: the host runs its native
+//! code. So no worker process opens it, resolves its path or holds its
+//! key (issue 22, row 1: a worker that resolved the cache's path again ran
+//! a guest's forged entry as root). The host, which opened the cache once
+//! by descriptor and checked every grant against it, compiles a component
+//! (or reads its verified entry) once, copies the code into a memfd and
+//! seals it against writing, growing and shrinking. Each worker gets that
+//! descriptor with its specification, and the code of every component it
+//! may fork in turn, which it passes down the same way; a warm worker or
+//! the worker template gets the code of the components that are already
+//! compiled when it starts. Sealed, the code cannot change under any
+//! process that holds it, and a worker maps it rather than reading and
+//! hashing an entry: a fork no longer verifies the cache.
+
+use crate::cache::ComponentCache;
+use anyhow::{Context as _, Result};
+use rustix::fs::{MemfdFlags, SealFlags};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where the compiled code of a worker's components comes from: on a
+/// host, its engine and cache (see [`WorkerCode::compiling`]); in a worker,
+/// what its parent handed it.
+#[derive(Clone)]
+pub struct WorkerCode(Arc<Source>);
+
+enum Source {
+    /// Compiles with `engine`, or reads verified entries of `cache`,
+    /// remembering what it made while the component file is unchanged.
+    Compiling {
+        engine: Engine,
+        cache: Option<ComponentCache>,
+        made: Mutex<HashMap<PathBuf, (Stamp, Code)>>,
+    },
+    /// The code a parent handed this worker, by component path.
+    Handed(HashMap<PathBuf, Code>),
+}
+
+/// A component file's identity and version: device, inode, size and
+/// modification time.
+type Stamp = (u64, u64, i64, i64, i64);
+
+/// Compiled code in a sealed memfd, named by its cache key (the component's
+/// SHA-256 and the engine's compatibility hash, in hex).
+#[derive(Clone, Debug)]
+pub(crate) struct Code {
+    pub key: String,
+    pub fd: Arc<OwnedFd>,
+}
+
+impl std::fmt::Debug for WorkerCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Source::Compiling { cache, .. } => f
+                .debug_struct("WorkerCode::Compiling")
+                .field("cache", cache)
+                .finish_non_exhaustive(),
+            Source::Handed(codes) => f
+                .debug_struct("WorkerCode::Handed")
+                .field("components", &codes.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+impl WorkerCode {
+    /// Code compiled by `engine` (which must be configured as the worker
+    /// processes' engines are: the worker executable's), through `cache`
+    /// if given. Each component is compiled, or its entry read and
+    /// verified, once per version of its file.
+    pub fn compiling(engine: Engine, cache: Option<ComponentCache>) -> WorkerCode {
+        WorkerCode(Arc::new(Source::Compiling {
+            engine,
+            cache,
+            made: Mutex::default(),
+        }))
+    }
+
+    /// The code a parent handed a worker.
+    pub(crate) fn handed(codes: HashMap<PathBuf, Code>) -> WorkerCode {
+        WorkerCode(Arc::new(Source::Handed(codes)))
+    }
+
+    /// The code of the component at `path`: compiled now if need be and
+    /// `compile`, else only if the cache holds it (`None` otherwise).
+    pub(crate) fn code(&self, path: &Path, compile: bool) -> Result<Option<Code>> {
+        match &*self.0 {
+            Source::Handed(codes) => Ok(codes.get(path).cloned()),
+            Source::Compiling {
+                engine,
+                cache,
+                made,
+            } => {
+                let stamp = stamp(path)?;
+                let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((was, code)) = made.get(path)
+                    && *was == stamp
+                {
+                    return Ok(Some(code.clone()));
+                }
+                let source =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let key = crate::cache::cache_key(engine, &source);
+                let bytes = match cache {
+                    Some(cache) => cache.code(engine, &key, &source, compile)?,
+                    None if compile => Some(engine.precompile_component(&source)?),
+                    None => None,
+                };
+                let Some(bytes) = bytes else {
+                    return Ok(None);
+                };
+                let code = Code {
+                    key: crate::hex(&key),
+                    fd: Arc::new(sealed(&bytes)?),
+                };
+                made.insert(path.to_owned(), (stamp, code.clone()));
+                Ok(Some(code))
+            }
+        }
+    }
+}
+
+/// Loads the compiled component in the sealed memfd `code` (as a parent
+/// host handed it) into `engine`.
+pub fn load(engine: &Engine, code: BorrowedFd<'_>) -> Result<Component> {
+    crate::sys::deserialize_sealed(engine, code).context("loading the code the host handed over")
+}
+
+/// `bytes` in a new memfd, sealed so that no one can change it.
+fn sealed(bytes: &[u8]) -> Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "wasmproc-code",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes)?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}
+
+/// The identity and version of the file at `path`.
+fn stamp(path: &Path) -> Result<Stamp> {
+    let st = rustix::fs::stat(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec as i64,
+    ))
+}
+
+impl Code {
+    /// The code in the sealed memfd `fd`, with cache key `key`.
+    pub(crate) fn new(key: String, fd: OwnedFd) -> Code {
+        Code {
+            key,
+            fd: Arc::new(fd),
+        }
+    }
+
+    /// The sealed memfd.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
