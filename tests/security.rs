@@ -1564,3 +1564,86 @@ async fn a_child_cannot_stat_paths_outside_the_grants() {
     }
     report(&table);
 }
+
+/// What another process's limits, priority and CPUs are: its `Max open
+/// files` and `Max file size` lines, its nice value and its allowed CPUs.
+fn scheduling_state(pid: u32) -> Vec<String> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nice = stat
+        .rsplit(") ")
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(16)
+        .unwrap();
+    (limits.lines())
+        .filter(|l| l.starts_with("Max open files") || l.starts_with("Max file size"))
+        .chain(
+            status
+                .lines()
+                .filter(|l| l.starts_with("Cpus_allowed_list")),
+        )
+        .map(str::to_owned)
+        .chain([format!("nice {nice}")])
+        .collect()
+}
+
+/// Issue 22, row 3: a child finds another guest's child by its pid (no
+/// `/proc` needed) and sets its open-files and file-size limits, renices
+/// it and pins its CPU, with util-linux's own programs. Children of a root
+/// host share one uid, so the kernel would let it; the seccomp filter
+/// refuses each call on any process but the caller. The target is a real
+/// process of the children's uid and group, as another guest's child is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_cannot_change_the_limits_priority_or_cpus_of_another_guests_child() {
+    use std::os::unix::process::CommandExt as _;
+    let site = Site::new();
+    let (uid, gid) = child_ids(&site).await;
+    let mut target = Command::new("sleep")
+        .arg("60")
+        .uid(uid)
+        .gid(gid)
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    let before = scheduling_state(pid);
+    let pid_arg = pid.to_string();
+    let attacks: [(&str, &[&str]); 4] = [
+        (
+            "prlimit: open files to 1",
+            &["prlimit", "--pid", &pid_arg, "--nofile=1:1"],
+        ),
+        (
+            "prlimit: file size to 0",
+            &["prlimit", "--pid", &pid_arg, "--fsize=0:0"],
+        ),
+        ("renice to 19", &["renice", "-n", "19", "-p", &pid_arg]),
+        ("pin to CPU 0", &["taskset", "-p", "1", &pid_arg]),
+    ];
+    let mut table = Vec::new();
+    for (what, argv) in attacks {
+        let mut grants = site.grants();
+        grants.allow_program(argv[0]).unwrap();
+        let mut args = vec!["file"];
+        args.extend(argv);
+        let out = probe_one(grants, &args).await;
+        let after = scheduling_state(pid);
+        // The attack must have run (and failed), not been kept from starting.
+        let ran = matches!(out, Outcome::Ok(_));
+        let verdict = Verdict {
+            refused: ran && after == before,
+            how: match (ran, after == before) {
+                (true, true) => format!("unchanged; {}", said(&out)),
+                (false, _) => format!("the attack did not run: {}", said(&out)),
+                (true, false) => format!("changed to {after:?} from {before:?}"),
+            },
+        };
+        let attack = format!("{what}: `{}` on a process of uid {uid}", argv.join(" "));
+        table.push((attack, verdict));
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+    report(&table);
+}

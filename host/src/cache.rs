@@ -52,10 +52,17 @@
 //! - Loaded code lives in the host's private memory (wasmtime copies the
 //!   verified bytes into its own mapping): a later write to, or truncation
 //!   of, the file cannot change or fault code that is running.
-//! - Grants: [`check_grant`](ComponentCache::check_grant) refuses a
-//!   directory grant that contains the cache or lies inside it (the CLI
-//!   calls it for every `--dir`, `--dir-ro` and policy-file directory, and
-//!   a worker for every directory it is passed).
+//! - Grants: [`CacheGuard`] refuses a directory grant that reaches the
+//!   cache by any name: the cache, a directory containing it or inside it,
+//!   or one holding any directory the cache's path passes through, links
+//!   followed (the CLI checks every `--dir`, `--dir-ro` and policy-file
+//!   directory, and `ProcessCtxBuilder::cache_guard` checks every grant and,
+//!   again, each directory a fork passes on). The guard needs no cache: a
+//!   cache the host refuses still guards its location (issue 22).
+//! - Only the host opens the cache, once, and holds it by descriptor from
+//!   then on. Worker processes never open it, resolve its path or hold its
+//!   key: the host hands them compiled code in sealed memfds
+//!   ([`crate::code`]).
 //!
 //! Entries are written to a temporary name (`O_CREAT | O_EXCL | O_NOFOLLOW`,
 //! mode 0600) and renamed into place, without `fsync`: an entry torn by a

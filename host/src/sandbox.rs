@@ -123,6 +123,16 @@ pub const SECCOMP_DENIED: &[(&str, &str, &str)] = &[
         "TIOCSTI or TIOCLINUX",
         "no typing into the host's terminal",
     ),
+    (
+        "prlimit64, sched_setaffinity, sched_setscheduler, sched_setparam, sched_setattr, migrate_pages, move_pages",
+        "on any pid but 0 (the caller)",
+        "no changing another process's limits, CPUs, scheduling or memory placement: every child of a root host has one uid, so the kernel would allow it across guests",
+    ),
+    (
+        "setpriority, ioprio_set",
+        "on anything but the calling process",
+        "no renicing another process, or every process of the uid",
+    ),
 ];
 
 /// A guest's sandbox: its namespaces, held open, and the root of its file

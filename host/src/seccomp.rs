@@ -27,6 +27,9 @@ enum When {
     OneOf { arg: u32, values: &'static [u32] },
     /// When the low 32 bits of argument `arg` are none of `values`.
     NoneOf { arg: u32, values: &'static [u32] },
+    /// Unless the low 32 bits of each argument named are the value paired
+    /// with it: for calls that act on a process, unless on the caller.
+    Unless(&'static [(u32, u32)]),
 }
 
 /// A refused call: its number, when, and the error number it fails with.
@@ -74,6 +77,22 @@ const fn always(call: i64, name: &'static str) -> Deny {
         errno: libc::EPERM,
     }
 }
+
+/// A call that changes the limits, priority or CPUs of the process its
+/// arguments name, refused unless they name the caller itself (`self_is`):
+/// all children of a root host share one uid, so the kernel lets any of
+/// them `prlimit`, renice or pin another guest's (issue 22, row 3).
+const fn on_self_only(call: i64, name: &'static str, self_is: &'static [(u32, u32)]) -> Deny {
+    Deny {
+        call,
+        name,
+        when: When::Unless(self_is),
+        errno: libc::EPERM,
+    }
+}
+
+/// Argument 0 is a pid, 0 for the caller.
+const PID_0: &[(u32, u32)] = &[(0, 0)];
 
 const fn setuid_mode(call: i64, name: &'static str, arg: u32) -> Deny {
     Deny {
@@ -178,6 +197,17 @@ const DENIED: &[Deny] = &[
     setuid_mode(libc::SYS_openat, "openat", 3),
     setuid_mode(libc::SYS_mknod, "mknod", 1),
     setuid_mode(libc::SYS_mknodat, "mknodat", 2),
+    on_self_only(libc::SYS_prlimit64, "prlimit64", PID_0),
+    // PRIO_PROCESS (0) of the caller (0).
+    on_self_only(libc::SYS_setpriority, "setpriority", &[(0, 0), (1, 0)]),
+    on_self_only(libc::SYS_sched_setaffinity, "sched_setaffinity", PID_0),
+    on_self_only(libc::SYS_sched_setscheduler, "sched_setscheduler", PID_0),
+    on_self_only(libc::SYS_sched_setparam, "sched_setparam", PID_0),
+    on_self_only(libc::SYS_sched_setattr, "sched_setattr", PID_0),
+    // IOPRIO_WHO_PROCESS (1) of the caller (0).
+    on_self_only(libc::SYS_ioprio_set, "ioprio_set", &[(0, 1), (1, 0)]),
+    on_self_only(libc::SYS_migrate_pages, "migrate_pages", PID_0),
+    on_self_only(libc::SYS_move_pages, "move_pages", PID_0),
     Deny {
         call: libc::SYS_ioctl,
         name: "ioctl",
@@ -246,6 +276,17 @@ fn leaf(deny: &Deny) -> Vec<libc::sock_filter> {
         ],
         When::OneOf { arg, values } => matching(arg, values, [allow, refuse]),
         When::NoneOf { arg, values } => matching(arg, values, [refuse, allow]),
+        When::Unless(pairs) => {
+            // Each pair matched falls through to the next; a mismatch
+            // jumps over the rest and `allow` to `refuse`.
+            let mut code = Vec::new();
+            for (i, &(arg, value)) in pairs.iter().enumerate() {
+                let rest = 2 * (pairs.len() - 1 - i) + 1;
+                code.extend([load(arg_low(arg)), jump(libc::BPF_JEQ, value, 0, rest)]);
+            }
+            code.extend([allow, refuse]);
+            code
+        }
     }
 }
 
@@ -383,6 +424,24 @@ mod tests {
         assert_eq!(socket(libc::AF_VSOCK), no_family);
         assert_eq!(socket(libc::AF_ALG), no_family);
         assert_eq!(action(libc::SYS_pidfd_getfd, [0; 6]), EPERM);
+        // Limits, priority and CPUs: of the caller only.
+        assert_eq!(action(libc::SYS_prlimit64, [0, 7, 1, 0, 0, 0]), ALLOW);
+        assert_eq!(action(libc::SYS_prlimit64, [4242, 7, 1, 0, 0, 0]), EPERM);
+        assert_eq!(action(libc::SYS_setpriority, [0, 0, 19, 0, 0, 0]), ALLOW);
+        assert_eq!(action(libc::SYS_setpriority, [0, 4242, 19, 0, 0, 0]), EPERM);
+        // PRIO_USER of the caller's uid: every process of that uid.
+        assert_eq!(action(libc::SYS_setpriority, [2, 0, 19, 0, 0, 0]), EPERM);
+        assert_eq!(
+            action(libc::SYS_sched_setaffinity, [0, 8, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            action(libc::SYS_sched_setaffinity, [9, 8, 0, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(action(libc::SYS_ioprio_set, [1, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(action(libc::SYS_ioprio_set, [1, 4242, 0, 0, 0, 0]), EPERM);
+        assert_eq!(action(libc::SYS_ioprio_set, [2, 0, 0, 0, 0, 0]), EPERM);
         if cfg!(target_arch = "x86_64") {
             assert_eq!(action(libc::SYS_read | i64::from(X32), [0; 6]), EPERM);
         }

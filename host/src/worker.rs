@@ -316,7 +316,8 @@ impl WorkerProcess {
             let key = code.key.clone();
             codes.insert(code.component.clone(), crate::code::Code::new(key, fd));
         }
-        let Some(code) = codes.remove(&spec.component) else {
+        // (Kept in `codes` too: a worker may fork its own component.)
+        let Some(code) = codes.get(&spec.component).cloned() else {
             bail!("the worker specification has no code for its component");
         };
         process.policy(spec.policy.clone());
