@@ -1647,3 +1647,29 @@ async fn a_child_cannot_change_the_limits_priority_or_cpus_of_another_guests_chi
     let _ = target.wait();
     report(&table);
 }
+
+/// Issue 22, row 8: a child granted the network resolves `localhost`
+/// (`/etc/hosts`, `/etc/nsswitch.conf`) and finds the CA bundle and
+/// `/etc/resolv.conf`, read-only; a child without the network sees none of
+/// them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_granted_the_network_resolves_names_and_finds_the_ca_bundle() {
+    let site = Site::new();
+    let script = "getent hosts localhost | head -n 1 | cut -d' ' -f1; \
+                  for f in /etc/resolv.conf /etc/ssl/certs/ca-certificates.crt; do \
+                  test -r $f && echo readable $f; echo x 2>/dev/null >> $f || echo read-only $f; done";
+    let mut grants = site.grants();
+    grants.allow_network(true);
+    let out = probe_one(grants, &["shell", script]).await;
+    let stdout: String = serde_json::from_str(out.field("stdout")).unwrap();
+    let mut expected = String::from("127.0.0.1\n");
+    for f in ["/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"] {
+        if Path::new(f).exists() {
+            expected += &format!("readable {f}\nread-only {f}\n");
+        }
+    }
+    assert_eq!(stdout, expected, "{out:?}");
+    let out = probe_one(site.grants(), &["shell", script]).await;
+    let stdout: String = serde_json::from_str(out.field("stdout")).unwrap();
+    assert!(!stdout.contains("readable"), "{stdout}");
+}

@@ -61,6 +61,23 @@ pub const SYSTEM_FILES: &[&str] = &[
     "/etc/nsswitch.conf",
 ];
 
+/// What children granted the network may read besides the system files:
+/// name resolution and the CA bundle, as a program needs them to resolve
+/// `localhost` or make a TLS call (issue 22, row 8). A directory is read
+/// whole; a link is followed (`/etc/resolv.conf` often points into
+/// `/run`, which the view does not show).
+pub const NETWORK_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates.conf",
+];
+
 /// The newest Landlock ABI this host knows.
 const ABI_USED: ABI = ABI::V6;
 
@@ -148,6 +165,12 @@ fn ruleset(
     }
     ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
     let mut rules = extra;
+    if network {
+        let files = NETWORK_FILES
+            .iter()
+            .filter_map(|path| PathFd::new(path).ok());
+        rules.extend(files.map(|fd| (fd, read)));
+    }
     for program in programs {
         rules.push((PathFd::new(&program.path)?, file_read));
     }

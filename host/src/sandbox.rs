@@ -157,7 +157,7 @@ impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).
     pub fn build(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Sandbox> {
-        let plan = Plan::new(dirs, programs)?;
+        let plan = Plan::new(dirs, programs, network)?;
         let owned = plan.steps();
         let steps = owned.steps();
         let maps = (!privileged()).then(|| {
@@ -354,16 +354,19 @@ struct Plan {
 }
 
 impl Plan {
-    /// The view for these grants: the system paths, the devices, the
-    /// granted directories and the granted programs that no directory
-    /// already shows.
-    fn new(dirs: &[DirGrant], programs: &[&ProgramGrant]) -> Result<Plan> {
+    /// The view for these grants: the system paths (with the network's
+    /// files if `network`), the devices, the granted directories and the
+    /// granted programs that no directory already shows.
+    fn new(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Plan> {
         let mut plan = Plan::default();
         for path in crate::confine::SYSTEM_DIRS
             .iter()
             .chain(crate::confine::SYSTEM_FILES)
         {
             plan.system(Path::new(path), READ_ONLY)?;
+        }
+        for path in crate::confine::NETWORK_FILES.iter().filter(|_| network) {
+            plan.followed(Path::new(path))?;
         }
         for (path, _) in DEVICES {
             plan.system(Path::new(path), DEVICE)?;
@@ -410,6 +413,17 @@ impl Plan {
             let id = (meta.dev(), meta.ino());
             self.bind(path.to_owned(), path.to_owned(), attr, meta.is_dir(), id);
         }
+        Ok(())
+    }
+
+    /// A system path, if the host has it, bound read-only at its path as
+    /// what it resolves to (links followed).
+    fn followed(&mut self, path: &Path) -> Result<()> {
+        let (Ok(real), Ok(meta)) = (std::fs::canonicalize(path), std::fs::metadata(path)) else {
+            return Ok(());
+        };
+        let id = (meta.dev(), meta.ino());
+        self.bind(path.to_owned(), real, READ_ONLY, meta.is_dir(), id);
         Ok(())
     }
 
