@@ -280,9 +280,9 @@ struct Grants {
     max_buffer: u64,
 
     /// Largest size, in bytes, each linear memory of the guest (and of
-    /// every worker it forks) may grow to. Default: no limit.
-    #[arg(long, value_name = "BYTES")]
-    max_wasm_memory: Option<u64>,
+    /// every worker it forks) may grow to; `0`: no limit.
+    #[arg(long, value_name = "BYTES", default_value_t = wasmproc_host::DEFAULT_MAX_WASM_MEMORY)]
+    max_wasm_memory: u64,
 
     /// Most children alive at once.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
@@ -642,7 +642,7 @@ fn contexts(
             max_buffer: args.max_buffer,
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
-            max_wasm_memory: args.max_wasm_memory,
+            max_wasm_memory: (args.max_wasm_memory > 0).then_some(args.max_wasm_memory),
             channel_buffer: args.channel_buffer,
             ..Limits::default()
         })

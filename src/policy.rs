@@ -216,10 +216,7 @@ pub fn apply(path: &Path, args: &mut Grants) -> Result<()> {
         args.no_worker_template = true;
     }
     if let Some(max) = policy.limits.max_wasm_memory {
-        match args.max_wasm_memory {
-            Some(flag) if flag != max => return Err(conflict("limits.max_wasm_memory")),
-            _ => args.max_wasm_memory = Some(max),
-        }
+        args.max_wasm_memory = max;
     }
     args.rlimits.extend(
         policy

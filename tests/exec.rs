@@ -734,6 +734,33 @@ async fn a_guest_cannot_grow_its_memory_past_the_cap() {
     assert_eq!(uncapped.stdout, "allocated 64 MiB\n");
 }
 
+/// Issue 22, row 6: a guest's memory is bounded with default settings.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_is_capped_at_the_default_wasm_memory_unless_the_embedder_lifts_it() {
+    assert_eq!(
+        Limits::default().max_wasm_memory,
+        Some(wasmproc_host::DEFAULT_MAX_WASM_MEMORY)
+    );
+    let over = (wasmproc_host::DEFAULT_MAX_WASM_MEMORY >> 20) + 64;
+    let over = over.to_string();
+    let args = ["alloc", &over, "---", "alloc", "8"];
+    let run = run_component(&guest("exec-probe"), ProcessCtx::builder(), &args).await;
+    let expected = format!("cannot allocate {over} MiB\nallocated 8 MiB\n");
+    assert_eq!(run.stdout, expected, "{}", run.stderr);
+    let mut lifted = ProcessCtx::builder();
+    lifted.limits(Limits {
+        max_wasm_memory: None,
+        ..Limits::default()
+    });
+    let run = run_component(&guest("exec-probe"), lifted, &["alloc", &over]).await;
+    assert_eq!(
+        run.stdout,
+        format!("allocated {over} MiB\n"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_program_granted_through_a_symlink_runs_in_the_sandbox() {
     // The link's directory is not granted: the sandbox shows the binary at

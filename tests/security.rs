@@ -1673,3 +1673,89 @@ async fn a_child_granted_the_network_resolves_names_and_finds_the_ca_bundle() {
     let stdout: String = serde_json::from_str(out.field("stdout")).unwrap();
     assert!(!stdout.contains("readable"), "{stdout}");
 }
+
+/// Issue 22, row 4: a worker forked with no directory runs a child, which
+/// stats, chmods, utimes and setxattrs a file in its parent's read-write
+/// grant (owned by the children's user, so that only the view can refuse)
+/// and connects to a Unix socket listening there. Landlock has no right
+/// for these: the worker's children must get a view of the worker's own
+/// grants, in which the parent's do not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_child_sees_only_the_workers_grants_not_its_parents() {
+    let site = Site::new();
+    let (uid, gid) = child_ids(&site).await;
+    let (file, _) = target_file(site.work.path(), "parents-file", b"the parent's", 0o600);
+    std::os::unix::fs::chown(&file, Some(uid), Some(gid)).unwrap();
+    let before = FileState::of(&file);
+    let socket = site.work.path().join("parents.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    set_mode(&socket, 0o777);
+    let (file_arg, socket_arg) = (file.to_str().unwrap(), socket.to_str().unwrap());
+    let attacks: [(&str, &[&str]); 5] = [
+        ("stat", &["stat", file_arg]),
+        ("chmod 0600 -> 0666", &["chmod", "0666", file_arg]),
+        ("utime", &["utime", file_arg]),
+        ("setxattr user.wasmproc", &["setxattr", file_arg]),
+        (
+            "connect to a Unix socket",
+            &["unix-stream", socket_arg, "hello"],
+        ),
+    ];
+    let mut table = Vec::new();
+    for (attack, args) in attacks {
+        let mut grants = site.grants();
+        grants
+            .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), common::worker_code())
+            .unwrap()
+            .allow_fork(guest("echo-worker"))
+            .unwrap();
+        let mut argv = vec!["worker", TP, "-", "exec", TP];
+        argv.extend(args);
+        let run = run_component(&guest("fork-probe"), grants, &argv).await;
+        let reply = run.stdout.trim().to_owned();
+        let arrived = listener.accept().is_ok();
+        let after = FileState::of(&file);
+        // The attack ran in the worker's child and found nothing there
+        // (testprog's own error, not an error of the request).
+        let missing = reply.starts_with("reply: error: ") && reply.ends_with("(ENOENT)");
+        let refused = missing && !arrived && after == before;
+        let how = match after == before {
+            true => format!("{reply}; a connection arrived: {arrived}"),
+            false => format!("CHANGED {}; {reply}", before.diff(&after)),
+        };
+        let attack = format!("{attack} in the parent's grant, from a worker's child");
+        table.push((attack, Verdict { refused, how }));
+    }
+    report(&table);
+}
+
+/// Issue 22, row 7: a granted shell's tree is bounded by a process limit
+/// well under `kernel.pid_max` (no cgroup `pids.max` on machines whose
+/// cgroup v2 lacks the controller), which the child cannot raise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_childs_tree_has_a_process_limit_below_pid_max_that_it_cannot_raise() {
+    let site = Site::new();
+    let (uid, _) = child_ids(&site).await;
+    if uid == rustix::process::geteuid().as_raw() {
+        println!("note: children run as the host's user here: no default limit");
+        return;
+    }
+    // (dash names RLIMIT_NPROC `-p`.)
+    let script =
+        "ulimit -p; ulimit -Hp; ulimit -p unlimited 2>/dev/null && echo raised || echo refused";
+    let out = probe_one(site.grants(), &["shell", script]).await;
+    let stdout: String = serde_json::from_str(out.field("stdout")).unwrap();
+    let limit = wasmproc_host::default_child_processes();
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(limit < pid_max);
+    let verdict = Verdict {
+        refused: stdout == format!("{limit}\n{limit}\nrefused\n"),
+        how: format!("`ulimit -p; ulimit -Hp; ulimit -p unlimited`: {stdout:?}"),
+    };
+    report(&[("a child's tree past the default process limit", verdict)]);
+}

@@ -54,7 +54,9 @@ pub struct Limits {
     /// Bytes each linear memory of the guest (and of every worker it
     /// forks) may grow to; a `memory.grow` beyond fails as out of memory.
     /// Applied by the embedder's store limiter (the CLI's `Runner` does).
-    /// Default: none.
+    /// Default: [`DEFAULT_MAX_WASM_MEMORY`] (512 MiB), so that a guest's
+    /// memory is bounded unless the embedder says otherwise (`None`: no
+    /// limit).
     #[serde(default)]
     pub max_wasm_memory: Option<u64>,
     /// Bytes of a worker's messages the host takes in unread while the
@@ -130,11 +132,30 @@ pub struct ChildRlimits {
     /// Open file descriptors (`RLIMIT_NOFILE`).
     pub open_files: Option<u64>,
     /// Processes of the child's user (`RLIMIT_NPROC`; not enforced for
-    /// root).
+    /// root). Default, where children run as a user of their own (a root
+    /// host's, sandboxed): [`default_child_processes`], a kernel backstop
+    /// under `kernel.pid_max` for a tree that forks without end (the
+    /// cgroup's `pids.max` is one only where cgroup v2 has that
+    /// controller). It counts every process of that user, so guests that
+    /// share the child user share it.
     pub processes: Option<u64>,
     /// Bytes of a file the child may write (`RLIMIT_FSIZE`).
     pub file_size: Option<u64>,
 }
+
+/// The default `RLIMIT_NPROC` of children that run as a user of their own:
+/// 4096, or half of the kernel's `pid_max` if that is lower, so that no
+/// guest tree can take every pid of the machine.
+pub fn default_child_processes() -> u64 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(32768);
+    (pid_max / 2).min(4096)
+}
+
+/// The default [`Limits::max_wasm_memory`]: 512 MiB per linear memory.
+pub const DEFAULT_MAX_WASM_MEMORY: u64 = 512 << 20;
 
 impl ChildRlimits {
     pub(crate) fn to_list(&self) -> Vec<(rustix::process::Resource, u64)> {
@@ -164,7 +185,7 @@ impl Default for Limits {
             max_live_children: 64,
             max_total_spawns: None,
             rlimits: ChildRlimits::default(),
-            max_wasm_memory: None,
+            max_wasm_memory: Some(DEFAULT_MAX_WASM_MEMORY),
             channel_buffer: default_channel_buffer(),
         }
     }
@@ -217,7 +238,10 @@ pub struct ProcessCtx {
     pub(crate) confiner: Confiner,
     /// The sandbox, made when the context is built (`None`: none is
     /// needed, or it could not be made, which was logged).
-    pub(crate) sandbox: Option<Sandbox>,
+    pub(crate) sandbox: Option<Arc<Sandbox>>,
+    /// The views built for workers' children, by their grants (see
+    /// `ProcessCtx::worker_view`).
+    pub(crate) worker_views: Vec<(crate::fork::ViewKey, Arc<Sandbox>)>,
     /// Whether this host can make its children another user (it has
     /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
     pub(crate) can_change_user: bool,
@@ -446,6 +470,7 @@ impl ProcessCtxBuilder {
                 live_children: Arc::default(),
                 confiner: Confiner::none(),
                 sandbox: None,
+                worker_views: Vec::new(),
                 can_change_user: false,
                 cgroup: None,
                 audit: None,
@@ -497,7 +522,7 @@ impl ProcessCtxBuilder {
     /// Uses `sandbox` (a forked worker's parent's) for the children
     /// instead of building one.
     pub(crate) fn adopt_sandbox(&mut self, sandbox: Sandbox) -> &mut Self {
-        self.ctx.sandbox = Some(sandbox);
+        self.ctx.sandbox = Some(Arc::new(sandbox));
         self
     }
 
@@ -822,6 +847,10 @@ impl ProcessCtxBuilder {
                 .ok();
         }
         ctx.can_change_user = crate::sandbox::can_change_user();
+        if ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
+            let processes = &mut ctx.policy.limits.rlimits.processes;
+            processes.get_or_insert_with(default_child_processes);
+        }
         if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
             for dir in &ctx.dirs {
                 if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {
@@ -835,6 +864,7 @@ impl ProcessCtxBuilder {
         if ctx.policy.confine && ctx.policy.use_sandbox && spawns && ctx.sandbox.is_none() {
             let programs = ctx.policy.runnable();
             ctx.sandbox = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network)
+                .map(Arc::new)
                 .inspect_err(|e| {
                     tracing::warn!(
                         target: "wasmproc::sandbox",

@@ -16,13 +16,15 @@ use crate::bindings::types::{ErrorCode, Termination};
 use crate::channel::{Channel, Readiness};
 use crate::code::Code;
 use crate::ctx::DirAccess;
-use crate::policy::{Denial, Lent, Prepared, Refusal, check_env_pair, no_nul};
+use crate::policy::{Denial, DirGrant, Lent, Prepared, Refusal, check_env_pair, no_nul};
+use crate::sandbox::Sandbox;
 use crate::spawn::{Asked, Child};
 use crate::worker::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use crate::{Limits, Policy, ProcessCtx, ProcessCtxView, ProcessError, ProcessResult};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
@@ -412,6 +414,24 @@ fn take_back(theirs: &std::os::unix::net::UnixStream) -> bool {
     theirs.set_nonblocking(true).is_ok() && crate::channel::read_frame_with_fds(theirs).is_ok()
 }
 
+/// How many workers' views (see `ProcessCtx::worker_view`) a guest keeps.
+const WORKER_VIEWS: usize = 8;
+
+/// What a worker's view is built from: its directories (device, inode and
+/// whether read-only), its programs and whether it has the network.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ViewKey {
+    dirs: Vec<((u64, u64), bool)>,
+    programs: Vec<PathBuf>,
+    network: bool,
+}
+
+/// The device and inode of the open directory `dir`.
+fn dir_id(dir: &Dir) -> Option<(u64, u64)> {
+    let st = rustix::fs::fstat(dir).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
 /// The error of a fork on a host that cannot start worker processes.
 fn no_worker_executable() -> ErrorCode {
     ErrorCode::Unsupported("this host has no worker executable to run forked components".into())
@@ -555,6 +575,7 @@ impl ProcessCtx {
         let held = usize::from(!self.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
         let codes = self.tree_code(&spec)?;
+        let sandbox = self.worker_view(&spec, &dirs);
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
@@ -575,8 +596,6 @@ impl ProcessCtx {
                 fd: (passed.len() - 1) as RawFd,
             });
         }
-        // (Out of `self` while its descriptors are lent to the message.)
-        let sandbox = self.sandbox.take();
         spec.sandbox = sandbox.as_ref().map(|s| s.to_inherit(&mut passed));
         let started = serde_json::to_vec(&spec)
             .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))
@@ -588,7 +607,6 @@ impl ProcessCtx {
             });
         // The worker has its copies now (or there is none).
         drop(passed);
-        self.sandbox = sandbox;
         let (mut child, socket, held) = started?;
         child.count(slots - held);
         self.total_spawns += spawns;
@@ -615,6 +633,63 @@ impl ProcessCtx {
             child,
             reports,
         })
+    }
+
+    /// The sandbox for the children of the worker `spec` (its directories
+    /// `dirs` open): a view of the worker's own, narrowed grants, not of
+    /// this guest's (issue 22, row 4: Landlock alone left a worker's
+    /// children able to stat, chmod, utime and setxattr files of the
+    /// parent's grants, and to connect to its sockets). Views are built
+    /// once per set of grants and kept, so a pool of like workers pays
+    /// one build. `None` when the worker can start no child or is not
+    /// sandboxed. Where no view can be built (a worker forking under its
+    /// own Landlock, which forbids mounting), this guest's own view,
+    /// which holds every grant the worker has, with a warning.
+    fn worker_view(&mut self, spec: &WorkerSpec, dirs: &[Dir]) -> Option<Arc<Sandbox>> {
+        let policy = &spec.policy;
+        let programs = policy.runnable();
+        if !(policy.confine && policy.use_sandbox) || programs.is_empty() {
+            return None;
+        }
+        let key = ViewKey {
+            dirs: (spec.dirs.iter().zip(dirs))
+                .filter_map(|(d, dir)| Some((dir_id(dir)?, d.read_only)))
+                .collect(),
+            programs: programs.iter().map(|p| p.real_path.clone()).collect(),
+            network: policy.network,
+        };
+        if let Some((_, view)) = self.worker_views.iter().find(|(k, _)| *k == key) {
+            return Some(view.clone());
+        }
+        let grants: Vec<DirGrant> = (spec.dirs.iter().zip(dirs))
+            .filter_map(|(d, dir)| {
+                Some(DirGrant {
+                    guest_path: PathBuf::from(&d.guest_path),
+                    host_path: d.host_path.clone(),
+                    dir: Arc::new(dir.try_clone().ok()?),
+                    access: if d.read_only {
+                        DirAccess::ReadOnly
+                    } else {
+                        DirAccess::ReadWrite
+                    },
+                })
+            })
+            .collect();
+        match Sandbox::build(&grants, &programs, policy.network) {
+            Ok(view) => {
+                let view = Arc::new(view);
+                if self.worker_views.len() == WORKER_VIEWS {
+                    self.worker_views.remove(0);
+                }
+                self.worker_views.push((key, view.clone()));
+                Some(view)
+            }
+            Err(e) => {
+                tracing::warn!(target: "wasmproc::sandbox", error = %format!("{e:#}"),
+                    "a worker's children get its parent's view of the grants (Landlock narrows them)");
+                self.sandbox.clone()
+            }
+        }
     }
 
     /// The compiled code of `spec`'s component and of each component it

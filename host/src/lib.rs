@@ -119,7 +119,8 @@ pub use cache::{CacheGuard, ComponentCache};
 pub use channel::Channel;
 pub use code::WorkerCode;
 pub use ctx::{
-    ChildRlimits, DenialReporter, DirAccess, Limits, Policy, ProcessCtx, ProcessCtxBuilder,
+    ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DenialReporter, DirAccess, Limits, Policy, ProcessCtx,
+    ProcessCtxBuilder, default_child_processes,
 };
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;

@@ -509,7 +509,7 @@ impl ProcessCtx {
     /// The guest's sandbox, if it was built (see
     /// [`ProcessCtxBuilder::build`](crate::ProcessCtxBuilder::build)).
     pub(crate) fn sandbox(&self) -> Option<&Sandbox> {
-        self.sandbox.as_ref()
+        self.sandbox.as_deref()
     }
 }
 

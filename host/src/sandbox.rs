@@ -199,10 +199,11 @@ impl Sandbox {
 
     /// Adds to `passed` the descriptors a forked worker is given to use this
     /// sandbox for its own children ([`Sandbox::adopt`]), and returns their
-    /// indices there, for its specification. A worker's grants are a subset of this guest's, so
-    /// this view holds all of them; Landlock narrows each child to the
-    /// worker's own. (A worker under its parent's Landlock could not build
-    /// one: Landlock forbids mounting.)
+    /// indices there, for its specification. The host gives a worker a
+    /// sandbox built for the worker's own grants (`ProcessCtx::worker_view`);
+    /// a worker that forks in turn, under its own Landlock (which forbids
+    /// mounting), passes its own, whose view holds its workers' grants and
+    /// more, and Landlock narrows each child to the worker's own.
     pub fn to_inherit<'a>(
         &'a self,
         passed: &mut Vec<std::os::fd::BorrowedFd<'a>>,
