@@ -16,7 +16,7 @@ use crate::cluster::{
     channel_halves, fork_subject, is_id, kind, message, new_id, send_stream, session_subject,
     stream, to_wire,
 };
-use crate::ctx::DirAccess;
+use crate::policy::DirAccess;
 use crate::policy::{Denial, Lent};
 use crate::spawn::{Asked, Child};
 use crate::worker::{WorkerDir, WorkerSpec};
@@ -212,10 +212,10 @@ impl Agent {
         // this agent has free, so that one host cannot take it all.
         let free = ctx.free();
         if free.live == 0 {
-            return Err(ctx.deny(Denial::Limit {
+            return Err(ErrorCode::from(ctx.deny(Denial::Limit {
                 limit: "max_live_children",
                 message: "this agent has no free worker slot".into(),
-            }));
+            })));
         }
         let mut policy = policy;
         let live = policy.limits.max_live_children.min(free.live / 2);
@@ -273,7 +273,7 @@ impl Agent {
                 .find(|d| d.guest_path.as_os_str() == name.as_str())
                 .ok_or_else(|| ctx.deny(Denial::NotExported(name.clone())))?;
             if grant.access == DirAccess::ReadOnly && !read_only {
-                return Err(ctx.deny(Denial::ReadOnlyDir(name.clone())));
+                return Err(ctx.deny(Denial::ReadOnlyDir(name.clone())).into());
             }
             let dir = (grant.dir.try_clone())
                 .map_err(|e| ErrorCode::from_io(format_args!("opening export {name}"), &e))?;

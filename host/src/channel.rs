@@ -50,7 +50,7 @@ pub const QUEUE_BYTES: usize = 1 << 20;
 
 /// How long a `receive` that finds nothing keeps checking the socket before
 /// it sleeps, unless set otherwise: 50 µs (see the module docs).
-pub const SPIN: Duration = Duration::from_micros(50);
+pub const SPIN: Duration = crate::policy::DEFAULT_CHANNEL_SPIN;
 
 /// Frames held before `send` writes them out itself rather than leaving
 /// them to the flusher task: 64 KiB.
@@ -59,7 +59,7 @@ const FLUSH_AT: usize = 64 << 10;
 /// Bytes of unread messages a channel takes in from its peer while the
 /// guest waits for the peer's exit, unless set otherwise: 16 MiB (see
 /// [`Channel::absorb`]).
-pub const ABSORB_BYTES: usize = 16 << 20;
+pub const ABSORB_BYTES: usize = crate::policy::DEFAULT_CHANNEL_BUFFER;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 << 10;

@@ -25,8 +25,8 @@
 //! the signal and abstract-socket scopes are enforced (Landlock ABI 6 and
 //! later), `Partial` on older kernels, `None` without Landlock.
 
-use crate::bindings::types::Confinement;
-use crate::ctx::DirAccess;
+use crate::outcome::Confinement;
+use crate::policy::DirAccess;
 use crate::policy::{DirGrant, ProgramGrant};
 use anyhow::{Result, bail};
 use landlock::{

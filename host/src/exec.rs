@@ -1,7 +1,7 @@
 //! `wasmproc:process/exec`: run to completion with buffered output.
 
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
-use crate::bindings::types::ErrorCode;
+use crate::failure::Failure;
 use crate::policy::{Denial, Request, Run};
 use crate::process::{ChildIo, signal};
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
@@ -51,12 +51,12 @@ struct Bounds {
 }
 
 impl ProcessCtx {
-    fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, ErrorCode> {
+    fn exec_bounds(&self, options: &ExecOptions) -> Result<Bounds, Failure> {
         let limits = &self.policy.limits;
         let max_buffer =
             (options.max_buffer).unwrap_or(limits.default_max_buffer.min(limits.max_buffer));
         if max_buffer == 0 {
-            return Err(ErrorCode::InvalidArgument(
+            return Err(Failure::InvalidArgument(
                 "max-buffer must be at least 1 byte".into(),
             ));
         }
@@ -97,10 +97,10 @@ impl ProcessCtx {
 pub(crate) fn asked_timeout(
     limits: &crate::Limits,
     ms: u64,
-    deny: impl FnOnce(Denial) -> ErrorCode,
-) -> Result<Duration, ErrorCode> {
+    deny: impl FnOnce(Denial) -> Failure,
+) -> Result<Duration, Failure> {
     if ms == 0 {
-        return Err(ErrorCode::InvalidArgument(
+        return Err(Failure::InvalidArgument(
             "timeout-ms must be at least 1".into(),
         ));
     }
@@ -121,7 +121,7 @@ async fn run(
     req: &Request<'_>,
     options: &ExecOptions,
     input: Option<Vec<u8>>,
-) -> Result<ExecOutput, ErrorCode> {
+) -> Result<ExecOutput, Failure> {
     let bounds = ctx.exec_bounds(options)?;
     let prepared = ctx.prepare(req)?;
     let stdin = if input.is_some() {
@@ -137,7 +137,7 @@ async fn run(
     let child = &mut launched.child;
     let group = &launched.group;
 
-    let pipes = |e: std::io::Error| ErrorCode::from_io("setting up the child's pipes", &e);
+    let pipes = |e: std::io::Error| Failure::from_io("setting up the child's pipes", &e);
     let mut stdin = (child
         .stdin
         .take()
@@ -170,7 +170,7 @@ async fn run(
             r = stdout.read(), if !stdout.done() => overflowed = r,
             r = stderr.read(), if !stderr.done() => overflowed = r,
             s = child.wait(), if status.is_none() => {
-                let s = s.map_err(|e| ErrorCode::from_io("waiting for the child", &e))?;
+                let s = s.map_err(|e| Failure::from_io("waiting for the child", &e))?;
                 group.exited(s.status);
                 status = Some(s);
             }
@@ -204,15 +204,15 @@ async fn run(
     drop(launched);
     Ok(ExecOutput {
         pid,
-        status: ended.status,
-        usage: ended.usage,
+        status: ended.status.into(),
+        usage: ended.usage.into(),
         stdout_truncated: stdout.truncated,
         stderr_truncated: stderr.truncated,
         stdout: stdout.data,
         stderr: stderr.data,
         timed_out,
         duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
-        confinement,
+        confinement: confinement.into(),
     })
 }
 

@@ -12,10 +12,11 @@
 
 use crate::bindings::fork::{DirGrant as ForkDir, ForkOptions, Host, HostWorker, WorkerLimits};
 use crate::bindings::parent;
-use crate::bindings::types::{ErrorCode, Termination};
+use crate::bindings::types::Termination;
 use crate::channel::{Channel, Readiness};
 use crate::code::Code;
-use crate::ctx::DirAccess;
+use crate::failure::Failure;
+use crate::policy::DirAccess;
 use crate::policy::{Denial, DirGrant, Lent, Prepared, Refusal, check_env_pair, no_nul};
 use crate::sandbox::Sandbox;
 use crate::spawn::{Asked, Child};
@@ -55,24 +56,24 @@ impl End {
         }
     }
 
-    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+    async fn reap(&mut self) -> Result<Termination, Failure> {
         match self {
             End::Local(child) => child.reap().await,
-            End::Remote(remote) => remote.reap().await,
+            End::Remote(remote) => remote.reap().await.map_err(Failure::from),
         }
     }
 
-    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+    fn try_status(&mut self) -> Result<Option<Termination>, Failure> {
         match self {
             End::Local(child) => child.try_status(),
-            End::Remote(remote) => remote.try_status(),
+            End::Remote(remote) => remote.try_status().map_err(Failure::from),
         }
     }
 
-    fn kill(&self, signal: u8) -> Result<(), ErrorCode> {
+    fn kill(&self, signal: u8) -> Result<(), Failure> {
         match self {
             End::Local(child) => child.kill(signal),
-            End::Remote(remote) => remote.kill(signal),
+            End::Remote(remote) => remote.kill(signal).map_err(Failure::from),
         }
     }
 
@@ -129,7 +130,7 @@ impl Worker {
     /// [`Channel::absorb`]): a worker that writes out many messages before
     /// it ends does not wait forever for a guest that waits for its exit.
     /// Cancel safe.
-    async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+    async fn reap(&mut self) -> Result<Termination, Failure> {
         let ended = tokio::select! {
             ended = self.end.reap() => ended,
             () = self.channel.absorb() => unreachable!("absorb never ends"),
@@ -138,13 +139,13 @@ impl Worker {
     }
 
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
-    async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
+    async fn reap_within(&mut self, ms: u64) -> Result<Termination, Failure> {
         let pid = self.end.pid();
         crate::spawn::within(ms, format!("worker {pid}"), self.reap()).await
     }
 
     /// How the worker ended if it has exited, without blocking.
-    fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+    fn try_status(&mut self) -> Result<Option<Termination>, Failure> {
         Ok(self.end.try_status()?.map(|ended| self.with_trap(ended)))
     }
 
@@ -304,14 +305,14 @@ impl Policy {
     }
 }
 
-impl From<crate::channel::ChannelError> for ErrorCode {
+impl From<crate::channel::ChannelError> for Failure {
     /// The guest's error for a channel's: `closed`, or `limit-exceeded`,
     /// with the reason.
-    fn from(err: crate::channel::ChannelError) -> ErrorCode {
+    fn from(err: crate::channel::ChannelError) -> Failure {
         use crate::channel::ChannelError;
         match err {
-            ChannelError::Closed | ChannelError::ClosedHere => ErrorCode::Closed(err.to_string()),
-            other => ErrorCode::LimitExceeded(other.to_string()),
+            ChannelError::Closed | ChannelError::ClosedHere => Failure::Closed(err.to_string()),
+            other => Failure::LimitExceeded(other.to_string()),
         }
     }
 }
@@ -339,12 +340,11 @@ impl ProcessCtx {
         component: PathBuf,
         args: Vec<String>,
         options: &ForkOptions,
-    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), ErrorCode> {
+    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), Failure> {
         let (mut policy, lent) =
             (self.policy.narrow(options, self.free())).map_err(|r| self.refuse(r))?;
         // A worker never confines its children less than its parent.
-        policy.require_confinement |=
-            self.confinement() == crate::bindings::types::Confinement::Full;
+        policy.require_confinement |= self.confinement() == crate::outcome::Confinement::Full;
         let mut opened = Vec::new();
         let mut dirs = Vec::new();
         for ForkDir { path, read_only } in &options.dirs {
@@ -373,7 +373,7 @@ impl ProcessCtx {
 
     /// Opens directory `path` to pass on, if this guest holds it (and holds
     /// it writable unless `read_only`).
-    fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), ErrorCode> {
+    fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), Failure> {
         let (grant, rest, dir) = crate::policy::open_granted_dir(
             &self.dirs,
             path,
@@ -388,7 +388,7 @@ impl ProcessCtx {
         let host_path = grant.host_path_of(&rest);
         if let Some(guard) = &self.cache_guard {
             (guard.check_open(&dir, &host_path))
-                .map_err(|e| ErrorCode::AccessDenied(format!("{e:#}")))?;
+                .map_err(|e| Failure::AccessDenied(format!("{e:#}")))?;
         }
         Ok((dir, host_path))
     }
@@ -433,8 +433,8 @@ fn dir_id(dir: &Dir) -> Option<(u64, u64)> {
 }
 
 /// The error of a fork on a host that cannot start worker processes.
-fn no_worker_executable() -> ErrorCode {
-    ErrorCode::Unsupported("this host has no worker executable to run forked components".into())
+fn no_worker_executable() -> Failure {
+    Failure::Unsupported("this host has no worker executable to run forked components".into())
 }
 
 /// The worker executable's arguments for an `idle` worker process (or the
@@ -461,10 +461,10 @@ fn worker_channel() -> Result<
         std::os::unix::net::UnixStream,
         std::os::unix::net::UnixStream,
     ),
-    ErrorCode,
+    Failure,
 > {
     std::os::unix::net::UnixStream::pair()
-        .map_err(|e| ErrorCode::from_io("creating the worker's channel", &e))
+        .map_err(|e| Failure::from_io("creating the worker's channel", &e))
 }
 
 /// Which kind of idle worker process to start.
@@ -568,7 +568,7 @@ impl ProcessCtx {
         lent: Lent,
         [_, stdout, stderr]: [Asked; 3],
         tee: Option<crate::worker::Tee>,
-    ) -> Result<StartedWorker, ErrorCode> {
+    ) -> Result<StartedWorker, Failure> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
         // A warm worker holds its own slot already.
         self.drop_dead_warm_workers();
@@ -580,7 +580,7 @@ impl ProcessCtx {
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
         let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| ErrorCode::from_io("creating the worker's report pipe", &e.into()))?;
+            .map_err(|e| Failure::from_io("creating the worker's report pipe", &e.into()))?;
         let mut passed = vec![report_end.as_fd(), out.as_fd(), err.as_fd()];
         spec.report_fd = Some(0);
         spec.stdio = Some((1, 2));
@@ -598,7 +598,7 @@ impl ProcessCtx {
         }
         spec.sandbox = sandbox.as_ref().map(|s| s.to_inherit(&mut passed));
         let started = serde_json::to_vec(&spec)
-            .map_err(|e| ErrorCode::Io(format!("encoding the worker specification: {e}")))
+            .map_err(|e| Failure::Io(format!("encoding the worker specification: {e}")))
             .and_then(|json| {
                 self.idle_worker(
                     &|socket| crate::channel::send_frame_with_fds(socket, &json, &passed),
@@ -627,7 +627,7 @@ impl ProcessCtx {
             self.reporter.clone(),
             tee,
         )
-        .map_err(|e| ErrorCode::from_io("watching the worker's reports", &e))?;
+        .map_err(|e| Failure::from_io("watching the worker's reports", &e))?;
         Ok(StartedWorker {
             socket,
             child,
@@ -694,7 +694,7 @@ impl ProcessCtx {
 
     /// The compiled code of `spec`'s component and of each component it
     /// may fork in turn, compiled now if need be (see [`crate::code`]).
-    fn tree_code(&self, spec: &WorkerSpec) -> Result<Vec<(PathBuf, Code)>, ErrorCode> {
+    fn tree_code(&self, spec: &WorkerSpec) -> Result<Vec<(PathBuf, Code)>, Failure> {
         let Some(source) = &self.worker_code else {
             return Err(no_worker_executable());
         };
@@ -706,11 +706,11 @@ impl ProcessCtx {
         }
         let code = |path: &PathBuf| match source.code(path, true) {
             Ok(Some(code)) => Ok((path.clone(), code)),
-            Ok(None) => Err(ErrorCode::Io(format!(
+            Ok(None) => Err(Failure::Io(format!(
                 "no compiled code of {} was handed to this worker",
                 path.display()
             ))),
-            Err(e) => Err(ErrorCode::Io(format!(
+            Err(e) => Err(Failure::Io(format!(
                 "cannot compile {} for its worker: {e:#}",
                 path.display()
             ))),
@@ -849,7 +849,7 @@ impl ProcessCtx {
             .and_then(|(child, socket)| {
                 (socket.set_read_timeout(Some(TEMPLATE_TIMEOUT)))
                     .and_then(|()| socket.set_write_timeout(Some(TEMPLATE_TIMEOUT)))
-                    .map_err(|e| ErrorCode::from_io("setting up the template's channel", &e))?;
+                    .map_err(|e| Failure::from_io("setting up the template's channel", &e))?;
                 Ok((child, socket))
             });
         match started {
@@ -877,9 +877,9 @@ impl ProcessCtx {
         &mut self,
         send: &SendSpec<'_>,
         spec_len: usize,
-    ) -> Result<(Child, std::os::unix::net::UnixStream, usize), ErrorCode> {
+    ) -> Result<(Child, std::os::unix::net::UnixStream, usize), Failure> {
         let sent = |socket: &std::os::unix::net::UnixStream| {
-            send(socket).map_err(|e| ErrorCode::from_io("sending the worker its specification", &e))
+            send(socket).map_err(|e| Failure::from_io("sending the worker its specification", &e))
         };
         self.refill_due = true;
         while let Some((mut child, socket)) = self.warm.pop() {
@@ -903,7 +903,7 @@ impl ProcessCtx {
                     return Ok((child, ours, 0));
                 }
                 Err(e) if early && !take_back(&theirs) => {
-                    return Err(ErrorCode::Io(format!(
+                    return Err(Failure::Io(format!(
                         "the worker template failed after its copy took the specification: {e}"
                     )));
                 }
@@ -924,7 +924,7 @@ impl ProcessCtx {
     fn new_idle_worker(
         &mut self,
         idle: Idle,
-    ) -> Result<(Child, std::os::unix::net::UnixStream), ErrorCode> {
+    ) -> Result<(Child, std::os::unix::net::UnixStream), Failure> {
         if idle == Idle::Warm && self.template_ready() {
             let (ours, theirs) = worker_channel()?;
             if let Ok(child) = self.fork_from_template(&theirs) {
@@ -952,11 +952,7 @@ impl ProcessCtx {
     /// A worker process to start (or, as the audit log shows it, that the
     /// template forked) with `args`, keeping the descriptors `inherit` (its
     /// channel first).
-    fn worker_prepared(
-        &self,
-        args: Vec<String>,
-        inherit: Vec<RawFd>,
-    ) -> Result<Prepared, ErrorCode> {
+    fn worker_prepared(&self, args: Vec<String>, inherit: Vec<RawFd>) -> Result<Prepared, Failure> {
         let Some(executable) = self.worker_executable.clone() else {
             return Err(no_worker_executable());
         };
@@ -993,9 +989,9 @@ impl ProcessCtx {
     fn fork_from_template(
         &mut self,
         theirs: &std::os::unix::net::UnixStream,
-    ) -> Result<Child, ErrorCode> {
+    ) -> Result<Child, Failure> {
         let Some(mut template) = self.template.take() else {
-            return Err(ErrorCode::Unsupported("no worker template".into()));
+            return Err(Failure::Unsupported("no worker template".into()));
         };
         // What ran: the template's copy, not the executable.
         let args = vec![format!(
@@ -1009,7 +1005,7 @@ impl ProcessCtx {
         let launched = self.launch_with("worker-process", &prepared, |walls| {
             let cgroup = walls.cgroup.filter(|_| own_cgroup);
             (template.fork(theirs, cgroup))
-                .map_err(|e| ErrorCode::from_io("forking a worker from the worker template", &e))
+                .map_err(|e| Failure::from_io("forking a worker from the worker template", &e))
         });
         match launched {
             Ok(launched) => {
@@ -1038,11 +1034,11 @@ impl ProcessCtx {
             Option<crate::pipe::PipeReader>,
             Vec<tokio::task::JoinHandle<()>>,
         ),
-        ErrorCode,
+        Failure,
     > {
         let (io, route) = self.route(name, asked)?;
         let fail = |e: std::io::Error| {
-            ErrorCode::from_io(format_args!("setting up the worker's {name}"), &e)
+            Failure::from_io(format_args!("setting up the worker's {name}"), &e)
         };
         let (ours, theirs) = match io {
             crate::process::ChildIo::Pipe => {
@@ -1070,9 +1066,9 @@ impl ProcessCtx {
     pub(crate) fn channel(
         &self,
         socket: std::os::unix::net::UnixStream,
-    ) -> Result<Channel, ErrorCode> {
+    ) -> Result<Channel, Failure> {
         let mut channel = Channel::new(socket)
-            .map_err(|e| ErrorCode::from_io("setting up a worker channel", &e))?;
+            .map_err(|e| Failure::from_io("setting up a worker channel", &e))?;
         channel.set_spin(self.policy.channel_spin);
         channel.set_buffer(self.policy.limits.channel_buffer);
         Ok(channel)
@@ -1123,7 +1119,7 @@ impl ProcessCtxView<'_> {
         args: Vec<String>,
         options: &ForkOptions,
         stdio: [Asked; 3],
-    ) -> Result<Worker, ErrorCode> {
+    ) -> Result<Worker, Failure> {
         let ctx = &mut *self.ctx;
         let path = (ctx.policy.find_fork(component))
             .map_err(|d| ctx.deny(d))?
@@ -1165,16 +1161,16 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 
     async fn send(&mut self, worker: Resource<Worker>, message: Vec<u8>) -> ProcessResult<()> {
-        Ok((self.worker(&worker)?.channel.send(message).await).map_err(ErrorCode::from)?)
+        Ok((self.worker(&worker)?.channel.send(message).await).map_err(Failure::from)?)
     }
 
     async fn receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Vec<u8>> {
         self.ctx.refill();
-        Ok((self.worker(&worker)?.channel.receive().await).map_err(ErrorCode::from)?)
+        Ok((self.worker(&worker)?.channel.receive().await).map_err(Failure::from)?)
     }
 
     fn try_receive(&mut self, worker: Resource<Worker>) -> ProcessResult<Option<Vec<u8>>> {
-        Ok((self.worker(&worker)?.channel.try_receive()).map_err(ErrorCode::from)?)
+        Ok((self.worker(&worker)?.channel.try_receive()).map_err(Failure::from)?)
     }
 
     fn subscribe(&mut self, worker: Resource<Worker>) -> wasmtime::Result<Resource<DynPollable>> {
@@ -1237,29 +1233,27 @@ impl HostWorker for ProcessCtxView<'_> {
     }
 }
 
-fn not_forked() -> ErrorCode {
-    ErrorCode::Unsupported(
-        "this component was not started by fork: it has no parent channel".into(),
-    )
+fn not_forked() -> Failure {
+    Failure::Unsupported("this component was not started by fork: it has no parent channel".into())
 }
 
 impl ProcessCtxView<'_> {
-    fn parent(&self) -> Result<&Channel, ErrorCode> {
+    fn parent(&self) -> Result<&Channel, Failure> {
         self.ctx.parent.as_ref().ok_or_else(not_forked)
     }
 }
 
 impl parent::Host for ProcessCtxView<'_> {
     async fn send(&mut self, message: Vec<u8>) -> ProcessResult<()> {
-        Ok((self.parent()?.send(message).await).map_err(ErrorCode::from)?)
+        Ok((self.parent()?.send(message).await).map_err(Failure::from)?)
     }
 
     async fn receive(&mut self) -> ProcessResult<Vec<u8>> {
-        Ok((self.parent()?.receive().await).map_err(ErrorCode::from)?)
+        Ok((self.parent()?.receive().await).map_err(Failure::from)?)
     }
 
     fn try_receive(&mut self) -> ProcessResult<Option<Vec<u8>>> {
-        Ok((self.parent()?.try_receive()).map_err(ErrorCode::from)?)
+        Ok((self.parent()?.try_receive()).map_err(Failure::from)?)
     }
 
     /// For a component that was not forked, nothing to close.

@@ -100,10 +100,13 @@ pub mod channel;
 pub mod cluster;
 pub mod code;
 pub mod confine;
+mod convert;
 mod ctx;
 mod error;
 mod exec;
+pub mod failure;
 mod fork;
+pub mod outcome;
 mod pipe;
 mod policy;
 mod process;
@@ -118,12 +121,12 @@ pub use audit::AuditLog;
 pub use cache::{CacheGuard, ComponentCache};
 pub use channel::Channel;
 pub use code::WorkerCode;
-pub use ctx::{
-    ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DenialReporter, DirAccess, Limits, Policy, ProcessCtx,
-    ProcessCtxBuilder, default_child_processes,
-};
+pub use ctx::{DenialReporter, ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use fork::Worker;
+pub use policy::{
+    ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DirAccess, Limits, Policy, default_child_processes,
+};
 pub use policy::{Denial, INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};
 pub use spawn::Child;
 

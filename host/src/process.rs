@@ -3,8 +3,9 @@
 
 use crate::ProcessCtx;
 use crate::audit::AuditLog;
-use crate::bindings::types::{Confinement, ErrorCode, ExitStatus, ResourceUsage};
 use crate::cgroup::ChildCgroup;
+use crate::failure::Failure;
+use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
 use crate::policy::{Denial, Prepared};
 use crate::sandbox::{Layers, Sandbox};
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -294,7 +295,7 @@ impl ProcessCtx {
     /// Refuses a child (or worker) that would take `slots` live-children
     /// slots and `spawns` of the total spawns, if the guest has not that
     /// many left.
-    pub(crate) fn check_budget(&self, slots: usize, spawns: u64) -> Result<(), ErrorCode> {
+    pub(crate) fn check_budget(&self, slots: usize, spawns: u64) -> Result<(), Failure> {
         let live = self.live_children.load(Ordering::Acquire);
         if slots > 0 && live + slots > self.policy.limits.max_live_children {
             return Err(self.deny(Denial::Limit {
@@ -324,7 +325,7 @@ impl ProcessCtx {
         kind: &'static str,
         prepared: &Prepared,
         stdio: [ChildIo; 3],
-    ) -> Result<Launched, ErrorCode> {
+    ) -> Result<Launched, Failure> {
         self.launch_with(kind, prepared, |walls| {
             start_os_process(prepared, stdio, walls)
         })
@@ -336,8 +337,8 @@ impl ProcessCtx {
         &mut self,
         kind: &'static str,
         prepared: &Prepared,
-        start: impl FnOnce(&Walls<'_>) -> Result<(OsChild, Pid), ErrorCode>,
-    ) -> Result<Launched, ErrorCode> {
+        start: impl FnOnce(&Walls<'_>) -> Result<(OsChild, Pid), Failure>,
+    ) -> Result<Launched, Failure> {
         // Slots lent to live workers count as live children: the guest's
         // budget covers its whole tree. A warm worker waiting for its
         // specification counts only once it gets one.
@@ -351,7 +352,7 @@ impl ProcessCtx {
             && self.policy.require_confinement
             && layers.level() != Confinement::Full
         {
-            return Err(ErrorCode::Unsupported(format!(
+            return Err(Failure::Unsupported(format!(
                 "children must be fully confined, but these layers are down: {}",
                 layers.missing().join(", ")
             )));
@@ -359,7 +360,7 @@ impl ProcessCtx {
         if let Some((uid, gid)) = prepared.identity
             && !layers.identity
         {
-            return Err(ErrorCode::Unsupported(format!(
+            return Err(Failure::Unsupported(format!(
                 "children cannot run as uid {uid} gid {gid} here: only the children of a root host, in the sandbox, change their user"
             )));
         }
@@ -373,7 +374,7 @@ impl ProcessCtx {
         };
         let cwd = match (sandbox, &prepared.cwd) {
             (Some(sandbox), Some(dir)) => Some(sandbox.view(dir).map_err(|e| {
-                ErrorCode::from_io(
+                Failure::from_io(
                     format_args!(
                         "entering working directory {} inside the sandbox",
                         prepared.cwd_host.display()
@@ -388,7 +389,7 @@ impl ProcessCtx {
             .then(|| prepared.identity.unwrap_or(self.policy.child_id));
         let child_cgroup = match (&self.cgroup, self.policy.cgroup_per_child) {
             (Some(guest), true) => Some(
-                (guest.child()).map_err(|e| ErrorCode::from_io("making the child's cgroup", &e))?,
+                (guest.child()).map_err(|e| Failure::from_io("making the child's cgroup", &e))?,
             ),
             _ => None,
         };
@@ -532,11 +533,10 @@ fn start_os_process(
     prepared: &Prepared,
     stdio: [ChildIo; 3],
     walls: &Walls<'_>,
-) -> Result<(OsChild, Pid), ErrorCode> {
-    let pipes = |e: io::Error| ErrorCode::from_io("creating the child's pipes", &e);
+) -> Result<(OsChild, Pid), Failure> {
+    let pipes = |e: io::Error| Failure::from_io("creating the child's pipes", &e);
     let c_string = |what: &str, s: Vec<u8>| {
-        CString::new(s)
-            .map_err(|_| ErrorCode::InvalidArgument(format!("{what} contains a NUL byte")))
+        CString::new(s).map_err(|_| Failure::InvalidArgument(format!("{what} contains a NUL byte")))
     };
     let program = c_string(
         "the program path",
@@ -555,14 +555,14 @@ fn start_os_process(
         .map(|(k, v)| c_string("the environment", format!("{k}={v}").into_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     let null = match stdio.iter().any(|io| matches!(io, ChildIo::Null)) {
-        true => Some(dev_null().map_err(|e| ErrorCode::from_io("opening /dev/null", &e))?),
+        true => Some(dev_null().map_err(|e| Failure::from_io("opening /dev/null", &e))?),
         false => None,
     };
     // An inherited stream is opened anew, read-only for stdin: the child
     // shares no open file description with the host, so it can neither
     // write to nor truncate, seek or re-flag the host's.
     if stdio[1..].iter().any(|io| matches!(io, ChildIo::Inherit)) {
-        return Err(ErrorCode::Io(
+        return Err(Failure::Io(
             "only stdin is inherited as the host's (output goes through a pipe)".into(),
         ));
     }
@@ -570,7 +570,7 @@ fn start_os_process(
         ChildIo::Inherit => Some(
             reopen_stdin()
                 .or_else(|_| File::open("/dev/null"))
-                .map_err(|e| ErrorCode::from_io("reopening stdin", &e))?,
+                .map_err(|e| Failure::from_io("reopening stdin", &e))?,
         ),
         _ => None,
     };
@@ -612,7 +612,7 @@ fn start_os_process(
         crate::sys::clone_and_exec(&spec).map_err(|e| spawn_error(prepared, walls.identity, &e))?;
     let [stdin, stdout, stderr] = ends.map(|(ours, _)| ours);
     let mut child =
-        OsChild::new(pid, pidfd).map_err(|e| ErrorCode::from_io("watching the child", &e))?;
+        OsChild::new(pid, pidfd).map_err(|e| Failure::from_io("watching the child", &e))?;
     (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
     Ok((child, pid))
 }
@@ -650,30 +650,30 @@ pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
     Ok(DEV_NULL.get().expect("just set").as_fd())
 }
 
-fn spawn_error(prepared: &Prepared, identity: Option<(u32, u32)>, err: &io::Error) -> ErrorCode {
+fn spawn_error(prepared: &Prepared, identity: Option<(u32, u32)>, err: &io::Error) -> Failure {
     let program = prepared.program.display();
     match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
         Some(rustix::io::Errno::NOENT) => {
-            ErrorCode::NotFound(format!("program {program} does not exist"))
+            Failure::NotFound(format!("program {program} does not exist"))
         }
         Some(rustix::io::Errno::ACCESS) => match identity {
-            Some((uid, gid)) => ErrorCode::AccessDenied(format!(
+            Some((uid, gid)) => Failure::AccessDenied(format!(
                 "the OS refused to execute {program} as uid {uid} gid {gid} (children of a root host run as that user: it must be able to execute the program and enter its directories)"
             )),
-            None => ErrorCode::AccessDenied(format!("the OS refused to execute {program}")),
+            None => Failure::AccessDenied(format!("the OS refused to execute {program}")),
         },
-        Some(rustix::io::Errno::TOOBIG) => ErrorCode::LimitExceeded(format!(
+        Some(rustix::io::Errno::TOOBIG) => Failure::LimitExceeded(format!(
             "arguments and environment of {program} are too large for the OS"
         )),
         Some(rustix::io::Errno::NOEXEC) => {
-            ErrorCode::InvalidArgument(format!("{program} is not in an executable format"))
+            Failure::InvalidArgument(format!("{program} is not in an executable format"))
         }
-        _ => ErrorCode::from_io(format_args!("starting {program}"), err),
+        _ => Failure::from_io(format_args!("starting {program}"), err),
     }
 }
 
 /// The signal numbered `n`, or `invalid-argument`.
-pub(crate) fn signal(n: u8) -> Result<Signal, ErrorCode> {
+pub(crate) fn signal(n: u8) -> Result<Signal, Failure> {
     Signal::from_named_raw(i32::from(n))
-        .ok_or_else(|| ErrorCode::InvalidArgument(format!("{n} is not a signal number")))
+        .ok_or_else(|| Failure::InvalidArgument(format!("{n} is not a signal number")))
 }

@@ -25,7 +25,7 @@
 //! working directory is reopened inside the sandbox's view and checked to be
 //! the very directory the policy approved.
 
-use crate::bindings::types::Confinement;
+use crate::outcome::Confinement;
 use crate::policy::{DirGrant, ProgramGrant};
 use anyhow::{Context as _, Result, bail};
 use cap_std::fs::Dir;
@@ -38,9 +38,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The user and group id a root host's children run as by default
-/// (`nobody` and `nogroup` on Debian).
-pub const DEFAULT_CHILD_ID: u32 = 65534;
+pub use crate::policy::DEFAULT_CHILD_ID;
 
 /// Device nodes children may use: `(path, writable)`.
 pub const DEVICES: &[(&str, bool)] = &[
@@ -682,7 +680,7 @@ mod tests {
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
-            out.confinement,
+            out.confinement.into(),
         )
     }
 

@@ -7,7 +7,8 @@
 //! bounded write budget.
 
 use crate::bindings::spawn::{Host, HostChild, SpawnOptions};
-use crate::bindings::types::{Confinement, ErrorCode, Stdio, StdioFile, Termination};
+use crate::bindings::types::{Confinement, Stdio, StdioFile, Termination};
+use crate::failure::Failure;
 use crate::pipe::{PipeReader, PipeWriter};
 use crate::policy::{Prepared, Request, Run};
 use crate::process::{ChildIo, Ended, GroupGuard, OsChild, signal};
@@ -46,11 +47,11 @@ pub struct Child {
 pub(crate) async fn within(
     ms: u64,
     what: String,
-    ended: impl std::future::Future<Output = Result<Termination, ErrorCode>>,
-) -> Result<Termination, ErrorCode> {
+    ended: impl std::future::Future<Output = Result<Termination, Failure>>,
+) -> Result<Termination, Failure> {
     match tokio::time::timeout(Duration::from_millis(ms), ended).await {
         Ok(ended) => ended,
-        Err(_) => Err(ErrorCode::TimedOut(format!(
+        Err(_) => Err(Failure::TimedOut(format!(
             "{what} is still running after {ms} ms"
         ))),
     }
@@ -88,9 +89,9 @@ impl std::fmt::Debug for Child {
 impl Child {
     /// Waits for the leader to exit and for its `inherit`ed output to be
     /// passed on (up to [`FORWARD_GRACE`]). Cancel safe.
-    pub(crate) async fn reap(&mut self) -> Result<Termination, ErrorCode> {
+    pub(crate) async fn reap(&mut self) -> Result<Termination, Failure> {
         let ended = (self.process.wait().await).map_err(|e| {
-            ErrorCode::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
+            Failure::from_io(format_args!("waiting for child {}", self.group.pid()), &e)
         })?;
         self.group.exited(ended.status);
         if !self.forwarders.is_empty() {
@@ -107,17 +108,17 @@ impl Child {
     }
 
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
-    pub(crate) async fn reap_within(&mut self, ms: u64) -> Result<Termination, ErrorCode> {
+    pub(crate) async fn reap_within(&mut self, ms: u64) -> Result<Termination, Failure> {
         let pid = self.pid();
         within(ms, format!("process {pid}"), self.reap()).await
     }
 
     fn termination(&self, ended: Ended) -> Termination {
         Termination {
-            status: ended.status,
+            status: ended.status.into(),
             timed_out: (self.deadline.as_ref()).is_some_and(|d| d.expired.load(Ordering::Acquire)),
             trap: None,
-            usage: ended.usage,
+            usage: ended.usage.into(),
         }
     }
 
@@ -209,7 +210,7 @@ pub(crate) enum Asked {
 
 impl ProcessCtxView<'_> {
     /// `kind`, taking a stream it gives out of the table.
-    pub(crate) fn ask(&mut self, kind: Stdio) -> Result<Asked, ErrorCode> {
+    pub(crate) fn ask(&mut self, kind: Stdio) -> Result<Asked, Failure> {
         Ok(match kind {
             Stdio::Piped => Asked::Piped,
             Stdio::Inherit => Asked::Inherit,
@@ -223,7 +224,7 @@ impl ProcessCtxView<'_> {
                     if let Some(pipe) = &pipe {
                         self.ctx.pipes.insert(rep, Arc::downgrade(pipe));
                     }
-                    return Err(ErrorCode::InvalidArgument(format!(
+                    return Err(Failure::InvalidArgument(format!(
                         "the stream given as stdin: {e}"
                     )));
                 }
@@ -271,7 +272,7 @@ impl ProcessCtx {
     /// [`inherited_output`](Self::inherited_output), never the host's own
     /// open file: a child holding that could truncate or seek the
     /// operator's log, or change its flags.
-    pub(crate) fn route(&self, name: &str, asked: Asked) -> Result<(ChildIo, Route), ErrorCode> {
+    pub(crate) fn route(&self, name: &str, asked: Asked) -> Result<(ChildIo, Route), Failure> {
         Ok(match asked {
             Asked::Piped => (ChildIo::Pipe, Route::Guest),
             Asked::Inherit => (
@@ -281,7 +282,7 @@ impl ProcessCtx {
             Asked::Null => (ChildIo::Null, Route::Os),
             Asked::File(file) => (self.open_stdio_file(&file, true)?, Route::Os),
             Asked::PipeFrom(_) => {
-                return Err(ErrorCode::InvalidArgument(format!(
+                return Err(Failure::InvalidArgument(format!(
                     "{name} cannot be `pipe-from`: it is for stdin only"
                 )));
             }
@@ -289,7 +290,7 @@ impl ProcessCtx {
     }
 
     /// The OS stdin asked as `asked`.
-    fn stdin_io(&self, asked: Asked) -> Result<ChildIo, ErrorCode> {
+    fn stdin_io(&self, asked: Asked) -> Result<ChildIo, Failure> {
         Ok(match asked {
             Asked::Piped => ChildIo::Pipe,
             Asked::Inherit => ChildIo::Inherit,
@@ -297,19 +298,19 @@ impl ProcessCtx {
             Asked::File(file) => self.open_stdio_file(&file, false)?,
             Asked::PipeFrom(Ok(Some(pipe))) => ChildIo::Given(pipe),
             Asked::PipeFrom(Ok(None)) => {
-                return Err(ErrorCode::InvalidArgument(
+                return Err(Failure::InvalidArgument(
                     "the stream given as stdin is not a piped stdout or stderr of a child or worker"
                         .into(),
                 ));
             }
-            Asked::PipeFrom(Err(e)) => return Err(ErrorCode::from_io("taking the pipe", &e)),
+            Asked::PipeFrom(Err(e)) => return Err(Failure::from_io("taking the pipe", &e)),
         })
     }
 
     /// The file `file` opened for a child's stdin (`output` false) or
     /// output, if it is in a granted directory (writable, for output).
-    fn open_stdio_file(&self, file: &StdioFile, output: bool) -> Result<ChildIo, ErrorCode> {
-        crate::policy::open_granted_file(&self.dirs, &file.path, file.mode, output)
+    fn open_stdio_file(&self, file: &StdioFile, output: bool) -> Result<ChildIo, Failure> {
+        crate::policy::open_granted_file(&self.dirs, &file.path, file.mode.into(), output)
             .map(ChildIo::Given)
             .map_err(|r| self.refuse(r))
     }
@@ -349,14 +350,14 @@ impl ProcessCtx {
         kind: &'static str,
         prepared: &Prepared,
         [stdin, stdout, stderr]: [Asked; 3],
-    ) -> Result<Child, ErrorCode> {
+    ) -> Result<Child, Failure> {
         let stdin = self.stdin_io(stdin)?;
         let (out_os, out_route) = self.route("stdout", stdout)?;
         let (err_os, err_route) = self.route("stderr", stderr)?;
         let mut launched = self.launch(kind, prepared, [stdin, out_os, err_os])?;
         let process = &mut launched.child;
         let mut forwarders = Vec::new();
-        let pipes = |e: io::Error| ErrorCode::from_io("setting up the child's pipes", &e);
+        let pipes = |e: io::Error| Failure::from_io("setting up the child's pipes", &e);
         let stdin = match process.stdin.take() {
             Some(w) => Some(Box::new(PipeWriter::new(w).map_err(pipes)?) as DynOutputStream),
             None => None,
@@ -375,7 +376,7 @@ impl ProcessCtx {
         &self,
         timeout_ms: Option<u64>,
         kill_signal: Option<u8>,
-    ) -> Result<Option<Timeout>, ErrorCode> {
+    ) -> Result<Option<Timeout>, Failure> {
         let signal = signal(kill_signal.unwrap_or(15))?;
         let Some(ms) = timeout_ms else {
             return Ok(None);
@@ -394,7 +395,7 @@ impl Child {
     /// process until it has its specification).
     pub(crate) fn without_stdio(launched: crate::process::Launched) -> Child {
         Child {
-            confinement: launched.confinement,
+            confinement: launched.confinement.into(),
             process: launched.child,
             group: Arc::new(launched.group),
             stdin: None,
@@ -411,10 +412,10 @@ impl Child {
     }
 
     /// How the leader ended if it has exited, without blocking.
-    pub(crate) fn try_status(&mut self) -> Result<Option<Termination>, ErrorCode> {
+    pub(crate) fn try_status(&mut self) -> Result<Option<Termination>, Failure> {
         let pid = self.pid();
         let ended = (self.process.try_wait())
-            .map_err(|e| ErrorCode::from_io(format_args!("checking child {pid}"), &e))?;
+            .map_err(|e| Failure::from_io(format_args!("checking child {pid}"), &e))?;
         Ok(ended.map(|ended| {
             self.group.exited(ended.status);
             self.termination(ended)
@@ -422,10 +423,10 @@ impl Child {
     }
 
     /// Sends signal number `n` to the group.
-    pub(crate) fn kill(&self, n: u8) -> Result<(), ErrorCode> {
+    pub(crate) fn kill(&self, n: u8) -> Result<(), Failure> {
         let signal = signal(n)?;
         (self.group.signal(signal))
-            .map_err(|e| ErrorCode::from_io(format_args!("signalling child {}", self.pid()), &e))
+            .map_err(|e| Failure::from_io(format_args!("signalling child {}", self.pid()), &e))
     }
 
     /// Takes `slots` of the guest's live-children slots (a warm worker
@@ -478,7 +479,7 @@ impl Host for ProcessCtxView<'_> {
         let mut child = (self.ctx).start_child("spawn", &prepared, stdio)?;
         if let Some(timeout) = timeout {
             (child.set_deadline(timeout))
-                .map_err(|e| ErrorCode::from_io("setting the child's deadline", &e))?;
+                .map_err(|e| Failure::from_io("setting the child's deadline", &e))?;
         }
         self.table.push(child).map_err(ProcessError::trap)
     }

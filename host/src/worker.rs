@@ -512,8 +512,8 @@ impl Reports {
 /// The level reached is written to its audit log
 /// (and so to its parent's) as a `worker-confined` event. Fails if it
 /// cannot confine itself fully while `process` must confine fully.
-pub fn confine(process: &ProcessCtx) -> Result<crate::bindings::types::Confinement> {
-    use crate::bindings::types::Confinement;
+pub fn confine(process: &ProcessCtx) -> Result<crate::outcome::Confinement> {
+    use crate::outcome::Confinement;
     let read_write: Vec<&std::path::Path> = process.cgroup().into_iter().collect();
     let level = crate::confine::confine_worker(process, &[], &read_write).unwrap_or_else(|e| {
         tracing::warn!(target: "wasmproc::sandbox", "the worker process runs unconfined: {e:#}");
