@@ -350,37 +350,89 @@ fn drop_capabilities(keep: u64) -> rustix::io::Result<()> {
     rustix::thread::set_capabilities(None, sets)
 }
 
-/// The steps of [`clone_and_exec`] in the child, then `exec`; returns the error
-/// number of the step that failed.
+/// The error number the last failed system call left in `errno` (EINVAL
+/// if there is none). It only reads `errno` (`io::Error` of an OS error is
+/// a plain number), so the children before `exec` may call it.
+fn last_errno() -> c_int {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL)
+}
+
+/// `Ok` if `ret`, what a raw system call returned, is not negative; else
+/// the error number the call left in `errno`. The C convention in a form
+/// `?` can pass on, for the steps of the children before `exec`.
+fn check_os(ret: impl Into<i64>) -> Result<(), c_int> {
+    if ret.into() < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// A rustix call's outcome as [`check_os`] gives it: its error number on
+/// failure, its value (if any) dropped.
+fn check_rustix<T>(result: rustix::io::Result<T>) -> Result<(), c_int> {
+    result.map(|_| ()).map_err(rustix::io::Errno::raw_os_error)
+}
+
+/// The steps of [`clone_and_exec`] in the child, then `exec`; returns the
+/// error number of the step that failed (or of `exec`).
 ///
 /// # Safety
 /// Only from [`child_main`], with its `args`.
 unsafe fn setup_child(args: &ChildArgs) -> c_int {
-    let last_error = || {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL)
-    };
-    macro_rules! check {
-        ($call:expr) => {
-            if $call < 0 {
-                return last_error();
-            }
-        };
-    }
-    // A rustix call: its error number on failure.
-    macro_rules! rusty {
-        ($call:expr) => {
-            if let Err(e) = $call {
-                return e.raw_os_error();
-            }
-        };
-    }
-    // SAFETY: see `child_main`.
+    // SAFETY: we are `child_main`, with its `args`, which is what both
+    // calls require.
     unsafe {
-        // Handlers (the host's code, in the host's memory) go back to the
-        // default; SIGPIPE, which Rust hosts ignore, too. Other ignored
-        // signals stay ignored, as across any exec.
+        match prepare_child(args) {
+            Ok(()) => exec_program(args),
+            Err(errno) => errno,
+        }
+    }
+}
+
+/// Every step of [`clone_and_exec`]'s child before `exec`, one function
+/// each, in this order (which matters: see each step); the first that
+/// fails stops the others and gives its error number. Like the whole
+/// child, the steps only make system calls: no allocation, no lock.
+///
+/// # Safety
+/// Only from [`setup_child`], with [`child_main`]'s `args`.
+unsafe fn prepare_child(args: &ChildArgs) -> Result<(), c_int> {
+    // SAFETY: we are `clone_and_exec`'s child before `exec` (see
+    // `child_main`), with its `args`: every pointer and length in them
+    // describes a live array and every descriptor is open in this child's
+    // table, which is what each step below requires.
+    unsafe {
+        reset_signal_handlers();
+        start_session()?;
+        install_stdio(args.stdio)?;
+        close_other_descriptors(args)?;
+        enter_namespaces(args.namespaces)?;
+        enter_cwd(args.cwd)?;
+        set_rlimits(args)?;
+        join_session_keyring(args.namespaces);
+        change_identity(args.identity)?;
+        die_with_host(args.host)?;
+        restrict_self(args.landlock)?;
+        check_rustix(drop_capabilities(args.keep_caps))?;
+        install_seccomp(&args.seccomp)
+    }
+}
+
+/// Puts every signal handler (the host's code, in the host's memory, which
+/// the child must not run) back to the default; SIGPIPE, which Rust hosts
+/// ignore, too. Other ignored signals stay ignored, as across any exec.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`: the handlers are the
+/// whole process's, and the host's would be gone.
+unsafe fn reset_signal_handlers() {
+    // SAFETY: `sigaction` with valid (or null) pointers to zeroed
+    // `sigaction`s, for which all zeroes is valid; this is the child (see
+    // the contract).
+    unsafe {
         for signal in 1..=libc::SIGRTMAX() {
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
@@ -392,109 +444,251 @@ unsafe fn setup_child(args: &ChildArgs) -> c_int {
                 libc::sigaction(signal, &default, std::ptr::null_mut());
             }
         }
-        // A session (and process group) of its own: no controlling
-        // terminal of the host's to steer.
-        rusty!(rustix::process::setsid());
-        for (target, &fd) in args.stdio.iter().enumerate() {
-            let target = target as c_int;
+    }
+}
+
+/// Starts a session (and process group) of the child's own: it has no
+/// controlling terminal of the host's to steer. A raw system call.
+fn start_session() -> Result<(), c_int> {
+    check_rustix(rustix::process::setsid())
+}
+
+/// Puts the descriptors `stdio` on 0, 1 and 2, without close-on-exec (a
+/// descriptor already in place only loses that flag).
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with `stdio` open:
+/// it replaces whatever descriptors 0, 1 and 2 were.
+unsafe fn install_stdio(stdio: [RawFd; 3]) -> Result<(), c_int> {
+    for (target, fd) in stdio.into_iter().enumerate() {
+        let target = target as c_int;
+        // SAFETY: `fcntl` and `dup2` on descriptors that are open (see the
+        // contract); the child's table is its own.
+        let ret = unsafe {
             if fd == target {
-                check!(libc::fcntl(fd, libc::F_SETFD, 0));
+                libc::fcntl(fd, libc::F_SETFD, 0)
             } else {
-                check!(libc::dup2(fd, target));
+                libc::dup2(fd, target)
             }
-        }
-        // Whatever the host left open without close-on-exec goes no further
-        // (close_range needs Linux 5.11; the sandbox needs newer anyway,
-        // and a child that cannot be sure of its descriptors is not started).
-        check!(libc::close_range(
+        };
+        check_os(ret)?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from 3 on close-on-exec, then clears the flag on
+/// those in `args.inherit`: whatever the host left open without
+/// close-on-exec goes no further (close_range needs Linux 5.11; the
+/// sandbox needs newer anyway, and a child that cannot be sure of its
+/// descriptors is not started).
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with
+/// [`child_main`]'s `args` (`inherit` is a live array of `inherit_len`).
+unsafe fn close_other_descriptors(args: &ChildArgs) -> Result<(), c_int> {
+    // SAFETY: `close_range` only sets flags in the child's own table;
+    // `args.inherit.add(i)` stays inside the live `inherit` array (see the
+    // contract) and `fcntl` takes any descriptor number.
+    unsafe {
+        check_os(libc::close_range(
             3,
             c_int::MAX as libc::c_uint,
             libc::CLOSE_RANGE_CLOEXEC as c_int,
-        ));
+        ))?;
         for i in 0..args.inherit_len {
-            check!(libc::fcntl(*args.inherit.add(i), libc::F_SETFD, 0));
+            check_os(libc::fcntl(*args.inherit.add(i), libc::F_SETFD, 0))?;
         }
-        // The sandbox's namespaces; entering the mount namespace moves the
-        // child to the sandbox's root, so the working directory comes after.
-        let [user, mnt, net, ipc] = args.namespaces;
-        for (fd, kind) in [
-            (user, libc::CLONE_NEWUSER),
-            (mnt, libc::CLONE_NEWNS),
-            (net, libc::CLONE_NEWNET),
-            (ipc, libc::CLONE_NEWIPC),
-        ] {
-            if fd >= 0 {
-                check!(libc::setns(fd, kind));
-            }
+    }
+    Ok(())
+}
+
+/// Enters the sandbox's namespaces, `user`, `mnt`, `net` and `ipc` (those
+/// that are not -1), in that order. Entering the mount namespace moves the
+/// child to the sandbox's root, so the working directory comes after.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with open `nsfs`
+/// descriptors (or -1).
+unsafe fn enter_namespaces(namespaces: [RawFd; 4]) -> Result<(), c_int> {
+    let [user, mnt, net, ipc] = namespaces;
+    for (fd, kind) in [
+        (user, libc::CLONE_NEWUSER),
+        (mnt, libc::CLONE_NEWNS),
+        (net, libc::CLONE_NEWNET),
+        (ipc, libc::CLONE_NEWIPC),
+    ] {
+        if fd >= 0 {
+            // SAFETY: `setns` on an open descriptor, in the child (see the
+            // contract): the host's namespaces stay as they are.
+            check_os(unsafe { libc::setns(fd, kind) })?;
         }
-        if args.cwd >= 0 {
-            rusty!(rustix::process::fchdir(BorrowedFd::borrow_raw(args.cwd)));
-        } else {
-            rusty!(rustix::process::chdir(c"/"));
-        }
-        for i in 0..args.rlimits_len {
-            let (resource, limit) = *args.rlimits.add(i);
-            let limit = rustix::process::Rlimit {
-                current: Some(limit),
-                maximum: Some(limit),
-            };
-            rusty!(rustix::process::setrlimit(resource, limit));
-        }
-        if ipc >= 0 {
-            // With the IPC layer, a session keyring of its own, so no key of the host's session
-            // is the child's to possess (seccomp refuses the key system
-            // calls anyway; a full key quota only costs this extra wall).
+    }
+    Ok(())
+}
+
+/// Enters the working directory `cwd` with `fchdir` on the already opened
+/// directory (never by a path string a guest could race), or `/` if `cwd`
+/// is -1. After [`enter_namespaces`]: `/` is then the sandbox's root.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with `cwd` open (or
+/// -1).
+unsafe fn enter_cwd(cwd: RawFd) -> Result<(), c_int> {
+    if cwd >= 0 {
+        // SAFETY: `cwd` is open for the whole call (see the contract).
+        let cwd = unsafe { BorrowedFd::borrow_raw(cwd) };
+        check_rustix(rustix::process::fchdir(cwd))
+    } else {
+        check_rustix(rustix::process::chdir(c"/"))
+    }
+}
+
+/// Sets each resource limit of `args.rlimits`, soft and hard alike.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with
+/// [`child_main`]'s `args` (`rlimits` is a live array of `rlimits_len`).
+unsafe fn set_rlimits(args: &ChildArgs) -> Result<(), c_int> {
+    for i in 0..args.rlimits_len {
+        // SAFETY: `args.rlimits.add(i)` stays inside the live `rlimits`
+        // array (see the contract).
+        let (resource, limit) = unsafe { *args.rlimits.add(i) };
+        let limit = rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        check_rustix(rustix::process::setrlimit(resource, limit))?;
+    }
+    Ok(())
+}
+
+/// With the IPC layer (an `ipc` namespace among `namespaces`), joins a
+/// session keyring of its own, so no key of the host's session is the
+/// child's to possess (seccomp refuses the key system calls anyway; a full
+/// key quota only costs this extra wall, so a failure is ignored).
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`.
+unsafe fn join_session_keyring(namespaces: [RawFd; 4]) {
+    let [_, _, _, ipc] = namespaces;
+    if ipc >= 0 {
+        // SAFETY: `keyctl` with a null name makes an anonymous keyring; it
+        // reads no memory of ours.
+        unsafe {
             libc::syscall(
                 libc::SYS_keyctl,
                 libc::KEYCTL_JOIN_SESSION_KEYRING,
                 std::ptr::null::<c_char>(),
             );
         }
-        let (uid, gid) = args.identity;
-        if uid >= 0 {
-            // Raw system calls: glibc's wrappers would make every thread of
-            // the host change ids too (its setxid broadcast), taking locks.
-            // Supplementary groups first: they need CAP_SETGID, which the
-            // uid change takes away.
-            check!(libc::syscall(
+    }
+}
+
+/// With `identity` `(uid, gid)` (`uid` < 0: none), becomes that user and
+/// group with no supplementary groups. Raw system calls: glibc's wrappers
+/// would make every thread of the host change ids too (its setxid
+/// broadcast), taking locks. Supplementary groups first: they need
+/// CAP_SETGID, which the uid change takes away. The id change also makes
+/// the host's memory (shared until `exec`) non-dumpable and resets the
+/// death signal, which [`die_with_host`] sets after.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`.
+unsafe fn change_identity(identity: (i64, i64)) -> Result<(), c_int> {
+    let (uid, gid) = identity;
+    if uid >= 0 {
+        // SAFETY: raw id system calls of this child only; `setgroups` with
+        // size 0 reads no memory.
+        unsafe {
+            check_os(libc::syscall(
                 libc::SYS_setgroups,
                 0,
-                std::ptr::null::<libc::gid_t>()
-            ));
-            check!(libc::syscall(libc::SYS_setresgid, gid, gid, gid));
-            check!(libc::syscall(libc::SYS_setresuid, uid, uid, uid));
+                std::ptr::null::<libc::gid_t>(),
+            ))?;
+            check_os(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
+            check_os(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
         }
-        // After the id change, which resets the death signal.
-        rusty!(rustix::process::set_parent_process_death_signal(Some(
-            rustix::process::Signal::KILL
-        )));
-        if libc::getppid() != args.host {
-            return libc::ESRCH;
-        }
-        // No setuid/setcap binary can give the child more rights.
-        rusty!(rustix::thread::set_no_new_privs(true));
-        if args.landlock >= 0 {
-            check!(libc::syscall(
-                libc::SYS_landlock_restrict_self,
-                args.landlock,
-                0
-            ));
-        }
-        rusty!(drop_capabilities(args.keep_caps));
-        if args.seccomp.len > 0 {
-            check!(libc::syscall(
+    }
+    Ok(())
+}
+
+/// Asks for SIGKILL when the host thread that started the child dies,
+/// then gives up (ESRCH) if the host `host` is already gone: the child's
+/// parent is then no longer the host. After [`change_identity`], which
+/// resets the death signal.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`.
+unsafe fn die_with_host(host: libc::pid_t) -> Result<(), c_int> {
+    check_rustix(rustix::process::set_parent_process_death_signal(Some(
+        rustix::process::Signal::KILL,
+    )))?;
+    // SAFETY: `getppid` takes nothing and cannot fail.
+    if unsafe { libc::getppid() } != host {
+        return Err(libc::ESRCH);
+    }
+    Ok(())
+}
+
+/// Sets no_new_privs, so no setuid/setcap binary can give the child more
+/// rights (and Landlock and seccomp may be used without privilege), then
+/// restricts the child with the Landlock ruleset `landlock` (-1: none; see
+/// `confine`).
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with `landlock` open
+/// (or -1).
+unsafe fn restrict_self(landlock: RawFd) -> Result<(), c_int> {
+    check_rustix(rustix::thread::set_no_new_privs(true))?;
+    if landlock >= 0 {
+        // SAFETY: `landlock_restrict_self` on an open ruleset descriptor,
+        // restricting this child only (the host is another thread group).
+        check_os(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, landlock, 0) })?;
+    }
+    Ok(())
+}
+
+/// Installs the seccomp filter `seccomp` (`len` 0: none), last before
+/// `exec`, once nothing the filter may refuse is left to do.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`, with `seccomp`
+/// pointing to a live program of `len` instructions.
+unsafe fn install_seccomp(seccomp: &libc::sock_fprog) -> Result<(), c_int> {
+    if seccomp.len > 0 {
+        // SAFETY: `seccomp` describes a live filter program (see the
+        // contract), which the kernel copies; it filters this child only.
+        check_os(unsafe {
+            libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 0,
-                &raw const args.seccomp
-            ));
-        }
+                seccomp as *const libc::sock_fprog,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Unblocks every signal (blocked by [`clone_and_exec`] around `clone`)
+/// and calls `execve`; returns the error number if it comes back.
+///
+/// # Safety
+/// Only from [`setup_child`], once [`prepare_child`] succeeded, with
+/// [`child_main`]'s `args` (`program`, `argv` and `envp` are live C strings
+/// and null-terminated arrays of them).
+unsafe fn exec_program(args: &ChildArgs) -> c_int {
+    // SAFETY: a zeroed `sigset_t` is valid; `execve` reads live strings and
+    // arrays (see the contract). The handlers were reset first
+    // (`reset_signal_handlers`), so a signal that arrives before `exec`
+    // runs no code of the host's.
+    unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(args.program, args.argv, args.envp);
-        last_error()
     }
+    last_errno()
 }
 
 /// What [`fork_as_sibling`] returns in each of the two processes.
@@ -1063,50 +1257,137 @@ unsafe fn write_file(path: &CStr, contents: &CStr) -> c_int {
     }
 }
 
-/// The steps of [`sandbox_main`]; `Err((step, errno))` on failure.
+/// The steps of [`sandbox_main`], one function each, in this order;
+/// `Err((step, errno))` on failure, `step` being the index in `spec.steps`
+/// of the mount step that failed or one of the `STEP_*` constants. Like
+/// [`child_main`], the steps only make system calls: no allocation, no
+/// lock.
 ///
 /// # Safety
 /// Only from [`sandbox_main`].
 unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
     let spec = args.spec;
-    let fail = |step: i32| {
-        (
-            step,
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EINVAL),
-        )
-    };
-    let keep = |slot: usize, fd: c_int| args.fds[slot].store(fd, Ordering::Release);
-    // SAFETY: system calls on valid strings and descriptors this process
-    // opened; see `build_sandbox`.
+    // SAFETY: we are the sandbox builder (see `build_sandbox`), which every
+    // step requires: system calls on valid strings and descriptors this
+    // process opened. `root` is the tmpfs it made, whose descriptor stays
+    // open (the host takes it, as the sandbox's root, once the builder
+    // exited), and `args.trees` has a slot for each of `spec.steps`.
     unsafe {
-        if let Some((uid_map, gid_map)) = spec.user_maps
-            && (libc::unshare(libc::CLONE_NEWUSER) < 0
-                || write_file(c"/proc/self/setgroups", c"deny") < 0
-                || write_file(c"/proc/self/uid_map", uid_map) < 0
-                || write_file(c"/proc/self/gid_map", gid_map) < 0)
+        if let Some((uid_map, gid_map)) = spec.user_maps {
+            make_user_namespace(uid_map, gid_map).map_err(at_step(STEP_USERNS))?;
+        }
+        unshare_namespaces(spec.net).map_err(at_step(STEP_UNSHARE))?;
+        make_mounts_private().map_err(at_step(STEP_PRIVATE))?;
+        let root = make_root_tmpfs().map_err(at_step(STEP_TMPFS))?;
+        // The host's from now on: it closes it if a later step fails.
+        args.fds[0].store(root, Ordering::Release);
+        make_entries(spec.steps, root)?;
+        detach_bind_sources(spec.steps, args.trees)?;
+        stage_root(root, spec.stage).map_err(at_step(STEP_STAGE))?;
+        make_root_read_only(root).map_err(at_step(STEP_READ_ONLY))?;
+        attach_binds(spec.steps, args.trees, root)?;
+        open_namespaces(args).map_err(at_step(STEP_NSFS))?;
+        pivot_into(root).map_err(at_step(STEP_PIVOT))?;
+    }
+    Ok(())
+}
+
+/// Pairs an error number with the sandbox builder's `step` that failed,
+/// as [`sandbox_steps`] reports it (for `map_err`).
+fn at_step(step: i32) -> impl Fn(c_int) -> (i32, c_int) {
+    move |errno| (step, errno)
+}
+
+/// For a host without root: makes a new user namespace, which will own
+/// the others, and maps its ids with `uid_map` and `gid_map` (after
+/// denying `setgroups`, as an unprivileged `gid_map` requires).
+///
+/// # Safety
+/// Only in the sandbox builder.
+unsafe fn make_user_namespace(uid_map: &CStr, gid_map: &CStr) -> Result<(), c_int> {
+    // SAFETY: `unshare` of the builder, and writes of its own `/proc/self`
+    // files with valid strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUSER) < 0
+            || write_file(c"/proc/self/setgroups", c"deny") < 0
+            || write_file(c"/proc/self/uid_map", uid_map) < 0
+            || write_file(c"/proc/self/gid_map", gid_map) < 0
         {
-            return Err(fail(STEP_USERNS));
+            return Err(last_errno());
         }
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
-        if spec.net {
-            flags |= libc::CLONE_NEWNET;
-        }
-        if libc::unshare(flags) < 0 {
-            return Err(fail(STEP_UNSHARE));
-        }
-        // Nothing done here may reach the host's mounts.
-        if libc::mount(
+    }
+    Ok(())
+}
+
+/// Makes the new mount and IPC namespaces, and a new (empty) network
+/// namespace if `net`. The mount namespace starts as a copy of the host's
+/// mounts, which [`detach_bind_sources`] resolves the sources in.
+///
+/// # Safety
+/// Only in the sandbox builder: the host's namespaces stay as they are.
+unsafe fn unshare_namespaces(net: bool) -> Result<(), c_int> {
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
+    if net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: `unshare` of the builder (see the contract).
+    check_os(unsafe { libc::unshare(flags) })
+}
+
+/// Makes every mount copied from the host private, so that nothing done
+/// in the new mount namespace may reach the host's mounts.
+///
+/// # Safety
+/// Only in the sandbox builder, in its new mount namespace.
+unsafe fn make_mounts_private() -> Result<(), c_int> {
+    // SAFETY: `mount` with valid strings (or null), in the builder's own
+    // mount namespace (see the contract).
+    check_os(unsafe {
+        libc::mount(
             std::ptr::null(),
             c"/".as_ptr(),
             std::ptr::null(),
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
-        ) < 0
-        {
-            return Err(fail(STEP_PRIVATE));
+        )
+    })
+}
+
+/// Makes the sandbox's root: a new tmpfs (mode 0755) mounted nosuid and
+/// nodev, detached (attached nowhere yet); returns its descriptor, opened
+/// with close-on-exec in the table the builder shares with the host.
+///
+/// # Safety
+/// Only in the sandbox builder.
+unsafe fn make_root_tmpfs() -> Result<c_int, c_int> {
+    // SAFETY: the file system context is the descriptor `new_tmpfs` opened,
+    // closed once mounted; `fsmount` reads no memory of ours.
+    unsafe {
+        let fs = new_tmpfs()?;
+        let root = libc::syscall(
+            libc::SYS_fsmount,
+            fs,
+            libc::FSMOUNT_CLOEXEC,
+            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        ) as c_int;
+        libc::close(fs);
+        if root < 0 {
+            return Err(last_errno());
         }
+        Ok(root)
+    }
+}
+
+/// Opens a file system context for a tmpfs with mode 0755 and creates the
+/// file system (not mounted yet); returns the context's descriptor, which
+/// is closed again on failure.
+///
+/// # Safety
+/// Only in the sandbox builder.
+unsafe fn new_tmpfs() -> Result<c_int, c_int> {
+    // SAFETY: `fsopen` and `fsconfig` with valid strings (or null) on the
+    // context they opened; `close` of that context only.
+    unsafe {
         let fs = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) as c_int;
         if fs < 0
             || libc::syscall(
@@ -1126,196 +1407,338 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
                 0,
             ) < 0
         {
-            let failed = fail(STEP_TMPFS);
+            let errno = last_errno();
             if fs >= 0 {
                 libc::close(fs);
             }
-            return Err(failed);
+            return Err(errno);
         }
-        let root = libc::syscall(
-            libc::SYS_fsmount,
-            fs,
-            libc::FSMOUNT_CLOEXEC,
-            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        Ok(fs)
+    }
+}
+
+/// Makes every directory, file and symbolic link of `steps` in the root
+/// tmpfs `root`, in order (binds come later, see [`attach_binds`]).
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn make_entries(steps: &[MountStep<'_>], root: c_int) -> Result<(), (i32, c_int)> {
+    for (i, step) in steps.iter().enumerate() {
+        // SAFETY: the builder, with its root tmpfs (see the contract).
+        let made = unsafe {
+            match step {
+                MountStep::Dir(path) => make_dir(root, path),
+                MountStep::File(path) => make_file(root, path),
+                MountStep::Symlink { target, at } => make_symlink(root, target, at),
+                MountStep::Bind { .. } => Ok(()),
+            }
+        };
+        made.map_err(at_step(i as i32))?;
+    }
+    Ok(())
+}
+
+/// Makes the directory `path` (mode 0755) below `root`; one that exists
+/// already is fine.
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn make_dir(root: c_int, path: &CStr) -> Result<(), c_int> {
+    // SAFETY: `mkdirat` with a valid string, below the builder's tmpfs.
+    let r = unsafe { libc::mkdirat(root, path.as_ptr(), 0o755) };
+    if r < 0 && last_errno() == libc::EEXIST {
+        return Ok(());
+    }
+    check_os(r)
+}
+
+/// Makes the empty file `path` (mode 0644) below `root`, for a file to be
+/// bound over. Made without opening it: a writable descriptor, even one a
+/// host thread's fork copied for an instant, would keep the tmpfs from
+/// becoming read-only (EBUSY).
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn make_file(root: c_int, path: &CStr) -> Result<(), c_int> {
+    // SAFETY: `mknodat` with a valid string, below the builder's tmpfs.
+    check_os(unsafe { libc::mknodat(root, path.as_ptr(), libc::S_IFREG | 0o644, 0) })
+}
+
+/// Makes the symbolic link `at` → `target` below `root`.
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn make_symlink(root: c_int, target: &CStr, at: &CStr) -> Result<(), c_int> {
+    // SAFETY: `symlinkat` with valid strings, below the builder's tmpfs.
+    check_os(unsafe { libc::symlinkat(target.as_ptr(), root, at.as_ptr()) })
+}
+
+/// Makes a detached copy of the source of every bind of `steps`, with its
+/// attributes, into its slot of `trees` (by step), before [`stage_root`]
+/// can hide any of them.
+///
+/// # Safety
+/// Only in the sandbox builder, in its new mount namespace, with `trees`
+/// as long as `steps`.
+unsafe fn detach_bind_sources(
+    steps: &[MountStep<'_>],
+    trees: &[AtomicI32],
+) -> Result<(), (i32, c_int)> {
+    for (i, step) in steps.iter().enumerate() {
+        if let MountStep::Bind {
+            source, attr, id, ..
+        } = step
+        {
+            // SAFETY: the builder, in its mount namespace (see the
+            // contract).
+            unsafe { detach_bind_source(&trees[i], source, *attr, *id) }
+                .map_err(at_step(i as i32))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens a detached copy of the tree at the host path `source` (a file or
+/// a directory tree, not following a final symlink) into `slot`, checks it
+/// is the granted `id` (device and inode: the path may no longer lead to
+/// what was granted, EXDEV), and sets the mount attributes `attr` on every
+/// mount of it.
+///
+/// # Safety
+/// Only in the sandbox builder, in its new mount namespace.
+unsafe fn detach_bind_source(
+    slot: &AtomicI32,
+    source: &CStr,
+    attr: u64,
+    id: (u64, u64),
+) -> Result<(), c_int> {
+    // SAFETY: `open_tree` with a valid string; `fstat` into a zeroed
+    // `stat` (all zeroes is valid) of the tree it opened.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::OPEN_TREE_CLONE
+                | libc::OPEN_TREE_CLOEXEC
+                | (AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
         ) as c_int;
-        libc::close(fs);
-        if root < 0 {
-            return Err(fail(STEP_TMPFS));
+        if tree < 0 {
+            return Err(last_errno());
         }
-        keep(0, root);
-        for (i, step) in spec.steps.iter().enumerate() {
-            let made = match step {
-                MountStep::Dir(path) => {
-                    let r = libc::mkdirat(root, path.as_ptr(), 0o755);
-                    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-                        0
-                    } else {
-                        r
-                    }
-                }
-                // Made without opening it: a writable descriptor, even one a
-                // host thread's fork copied for an instant, would keep the
-                // tmpfs from becoming read-only (EBUSY).
-                MountStep::File(path) => {
-                    libc::mknodat(root, path.as_ptr(), libc::S_IFREG | 0o644, 0)
-                }
-                MountStep::Symlink { target, at } => {
-                    libc::symlinkat(target.as_ptr(), root, at.as_ptr())
-                }
-                MountStep::Bind { .. } => 0,
-            };
-            if made < 0 {
-                return Err(fail(i as i32));
-            }
+        slot.store(tree, Ordering::Release);
+        let mut stat: libc::stat = std::mem::zeroed();
+        check_os(libc::fstat(tree, &mut stat))?;
+        if (stat.st_dev, stat.st_ino) != id {
+            return Err(libc::EXDEV);
         }
-        // A detached copy of every source, with its attributes, before
-        // the stage below can hide any of them.
-        for (i, step) in spec.steps.iter().enumerate() {
-            let MountStep::Bind {
-                source, attr, id, ..
-            } = step
-            else {
-                continue;
-            };
-            let tree = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                libc::OPEN_TREE_CLONE
-                    | libc::OPEN_TREE_CLOEXEC
-                    | (AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
-            ) as c_int;
-            if tree < 0 {
-                return Err(fail(i as i32));
-            }
-            args.trees[i].store(tree, Ordering::Release);
-            let mut stat: libc::stat = std::mem::zeroed();
-            if libc::fstat(tree, &mut stat) < 0 {
-                return Err(fail(i as i32));
-            }
-            if (stat.st_dev, stat.st_ino) != *id {
-                // The path no longer leads to what was granted.
-                return Err((i as i32, libc::EXDEV));
-            }
-            let attr = libc::mount_attr {
-                attr_set: *attr,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            if libc::syscall(
-                libc::SYS_mount_setattr,
-                tree,
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | AT_RECURSIVE,
-                &raw const attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            ) < 0
-            {
-                return Err(fail(i as i32));
-            }
-        }
-        // Mounts can only be attached below a mount of this namespace.
-        if libc::syscall(
+        check_os(set_mount_attr(
+            tree,
+            attr,
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
+        ))
+    }
+}
+
+/// `mount_setattr` of the mount `fd` (with `flags`, which include
+/// `AT_EMPTY_PATH`), setting the `MOUNT_ATTR_*` flags `attr_set`; returns
+/// what the system call returns.
+///
+/// # Safety
+/// Only in the sandbox builder, with `fd` a mount it opened.
+unsafe fn set_mount_attr(fd: c_int, attr_set: u64, flags: c_int) -> libc::c_long {
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `mount_setattr` with a valid empty string and a `mount_attr`
+    // of the size given, on the builder's own mount (see the contract).
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            flags,
+            &raw const attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    }
+}
+
+/// Attaches the root tmpfs `root` at `stage`, an existing host directory,
+/// while the tree is assembled: mounts can only be attached below a mount
+/// of this namespace.
+///
+/// # Safety
+/// Only in the sandbox builder, in its new (private) mount namespace, with
+/// `root` its root tmpfs.
+unsafe fn stage_root(root: c_int, stage: &CStr) -> Result<(), c_int> {
+    // SAFETY: `move_mount` with valid strings, in the builder's own mount
+    // namespace (see the contract).
+    check_os(unsafe {
+        libc::syscall(
             libc::SYS_move_mount,
             root,
             c"".as_ptr(),
             libc::AT_FDCWD,
-            spec.stage.as_ptr(),
+            stage.as_ptr(),
             libc::MOVE_MOUNT_F_EMPTY_PATH,
-        ) < 0
-        {
-            return Err(fail(STEP_STAGE));
+        )
+    })
+}
+
+/// Makes the root tmpfs `root` read-only (and nosuid, nodev) now that
+/// every entry is in it; the binds attached after keep their own
+/// attributes.
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn make_root_read_only(root: c_int) -> Result<(), c_int> {
+    let read_only = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: on the builder's root tmpfs (see the contract).
+    check_os(unsafe { set_mount_attr(root, read_only, libc::AT_EMPTY_PATH) })
+}
+
+/// Attaches the detached copy in `trees` of every bind of `steps` at its
+/// target below `root`, in order (parents before what is bound inside
+/// them).
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its staged root tmpfs and
+/// `trees` filled by [`detach_bind_sources`].
+unsafe fn attach_binds(
+    steps: &[MountStep<'_>],
+    trees: &[AtomicI32],
+    root: c_int,
+) -> Result<(), (i32, c_int)> {
+    for (i, step) in steps.iter().enumerate() {
+        if let MountStep::Bind { target, .. } = step {
+            // SAFETY: the builder, with its root and trees (see the
+            // contract).
+            unsafe { attach_bind(root, &trees[i], target) }.map_err(at_step(i as i32))?;
         }
-        let read_only = libc::mount_attr {
-            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
+    }
+    Ok(())
+}
+
+/// Moves the detached tree in `slot` onto its mount point `target` below
+/// `root`, then closes it, whether that worked or not (forgetting it in
+/// `slot` first).
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its staged root tmpfs and
+/// `slot` holding a tree it opened.
+unsafe fn attach_bind(root: c_int, slot: &AtomicI32, target: &CStr) -> Result<(), c_int> {
+    let tree = slot.load(Ordering::Acquire);
+    // SAFETY: the builder's own descriptors (see the contract); `at` is
+    // closed by `move_tree`, `tree` here.
+    unsafe {
+        let at = open_mount_point(root, target);
+        let attached = if at < 0 {
+            Err(last_errno())
+        } else {
+            move_tree(tree, at)
         };
-        if libc::syscall(
-            libc::SYS_mount_setattr,
+        // Forget it before closing it: the host must never close a
+        // number the table may already have given to someone else.
+        slot.store(-1, Ordering::Release);
+        libc::close(tree);
+        attached
+    }
+}
+
+/// Opens (`O_PATH`) the mount point `target` below `root`, reached without
+/// any symlink or `..`: binds attached before may be writable by others.
+/// Returns the descriptor, or -1 with `errno` set.
+///
+/// # Safety
+/// Only in the sandbox builder, with `root` its root tmpfs.
+unsafe fn open_mount_point(root: c_int, target: &CStr) -> c_int {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `openat2` with a valid string and an `open_how` of the size
+    // given.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
             root,
+            target.as_ptr(),
+            &raw const how,
+            std::mem::size_of::<OpenHow>(),
+        ) as c_int
+    }
+}
+
+/// Moves the detached tree `tree` onto the mount point `at`, then closes
+/// `at`; the error number is `move_mount`'s, taken before the close.
+///
+/// # Safety
+/// Only in the sandbox builder, with `tree` and `at` descriptors it
+/// opened.
+unsafe fn move_tree(tree: c_int, at: c_int) -> Result<(), c_int> {
+    // SAFETY: `move_mount` with valid empty strings on the builder's own
+    // descriptors; `close` of `at`, which it owns (see the contract).
+    unsafe {
+        let moved = check_os(libc::syscall(
+            libc::SYS_move_mount,
+            tree,
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &raw const read_only,
-            std::mem::size_of::<libc::mount_attr>(),
-        ) < 0
-        {
-            return Err(fail(STEP_READ_ONLY));
-        }
-        for (i, step) in spec.steps.iter().enumerate() {
-            let MountStep::Bind { target, .. } = step else {
-                continue;
-            };
-            let tree = args.trees[i].load(Ordering::Acquire);
-            // The mount point, reached without any symlink or `..`: binds
-            // attached before may be writable by others.
-            let how = OpenHow {
-                flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-                mode: 0,
-                resolve: libc::RESOLVE_BENEATH
-                    | libc::RESOLVE_NO_SYMLINKS
-                    | libc::RESOLVE_NO_MAGICLINKS,
-            };
-            let at = libc::syscall(
-                libc::SYS_openat2,
-                root,
-                target.as_ptr(),
-                &raw const how,
-                std::mem::size_of::<OpenHow>(),
-            ) as c_int;
-            let moved = match at {
-                ..0 => -1,
-                _ => {
-                    let moved = libc::syscall(
-                        libc::SYS_move_mount,
-                        tree,
-                        c"".as_ptr(),
-                        at,
-                        c"".as_ptr(),
-                        libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
-                    );
-                    let errno = io::Error::last_os_error().raw_os_error();
-                    libc::close(at);
-                    if moved < 0 {
-                        *libc::__errno_location() = errno.unwrap_or(libc::EINVAL);
-                    }
-                    moved
-                }
-            };
-            let result = fail(i as i32);
-            // Forget it before closing it: the host must never close a
-            // number the table may already have given to someone else.
-            args.trees[i].store(-1, Ordering::Release);
-            libc::close(tree);
-            if moved < 0 {
-                return Err(result);
+            at,
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        ));
+        libc::close(at);
+        moved
+    }
+}
+
+/// Opens the files of the namespaces that were made (user with
+/// `spec.user_maps`, network with `spec.net`) into `args.fds`, while
+/// `/proc` can still be reached (before [`pivot_into`]).
+///
+/// # Safety
+/// Only in the sandbox builder, with [`sandbox_main`]'s `args`.
+unsafe fn open_namespaces(args: &BuildArgs<'_>) -> Result<(), c_int> {
+    let spec = args.spec;
+    for (slot, path, wanted) in [
+        (1, c"/proc/self/ns/user", spec.user_maps.is_some()),
+        (2, c"/proc/self/ns/mnt", true),
+        (3, c"/proc/self/ns/net", spec.net),
+        (4, c"/proc/self/ns/ipc", true),
+    ] {
+        if wanted {
+            // SAFETY: `open` with a valid string.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(last_errno());
             }
+            args.fds[slot].store(fd, Ordering::Release);
         }
-        // The namespaces' files, while /proc can still be reached.
-        let ns = |path: &CStr| libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        for (slot, path, wanted) in [
-            (1, c"/proc/self/ns/user", spec.user_maps.is_some()),
-            (2, c"/proc/self/ns/mnt", true),
-            (3, c"/proc/self/ns/net", spec.net),
-            (4, c"/proc/self/ns/ipc", true),
-        ] {
-            if wanted {
-                let fd = ns(path);
-                if fd < 0 {
-                    return Err(fail(STEP_NSFS));
-                }
-                keep(slot, fd);
-            }
-        }
-        // The staged tmpfs becomes the namespace's root; the host's tree
-        // under it is detached, so nothing else is left in the namespace.
+    }
+    Ok(())
+}
+
+/// Makes the staged tmpfs `root` the namespace's root with `pivot_root`
+/// and detaches the host's tree under it, so nothing else is left in the
+/// namespace.
+///
+/// # Safety
+/// Only in the sandbox builder, last, with `root` its staged root tmpfs:
+/// it changes the builder's root and working directory.
+unsafe fn pivot_into(root: c_int) -> Result<(), c_int> {
+    // SAFETY: `fchdir` to the builder's tmpfs, then `pivot_root` and
+    // `umount2` with valid strings, in its own mount namespace.
+    unsafe {
         if libc::fchdir(root) < 0
             || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
             || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0
         {
-            return Err(fail(STEP_PIVOT));
+            return Err(last_errno());
         }
     }
     Ok(())
