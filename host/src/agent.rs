@@ -10,17 +10,20 @@
 //! so it runs in the same sandbox; its channel, stdout, stderr and reports
 //! are bridged to the host, its spawns audited here and there.
 
-use crate::bindings::types::{ErrorCode, Termination};
+use crate::child::Child;
 use crate::cluster::{
     ADVERTS, Advert, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions, Receiving,
     channel_halves, fork_subject, is_id, kind, message, new_id, send_stream, session_subject,
     stream, to_wire,
 };
+use crate::ctx::ProcessCtx;
+use crate::failure::Failure;
+use crate::outcome::Termination;
 use crate::policy::DirAccess;
+use crate::policy::Policy;
 use crate::policy::{Denial, Lent};
-use crate::spawn::{Asked, Child};
+use crate::stdio::Asked;
 use crate::worker::{WorkerDir, WorkerSpec};
-use crate::{Policy, ProcessCtx};
 use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -134,9 +137,7 @@ impl Agent {
         };
         let started = match serde_json::from_slice::<ForkRequest>(&request.payload) {
             Ok(req) => self.start(req).await,
-            Err(e) => Err(ErrorCode::InvalidArgument(format!(
-                "a bad fork request: {e}"
-            ))),
+            Err(e) => Err(Failure::InvalidArgument(format!("a bad fork request: {e}"))),
         };
         let reply = match &started {
             Ok(session) => ForkReply::Started {
@@ -165,18 +166,18 @@ impl Agent {
 
     /// Starts the worker `req` asks for, within this agent's policy, and
     /// listens to its host's messages (before the host hears of it).
-    async fn start(&self, req: ForkRequest) -> Result<Session, ErrorCode> {
+    async fn start(&self, req: ForkRequest) -> Result<Session, Failure> {
         // Ids become parts of NATS subjects; and a session is one host's.
         if let Some(id) = [&req.session, &req.parent]
             .into_iter()
             .find(|id| !is_id(id))
         {
-            return Err(ErrorCode::InvalidArgument(format!(
+            return Err(Failure::InvalidArgument(format!(
                 "`{id}` is not a session or host id"
             )));
         }
         if !self.sessions().insert(req.session.clone()) {
-            return Err(ErrorCode::InvalidArgument(format!(
+            return Err(Failure::InvalidArgument(format!(
                 "session {} is taken",
                 req.session
             )));
@@ -185,7 +186,7 @@ impl Agent {
             .client
             .subscribe(session_subject(&req.session, true))
             .await
-            .map_err(|e| ErrorCode::Io(format!("subscribing to the session: {e}")));
+            .map_err(|e| Failure::Io(format!("subscribing to the session: {e}")));
         let session = req.session.clone();
         let started = from_host.and_then(|from_host| self.launch(req, from_host));
         if started.is_err() {
@@ -200,7 +201,7 @@ impl Agent {
         &self,
         req: ForkRequest,
         from_host: async_nats::Subscriber,
-    ) -> Result<Session, ErrorCode> {
+    ) -> Result<Session, Failure> {
         let mut ctx = self.ctx();
         let policy = (req.policy.within(&ctx.policy)).map_err(|d| ctx.deny(d))?;
         let component = (ctx.policy.find_fork(&req.component))
@@ -212,10 +213,10 @@ impl Agent {
         // this agent has free, so that one host cannot take it all.
         let free = ctx.free();
         if free.live == 0 {
-            return Err(ErrorCode::from(ctx.deny(Denial::Limit {
+            return Err(ctx.deny(Denial::Limit {
                 limit: "max_live_children",
                 message: "this agent has no free worker slot".into(),
-            })));
+            }));
         }
         let mut policy = policy;
         let live = policy.limits.max_live_children.min(free.live / 2);
@@ -229,17 +230,7 @@ impl Agent {
             live,
             spawns: spawns.and(policy.limits.max_total_spawns).unwrap_or(0),
         };
-        let spec = WorkerSpec {
-            component,
-            args: req.args.clone(),
-            env: req.env.clone(),
-            dirs,
-            policy,
-            report_fd: None,
-            stdio: None,
-            sandbox: None,
-            code: Vec::new(),
-        };
+        let spec = WorkerSpec::new(component, (req.args.clone(), req.env.clone()), dirs, policy);
         let (reports_tx, reports) = mpsc::unbounded_channel::<Bytes>();
         let tee: crate::worker::Tee = Box::new(move |line: &[u8]| {
             let _ = reports_tx.send(message(kind::REPORT, line));
@@ -265,7 +256,7 @@ impl Agent {
         &self,
         ctx: &ProcessCtx,
         asked: &[(String, bool)],
-    ) -> Result<(Vec<WorkerDir>, Vec<cap_std::fs::Dir>), ErrorCode> {
+    ) -> Result<(Vec<WorkerDir>, Vec<cap_std::fs::Dir>), Failure> {
         let mut dirs = Vec::new();
         let mut opened = Vec::new();
         for (name, read_only) in asked {
@@ -273,10 +264,10 @@ impl Agent {
                 .find(|d| d.guest_path.as_os_str() == name.as_str())
                 .ok_or_else(|| ctx.deny(Denial::NotExported(name.clone())))?;
             if grant.access == DirAccess::ReadOnly && !read_only {
-                return Err(ctx.deny(Denial::ReadOnlyDir(name.clone())).into());
+                return Err(ctx.deny(Denial::ReadOnlyDir(name.clone())));
             }
             let dir = (grant.dir.try_clone())
-                .map_err(|e| ErrorCode::from_io(format_args!("opening export {name}"), &e))?;
+                .map_err(|e| Failure::from_io(format_args!("opening export {name}"), &e))?;
             dirs.push(WorkerDir {
                 guest_path: name.clone(),
                 host_path: grant.host_path.clone(),
@@ -499,7 +490,7 @@ impl Policy {
     fn pinned_labels(&self) -> Vec<String> {
         (self.programs.iter())
             .filter_map(|p| p.pin.as_ref())
-            .map(|(digest, _)| format!("sha256:{}", crate::hex(digest)))
+            .map(|(digest, _)| format!("sha256:{}", crate::hex::hex(digest)))
             .collect()
     }
 }
@@ -509,9 +500,9 @@ mod tests {
     //! A forking host's request within an agent's policy, without wasm,
     //! processes or NATS.
     use super::*;
-    use crate::Limits;
+    use crate::policy::Limits;
 
-    fn policy(build: impl FnOnce(&mut crate::ProcessCtxBuilder)) -> Policy {
+    fn policy(build: impl FnOnce(&mut crate::ctx::ProcessCtxBuilder)) -> Policy {
         let mut b = ProcessCtx::builder();
         b.confine(false);
         build(&mut b);

@@ -93,3 +93,181 @@ impl AuditLog {
         self.write(&line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A destination that can be read back after the log wrote to it.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        /// Each line written, parsed; every line must end with a newline.
+        fn lines(&self) -> Vec<Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[test]
+    fn each_event_is_one_json_line_with_its_time_its_name_and_its_fields() {
+        let sink = Sink::default();
+        let log = AuditLog::new(sink.clone());
+        let before = now_ms();
+        log.record(
+            "exec",
+            json!({
+                "pid": 42,
+                "program": "/usr/bin/printf",
+                // A newline in an argument cannot split the event's line.
+                "argv": ["printf", "a\nb"],
+                "cwd": "/srv",
+                "env": ["PATH"],
+            }),
+        );
+        log.record(
+            "exit",
+            json!({ "pid": 42, "status": "exited(0)", "duration_ms": 3 }),
+        );
+        log.record("denied", json!({ "reason": "not granted" }));
+        let after = now_ms();
+
+        let lines = sink.lines();
+        assert_eq!(lines.len(), 3);
+        for line in &lines {
+            let time = line["time"].as_u64().expect("time is Unix milliseconds");
+            assert!(
+                (before..=after).contains(&time),
+                "{time} not in {before}..={after}"
+            );
+        }
+        assert_eq!(lines[0]["event"], "exec");
+        assert_eq!(lines[0]["pid"], 42);
+        assert_eq!(lines[0]["program"], "/usr/bin/printf");
+        assert_eq!(lines[0]["argv"], json!(["printf", "a\nb"]));
+        assert_eq!(lines[0]["cwd"], "/srv");
+        assert_eq!(lines[0]["env"], json!(["PATH"]));
+        assert_eq!(lines[1]["event"], "exit");
+        assert_eq!(lines[1]["status"], "exited(0)");
+        assert_eq!(lines[1]["duration_ms"], 3);
+        assert_eq!(lines[2]["event"], "denied");
+        assert_eq!(lines[2]["reason"], "not granted");
+        assert_eq!(lines[2].as_object().unwrap().len(), 3, "{}", lines[2]);
+    }
+
+    #[test]
+    fn fields_that_are_not_an_object_are_left_out_of_the_event() {
+        let sink = Sink::default();
+        AuditLog::new(sink.clone()).record("exit", json!(["not", "an", "object"]));
+        let lines = sink.lines();
+        assert_eq!(lines.len(), 1);
+        let fields: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["event", "time"]);
+    }
+
+    #[test]
+    fn clones_of_a_log_write_whole_lines_to_the_same_place() {
+        let sink = Sink::default();
+        let log = AuditLog::new(sink.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        log.record("spawn", json!({ "pid": t * 1000 + i }));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut pids: Vec<u64> = sink
+            .lines()
+            .iter()
+            .map(|l| l["pid"].as_u64().unwrap())
+            .collect();
+        pids.sort();
+        let want: Vec<u64> = (0..4)
+            .flat_map(|t| (0..50).map(move |i| t * 1000 + i))
+            .collect();
+        assert_eq!(pids, want);
+    }
+
+    #[test]
+    fn the_log_file_is_appended_to_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        AuditLog::to_file(&path)
+            .unwrap()
+            .record("exec", json!({ "pid": 1 }));
+        AuditLog::to_file(&path)
+            .unwrap()
+            .record("exit", json!({ "pid": 1 }));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(events, ["\"exec\"", "\"exit\""]);
+    }
+
+    #[test]
+    fn a_forwarded_event_is_tagged_with_the_worker_that_sent_it_up() {
+        let sink = Sink::default();
+        let log = AuditLog::new(sink.clone());
+        let worker = json!({ "pid": 7, "component": "/srv/worker.wasm" });
+        let line = json!({ "time": 5, "event": "exec", "pid": 8, "program": "/bin/true" });
+        log.forward(line.clone(), &worker);
+
+        let mut want = line;
+        want["worker"] = worker;
+        assert_eq!(
+            sink.lines(),
+            [want],
+            "the line is kept as sent, plus its worker"
+        );
+    }
+
+    #[test]
+    fn an_event_of_a_worker_s_worker_keeps_its_worker_and_lists_the_chain_outermost_first() {
+        let tag = |pid: u32| json!({ "pid": pid, "component": format!("/c{pid}.wasm") });
+        // Worker 3 was forked by worker 2, forked by worker 1, forked by
+        // the host: each host process forwards what its worker sent up.
+        let in_3 = json!({ "time": 1, "event": "spawn", "pid": 99 });
+        let in_2 = Sink::default();
+        AuditLog::new(in_2.clone()).forward(in_3.clone(), &tag(3));
+        let in_1 = Sink::default();
+        AuditLog::new(in_1.clone()).forward(in_2.lines().remove(0), &tag(2));
+        let top = Sink::default();
+        AuditLog::new(top.clone()).forward(in_1.lines().remove(0), &tag(1));
+
+        let line = top.lines().remove(0);
+        assert_eq!(line["worker"], tag(3), "the worker whose guest did it");
+        assert_eq!(line["via"], json!([tag(1), tag(2)]));
+        assert_eq!(line["event"], "spawn");
+        assert_eq!(line["pid"], 99);
+        assert_eq!(in_1.lines()[0]["via"], json!([tag(2)]));
+    }
+}

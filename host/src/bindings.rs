@@ -35,8 +35,8 @@ wasmtime::component::bindgen!({
     },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
-        "wasmproc:process/spawn.child": crate::spawn::Child,
-        "wasmproc:process/fork.worker": crate::fork::Worker,
+        "wasmproc:process/spawn.child": crate::child::Child,
+        "wasmproc:process/fork.worker": crate::forked::Worker,
     },
     require_store_data_send: true,
 });

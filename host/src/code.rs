@@ -117,7 +117,7 @@ impl WorkerCode {
                     return Ok(None);
                 };
                 let code = Code {
-                    key: crate::hex(&key),
+                    key: crate::hex::hex(&key),
                     fd: Arc::new(sealed(&bytes)?),
                 };
                 made.insert(path.to_owned(), (stamp, code.clone()));
@@ -173,5 +173,125 @@ impl Code {
     /// The sealed memfd.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+    use std::os::fd::AsRawFd;
+
+    fn contents(fd: BorrowedFd<'_>) -> Vec<u8> {
+        let size = rustix::fs::fstat(fd).unwrap().st_size as usize;
+        let mut buf = vec![0u8; size + 1];
+        let n = rustix::io::pread(fd, &mut buf, 0).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn handed_code_gives_back_what_was_handed_for_its_path_and_nothing_for_others() {
+        let code = Code::new("ab12".to_owned(), sealed(b"native code").unwrap());
+        let path = Path::new("/srv/components/worker.wasm");
+        let codes = WorkerCode::handed(HashMap::from([(path.to_owned(), code.clone())]));
+        for compile in [false, true] {
+            let got = codes.code(path, compile).unwrap().expect("handed code");
+            assert_eq!(got.key, "ab12");
+            assert!(
+                Arc::ptr_eq(&got.fd, &code.fd),
+                "the same descriptor, not a copy"
+            );
+            // A path never handed has no code, nor has another spelling of
+            // the handed one (paths are matched as given, never resolved),
+            // and no file is looked at (none of these exist).
+            for other in [
+                "/srv/components/other.wasm",
+                "/srv/components/../components/worker.wasm",
+                "worker.wasm",
+            ] {
+                assert!(
+                    codes.code(Path::new(other), compile).unwrap().is_none(),
+                    "{other}"
+                );
+            }
+        }
+        assert_eq!(
+            format!("{codes:?}"),
+            "WorkerCode::Handed { components: [\"/srv/components/worker.wasm\"] }"
+        );
+    }
+
+    #[test]
+    fn code_new_keeps_its_key_and_descriptor_and_clones_share_it() {
+        let fd = sealed(b"x").unwrap();
+        let raw = fd.as_raw_fd();
+        let code = Code::new("key".to_owned(), fd);
+        let copy = code.clone();
+        assert_eq!(code.key, "key");
+        assert_eq!(code.fd().as_raw_fd(), raw);
+        assert_eq!(copy.fd().as_raw_fd(), raw);
+        assert_eq!(contents(code.fd()), b"x");
+    }
+
+    #[test]
+    fn sealed_code_holds_its_bytes_and_cannot_be_written_grown_shrunk_or_unsealed() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let fd = sealed(&bytes).unwrap();
+        assert_eq!(contents(fd.as_fd()), bytes);
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        assert!(
+            seals
+                .contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL),
+            "{seals:?}"
+        );
+        assert_eq!(rustix::io::pwrite(&fd, b"forged", 0), Err(Errno::PERM));
+        assert_eq!(
+            rustix::io::pwrite(&fd, b"more", bytes.len() as u64),
+            Err(Errno::PERM)
+        );
+        assert_eq!(
+            rustix::fs::ftruncate(&fd, bytes.len() as u64 * 2),
+            Err(Errno::PERM)
+        );
+        assert_eq!(rustix::fs::ftruncate(&fd, 1), Err(Errno::PERM));
+        assert_eq!(
+            rustix::fs::fcntl_add_seals(&fd, SealFlags::FUTURE_WRITE),
+            Err(Errno::PERM),
+            "no seal can be added or removed"
+        );
+        assert_eq!(contents(fd.as_fd()), bytes);
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    fn a_file_s_stamp_is_the_same_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        std::fs::write(&path, b"version one").unwrap();
+        let first = stamp(&path).unwrap();
+        assert_eq!(stamp(&path).unwrap(), first);
+        std::fs::write(&path, b"version two, longer").unwrap();
+        assert_ne!(stamp(&path).unwrap(), first);
+        let missing = dir.path().join("missing.wasm");
+        let err = stamp(&missing).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.wasm"), "{err:#}");
+    }
+
+    #[test]
+    fn compiling_code_without_a_cache_is_none_unless_asked_to_compile_and_a_missing_file_is_an_error()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        // Not even a component: without `compile` and with no cache it is
+        // only read, never compiled.
+        std::fs::write(&path, b"not compiled").unwrap();
+        let codes = WorkerCode::compiling(Engine::default(), None);
+        assert!(codes.code(&path, false).unwrap().is_none());
+        assert!(codes.code(&path, true).is_err(), "compiling garbage fails");
+        let missing = dir.path().join("gone.wasm");
+        let err = codes.code(&missing, false).unwrap_err();
+        assert!(format!("{err:#}").contains("gone.wasm"), "{err:#}");
     }
 }

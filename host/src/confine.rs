@@ -2,7 +2,7 @@
 //! wall, behind the sandbox of [`crate::sandbox`] (namespaces, identity,
 //! seccomp), and the only one left where the sandbox cannot be built.
 //!
-//! One ruleset is made per [`ProcessCtx`](crate::ProcessCtx) when it is built,
+//! One ruleset is made per `ProcessCtx` when it is built,
 //! from its grants, and every child restricts itself with it (in `sys`)
 //! before it executes its program; its descendants inherit the domain. A
 //! confined child may:
@@ -14,7 +14,7 @@
 //! - read, write and execute below the guest's read-write directories; read
 //!   and execute below its read-only ones;
 //! - read and execute the granted programs and shell wherever they are;
-//! - use the devices of [`crate::sandbox::DEVICES`] (read `/dev/zero`,
+//! - use the devices of [`DEVICES`] (read `/dev/zero`,
 //!   `/dev/random`, `/dev/urandom`; read and write `/dev/null`, `/dev/full`);
 //! - with Landlock ABI 4 and later, neither bind nor connect TCP sockets,
 //!   unless the network is allowed;
@@ -27,7 +27,7 @@
 
 use crate::outcome::Confinement;
 use crate::policy::DirAccess;
-use crate::policy::{DirGrant, ProgramGrant};
+use crate::policy::{DirGrant, Policy, ProgramGrant};
 use anyhow::{Result, bail};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
@@ -48,6 +48,15 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/lib64",
     "/lib32",
     "/etc/alternatives",
+];
+
+/// Device nodes children may use: `(path, writable)`.
+pub const DEVICES: &[(&str, bool)] = &[
+    ("/dev/null", true),
+    ("/dev/zero", false),
+    ("/dev/full", true),
+    ("/dev/random", false),
+    ("/dev/urandom", false),
 ];
 
 /// Single system files confined children may read.
@@ -137,12 +146,10 @@ pub fn system_rules() -> &'static [(PathFd, BitFlags<AccessFs>)] {
             true => (*file, read),
             false => (*file, AccessFs::ReadFile.into()),
         });
-        let devices = crate::sandbox::DEVICES
-            .iter()
-            .map(|&(dev, writable)| match writable {
-                true => (dev, AccessFs::ReadFile | AccessFs::WriteFile),
-                false => (dev, AccessFs::ReadFile.into()),
-            });
+        let devices = DEVICES.iter().map(|&(dev, writable)| match writable {
+            true => (dev, AccessFs::ReadFile | AccessFs::WriteFile),
+            false => (dev, AccessFs::ReadFile.into()),
+        });
         (dirs.chain(files).chain(devices))
             .filter_map(|(path, access)| Some((PathFd::new(path).ok()?, access)))
             .collect()
@@ -198,7 +205,7 @@ fn ruleset(
 /// cache, its guest's cgroup): the paths its guest, its children and itself
 /// need. Returns the level reached, or why it could not confine itself.
 pub(crate) fn confine_worker(
-    process: &crate::ProcessCtx,
+    (policy, dirs, worker_executable): (&Policy, &[DirGrant], Option<&Path>),
     read: &[&Path],
     read_write: &[&Path],
 ) -> Result<Confinement> {
@@ -222,18 +229,130 @@ pub(crate) fn confine_worker(
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
     }
     // A worker that may fork runs the worker executable on its components.
-    if let (Some(exe), false) = (&process.worker_executable, process.policy.forks.is_empty()) {
+    if let (Some(exe), false) = (worker_executable, policy.forks.is_empty()) {
         extra.push((PathFd::new(exe)?, AccessFs::ReadFile | AccessFs::Execute));
-        for fork in &process.policy.forks {
+        for fork in &policy.forks {
             extra.push((PathFd::new(&fork.path)?, AccessFs::ReadFile.into()));
         }
     }
-    let programs = process.policy.runnable();
-    let status =
-        ruleset(&process.dirs, &programs, process.policy.network, extra)?.restrict_self()?;
+    let programs = policy.runnable();
+    let status = ruleset(dirs, &programs, policy.network, extra)?.restrict_self()?;
     Ok(match status.ruleset {
         landlock::RulesetStatus::FullyEnforced => level(kernel_abi),
         landlock::RulesetStatus::PartiallyEnforced => Confinement::Partial,
         landlock::RulesetStatus::NotEnforced => Confinement::None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Component;
+
+    #[test]
+    fn the_level_for_each_landlock_abi_is_none_partial_or_full() {
+        let levels: Vec<Confinement> = (0..=7).map(level).collect();
+        use Confinement::{Full, None, Partial};
+        assert_eq!(
+            levels,
+            [
+                None, Partial, Partial, Partial, Partial, Partial, Full, Full
+            ]
+        );
+        // What `landlock_abi` gives without Landlock (an error number).
+        assert_eq!(level(-1), None);
+        assert_eq!(level(i32::MIN), None);
+        assert_eq!(level(i32::MAX), Full);
+        // Full takes the scopes, which came with ABI 6, the one this host
+        // uses.
+        assert_eq!(ABI_USED as i32, 6);
+        assert_eq!(level(ABI_USED as i32), Full);
+    }
+
+    fn lists() -> [(&'static str, &'static [&'static str]); 3] {
+        [
+            ("SYSTEM_DIRS", SYSTEM_DIRS),
+            ("SYSTEM_FILES", SYSTEM_FILES),
+            ("NETWORK_FILES", NETWORK_FILES),
+        ]
+    }
+
+    #[test]
+    fn the_system_and_network_paths_are_absolute_and_plain() {
+        for (list, paths) in lists() {
+            for path in paths {
+                let p = Path::new(path);
+                assert!(p.is_absolute(), "{list}: {path}");
+                assert!(
+                    p.components()
+                        .skip(1)
+                        .all(|c| matches!(c, Component::Normal(_))),
+                    "{list}: {path} has `.` or `..`"
+                );
+                assert!(
+                    !path.ends_with('/') && !path.contains("//"),
+                    "{list}: {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_path_is_listed_twice_or_inside_another_listed_one() {
+        let all: Vec<&str> = lists()
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect();
+        let distinct: BTreeSet<&str> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "a path is listed twice: {all:?}");
+        for a in &all {
+            for b in &all {
+                assert!(
+                    a == b || !Path::new(a).starts_with(b),
+                    "{a} is inside {b}, listed too"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_network_files_hold_no_key_material() {
+        for path in NETWORK_FILES {
+            let p = Path::new(path);
+            // Neither in the private keys nor a directory holding them.
+            assert!(!p.starts_with("/etc/ssl/private"), "{path}");
+            for secret in ["/etc/ssl/private", "/etc/ssl/private/ssl-cert-snakeoil.key"] {
+                assert!(!Path::new(secret).starts_with(p), "{path} holds {secret}");
+            }
+            assert!(!path.ends_with(".key") && !path.ends_with(".pem"), "{path}");
+        }
+    }
+
+    #[test]
+    fn no_list_reaches_secrets_or_the_users_files() {
+        let secret = [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/sudoers",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/ssl/private",
+            "/root",
+            "/home",
+            "/tmp",
+            "/proc",
+            "/sys",
+            "/var",
+        ];
+        for (list, paths) in lists() {
+            for path in paths {
+                for s in secret {
+                    assert!(
+                        !Path::new(s).starts_with(path) && !Path::new(path).starts_with(s),
+                        "{list}: {path} reaches {s}"
+                    );
+                }
+            }
+        }
+    }
 }

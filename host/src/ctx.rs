@@ -40,7 +40,7 @@ pub struct ProcessCtx {
     pub(crate) worker_code: Option<crate::code::WorkerCode>,
     /// The compiled-component cache's location, which no directory
     /// granted or passed on may reach.
-    pub(crate) cache_guard: Option<crate::CacheGuard>,
+    pub(crate) cache_guard: Option<crate::cache::CacheGuard>,
     pub(crate) parent: Option<Channel>,
     /// Which of the guest's input-streams are child output pipes.
     pub(crate) pipes: crate::pipe::Pipes,
@@ -48,10 +48,10 @@ pub struct ProcessCtx {
     pub(crate) cluster: Option<crate::cluster::Cluster>,
     /// Warm worker processes waiting for a specification, and their
     /// channels (see [`ProcessCtx::warm_up`]).
-    pub(crate) warm: Vec<(crate::spawn::Child, std::os::unix::net::UnixStream)>,
+    pub(crate) warm: Vec<(crate::child::Child, std::os::unix::net::UnixStream)>,
     /// The worker template, once started (see
     /// [`worker_template`](ProcessCtxBuilder::worker_template)).
-    pub(crate) template: Option<crate::fork::Template>,
+    pub(crate) template: Option<crate::pool::Template>,
     /// How many times the template was started.
     pub(crate) template_starts: u32,
     /// Whether a fork took a warm worker or lost the template since the
@@ -66,7 +66,7 @@ pub struct ProcessCtx {
     pub(crate) sandbox: Option<Arc<Sandbox>>,
     /// The views built for workers' children, by their grants (see
     /// `ProcessCtx::worker_view`).
-    pub(crate) worker_views: Vec<(crate::fork::ViewKey, Arc<Sandbox>)>,
+    pub(crate) worker_views: Vec<(crate::pool::ViewKey, Arc<Sandbox>)>,
     /// Whether this host can make its children another user (it has
     /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
     pub(crate) can_change_user: bool,
@@ -420,12 +420,12 @@ impl ProcessCtxBuilder {
     }
 
     /// Refuses every directory that reaches the compiled-component cache
-    /// by any name ([`CacheGuard`](crate::CacheGuard)): the directories
+    /// by any name ([`CacheGuard`](crate::cache::CacheGuard)): the directories
     /// granted after this call, checked when granted, and each directory a
     /// fork passes on, checked again when the fork opens it. Whoever runs
     /// the cache's code must set it (the CLI does), and check the guest's
     /// own preopens with the same guard.
-    pub fn cache_guard(&mut self, guard: crate::CacheGuard) -> &mut Self {
+    pub fn cache_guard(&mut self, guard: crate::cache::CacheGuard) -> &mut Self {
         self.ctx.cache_guard = Some(guard);
         self
     }

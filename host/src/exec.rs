@@ -70,7 +70,7 @@ impl ProcessCtx {
             }));
         }
         let timeout = match options.timeout_ms {
-            Some(ms) => Some(asked_timeout(limits, ms, |d| self.deny(d))?),
+            Some(ms) => Some(limits.asked_timeout(ms).map_err(|r| self.refuse(r))?),
             None => limits.default_timeout_within_max(),
         };
         if let Some(max) = limits.max_timeout
@@ -88,29 +88,6 @@ impl ProcessCtx {
             kill_signal: signal(options.kill_signal.unwrap_or(9))?,
             grace: limits.kill_grace,
         })
-    }
-}
-
-/// The `timeout-ms` `ms` a guest asked for, if it is at least 1 and at most
-/// the host's maximum (else the denial, made into the guest's error by
-/// `deny`).
-pub(crate) fn asked_timeout(
-    limits: &crate::Limits,
-    ms: u64,
-    deny: impl FnOnce(Denial) -> Failure,
-) -> Result<Duration, Failure> {
-    if ms == 0 {
-        return Err(Failure::InvalidArgument(
-            "timeout-ms must be at least 1".into(),
-        ));
-    }
-    let timeout = Duration::from_millis(ms);
-    match limits.max_timeout {
-        Some(max) if timeout > max => Err(deny(Denial::Limit {
-            limit: "max_timeout",
-            message: format!("a timeout of {timeout:?} is above the host's limit of {max:?}"),
-        })),
-        _ => Ok(timeout),
     }
 }
 

@@ -33,6 +33,21 @@ impl Failure {
         Failure::Io(format!("{what}: {err}"))
     }
 
+    /// The guest-visible case, as `error-code` names it (`access-denied`,
+    /// ...): also what crosses the cluster's wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::AccessDenied(_) => "access-denied",
+            Failure::NotFound(_) => "not-found",
+            Failure::InvalidArgument(_) => "invalid-argument",
+            Failure::LimitExceeded(_) => "limit-exceeded",
+            Failure::TimedOut(_) => "timed-out",
+            Failure::Closed(_) => "closed",
+            Failure::Unsupported(_) => "unsupported",
+            Failure::Io(_) => "io",
+        }
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         match self {
@@ -67,4 +82,49 @@ pub enum OpenMode {
     Truncate,
     /// Append, creating the file if need be.
     Append,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every variant, in declaration order, with message `m`.
+    fn every_variant(m: &str) -> [Failure; 8] {
+        let m = m.to_owned();
+        [
+            Failure::AccessDenied(m.clone()),
+            Failure::NotFound(m.clone()),
+            Failure::InvalidArgument(m.clone()),
+            Failure::LimitExceeded(m.clone()),
+            Failure::TimedOut(m.clone()),
+            Failure::Closed(m.clone()),
+            Failure::Unsupported(m.clone()),
+            Failure::Io(m),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the variant, the message is what it was made with and
+        /// Display shows it alone, with nothing added.
+        #[test]
+        fn the_message_and_display_are_the_message_whatever_the_variant(m in ".*") {
+            for failure in every_variant(&m) {
+                prop_assert_eq!(failure.message(), m.as_str());
+                prop_assert_eq!(failure.to_string(), m.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn an_os_error_names_what_was_being_done_and_the_error() {
+        let err = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let failure = Failure::from_io(format_args!("opening {}", "/srv/in.txt"), &err);
+        assert_eq!(failure, Failure::Io(format!("opening /srv/in.txt: {err}")));
+        assert!(
+            failure
+                .message()
+                .starts_with("opening /srv/in.txt: No such file")
+        );
+    }
 }

@@ -97,6 +97,7 @@ pub mod bindings;
 mod cache;
 mod cgroup;
 pub mod channel;
+mod child;
 pub mod cluster;
 pub mod code;
 pub mod confine;
@@ -106,13 +107,18 @@ mod error;
 mod exec;
 pub mod failure;
 mod fork;
+mod forked;
+mod hex;
+mod os_child;
 pub mod outcome;
 mod pipe;
 mod policy;
+mod pool;
 mod process;
 pub mod sandbox;
 mod seccomp;
 mod spawn;
+mod stdio;
 #[allow(unsafe_code)]
 mod sys;
 pub mod worker;
@@ -120,15 +126,15 @@ pub mod worker;
 pub use audit::AuditLog;
 pub use cache::{CacheGuard, ComponentCache};
 pub use channel::Channel;
+pub use child::Child;
 pub use code::WorkerCode;
 pub use ctx::{DenialReporter, ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
-pub use fork::Worker;
+pub use forked::Worker;
 pub use policy::{
     ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DirAccess, Limits, Policy, default_child_processes,
 };
 pub use policy::{Denial, INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};
-pub use spawn::Child;
 
 use bindings::types::ErrorCode;
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -175,10 +181,4 @@ impl bindings::types::Host for ProcessCtxView<'_> {
     fn convert_error_code(&mut self, err: ProcessError) -> wasmtime::Result<ErrorCode> {
         err.downcast()
     }
-}
-
-/// `bytes` as lowercase hexadecimal (cache entry names, agent ids, program
-/// digests in labels).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -263,3 +263,188 @@ impl Drop for PipeWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe_pair() -> (OwnedFd, OwnedFd) {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+    }
+
+    /// Reads `fd` (blocking) to its end.
+    fn read_to_end(fd: OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out).unwrap();
+        out
+    }
+
+    /// Makes the pipe behind `fd` as small as the kernel allows (a page),
+    /// so that a write of more stays pending.
+    fn shrink(fd: impl AsFd) -> usize {
+        rustix::pipe::fcntl_setpipe_size(fd, 4096).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_returns_what_the_pipe_holds_up_to_the_size_asked_then_closed() {
+        let (r, w) = pipe_pair();
+        let mut reader = PipeReader::new(r).unwrap();
+        assert!(reader.read(0).unwrap().is_empty());
+        assert!(
+            reader.read(10).unwrap().is_empty(),
+            "an empty pipe is not closed"
+        );
+        rustix::io::write(&w, b"abcdef").unwrap();
+        reader.ready().await;
+        assert_eq!(&reader.read(4).unwrap()[..], b"abcd");
+        reader.ready().await;
+        assert_eq!(&reader.read(100).unwrap()[..], b"ef");
+        drop(w);
+        reader.ready().await;
+        assert!(matches!(reader.read(10), Err(StreamError::Closed)));
+        assert!(matches!(reader.read(10), Err(StreamError::Closed)));
+        assert!(matches!(reader.read(0), Err(StreamError::Closed)));
+        // Its pipe is gone: the registry cannot hand it to another child.
+        assert_eq!(reader.handle().strong_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_registry_hands_out_a_live_reader_s_pipe_once_and_a_dropped_one_s_never() {
+        let (r1, _w1) = pipe_pair();
+        let (r2, _w2) = pipe_pair();
+        let (reader1, reader2) = (PipeReader::new(r1).unwrap(), PipeReader::new(r2).unwrap());
+        let mut pipes = Pipes::default();
+        pipes.insert(1, reader1.handle());
+        pipes.insert(2, reader2.handle());
+        drop(reader2);
+
+        let claimed = pipes.claim(1).expect("the stream at 1 is live");
+        assert!(Arc::ptr_eq(&claimed, reader1.pipe.as_ref().unwrap()));
+        assert!(pipes.claim(1).is_none(), "a pipe is handed out once");
+        assert!(pipes.claim(2).is_none(), "the stream at 2 was dropped");
+        assert!(pipes.claim(3).is_none(), "nothing was put at 3");
+
+        // While the claimed pipe is held, the stream cannot give it away too.
+        let reader1 = reader1.into_receiver().unwrap_err();
+        drop(claimed);
+        assert!(reader1.into_receiver().is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_registry_forgets_dropped_streams_as_it_grows() {
+        let (r, _w) = pipe_pair();
+        let live = PipeReader::new(r).unwrap();
+        let mut pipes = Pipes::default();
+        pipes.insert(0, live.handle());
+        for rep in 1..=1000 {
+            pipes.insert(rep, Weak::new());
+        }
+        assert!(pipes.readers.len() <= 64, "{} entries", pipes.readers.len());
+        assert!(pipes.claim(0).is_some(), "a live stream is never pruned");
+    }
+
+    #[tokio::test]
+    async fn a_blocking_read_end_reads_the_same_pipe_and_is_blocking_and_close_on_exec() {
+        use std::os::fd::AsRawFd;
+        let (r, w) = pipe_pair();
+        let reader = PipeReader::new(r).unwrap();
+        let pipe = reader.into_receiver().ok().unwrap();
+        let fd = blocking_read_end(&pipe).unwrap();
+        assert!(fd.as_raw_fd() >= 3, "never a standard stream's number");
+        let status = rustix::fs::fcntl_getfl(&fd).unwrap();
+        assert!(!status.contains(rustix::fs::OFlags::NONBLOCK));
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        rustix::io::write(&w, b"for the next child").unwrap();
+        drop((w, pipe));
+        assert_eq!(read_to_end(fd), b"for the next child");
+    }
+
+    #[tokio::test]
+    async fn a_writer_offers_its_budget_and_traps_a_write_larger_than_that() {
+        let (r, w) = pipe_pair();
+        let mut writer = PipeWriter::new(w).unwrap();
+        assert_eq!(writer.check_write().unwrap(), WRITE_BUDGET);
+        let too_big = Bytes::from(vec![0; WRITE_BUDGET + 1]);
+        assert!(matches!(writer.write(too_big), Err(StreamError::Trap(_))));
+        writer.write(Bytes::from_static(b"hello")).unwrap();
+        writer.flush().unwrap();
+        writer.ready().await;
+        assert_eq!(writer.check_write().unwrap(), WRITE_BUDGET);
+        drop(writer);
+        assert_eq!(read_to_end(r), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_flush_offers_no_room_until_the_pipe_took_everything() {
+        let (r, w) = pipe_pair();
+        let mut writer = PipeWriter::new(w).unwrap();
+        let size = shrink(writer.pipe.as_ref().unwrap());
+        let data: Vec<u8> = (0..size * 10).map(|i| i as u8).collect();
+        writer.write(Bytes::from(data.clone())).unwrap();
+        let pending = WRITE_BUDGET - writer.check_write().unwrap();
+        assert!(
+            pending >= size * 9,
+            "the pipe holds at most {size}, {pending} pending"
+        );
+        writer.flush().unwrap();
+        assert_eq!(writer.check_write().unwrap(), 0, "flushing");
+        let reading = std::thread::spawn(move || {
+            let mut got = vec![0; data.len()];
+            std::io::Read::read_exact(&mut std::fs::File::from(r), &mut got).unwrap();
+            (got, data)
+        });
+        writer.ready().await;
+        assert_eq!(writer.check_write().unwrap(), WRITE_BUDGET);
+        let (got, data) = reading.join().unwrap();
+        assert_eq!(got, data);
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_reader_is_gone_fails_once_then_is_closed() {
+        let (r, w) = pipe_pair();
+        let mut writer = PipeWriter::new(w).unwrap();
+        drop(r);
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            results.push(writer.write(Bytes::from_static(b"lost")));
+            writer.ready().await;
+        }
+        results.push(writer.check_write().map(drop));
+        let failed = results
+            .iter()
+            .position(|r| r.is_err())
+            .expect("writing to a closed pipe fails");
+        match &results[failed] {
+            Err(StreamError::LastOperationFailed(e)) => {
+                assert!(
+                    format!("{e:#}").to_lowercase().contains("broken pipe"),
+                    "{e:#}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(failed < 3, "the failure is reported by the next call");
+        for later in &results[failed + 1..] {
+            assert!(matches!(later, Err(StreamError::Closed)), "{later:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_with_bytes_pending_writes_them_out_then_closes_the_pipe() {
+        let (r, w) = pipe_pair();
+        let mut writer = PipeWriter::new(w).unwrap();
+        let size = shrink(writer.pipe.as_ref().unwrap());
+        let data: Vec<u8> = (0..size * 25).map(|i| (i * 7) as u8).collect();
+        writer.write(Bytes::from(data.clone())).unwrap();
+        assert!(
+            WRITE_BUDGET - writer.check_write().unwrap() > 0,
+            "something is pending"
+        );
+        drop(writer);
+        let got = tokio::task::spawn_blocking(move || read_to_end(r))
+            .await
+            .unwrap();
+        assert_eq!(got, data, "everything, then end of file");
+    }
+}

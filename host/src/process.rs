@@ -1,23 +1,22 @@
 //! Starting a [`Prepared`] command as the leader of its own process group,
 //! and the guard that kills the group.
 
-use crate::ProcessCtx;
-use crate::audit::AuditLog;
-use crate::cgroup::ChildCgroup;
+use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
-use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
+use crate::outcome::Confinement;
 use crate::policy::{Denial, Prepared};
 use crate::sandbox::{Layers, Sandbox};
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal};
 use serde_json::json;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tokio::io::unix::AsyncFd;
+
+pub(crate) use crate::os_child::{Ended, GroupGuard, OsChild};
 
 /// A started child: the leader of its own process group.
 pub(crate) struct Launched {
@@ -41,228 +40,6 @@ pub(crate) enum ChildIo {
     Given(OwnedFd),
 }
 
-/// How a reaped process ended, and what it used.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ended {
-    pub status: ExitStatus,
-    pub usage: ResourceUsage,
-}
-
-/// A started OS process, known by a pidfd (so waiting and signalling the
-/// leader can never hit a recycled pid), with the host's ends of its pipes.
-pub(crate) struct OsChild {
-    pid: Pid,
-    /// `None` once given to the background reaper on drop.
-    pidfd: Option<AsyncFd<OwnedFd>>,
-    ended: Option<Ended>,
-    /// The write end of the child's stdin pipe.
-    pub stdin: Option<OwnedFd>,
-    /// The read end of the child's stdout pipe.
-    pub stdout: Option<OwnedFd>,
-    /// The read end of the child's stderr pipe.
-    pub stderr: Option<OwnedFd>,
-}
-
-impl OsChild {
-    /// The host's child `pid`, known by `pidfd`, without pipes.
-    pub fn new(pid: Pid, pidfd: OwnedFd) -> io::Result<OsChild> {
-        Ok(OsChild {
-            pid,
-            pidfd: Some(crate::sys::watch(pidfd, tokio::io::Interest::READABLE)?),
-            ended: None,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        })
-    }
-
-    /// Waits for the process to exit and reaps it. Cancel safe.
-    pub async fn wait(&mut self) -> io::Result<Ended> {
-        if let Some(ended) = self.ended {
-            return Ok(ended);
-        }
-        let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
-        loop {
-            let mut ready = pidfd.readable().await?;
-            if let Some(ended) = reap(pidfd.get_ref().as_fd())? {
-                self.ended = Some(ended);
-                return Ok(ended);
-            }
-            ready.clear_ready();
-        }
-    }
-
-    /// The exit status, once the process has been reaped.
-    pub fn status(&self) -> Option<ExitStatus> {
-        self.ended.map(|e| e.status)
-    }
-
-    /// Reaps the process if it has exited, without blocking.
-    pub fn try_wait(&mut self) -> io::Result<Option<Ended>> {
-        if self.ended.is_none() {
-            let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
-            self.ended = reap(pidfd.get_ref().as_fd())?;
-        }
-        Ok(self.ended)
-    }
-
-    /// A pidfd of the process, for a deadline that must know whether it
-    /// has exited (`None` once reaped).
-    pub fn pidfd(&self) -> io::Result<Option<OwnedFd>> {
-        match (&self.pidfd, self.ended) {
-            (Some(fd), None) => Ok(Some(rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?)),
-            _ => Ok(None),
-        }
-    }
-}
-
-impl Drop for OsChild {
-    /// Reaps the process in the background if nobody did: the caller has
-    /// killed it (or it is about to exit), so no zombie is left behind.
-    fn drop(&mut self) {
-        let (Some(pidfd), None) = (self.pidfd.take(), self.ended) else {
-            return;
-        };
-        if let Ok(Some(_)) = reap(pidfd.get_ref().as_fd()) {
-            return;
-        }
-        let pid = self.pid.as_raw_nonzero().get();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    while let Ok(mut ready) = pidfd.readable().await {
-                        match reap(pidfd.get_ref().as_fd()) {
-                            Ok(None) => ready.clear_ready(),
-                            Ok(Some(_)) | Err(_) => break,
-                        }
-                    }
-                });
-            }
-            Err(_) => tracing::warn!(pid, "no runtime to reap a child in: it stays a zombie"),
-        }
-    }
-}
-
-/// Reaps the process of `pidfd` if it has exited.
-fn reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
-    Ok(crate::sys::reap_pidfd(pidfd)?.map(|(exit, usage)| Ended {
-        status: match exit {
-            // Exit codes are 0..=255 on Unix; `as u8` keeps the low byte as wait(2) does.
-            crate::sys::RawExit::Code(code) => ExitStatus::Exited(code as u8),
-            crate::sys::RawExit::Signal(sig) => ExitStatus::Signaled(sig as u8),
-        },
-        usage: resource_usage(&usage),
-    }))
-}
-
-/// The WIT resource usage of `wait4`'s (or `waitid`'s) `rusage`.
-pub(crate) fn resource_usage(r: &libc::rusage) -> ResourceUsage {
-    let ns = |t: libc::timeval| {
-        (t.tv_sec.max(0) as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.tv_usec.max(0) as u64 * 1000)
-    };
-    ResourceUsage {
-        user_cpu_ns: ns(r.ru_utime),
-        system_cpu_ns: ns(r.ru_stime),
-        // Linux gives kilobytes.
-        max_rss_bytes: (r.ru_maxrss.max(0) as u64).saturating_mul(1024),
-    }
-}
-
-/// Owns a child's process group: dropping it kills every process left in
-/// the group with SIGKILL and gives back the child's slots in the
-/// live-child limit. ([`OsChild`] reaps the leader in the background if nobody waited.)
-pub(crate) struct GroupGuard {
-    pgid: Pid,
-    live: Arc<AtomicUsize>,
-    /// The live-children slots it holds (more than one for a worker).
-    slots: AtomicUsize,
-    audit: Option<AuditLog>,
-    started: Instant,
-    status: OnceLock<ExitStatus>,
-    /// The group was killed while the leader was still unreaped: nothing
-    /// left to do on drop.
-    killed: std::sync::atomic::AtomicBool,
-    /// The child's own cgroup, if it has one: SIGKILL goes to all of it,
-    /// and dropping it kills what is left.
-    cgroup: Option<ChildCgroup>,
-}
-
-impl GroupGuard {
-    /// Sends `signal` to every process of the group (SIGKILL also to every
-    /// process of the child's own cgroup, if it has one). A group that is
-    /// already gone is not an error.
-    ///
-    /// Once the leader has been reaped, its pid may be given to a new
-    /// process (pids wrap around, at 32768 on some machines) — but only
-    /// when no process is left in the group, since a group keeps its number
-    /// in use. So if a process with the leader's pid exists then, it is
-    /// someone else's, our group is empty, and nothing is sent.
-    pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        if signal == Signal::KILL
-            && let Some(cgroup) = &self.cgroup
-        {
-            // Also what left the group (a cgroup's members are only ever
-            // this child's, whatever happens to pids).
-            cgroup.kill()?;
-        }
-        if self.status.get().is_some() && rustix::process::test_kill_process(self.pgid).is_ok() {
-            return Ok(());
-        }
-        match kill_process_group(self.pgid, signal) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Kills the group now, before the leader is reaped (the caller reaps
-    /// it next), so that dropping the guard later sends nothing.
-    pub fn kill_before_reaping(&self) {
-        if let Err(e) = self.signal(Signal::KILL) {
-            tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
-        }
-        self.killed.store(true, Ordering::Release);
-    }
-
-    /// Takes `slots` more of the guest's live-children slots, given back
-    /// on drop (a warm worker, once it gets its specification).
-    pub fn count(&self, slots: usize) {
-        self.slots.fetch_add(slots, Ordering::AcqRel);
-        self.live.fetch_add(slots, Ordering::AcqRel);
-    }
-
-    /// Notes that the leader has been reaped, and how it ended (for
-    /// [`signal`](Self::signal) and the audit log).
-    pub fn exited(&self, status: ExitStatus) {
-        let _ = self.status.set(status);
-    }
-
-    /// The process group id, which is the leader's pid.
-    pub fn pid(&self) -> u32 {
-        self.pgid.as_raw_nonzero().get().unsigned_abs()
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if !*self.killed.get_mut()
-            && let Err(e) = self.signal(Signal::KILL)
-        {
-            tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
-        }
-        self.live.fetch_sub(*self.slots.get_mut(), Ordering::AcqRel);
-        if let Some(audit) = &self.audit {
-            let status = self.status.get().map_or("killed".to_owned(), status_text);
-            let duration_ms = self.started.elapsed().as_millis() as u64;
-            audit.record(
-                "exit",
-                json!({ "pid": self.pid(), "status": status, "duration_ms": duration_ms }),
-            );
-        }
-    }
-}
-
 /// The capabilities a child keeps (if the host has them), for the audit
 /// log: `none`, or their names.
 fn capability_names(keep: u64) -> String {
@@ -280,14 +57,6 @@ fn capability_names(keep: u64) -> String {
     match names.is_empty() {
         true => "none".to_owned(),
         false => names.join(","),
-    }
-}
-
-/// `exited(N)` or `signaled(N)`.
-pub(crate) fn status_text(status: &ExitStatus) -> String {
-    match status {
-        ExitStatus::Exited(code) => format!("exited({code})"),
-        ExitStatus::Signaled(signal) => format!("signaled({signal})"),
     }
 }
 
@@ -348,22 +117,7 @@ impl ProcessCtx {
         };
         self.check_budget(slots, spawns)?;
         let layers = self.layers(prepared.confine, prepared.identity);
-        if prepared.confine
-            && self.policy.require_confinement
-            && layers.level() != Confinement::Full
-        {
-            return Err(Failure::Unsupported(format!(
-                "children must be fully confined, but these layers are down: {}",
-                layers.missing().join(", ")
-            )));
-        }
-        if let Some((uid, gid)) = prepared.identity
-            && !layers.identity
-        {
-            return Err(Failure::Unsupported(format!(
-                "children cannot run as uid {uid} gid {gid} here: only the children of a root host, in the sandbox, change their user"
-            )));
-        }
+        self.check_layers(prepared, &layers)?;
         let landlock = match (layers.landlock, &self.confiner.ruleset) {
             (Confinement::Full | Confinement::Partial, Some(fd)) => Some(fd.as_fd()),
             _ => None,
@@ -425,27 +179,15 @@ impl ProcessCtx {
         self.live_children.fetch_add(slots, Ordering::AcqRel);
         self.total_spawns += spawns;
         let confinement = layers.level();
-        if let Some(audit) = &self.audit {
-            audit.record(
-                kind,
-                json!({
-                    "pid": pgid.as_raw_nonzero().get(),
-                    "program": prepared.program,
-                    "argv": std::iter::once(&prepared.argv0).chain(&prepared.args).collect::<Vec<_>>(),
-                    "cwd": prepared.cwd_host,
-                    "env": prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                    "confinement": crate::sandbox::confinement_name(confinement),
-                    "layers": layers.to_json(),
-                    "identity": identity.map(|(uid, gid)| json!({ "uid": uid, "gid": gid })),
-                    "rlimits": self.policy.limits.rlimits,
-                    "cgroup": match &child_cgroup {
-                        Some(child) => Some(child.path()),
-                        None => self.cgroup.as_ref().map(|c| c.path()),
-                    },
-                    "capabilities": capability_names(walls_caps),
-                }),
-            );
-        }
+        let started = Started {
+            kind,
+            pgid,
+            layers: &layers,
+            identity,
+            cgroup: child_cgroup.as_ref(),
+            caps: walls_caps,
+        };
+        self.record_start(prepared, &started);
         tracing::debug!(
             target: "wasmproc::process",
             program = %prepared.program.display(),
@@ -469,6 +211,65 @@ impl ProcessCtx {
                 cgroup: child_cgroup,
             },
         })
+    }
+}
+
+/// What the audit log says of a child that started.
+struct Started<'a> {
+    kind: &'static str,
+    pgid: Pid,
+    layers: &'a Layers,
+    identity: Option<(u32, u32)>,
+    cgroup: Option<&'a crate::cgroup::ChildCgroup>,
+    caps: u64,
+}
+
+impl ProcessCtx {
+    /// Refuses `prepared` if it must be fully confined and is not, or asks
+    /// for an identity the layers cannot give it.
+    fn check_layers(&self, prepared: &Prepared, layers: &Layers) -> Result<(), Failure> {
+        if prepared.confine
+            && self.policy.require_confinement
+            && layers.level() != Confinement::Full
+        {
+            return Err(Failure::Unsupported(format!(
+                "children must be fully confined, but these layers are down: {}",
+                layers.missing().join(", ")
+            )));
+        }
+        if let Some((uid, gid)) = prepared.identity
+            && !layers.identity
+        {
+            return Err(Failure::Unsupported(format!(
+                "children cannot run as uid {uid} gid {gid} here: only the children of a root host, in the sandbox, change their user"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the audit event of a child that started.
+    fn record_start(&self, prepared: &Prepared, started: &Started<'_>) {
+        let Some(audit) = &self.audit else { return };
+        let confinement = started.layers.level();
+        audit.record(
+            started.kind,
+            json!({
+                "pid": started.pgid.as_raw_nonzero().get(),
+                "program": prepared.program,
+                "argv": std::iter::once(&prepared.argv0).chain(&prepared.args).collect::<Vec<_>>(),
+                "cwd": prepared.cwd_host,
+                "env": prepared.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "confinement": crate::sandbox::confinement_name(confinement),
+                "layers": started.layers.to_json(),
+                "identity": started.identity.map(|(uid, gid)| json!({ "uid": uid, "gid": gid })),
+                "rlimits": self.policy.limits.rlimits,
+                "cgroup": match started.cgroup {
+                    Some(child) => Some(child.path()),
+                    None => self.cgroup.as_ref().map(|c| c.path()),
+                },
+                "capabilities": capability_names(started.caps),
+            }),
+        );
     }
 }
 
@@ -508,7 +309,7 @@ impl ProcessCtx {
     }
 
     /// The guest's sandbox, if it was built (see
-    /// [`ProcessCtxBuilder::build`](crate::ProcessCtxBuilder::build)).
+    /// [`ProcessCtxBuilder::build`](crate::ctx::ProcessCtxBuilder::build)).
     pub(crate) fn sandbox(&self) -> Option<&Sandbox> {
         self.sandbox.as_deref()
     }

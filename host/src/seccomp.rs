@@ -332,6 +332,7 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Runs `program` on a system call as the kernel would (the classic BPF
     /// subset the filter uses), returning the action.
@@ -449,5 +450,187 @@ mod tests {
             run(&program(), 3 | 0x4000_0000, 0, [0; 6]),
             libc::SECCOMP_RET_KILL_PROCESS
         );
+    }
+
+    /// What the table says about `deny` for these arguments: refused or not.
+    fn refused(deny: &Deny, args: [u32; 6]) -> bool {
+        let arg = |a: u32| args[a as usize];
+        match deny.when {
+            When::Always => true,
+            When::AnyBit { arg: a, mask } => arg(a) & mask != 0,
+            When::OneOf { arg: a, values } => values.contains(&arg(a)),
+            When::NoneOf { arg: a, values } => !values.contains(&arg(a)),
+            When::Unless(pairs) => !pairs.iter().all(|&(a, v)| arg(a) == v),
+        }
+    }
+
+    /// The action the table gives `deny` for these arguments.
+    fn expected(deny: &Deny, args: [u32; 6]) -> u32 {
+        match refused(deny, args) {
+            true => errno(deny.errno),
+            false => ALLOW,
+        }
+    }
+
+    /// Argument values worth trying for `deny`: zero, all ones, every
+    /// single bit, and each value the row names and its neighbours.
+    fn probes(deny: &Deny) -> Vec<u32> {
+        let mut values = vec![0, u32::MAX];
+        values.extend((0..32).map(|bit| 1u32 << bit));
+        let named: Vec<u32> = match deny.when {
+            When::Always => vec![],
+            When::AnyBit { mask, .. } => vec![mask, !mask],
+            When::OneOf { values, .. } | When::NoneOf { values, .. } => values.to_vec(),
+            When::Unless(pairs) => pairs.iter().map(|&(_, v)| v).collect(),
+        };
+        for v in named {
+            values.extend([v, v.wrapping_add(1), v.wrapping_sub(1)]);
+        }
+        values
+    }
+
+    /// An argument value that is often one `probes` tries and sometimes
+    /// anything.
+    fn argument(deny: &'static Deny) -> impl Strategy<Value = u32> {
+        prop_oneof![proptest::sample::select(probes(deny)), any::<u32>()]
+    }
+
+    #[test]
+    fn each_row_is_refused_exactly_when_its_condition_holds() {
+        let program = program();
+        for deny in DENIED {
+            let probes = probes(deny);
+            // Each probe in each argument, the others zero or the values
+            // the row names (so that `Unless` sees its other pairs match).
+            let mut bases = vec![[0u32; 6]];
+            if let When::Unless(pairs) = deny.when {
+                let mut base = [0u32; 6];
+                for &(a, v) in pairs {
+                    base[a as usize] = v;
+                }
+                bases.push(base);
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for base in bases {
+                for position in 0..6 {
+                    for &value in &probes {
+                        let mut args = base;
+                        args[position] = value;
+                        let got = run(&program, AUDIT_ARCH, deny.call as u32, args);
+                        assert_eq!(got, expected(deny, args), "{} with {args:x?}", deny.name);
+                        seen.insert(got);
+                    }
+                }
+            }
+            // The probes saw both sides of every condition.
+            let refuse = errno(deny.errno);
+            match deny.when {
+                When::Always => assert_eq!(seen, [refuse].into(), "{}", deny.name),
+                _ => assert_eq!(seen, [ALLOW, refuse].into(), "{}", deny.name),
+            }
+        }
+    }
+
+    #[test]
+    fn no_call_is_named_twice_and_every_refusal_is_an_errno() {
+        let mut calls: Vec<i64> = DENIED.iter().map(|d| d.call).collect();
+        calls.sort_unstable();
+        calls.dedup();
+        assert_eq!(calls.len(), DENIED.len(), "a call is named twice");
+        for deny in DENIED {
+            assert!(deny.errno > 0, "{}", deny.name);
+            let action = errno(deny.errno);
+            assert_eq!(
+                action & libc::SECCOMP_RET_ACTION_FULL,
+                libc::SECCOMP_RET_ERRNO
+            );
+            assert_eq!(action & libc::SECCOMP_RET_DATA, deny.errno as u32);
+            assert!(deny.call >= 0 && (deny.call as u32) < X32, "{}", deny.name);
+        }
+    }
+
+    #[test]
+    fn every_jump_lands_inside_the_program_and_every_path_returns() {
+        let program = program();
+        let last = program.len() - 1;
+        let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+        let ret = libc::BPF_RET | libc::BPF_K;
+        for (pc, i) in program.iter().enumerate() {
+            let code = u32::from(i.code);
+            if code == ld {
+                // A whole word of `struct seccomp_data` (64 bytes).
+                assert!(i.k % 4 == 0 && i.k < 64, "load of {} at {pc}", i.k);
+                assert!(pc < last, "a load ends the program");
+            } else if code == ret {
+                continue;
+            } else {
+                assert_eq!(code & 0x07, libc::BPF_JMP, "instruction {code:#x} at {pc}");
+                assert_eq!(code & 0x08, libc::BPF_K, "jump on X at {pc}");
+                let op = code & 0xf0;
+                assert!(
+                    [libc::BPF_JEQ, libc::BPF_JGE, libc::BPF_JSET].contains(&op),
+                    "jump {op:#x} at {pc}"
+                );
+                for offset in [i.jt, i.jf] {
+                    let to = pc + 1 + usize::from(offset);
+                    assert!(to <= last, "jump from {pc} to {to} of {}", program.len());
+                }
+            }
+        }
+        // Classic BPF only jumps forwards, so with every jump in range the
+        // program ends in a return.
+        assert_eq!(u32::from(program[last].code), ret);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_x32_call_number_is_refused() {
+        let program = program();
+        let x32 = |nr: u32| run(&program, AUDIT_ARCH, nr, [0; 6]);
+        for deny in DENIED {
+            assert_eq!(x32(X32 | deny.call as u32), EPERM, "x32 {}", deny.name);
+        }
+        // Every x32 number and every one above, 3000 evenly apart and the
+        // ends.
+        let numbers = (X32..=u32::MAX).step_by(1_000_003).chain([u32::MAX]);
+        for nr in numbers.chain([X32 | 1, X32 | 512, X32 | 547, 0x7fff_ffff]) {
+            assert_eq!(x32(nr), EPERM, "{nr:#x}");
+        }
+        // And the number just below is an ordinary (unknown) x86_64 call.
+        assert_eq!(x32(X32 - 1), ALLOW);
+    }
+
+    proptest! {
+        #[test]
+        fn rows_are_refused_exactly_when_their_condition_holds_for_any_arguments(
+            (deny, args) in (0..DENIED.len()).prop_flat_map(|row| {
+                let deny = &DENIED[row];
+                let a = || argument(deny);
+                (a(), a(), a(), a(), a(), a())
+                    .prop_map(move |(a0, a1, a2, a3, a4, a5)| (deny, [a0, a1, a2, a3, a4, a5]))
+            })
+        ) {
+            prop_assert_eq!(
+                run(&program(), AUDIT_ARCH, deny.call as u32, args),
+                expected(deny, args),
+                "{} with {:x?}", deny.name, args
+            );
+        }
+
+        #[test]
+        fn calls_the_table_does_not_name_are_allowed(nr in 0..X32, args in any::<[u32; 6]>()) {
+            prop_assume!(!DENIED.iter().any(|d| d.call as u32 == nr));
+            prop_assert_eq!(run(&program(), AUDIT_ARCH, nr, args), ALLOW);
+        }
+
+        #[test]
+        fn a_call_of_another_architecture_is_killed(
+            arch in any::<u32>(),
+            nr in any::<u32>(),
+            args in any::<[u32; 6]>(),
+        ) {
+            prop_assume!(arch != AUDIT_ARCH);
+            prop_assert_eq!(run(&program(), arch, nr, args), libc::SECCOMP_RET_KILL_PROCESS);
+        }
     }
 }

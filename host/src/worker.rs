@@ -19,7 +19,8 @@
 //! before its runtime starts. Its guest's audit events and denials go up a
 //! pipe to the parent host (`WorkerSpec::report_fd`).
 
-use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
+use crate::ctx::{ProcessCtx, ProcessCtxBuilder};
+use crate::policy::DirAccess;
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd as _, RawFd};
@@ -49,9 +50,9 @@ pub(crate) struct WorkerSpec {
     pub dirs: Vec<WorkerDir>,
     /// Everything else it may do: its parent's policy, narrowed to what the
     /// parent passed on (see `fork-options`), whole.
-    pub policy: crate::Policy,
+    pub policy: crate::policy::Policy,
     /// The pipe its audit events and denials go up to the parent host
-    /// through (see [`crate::AuditLog`]).
+    /// through (see [`crate::audit::AuditLog`]).
     #[serde(default)]
     pub report_fd: Option<RawFd>,
     /// Its stdout and stderr.
@@ -65,6 +66,30 @@ pub(crate) struct WorkerSpec {
     /// fork in turn, in sealed memfds (see [`crate::code`]).
     #[serde(default)]
     pub code: Vec<CodeRef>,
+}
+
+impl WorkerSpec {
+    /// The specification of a worker running `component` with `args` and
+    /// `env`, holding `dirs` and `policy`; its descriptors (stdio, reports,
+    /// sandbox, code) are added as it is started.
+    pub(crate) fn new(
+        component: PathBuf,
+        (args, env): (Vec<String>, Vec<(String, String)>),
+        dirs: Vec<WorkerDir>,
+        policy: crate::policy::Policy,
+    ) -> WorkerSpec {
+        WorkerSpec {
+            component,
+            args,
+            env,
+            dirs,
+            policy,
+            report_fd: None,
+            stdio: None,
+            sandbox: None,
+            code: Vec::new(),
+        }
+    }
 }
 
 /// The compiled code of one component, as a worker gets it.
@@ -383,7 +408,7 @@ pub fn report_trap(pipe: &mut std::fs::File, message: &str) {
 fn report_to_parent(process: &mut ProcessCtxBuilder, pipe: std::fs::File) -> Result<()> {
     let denials = std::sync::Mutex::new(pipe.try_clone()?);
     process
-        .audit_log(crate::AuditLog::new(pipe))
+        .audit_log(crate::audit::AuditLog::new(pipe))
         .on_denial(move |denial| {
             use std::io::Write;
             let line = serde_json::json!({ "denied": denial.to_string() });
@@ -405,8 +430,8 @@ pub(crate) struct Reports {
     /// Bytes of an unfinished line.
     partial: Vec<u8>,
     worker: (u32, String),
-    audit: Option<crate::AuditLog>,
-    reporter: Option<crate::DenialReporter>,
+    audit: Option<crate::audit::AuditLog>,
+    reporter: Option<crate::ctx::DenialReporter>,
     /// The trap of the worker's guest, if it reported one.
     pub trap: Option<String>,
     tee: Option<Tee>,
@@ -424,8 +449,8 @@ impl Reports {
     pub(crate) fn start(
         pipe: std::os::fd::OwnedFd,
         worker: (u32, String),
-        audit: Option<crate::AuditLog>,
-        reporter: Option<crate::DenialReporter>,
+        audit: Option<crate::audit::AuditLog>,
+        reporter: Option<crate::ctx::DenialReporter>,
         tee: Option<Tee>,
     ) -> std::io::Result<std::sync::Arc<std::sync::Mutex<Reports>>> {
         rustix::io::ioctl_fionbio(&pipe, true)?;
@@ -490,7 +515,7 @@ impl Reports {
         if let Some(trap) = value.get("trap").and_then(|t| t.as_str()) {
             self.trap = Some(trap.to_owned());
         } else if let Some(reason) = value.get("denied").and_then(|r| r.as_str()) {
-            let denial = crate::Denial::InWorker {
+            let denial = crate::policy::Denial::InWorker {
                 pid: self.worker.0,
                 component: self.worker.1.clone(),
                 reason: reason.to_owned(),
@@ -515,7 +540,16 @@ impl Reports {
 pub fn confine(process: &ProcessCtx) -> Result<crate::outcome::Confinement> {
     use crate::outcome::Confinement;
     let read_write: Vec<&std::path::Path> = process.cgroup().into_iter().collect();
-    let level = crate::confine::confine_worker(process, &[], &read_write).unwrap_or_else(|e| {
+    let level = crate::confine::confine_worker(
+        (
+            &process.policy,
+            &process.dirs,
+            process.worker_executable.as_deref(),
+        ),
+        &[],
+        &read_write,
+    )
+    .unwrap_or_else(|e| {
         tracing::warn!(target: "wasmproc::sandbox", "the worker process runs unconfined: {e:#}");
         Confinement::None
     });

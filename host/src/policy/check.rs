@@ -252,3 +252,23 @@ fn check_strings(req: &Request<'_>) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+impl crate::policy::Limits {
+    /// The `timeout-ms` `ms` a guest asked for, if it is at least 1 and at
+    /// most the host's maximum.
+    pub(crate) fn asked_timeout(&self, ms: u64) -> Result<std::time::Duration, Refusal> {
+        if ms == 0 {
+            let message = "timeout-ms must be at least 1".into();
+            return Err(Failure::InvalidArgument(message).into());
+        }
+        let timeout = std::time::Duration::from_millis(ms);
+        match self.max_timeout {
+            Some(max) if timeout > max => Err(Denial::Limit {
+                limit: "max_timeout",
+                message: format!("a timeout of {timeout:?} is above the host's limit of {max:?}"),
+            }
+            .into()),
+            _ => Ok(timeout),
+        }
+    }
+}

@@ -5,7 +5,7 @@ use crate::failure::Failure;
 use std::fmt;
 
 /// A request the policy refused, as told to a
-/// [`DenialReporter`](crate::DenialReporter).
+/// [`DenialReporter`](crate::ctx::DenialReporter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Denial {
@@ -170,5 +170,143 @@ impl From<Denial> for Refusal {
 impl From<Failure> for Refusal {
     fn from(code: Failure) -> Self {
         Refusal::Invalid(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One denial of each kind, with the words its message must hold.
+    fn every_denial() -> Vec<(Denial, Vec<&'static str>)> {
+        vec![
+            (
+                Denial::Program("/usr/bin/curl".into()),
+                vec!["/usr/bin/curl"],
+            ),
+            (Denial::Shell, vec!["shell", "exec"]),
+            (Denial::ShellName("/bin/zsh".into()), vec!["/bin/zsh"]),
+            (Denial::Cwd("/etc".into()), vec!["/etc"]),
+            (
+                Denial::CwdEscape {
+                    cwd: "/work/../etc".into(),
+                    granted: "/work".into(),
+                },
+                vec!["`/work/../etc`", "`/work`"],
+            ),
+            (Denial::EnvName("SECRET_TOKEN".into()), vec!["SECRET_TOKEN"]),
+            (
+                Denial::InjectionEnv("LD_PRELOAD".into()),
+                vec!["LD_PRELOAD"],
+            ),
+            (
+                Denial::PinMismatch("/usr/bin/git".into()),
+                vec!["/usr/bin/git", "SHA-256"],
+            ),
+            (Denial::ForkComponent("evil.wasm".into()), vec!["evil.wasm"]),
+            (Denial::ForkDir("/data/other".into()), vec!["/data/other"]),
+            (
+                Denial::ReadOnlyDir("/data/ro".into()),
+                vec!["/data/ro", "read-only"],
+            ),
+            (
+                Denial::ForkLimit {
+                    limit: "max-buffer",
+                    message: "worker limit max-buffer of 9 is above this guest's own (8)".into(),
+                },
+                vec!["max-buffer", "9", "(8)"],
+            ),
+            (
+                Denial::InWorker {
+                    pid: 4242,
+                    component: "child.wasm".into(),
+                    reason: "program `rm` is not allowed".into(),
+                },
+                vec!["child.wasm", "4242", "program `rm` is not allowed"],
+            ),
+            (Denial::File("/etc/shadow".into()), vec!["/etc/shadow"]),
+            (
+                Denial::ReadOnlyFile("/data/ro/out.txt".into()),
+                vec!["/data/ro/out.txt"],
+            ),
+            (
+                Denial::NotExported("/srv/private".into()),
+                vec!["/srv/private"],
+            ),
+            (
+                Denial::OnAgent {
+                    agent: "agent-7".into(),
+                    reason: "at capacity".into(),
+                },
+                vec!["agent-7", "at capacity"],
+            ),
+            (Denial::Uid(1001), vec!["user id 1001"]),
+            (Denial::Gid(1002), vec!["group id 1002"]),
+            (
+                Denial::Limit {
+                    limit: "max_timeout",
+                    message: "timeout of 10 s is above the maximum of 5 s".into(),
+                },
+                vec!["10 s", "5 s"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_denial_names_what_it_denies() {
+        for (denial, words) in every_denial() {
+            let message = denial.to_string();
+            for word in words {
+                assert!(
+                    message.contains(word),
+                    "{denial:?}: {message:?} lacks {word:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_limit_and_a_fork_limit_show_their_message_as_it_is() {
+        let message = "max-live-children of 99 is more than this guest has free (3)";
+        let limit = Denial::Limit {
+            limit: "max_live_children",
+            message: message.into(),
+        };
+        let fork = Denial::ForkLimit {
+            limit: "max-live-children",
+            message: message.into(),
+        };
+        assert_eq!(limit.to_string(), message);
+        assert_eq!(fork.to_string(), message);
+    }
+
+    #[test]
+    fn only_a_limit_is_limit_exceeded_and_every_other_denial_access_denied() {
+        for (denial, _) in every_denial() {
+            let message = denial.to_string();
+            let code = denial.to_error_code();
+            assert_eq!(code.message(), message, "{denial:?}");
+            match denial {
+                Denial::Limit { .. } => assert_eq!(code, Failure::LimitExceeded(message)),
+                // A worker asking for more than its parent holds is a grant
+                // it lacks (`access-denied` in the WIT's `worker-limits`).
+                _ => assert_eq!(code, Failure::AccessDenied(message), "{denial:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_a_denial_apart_from_bad_input() {
+        let denied = Refusal::from(Denial::Shell);
+        assert!(
+            matches!(denied, Refusal::Denied(Denial::Shell)),
+            "{denied:?}"
+        );
+        let bad = Failure::InvalidArgument("bad".into());
+        let invalid = Refusal::from(bad.clone());
+        assert!(
+            matches!(invalid, Refusal::Invalid(ref f) if *f == bad),
+            "{invalid:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 /// Environment variables that make a dynamic loader, shell or interpreter
 /// run code or load libraries of the setter's choice: refused for children
 /// even when allowed, unless the embedder opts in per name
-/// ([`ProcessCtxBuilder::allow_injection_env`](crate::ProcessCtxBuilder::allow_injection_env)).
+/// ([`ProcessCtxBuilder::allow_injection_env`](crate::ctx::ProcessCtxBuilder::allow_injection_env)).
 /// Names starting with one of [`INJECTION_ENV_PREFIXES`] are refused too.
 pub const INJECTION_ENV: &[&str] = &[
     "BASH_ENV",
@@ -84,4 +84,159 @@ pub(crate) fn check_env_pair(name: &str, value: &str) -> Result<(), Failure> {
         format_args!("the value of environment variable `{name}`"),
         value,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names of ordinary variables, none an injection one.
+    const ORDINARY: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TERM",
+        "USER",
+        "TZ",
+        "RUST_LOG",
+        "LD",
+        "LDFLAGS",
+        "MY_LD_PRELOAD",
+        "ENVIRONMENT",
+        "BASH",
+        "BASH_VERSION",
+        "PYTHONUNBUFFERED",
+        "NODE_ENV",
+        "bash_env",
+        "ld_preload",
+    ];
+
+    #[test]
+    fn every_listed_injection_variable_is_refused() {
+        for name in INJECTION_ENV {
+            assert!(is_injection_env(name), "{name}");
+        }
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "DYLD_INSERT_LIBRARIES",
+        ] {
+            assert!(is_injection_env(name), "{name}");
+        }
+        assert!(is_injection_env("BASH_FUNC_ls%%"));
+    }
+
+    #[test]
+    fn ordinary_names_are_not_injection_variables() {
+        for name in ORDINARY {
+            assert!(!is_injection_env(name), "{name}");
+        }
+        assert!(!is_injection_env(""));
+    }
+
+    #[test]
+    fn the_injection_lists_hold_valid_distinct_names() {
+        let all: Vec<&str> = INJECTION_ENV
+            .iter()
+            .chain(INJECTION_ENV_PREFIXES)
+            .copied()
+            .collect();
+        let distinct: std::collections::BTreeSet<&str> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "a name is listed twice");
+        for name in all {
+            assert_eq!(bad_env_name(name), None, "{name}");
+        }
+        for prefix in INJECTION_ENV_PREFIXES {
+            assert!(prefix.ends_with('_'), "{prefix}");
+            assert!(
+                !INJECTION_ENV.iter().any(|n| n.starts_with(prefix)),
+                "{prefix} makes a listed name redundant"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_name_with_an_injection_prefix_is_refused(
+            prefix in proptest::sample::select(INJECTION_ENV_PREFIXES),
+            rest in "[A-Za-z0-9_%]{0,20}",
+        ) {
+            let name = [prefix, rest.as_str()].concat();
+            prop_assert!(is_injection_env(&name), "{} passes", name);
+        }
+
+        #[test]
+        fn no_nul_refuses_a_string_exactly_when_it_has_a_nul(
+            head in "[^\0]{0,20}",
+            tail in "[^\0]{0,20}",
+        ) {
+            prop_assert_eq!(no_nul("the argument", &head), Ok(()));
+            let with_nul = format!("{head}\0{tail}");
+            prop_assert_eq!(
+                no_nul(format_args!("argument {}", 3), &with_nul),
+                Err(Failure::InvalidArgument("argument 3 contains a NUL byte".into()))
+            );
+        }
+
+        #[test]
+        fn an_env_name_is_bad_exactly_when_empty_or_with_an_equals_sign_or_nul(
+            name in "[A-Za-z0-9_=\0.-]{0,12}",
+        ) {
+            let bad = name.is_empty() || name.contains('=') || name.contains('\0');
+            let problem = bad_env_name(&name);
+            prop_assert_eq!(problem.is_some(), bad);
+            if let Some(problem) = problem {
+                prop_assert_eq!(problem, format!("invalid environment variable name {:?}", name));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_env_names_are_named_in_the_problem() {
+        assert_eq!(
+            bad_env_name("").as_deref(),
+            Some("invalid environment variable name \"\"")
+        );
+        assert_eq!(
+            bad_env_name("A=B").as_deref(),
+            Some("invalid environment variable name \"A=B\"")
+        );
+        assert_eq!(
+            bad_env_name("A\0B").as_deref(),
+            Some("invalid environment variable name \"A\\0B\"")
+        );
+        assert_eq!(bad_env_name("PATH"), None);
+        // Odd but takeable by the OS.
+        assert_eq!(bad_env_name("with space"), None);
+        assert_eq!(bad_env_name("é"), None);
+    }
+
+    #[test]
+    fn check_env_pair_refuses_a_bad_name_before_a_bad_value() {
+        assert_eq!(check_env_pair("PATH", "/usr/bin:/bin"), Ok(()));
+        assert_eq!(check_env_pair("EMPTY", ""), Ok(()));
+        // `=` belongs in a value.
+        assert_eq!(check_env_pair("OPTS", "a=b=c"), Ok(()));
+        assert_eq!(
+            check_env_pair("A=B", "x"),
+            Err(Failure::InvalidArgument(
+                "invalid environment variable name \"A=B\"".into()
+            ))
+        );
+        assert_eq!(
+            check_env_pair("", "x\0y"),
+            Err(Failure::InvalidArgument(
+                "invalid environment variable name \"\"".into()
+            ))
+        );
+        assert_eq!(
+            check_env_pair("GREETING", "hi\0there"),
+            Err(Failure::InvalidArgument(
+                "the value of environment variable `GREETING` contains a NUL byte".into()
+            ))
+        );
+    }
 }

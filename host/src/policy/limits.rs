@@ -45,7 +45,7 @@ pub struct Limits {
     /// Default: [`DEFAULT_MAX_WASM_MEMORY`] (512 MiB), so that a guest's
     /// memory is bounded unless the embedder says otherwise (`None`: no
     /// limit).
-    #[serde(default)]
+    #[serde(default = "default_max_wasm_memory")]
     pub max_wasm_memory: Option<u64>,
     /// Bytes of a worker's messages the host takes in unread while the
     /// guest waits for the worker's exit (`wait`, `wait-timeout`, the exit
@@ -55,6 +55,11 @@ pub struct Limits {
     /// ([`DEFAULT_CHANNEL_BUFFER`]).
     #[serde(default = "default_channel_buffer")]
     pub channel_buffer: usize,
+}
+
+/// A policy sent without the field keeps the default cap (never none).
+fn default_max_wasm_memory() -> Option<u64> {
+    Some(DEFAULT_MAX_WASM_MEMORY)
 }
 
 fn default_channel_buffer() -> usize {
@@ -176,5 +181,231 @@ impl Default for Limits {
             max_wasm_memory: Some(DEFAULT_MAX_WASM_MEMORY),
             channel_buffer: default_channel_buffer(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A number that is often small (so that two draws tie) and sometimes
+    /// anything.
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), 1..8u64, any::<u64>()]
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0..4u64).prop_map(Duration::from_secs),
+            (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    fn child_rlimits() -> impl Strategy<Value = ChildRlimits> {
+        let o = || proptest::option::of(number());
+        (o(), o(), o(), o(), o()).prop_map(
+            |(cpu_seconds, address_space, open_files, processes, file_size)| ChildRlimits {
+                cpu_seconds,
+                address_space,
+                open_files,
+                processes,
+                file_size,
+            },
+        )
+    }
+
+    /// Any `Limits`, a default timeout above the maximum included.
+    fn limits() -> impl Strategy<Value = Limits> {
+        let d = || proptest::option::of(duration());
+        let n = || number().prop_map(|n| n as usize);
+        (
+            (number(), number(), d(), d(), duration()),
+            (n(), n(), proptest::option::of(number()), child_rlimits()),
+            (proptest::option::of(number()), n()),
+        )
+            .prop_map(
+                |(
+                    (default_max_buffer, max_buffer, default_timeout, max_timeout, kill_grace),
+                    (max_arg_bytes, max_live_children, max_total_spawns, rlimits),
+                    (max_wasm_memory, channel_buffer),
+                )| Limits {
+                    default_max_buffer,
+                    max_buffer,
+                    default_timeout,
+                    max_timeout,
+                    kill_grace,
+                    max_arg_bytes,
+                    max_live_children,
+                    max_total_spawns,
+                    rlimits,
+                    max_wasm_memory,
+                    channel_buffer,
+                },
+            )
+    }
+
+    /// `Limits` whose default timeout is within its maximum, as `lower`
+    /// leaves them.
+    fn normal_limits() -> impl Strategy<Value = Limits> {
+        limits().prop_map(|mut l| {
+            l.default_timeout = l.default_timeout_within_max();
+            l
+        })
+    }
+
+    /// `a` is at most `b`, `None` being no limit.
+    fn at_most<T: Ord>(a: Option<T>, b: Option<T>) -> bool {
+        match (a, b) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => a <= b,
+        }
+    }
+
+    /// Every field of `low` is at most the same field of `high`.
+    fn nowhere_above(low: &Limits, high: &Limits) -> bool {
+        let (l, h) = (&low.rlimits, &high.rlimits);
+        low.default_max_buffer <= high.default_max_buffer
+            && low.max_buffer <= high.max_buffer
+            && at_most(low.default_timeout, high.default_timeout)
+            && at_most(low.max_timeout, high.max_timeout)
+            && low.kill_grace <= high.kill_grace
+            && low.max_arg_bytes <= high.max_arg_bytes
+            && low.max_live_children <= high.max_live_children
+            && at_most(low.max_total_spawns, high.max_total_spawns)
+            && at_most(l.cpu_seconds, h.cpu_seconds)
+            && at_most(l.address_space, h.address_space)
+            && at_most(l.open_files, h.open_files)
+            && at_most(l.processes, h.processes)
+            && at_most(l.file_size, h.file_size)
+            && at_most(low.max_wasm_memory, high.max_wasm_memory)
+            && low.channel_buffer <= high.channel_buffer
+    }
+
+    proptest! {
+        #[test]
+        fn lowering_never_widens_a_limit_of_either_side(a in limits(), b in limits()) {
+            let low = a.lower(&b);
+            prop_assert!(nowhere_above(&low, &a), "{low:?}\nabove\n{a:?}");
+            prop_assert!(nowhere_above(&low, &b), "{low:?}\nabove\n{b:?}");
+        }
+
+        #[test]
+        fn lowering_keeps_the_default_timeout_within_the_maximum(a in limits(), b in limits()) {
+            let low = a.lower(&b);
+            prop_assert_eq!(low.default_timeout, low.default_timeout_within_max());
+        }
+
+        #[test]
+        fn lowering_limits_by_themselves_changes_nothing(a in limits()) {
+            // Once the default timeout is within the maximum, as `lower`
+            // leaves it, lowering by itself is the identity.
+            let mut normal = a.clone();
+            normal.default_timeout = a.default_timeout_within_max();
+            prop_assert_eq!(normal.lower(&normal), normal.clone());
+            prop_assert_eq!(a.lower(&a), normal);
+        }
+
+        #[test]
+        fn lowering_is_commutative(a in limits(), b in limits()) {
+            prop_assert_eq!(a.lower(&b), b.lower(&a));
+        }
+
+        #[test]
+        fn lowering_is_associative(a in limits(), b in limits(), c in limits()) {
+            prop_assert_eq!(a.lower(&b).lower(&c), a.lower(&b.lower(&c)));
+        }
+
+        #[test]
+        fn lowering_by_no_limits_at_all_changes_nothing(a in normal_limits()) {
+            let unlimited = Limits {
+                default_max_buffer: u64::MAX,
+                max_buffer: u64::MAX,
+                default_timeout: None,
+                max_timeout: None,
+                kill_grace: Duration::MAX,
+                max_arg_bytes: usize::MAX,
+                max_live_children: usize::MAX,
+                max_total_spawns: None,
+                rlimits: ChildRlimits::default(),
+                max_wasm_memory: None,
+                channel_buffer: usize::MAX,
+            };
+            prop_assert_eq!(a.lower(&unlimited), a.clone());
+            prop_assert_eq!(unlimited.lower(&a), a);
+        }
+
+        #[test]
+        fn the_default_timeout_is_never_above_the_maximum(
+            default in proptest::option::of(duration()),
+            max in proptest::option::of(duration()),
+        ) {
+            let limits = Limits { default_timeout: default, max_timeout: max, ..Limits::default() };
+            let got = limits.default_timeout_within_max();
+            match (default, max) {
+                // No default: none, whatever the maximum.
+                (None, _) => prop_assert_eq!(got, None),
+                (Some(d), None) => prop_assert_eq!(got, Some(d)),
+                (Some(d), Some(m)) => prop_assert_eq!(got, Some(d.min(m))),
+            }
+        }
+
+        #[test]
+        fn child_rlimits_list_exactly_the_limits_that_are_set(r in child_rlimits()) {
+            use rustix::process::Resource;
+            let expected: Vec<(Resource, u64)> = [
+                (Resource::Cpu, r.cpu_seconds),
+                (Resource::As, r.address_space),
+                (Resource::Nofile, r.open_files),
+                (Resource::Nproc, r.processes),
+                (Resource::Fsize, r.file_size),
+            ]
+            .into_iter()
+            .filter_map(|(resource, v)| v.map(|v| (resource, v)))
+            .collect();
+            let list = r.to_list();
+            prop_assert_eq!(&list, &expected);
+            let set = [r.cpu_seconds, r.address_space, r.open_files, r.processes, r.file_size];
+            prop_assert_eq!(list.len(), set.iter().flatten().count());
+        }
+
+        #[test]
+        fn limits_come_back_the_same_from_json(a in limits()) {
+            let json = serde_json::to_string(&a).unwrap();
+            let back: Limits = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(back, a);
+        }
+    }
+
+    #[test]
+    fn default_child_processes_stay_below_pid_max_and_at_most_4096() {
+        let n = default_child_processes();
+        assert!(n > 0, "no process at all");
+        assert!(n <= 4096, "{n}");
+        if let Ok(pid_max) = std::fs::read_to_string("/proc/sys/kernel/pid_max") {
+            let pid_max: u64 = pid_max.trim().parse().unwrap();
+            assert!(n < pid_max, "{n} of pid_max {pid_max}");
+            assert!(n <= pid_max / 2, "{n} above half of pid_max {pid_max}");
+        }
+    }
+
+    #[test]
+    fn default_limits_are_the_ones_the_fields_document() {
+        let l = Limits::default();
+        assert_eq!(l.default_max_buffer, 1024 * 1024, "1 MiB");
+        assert_eq!(l.max_buffer, 64 * 1024 * 1024, "64 MiB");
+        assert_eq!(l.default_timeout, None);
+        assert_eq!(l.max_timeout, None);
+        assert_eq!(l.kill_grace, Duration::from_secs(2));
+        assert_eq!(l.max_arg_bytes, 256 * 1024, "256 KiB");
+        assert_eq!(l.max_live_children, 64);
+        assert_eq!(l.max_total_spawns, None);
+        assert_eq!(l.rlimits, ChildRlimits::default());
+        assert_eq!(l.rlimits.to_list(), []);
+        assert_eq!(l.max_wasm_memory, Some(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(l.channel_buffer, 16 * 1024 * 1024, "16 MiB");
+        assert!(l.default_max_buffer <= l.max_buffer);
+        assert_eq!(l.default_timeout_within_max(), None);
     }
 }

@@ -18,6 +18,7 @@ mod denial;
 mod env;
 mod grants;
 mod limits;
+mod narrow;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,8 @@ pub use limits::{
     ChildRlimits, DEFAULT_CHANNEL_BUFFER, DEFAULT_CHANNEL_SPIN, DEFAULT_MAX_WASM_MEMORY, Limits,
     default_child_processes,
 };
+pub(crate) use narrow::Free;
+pub use narrow::{WorkerLimits, WorkerRequest};
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! The policy core without wasm or processes: what `prepare` grants and
 //! refuses, and how fork narrows limits.
 use super::*;
+use crate::ctx::{ProcessCtx, ProcessCtxBuilder};
 use crate::failure::Failure;
-use crate::{DirAccess, ProcessCtx, ProcessCtxBuilder};
+use crate::policy::DirAccess;
 use std::path::Path;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -1,0 +1,647 @@
+//! The worker pool of a guest: starting worker processes for `fork` (a
+//! warm one, one forked by the guest's worker template, or one started
+//! from the worker executable), the compiled code and sandbox each gets,
+//! and narrowing a request into a worker's specification. The WIT glue
+//! (`fork`) calls [`ProcessCtx::start_worker`]; so does a cluster agent.
+
+mod remote;
+mod template;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use remote::fork_remote;
+pub(crate) use template::Template;
+use template::{
+    EARLY_SPEC_MAX, Idle, SendSpec, TEMPLATE_STARTS, TEMPLATE_TIMEOUT, no_worker_executable,
+    take_back, worker_args, worker_channel,
+};
+
+use crate::channel::Channel;
+use crate::child::Child;
+use crate::code::Code;
+use crate::ctx::ProcessCtx;
+use crate::failure::Failure;
+use crate::policy::{Denial, DirAccess, DirGrant, Free, Lent, Prepared, WorkerRequest};
+use crate::sandbox::Sandbox;
+use crate::stdio::Asked;
+use crate::worker::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
+use cap_std::fs::Dir;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl ProcessCtx {
+    /// What this guest has free of its budgets, not counting the worker
+    /// about to be forked.
+    pub(crate) fn free(&self) -> Free {
+        let in_use = self
+            .live_children
+            .load(std::sync::atomic::Ordering::Acquire);
+        Free {
+            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
+            spawns: (self.policy.limits.max_total_spawns)
+                .map(|max| max.saturating_sub(self.total_spawns + 1)),
+        }
+    }
+
+    /// The worker specification for `options`, with the directories opened,
+    /// if every capability asked for is one this guest holds (see
+    /// [`Policy::narrow`]); and what the worker is lent of this guest's
+    /// budgets.
+    pub(crate) fn narrow(
+        &self,
+        component: PathBuf,
+        args: Vec<String>,
+        request: &WorkerRequest,
+    ) -> Result<(WorkerSpec, Vec<Dir>, Lent), Failure> {
+        let (mut policy, lent) =
+            (self.policy.narrow(request, self.free())).map_err(|r| self.refuse(r))?;
+        // A worker never confines its children less than its parent.
+        policy.require_confinement |= self.confinement() == crate::outcome::Confinement::Full;
+        let mut opened = Vec::new();
+        let mut dirs = Vec::new();
+        for (path, read_only) in &request.dirs {
+            let (dir, host_path) = self.narrow_dir(path, *read_only)?;
+            dirs.push(WorkerDir {
+                guest_path: path.clone(),
+                host_path,
+                fd: dir.as_fd().as_raw_fd(),
+                read_only: *read_only,
+            });
+            opened.push(dir);
+        }
+        let spec = WorkerSpec::new(component, (args, request.env.clone()), dirs, policy);
+        Ok((spec, opened, lent))
+    }
+
+    /// Opens directory `path` to pass on, if this guest holds it (and holds
+    /// it writable unless `read_only`).
+    fn narrow_dir(&self, path: &str, read_only: bool) -> Result<(Dir, PathBuf), Failure> {
+        let (grant, rest, dir) = crate::policy::open_granted_dir(
+            &self.dirs,
+            path,
+            "directory",
+            || Denial::ForkDir(path.to_owned()),
+            |_| Denial::ForkDir(path.to_owned()),
+        )
+        .map_err(|r| self.refuse(r))?;
+        if grant.access == DirAccess::ReadOnly && !read_only {
+            return Err(self.deny(Denial::ReadOnlyDir(path.to_owned())));
+        }
+        let host_path = grant.host_path_of(&rest);
+        if let Some(guard) = &self.cache_guard {
+            (guard.check_open(&dir, &host_path))
+                .map_err(|e| Failure::AccessDenied(format!("{e:#}")))?;
+        }
+        Ok((dir, host_path))
+    }
+}
+
+/// A worker process started on this machine, before its channel is
+/// wrapped: the host's end of the channel socket (the specification
+/// already written to it), the process, and its reports.
+pub(crate) struct StartedWorker {
+    pub socket: std::os::unix::net::UnixStream,
+    pub child: Child,
+    pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+}
+
+/// How many workers' views (see `ProcessCtx::worker_view`) a guest keeps.
+const WORKER_VIEWS: usize = 8;
+
+/// What a worker's view is built from: its directories (device, inode and
+/// whether read-only), its programs and whether it has the network.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ViewKey {
+    dirs: Vec<((u64, u64), bool)>,
+    programs: Vec<PathBuf>,
+    network: bool,
+}
+
+/// The device and inode of the open directory `dir`.
+fn dir_id(dir: &Dir) -> Option<(u64, u64)> {
+    let st = rustix::fs::fstat(dir).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
+impl ProcessCtx {
+    /// Starts the worker for `spec` (its directories `dirs` open), lent
+    /// `lent`, with stdio as asked: the common part of a local `fork` and a
+    /// cluster agent's. The process is a warm one from the pool if there
+    /// is one (see [`warm_up`](Self::warm_up)), else a new one; either way
+    /// it gets its specification and every descriptor it names over its
+    /// channel. `tee` also gets each report line.
+    pub(crate) fn start_worker(
+        &mut self,
+        mut spec: WorkerSpec,
+        dirs: Vec<Dir>,
+        lent: Lent,
+        [_, stdout, stderr]: [Asked; 3],
+        tee: Option<crate::worker::Tee>,
+    ) -> Result<StartedWorker, Failure> {
+        let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
+        // A warm worker holds its own slot already.
+        self.drop_dead_warm_workers();
+        let held = usize::from(!self.warm.is_empty());
+        self.check_budget(slots - held, spawns)?;
+        let codes = self.tree_code(&spec)?;
+        let sandbox = self.worker_view(&spec, &dirs);
+        let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
+        let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
+        forwarders.extend(more);
+        let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| Failure::from_io("creating the worker's report pipe", &e.into()))?;
+        let mut passed = vec![report_end.as_fd(), out.as_fd(), err.as_fd()];
+        spec.report_fd = Some(0);
+        spec.stdio = Some((1, 2));
+        for (dir, opened) in spec.dirs.iter_mut().zip(&dirs) {
+            passed.push(opened.as_fd());
+            dir.fd = (passed.len() - 1) as RawFd;
+        }
+        for (component, code) in &codes {
+            passed.push(code.fd());
+            spec.code.push(CodeRef {
+                component: component.clone(),
+                key: code.key.clone(),
+                fd: (passed.len() - 1) as RawFd,
+            });
+        }
+        spec.sandbox = sandbox.as_ref().map(|s| s.to_inherit(&mut passed));
+        let started = serde_json::to_vec(&spec)
+            .map_err(|e| Failure::Io(format!("encoding the worker specification: {e}")))
+            .and_then(|json| {
+                self.idle_worker(
+                    &|socket| crate::channel::send_frame_with_fds(socket, &json, &passed),
+                    json.len(),
+                )
+            });
+        // The worker has its copies now (or there is none).
+        drop(passed);
+        let (mut child, socket, held) = started?;
+        child.count(slots - held);
+        self.total_spawns += spawns;
+        child.attach(out_reader, err_reader, forwarders);
+        drop((dirs, report_end, out, err));
+        let component = (spec.component.file_name())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Some(audit) = &self.audit {
+            audit.record(
+                "fork",
+                serde_json::json!({ "pid": child.pid(), "component": component, "lent": { "live": lent.live, "spawns": lent.spawns } }),
+            );
+        }
+        let reports = crate::worker::Reports::start(
+            reports,
+            (child.pid(), component),
+            self.audit.clone(),
+            self.reporter.clone(),
+            tee,
+        )
+        .map_err(|e| Failure::from_io("watching the worker's reports", &e))?;
+        Ok(StartedWorker {
+            socket,
+            child,
+            reports,
+        })
+    }
+
+    /// The sandbox for the children of the worker `spec` (its directories
+    /// `dirs` open): a view of the worker's own, narrowed grants, not of
+    /// this guest's (issue 22, row 4: Landlock alone left a worker's
+    /// children able to stat, chmod, utime and setxattr files of the
+    /// parent's grants, and to connect to its sockets). Views are built
+    /// once per set of grants and kept, so a pool of like workers pays
+    /// one build. `None` when the worker can start no child or is not
+    /// sandboxed. Where no view can be built (a worker forking under its
+    /// own Landlock, which forbids mounting), this guest's own view,
+    /// which holds every grant the worker has, with a warning.
+    fn worker_view(&mut self, spec: &WorkerSpec, dirs: &[Dir]) -> Option<Arc<Sandbox>> {
+        let policy = &spec.policy;
+        let programs = policy.runnable();
+        if !(policy.confine && policy.use_sandbox) || programs.is_empty() {
+            return None;
+        }
+        let key = ViewKey {
+            dirs: (spec.dirs.iter().zip(dirs))
+                .filter_map(|(d, dir)| Some((dir_id(dir)?, d.read_only)))
+                .collect(),
+            programs: programs.iter().map(|p| p.real_path.clone()).collect(),
+            network: policy.network,
+        };
+        if let Some((_, view)) = self.worker_views.iter().find(|(k, _)| *k == key) {
+            return Some(view.clone());
+        }
+        let grants: Vec<DirGrant> = (spec.dirs.iter().zip(dirs))
+            .filter_map(|(d, dir)| {
+                Some(DirGrant {
+                    guest_path: PathBuf::from(&d.guest_path),
+                    host_path: d.host_path.clone(),
+                    dir: Arc::new(dir.try_clone().ok()?),
+                    access: if d.read_only {
+                        DirAccess::ReadOnly
+                    } else {
+                        DirAccess::ReadWrite
+                    },
+                })
+            })
+            .collect();
+        match Sandbox::build(&grants, &programs, policy.network) {
+            Ok(view) => {
+                let view = Arc::new(view);
+                if self.worker_views.len() == WORKER_VIEWS {
+                    self.worker_views.remove(0);
+                }
+                self.worker_views.push((key, view.clone()));
+                Some(view)
+            }
+            Err(e) => {
+                tracing::warn!(target: "wasmproc::sandbox", error = %format!("{e:#}"),
+                    "a worker's children get its parent's view of the grants (Landlock narrows them)");
+                self.sandbox.clone()
+            }
+        }
+    }
+
+    /// The compiled code of `spec`'s component and of each component it
+    /// may fork in turn, compiled now if need be (see [`crate::code`]).
+    fn tree_code(&self, spec: &WorkerSpec) -> Result<Vec<(PathBuf, Code)>, Failure> {
+        let Some(source) = &self.worker_code else {
+            return Err(no_worker_executable());
+        };
+        let mut paths = vec![&spec.component];
+        for fork in &spec.policy.forks {
+            if !paths.contains(&&fork.path) {
+                paths.push(&fork.path);
+            }
+        }
+        let code = |path: &PathBuf| match source.code(path, true) {
+            Ok(Some(code)) => Ok((path.clone(), code)),
+            Ok(None) => Err(Failure::Io(format!(
+                "no compiled code of {} was handed to this worker",
+                path.display()
+            ))),
+            Err(e) => Err(Failure::Io(format!(
+                "cannot compile {} for its worker: {e:#}",
+                path.display()
+            ))),
+        };
+        paths.into_iter().map(code).collect()
+    }
+
+    /// The compiled code, where it is at hand without compiling, of each
+    /// component the guest may fork: what a warm worker or the template
+    /// loads before its specification comes.
+    fn preload_code(&self) -> Vec<Code> {
+        let Some(source) = &self.worker_code else {
+            return Vec::new();
+        };
+        (self.policy.forks.iter())
+            .filter_map(|fork| match source.code(&fork.path, false) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::warn!(component = %fork.path.display(), error = %format!("{e:#}"),
+                        "cannot preload a component's code");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Starts the worker template if the guest may fork and has none
+    /// running (see [`ProcessCtxBuilder::worker_template`]), then warm
+    /// workers until the pool holds the policy's `warm_workers`: worker
+    /// processes that have started and set up their engine, and wait,
+    /// holding nothing, for a specification. A failure only leaves the pool
+    /// smaller (the next fork starts a worker itself). Must be called
+    /// inside a tokio runtime. Called before the guest starts, and (through
+    /// `refill`, only after a fork took a warm worker or lost the template)
+    /// to refill
+    /// the pool when the guest next waits for a worker (`receive`,
+    /// `subscribe`, `wait`), not in `fork` itself: the new process then
+    /// starts while the forked one does.
+    ///
+    /// [`ProcessCtxBuilder::worker_template`]: crate::ctx::ProcessCtxBuilder::worker_template
+    pub fn warm_up(&mut self) {
+        if self.policy.forks.is_empty() {
+            return;
+        }
+        self.start_template();
+        self.drop_dead_warm_workers();
+        while self.warm.len() < self.policy.warm_workers {
+            // Each holds a live-children slot: the guest's budget covers
+            // every process it has.
+            if self.check_budget(1, 0).is_err() {
+                return;
+            }
+            match self.new_idle_worker(Idle::Warm) {
+                Ok((child, socket)) => {
+                    child.count(1);
+                    self.warm.push((child, socket));
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot start a warm worker");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// [`warm_up`](Self::warm_up), if a fork since the last one took a warm
+    /// worker or lost the template: what the guest's waits call, so that
+    /// a wait costs nothing more otherwise.
+    pub(crate) fn refill(&mut self) {
+        if std::mem::take(&mut self.refill_due) {
+            self.warm_up();
+        }
+    }
+
+    /// Forgets warm workers that have ended (reaping them).
+    fn drop_dead_warm_workers(&mut self) {
+        self.warm
+            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
+    }
+
+    /// Waits (without blocking the thread) until the worker template, if
+    /// one is starting and no warm worker is there to take, is ready, has
+    /// ended, or is dropped for not being ready [`TEMPLATE_TIMEOUT`] after
+    /// it started: a fork right after the guest started then costs the
+    /// template's remaining start (an executable started for it would take
+    /// longer) and a fork of it, rather than a second process start
+    /// competing with the template's for the same cores.
+    pub(crate) async fn template_started(&mut self) {
+        if !self.warm.is_empty() {
+            return;
+        }
+        while let Some(template) = &mut self.template
+            && !template.is_ready()
+        {
+            if !matches!(template.child.try_status(), Ok(None)) {
+                return;
+            }
+            if template.started.elapsed() > TEMPLATE_TIMEOUT {
+                tracing::warn!(
+                    pid = template.child.pid(),
+                    "dropping a worker template that was not ready in time"
+                );
+                self.template = None;
+                self.refill_due = true;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts the worker template, unless there is one running, it is
+    /// turned off, the guest may not fork, or it was started
+    /// [`TEMPLATE_STARTS`] times already.
+    fn start_template(&mut self) {
+        let policy = &self.policy;
+        if !policy.worker_template
+            || policy.forks.is_empty()
+            || self.worker_executable.is_none()
+            || !crate::sys::can_fork_as_sibling()
+        {
+            return;
+        }
+        if let Some(template) = &mut self.template {
+            if matches!(template.child.try_status(), Ok(None)) {
+                return;
+            }
+            tracing::warn!(pid = template.child.pid(), "the worker template ended");
+            self.template = None;
+        }
+        if self.template_starts >= TEMPLATE_STARTS {
+            return;
+        }
+        self.template_starts += 1;
+        let started = self
+            .new_idle_worker(Idle::Template)
+            .and_then(|(child, socket)| {
+                (socket.set_read_timeout(Some(TEMPLATE_TIMEOUT)))
+                    .and_then(|()| socket.set_write_timeout(Some(TEMPLATE_TIMEOUT)))
+                    .map_err(|e| Failure::from_io("setting up the template's channel", &e))?;
+                Ok((child, socket))
+            });
+        match started {
+            Ok((child, socket)) => {
+                self.template = Some(Template {
+                    child,
+                    socket,
+                    ready: false,
+                    started: std::time::Instant::now(),
+                })
+            }
+            Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
+        }
+    }
+
+    /// A worker process that `send` has sent its specification (of
+    /// `spec_len` bytes) to, and the slots it holds: a warm one (one), else
+    /// a new one (none). A copy forked by the template gets a small
+    /// specification on its channel before the template is asked for it,
+    /// so that it finds it there as soon as it runs; if the template then
+    /// fails, the host takes the specification back before it starts a
+    /// worker from the executable instead, so that no copy runs it
+    /// unseen.
+    fn idle_worker(
+        &mut self,
+        send: &SendSpec<'_>,
+        spec_len: usize,
+    ) -> Result<(Child, std::os::unix::net::UnixStream, usize), Failure> {
+        let sent = |socket: &std::os::unix::net::UnixStream| {
+            send(socket).map_err(|e| Failure::from_io("sending the worker its specification", &e))
+        };
+        self.refill_due = true;
+        while let Some((mut child, socket)) = self.warm.pop() {
+            if matches!(child.try_status(), Ok(None)) {
+                sent(&socket)?;
+                return Ok((child, socket, 1));
+            }
+        }
+        if self.template_ready() {
+            let (ours, theirs) = worker_channel()?;
+            // Early only if the socket takes it whole without a reader.
+            let early = spec_len <= EARLY_SPEC_MAX;
+            if early {
+                sent(&ours)?;
+            }
+            match self.fork_from_template(&theirs) {
+                Ok(child) => {
+                    if !early {
+                        sent(&ours)?;
+                    }
+                    return Ok((child, ours, 0));
+                }
+                Err(e) if early && !take_back(&theirs) => {
+                    return Err(Failure::Io(format!(
+                        "the worker template failed after its copy took the specification: {e}"
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let (child, socket) = self.new_idle_worker(Idle::Cold)?;
+        sent(&socket)?;
+        Ok((child, socket, 0))
+    }
+
+    /// Starts a worker process with nothing but its channel: no directory,
+    /// no pipe, /dev/null as stdio, not counted in the guest's budget yet.
+    /// Forked by the worker template if it is ready (the copy has the
+    /// guest's components loaded), else started from the worker executable
+    /// (a warm one, or the template, then loads every component the guest
+    /// may fork before its specification comes: `--preload`).
+    fn new_idle_worker(
+        &mut self,
+        idle: Idle,
+    ) -> Result<(Child, std::os::unix::net::UnixStream), Failure> {
+        if idle == Idle::Warm && self.template_ready() {
+            let (ours, theirs) = worker_channel()?;
+            if let Ok(child) = self.fork_from_template(&theirs) {
+                return Ok((child, ours));
+            }
+        }
+        let (ours, theirs) = worker_channel()?;
+        let preload = match idle {
+            Idle::Cold => Vec::new(),
+            Idle::Warm | Idle::Template => self.preload_code(),
+        };
+        let args = worker_args(idle, theirs.as_raw_fd(), &preload);
+        let inherit = std::iter::once(theirs.as_raw_fd())
+            .chain(preload.iter().map(|code| code.fd().as_raw_fd()))
+            .collect();
+        let prepared = self.worker_prepared(args, inherit)?;
+        let kind = match idle {
+            Idle::Template => "worker-template",
+            _ => "worker-process",
+        };
+        let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;
+        Ok((child, ours))
+    }
+
+    /// A worker process to start (or, as the audit log shows it, that the
+    /// template forked) with `args`, keeping the descriptors `inherit` (its
+    /// channel first).
+    fn worker_prepared(&self, args: Vec<String>, inherit: Vec<RawFd>) -> Result<Prepared, Failure> {
+        let Some(executable) = self.worker_executable.clone() else {
+            return Err(no_worker_executable());
+        };
+        Ok(Prepared {
+            real_program: executable.clone(),
+            program: executable,
+            argv0: "wasmproc".to_owned(),
+            args,
+            env: (HOST_ENV.iter())
+                .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+                .collect(),
+            cwd: None,
+            cwd_host: PathBuf::from("/"),
+            inherit_fds: inherit,
+            confine: false,
+            identity: None,
+            lent: Lent::default(),
+            counted: false,
+        })
+    }
+
+    /// Whether there is a worker template and it is ready (never waits).
+    fn template_ready(&mut self) -> bool {
+        self.template.as_mut().is_some_and(Template::is_ready)
+    }
+
+    /// A worker process on the channel end `theirs`, forked by the (ready)
+    /// worker template. If the template fails, it is dropped, with a
+    /// warning, and the next `warm_up` starts another. Its budget, walls
+    /// and audit event are a started one's
+    /// ([`launch_with`](Self::launch_with)); of the walls only the cgroup
+    /// applies, as to any worker process (started unconfined: it confines
+    /// itself).
+    fn fork_from_template(
+        &mut self,
+        theirs: &std::os::unix::net::UnixStream,
+    ) -> Result<Child, Failure> {
+        let Some(mut template) = self.template.take() else {
+            return Err(Failure::Unsupported("no worker template".into()));
+        };
+        // What ran: the template's copy, not the executable.
+        let args = vec![format!(
+            "(forked by worker template {})",
+            template.child.pid()
+        )];
+        let prepared = self.worker_prepared(args, vec![theirs.as_raw_fd()])?;
+        // Its copies start in the template's cgroup, the guest's, unless
+        // each worker gets a cgroup of its own.
+        let own_cgroup = self.policy.cgroup_per_child;
+        let launched = self.launch_with("worker-process", &prepared, |walls| {
+            let cgroup = walls.cgroup.filter(|_| own_cgroup);
+            (template.fork(theirs, cgroup))
+                .map_err(|e| Failure::from_io("forking a worker from the worker template", &e))
+        });
+        match launched {
+            Ok(launched) => {
+                self.template = Some(template);
+                Ok(Child::without_stdio(launched))
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "dropping the worker template");
+                self.refill_due = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// A worker's stdout or stderr (`name`) asked as `asked`: the
+    /// descriptor the worker gets, and the guest's stream or the host's
+    /// copying task, if any.
+    #[allow(clippy::type_complexity)]
+    fn worker_output(
+        &self,
+        name: &str,
+        asked: Asked,
+    ) -> Result<
+        (
+            std::os::fd::OwnedFd,
+            Option<crate::pipe::PipeReader>,
+            Vec<tokio::task::JoinHandle<()>>,
+        ),
+        Failure,
+    > {
+        let (io, route) = self.route(name, asked)?;
+        let fail = |e: std::io::Error| {
+            Failure::from_io(format_args!("setting up the worker's {name}"), &e)
+        };
+        let (ours, theirs) = match io {
+            crate::process::ChildIo::Pipe => {
+                let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| fail(e.into()))?;
+                (Some(read), write)
+            }
+            crate::process::ChildIo::Given(fd) => (None, fd),
+            _ => {
+                let null = crate::process::dev_null().map_err(fail)?;
+                (
+                    None,
+                    rustix::io::fcntl_dupfd_cloexec(null, 3).map_err(|e| fail(e.into()))?,
+                )
+            }
+        };
+        let mut forwarders = Vec::new();
+        let reader = route.stream(ours, &mut forwarders).map_err(fail)?;
+        Ok((theirs, reader, forwarders))
+    }
+
+    /// A channel on this host's end `socket` of a local channel (to a
+    /// worker, or a worker's to its parent), set up as this context's
+    /// channels are: its spin and buffer.
+    pub(crate) fn channel(
+        &self,
+        socket: std::os::unix::net::UnixStream,
+    ) -> Result<Channel, Failure> {
+        let mut channel = Channel::new(socket)
+            .map_err(|e| Failure::from_io("setting up a worker channel", &e))?;
+        channel.set_spin(self.policy.channel_spin);
+        channel.set_buffer(self.policy.limits.channel_buffer);
+        Ok(channel)
+    }
+}
