@@ -23,7 +23,7 @@ use crate::policy::DirAccess;
 use crate::policy::Policy;
 use crate::policy::{Denial, Lent};
 use crate::stdio::Asked;
-use crate::worker::{WorkerDir, WorkerSpec};
+use crate::worker::spec::{WorkerDir, WorkerSpec};
 use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -232,7 +232,7 @@ impl Agent {
         };
         let spec = WorkerSpec::new(component, (req.args.clone(), req.env.clone()), dirs, policy);
         let (reports_tx, reports) = mpsc::unbounded_channel::<Bytes>();
-        let tee: crate::worker::Tee = Box::new(move |line: &[u8]| {
+        let tee: crate::worker::spec::Tee = Box::new(move |line: &[u8]| {
             let _ = reports_tx.send(message(kind::REPORT, line));
         });
         let output = |piped: bool| if piped { Asked::Piped } else { Asked::Null };
@@ -396,7 +396,7 @@ struct Session {
     req: ForkRequest,
     child: Child,
     socket: std::os::unix::net::UnixStream,
-    reports: Arc<Mutex<crate::worker::Reports>>,
+    reports: Arc<Mutex<crate::worker::spec::Reports>>,
     from_host: async_nats::Subscriber,
     report_lines: mpsc::UnboundedReceiver<Bytes>,
 }

@@ -4,9 +4,9 @@
 //! worker are one.
 
 use crate::failure::Failure;
+use crate::os_child::{Ended, GroupGuard, Launched, OsChild, signal};
 use crate::outcome::{Confinement, Termination};
 use crate::pipe::PipeReader;
-use crate::process::{Ended, GroupGuard, OsChild, signal};
 use rustix::process::Signal;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -187,7 +187,7 @@ impl Pollable for Child {
 impl Child {
     /// The child `launched`, with none of its streams the host's (a worker
     /// process until it has its specification).
-    pub(crate) fn without_stdio(launched: crate::process::Launched) -> Child {
+    pub(crate) fn without_stdio(launched: Launched) -> Child {
         Child {
             confinement: launched.confinement,
             process: launched.child,

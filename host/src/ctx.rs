@@ -22,9 +22,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use wasmtime_wasi::cli::StdoutStream;
 
-/// A callback told about every request the policy refused, before the guest
-/// gets its `error-code`. Use it to tell an operator which grant is missing.
-pub type DenialReporter = Arc<dyn Fn(&Denial) + Send + Sync>;
+use crate::policy::DenialReporter;
 
 /// The process capabilities of one guest: which programs it may run, where,
 /// with which environment, under which limits. Build one with
@@ -51,7 +49,7 @@ pub struct ProcessCtx {
     pub(crate) warm: Vec<(crate::child::Child, std::os::unix::net::UnixStream)>,
     /// The worker template, once started (see
     /// [`worker_template`](ProcessCtxBuilder::worker_template)).
-    pub(crate) template: Option<crate::pool::Template>,
+    pub(crate) template: Option<crate::pool::template::Template>,
     /// How many times the template was started.
     pub(crate) template_starts: u32,
     /// Whether a fork took a warm worker or lost the template since the
@@ -66,7 +64,7 @@ pub struct ProcessCtx {
     pub(crate) sandbox: Option<Arc<Sandbox>>,
     /// The views built for workers' children, by their grants (see
     /// `ProcessCtx::worker_view`).
-    pub(crate) worker_views: Vec<(crate::pool::ViewKey, Arc<Sandbox>)>,
+    pub(crate) worker_views: Vec<(crate::pool::template::ViewKey, Arc<Sandbox>)>,
     /// Whether this host can make its children another user (it has
     /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
     pub(crate) can_change_user: bool,

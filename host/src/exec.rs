@@ -2,8 +2,9 @@
 
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
 use crate::failure::Failure;
+use crate::os_child::signal;
 use crate::policy::{Denial, Request, Run};
-use crate::process::{ChildIo, signal};
+use crate::process::ChildIo;
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
 use bytes::BufMut;
 use rustix::process::Signal;
@@ -195,7 +196,7 @@ async fn run(
 
 /// Sends `signal` to the group, once, and starts the grace period.
 fn kill(
-    group: &crate::process::GroupGuard,
+    group: &crate::os_child::GroupGuard,
     signal: Signal,
     grace_deadline: &mut Option<Instant>,
     grace: Duration,

@@ -15,7 +15,7 @@ pub struct Worker {
     pub(crate) channel: Channel,
     pub(crate) end: End,
     /// Its audit events and denials, on their way to this host's.
-    pub(crate) reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
+    pub(crate) reports: std::sync::Arc<std::sync::Mutex<crate::worker::spec::Reports>>,
 }
 
 /// Where a worker's process is.

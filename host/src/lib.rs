@@ -128,11 +128,12 @@ pub use cache::{CacheGuard, ComponentCache};
 pub use channel::Channel;
 pub use child::Child;
 pub use code::WorkerCode;
-pub use ctx::{DenialReporter, ProcessCtx, ProcessCtxBuilder};
+pub use ctx::{ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use forked::Worker;
 pub use policy::{
-    ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DirAccess, Limits, Policy, default_child_processes,
+    ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DenialReporter, DirAccess, Limits, Policy,
+    default_child_processes,
 };
 pub use policy::{Denial, INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};
 

@@ -4,7 +4,8 @@
 
 use crate::audit::AuditLog;
 use crate::cgroup::ChildCgroup;
-use crate::outcome::{ExitStatus, ResourceUsage};
+use crate::failure::Failure;
+use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
 use std::io;
@@ -242,4 +243,18 @@ fn status_text(status: &ExitStatus) -> String {
         ExitStatus::Exited(code) => format!("exited({code})"),
         ExitStatus::Signaled(signal) => format!("signaled({signal})"),
     }
+}
+
+/// A started child: the leader of its own process group.
+pub(crate) struct Launched {
+    pub child: OsChild,
+    pub group: GroupGuard,
+    /// How the child is confined.
+    pub confinement: Confinement,
+}
+
+/// The signal numbered `n`, or `invalid-argument`.
+pub(crate) fn signal(n: u8) -> Result<Signal, Failure> {
+    Signal::from_named_raw(i32::from(n))
+        .ok_or_else(|| Failure::InvalidArgument(format!("{n} is not a signal number")))
 }

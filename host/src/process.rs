@@ -6,7 +6,7 @@ use crate::failure::Failure;
 use crate::outcome::Confinement;
 use crate::policy::{Denial, Prepared};
 use crate::sandbox::{Layers, Sandbox};
-use rustix::process::{Pid, Signal};
+use rustix::process::Pid;
 use serde_json::json;
 use std::ffi::CString;
 use std::fs::File;
@@ -16,15 +16,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-pub(crate) use crate::os_child::{Ended, GroupGuard, OsChild};
-
-/// A started child: the leader of its own process group.
-pub(crate) struct Launched {
-    pub child: OsChild,
-    pub group: GroupGuard,
-    /// How the child is confined.
-    pub confinement: Confinement,
-}
+use crate::os_child::{GroupGuard, Launched, OsChild};
 
 /// What one of a child's stdin, stdout and stderr is connected to.
 #[derive(Debug)]
@@ -471,10 +463,4 @@ fn spawn_error(prepared: &Prepared, identity: Option<(u32, u32)>, err: &io::Erro
         }
         _ => Failure::from_io(format_args!("starting {program}"), err),
     }
-}
-
-/// The signal numbered `n`, or `invalid-argument`.
-pub(crate) fn signal(n: u8) -> Result<Signal, Failure> {
-    Signal::from_named_raw(i32::from(n))
-        .ok_or_else(|| Failure::InvalidArgument(format!("{n} is not a signal number")))
 }

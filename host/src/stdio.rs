@@ -5,9 +5,10 @@
 use crate::child::{Child, Timeout};
 use crate::ctx::ProcessCtx;
 use crate::failure::{Failure, OpenMode};
+use crate::os_child::signal;
 use crate::pipe::{PipeReader, PipeWriter};
 use crate::policy::Prepared;
-use crate::process::{ChildIo, signal};
+use crate::process::ChildIo;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;

@@ -1,3 +1,7 @@
+//! The channel without wasm or processes: frames, descriptors passed
+//! with a frame, and a `Channel` over a socketpair (order, limits, close,
+//! the buffer a waiting guest takes in).
+
 use super::frames::MAX_PASSED_FDS;
 use super::*;
 use proptest::prelude::*;

@@ -1,8 +1,7 @@
 //! The pure parts of the cluster — ids and subjects, the wire format
 //! of every message, the credit window — without wasm, processes or a
-//! NATS server: an offline client queues what it publishes, and one
-//! test stands a few lines of NATS protocol in for a server to see
-//! what is actually put on the wire.
+//! NATS server: an offline client queues what it publishes (what
+//! crosses a real server is tests/cluster.rs's).
 use super::*;
 use crate::outcome::Termination;
 use crate::policy::Policy;

@@ -3,9 +3,14 @@
 
 use crate::failure::Failure;
 use std::fmt;
+use std::sync::Arc;
+
+/// A callback told about every request the policy refused, before the guest
+/// gets its `error-code`. Use it to tell an operator which grant is missing.
+pub type DenialReporter = Arc<dyn Fn(&Denial) + Send + Sync>;
 
 /// A request the policy refused, as told to a
-/// [`DenialReporter`](crate::ctx::DenialReporter).
+/// [`DenialReporter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Denial {

@@ -23,8 +23,8 @@ mod narrow;
 mod tests;
 
 pub(crate) use check::{Lent, Prepared, Request, Run};
-pub use denial::Denial;
 pub(crate) use denial::Refusal;
+pub use denial::{Denial, DenialReporter};
 pub use env::{INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};
 pub(crate) use env::{bad_env_name, check_env_pair, no_nul};
 pub use grants::DirAccess;

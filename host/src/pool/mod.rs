@@ -5,16 +5,17 @@
 //! (`fork`) calls [`ProcessCtx::start_worker`]; so does a cluster agent.
 
 mod remote;
-mod template;
+pub(crate) mod template;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use remote::fork_remote;
-pub(crate) use template::Template;
+use template::WORKER_VIEWS;
 use template::{
     EARLY_SPEC_MAX, Idle, SendSpec, TEMPLATE_STARTS, TEMPLATE_TIMEOUT, no_worker_executable,
     take_back, worker_args, worker_channel,
 };
+pub(crate) use template::{Template, ViewKey};
 
 use crate::channel::Channel;
 use crate::child::Child;
@@ -24,7 +25,7 @@ use crate::failure::Failure;
 use crate::policy::{Denial, DirAccess, DirGrant, Free, Lent, Prepared, WorkerRequest};
 use crate::sandbox::Sandbox;
 use crate::stdio::Asked;
-use crate::worker::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
+use crate::worker::spec::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -104,19 +105,7 @@ impl ProcessCtx {
 pub(crate) struct StartedWorker {
     pub socket: std::os::unix::net::UnixStream,
     pub child: Child,
-    pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::Reports>>,
-}
-
-/// How many workers' views (see `ProcessCtx::worker_view`) a guest keeps.
-const WORKER_VIEWS: usize = 8;
-
-/// What a worker's view is built from: its directories (device, inode and
-/// whether read-only), its programs and whether it has the network.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ViewKey {
-    dirs: Vec<((u64, u64), bool)>,
-    programs: Vec<PathBuf>,
-    network: bool,
+    pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::spec::Reports>>,
 }
 
 /// The device and inode of the open directory `dir`.
@@ -138,7 +127,7 @@ impl ProcessCtx {
         dirs: Vec<Dir>,
         lent: Lent,
         [_, stdout, stderr]: [Asked; 3],
-        tee: Option<crate::worker::Tee>,
+        tee: Option<crate::worker::spec::Tee>,
     ) -> Result<StartedWorker, Failure> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
         // A warm worker holds its own slot already.
@@ -191,7 +180,7 @@ impl ProcessCtx {
                 serde_json::json!({ "pid": child.pid(), "component": component, "lent": { "live": lent.live, "spawns": lent.spawns } }),
             );
         }
-        let reports = crate::worker::Reports::start(
+        let reports = crate::worker::spec::Reports::start(
             reports,
             (child.pid(), component),
             self.audit.clone(),

@@ -103,7 +103,7 @@ fn connect_remote(
         std::os::unix::net::UnixStream::pair().map_err(io("creating the worker's channel"))?;
     let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| Failure::from_io("creating the worker's report pipe", &e.into()))?;
-    let reports = crate::worker::Reports::start(
+    let reports = crate::worker::spec::Reports::start(
         report_read,
         (pid, name),
         ctx.audit.clone(),
