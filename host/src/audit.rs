@@ -55,6 +55,11 @@ impl AuditLog {
     /// worker's tag, and `via` lists the workers it passed through,
     /// outermost first.
     pub(crate) fn forward(&self, mut line: Value, worker: &Value) {
+        // What is not an event object is kept, wrapped and tagged: nothing a
+        // worker sends up escapes its worker tag.
+        if !line.is_object() {
+            line = serde_json::json!({ "event": "worker-report", "report": line });
+        }
         if let Some(fields) = line.as_object_mut() {
             // An event of a worker's worker keeps its own worker, under the
             // chain of workers it came up through (outermost first).
@@ -248,6 +253,19 @@ mod tests {
             [want],
             "the line is kept as sent, plus its worker"
         );
+    }
+
+    #[test]
+    fn a_forwarded_line_that_is_no_event_is_kept_wrapped_and_tagged() {
+        let sink = Sink::default();
+        let log = AuditLog::new(sink.clone());
+        let worker = json!({ "pid": 7, "component": "/srv/worker.wasm" });
+        for line in [json!("free text"), json!([1, 2]), json!(42)] {
+            log.forward(line.clone(), &worker);
+            let got = sink.lines().pop().unwrap();
+            let want = json!({ "event": "worker-report", "report": line, "worker": worker });
+            assert_eq!(got, want, "nothing escapes the worker tag");
+        }
     }
 
     #[test]

@@ -250,10 +250,11 @@ impl Channel {
 
     /// Takes in what the peer sends while the guest waits for something
     /// else (a worker's exit), so that a peer that must write out its
-    /// messages before it ends is not kept waiting: returns once the
-    /// channel's buffer ([`set_buffer`](Self::set_buffer), default
+    /// messages before it ends is not kept waiting. It stops taking in once
+    /// the channel's buffer ([`set_buffer`](Self::set_buffer), default
     /// [`ABSORB_BYTES`]) is full of unread bytes (then the peer waits for the
-    /// guest to read, as with any full channel), or never.
+    /// guest to read, as with any full channel), and never returns: race it
+    /// against what the guest waits for.
     pub(crate) async fn absorb(&self) {
         loop {
             let Ok(mut ready) = self.shared.socket.readable().await else {

@@ -43,14 +43,28 @@ pub const INJECTION_ENV: &[&str] = &[
     "HOSTALIASES",
     "RESOLV_HOST_CONF",
     "GIT_EXEC_PATH",
+    "GIT_SSH",
     "GIT_SSH_COMMAND",
-    "GIT_CONFIG_GLOBAL",
+    "GIT_PROXY_COMMAND",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "ZDOTDIR",
+    "OPENSSL_CONF",
+    "PHPRC",
+    "PYTHONWARNINGS",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "GIT_CONFIG",
+    "LUA_INIT",
 ];
 
 /// Prefixes of [`INJECTION_ENV`] names: the dynamic loaders' (`LD_PRELOAD`,
-/// `LD_LIBRARY_PATH`, `LD_AUDIT`, macOS `DYLD_*`) and bash's exported
-/// functions.
-pub const INJECTION_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+/// `LD_LIBRARY_PATH`, `LD_AUDIT`, macOS `DYLD_*`), bash's exported
+/// functions, git's configuration from the environment
+/// (`GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`, `GIT_CONFIG_PARAMETERS`, ...: it
+/// can set `core.sshCommand` or hooks) and Lua's versioned `LUA_INIT_5_x`.
+pub const INJECTION_ENV_PREFIXES: &[&str] =
+    &["LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_", "LUA_INIT_"];
 
 /// Whether `name` is a loader or interpreter injection variable.
 pub fn is_injection_env(name: &str) -> bool {
