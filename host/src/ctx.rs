@@ -18,7 +18,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use wasmtime_wasi::cli::StdoutStream;
 
@@ -57,7 +56,6 @@ pub struct ProcessCtx {
     pub(crate) refill_due: bool,
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
-    pub(crate) live_children: Arc<AtomicUsize>,
     pub(crate) confiner: Confiner,
     /// The sandbox, made when the context is built (`None`: none is
     /// needed, or it could not be made, which was logged).
@@ -71,7 +69,8 @@ pub struct ProcessCtx {
     /// The cgroup children start in; `None`: none could be made.
     pub(crate) cgroup: Option<Cgroup>,
     pub(crate) audit: Option<AuditLog>,
-    pub(crate) total_spawns: u64,
+    /// The live-children slots and spawns of the guest's tree.
+    pub(crate) budget: crate::policy::Budget,
 }
 
 impl fmt::Debug for ProcessCtx {
@@ -84,8 +83,7 @@ impl fmt::Debug for ProcessCtx {
             .field("forks", &self.policy.forks)
             .field("worker_executable", &self.worker_executable)
             .field("limits", &self.policy.limits)
-            .field("live_children", &self.live_children)
-            .field("total_spawns", &self.total_spawns)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -208,14 +206,13 @@ impl ProcessCtxBuilder {
                 refill_due: false,
                 inherit_stdout: None,
                 inherit_stderr: None,
-                live_children: Arc::default(),
                 confiner: Confiner::none(),
                 sandbox: None,
                 worker_views: Vec::new(),
                 can_change_user: false,
                 cgroup: None,
                 audit: None,
-                total_spawns: 0,
+                budget: Default::default(),
             },
         }
     }

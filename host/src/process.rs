@@ -4,7 +4,7 @@
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
 use crate::outcome::Confinement;
-use crate::policy::{Denial, Prepared};
+use crate::policy::Prepared;
 use crate::sandbox::{Layers, Sandbox};
 use rustix::process::Pid;
 use serde_json::json;
@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::os_child::{GroupGuard, Launched, OsChild};
@@ -57,26 +56,7 @@ impl ProcessCtx {
     /// slots and `spawns` of the total spawns, if the guest has not that
     /// many left.
     pub(crate) fn check_budget(&self, slots: usize, spawns: u64) -> Result<(), Failure> {
-        let live = self.live_children.load(Ordering::Acquire);
-        if slots > 0 && live + slots > self.policy.limits.max_live_children {
-            return Err(self.deny(Denial::Limit {
-                limit: "max_live_children",
-                message: format!(
-                    "{live} of the {} live-children slots are taken (by children, and lent to workers)",
-                    self.policy.limits.max_live_children
-                ),
-            }));
-        }
-        if let Some(max) = self.policy.limits.max_total_spawns
-            && spawns > 0
-            && self.total_spawns + spawns > max
-        {
-            return Err(self.deny(Denial::Limit {
-                limit: "max_total_spawns",
-                message: format!("{max} children were started, the most allowed"),
-            }));
-        }
-        Ok(())
+        (self.budget.check(&self.policy.limits, slots, spawns)).map_err(|d| self.deny(d))
     }
 
     /// Starts `prepared` with the given stdin, stdout and stderr, counting
@@ -168,8 +148,7 @@ impl ProcessCtx {
         };
         let walls_caps = walls.keep_caps;
         let (child, pgid) = start(&walls)?;
-        self.live_children.fetch_add(slots, Ordering::AcqRel);
-        self.total_spawns += spawns;
+        self.budget.take(slots, spawns);
         let confinement = layers.level();
         let started = Started {
             kind,
@@ -194,7 +173,7 @@ impl ProcessCtx {
             child,
             group: GroupGuard {
                 pgid,
-                live: self.live_children.clone(),
+                live: self.budget.live().clone(),
                 slots: slots.into(),
                 audit: self.audit.clone(),
                 started: Instant::now(),

@@ -13,6 +13,7 @@
 //! - `denial`: what was refused and why, shown to the operator;
 //! - `env`: the environment rules (injection variables, NUL bytes).
 
+mod budget;
 mod check;
 mod denial;
 mod env;
@@ -22,6 +23,7 @@ mod narrow;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use budget::Budget;
 pub(crate) use check::{Lent, Prepared, Request, Run};
 pub(crate) use denial::Refusal;
 pub use denial::{Denial, DenialReporter};

@@ -36,14 +36,7 @@ impl ProcessCtx {
     /// What this guest has free of its budgets, not counting the worker
     /// about to be forked.
     pub(crate) fn free(&self) -> Free {
-        let in_use = self
-            .live_children
-            .load(std::sync::atomic::Ordering::Acquire);
-        Free {
-            live: (self.policy.limits.max_live_children).saturating_sub(in_use + 1),
-            spawns: (self.policy.limits.max_total_spawns)
-                .map(|max| max.saturating_sub(self.total_spawns + 1)),
-        }
+        self.budget.free(&self.policy.limits)
     }
 
     /// The worker specification for `options`, with the directories opened,
@@ -169,7 +162,7 @@ impl ProcessCtx {
         drop(passed);
         let (mut child, socket, held) = started?;
         child.count(slots - held);
-        self.total_spawns += spawns;
+        self.budget.spawned(spawns);
         child.attach(out_reader, err_reader, forwarders);
         drop((dirs, report_end, out, err));
         let component = (spec.component.file_name())

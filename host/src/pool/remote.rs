@@ -11,7 +11,6 @@ use crate::failure::Failure;
 use crate::forked::{End, Worker};
 use crate::policy::{Denial, WorkerRequest};
 use crate::stdio::Asked;
-use std::sync::atomic::Ordering;
 
 /// `fork` with a placement other than `local`: the worker's policy is
 /// narrowed as for a local fork (its budget lent from this guest's), sent
@@ -64,8 +63,7 @@ pub(crate) async fn fork_remote(
     };
     let (pid, from_worker) = pid;
     let client = cluster.client().clone();
-    ctx.live_children.fetch_add(slots, Ordering::AcqRel);
-    ctx.total_spawns += 1 + lent.spawns;
+    ctx.budget.take(slots, 1 + lent.spawns);
     if let Some(audit) = &ctx.audit {
         audit.record(
             "fork",
@@ -77,7 +75,7 @@ pub(crate) async fn fork_remote(
     let mut guard = Started {
         client: client.clone(),
         to_worker: session_subject(&session, true),
-        slots: Some((ctx.live_children.clone(), slots)),
+        slots: Some((ctx.budget.live().clone(), slots)),
     };
     connect_remote(
         ctx,
