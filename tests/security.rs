@@ -411,12 +411,7 @@ async fn every_attack_is_refused() {
     ));
     drop(leaked);
 
-    let mut grants = site.grants();
-    grants
-        .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), common::worker_code())
-        .unwrap()
-        .allow_fork(guest("echo-worker"))
-        .unwrap();
+    let grants = allow_echo_worker(site.grants());
     let run = run_component(&guest("fork-probe"), grants, &["ask", "program", "sh"]).await;
     table.push((
         "worker asks for a program its parent lacks",
@@ -1704,12 +1699,7 @@ async fn a_workers_child_sees_only_the_workers_grants_not_its_parents() {
     ];
     let mut table = Vec::new();
     for (attack, args) in attacks {
-        let mut grants = site.grants();
-        grants
-            .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), common::worker_code())
-            .unwrap()
-            .allow_fork(guest("echo-worker"))
-            .unwrap();
+        let grants = allow_echo_worker(site.grants());
         let mut argv = vec!["worker", TP, "-", "exec", TP];
         argv.extend(args);
         let run = run_component(&guest("fork-probe"), grants, &argv).await;

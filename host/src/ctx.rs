@@ -322,12 +322,12 @@ impl ProcessCtxBuilder {
     ///
     /// Use the same guest path as the directory's wasi:filesystem preopen so
     /// that a guest's paths mean the same thing to its files and its
-    /// children. A grant must not contain or lie inside the compiled-
-    /// component cache, whose files become the host's native code: whoever
-    /// owns the cache checks each grant with
-    /// [`ComponentCache::check_grant`](crate::ComponentCache::check_grant)
-    /// (the CLI's `Runner` does, for these grants and the guest's preopens). The first directory granted is the default working
-    /// directory and the base of relative `cwd`s.
+    /// children. A grant that reaches the compiled-component cache by any
+    /// name is refused here if a [`cache_guard`](Self::cache_guard) was
+    /// set first (the CLI sets its runner's, and grants each directory
+    /// here before it preopens it for the guest). The first directory
+    /// granted is the default working directory and the base of relative
+    /// `cwd`s.
     pub fn dir(
         &mut self,
         host_path: impl AsRef<Path>,

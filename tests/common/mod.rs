@@ -291,7 +291,11 @@ pub fn worker_code() -> wasmproc_host::WorkerCode {
 /// A builder that grants testprog, and forking echo-worker through the
 /// wasmproc binary.
 pub fn grants_fork() -> ProcessCtxBuilder {
-    let mut grants = grants_testprog();
+    allow_echo_worker(grants_testprog())
+}
+
+/// `grants`, plus forking echo-worker through the wasmproc binary.
+pub fn allow_echo_worker(mut grants: ProcessCtxBuilder) -> ProcessCtxBuilder {
     grants
         .worker_executable(env!("CARGO_BIN_EXE_wasmproc"), worker_code())
         .unwrap()
