@@ -11,7 +11,7 @@ pub const DEFAULT_CHANNEL_SPIN: Duration = Duration::from_micros(50);
 /// guest waits for the worker's exit, unless set.
 pub const DEFAULT_CHANNEL_BUFFER: usize = 16 << 20;
 
-/// Resource limits of a [`ProcessCtx`]. [`Limits::default`] gives the values
+/// Resource limits of a [`ProcessCtx`](crate::ProcessCtx). [`Limits::default`] gives the values
 /// listed on each field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
@@ -52,7 +52,7 @@ pub struct Limits {
     /// pollable), so a worker that sends before it ends is not kept
     /// waiting; past it, the worker waits for the guest to receive.
     /// Also a worker's, for its own workers. Default: 16 MiB
-    /// ([`DEFAULT_CHANNEL_BUFFER`]).
+    /// (`DEFAULT_CHANNEL_BUFFER`).
     #[serde(default = "default_channel_buffer")]
     pub channel_buffer: usize,
 }

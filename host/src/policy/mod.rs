@@ -49,7 +49,7 @@ pub const DEFAULT_CHILD_ID: u32 = 65534;
 /// directories, which are held open by the context), its limits and how its
 /// children are confined — so that it can be narrowed and sent whole to a
 /// forked worker, which rebuilds nothing from defaults. Its defaults are
-/// [`ProcessCtxBuilder`]'s: nothing granted.
+/// [`ProcessCtxBuilder`](crate::ProcessCtxBuilder)'s: nothing granted.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub(crate) programs: Vec<ProgramGrant>,
@@ -101,7 +101,7 @@ impl Policy {
 }
 
 impl Default for Policy {
-    /// Nothing granted; the defaults [`ProcessCtxBuilder`] lists.
+    /// Nothing granted; the defaults [`ProcessCtxBuilder`](crate::ProcessCtxBuilder) lists.
     fn default() -> Self {
         Policy {
             programs: Vec::new(),
