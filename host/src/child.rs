@@ -4,7 +4,7 @@
 //! worker are one.
 
 use crate::failure::Failure;
-use crate::os_child::{Ended, GroupGuard, Launched, OsChild, signal};
+use crate::launch::os_child::{Ended, GroupGuard, Launched, OsChild, signal};
 use crate::outcome::{Confinement, Termination};
 use crate::pipe::PipeReader;
 use rustix::process::Signal;

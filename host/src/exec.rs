@@ -2,9 +2,9 @@
 
 use crate::bindings::exec::{ExecOptions, ExecOutput, Host};
 use crate::failure::Failure;
-use crate::os_child::signal;
+use crate::launch::os_child::signal;
+use crate::launch::process::ChildIo;
 use crate::policy::{Denial, Request, Run};
-use crate::process::ChildIo;
 use crate::{ProcessCtx, ProcessCtxView, ProcessResult};
 use bytes::BufMut;
 use rustix::process::Signal;
@@ -196,7 +196,7 @@ async fn run(
 
 /// Sends `signal` to the group, once, and starts the grace period.
 fn kill(
-    group: &crate::os_child::GroupGuard,
+    group: &crate::launch::os_child::GroupGuard,
     signal: Signal,
     grace_deadline: &mut Option<Instant>,
     grace: Duration,

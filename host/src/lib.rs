@@ -95,12 +95,10 @@ pub mod agent;
 mod audit;
 pub mod bindings;
 mod cache;
-mod cgroup;
 pub mod channel;
 mod child;
 pub mod cluster;
 pub mod code;
-pub mod confine;
 mod convert;
 mod ctx;
 mod error;
@@ -109,14 +107,11 @@ pub mod failure;
 mod fork;
 mod forked;
 mod hex;
-mod os_child;
+mod launch;
 pub mod outcome;
 mod pipe;
 mod policy;
 mod pool;
-mod process;
-pub mod sandbox;
-mod seccomp;
 mod spawn;
 mod stdio;
 #[allow(unsafe_code)]
@@ -131,6 +126,7 @@ pub use code::WorkerCode;
 pub use ctx::{ProcessCtx, ProcessCtxBuilder};
 pub use error::{ProcessError, ProcessResult};
 pub use forked::Worker;
+pub use launch::{confine, sandbox};
 pub use policy::{
     ChildRlimits, DEFAULT_MAX_WASM_MEMORY, DenialReporter, DirAccess, Limits, Policy,
     default_child_processes,

@@ -5,10 +5,10 @@
 use crate::child::{Child, Timeout};
 use crate::ctx::ProcessCtx;
 use crate::failure::{Failure, OpenMode};
-use crate::os_child::signal;
+use crate::launch::os_child::signal;
+use crate::launch::process::ChildIo;
 use crate::pipe::{PipeReader, PipeWriter};
 use crate::policy::Prepared;
-use crate::process::ChildIo;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
@@ -51,8 +51,8 @@ impl ProcessCtx {
     /// else the host's own.
     pub(crate) fn inherited_output(&self, stderr: bool) -> Pin<Box<dyn AsyncWrite + Send + Sync>> {
         let to = match stderr {
-            false => self.inherit_stdout.as_deref(),
-            true => self.inherit_stderr.as_deref(),
+            false => self.launcher.inherit_stdout.as_deref(),
+            true => self.launcher.inherit_stderr.as_deref(),
         };
         Box::into_pin(match (to, stderr) {
             (Some(to), _) => to.async_stream(),

@@ -72,7 +72,7 @@ impl Remote {
     }
 
     pub fn kill(&self, signal: u8) -> Result<(), Failure> {
-        crate::os_child::signal(signal)?;
+        crate::launch::os_child::signal(signal)?;
         self.send(message(kind::KILL, &[signal]));
         Ok(())
     }

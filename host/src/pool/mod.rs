@@ -8,22 +8,22 @@ mod remote;
 pub(crate) mod template;
 #[cfg(test)]
 mod tests;
+pub(crate) mod workers;
 
 pub(crate) use remote::fork_remote;
-use template::WORKER_VIEWS;
+pub(crate) use template::Template;
 use template::{
     EARLY_SPEC_MAX, Idle, SendSpec, TEMPLATE_STARTS, TEMPLATE_TIMEOUT, no_worker_executable,
     take_back, worker_args, worker_channel,
 };
-pub(crate) use template::{Template, ViewKey};
 
 use crate::channel::Channel;
 use crate::child::Child;
 use crate::code::Code;
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
+use crate::launch::sandbox::Sandbox;
 use crate::policy::{Denial, DirAccess, DirGrant, Free, Lent, Prepared, WorkerRequest};
-use crate::sandbox::Sandbox;
 use crate::stdio::Asked;
 use crate::worker::spec::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use cap_std::fs::Dir;
@@ -101,12 +101,6 @@ pub(crate) struct StartedWorker {
     pub reports: std::sync::Arc<std::sync::Mutex<crate::worker::spec::Reports>>,
 }
 
-/// The device and inode of the open directory `dir`.
-fn dir_id(dir: &Dir) -> Option<(u64, u64)> {
-    let st = rustix::fs::fstat(dir).ok()?;
-    Some((st.st_dev, st.st_ino))
-}
-
 impl ProcessCtx {
     /// Starts the worker for `spec` (its directories `dirs` open), lent
     /// `lent`, with stdio as asked: the common part of a local `fork` and a
@@ -124,8 +118,8 @@ impl ProcessCtx {
     ) -> Result<StartedWorker, Failure> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
         // A warm worker holds its own slot already.
-        self.drop_dead_warm_workers();
-        let held = usize::from(!self.warm.is_empty());
+        self.workers.drop_dead_warm_workers();
+        let held = usize::from(!self.workers.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
         let codes = self.tree_code(&spec)?;
         let sandbox = self.worker_view(&spec, &dirs);
@@ -189,30 +183,14 @@ impl ProcessCtx {
     }
 
     /// The sandbox for the children of the worker `spec` (its directories
-    /// `dirs` open): a view of the worker's own, narrowed grants, not of
-    /// this guest's (issue 22, row 4: Landlock alone left a worker's
-    /// children able to stat, chmod, utime and setxattr files of the
-    /// parent's grants, and to connect to its sockets). Views are built
-    /// once per set of grants and kept, so a pool of like workers pays
-    /// one build. `None` when the worker can start no child or is not
-    /// sandboxed. Where no view can be built (a worker forking under its
-    /// own Landlock, which forbids mounting), this guest's own view,
-    /// which holds every grant the worker has, with a warning.
+    /// `dirs` open): a view of its own, narrowed grants (see
+    /// [`Launcher::view`](crate::launch::Launcher::view)). `None` when the
+    /// worker can start no child or is not sandboxed.
     fn worker_view(&mut self, spec: &WorkerSpec, dirs: &[Dir]) -> Option<Arc<Sandbox>> {
         let policy = &spec.policy;
         let programs = policy.runnable();
         if !(policy.confine && policy.use_sandbox) || programs.is_empty() {
             return None;
-        }
-        let key = ViewKey {
-            dirs: (spec.dirs.iter().zip(dirs))
-                .filter_map(|(d, dir)| Some((dir_id(dir)?, d.read_only)))
-                .collect(),
-            programs: programs.iter().map(|p| p.real_path.clone()).collect(),
-            network: policy.network,
-        };
-        if let Some((_, view)) = self.worker_views.iter().find(|(k, _)| *k == key) {
-            return Some(view.clone());
         }
         let grants: Vec<DirGrant> = (spec.dirs.iter().zip(dirs))
             .filter_map(|(d, dir)| {
@@ -220,35 +198,20 @@ impl ProcessCtx {
                     guest_path: PathBuf::from(&d.guest_path),
                     host_path: d.host_path.clone(),
                     dir: Arc::new(dir.try_clone().ok()?),
-                    access: if d.read_only {
-                        DirAccess::ReadOnly
-                    } else {
-                        DirAccess::ReadWrite
+                    access: match d.read_only {
+                        true => DirAccess::ReadOnly,
+                        false => DirAccess::ReadWrite,
                     },
                 })
             })
             .collect();
-        match Sandbox::build(&grants, &programs, policy.network) {
-            Ok(view) => {
-                let view = Arc::new(view);
-                if self.worker_views.len() == WORKER_VIEWS {
-                    self.worker_views.remove(0);
-                }
-                self.worker_views.push((key, view.clone()));
-                Some(view)
-            }
-            Err(e) => {
-                tracing::warn!(target: "wasmproc::sandbox", error = %format!("{e:#}"),
-                    "a worker's children get its parent's view of the grants (Landlock narrows them)");
-                self.sandbox.clone()
-            }
-        }
+        self.launcher.view(&grants, &programs, policy.network)
     }
 
     /// The compiled code of `spec`'s component and of each component it
     /// may fork in turn, compiled now if need be (see [`crate::code`]).
     fn tree_code(&self, spec: &WorkerSpec) -> Result<Vec<(PathBuf, Code)>, Failure> {
-        let Some(source) = &self.worker_code else {
+        let Some(source) = &self.workers.code else {
             return Err(no_worker_executable());
         };
         let mut paths = vec![&spec.component];
@@ -275,7 +238,7 @@ impl ProcessCtx {
     /// component the guest may fork: what a warm worker or the template
     /// loads before its specification comes.
     fn preload_code(&self) -> Vec<Code> {
-        let Some(source) = &self.worker_code else {
+        let Some(source) = &self.workers.code else {
             return Vec::new();
         };
         (self.policy.forks.iter())
@@ -309,8 +272,8 @@ impl ProcessCtx {
             return;
         }
         self.start_template();
-        self.drop_dead_warm_workers();
-        while self.warm.len() < self.policy.warm_workers {
+        self.workers.drop_dead_warm_workers();
+        while self.workers.warm.len() < self.policy.warm_workers {
             // Each holds a live-children slot: the guest's budget covers
             // every process it has.
             if self.check_budget(1, 0).is_err() {
@@ -319,7 +282,7 @@ impl ProcessCtx {
             match self.new_idle_worker(Idle::Warm) {
                 Ok((child, socket)) => {
                     child.count(1);
-                    self.warm.push((child, socket));
+                    self.workers.warm.push((child, socket));
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "cannot start a warm worker");
@@ -333,15 +296,9 @@ impl ProcessCtx {
     /// worker or lost the template: what the guest's waits call, so that
     /// a wait costs nothing more otherwise.
     pub(crate) fn refill(&mut self) {
-        if std::mem::take(&mut self.refill_due) {
+        if std::mem::take(&mut self.workers.refill_due) {
             self.warm_up();
         }
-    }
-
-    /// Forgets warm workers that have ended (reaping them).
-    fn drop_dead_warm_workers(&mut self) {
-        self.warm
-            .retain_mut(|(child, _)| matches!(child.try_status(), Ok(None)));
     }
 
     /// Waits (without blocking the thread) until the worker template, if
@@ -352,10 +309,10 @@ impl ProcessCtx {
     /// longer) and a fork of it, rather than a second process start
     /// competing with the template's for the same cores.
     pub(crate) async fn template_started(&mut self) {
-        if !self.warm.is_empty() {
+        if !self.workers.warm.is_empty() {
             return;
         }
-        while let Some(template) = &mut self.template
+        while let Some(template) = &mut self.workers.template
             && !template.is_ready()
         {
             if !matches!(template.child.try_status(), Ok(None)) {
@@ -366,8 +323,8 @@ impl ProcessCtx {
                     pid = template.child.pid(),
                     "dropping a worker template that was not ready in time"
                 );
-                self.template = None;
-                self.refill_due = true;
+                self.workers.template = None;
+                self.workers.refill_due = true;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -381,22 +338,22 @@ impl ProcessCtx {
         let policy = &self.policy;
         if !policy.worker_template
             || policy.forks.is_empty()
-            || self.worker_executable.is_none()
+            || self.workers.executable.is_none()
             || !crate::sys::can_fork_as_sibling()
         {
             return;
         }
-        if let Some(template) = &mut self.template {
+        if let Some(template) = &mut self.workers.template {
             if matches!(template.child.try_status(), Ok(None)) {
                 return;
             }
             tracing::warn!(pid = template.child.pid(), "the worker template ended");
-            self.template = None;
+            self.workers.template = None;
         }
-        if self.template_starts >= TEMPLATE_STARTS {
+        if self.workers.template_starts >= TEMPLATE_STARTS {
             return;
         }
-        self.template_starts += 1;
+        self.workers.template_starts += 1;
         let started = self
             .new_idle_worker(Idle::Template)
             .and_then(|(child, socket)| {
@@ -407,7 +364,7 @@ impl ProcessCtx {
             });
         match started {
             Ok((child, socket)) => {
-                self.template = Some(Template {
+                self.workers.template = Some(Template {
                     child,
                     socket,
                     ready: false,
@@ -434,14 +391,14 @@ impl ProcessCtx {
         let sent = |socket: &std::os::unix::net::UnixStream| {
             send(socket).map_err(|e| Failure::from_io("sending the worker its specification", &e))
         };
-        self.refill_due = true;
-        while let Some((mut child, socket)) = self.warm.pop() {
+        self.workers.refill_due = true;
+        while let Some((mut child, socket)) = self.workers.warm.pop() {
             if matches!(child.try_status(), Ok(None)) {
                 sent(&socket)?;
                 return Ok((child, socket, 1));
             }
         }
-        if self.template_ready() {
+        if self.workers.template_ready() {
             let (ours, theirs) = worker_channel()?;
             // Early only if the socket takes it whole without a reader.
             let early = spec_len <= EARLY_SPEC_MAX;
@@ -478,7 +435,7 @@ impl ProcessCtx {
         &mut self,
         idle: Idle,
     ) -> Result<(Child, std::os::unix::net::UnixStream), Failure> {
-        if idle == Idle::Warm && self.template_ready() {
+        if idle == Idle::Warm && self.workers.template_ready() {
             let (ours, theirs) = worker_channel()?;
             if let Ok(child) = self.fork_from_template(&theirs) {
                 return Ok((child, ours));
@@ -506,7 +463,7 @@ impl ProcessCtx {
     /// template forked) with `args`, keeping the descriptors `inherit` (its
     /// channel first).
     fn worker_prepared(&self, args: Vec<String>, inherit: Vec<RawFd>) -> Result<Prepared, Failure> {
-        let Some(executable) = self.worker_executable.clone() else {
+        let Some(executable) = self.workers.executable.clone() else {
             return Err(no_worker_executable());
         };
         Ok(Prepared {
@@ -527,11 +484,6 @@ impl ProcessCtx {
         })
     }
 
-    /// Whether there is a worker template and it is ready (never waits).
-    fn template_ready(&mut self) -> bool {
-        self.template.as_mut().is_some_and(Template::is_ready)
-    }
-
     /// A worker process on the channel end `theirs`, forked by the (ready)
     /// worker template. If the template fails, it is dropped, with a
     /// warning, and the next `warm_up` starts another. Its budget, walls
@@ -543,7 +495,7 @@ impl ProcessCtx {
         &mut self,
         theirs: &std::os::unix::net::UnixStream,
     ) -> Result<Child, Failure> {
-        let Some(mut template) = self.template.take() else {
+        let Some(mut template) = self.workers.template.take() else {
             return Err(Failure::Unsupported("no worker template".into()));
         };
         // What ran: the template's copy, not the executable.
@@ -562,12 +514,12 @@ impl ProcessCtx {
         });
         match launched {
             Ok(launched) => {
-                self.template = Some(template);
+                self.workers.template = Some(template);
                 Ok(Child::without_stdio(launched))
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "dropping the worker template");
-                self.refill_due = true;
+                self.workers.refill_due = true;
                 Err(e)
             }
         }
@@ -594,14 +546,14 @@ impl ProcessCtx {
             Failure::from_io(format_args!("setting up the worker's {name}"), &e)
         };
         let (ours, theirs) = match io {
-            crate::process::ChildIo::Pipe => {
+            crate::launch::process::ChildIo::Pipe => {
                 let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                     .map_err(|e| fail(e.into()))?;
                 (Some(read), write)
             }
-            crate::process::ChildIo::Given(fd) => (None, fd),
+            crate::launch::process::ChildIo::Given(fd) => (None, fd),
             _ => {
-                let null = crate::process::dev_null().map_err(fail)?;
+                let null = crate::launch::process::dev_null().map_err(fail)?;
                 (
                     None,
                     rustix::io::fcntl_dupfd_cloexec(null, 3).map_err(|e| fail(e.into()))?,

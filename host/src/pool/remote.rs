@@ -23,7 +23,7 @@ pub(crate) async fn fork_remote(
     labels: &[String],
     [_, stdout, stderr]: [Asked; 3],
 ) -> Result<Worker, Failure> {
-    let Some(cluster) = ctx.cluster.clone() else {
+    let Some(cluster) = ctx.workers.cluster.clone() else {
         return Err(Failure::Unsupported(
             "this host has joined no cluster: workers can only run on this machine".into(),
         ));
@@ -95,7 +95,11 @@ fn connect_remote(
     (pid, name, agent): (u32, String, String),
     outputs: [Option<bool>; 2],
 ) -> Result<Worker, Failure> {
-    let cluster = ctx.cluster.clone().expect("a remote fork has a cluster");
+    let cluster = ctx
+        .workers
+        .cluster
+        .clone()
+        .expect("a remote fork has a cluster");
     let io = |what: &'static str| move |e: std::io::Error| Failure::from_io(what, &e);
     let (ours, theirs) =
         std::os::unix::net::UnixStream::pair().map_err(io("creating the worker's channel"))?;

@@ -106,7 +106,7 @@ impl Template {
         &mut self,
         theirs: &std::os::unix::net::UnixStream,
         cgroup: Option<std::os::fd::BorrowedFd<'_>>,
-    ) -> std::io::Result<(crate::os_child::OsChild, rustix::process::Pid)> {
+    ) -> std::io::Result<(crate::launch::os_child::OsChild, rustix::process::Pid)> {
         use crate::worker::spec::{TemplateReply, TemplateRequest};
         let request = serde_json::to_vec(&TemplateRequest {
             cgroup: cgroup.is_some(),
@@ -119,7 +119,7 @@ impl Template {
             (TemplateReply::Started { pid }, Some(pidfd)) => {
                 let pid = (rustix::process::Pid::from_raw(pid))
                     .ok_or_else(|| std::io::Error::other("a bad pid"))?;
-                Ok((crate::os_child::OsChild::new(pid, pidfd)?, pid))
+                Ok((crate::launch::os_child::OsChild::new(pid, pidfd)?, pid))
             }
             (TemplateReply::Failed { error }, forked) => {
                 if let Some(pidfd) = forked {
@@ -127,7 +127,7 @@ impl Template {
                     // reaped in the background.
                     let _ =
                         rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
-                    drop(crate::os_child::OsChild::new(
+                    drop(crate::launch::os_child::OsChild::new(
                         rustix::process::Pid::INIT,
                         pidfd,
                     ));
@@ -139,16 +139,4 @@ impl Template {
             ))),
         }
     }
-}
-
-/// How many workers' views (see `ProcessCtx::worker_view`) a guest keeps.
-pub(super) const WORKER_VIEWS: usize = 8;
-
-/// What a worker's view is built from: its directories (device, inode and
-/// whether read-only), its programs and whether it has the network.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ViewKey {
-    pub(super) dirs: Vec<((u64, u64), bool)>,
-    pub(super) programs: Vec<std::path::PathBuf>,
-    pub(super) network: bool,
 }

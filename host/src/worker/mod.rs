@@ -238,8 +238,8 @@ impl WorkerProcess {
         };
         process.policy(spec.policy.clone());
         if let Some(sandbox) = &spec.sandbox {
-            let sandbox =
-                crate::sandbox::Sandbox::adopt(sandbox, &mut take).context("taking the sandbox")?;
+            let sandbox = crate::launch::sandbox::Sandbox::adopt(sandbox, &mut take)
+                .context("taking the sandbox")?;
             process.adopt_sandbox(sandbox);
         }
         if !spec.policy.forks.is_empty() {
@@ -310,7 +310,7 @@ fn report_to_parent(process: &mut ProcessCtxBuilder, pipe: std::fs::File) -> Res
 }
 
 /// Confines this worker process with Landlock before its runtime starts
-/// (see [`crate::confine`]): to what its children may reach, plus its
+/// (see [`crate::launch::confine`]): to what its children may reach, plus its
 /// guest's cgroup. It needs no file of its own (its code came as a memfd).
 /// The level reached is written to its audit log
 /// (and so to its parent's) as a `worker-confined` event. Fails if it
@@ -318,11 +318,11 @@ fn report_to_parent(process: &mut ProcessCtxBuilder, pipe: std::fs::File) -> Res
 pub fn confine(process: &ProcessCtx) -> Result<crate::outcome::Confinement> {
     use crate::outcome::Confinement;
     let read_write: Vec<&std::path::Path> = process.cgroup().into_iter().collect();
-    let level = crate::confine::confine_worker(
+    let level = crate::launch::confine::confine_worker(
         (
             &process.policy,
             &process.dirs,
-            process.worker_executable.as_deref(),
+            process.workers.executable.as_deref(),
         ),
         &[],
         &read_write,
@@ -336,7 +336,7 @@ pub fn confine(process: &ProcessCtx) -> Result<crate::outcome::Confinement> {
             "worker-confined",
             serde_json::json!({
                 "pid": std::process::id(),
-                "landlock": crate::sandbox::confinement_name(level),
+                "landlock": crate::launch::sandbox::confinement_name(level),
             }),
         );
     }

@@ -39,7 +39,7 @@ pub(crate) struct WorkerSpec {
     /// The parent's sandbox, for the worker's children (see
     /// `Sandbox::to_inherit`).
     #[serde(default)]
-    pub sandbox: Option<crate::sandbox::InheritedSandbox>,
+    pub sandbox: Option<crate::launch::sandbox::InheritedSandbox>,
     /// The compiled code of its component and of every component it may
     /// fork in turn, in sealed memfds (see [`crate::code`]).
     #[serde(default)]

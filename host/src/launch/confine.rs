@@ -1,5 +1,5 @@
 //! Kernel confinement of native children with Linux Landlock: the second
-//! wall, behind the sandbox of [`crate::sandbox`] (namespaces, identity,
+//! wall, behind the sandbox of [`crate::launch::sandbox`] (namespaces, identity,
 //! seccomp), and the only one left where the sandbox cannot be built.
 //!
 //! One ruleset is made per `ProcessCtx` when it is built,
@@ -97,6 +97,12 @@ pub(crate) struct Confiner {
     pub ruleset: Option<OwnedFd>,
     /// What the ruleset enforces on this kernel.
     pub level: Confinement,
+}
+
+impl Default for Confiner {
+    fn default() -> Self {
+        Confiner::none()
+    }
 }
 
 impl Confiner {

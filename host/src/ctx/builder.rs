@@ -1,149 +1,22 @@
-//! [`ProcessCtx`], the per-store policy and state, and its builder.
+//! [`ProcessCtxBuilder`]: every grant and setting of a [`ProcessCtx`],
+//! denied or off by default, and the one place a context is set up.
 
+use super::ProcessCtx;
 use crate::audit::AuditLog;
-use crate::cgroup::Cgroup;
-use crate::channel::Channel;
-use crate::confine::Confiner;
-use crate::failure::Failure;
-use crate::outcome::Confinement;
+use crate::launch::Launcher;
+use crate::launch::sandbox::Sandbox;
 use crate::policy::{
-    Denial, DirAccess, DirGrant, Limits, Policy, Prepared, ProgramGrant, Refusal, Request,
-    default_child_processes,
+    Denial, DirAccess, DirGrant, Limits, Policy, ProgramGrant, default_child_processes,
 };
-use crate::sandbox::Sandbox;
+use crate::pool::workers::WorkerPool;
 use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::ffi::OsStr;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi::cli::StdoutStream;
-
-use crate::policy::DenialReporter;
-
-/// The process capabilities of one guest: which programs it may run, where,
-/// with which environment, under which limits. Build one with
-/// [`ProcessCtx::builder`]; reach it from the store through
-/// [`ProcessView`](crate::ProcessView).
-pub struct ProcessCtx {
-    /// What the guest may do: grants, limits and confinement settings.
-    pub(crate) policy: Policy,
-    pub(crate) dirs: Vec<DirGrant>,
-    pub(crate) reporter: Option<DenialReporter>,
-    pub(crate) worker_executable: Option<PathBuf>,
-    /// Where the compiled code of forked components comes from.
-    pub(crate) worker_code: Option<crate::code::WorkerCode>,
-    /// The compiled-component cache's location, which no directory
-    /// granted or passed on may reach.
-    pub(crate) cache_guard: Option<crate::cache::CacheGuard>,
-    pub(crate) parent: Option<Channel>,
-    /// Which of the guest's input-streams are child output pipes.
-    pub(crate) pipes: crate::pipe::Pipes,
-    /// The cluster workers may be placed on, if the host joined one.
-    pub(crate) cluster: Option<crate::cluster::Cluster>,
-    /// Warm worker processes waiting for a specification, and their
-    /// channels (see [`ProcessCtx::warm_up`]).
-    pub(crate) warm: Vec<(crate::child::Child, std::os::unix::net::UnixStream)>,
-    /// The worker template, once started (see
-    /// [`worker_template`](ProcessCtxBuilder::worker_template)).
-    pub(crate) template: Option<crate::pool::template::Template>,
-    /// How many times the template was started.
-    pub(crate) template_starts: u32,
-    /// Whether a fork took a warm worker or lost the template since the
-    /// last `warm_up` (see `ProcessCtx::refill`).
-    pub(crate) refill_due: bool,
-    pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
-    pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
-    pub(crate) confiner: Confiner,
-    /// The sandbox, made when the context is built (`None`: none is
-    /// needed, or it could not be made, which was logged).
-    pub(crate) sandbox: Option<Arc<Sandbox>>,
-    /// The views built for workers' children, by their grants (see
-    /// `ProcessCtx::worker_view`).
-    pub(crate) worker_views: Vec<(crate::pool::template::ViewKey, Arc<Sandbox>)>,
-    /// Whether this host can make its children another user (it has
-    /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
-    pub(crate) can_change_user: bool,
-    /// The cgroup children start in; `None`: none could be made.
-    pub(crate) cgroup: Option<Cgroup>,
-    pub(crate) audit: Option<AuditLog>,
-    /// The live-children slots and spawns of the guest's tree.
-    pub(crate) budget: crate::policy::Budget,
-}
-
-impl fmt::Debug for ProcessCtx {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessCtx")
-            .field("programs", &self.policy.programs)
-            .field("shells", &self.policy.shells)
-            .field("dirs", &self.dirs)
-            .field("allowed_env", &self.policy.allowed_env)
-            .field("forks", &self.policy.forks)
-            .field("worker_executable", &self.worker_executable)
-            .field("limits", &self.policy.limits)
-            .field("budget", &self.budget)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProcessCtx {
-    /// A builder that starts from nothing granted.
-    pub fn builder() -> ProcessCtxBuilder {
-        ProcessCtxBuilder::new()
-    }
-
-    /// The cgroup this context's children start in, if it has one (see
-    /// [`ProcessCtxBuilder::cgroup`]).
-    pub fn cgroup(&self) -> Option<&Path> {
-        self.cgroup.as_ref().map(|c| c.path())
-    }
-
-    /// How children of this context are confined.
-    pub fn confinement(&self) -> Confinement {
-        self.layers(true, None).level()
-    }
-
-    /// What this guest may do, as data (see [`Policy`]).
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.policy.limits
-    }
-
-    /// Makes this the context of a forked worker whose `parent` interface
-    /// talks over `socket` (see [`worker`](crate::worker)). Must be called
-    /// inside a tokio runtime.
-    pub fn connect_parent(&mut self, socket: std::os::unix::net::UnixStream) -> Result<()> {
-        self.parent = Some(self.channel(socket).map_err(|e| anyhow::anyhow!("{e}"))?);
-        Ok(())
-    }
-
-    /// Takes the channel to the parent of a forked worker (see
-    /// [`ProcessCtx::connect_parent`]), to [`Channel::close`] it when
-    /// the guest is done so every message it sent is delivered.
-    pub fn take_parent_channel(&mut self) -> Option<Channel> {
-        self.parent.take()
-    }
-
-    /// Reports `denial` to the embedder, the audit log and `tracing`.
-    pub(crate) fn report(&self, denial: &Denial) {
-        tracing::warn!(target: "wasmproc::denied", %denial, "request denied");
-        if let Some(audit) = &self.audit {
-            audit.record(
-                "denied",
-                serde_json::json!({ "reason": denial.to_string() }),
-            );
-        }
-        if let Some(reporter) = &self.reporter {
-            reporter(denial);
-        }
-    }
-}
 
 /// Builds a [`ProcessCtx`]. Everything is denied by default:
 ///
@@ -193,26 +66,14 @@ impl ProcessCtxBuilder {
             ctx: ProcessCtx {
                 policy: Policy::default(),
                 dirs: Vec::new(),
-                reporter: None,
-                worker_executable: None,
-                worker_code: None,
                 cache_guard: None,
+                reporter: None,
+                audit: None,
                 parent: None,
                 pipes: Default::default(),
-                cluster: None,
-                warm: Vec::new(),
-                template: None,
-                template_starts: 0,
-                refill_due: false,
-                inherit_stdout: None,
-                inherit_stderr: None,
-                confiner: Confiner::none(),
-                sandbox: None,
-                worker_views: Vec::new(),
-                can_change_user: false,
-                cgroup: None,
-                audit: None,
+                launcher: Launcher::default(),
                 budget: Default::default(),
+                workers: WorkerPool::default(),
             },
         }
     }
@@ -253,14 +114,14 @@ impl ProcessCtxBuilder {
     /// `cluster` or `labels`), each running them within its own policy
     /// too. Default: none (`unsupported`).
     pub fn cluster(&mut self, cluster: crate::cluster::Cluster) -> &mut Self {
-        self.ctx.cluster = Some(cluster);
+        self.ctx.workers.cluster = Some(cluster);
         self
     }
 
     /// Uses `sandbox` (a forked worker's parent's) for the children
     /// instead of building one.
     pub(crate) fn adopt_sandbox(&mut self, sandbox: Sandbox) -> &mut Self {
-        self.ctx.sandbox = Some(Arc::new(sandbox));
+        self.ctx.launcher.sandbox = Some(Arc::new(sandbox));
         self
     }
 
@@ -381,6 +242,7 @@ impl ProcessCtxBuilder {
     /// Writes an audit event for every child started, denial and exit to
     /// `log`. Default: none (events still go to `tracing`).
     pub fn audit_log(&mut self, log: AuditLog) -> &mut Self {
+        self.ctx.launcher.audit = Some(log.clone());
         self.ctx.audit = Some(log);
         self
     }
@@ -439,8 +301,8 @@ impl ProcessCtxBuilder {
         code: crate::code::WorkerCode,
     ) -> Result<&mut Self> {
         let grant = ProgramGrant::resolve(program.as_ref().as_os_str())?;
-        self.ctx.worker_executable = Some(grant.path);
-        self.ctx.worker_code = Some(code);
+        self.ctx.workers.executable = Some(grant.path);
+        self.ctx.workers.code = Some(code);
         Ok(self)
     }
 
@@ -461,14 +323,14 @@ impl ProcessCtxBuilder {
     /// stdout (what the guest has when the host inherits its stdio, as the
     /// CLI does). A child's `inherit`ed stdin is always the host's.
     pub fn stdout(&mut self, stream: impl StdoutStream + 'static) -> &mut Self {
-        self.ctx.inherit_stdout = Some(Box::new(stream));
+        self.ctx.launcher.inherit_stdout = Some(Box::new(stream));
         self
     }
 
     /// Where the output of children spawned with `stderr: inherit` goes; as
     /// [`stdout`](Self::stdout).
     pub fn stderr(&mut self, stream: impl StdoutStream + 'static) -> &mut Self {
-        self.ctx.inherit_stderr = Some(Box::new(stream));
+        self.ctx.launcher.inherit_stderr = Some(Box::new(stream));
         self
     }
 
@@ -525,7 +387,7 @@ impl ProcessCtxBuilder {
     /// Whether children run in the guest's sandbox: their own mount, IPC
     /// and (unless the network is allowed) network namespaces, an
     /// unprivileged identity under a root host and a seccomp filter (see
-    /// the [`sandbox`](crate::sandbox) module). Turned off with
+    /// the [`sandbox`](crate::launch::sandbox) module). Turned off with
     /// [`confine`](Self::confine) too. Default: yes.
     pub fn sandbox(&mut self, on: bool) -> &mut Self {
         self.ctx.policy.use_sandbox = on;
@@ -577,72 +439,20 @@ impl ProcessCtxBuilder {
         if !spawns && ctx.policy.forks.is_empty() {
             return ctx;
         }
-        if ctx.policy.use_cgroup {
-            ctx.cgroup = Cgroup::create()
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "children will run without a cgroup of their own");
-                })
-                .ok();
-        }
-        ctx.can_change_user = crate::sandbox::can_change_user();
-        if ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
+        ctx.launcher.can_change_user = crate::launch::sandbox::can_change_user();
+        if ctx.policy.confine && ctx.policy.use_sandbox && ctx.launcher.can_change_user {
             let processes = &mut ctx.policy.limits.rlimits.processes;
             processes.get_or_insert_with(default_child_processes);
         }
-        if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.can_change_user {
+        if spawns && ctx.policy.confine && ctx.policy.use_sandbox && ctx.launcher.can_change_user {
             for dir in &ctx.dirs {
-                if let Some(problem) = crate::sandbox::unreachable_for(dir, ctx.policy.child_id) {
+                let problem = crate::launch::sandbox::unreachable_for(dir, ctx.policy.child_id);
+                if let Some(problem) = problem {
                     tracing::warn!(target: "wasmproc::sandbox", "{problem}");
                 }
             }
         }
-        // The sandbox is built now, before any guest code runs, and only
-        // here: nothing a guest does later can make it fail (and lower the
-        // walls). A context that cannot start confined children needs none.
-        if ctx.policy.confine && ctx.policy.use_sandbox && spawns && ctx.sandbox.is_none() {
-            let programs = ctx.policy.runnable();
-            ctx.sandbox = Sandbox::build(&ctx.dirs, &programs, ctx.policy.network)
-                .map(Arc::new)
-                .inspect_err(|e| {
-                    tracing::warn!(
-                        target: "wasmproc::sandbox",
-                        "children run without the namespace sandbox (confinement is partial): {e:#}"
-                    );
-                })
-                .ok();
-        }
-        if ctx.policy.confine {
-            let programs = ctx.policy.runnable();
-            ctx.confiner =
-                Confiner::new(&ctx.dirs, &programs, ctx.policy.network).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "children will run without Landlock confinement");
-                    Confiner::none()
-                });
-        }
+        ctx.launcher.set_up(&ctx.policy, &ctx.dirs, spawns);
         ctx
-    }
-}
-
-impl ProcessCtx {
-    /// Checks `req` against the policy ([`Policy::check`]), reporting a
-    /// denial; the guest's error if refused.
-    pub(crate) fn prepare(&self, req: &Request<'_>) -> Result<Prepared, Failure> {
-        self.policy
-            .check(&self.dirs, req)
-            .map_err(|r| self.refuse(r))
-    }
-
-    /// The guest's error for `refusal`, reporting a denial first.
-    pub(crate) fn refuse(&self, refusal: Refusal) -> Failure {
-        match refusal {
-            Refusal::Denied(denial) => self.deny(denial),
-            Refusal::Invalid(code) => code,
-        }
-    }
-
-    /// Reports `denial` and turns it into the guest's error.
-    pub(crate) fn deny(&self, denial: Denial) -> Failure {
-        self.report(&denial);
-        denial.to_error_code()
     }
 }

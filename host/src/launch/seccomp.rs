@@ -1,5 +1,5 @@
 //! The seccomp filter of the sandbox: [`DENIED`] compiled to one short
-//! classic-BPF program. [`crate::sandbox::SECCOMP_DENIED`] documents it; a
+//! classic-BPF program. [`crate::launch::sandbox::SECCOMP_DENIED`] documents it; a
 //! test checks that both name the same calls.
 //!
 //! The filter allows every system call it does not name: it is a wall for
@@ -36,7 +36,7 @@ enum When {
 #[derive(Debug, Clone, Copy)]
 struct Deny {
     call: i64,
-    /// The call's name, as in [`crate::sandbox::SECCOMP_DENIED`].
+    /// The call's name, as in [`crate::launch::sandbox::SECCOMP_DENIED`].
     #[cfg_attr(
         not(test),
         expect(dead_code, reason = "checked against the docs in a test")
@@ -106,7 +106,7 @@ const fn setuid_mode(call: i64, name: &'static str, arg: u32) -> Deny {
     }
 }
 
-/// What the filter refuses; see [`crate::sandbox::SECCOMP_DENIED`].
+/// What the filter refuses; see [`crate::launch::sandbox::SECCOMP_DENIED`].
 const DENIED: &[Deny] = &[
     Deny {
         call: libc::SYS_unshare,
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn the_documented_table_names_every_refused_call() {
         use std::collections::BTreeSet;
-        let documented: BTreeSet<&str> = (crate::sandbox::SECCOMP_DENIED.iter())
+        let documented: BTreeSet<&str> = (crate::launch::sandbox::SECCOMP_DENIED.iter())
             .flat_map(|(calls, _, _)| calls.split(", "))
             .collect();
         let filtered: BTreeSet<&str> = DENIED.iter().map(|d| d.name).collect();

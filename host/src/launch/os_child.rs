@@ -3,8 +3,8 @@
 //! gives back the guest's slots when the child is dropped.
 
 use crate::audit::AuditLog;
-use crate::cgroup::ChildCgroup;
 use crate::failure::Failure;
+use crate::launch::cgroup::ChildCgroup;
 use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;

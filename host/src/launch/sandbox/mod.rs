@@ -1,4 +1,4 @@
-//! The sandbox children run in: the walls that Landlock ([`crate::confine`])
+//! The sandbox children run in: the walls that Landlock ([`crate::launch::confine`])
 //! cannot build on its own.
 //!
 //! Landlock limits which files a child may open, but not what it may do to
@@ -9,11 +9,11 @@
 //! | layer | what it does | what it closes |
 //! |---|---|---|
 //! | identity | a root host's children run as an unprivileged user and group ([`DEFAULT_CHILD_ID`] unless set), with no supplementary groups | ownership of the host's files: chmod/chown/utime of root's files, setuid-root binaries |
-//! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::confine::SYSTEM_DIRS`], [`crate::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
+//! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::launch::confine::SYSTEM_DIRS`], [`crate::launch::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
 //! | network | a new, empty network namespace (unless the network is granted) | UDP, MPTCP, raw sockets, abstract Unix sockets, every port of the host |
 //! | IPC | an IPC namespace of the guest's own, and a session keyring of each child's own | SysV shared memory, semaphores, message queues, POSIX queues of others |
 //! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`); x32 calls are refused and other architectures' calls kill | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
-//! | Landlock | see [`crate::confine`] | a second, independent wall for files and TCP |
+//! | Landlock | see [`crate::launch::confine`] | a second, independent wall for files and TCP |
 //!
 //! The namespaces are made once per guest, when its context is built, by a
 //! short-lived builder process (see `sys::build_sandbox`), and held by
@@ -40,7 +40,7 @@ use std::sync::OnceLock;
 
 pub use crate::policy::DEFAULT_CHILD_ID;
 
-pub use crate::confine::DEVICES;
+pub use crate::launch::confine::DEVICES;
 
 /// The system calls the seccomp layer refuses, with the condition (if any)
 /// and why: the documentation of the filter's own table (`seccomp::DENIED`;
@@ -351,13 +351,16 @@ impl Plan {
     /// granted programs that no directory already shows.
     fn new(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Plan> {
         let mut plan = Plan::default();
-        for path in crate::confine::SYSTEM_DIRS
+        for path in crate::launch::confine::SYSTEM_DIRS
             .iter()
-            .chain(crate::confine::SYSTEM_FILES)
+            .chain(crate::launch::confine::SYSTEM_FILES)
         {
             plan.system(Path::new(path), READ_ONLY)?;
         }
-        for path in crate::confine::NETWORK_FILES.iter().filter(|_| network) {
+        for path in crate::launch::confine::NETWORK_FILES
+            .iter()
+            .filter(|_| network)
+        {
             plan.followed(Path::new(path))?;
         }
         for (path, _) in DEVICES {
@@ -532,7 +535,7 @@ impl Steps {
 /// [`SECCOMP_DENIED`]). Built once.
 pub(crate) fn seccomp_program() -> &'static [libc::sock_filter] {
     static PROGRAM: OnceLock<Vec<libc::sock_filter>> = OnceLock::new();
-    PROGRAM.get_or_init(crate::seccomp::program)
+    PROGRAM.get_or_init(crate::launch::seccomp::program)
 }
 
 /// Why children running as `(uid, gid)` cannot use the granted directory
@@ -578,7 +581,7 @@ pub struct Layers {
     pub ipc: bool,
     /// Under the seccomp filter.
     pub seccomp: bool,
-    /// What Landlock enforces (see [`crate::confine`]).
+    /// What Landlock enforces (see [`crate::launch::confine`]).
     pub landlock: Confinement,
 }
 
