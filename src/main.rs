@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, GuestState, Runner};
-use wasmproc_host::sandbox::DEFAULT_CHILD_ID;
+use wasmproc_host::sandbox::DEFAULT_CHILD_UIDS;
 use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
@@ -35,9 +35,12 @@ CAPABILITY MODEL
   killed on timeout, on output overflow, when the request ends and when the
   host exits. Children are confined by the kernel, in layers (each named in
   the audit log; `confinement` is full only when every one is up):
-    identity  under a root host, children run as --child-user (default
-              65534:65534, nobody/nogroup) with no supplementary group, so
-              they own none of the host's files;
+    identity  under a root host, each guest's children run as a uid and
+              gid of that guest's own, leased from --child-uids (no other
+              guest on the machine holds it while it runs), or as
+              --child-user, with no supplementary group: they own none of
+              the host's files and cannot signal, prlimit or renice
+              another guest's children;
     mount     a mount namespace whose read-only root holds only the system
               directories and files programs need, a few devices, the
               granted directories (read-only ones read-only) and the granted
@@ -229,12 +232,20 @@ struct Grants {
     #[arg(long)]
     allow_uid_change: bool,
 
-    /// The user and group ids the children of a root host run as. They must
-    /// be able to enter the granted directories (and write the read-write
-    /// ones); wasmproc warns when they cannot. Default: 65534:65534
-    /// (nobody, nogroup).
-    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    /// The user and group ids the children of a root host run as, the same
+    /// for every guest run so (65534:65534 is nobody, nogroup), in place
+    /// of an id leased per guest from --child-uids. They must be able to
+    /// enter the granted directories (and write the read-write ones);
+    /// wasmproc warns when they cannot.
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user, conflicts_with = "child_uids")]
     child_user: Option<(u32, u32)>,
+
+    /// The ids a root host leases one from for each guest: the guest's
+    /// children run as that uid and gid, which no other guest of any
+    /// wasmproc on the machine holds while it runs (locks in
+    /// /run/wasmproc/child-uids). Default: 1500000000-1500065535.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
+    child_uids: Option<std::ops::RangeInclusive<u32>>,
 
     /// Let the guest ask for user id UID for a child (the `uid` option).
     #[arg(long = "allow-uid", value_name = "UID")]
@@ -634,7 +645,6 @@ fn contexts(
             AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
         process.audit_log(log);
     }
-    let (child_uid, child_gid) = (args.child_user).unwrap_or((DEFAULT_CHILD_ID, DEFAULT_CHILD_ID));
     process
         .limits(Limits {
             default_timeout: args.timeout,
@@ -651,13 +661,16 @@ fn contexts(
         .cgroup_per_child(args.cgroup_per_child)
         .allow_uid_change(args.allow_uid_change)
         .sandbox(!args.no_sandbox)
-        .child_user(child_uid, child_gid)
         .allow_network(args.allow_network)
         .require_confinement(args.require_confinement)
         .channel_spin(args.channel_spin)
         .warm_workers(args.warm_workers)
         .worker_template(!args.no_worker_template)
         .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
+    match (args.child_user, args.child_uids.clone()) {
+        (Some((uid, gid)), _) => process.child_user(uid, gid),
+        (None, ids) => process.child_uids(ids.unwrap_or(DEFAULT_CHILD_UIDS)),
+    };
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
     if process
@@ -735,6 +748,18 @@ fn grant_hint(denial: &Denial) -> String {
 }
 
 /// `UID[:GID]` (GID defaults to UID).
+fn parse_id_range(s: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let number = |n: &str| (n.trim().parse::<u32>()).map_err(|_| format!("`{n}` is not an id"));
+    let (first, last) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not a range FIRST-LAST"))?;
+    let (first, last) = (number(first)?, number(last)?);
+    if first == 0 || first > last {
+        return Err(format!("`{s}` must be FIRST-LAST with 0 < FIRST <= LAST"));
+    }
+    Ok(first..=last)
+}
+
 fn parse_user(s: &str) -> Result<(u32, u32), String> {
     let number = |n: &str| {
         n.parse::<u32>()

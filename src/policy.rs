@@ -34,7 +34,8 @@
 //! cgroup_per_child = false           # --cgroup-per-child
 //! allow_uid_change = false           # --allow-uid-change
 //! sandbox = true                     # false: --no-sandbox
-//! child_user = "65534:65534"         # --child-user
+//! child_uids = "1500000000-1500065535" # --child-uids (an id per guest)
+//! # child_user = "65534:65534"       # --child-user (one id for all)
 //! allow_uids = [1000]                # --allow-uid
 //! allow_gids = [1000]                # --allow-gid
 //! ```
@@ -131,6 +132,7 @@ struct Confinement {
     allow_uid_change: Option<bool>,
     sandbox: Option<bool>,
     child_user: Option<String>,
+    child_uids: Option<String>,
     #[serde(default)]
     allow_uids: Vec<u32>,
     #[serde(default)]
@@ -317,7 +319,8 @@ fn confinement(c: &Confinement, args: &mut Grants) {
     either(&mut args.no_sandbox, c.sandbox == Some(false));
 }
 
-/// The ids of `[confinement]`: `child_user`, `allow_uids`, `allow_gids`.
+/// The ids of `[confinement]`: `child_user`, `child_uids`, `allow_uids`,
+/// `allow_gids`.
 fn identity(file: &Source, c: &Confinement, args: &mut Grants) -> Result<()> {
     let parse = |u: &String| {
         let bad = |e| anyhow!("{}: confinement.child_user: {e}", file.path.display());
@@ -325,6 +328,17 @@ fn identity(file: &Source, c: &Confinement, args: &mut Grants) -> Result<()> {
     };
     let user = c.child_user.as_ref().map(parse).transpose()?;
     args.child_user = file.agree("confinement.child_user", args.child_user, user)?;
+    let ids = (c.child_uids.as_ref())
+        .map(|r| crate::parse_id_range(r))
+        .transpose()
+        .map_err(|e| anyhow!("{}: confinement.child_uids: {e}", file.path.display()))?;
+    args.child_uids = file.agree("confinement.child_uids", args.child_uids.clone(), ids)?;
+    if args.child_user.is_some() && args.child_uids.is_some() {
+        bail!(
+            "{}: child_user and child_uids cannot both be given (one id for all, or one per guest)",
+            file.path.display()
+        );
+    }
     add(&mut args.allow_uids, c.allow_uids.iter().copied());
     add(&mut args.allow_gids, c.allow_gids.iter().copied());
     Ok(())
@@ -436,8 +450,21 @@ mod tests {
         assert!(args.require_confinement);
         assert!(!args.allow_network && !args.no_confinement && !args.no_cgroup);
         assert!(!args.cgroup_per_child && !args.allow_uid_change && !args.no_sandbox);
-        assert_eq!(args.child_user, Some((65534, 65534)));
+        assert_eq!(args.child_uids, Some(1_500_000_000..=1_500_065_535));
+        assert_eq!(args.child_user, None);
         assert_eq!((args.allow_uids, args.allow_gids), (vec![1000], vec![1000]));
+    }
+
+    #[test]
+    fn one_id_for_all_and_an_id_per_guest_are_refused_together() {
+        let both = "[confinement]\nchild_user = \"7\"\nchild_uids = \"10-20\"\n";
+        assert!(refused(&[], both).contains("cannot both be given"));
+        let flag_and_file = refused(
+            &["--child-user", "7"],
+            "[confinement]\nchild_uids = \"10-20\"\n",
+        );
+        assert!(flag_and_file.contains("cannot both be given"));
+        assert!(refused(&[], "[confinement]\nchild_uids = \"0-20\"\n").contains("child_uids"));
     }
 
     #[test]

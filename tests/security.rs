@@ -52,10 +52,16 @@ impl Site {
         dir.path().join(name).display().to_string()
     }
 
-    /// Grants testprog, /bin/sh as the shell, /work and /ro.
+    /// Grants testprog, /bin/sh as the shell, /work and /ro. Children
+    /// run as one fixed user (65534 under a root host), as every guest's
+    /// did before ids were leased per guest: these attacks meet the
+    /// sandbox itself, not the difference between two guests' users
+    /// (that is `two_guests_at_once_cannot_see_or_touch_each_others_children_ipc_or_files`).
     fn grants(&self) -> ProcessCtxBuilder {
         let mut grants = grants_testprog();
+        let id = wasmproc_host::sandbox::DEFAULT_CHILD_ID;
         grants
+            .child_user(id, id)
             .allow_shell("/bin/sh")
             .unwrap()
             .dir(self.work.path(), "/work", DirAccess::ReadWrite)
@@ -1748,4 +1754,118 @@ async fn a_childs_tree_has_a_process_limit_below_pid_max_that_it_cannot_raise() 
         how: format!("`ulimit -p; ulimit -Hp; ulimit -p unlimited`: {stdout:?}"),
     };
     report(&[("a child's tree past the default process limit", verdict)]);
+}
+
+/// The pid of the process whose command line is `argv`, if one runs.
+fn pid_of(argv: &[&str]) -> Option<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            (std::fs::read(entry.path().join("cmdline")).ok()? == wanted).then_some(pid)
+        })
+}
+
+/// The state letter of process `pid` (`S`, `T` for stopped...).
+fn process_state(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(") ").next().unwrap()[..1].to_owned()
+}
+
+/// Issue 22: two guests run at once on one host, both granted one shared
+/// directory (mode 1777, as `/tmp` is). Guest B's child writes a private
+/// file there (0600), makes a SysV shared-memory segment and sleeps. Guest
+/// A's child then tries to read and append to B's file, stop B's child
+/// with a signal, lower its open-files limit, and list B's IPC objects.
+/// Each guest's children run as an id leased to that guest alone, in an
+/// IPC namespace of that guest's: every attempt fails, and B's file, its
+/// process state and its limits are unchanged. (When all guests' children
+/// ran as 65534, A read B's file; the signal was refused by Landlock's
+/// signal scope and the limit by the seccomp filter even then.)
+#[tokio::test(flavor = "multi_thread")]
+async fn two_guests_at_once_cannot_see_or_touch_each_others_children_ipc_or_files() {
+    let shared = tempfile::tempdir().unwrap();
+    set_mode(shared.path(), 0o1777);
+    let guest = || {
+        let mut grants = grants_testprog();
+        grants
+            .allow_shell("/bin/sh")
+            .unwrap()
+            .dir(shared.path(), "/shared", DirAccess::ReadWrite)
+            .unwrap();
+        grants
+    };
+    let marker = ["sleep", "2221"];
+    // Children see a grant at its host path.
+    let dir = shared.path().display().to_string();
+    let b_script = format!(
+        "umask 077; echo b-secret > {dir}/b-file; ipcmk -M 4096 > {dir}/b-ipc; \
+         id -u > {dir}/b-uid; exec sleep 2221"
+    );
+    let b_grants = guest();
+    let b = tokio::spawn(async move { probe_one(b_grants, &["shell", &b_script]).await });
+    let mut b_pid = None;
+    for _ in 0..500 {
+        b_pid = pid_of(&marker);
+        if b_pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_pid = b_pid.expect("guest B's child is running");
+    let b_file = shared.path().join("b-file");
+    let file_before = std::fs::read(&b_file).unwrap();
+    let state_before = scheduling_state(b_pid);
+    let a_script = format!(
+        "id -u; cat {dir}/b-file; echo a-was-here >> {dir}/b-file; \
+         kill -STOP {b_pid}; prlimit --pid {b_pid} --nofile=1:1; \
+         echo ipc; ipcs -m | grep -c '^0x' || true"
+    );
+    let out = probe_one(guest(), &["shell", &a_script]).await;
+    let a_said: String = serde_json::from_str(out.field("stdout")).unwrap_or_default();
+    let (state_after, process_after) = (scheduling_state(b_pid), process_state(b_pid));
+    let file_after = std::fs::read(&b_file).unwrap();
+    let _ = Command::new("kill")
+        .args(["-KILL", &b_pid.to_string()])
+        .status();
+    let b_out = b.await.unwrap();
+    let b_uid = std::fs::read_to_string(shared.path().join("b-uid")).unwrap();
+    let a_uid = a_said.lines().next().unwrap_or_default().to_owned();
+    let ran = matches!(out, Outcome::Ok(_));
+    let table = [
+        (
+            format!("A (uid {a_uid}) and B (uid {}) share no user", b_uid.trim()),
+            Verdict {
+                refused: ran && !a_uid.is_empty() && a_uid != b_uid.trim(),
+                how: format!("{a_said:?}; B: {}", said(&b_out)),
+            },
+        ),
+        (
+            "A reads and appends to B's private file in a shared grant".to_owned(),
+            Verdict {
+                refused: ran && !a_said.contains("b-secret") && file_after == file_before,
+                how: format!("A said {a_said:?}; the file is {file_after:?}"),
+            },
+        ),
+        (
+            format!("A stops and limits B's child (pid {b_pid})"),
+            Verdict {
+                refused: ran && process_after != "T" && state_after == state_before,
+                how: format!("state {process_after}, {state_after:?}; {}", said(&out)),
+            },
+        ),
+        (
+            "A lists B's SysV shared memory".to_owned(),
+            Verdict {
+                refused: ran && a_said.trim_end().ends_with("ipc\n0"),
+                how: format!("A said {a_said:?}"),
+            },
+        ),
+    ];
+    report(&table);
 }

@@ -449,7 +449,10 @@ impl Policy {
         if let Some(name) = (self.allowed_env.iter()).find(|n| !ceiling.allowed_env.contains(*n)) {
             return Err(Denial::EnvName(name.clone()));
         }
-        let child_id = match ceiling.check_user(Some(self.child_id.0), Some(self.child_id.1))? {
+        // The host's own id for its children means nothing here: only an
+        // id the guest asked for is checked against the agent's.
+        let asked = (self.child_id_asked).then_some(self.child_id);
+        let child_id = match ceiling.check_user(asked.map(|id| id.0), asked.map(|id| id.1))? {
             Some(id) => id,
             None => ceiling.child_id,
         };
@@ -469,6 +472,7 @@ impl Policy {
             require_confinement: self.require_confinement || ceiling.require_confinement,
             use_sandbox: ceiling.use_sandbox,
             child_id,
+            child_id_asked: self.child_id_asked,
             allowed_uids: (self.allowed_uids)
                 .intersection(&ceiling.allowed_uids)
                 .copied()

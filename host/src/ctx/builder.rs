@@ -4,6 +4,7 @@
 use super::ProcessCtx;
 use crate::audit::AuditLog;
 use crate::launch::Launcher;
+use crate::launch::identity::DEFAULT_CHILD_UIDS;
 use crate::launch::sandbox::Sandbox;
 use crate::policy::{
     Denial, DirAccess, DirGrant, Limits, Policy, ProgramGrant, default_child_processes,
@@ -13,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::ffi::OsStr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +35,7 @@ use wasmtime_wasi::cli::StdoutStream;
 /// | the compiled-component cache no directory may reach | none (no directory refused) | [`cache_guard`](Self::cache_guard) |
 /// | kernel confinement (Landlock) of children | on; no TCP; not required | [`confine`](Self::confine), [`allow_network`](Self::allow_network), [`require_confinement`](Self::require_confinement) |
 /// | the sandbox of children (mount, IPC, network namespaces; seccomp) | on | [`sandbox`](Self::sandbox) |
-/// | user and group of a root host's children | 65534, 65534 (`nobody`, `nogroup`) | [`child_user`](Self::child_user) |
+/// | user and group of a root host's children | an id of the guest's own, leased from [`DEFAULT_CHILD_UIDS`](crate::sandbox::DEFAULT_CHILD_UIDS) | [`child_uids`](Self::child_uids), [`child_user`](Self::child_user) |
 /// | other user or group ids a guest may ask for | none | [`allow_uid`](Self::allow_uid), [`allow_gid`](Self::allow_gid) |
 /// | loader/interpreter variables (`LD_*`, `NODE_OPTIONS`, ...) | refused even if allowed | [`allow_injection_env`](Self::allow_injection_env) |
 /// | audit log | none (events go to `tracing`) | [`audit_log`](Self::audit_log) |
@@ -51,6 +53,9 @@ use wasmtime_wasi::cli::StdoutStream;
 /// of the guest's later request.
 pub struct ProcessCtxBuilder {
     ctx: ProcessCtx,
+    /// The ids to lease one from for the children (`None`: the policy's
+    /// `child_id` as it is).
+    child_uids: Option<RangeInclusive<u32>>,
 }
 
 impl Default for ProcessCtxBuilder {
@@ -75,6 +80,7 @@ impl ProcessCtxBuilder {
                 budget: Default::default(),
                 workers: WorkerPool::default(),
             },
+            child_uids: Some(DEFAULT_CHILD_UIDS),
         }
     }
 
@@ -129,6 +135,7 @@ impl ProcessCtxBuilder {
     /// worker's, narrowed by its parent).
     pub(crate) fn policy(&mut self, policy: Policy) -> &mut Self {
         self.ctx.policy = policy;
+        self.child_uids = None;
         self
     }
 
@@ -394,13 +401,27 @@ impl ProcessCtxBuilder {
         self
     }
 
-    /// The user and group id the children of a root host run as (a host
-    /// that is not root cannot change them). Default: 65534 and 65534
-    /// (`nobody`, `nogroup`). Children must be able to reach the granted
-    /// directories as this user: [`build`](Self::build) warns about a
-    /// grant they cannot enter (or write, for a read-write grant).
+    /// The user and group id the children of a root host run as, the same
+    /// for every guest given them, in place of an id leased per guest (see
+    /// [`child_uids`](Self::child_uids)): guests that share an id can
+    /// signal, `prlimit` and renice each other's children. Children must
+    /// be able to reach the granted directories as this user:
+    /// [`build`](Self::build) warns about a grant they cannot enter (or
+    /// write, for a read-write grant).
     pub fn child_user(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.ctx.policy.child_id = (uid, gid);
+        self.child_uids = None;
+        self
+    }
+
+    /// The ids a root host leases one from for each guest tree: its
+    /// children run as that uid and gid, which no other guest of any host
+    /// on the machine holds while it runs (see
+    /// [`identity`](crate::launch::identity)). Default:
+    /// [`DEFAULT_CHILD_UIDS`](crate::sandbox::DEFAULT_CHILD_UIDS). If
+    /// every id is leased, children are refused (`unsupported`).
+    pub fn child_uids(&mut self, ids: RangeInclusive<u32>) -> &mut Self {
+        self.child_uids = Some(ids);
         self
     }
 
@@ -432,7 +453,10 @@ impl ProcessCtxBuilder {
     /// `confinement::none`, and refused under
     /// [`require_confinement`](Self::require_confinement)).
     pub fn build(&mut self) -> ProcessCtx {
-        let mut ctx = std::mem::take(self).ctx;
+        let ProcessCtxBuilder {
+            mut ctx,
+            child_uids,
+        } = std::mem::take(self);
         let spawns = !ctx.policy.programs.is_empty() || !ctx.policy.shells.is_empty();
         // A guest that can start nothing needs no cgroup and no ruleset
         // (a few hundred microseconds of every start).
@@ -440,6 +464,18 @@ impl ProcessCtxBuilder {
             return ctx;
         }
         ctx.launcher.can_change_user = crate::launch::sandbox::can_change_user();
+        let (confine, sandbox) = (ctx.policy.confine, ctx.policy.use_sandbox);
+        if let Some(range) = child_uids
+            && confine
+            && sandbox
+            && ctx.launcher.can_change_user
+        {
+            let lease = crate::launch::identity::lease(&range);
+            if let Ok(lease) = &lease {
+                ctx.policy.child_id = (lease.id, lease.id);
+            }
+            ctx.launcher.ids = Some(lease.map_err(|e| e.to_string()));
+        }
         if ctx.policy.confine && ctx.policy.use_sandbox && ctx.launcher.can_change_user {
             let processes = &mut ctx.policy.limits.rlimits.processes;
             processes.get_or_insert_with(default_child_processes);

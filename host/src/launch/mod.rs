@@ -16,6 +16,7 @@
 
 pub(crate) mod cgroup;
 pub mod confine;
+pub mod identity;
 pub(crate) mod os_child;
 pub(crate) mod process;
 pub mod sandbox;
@@ -69,6 +70,10 @@ pub(crate) struct Launcher {
     pub(crate) cgroup: Option<Cgroup>,
     /// Where start events go.
     pub(crate) audit: Option<AuditLog>,
+    /// The user and group id leased to this guest tree, or why none could
+    /// be (then children that would change user are refused rather than
+    /// run as another guest's).
+    pub(crate) ids: Option<Result<identity::IdLease, String>>,
     /// Where `inherit`ed child stdout and stderr go (`None`: the host's).
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
@@ -171,7 +176,7 @@ impl Launcher {
         start: impl FnOnce(&Walls<'_>) -> Result<(OsChild, Pid), Failure>,
     ) -> Result<Launched, Failure> {
         let layers = self.layers(policy, prepared.confine, prepared.identity);
-        check_layers(policy, prepared, &layers)?;
+        check_layers(policy, prepared, &layers, self.ids.as_ref())?;
         let sandbox = layers.mount.then(|| self.sandbox()).flatten();
         let cwd = match (sandbox, &prepared.cwd) {
             (Some(sandbox), Some(dir)) => Some(sandbox.view(dir).map_err(|e| {
@@ -335,11 +340,24 @@ fn dir_id(dir: &cap_std::fs::Dir) -> Option<(u64, u64)> {
 
 /// Refuses `prepared` if it must be fully confined and is not, or asks
 /// for an identity the layers cannot give it.
-fn check_layers(policy: &Policy, prepared: &Prepared, layers: &Layers) -> Result<(), Failure> {
+fn check_layers(
+    policy: &Policy,
+    prepared: &Prepared,
+    layers: &Layers,
+    ids: Option<&Result<identity::IdLease, String>>,
+) -> Result<(), Failure> {
     if prepared.confine && policy.require_confinement && layers.level() != Confinement::Full {
         return Err(Failure::Unsupported(format!(
             "children must be fully confined, but these layers are down: {}",
             layers.missing().join(", ")
+        )));
+    }
+    if prepared.confine
+        && layers.identity
+        && let Some(Err(why)) = ids
+    {
+        return Err(Failure::Unsupported(format!(
+            "no user id of its own for this guest's children: {why}"
         )));
     }
     if let Some((uid, gid)) = prepared.identity

@@ -70,6 +70,11 @@ pub struct Policy {
     pub(crate) use_sandbox: bool,
     /// The user and group id a root host's children run as.
     pub(crate) child_id: (u32, u32),
+    /// Whether `child_id` is one the guest asked for (a worker's `uid` or
+    /// `gid` option), rather than the id of its host's choosing: an agent
+    /// runs a remote worker's children as an id of its own unless asked.
+    #[serde(default)]
+    pub(crate) child_id_asked: bool,
     /// Other user ids the guest may ask for.
     pub(crate) allowed_uids: BTreeSet<u32>,
     /// Other group ids the guest may ask for.
@@ -116,6 +121,7 @@ impl Default for Policy {
             require_confinement: false,
             use_sandbox: true,
             child_id: (DEFAULT_CHILD_ID, DEFAULT_CHILD_ID),
+            child_id_asked: false,
             allowed_uids: BTreeSet::new(),
             allowed_gids: BTreeSet::new(),
             use_cgroup: true,

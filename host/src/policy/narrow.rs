@@ -116,6 +116,7 @@ impl Policy {
                 .collect(),
             limits,
             child_id,
+            child_id_asked: request.uid.is_some() || request.gid.is_some(),
             ..self.clone()
         };
         Ok((policy, lent))
