@@ -318,6 +318,12 @@ struct Grants {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer)]
     channel_buffer: usize,
 
+    /// Bytes all of the guest's worker channels take in unread between
+    /// them (each also within --channel-buffer), so the host's memory for
+    /// unread messages is bounded however many workers the guest has.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer_total)]
+    channel_buffer_total: usize,
+
     /// How long a receive on a worker channel keeps checking the socket
     /// before it sleeps (lower latency for a little CPU); 0 never spins.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
@@ -654,6 +660,7 @@ fn contexts(
             rlimits: rlimits(&args.rlimits)?,
             max_wasm_memory: (args.max_wasm_memory > 0).then_some(args.max_wasm_memory),
             channel_buffer: args.channel_buffer,
+            channel_buffer_total: args.channel_buffer_total,
             ..Limits::default()
         })
         .confine(!args.no_confinement)

@@ -22,6 +22,7 @@
 //! max_children = 64                  # --max-children
 //! max_wasm_memory = 268435456        # --max-wasm-memory
 //! channel_buffer = 16777216          # --channel-buffer
+//! channel_buffer_total = 67108864    # --channel-buffer-total
 //! warm_workers = 2                   # --warm-workers
 //! worker_template = true             # false: --no-worker-template
 //! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
@@ -53,7 +54,7 @@
 //!   naming the key (`shell` is checked against the first
 //!   `--allow-shell`) — except where the flag has a default and so cannot
 //!   tell whether it was given (`max_buffer`, `max_children`,
-//!   `max_wasm_memory`, `channel_buffer` and `warm_workers`): there the
+//!   `max_wasm_memory`, `channel_buffer`, `channel_buffer_total` and `warm_workers`): there the
 //!   file's value wins.
 //!
 //! Unknown keys and bad values are errors that name the line.
@@ -115,6 +116,7 @@ struct Limits {
     max_children: Option<usize>,
     max_wasm_memory: Option<u64>,
     channel_buffer: Option<usize>,
+    channel_buffer_total: Option<usize>,
     warm_workers: Option<usize>,
     worker_template: Option<bool>,
     #[serde(default)]
@@ -297,6 +299,7 @@ fn limits(file: &Source, limits: &Limits, args: &mut Grants) -> Result<()> {
     file_wins(&mut args.max_buffer, limits.max_buffer);
     file_wins(&mut args.max_children, limits.max_children);
     file_wins(&mut args.channel_buffer, limits.channel_buffer);
+    file_wins(&mut args.channel_buffer_total, limits.channel_buffer_total);
     file_wins(&mut args.warm_workers, limits.warm_workers);
     either(
         &mut args.no_worker_template,

@@ -3,6 +3,9 @@
 //! captured.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+#[path = "../helpers/pid_token.rs"]
+mod pid_token;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -268,6 +271,9 @@ pub fn value<'a>(out: &'a str, key: &str) -> &'a str {
 /// Whether process `pid` is gone, waiting up to 5 s for it (a zombie
 /// nobody has reaped yet counts as gone).
 pub fn process_gone(pid: impl std::fmt::Display) -> bool {
+    let Some(pid) = pid_token::resolve(&pid.to_string()) else {
+        return true;
+    };
     let stat = format!("/proc/{pid}/stat");
     let gone = || match std::fs::read_to_string(&stat) {
         Err(_) => true,

@@ -7,7 +7,7 @@
 //! testprog abort             die by SIGABRT
 //! testprog sleep SECS        sleep
 //! testprog grandchild SECS   start `testprog sleep SECS` (same process group),
-//!                            print its pid, then sleep SECS
+//!                            print its pid as a `pid_token`, then sleep SECS
 //! testprog flood BYTES       write BYTES bytes of 'x' to stdout
 //! testprog env               print the environment, sorted, one NAME=VALUE a line
 //! testprog cwd               print the working directory
@@ -68,6 +68,9 @@
 //! testprog create-setuid PATH  open(PATH, O_CREAT | O_WRONLY, 04755); print
 //!                            `ok MODE` with the mode the new file has
 
+#[path = "pid_token.rs"]
+mod pid_token;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -126,7 +129,7 @@ fn main() {
                 .args(["sleep", &arg(2)])
                 .spawn()
                 .expect("spawn grandchild");
-            let _ = writeln!(out, "{}", child.id());
+            let _ = writeln!(out, "{}", pid_token::token(child.id()));
             let _ = out.flush();
             std::thread::sleep(secs(2));
         }
@@ -191,7 +194,11 @@ fn main() {
             let _ = writeln!(out, "{}", arg(0));
         }
         "alive" => {
-            let stat = format!("/proc/{}/stat", arg(2));
+            let Some(pid) = pid_token::resolve(&arg(2)) else {
+                let _ = writeln!(out, "gone");
+                return;
+            };
+            let stat = format!("/proc/{pid}/stat");
             // `None`: cannot tell (for example /proc is not readable here).
             let gone = || match std::fs::read_to_string(&stat) {
                 // ESRCH (3): it exited while we looked.

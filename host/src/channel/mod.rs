@@ -87,6 +87,40 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// The bytes that all of one guest's channels may take in unread between
+/// them, while the guest waits for its workers' exits (see
+/// [`Channel::set_pool`]): each channel's own buffer bounds one worker,
+/// this bounds the guest, however many workers it has. A channel whose
+/// share runs out stops reading; its worker then waits to send (no
+/// message is lost), as when its own buffer is full.
+#[derive(Clone, Debug)]
+pub struct BufferPool(Arc<std::sync::atomic::AtomicUsize>);
+
+impl BufferPool {
+    /// A pool of `bytes`.
+    pub fn new(bytes: usize) -> BufferPool {
+        BufferPool(Arc::new(bytes.into()))
+    }
+
+    /// Takes `n` bytes if the pool has them.
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        (self.0)
+            .fetch_update(AcqRel, Acquire, |left| left.checked_sub(n))
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    fn give(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The bytes left.
+    pub fn left(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// What the channel's end, its pollables and its flusher task share.
 struct Shared {
     socket: AsyncFd<OwnedFd>,
@@ -106,6 +140,34 @@ struct Inbox {
     closed: bool,
     /// This end closed the channel ([`Channel::close_here`]).
     closed_here: bool,
+    /// The guest's pool this channel's unread bytes are counted in, and
+    /// how many it holds of it.
+    pool: Option<BufferPool>,
+    charged: usize,
+}
+
+impl Inbox {
+    /// Gives back to the pool what this channel holds beyond the bytes
+    /// still unread (after messages were taken, or all of it once closed).
+    fn settle(&mut self) {
+        let unread = if self.closed_here {
+            0
+        } else {
+            self.decoder.buffered()
+        };
+        let excess = self.charged.saturating_sub(unread);
+        if let Some(pool) = &self.pool {
+            pool.give(excess);
+        }
+        self.charged -= excess;
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.closed_here = true;
+        self.settle();
+    }
 }
 
 /// The write side: frames not yet written to the socket.
@@ -141,6 +203,8 @@ impl Channel {
                 chunk: vec![0; READ_CHUNK].into(),
                 closed: false,
                 closed_here: false,
+                pool: None,
+                charged: 0,
             }),
             outbox: Mutex::new(Outbox::default()),
             flush: Notify::new(),
@@ -166,6 +230,12 @@ impl Channel {
         self.shared
             .buffer
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts the bytes this channel takes in unread against `pool`, which
+    /// the guest's other channels share (see [`BufferPool`]).
+    pub fn set_pool(&mut self, pool: BufferPool) {
+        self.shared.inbox().pool = Some(pool);
     }
 
     /// Closes the channel from this end, as Node's `disconnect`: nothing
@@ -387,7 +457,9 @@ impl Shared {
         if !inbox.decoder.has_message() {
             self.fill(&mut inbox);
         }
-        match inbox.decoder.next_message() {
+        let next = inbox.decoder.next_message();
+        inbox.settle();
+        match next {
             Ok(Some(message)) => Ok(Some(message)),
             Ok(None) if inbox.closed => Err(ChannelError::Closed),
             Ok(None) => Ok(None),
@@ -404,24 +476,42 @@ impl Shared {
     /// room for more.
     fn take_in(&self, inbox: &mut Inbox) -> bool {
         let buffer = self.buffer.load(std::sync::atomic::Ordering::Relaxed);
-        let Inbox {
-            decoder,
-            chunk,
-            closed,
-            ..
-        } = inbox;
         loop {
-            if *closed || decoder.buffered() >= buffer {
+            if inbox.closed || inbox.decoder.buffered() >= buffer {
                 return false;
             }
-            match rustix::net::recv(self.socket.get_ref(), &mut chunk[..], RecvFlags::DONTWAIT)
-                .map_err(io::Error::from)
-            {
-                Ok((0, _)) => *closed = true,
-                Ok((n, _)) => decoder.feed(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => *closed = true,
+            // A chunk is reserved of the guest's pool before it is read.
+            if let Some(pool) = &inbox.pool {
+                if !pool.take(READ_CHUNK) {
+                    return false;
+                }
+                inbox.charged += READ_CHUNK;
+            }
+            let read = rustix::net::recv(
+                self.socket.get_ref(),
+                &mut inbox.chunk[..],
+                RecvFlags::DONTWAIT,
+            );
+            let more = match read.map_err(io::Error::from) {
+                Ok((0, _)) => {
+                    inbox.closed = true;
+                    true
+                }
+                Ok((n, _)) => {
+                    let Inbox { decoder, chunk, .. } = &mut *inbox;
+                    decoder.feed(&chunk[..n]);
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                Err(_) => {
+                    inbox.closed = true;
+                    true
+                }
+            };
+            inbox.settle();
+            if !more {
+                return true;
             }
         }
     }

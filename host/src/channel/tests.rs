@@ -455,3 +455,46 @@ async fn absorb_stops_taking_in_once_the_buffer_is_full_and_keeps_every_message(
     writer.join().unwrap();
     assert_eq!(got, total);
 }
+
+#[tokio::test]
+async fn channels_sharing_a_pool_take_in_no_more_than_it_holds_between_them_and_lose_nothing() {
+    let pool = BufferPool::new(3 * READ_CHUNK);
+    let (mut a, peer_a) = channel_and_raw_peer();
+    let (mut b, peer_b) = channel_and_raw_peer();
+    for channel in [&mut a, &mut b] {
+        channel.set_buffer(usize::MAX);
+        channel.set_pool(pool.clone());
+    }
+    let total = 10_000; // about 1 MiB each: more than the pool and the sockets
+    let writers = [flood(peer_a, total), flood(peer_b, total)];
+    for _ in 0..20 {
+        for channel in [&a, &b] {
+            let _ = tokio::time::timeout(Duration::from_millis(10), channel.absorb()).await;
+        }
+    }
+    let held = |c: &Channel| c.shared.inbox().decoder.buffered();
+    assert!(
+        held(&a) + held(&b) <= 3 * READ_CHUNK,
+        "held {} + {} bytes",
+        held(&a),
+        held(&b)
+    );
+    assert!(
+        pool.left() < READ_CHUNK,
+        "the pool was not used: {}",
+        pool.left()
+    );
+    for channel in [&a, &b] {
+        let mut got = 0;
+        while let Ok(m) = channel.receive().await {
+            assert_eq!(m, vec![7; 100]);
+            got += 1;
+        }
+        assert_eq!(got, total);
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    drop((a, b));
+    assert_eq!(pool.left(), 3 * READ_CHUNK, "every byte is given back");
+}

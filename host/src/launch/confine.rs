@@ -33,7 +33,7 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope,
 };
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -115,12 +115,26 @@ impl Confiner {
     }
 
     /// The ruleset for these grants.
-    pub fn new(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Confiner> {
+    /// `own`: directories of the sandbox's own (its `/proc`, its `/tmp`),
+    /// which children may read, and write if `true`.
+    pub fn new(
+        dirs: &[DirGrant],
+        programs: &[&ProgramGrant],
+        network: bool,
+        own: &[(BorrowedFd<'_>, bool)],
+    ) -> Result<Confiner> {
         let kernel_abi = crate::sys::landlock_abi();
         if kernel_abi < 1 {
             return Ok(Confiner::none());
         }
-        let created = ruleset(dirs, programs, network, Vec::new())?;
+        let mut created = ruleset(dirs, programs, network, Vec::new())?;
+        for (dir, writable) in own {
+            let access = match writable {
+                true => AccessFs::from_all(ABI_USED),
+                false => AccessFs::ReadFile | AccessFs::ReadDir,
+            };
+            created = created.add_rule(PathBeneath::new(dir, access))?;
+        }
         Ok(Confiner {
             ruleset: Option::<OwnedFd>::from(created),
             level: level(kernel_abi),

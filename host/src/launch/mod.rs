@@ -113,7 +113,13 @@ impl Launcher {
                 .ok();
         }
         if policy.confine {
-            self.confiner = Confiner::new(dirs, &programs, policy.network).unwrap_or_else(|e| {
+            let own = self
+                .sandbox
+                .as_ref()
+                .map(|s| s.own_dirs())
+                .unwrap_or_default();
+            let confiner = Confiner::new(dirs, &programs, policy.network, &own);
+            self.confiner = confiner.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "children will run without Landlock confinement");
                 Confiner::none()
             });
@@ -139,6 +145,7 @@ impl Launcher {
                 mount: false,
                 network: false,
                 ipc: false,
+                pid: false,
                 seccomp: false,
                 landlock: Confinement::None,
             };
@@ -159,6 +166,7 @@ impl Launcher {
             // namespace when the parent had the network.
             network: sandbox.is_some_and(Sandbox::has_network_namespace) || policy.network,
             ipc: sandbox.is_some(),
+            pid: sandbox.is_some_and(Sandbox::has_pid_namespace),
             seccomp: policy.use_sandbox,
             landlock: self.confiner.level,
         }

@@ -11,6 +11,10 @@ pub const DEFAULT_CHANNEL_SPIN: Duration = Duration::from_micros(50);
 /// guest waits for the worker's exit, unless set.
 pub const DEFAULT_CHANNEL_BUFFER: usize = 16 << 20;
 
+/// The default bytes all of a guest's worker channels take in unread
+/// between them: 64 MiB.
+pub const DEFAULT_CHANNEL_BUFFER_TOTAL: usize = 64 << 20;
+
 /// Resource limits of a [`ProcessCtx`](crate::ProcessCtx). [`Limits::default`] gives the values
 /// listed on each field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,6 +59,18 @@ pub struct Limits {
     /// (`DEFAULT_CHANNEL_BUFFER`).
     #[serde(default = "default_channel_buffer")]
     pub channel_buffer: usize,
+    /// Bytes all the guest's worker channels take in unread between them
+    /// (each also within `channel_buffer`), so that the host's memory for
+    /// unread messages is bounded per guest however many workers it has;
+    /// past it, workers wait for the guest to receive. A worker's own
+    /// channels (to its workers) have a total of their own, within its
+    /// lent limits. Default: 64 MiB (`DEFAULT_CHANNEL_BUFFER_TOTAL`).
+    #[serde(default = "default_channel_buffer_total")]
+    pub channel_buffer_total: usize,
+}
+
+fn default_channel_buffer_total() -> usize {
+    DEFAULT_CHANNEL_BUFFER_TOTAL
 }
 
 /// A policy sent without the field keeps the default cap (never none).
@@ -110,6 +126,7 @@ impl Limits {
             },
             max_wasm_memory: opt(self.max_wasm_memory, other.max_wasm_memory),
             channel_buffer: self.channel_buffer.min(other.channel_buffer),
+            channel_buffer_total: (self.channel_buffer_total).min(other.channel_buffer_total),
         }
     }
 }
@@ -180,6 +197,7 @@ impl Default for Limits {
             rlimits: ChildRlimits::default(),
             max_wasm_memory: Some(DEFAULT_MAX_WASM_MEMORY),
             channel_buffer: default_channel_buffer(),
+            channel_buffer_total: default_channel_buffer_total(),
         }
     }
 }
@@ -222,13 +240,13 @@ mod tests {
         (
             (number(), number(), d(), d(), duration()),
             (n(), n(), proptest::option::of(number()), child_rlimits()),
-            (proptest::option::of(number()), n()),
+            (proptest::option::of(number()), n(), n()),
         )
             .prop_map(
                 |(
                     (default_max_buffer, max_buffer, default_timeout, max_timeout, kill_grace),
                     (max_arg_bytes, max_live_children, max_total_spawns, rlimits),
-                    (max_wasm_memory, channel_buffer),
+                    (max_wasm_memory, channel_buffer, channel_buffer_total),
                 )| Limits {
                     default_max_buffer,
                     max_buffer,
@@ -241,6 +259,7 @@ mod tests {
                     rlimits,
                     max_wasm_memory,
                     channel_buffer,
+                    channel_buffer_total,
                 },
             )
     }
@@ -281,6 +300,7 @@ mod tests {
             && at_most(l.file_size, h.file_size)
             && at_most(low.max_wasm_memory, high.max_wasm_memory)
             && low.channel_buffer <= high.channel_buffer
+            && low.channel_buffer_total <= high.channel_buffer_total
     }
 
     proptest! {
@@ -331,6 +351,7 @@ mod tests {
                 rlimits: ChildRlimits::default(),
                 max_wasm_memory: None,
                 channel_buffer: usize::MAX,
+                channel_buffer_total: usize::MAX,
             };
             prop_assert_eq!(a.lower(&unlimited), a.clone());
             prop_assert_eq!(unlimited.lower(&a), a);

@@ -569,13 +569,18 @@ impl ProcessCtx {
     /// worker, or a worker's to its parent), set up as this context's
     /// channels are: its spin and buffer.
     pub(crate) fn channel(
-        &self,
+        &mut self,
         socket: std::os::unix::net::UnixStream,
     ) -> Result<Channel, Failure> {
         let mut channel = Channel::new(socket)
             .map_err(|e| Failure::from_io("setting up a worker channel", &e))?;
+        let limits = &self.policy.limits;
         channel.set_spin(self.policy.channel_spin);
-        channel.set_buffer(self.policy.limits.channel_buffer);
+        channel.set_buffer(limits.channel_buffer);
+        let total = limits.channel_buffer_total;
+        let pool = (self.workers.channel_bytes)
+            .get_or_insert_with(|| crate::channel::BufferPool::new(total));
+        channel.set_pool(pool.clone());
         Ok(channel)
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct WorkerPool {
     pub(crate) code: Option<crate::code::WorkerCode>,
     /// The cluster workers may be placed on, if the host joined one.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The bytes all the guest's worker channels may take in unread
+    /// (`Limits::channel_buffer_total`), made when the first is set up.
+    pub(crate) channel_bytes: Option<crate::channel::BufferPool>,
     /// Warm worker processes waiting for a specification, and their
     /// channels (see `ProcessCtx::warm_up`).
     pub(super) warm: Vec<(Child, std::os::unix::net::UnixStream)>,

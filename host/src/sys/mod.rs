@@ -20,6 +20,7 @@ mod component;
 mod fork;
 mod inherited;
 mod mounts;
+mod pid_init;
 mod sandbox;
 mod spawn;
 

@@ -16,6 +16,10 @@ pub(crate) enum MountStep<'a> {
     Dir(&'a CStr),
     /// An empty file, for a file to be bound over.
     File(&'a CStr),
+    /// A private tmpfs at this path (mode 1777, at most [`TMP_SIZE`]),
+    /// made detached by [`make_entries`], which makes the entries below
+    /// it in it, and attached first by [`attach_binds`].
+    Tmpfs(&'a CStr),
     /// A symbolic link `at` → `target`.
     Symlink {
         /// What the link says.
@@ -47,6 +51,10 @@ pub(super) fn at_step(step: i32) -> impl Fn(c_int) -> (i32, c_int) {
 
 const AT_RECURSIVE: c_int = 0x8000;
 
+/// The size of a sandbox's private `/tmp`, and how many files it holds.
+pub(crate) const TMP_SIZE: &CStr = c"256m";
+const TMP_INODES: &CStr = c"65536";
+
 /// `struct open_how` of `openat2(2)`.
 #[repr(C)]
 struct OpenHow {
@@ -64,7 +72,7 @@ pub(super) unsafe fn make_root_tmpfs() -> Result<c_int, c_int> {
     // SAFETY: the file system context is the descriptor `new_tmpfs` opened,
     // closed once mounted; `fsmount` reads no memory of ours.
     unsafe {
-        let fs = new_tmpfs()?;
+        let fs = new_tmpfs(c"0755", None)?;
         let root = libc::syscall(
             libc::SYS_fsmount,
             fs,
@@ -79,26 +87,60 @@ pub(super) unsafe fn make_root_tmpfs() -> Result<c_int, c_int> {
     }
 }
 
-/// Opens a file system context for a tmpfs with mode 0755 and creates the
-/// file system (not mounted yet); returns the context's descriptor, which
-/// is closed again on failure.
+/// Makes a detached private tmpfs for `/tmp`: mode 1777, at most
+/// [`TMP_SIZE`] and [`TMP_INODES`] files, mounted nosuid and nodev.
 ///
 /// # Safety
 /// Only in the sandbox builder.
-unsafe fn new_tmpfs() -> Result<c_int, c_int> {
+unsafe fn make_private_tmpfs() -> Result<c_int, c_int> {
+    // SAFETY: as in `make_root_tmpfs`.
+    unsafe {
+        let fs = new_tmpfs(c"1777", Some((TMP_SIZE, TMP_INODES)))?;
+        let tmp = libc::syscall(
+            libc::SYS_fsmount,
+            fs,
+            libc::FSMOUNT_CLOEXEC,
+            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        ) as c_int;
+        libc::close(fs);
+        if tmp < 0 {
+            return Err(last_errno());
+        }
+        Ok(tmp)
+    }
+}
+
+/// Opens a file system context for a tmpfs with `mode` (and, if given,
+/// a `size` and a number of inodes) and creates the file system (not
+/// mounted yet); returns the context's descriptor, which is closed again
+/// on failure.
+///
+/// # Safety
+/// Only in the sandbox builder.
+unsafe fn new_tmpfs(mode: &CStr, size: Option<(&CStr, &CStr)>) -> Result<c_int, c_int> {
     // SAFETY: `fsopen` and `fsconfig` with valid strings (or null) on the
     // context they opened; `close` of that context only.
     unsafe {
-        let fs = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) as c_int;
-        if fs < 0
-            || libc::syscall(
+        let set = |fs: c_int, key: &CStr, value: &CStr| {
+            libc::syscall(
                 libc::SYS_fsconfig,
                 fs,
                 libc::FSCONFIG_SET_STRING,
-                c"mode".as_ptr(),
-                c"0755".as_ptr(),
+                key.as_ptr(),
+                value.as_ptr(),
                 0,
-            ) < 0
+            )
+        };
+        let fs = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) as c_int;
+        let sized = |fs| match size {
+            Some((size, inodes)) => {
+                set(fs, c"size", size) >= 0 && set(fs, c"nr_inodes", inodes) >= 0
+            }
+            None => true,
+        };
+        if fs < 0
+            || set(fs, c"mode", mode) < 0
+            || !sized(fs)
             || libc::syscall(
                 libc::SYS_fsconfig,
                 fs,
@@ -119,21 +161,60 @@ unsafe fn new_tmpfs() -> Result<c_int, c_int> {
 }
 
 /// Makes every directory, file and symbolic link of `steps` in the root
-/// tmpfs `root`, in order (binds come later, see [`attach_binds`]).
+/// tmpfs `root`, in order, and each private tmpfs (into its slot of
+/// `trees`), the entries below it made in it (binds come later, see
+/// [`attach_binds`]).
 ///
 /// # Safety
-/// Only in the sandbox builder, with `root` its root tmpfs.
+/// Only in the sandbox builder, with `root` its root tmpfs and `trees` as
+/// long as `steps`.
 pub(super) unsafe fn make_entries(
     steps: &[MountStep<'_>],
     root: c_int,
+    trees: &[AtomicI32],
 ) -> Result<(), (i32, c_int)> {
+    // The latest private tmpfs: its path and descriptor.
+    let mut tmpfs: Option<(&[u8], c_int)> = None;
     for (i, step) in steps.iter().enumerate() {
+        // Where `path` is made: in a private tmpfs it lies below, or root.
+        fn place<'p>(
+            tmpfs: Option<(&[u8], c_int)>,
+            root: c_int,
+            path: &'p CStr,
+        ) -> (c_int, &'p CStr) {
+            let bytes = path.to_bytes_with_nul();
+            match tmpfs {
+                Some((top, fd))
+                    if bytes.starts_with(top) && bytes.get(top.len()) == Some(&b'/') =>
+                {
+                    let rest = &bytes[top.len() + 1..];
+                    (fd, CStr::from_bytes_with_nul(rest).unwrap_or(path))
+                }
+                _ => (root, path),
+            }
+        }
+        let place = |path| place(tmpfs, root, path);
         // SAFETY: the builder, with its root tmpfs (see the contract).
         let made = unsafe {
             match step {
-                MountStep::Dir(path) => make_dir(root, path),
-                MountStep::File(path) => make_file(root, path),
-                MountStep::Symlink { target, at } => make_symlink(root, target, at),
+                MountStep::Dir(path) => {
+                    let (at, path) = place(path);
+                    make_dir(at, path)
+                }
+                MountStep::File(path) => {
+                    let (at, path) = place(path);
+                    make_file(at, path)
+                }
+                MountStep::Symlink { target, at } => {
+                    let (dir, at) = place(at);
+                    make_symlink(dir, target, at)
+                }
+                MountStep::Tmpfs(path) => make_dir(root, path).and_then(|()| {
+                    let fd = make_private_tmpfs()?;
+                    trees[i].store(fd, Ordering::Release);
+                    tmpfs = Some((path.to_bytes(), fd));
+                    Ok(())
+                }),
                 MountStep::Bind { .. } => Ok(()),
             }
         };
@@ -317,12 +398,18 @@ pub(super) unsafe fn attach_binds(
     trees: &[AtomicI32],
     root: c_int,
 ) -> Result<(), (i32, c_int)> {
-    for (i, step) in steps.iter().enumerate() {
-        if let MountStep::Bind { target, .. } = step {
-            // SAFETY: the builder, with its root and trees (see the
-            // contract).
-            unsafe { attach_bind(root, &trees[i], target) }.map_err(at_step(i as i32))?;
-        }
+    // Private tmpfses first: binds may lie below them.
+    let tmpfses = steps.iter().enumerate().filter_map(|(i, step)| match step {
+        MountStep::Tmpfs(target) => Some((i, *target)),
+        _ => None,
+    });
+    let binds = steps.iter().enumerate().filter_map(|(i, step)| match step {
+        MountStep::Bind { target, .. } => Some((i, *target)),
+        _ => None,
+    });
+    for (i, target) in tmpfses.chain(binds) {
+        // SAFETY: the builder, with its root and trees (see the contract).
+        unsafe { attach_bind(root, &trees[i], target) }.map_err(at_step(i as i32))?;
     }
     Ok(())
 }

@@ -23,6 +23,10 @@ pub(crate) struct SandboxSpec<'a> {
     pub user_maps: Option<(&'a CStr, &'a CStr)>,
     /// Whether to make a new (empty) network namespace.
     pub net: bool,
+    /// Whether to make a PID namespace, with an init process of its own
+    /// that mounts the namespace's `/proc` in the view (needs
+    /// `CAP_SYS_ADMIN` in the host's own user namespace: a root host).
+    pub pid: bool,
     /// An existing directory of the host to stage the new root on while it
     /// is assembled (only in the new mount namespace).
     pub stage: &'a CStr,
@@ -32,7 +36,8 @@ pub(crate) struct SandboxSpec<'a> {
 }
 
 /// The namespaces of a built sandbox, held open by these descriptors, and
-/// its root directory.
+/// its root directory. Dropping it kills the PID namespace's init, if it
+/// has one (and so every process of the namespace).
 #[derive(Debug)]
 pub(crate) struct SandboxFds {
     /// The root of the sandbox's file system view.
@@ -45,14 +50,28 @@ pub(crate) struct SandboxFds {
     pub net: Option<OwnedFd>,
     /// Its IPC namespace.
     pub ipc: OwnedFd,
+    /// Its PID namespace, for children to be started in (`pid_for_children`).
+    pub pid: Option<OwnedFd>,
+    /// A pidfd of the PID namespace's init (see [`init_main`]), this
+    /// host's child: killing it kills every process of the namespace.
+    pub init: Option<OwnedFd>,
+    /// The root of the PID namespace's `/proc`, as mounted in the view
+    /// (`O_PATH`), for the Landlock rule that lets children read it.
+    pub proc: Option<OwnedFd>,
+    /// The init's stack (0: none), unmapped once it is reaped.
+    pub init_stack: usize,
+    /// The root of the private `/tmp` tmpfs, if the view has one
+    /// (`O_PATH`), for the Landlock rule that lets children write it.
+    pub tmp: Option<OwnedFd>,
 }
 
 /// What [`sandbox_main`] reads and writes.
 struct BuildArgs<'a> {
     spec: &'a SandboxSpec<'a>,
-    /// `root`, `user`, `mnt`, `net`, `ipc` as opened by the builder, in
-    /// the descriptor table it shares with the host; -1 where none.
-    fds: [AtomicI32; 5],
+    /// `root`, `user`, `mnt`, `net`, `ipc`, `pid`, `init`, `proc`, `tmp` as opened by the
+    /// builder, in the descriptor table it shares with the host; -1 where
+    /// none.
+    fds: [AtomicI32; 9],
     /// The error number of the step that failed, and which step.
     error: AtomicI32,
     failed_step: AtomicI32,
@@ -62,6 +81,8 @@ struct BuildArgs<'a> {
     /// A detached copy of each bind's source tree, by step (-1 for the
     /// other steps), opened before the stage hides any path.
     trees: &'a [AtomicI32],
+    /// The PID namespace's init's stack, if it was started.
+    init_stack: std::sync::atomic::AtomicUsize,
 }
 /// Builds a sandbox: new mount, IPC and (unless `spec.net` is false)
 /// network namespaces — and for a host without root a user namespace
@@ -82,11 +103,12 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
     let trees: Vec<AtomicI32> = spec.steps.iter().map(|_| AtomicI32::new(-1)).collect();
     let args = BuildArgs {
         spec,
-        fds: [const { AtomicI32::new(-1) }; 5],
+        fds: [const { AtomicI32::new(-1) }; 9],
         error: AtomicI32::new(0),
         failed_step: AtomicI32::new(-1),
         done: std::sync::atomic::AtomicBool::new(false),
         trees: &trees,
+        init_stack: std::sync::atomic::AtomicUsize::new(0),
     };
     let top = stack.as_mut_ptr_range().end as usize & !15;
     let mut pidfd: c_int = -1;
@@ -142,8 +164,14 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
         // (with close-on-exec) in our shared table and nobody else knows of.
         (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     });
+    let mut fds = fds;
     let error = args.error.load(Ordering::Acquire);
-    if error == 0 && !(exited_cleanly && args.done.load(Ordering::Acquire)) {
+    let built = error == 0 && exited_cleanly && args.done.load(Ordering::Acquire);
+    let init_stack = args.init_stack.load(Ordering::Acquire);
+    if !built && let Some(init) = fds[6].take() {
+        super::pid_init::end_init(init, init_stack);
+    }
+    if error == 0 && !built {
         return Err(io::Error::other(
             "the sandbox builder died before it finished",
         ));
@@ -156,7 +184,7 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
             format!("{} failed: {err}", sandbox_step_name(spec, step)),
         ));
     }
-    let [root, user, mnt, net, ipc] = fds;
+    let [root, user, mnt, net, ipc, pid, init, proc, tmp] = fds;
     let missing = || io::Error::other("the sandbox builder opened no namespace");
     Ok(SandboxFds {
         root: root.ok_or_else(missing)?,
@@ -164,6 +192,11 @@ pub(crate) fn build_sandbox(spec: &SandboxSpec<'_>) -> io::Result<SandboxFds> {
         mnt: mnt.ok_or_else(missing)?,
         net,
         ipc: ipc.ok_or_else(missing)?,
+        pid,
+        init,
+        proc,
+        init_stack,
+        tmp,
     })
 }
 
@@ -177,6 +210,7 @@ const STEP_STAGE: i32 = -6;
 const STEP_READ_ONLY: i32 = -5;
 const STEP_NSFS: i32 = -4;
 const STEP_PIVOT: i32 = -3;
+const STEP_INIT: i32 = -2;
 
 fn sandbox_step_name(spec: &SandboxSpec<'_>, step: i32) -> String {
     let path = |p: &CStr| p.to_string_lossy().into_owned();
@@ -189,8 +223,10 @@ fn sandbox_step_name(spec: &SandboxSpec<'_>, step: i32) -> String {
         STEP_READ_ONLY => "making the root read-only".into(),
         STEP_NSFS => "opening the namespaces".into(),
         STEP_PIVOT => "pivot_root into the sandbox".into(),
+        STEP_INIT => "starting the PID namespace's init and mounting its /proc".into(),
         i => match usize::try_from(i).ok().and_then(|i| spec.steps.get(i)) {
             Some(MountStep::Dir(p)) => format!("making directory /{}", path(p)),
+            Some(MountStep::Tmpfs(p)) => format!("making the private tmpfs /{}", path(p)),
             Some(MountStep::File(p)) => format!("making file /{}", path(p)),
             Some(MountStep::Symlink { at, .. }) => format!("making link /{}", path(at)),
             Some(MountStep::Bind { source, target, .. }) => {
@@ -256,18 +292,46 @@ unsafe fn sandbox_steps(args: &BuildArgs<'_>) -> Result<(), (i32, c_int)> {
         if let Some((uid_map, gid_map)) = spec.user_maps {
             make_user_namespace(uid_map, gid_map).map_err(at_step(STEP_USERNS))?;
         }
-        unshare_namespaces(spec.net).map_err(at_step(STEP_UNSHARE))?;
+        unshare_namespaces(spec.net, spec.pid).map_err(at_step(STEP_UNSHARE))?;
         make_mounts_private().map_err(at_step(STEP_PRIVATE))?;
         let root = make_root_tmpfs().map_err(at_step(STEP_TMPFS))?;
         // The host's from now on: it closes it if a later step fails.
         args.fds[0].store(root, Ordering::Release);
-        make_entries(spec.steps, root)?;
+        make_entries(spec.steps, root, args.trees)?;
         detach_bind_sources(spec.steps, args.trees)?;
         stage_root(root, spec.stage).map_err(at_step(STEP_STAGE))?;
         make_root_read_only(root).map_err(at_step(STEP_READ_ONLY))?;
         attach_binds(spec.steps, args.trees, root)?;
         open_namespaces(args).map_err(at_step(STEP_NSFS))?;
         pivot_into(root).map_err(at_step(STEP_PIVOT))?;
+        if spec.steps.iter().any(|s| matches!(s, MountStep::Tmpfs(_))) {
+            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            let tmp = libc::open(c"/tmp".as_ptr(), flags);
+            if tmp < 0 {
+                return Err((STEP_PIVOT, super::last_errno()));
+            }
+            args.fds[8].store(tmp, Ordering::Release);
+        }
+        if spec.pid {
+            let (init, stack) = super::pid_init::start_init().map_err(at_step(STEP_INIT))?;
+            args.fds[6].store(init, Ordering::Release);
+            args.init_stack.store(stack, Ordering::Release);
+            // The namespace can be named once it has its init: in the
+            // `/proc` that init mounted, it is pid 1.
+            let pid = libc::open(c"/proc/1/ns/pid".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if pid < 0 {
+                return Err((STEP_INIT, super::last_errno()));
+            }
+            args.fds[5].store(pid, Ordering::Release);
+            let proc = libc::open(
+                c"/proc".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if proc < 0 {
+                return Err((STEP_INIT, super::last_errno()));
+            }
+            args.fds[7].store(proc, Ordering::Release);
+        }
     }
     Ok(())
 }
@@ -293,16 +357,20 @@ unsafe fn make_user_namespace(uid_map: &CStr, gid_map: &CStr) -> Result<(), c_in
     Ok(())
 }
 
-/// Makes the new mount and IPC namespaces, and a new (empty) network
-/// namespace if `net`. The mount namespace starts as a copy of the host's
-/// mounts, which [`detach_bind_sources`] resolves the sources in.
+/// Makes the new mount and IPC namespaces, a new (empty) network
+/// namespace if `net`, and a PID namespace for the builder's children if
+/// `pid`. The mount namespace starts as a copy of the host's mounts, which
+/// [`detach_bind_sources`] resolves the sources in.
 ///
 /// # Safety
 /// Only in the sandbox builder: the host's namespaces stay as they are.
-unsafe fn unshare_namespaces(net: bool) -> Result<(), c_int> {
+unsafe fn unshare_namespaces(net: bool, pid: bool) -> Result<(), c_int> {
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
     if net {
         flags |= libc::CLONE_NEWNET;
+    }
+    if pid {
+        flags |= libc::CLONE_NEWPID;
     }
     // SAFETY: `unshare` of the builder (see the contract).
     check_os(unsafe { libc::unshare(flags) })
@@ -371,4 +439,12 @@ unsafe fn pivot_into(root: c_int) -> Result<(), c_int> {
         }
     }
     Ok(())
+}
+
+impl Drop for SandboxFds {
+    fn drop(&mut self) {
+        if let Some(init) = self.init.take() {
+            super::pid_init::end_init(init, self.init_stack);
+        }
+    }
 }

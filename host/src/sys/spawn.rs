@@ -56,6 +56,8 @@ pub(crate) struct Namespaces<'a> {
     pub net: Option<BorrowedFd<'a>>,
     /// The IPC namespace.
     pub ipc: BorrowedFd<'a>,
+    /// The PID namespace the child is born in (a root host's sandbox).
+    pub pid: Option<BorrowedFd<'a>>,
 }
 /// What [`child_main`] reads: plain values and pointers into memory the
 /// parent keeps alive (and does not touch: its thread is suspended) until
@@ -162,9 +164,16 @@ pub(crate) fn clone_and_exec(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)>
                 .seccomp
                 .map_or(std::ptr::null_mut(), |f| f.as_ptr().cast_mut()),
         },
-        host: std::process::id() as libc::pid_t,
+        // In a PID namespace of its own, the child sees no parent (0).
+        host: match spec.namespaces.and_then(|ns| ns.pid) {
+            Some(_) => 0,
+            None => std::process::id() as libc::pid_t,
+        },
         error: AtomicI32::new(0),
     };
+    let born_in = (spec.namespaces.and_then(|ns| ns.pid))
+        .map(super::pid_init::ChildrenIn::enter)
+        .transpose()?;
     let mut pidfd: c_int = -1;
     // The stack grows down from its 16-byte aligned top.
     let top = stack.as_mut_ptr_range().end as usize & !15;
@@ -218,6 +227,7 @@ pub(crate) fn clone_and_exec(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)>
         }
         pid
     };
+    drop(born_in);
     // SAFETY: `clone` succeeded, so `pidfd` is a new descriptor that only we
     // own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };

@@ -12,13 +12,18 @@
 //! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::launch::confine::SYSTEM_DIRS`], [`crate::launch::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
 //! | network | a new, empty network namespace (unless the network is granted) | UDP, MPTCP, raw sockets, abstract Unix sockets, every port of the host |
 //! | IPC | an IPC namespace of the guest's own, and a session keyring of each child's own | SysV shared memory, semaphores, message queues, POSIX queues of others |
+//! | PID | a root host's sandbox: a PID namespace of the guest's own, whose small init (`sys::pid_init`) mounts the namespace's `/proc` in the view (`hidepid=invisible,subset=pid`; Landlock lets children read it) and ends the namespace with the sandbox or the host | seeing, naming or signalling any process outside the guest's tree; the global files of `/proc` |
+//! | tmp | a private tmpfs at `/tmp` (mode 1777, `sys::TMP_SIZE`), which Landlock lets children write; grants under `/tmp` are bound inside it | the host's `/tmp` and other guests' |
 //! | seccomp | [`SECCOMP_DENIED`]: each refused call fails with `EPERM` (`clone3` and `openat2`, whose arguments a filter cannot read, with `ENOSYS`, so libc falls back to `clone` and `openat`); x32 calls are refused and other architectures' calls kill | new namespaces, keys, ptrace, bpf, perf, userfaultfd, io_uring, mounts, setuid/setgid mode bits |
 //! | Landlock | see [`crate::launch::confine`] | a second, independent wall for files and TCP |
 //!
 //! The namespaces are made once per guest, when its context is built, by a
 //! short-lived builder process (see `sys::build_sandbox`), and held by
 //! descriptors; each child then only enters them with `setns` before it
-//! executes its program, which keeps spawning at native speed.
+//! executes its program, which keeps spawning at native speed. A child is
+//! born in the PID namespace instead: the spawning thread sets its own
+//! `pid_for_children` for the one `clone`, so the child stays the host's
+//! child.
 //!
 //! Children see the grants at their host paths (as before), so the paths a
 //! guest passes them mean what they meant without the sandbox. A child's
@@ -143,13 +148,19 @@ pub(crate) struct InheritedSandbox {
     mnt: RawFd,
     net: Option<RawFd>,
     ipc: RawFd,
+    #[serde(default)]
+    pid: Option<RawFd>,
+    #[serde(default)]
+    proc: Option<RawFd>,
+    #[serde(default)]
+    tmp: Option<RawFd>,
 }
 
 impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).
     pub fn build(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Sandbox> {
-        let plan = Plan::new(dirs, programs, network)?;
+        let plan = Plan::new(dirs, programs, network, privileged())?;
         let owned = plan.steps();
         let steps = owned.steps();
         let maps = (!privileged()).then(|| {
@@ -168,6 +179,7 @@ impl Sandbox {
         let spec = crate::sys::SandboxSpec {
             user_maps: maps.as_ref().map(|(u, g)| (u.as_c_str(), g.as_c_str())),
             net: !network,
+            pid: maps.is_none(),
             stage: &stage,
             steps: &steps,
         };
@@ -211,6 +223,9 @@ impl Sandbox {
             mnt: pass(&fds.mnt),
             net: fds.net.as_ref().map(&mut pass),
             ipc: pass(&fds.ipc),
+            pid: fds.pid.as_ref().map(&mut pass),
+            proc: fds.proc.as_ref().map(&mut pass),
+            tmp: fds.tmp.as_ref().map(&mut pass),
         }
     }
 
@@ -227,6 +242,12 @@ impl Sandbox {
                 mnt: take(inherited.mnt)?,
                 net: inherited.net.map(&mut take).transpose()?,
                 ipc: take(inherited.ipc)?,
+                pid: inherited.pid.map(&mut take).transpose()?,
+                // The parent host's: it ends the namespace.
+                init: None,
+                proc: inherited.proc.map(&mut take).transpose()?,
+                init_stack: 0,
+                tmp: inherited.tmp.map(&mut take).transpose()?,
             },
         })
     }
@@ -250,7 +271,23 @@ impl Sandbox {
             mnt: self.fds.mnt.as_fd(),
             net: self.fds.net.as_ref().map(|fd| fd.as_fd()),
             ipc: self.fds.ipc.as_fd(),
+            pid: self.fds.pid.as_ref().map(|fd| fd.as_fd()),
         }
+    }
+
+    /// What children may reach in the view beyond the grants and the
+    /// system paths, for their Landlock rules: the sandbox's own `/proc`
+    /// (read-only) and its private `/tmp` (read-write), where it has them.
+    pub(crate) fn own_dirs(&self) -> Vec<(std::os::fd::BorrowedFd<'_>, bool)> {
+        let proc = self.fds.proc.as_ref().map(|fd| (fd.as_fd(), false));
+        let tmp = self.fds.tmp.as_ref().map(|fd| (fd.as_fd(), true));
+        proc.into_iter().chain(tmp).collect()
+    }
+
+    /// Whether children are born in a PID namespace of the sandbox's, with
+    /// its own `/proc` (a root host's sandbox).
+    pub fn has_pid_namespace(&self) -> bool {
+        self.fds.pid.is_some()
     }
 
     /// `dir` (opened in the host's view) as the sandbox shows it: the same
@@ -323,6 +360,10 @@ fn relative(path: &Path) -> PathBuf {
 /// What a path of the sandbox's view is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
+    /// An empty directory (a mount point).
+    Dir,
+    /// A private tmpfs.
+    Tmpfs,
     /// A symbolic link with this target.
     Symlink(PathBuf),
     /// A host directory or file bound here with these mount attributes.
@@ -350,8 +391,19 @@ impl Plan {
     /// The view for these grants: the system paths (with the network's
     /// files if `network`), the devices, the granted directories and the
     /// granted programs that no directory already shows.
-    fn new(dirs: &[DirGrant], programs: &[&ProgramGrant], network: bool) -> Result<Plan> {
+    fn new(
+        dirs: &[DirGrant],
+        programs: &[&ProgramGrant],
+        network: bool,
+        proc: bool,
+    ) -> Result<Plan> {
         let mut plan = Plan::default();
+        if proc {
+            // Where the PID namespace's init mounts its `/proc`.
+            plan.nodes.push((PathBuf::from("/proc"), Node::Dir));
+        }
+        // A private `/tmp` (a grant of `/tmp` itself replaces it).
+        plan.nodes.push((PathBuf::from("/tmp"), Node::Tmpfs));
         for path in crate::launch::confine::SYSTEM_DIRS
             .iter()
             .chain(crate::launch::confine::SYSTEM_FILES)
@@ -468,7 +520,11 @@ impl Plan {
             }
             match node {
                 Node::Symlink(target) => made.push((cstr(&rel), Made::Symlink(cstr(target)))),
-                Node::Bind { is_dir: true, .. } => {
+                Node::Tmpfs => {
+                    dirs.insert(rel.clone());
+                    made.push((cstr(&rel), Made::Tmpfs));
+                }
+                Node::Dir | Node::Bind { is_dir: true, .. } => {
                     if dirs.insert(rel.clone()) {
                         made.push((cstr(&rel), Made::Dir));
                     }
@@ -504,6 +560,7 @@ impl Plan {
 /// What the builder makes in the root tmpfs.
 enum Made {
     Dir,
+    Tmpfs,
     File,
     Symlink(CString),
 }
@@ -519,6 +576,7 @@ impl Steps {
         use crate::sys::MountStep;
         let made = self.made.iter().map(|(path, what)| match what {
             Made::Dir => MountStep::Dir(path),
+            Made::Tmpfs => MountStep::Tmpfs(path),
             Made::File => MountStep::File(path),
             Made::Symlink(target) => MountStep::Symlink { target, at: path },
         });
@@ -580,6 +638,8 @@ pub struct Layers {
     pub network: bool,
     /// In the guest's IPC namespace.
     pub ipc: bool,
+    /// In the guest's PID namespace, with its own `/proc`.
+    pub pid: bool,
     /// Under the seccomp filter.
     pub seccomp: bool,
     /// What Landlock enforces (see [`crate::launch::confine`]).
@@ -595,6 +655,7 @@ impl Layers {
             self.mount,
             self.network,
             self.ipc,
+            self.pid,
             self.seccomp,
         ];
         match (
@@ -615,6 +676,7 @@ impl Layers {
             ("mount", self.mount),
             ("network", self.network),
             ("ipc", self.ipc),
+            ("pid", self.pid),
             ("seccomp", self.seccomp),
             ("landlock", self.landlock == Confinement::Full),
         ]
@@ -631,6 +693,7 @@ impl Layers {
             "mount": self.mount,
             "network": self.network,
             "ipc": self.ipc,
+            "pid": self.pid,
             "seccomp": self.seccomp,
             "landlock": confinement_name(self.landlock),
         })
