@@ -33,7 +33,7 @@ pub struct Child {
 
 /// `ended` if it comes within `ms` milliseconds, else `timed-out` saying
 /// that `what` is still running (`wait-timeout` of a child or worker).
-pub(crate) async fn within(
+pub(crate) async fn ended_within(
     ms: u64,
     what: String,
     ended: impl std::future::Future<Output = Result<Termination, Failure>>,
@@ -99,7 +99,7 @@ impl Child {
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
     pub(crate) async fn reap_within(&mut self, ms: u64) -> Result<Termination, Failure> {
         let pid = self.pid();
-        within(ms, format!("process {pid}"), self.reap()).await
+        ended_within(ms, format!("process {pid}"), self.reap()).await
     }
 
     fn termination(&self, ended: Ended) -> Termination {

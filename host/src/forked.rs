@@ -119,7 +119,7 @@ impl Worker {
     /// As [`reap`](Self::reap), for at most `ms` milliseconds.
     pub(crate) async fn reap_within(&mut self, ms: u64) -> Result<Termination, Failure> {
         let pid = self.end.pid();
-        crate::child::within(ms, format!("worker {pid}"), self.reap()).await
+        crate::child::ended_within(ms, format!("worker {pid}"), self.reap()).await
     }
 
     /// How the worker ended if it has exited, without blocking.

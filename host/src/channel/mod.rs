@@ -72,7 +72,7 @@ pub(crate) use frames::{read_frame_with_fds, send_frame_with_fds};
 
 /// One end of a message channel.
 pub struct Channel {
-    shared: Arc<Shared>,
+    shared: Arc<EndState>,
     flusher: JoinHandle<()>,
     spin: Duration,
 }
@@ -122,7 +122,7 @@ impl BufferPool {
 }
 
 /// What the channel's end, its pollables and its flusher task share.
-struct Shared {
+struct EndState {
     socket: AsyncFd<OwnedFd>,
     inbox: Mutex<Inbox>,
     outbox: Mutex<Outbox>,
@@ -196,7 +196,7 @@ impl Channel {
     pub fn new(socket: UnixStream) -> io::Result<Channel> {
         socket.set_nonblocking(true)?;
         let socket = crate::sys::watch(socket.into(), Interest::READABLE | Interest::WRITABLE)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(EndState {
             socket,
             inbox: Mutex::new(Inbox {
                 decoder: FrameDecoder::default(),
@@ -362,7 +362,7 @@ impl Drop for Channel {
     }
 }
 
-impl Shared {
+impl EndState {
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -412,7 +412,7 @@ impl Shared {
         Ok(true)
     }
 
-    /// Notes that the guest asked for a message (see [`Shared::try_queue`]).
+    /// Notes that the guest asked for a message (see [`EndState::try_queue`]).
     fn receiving(&self) {
         self.outbox().after_send = false;
     }
@@ -566,7 +566,7 @@ impl Shared {
 /// the guest goes on without waiting for a message; on `close`, writes
 /// everything and shuts the socket down (both ways: the peer's sends fail
 /// from then on, as its process had ended).
-async fn flush_in_background(shared: Arc<Shared>) {
+async fn flush_in_background(shared: Arc<EndState>) {
     loop {
         shared.flush.notified().await;
         while shared.outbox().pending() > 0 {
@@ -622,7 +622,7 @@ impl std::fmt::Display for ChannelError {
 impl std::error::Error for ChannelError {}
 
 /// Ready when a channel's `receive` would not block.
-pub(crate) struct Readiness(Arc<Shared>);
+pub(crate) struct Readiness(Arc<EndState>);
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for Readiness {

@@ -3,7 +3,7 @@
 //! out of what its parent has free, and a child's slots come back when it
 //! is reaped (the count is shared, atomically, with each child's guard).
 
-use super::{Denial, Free, Limits};
+use super::{Denial, Headroom, Limits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,9 +57,9 @@ impl Budget {
 
     /// What is free under `limits`, not counting a worker about to be
     /// forked.
-    pub(crate) fn free(&self, limits: &Limits) -> Free {
+    pub(crate) fn free(&self, limits: &Limits) -> Headroom {
         let in_use = self.live.load(Ordering::Acquire);
-        Free {
+        Headroom {
             live: (limits.max_live_children).saturating_sub(in_use + 1),
             spawns: (limits.max_total_spawns).map(|max| max.saturating_sub(self.spawned + 1)),
         }

@@ -83,7 +83,7 @@ fn default_channel_buffer() -> usize {
 }
 
 /// A default timeout never above the maximum (`None`: none, no maximum).
-fn within(default: Option<Duration>, max: Option<Duration>) -> Option<Duration> {
+fn capped_at(default: Option<Duration>, max: Option<Duration>) -> Option<Duration> {
     default.map(|d| max.map_or(d, |max| d.min(max)))
 }
 
@@ -91,7 +91,7 @@ impl Limits {
     /// `exec`'s timeout when the guest gives none: the default, never
     /// above the maximum.
     pub(crate) fn default_timeout_within_max(&self) -> Option<Duration> {
-        within(self.default_timeout, self.max_timeout)
+        capped_at(self.default_timeout, self.max_timeout)
     }
 
     /// The lower of each of this and `other`'s limits (a missing one is no
@@ -108,7 +108,7 @@ impl Limits {
         Limits {
             default_max_buffer: self.default_max_buffer.min(other.default_max_buffer),
             max_buffer: self.max_buffer.min(other.max_buffer),
-            default_timeout: within(
+            default_timeout: capped_at(
                 opt(self.default_timeout, other.default_timeout),
                 max_timeout,
             ),

@@ -35,7 +35,7 @@ pub use limits::{
     ChildRlimits, DEFAULT_CHANNEL_BUFFER, DEFAULT_CHANNEL_SPIN, DEFAULT_MAX_WASM_MEMORY, Limits,
     default_child_processes,
 };
-pub(crate) use narrow::Free;
+pub(crate) use narrow::Headroom;
 pub use narrow::{WorkerLimits, WorkerRequest};
 
 use std::collections::BTreeSet;
@@ -90,11 +90,11 @@ pub struct Policy {
     pub(crate) warm_workers: usize,
     /// Whether new worker processes are forked from a worker template
     /// rather than started from the executable.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub(crate) worker_template: bool,
 }
 
-fn yes() -> bool {
+fn default_true() -> bool {
     true
 }
 

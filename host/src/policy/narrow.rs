@@ -58,7 +58,7 @@ pub struct WorkerLimits {
 /// What a guest has free of its budgets when it forks, not counting the
 /// worker's own slot and spawn.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Free {
+pub(crate) struct Headroom {
     /// Live-children slots.
     pub live: usize,
     /// Total spawns (`None`: no limit).
@@ -75,7 +75,7 @@ impl Policy {
     pub(crate) fn narrow(
         &self,
         request: &WorkerRequest,
-        free: Free,
+        free: Headroom,
     ) -> Result<(Policy, Lent), Refusal> {
         for (name, value) in &request.env {
             check_env_pair(name, value)?;
@@ -131,7 +131,7 @@ impl Policy {
     pub(crate) fn narrow_limits(
         &self,
         asked: &WorkerLimits,
-        free: Free,
+        free: Headroom,
     ) -> Result<(Limits, Lent), Denial> {
         let mut limits = self.limits.clone();
         let lend = |name: &'static str, free: u64, asked: Option<u64>| match asked {

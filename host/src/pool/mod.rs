@@ -13,7 +13,7 @@ pub(crate) mod workers;
 pub(crate) use remote::fork_remote;
 pub(crate) use template::Template;
 use template::{
-    EARLY_SPEC_MAX, Idle, SendSpec, TEMPLATE_STARTS, TEMPLATE_TIMEOUT, no_worker_executable,
+    EARLY_SPEC_MAX, IdleRole, SendSpec, TEMPLATE_STARTS, TEMPLATE_TIMEOUT, no_worker_executable,
     take_back, worker_args, worker_channel,
 };
 
@@ -23,7 +23,7 @@ use crate::code::Code;
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
 use crate::launch::sandbox::Sandbox;
-use crate::policy::{Denial, DirAccess, DirGrant, Free, Lent, Prepared, WorkerRequest};
+use crate::policy::{Denial, DirAccess, DirGrant, Headroom, Lent, Prepared, WorkerRequest};
 use crate::stdio::Asked;
 use crate::worker::spec::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use cap_std::fs::Dir;
@@ -35,7 +35,7 @@ use std::time::Duration;
 impl ProcessCtx {
     /// What this guest has free of its budgets, not counting the worker
     /// about to be forked.
-    pub(crate) fn free(&self) -> Free {
+    pub(crate) fn free(&self) -> Headroom {
         self.budget.free(&self.policy.limits)
     }
 
@@ -279,7 +279,7 @@ impl ProcessCtx {
             if self.check_budget(1, 0).is_err() {
                 return;
             }
-            match self.new_idle_worker(Idle::Warm) {
+            match self.new_idle_worker(IdleRole::Warm) {
                 Ok((child, socket)) => {
                     child.count(1);
                     self.workers.warm.push((child, socket));
@@ -355,7 +355,7 @@ impl ProcessCtx {
         }
         self.workers.template_starts += 1;
         let started = self
-            .new_idle_worker(Idle::Template)
+            .new_idle_worker(IdleRole::Template)
             .and_then(|(child, socket)| {
                 (socket.set_read_timeout(Some(TEMPLATE_TIMEOUT)))
                     .and_then(|()| socket.set_write_timeout(Some(TEMPLATE_TIMEOUT)))
@@ -420,7 +420,7 @@ impl ProcessCtx {
                 Err(_) => {}
             }
         }
-        let (child, socket) = self.new_idle_worker(Idle::Cold)?;
+        let (child, socket) = self.new_idle_worker(IdleRole::Cold)?;
         sent(&socket)?;
         Ok((child, socket, 0))
     }
@@ -433,9 +433,9 @@ impl ProcessCtx {
     /// may fork before its specification comes: `--preload`).
     fn new_idle_worker(
         &mut self,
-        idle: Idle,
+        idle: IdleRole,
     ) -> Result<(Child, std::os::unix::net::UnixStream), Failure> {
-        if idle == Idle::Warm && self.workers.template_ready() {
+        if idle == IdleRole::Warm && self.workers.template_ready() {
             let (ours, theirs) = worker_channel()?;
             if let Ok(child) = self.fork_from_template(&theirs) {
                 return Ok((child, ours));
@@ -443,8 +443,8 @@ impl ProcessCtx {
         }
         let (ours, theirs) = worker_channel()?;
         let preload = match idle {
-            Idle::Cold => Vec::new(),
-            Idle::Warm | Idle::Template => self.preload_code(),
+            IdleRole::Cold => Vec::new(),
+            IdleRole::Warm | IdleRole::Template => self.preload_code(),
         };
         let args = worker_args(idle, theirs.as_raw_fd(), &preload);
         let inherit = std::iter::once(theirs.as_raw_fd())
@@ -452,7 +452,7 @@ impl ProcessCtx {
             .collect();
         let prepared = self.worker_prepared(args, inherit)?;
         let kind = match idle {
-            Idle::Template => "worker-template",
+            IdleRole::Template => "worker-template",
             _ => "worker-process",
         };
         let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;

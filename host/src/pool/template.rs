@@ -27,11 +27,11 @@ pub(super) fn no_worker_executable() -> Failure {
 /// The worker executable's arguments for an `idle` worker process (or the
 /// template) on the inherited channel descriptor `channel_fd`, loading the
 /// inherited code `preload` before its specification comes.
-pub(super) fn worker_args(idle: Idle, channel_fd: RawFd, preload: &[Code]) -> Vec<String> {
+pub(super) fn worker_args(idle: IdleRole, channel_fd: RawFd, preload: &[Code]) -> Vec<String> {
     ["__worker", "--channel-fd", &channel_fd.to_string()]
         .into_iter()
         .map(str::to_owned)
-        .chain((idle == Idle::Template).then(|| "--template".to_owned()))
+        .chain((idle == IdleRole::Template).then(|| "--template".to_owned()))
         .chain(preload.iter().flat_map(|code| {
             let fd = code.fd().as_raw_fd();
             ["--preload".to_owned(), format!("{}:{fd}", code.key)]
@@ -56,7 +56,7 @@ pub(super) fn worker_channel() -> Result<
 
 /// Which kind of idle worker process to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Idle {
+pub(super) enum IdleRole {
     /// For the fork at hand.
     Cold,
     /// For the pool of warm workers.

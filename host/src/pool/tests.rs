@@ -17,9 +17,9 @@ fn limits(live: Option<u32>, spawns: Option<u64>) -> WorkerLimits {
 }
 
 /// What a context with no child alive has free.
-fn free(ctx: &ProcessCtx) -> Free {
+fn free(ctx: &ProcessCtx) -> Headroom {
     let limits = &ctx.policy.limits;
-    Free {
+    Headroom {
         live: limits.max_live_children - 1,
         spawns: limits.max_total_spawns.map(|m| m - 1),
     }
