@@ -3,6 +3,10 @@
 //! directory, stand in for 3 machines; `wasmproc run --cluster` places
 //! the worker pool's workers on them.
 //!
+//! Every host and agent has its own nkey identity (`wasmproc keygen`) and
+//! trusts the other side's public key. The attack tests (`attack_*`) play
+//! another client of the bus against them, as issue 23 lists.
+//!
 //! Needs `nats-server` on PATH (`.ci/run` installs it with pip).
 
 mod common;
@@ -82,11 +86,81 @@ fn data(n: usize, size: u64) -> tempfile::TempDir {
     dir
 }
 
+/// A cluster identity: its seed file and public key.
+struct Key {
+    file: std::path::PathBuf,
+    public: String,
+}
+
+/// A new identity in `dir`, made by `wasmproc keygen`.
+fn keygen(dir: &Path, name: &str) -> Key {
+    let file = dir.join(name);
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .arg("keygen")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = text(&out.stdout).trim().to_owned();
+    assert!(public.starts_with('U') && public.len() == 56, "{public}");
+    Key { file, public }
+}
+
+/// The identities of a test's cluster: one host, and agents that trust it
+/// (and that it trusts).
+struct Ids {
+    _dir: tempfile::TempDir,
+    host: Key,
+    agents: Vec<Key>,
+}
+
+fn ids(agents: usize) -> Ids {
+    let dir = tempfile::tempdir().unwrap();
+    let host = keygen(dir.path(), "host.nk");
+    let agents = (0..agents)
+        .map(|i| keygen(dir.path(), &format!("agent{i}.nk")))
+        .collect();
+    Ids {
+        _dir: dir,
+        host,
+        agents,
+    }
+}
+
+impl Ids {
+    /// `run --cluster`'s flags: this host's key, every agent's trusted.
+    fn host_args(&self) -> Vec<String> {
+        let mut args = vec!["--host-key".into(), self.host.file.display().to_string()];
+        for a in &self.agents {
+            args.extend(["--trust-agent".into(), a.public.clone()]);
+        }
+        args
+    }
+
+    /// Agent `i`'s flags: its key, the host's trusted.
+    fn agent_args(&self, i: usize) -> Vec<String> {
+        vec![
+            "--agent-key".into(),
+            self.agents[i].file.display().to_string(),
+            "--trust-host".into(),
+            self.host.public.clone(),
+        ]
+    }
+}
+
 /// An agent on `url` exporting `export` as `/data` (unless `None`),
-/// labelled `labels`, with a cache of its own; waits until it serves.
-fn agent(url: &str, export: Option<&Path>, labels: &[&str], cache: &Path) -> (Killed, String) {
+/// labelled `labels`, with a cache of its own and the identity flags
+/// `keys`; waits until it serves.
+fn agent(
+    url: &str,
+    export: Option<&Path>,
+    labels: &[&str],
+    cache: &Path,
+    keys: &[String],
+) -> (Killed, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmproc"));
     cmd.args(["agent", "--nats", url])
+        .args(keys)
         .args(["--allow-fork", guest("pool-worker").to_str().unwrap()])
         .env("WASMPROC_CACHE", cache)
         .stdout(Stdio::piped())
@@ -110,15 +184,21 @@ fn agent(url: &str, export: Option<&Path>, labels: &[&str], cache: &Path) -> (Ki
 }
 
 /// `wasmproc run worker-pool.wasm /data WORKERS PLACEMENT`, granted
-/// `local` as `/data`, in the cluster at `url`.
-fn pool(url: Option<&str>, local: &Path, workers: &str, placement: &str, audit: &Path) -> Command {
+/// `local` as `/data`, in the cluster at `url` as the host of `ids`.
+fn pool(
+    url: Option<(&str, &Ids)>,
+    local: &Path,
+    workers: &str,
+    placement: &str,
+    audit: &Path,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmproc"));
     cmd.arg("run")
         .args(["--dir-ro", &format!("{}::/data", local.display())])
         .args(["--allow-fork", guest("pool-worker").to_str().unwrap()])
         .args(["--audit-log", audit.to_str().unwrap()]);
-    if let Some(url) = url {
-        cmd.args(["--cluster", url]);
+    if let Some((url, ids)) = url {
+        cmd.args(["--cluster", url]).args(ids.host_args());
     }
     cmd.arg(guest("worker-pool"))
         .args(["/data", workers, placement]);
@@ -153,6 +233,7 @@ fn fork_agents(audit: &Path) -> Vec<(String, u32)> {
 struct Machines {
     _servers: Vec<Killed>,
     urls: Vec<String>,
+    ids: Ids,
     agents: Vec<(Killed, String)>,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -161,17 +242,20 @@ struct Machines {
 /// data (`n` files of `size`) and its own cache.
 fn machines(n: usize, size: u64) -> Machines {
     let (servers, urls) = nats_cluster();
+    let ids = ids(3);
     let mut agents = Vec::new();
     let mut dirs = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let (copy, cache) = (data(n, size), tempfile::tempdir().unwrap());
         let zone = format!("zone={}", ["a", "b", "c"][i]);
-        agents.push(agent(url, Some(copy.path()), &[&zone], cache.path()));
+        let keys = ids.agent_args(i);
+        agents.push(agent(url, Some(copy.path()), &[&zone], cache.path(), &keys));
         dirs.extend([copy, cache]);
     }
     Machines {
         _servers: servers,
         urls,
+        ids,
         agents,
         _dirs: dirs,
     }
@@ -187,7 +271,7 @@ fn the_worker_pool_placed_across_three_agents_prints_what_it_prints_locally() {
         .unwrap();
     assert!(here.status.success(), "{}", text(&here.stderr));
     let there = pool(
-        Some(&cluster.urls[0]),
+        Some((&cluster.urls[0], &cluster.ids)),
         local.path(),
         "6",
         "cluster",
@@ -213,7 +297,7 @@ fn labels_place_workers_only_on_agents_that_have_them() {
     let local = data(5, 1 << 10);
     let audit = tempfile::NamedTempFile::new().unwrap();
     let out = pool(
-        Some(&cluster.urls[0]),
+        Some((&cluster.urls[0], &cluster.ids)),
         local.path(),
         "3",
         "labels:zone=b",
@@ -228,7 +312,7 @@ fn labels_place_workers_only_on_agents_that_have_them() {
     assert!(placed.iter().all(|(a, _)| a == zone_b), "{placed:?}");
     // No agent has the label: refused, not hung.
     let out = pool(
-        Some(&cluster.urls[0]),
+        Some((&cluster.urls[0], &cluster.ids)),
         local.path(),
         "1",
         "labels:gpu",
@@ -238,7 +322,7 @@ fn labels_place_workers_only_on_agents_that_have_them() {
     .unwrap();
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("no agent of the cluster with labels gpu"),
+        text(&out.stderr).contains("no trusted agent of the cluster with labels gpu"),
         "{}",
         text(&out.stderr)
     );
@@ -248,12 +332,13 @@ fn labels_place_workers_only_on_agents_that_have_them() {
 fn a_request_beyond_an_agents_policy_is_refused() {
     let (_servers, urls) = nats_cluster();
     let cache = tempfile::tempdir().unwrap();
+    let ids = ids(1);
     // This agent exports nothing.
-    let (_agent, id) = agent(&urls[1], None, &["bare"], cache.path());
+    let (_agent, id) = agent(&urls[1], None, &["bare"], cache.path(), &ids.agent_args(0));
     let local = data(2, 1 << 10);
     let audit = tempfile::NamedTempFile::new().unwrap();
     let out = pool(
-        Some(&urls[0]),
+        Some((&urls[0], &ids)),
         local.path(),
         "1",
         "labels:bare",
@@ -281,7 +366,7 @@ fn killing_an_agent_mid_run_loses_its_worker_and_the_pool_goes_on() {
     let local = data(60, 8 << 20);
     let audit = tempfile::NamedTempFile::new().unwrap();
     let mut run = pool(
-        Some(&cluster.urls[0]),
+        Some((&cluster.urls[0], &cluster.ids)),
         local.path(),
         "3",
         "cluster",
@@ -348,7 +433,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// One NATS server requiring `token`, and an agent with it that runs
 /// echo-worker and may run testprog, auditing to `audit`.
-fn token_agent(token: &str, audit: &Path, cache: &Path) -> (Vec<Killed>, String) {
+fn token_agent(token: &str, audit: &Path, cache: &Path, ids: &Ids) -> (Vec<Killed>, String) {
     let port = free_port();
     let server = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--auth", token])
@@ -361,6 +446,7 @@ fn token_agent(token: &str, audit: &Path, cache: &Path) -> (Vec<Killed>, String)
     let url = format!("nats://127.0.0.1:{port}");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
         .args(["agent", "--nats", &url, "--nats-token", token])
+        .args(ids.agent_args(0))
         .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
         .args(["--allow-run", testprog().to_str().unwrap()])
         .args(["--audit-log", audit.to_str().unwrap()])
@@ -378,9 +464,15 @@ fn token_agent(token: &str, audit: &Path, cache: &Path) -> (Vec<Killed>, String)
 }
 
 /// fork-probe with every worker placed on the cluster at `url`.
-fn remote_probe(url: &str, token: &str, audit: &Path, args: &[&str]) -> std::process::Output {
+fn remote_probe(
+    (url, ids): (&str, &Ids),
+    token: &str,
+    audit: &Path,
+    args: &[&str],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wasmproc"))
         .args(["run", "--cluster", url, "--nats-token", token])
+        .args(ids.host_args())
         .args(["--env", "PLACEMENT=cluster"])
         .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
         .args(["--allow-run", testprog().to_str().unwrap()])
@@ -398,9 +490,10 @@ fn a_remote_worker_keeps_the_local_contract_output_exit_codes_traps_and_audit() 
         tempfile::NamedTempFile::new().unwrap(),
     );
     let cache = tempfile::tempdir().unwrap();
-    let (_machines, url) = token_agent("s3cret", agent_audit.path(), cache.path());
+    let ids = ids(1);
+    let (_machines, url) = token_agent("s3cret", agent_audit.path(), cache.path(), &ids);
     let probe = |args: &[&str]| {
-        let out = remote_probe(&url, "s3cret", host_audit.path(), args);
+        let out = remote_probe((&url, &ids), "s3cret", host_audit.path(), args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
@@ -433,7 +526,7 @@ fn a_remote_worker_keeps_the_local_contract_output_exit_codes_traps_and_audit() 
     assert_eq!(on_agent["confinement"], "full");
     assert_eq!(on_host["worker"]["component"], "echo-worker.wasm");
     // Without the token the host cannot join.
-    let out = remote_probe(&url, "wrong", host_audit.path(), &["output", "x"]);
+    let out = remote_probe((&url, &ids), "wrong", host_audit.path(), &["output", "x"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("connecting to NATS"),

@@ -76,7 +76,12 @@ fn advert() -> impl Strategy<Value = Advert> {
         prop::collection::vec(any::<String>(), 0..6),
         any::<u32>(),
     )
-        .prop_map(|(id, labels, free)| Advert { id, labels, free })
+        .prop_map(|(id, labels, free)| Advert {
+            id,
+            labels,
+            free,
+            xkey: String::new(),
+        })
 }
 
 fn fork_request() -> impl Strategy<Value = ForkRequest> {
@@ -98,6 +103,7 @@ fn fork_request() -> impl Strategy<Value = ForkRequest> {
                 policy: Policy::default(),
                 stdout,
                 stderr,
+                keys: SessionKeys::new(),
             },
         )
 }
