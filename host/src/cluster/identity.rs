@@ -166,8 +166,9 @@ impl Identity {
         &self.public
     }
 
-    /// `body` signed for `subject`, with the next sequence number.
-    pub(crate) fn sign(&self, subject: &str, body: &[u8]) -> Bytes {
+    /// `body` signed for `subject`, with the next sequence number: the
+    /// envelope of every control message (public for tools and tests).
+    pub fn sign(&self, subject: &str, body: &[u8]) -> Bytes {
         let (ts, seq) = (now_millis(), self.seq.fetch_add(1, Ordering::AcqRel));
         let signed = signed_bytes(subject, ts, seq, body);
         let sig = self
@@ -297,8 +298,9 @@ impl Trust {
     }
 }
 
-/// What one side dropped, counted; shown in the log (at warn, at most
-/// once a second) and the audit log (`cluster-dropped`, with the total).
+/// What one side dropped, counted; shown in the log (at warn) and the
+/// audit log (`cluster-dropped`, with the total): each of the first 16,
+/// then at each power of two or after a quiet second.
 pub struct Drops {
     role: &'static str,
     total: AtomicU64,
@@ -334,8 +336,10 @@ impl Drops {
     pub fn count(&self, why: Rejected, subject: &str) {
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
         {
+            // The first few, then a flood in ever rarer lines.
             let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-            if shown.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            let quiet = shown.is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+            if quiet && total > 16 && !total.is_power_of_two() {
                 return;
             }
             *shown = Some(Instant::now());
