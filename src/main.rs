@@ -455,9 +455,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             let g = &args.grants;
             let (identity, trust) = cluster_trust("run --cluster", &g.host_key, &g.trust_agent, g)?;
             let nats = g.nats(url, g.host_key.as_deref());
-            let audit = (g.audit_log.as_ref())
-                .map(|path| AuditLog::to_file(path))
-                .transpose()?;
+            let audit = (g.audit_log.as_ref()).map(AuditLog::to_file).transpose()?;
             let cluster = wasmproc_host::cluster::Cluster::connect(&nats, identity, trust, audit);
             process.cluster(cluster.await?);
         }

@@ -673,11 +673,14 @@ fn running(pid: u32) -> bool {
         .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
 }
 
+/// Messages heard: subject and payload.
+type Heard = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Another client of the bus: what it hears, and what it publishes.
 struct Spy {
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
-    heard: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    heard: Heard,
 }
 
 impl Spy {

@@ -250,7 +250,8 @@ pub(crate) enum Answer {
     Started {
         pid: u32,
         from_worker: async_nats::Subscriber,
-        opener: Opener,
+        /// (Boxed: its replay window is a kilobyte.)
+        opener: Box<Opener>,
         link: Link,
     },
     /// The agent refused, with the error code and message on the wire.
@@ -302,7 +303,7 @@ impl Cluster {
             Ok(ForkReply::Started { pid }) => Ok(Answer::Started {
                 pid,
                 from_worker,
-                opener,
+                opener: Box::new(opener),
                 link: Link::new(
                     client.clone(),
                     session_subject(&ends, true),

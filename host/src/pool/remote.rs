@@ -56,7 +56,7 @@ pub(crate) async fn fork_remote(
             from_worker,
             opener,
             link,
-        } => (pid, (from_worker, opener), link),
+        } => (pid, (from_worker, *opener), link),
         Answer::Refused { code, message } => {
             let error = from_wire(&code, format!("agent {agent}: {message}"));
             if code == "access-denied" || code == "limit-exceeded" {
