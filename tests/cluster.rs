@@ -783,7 +783,9 @@ fn finish(run: &mut Killed) -> (std::process::ExitStatus, String, String) {
         let _ = stderr.read_to_string(&mut err);
         err
     });
-    let _ = run.0.stdout.take().unwrap().read_to_string(&mut out);
+    if let Some(mut stdout) = run.0.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
     let err = reading.join().unwrap();
     (run.0.wait().unwrap(), out, err)
 }
@@ -1223,4 +1225,53 @@ fn attack_6_a_flood_of_heartbeat_ids_loses_no_real_host() {
         "{:?}",
         dropped(agent_audit.path())
     );
+}
+
+#[test]
+fn agent_and_cluster_host_refuse_to_trust_no_one_unless_insecure_and_then_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let fork = guest("echo-worker");
+    // No trusted key: refused before anything connects.
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["agent", "--nats", "nats://127.0.0.1:1", "--allow-fork"])
+        .arg(&fork)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("agent trusts no host: give --trust-host KEY"));
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--cluster", "nats://127.0.0.1:1"])
+        .arg(guest("hello"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("run --cluster trusts no agent: give --trust-agent KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --insecure: it runs, and says so on stderr and in the audit log.
+    let (_server, url) = open_bus();
+    let audit = dir.path().join("audit.jsonl");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["agent", "--nats", &url, "--insecure", "--allow-fork"])
+        .arg(fork)
+        .args(["--audit-log", audit.to_str().unwrap()])
+        .env("WASMPROC_CACHE", dir.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.ends_with("serving\n"), "{first:?}");
+    let mut agent = Killed(agent);
+    let _ = agent.0.kill();
+    let (_, _, stderr) = finish(&mut agent);
+    assert!(stderr.contains("agent is insecure"), "{stderr}");
+    let insecure = events(&audit, "cluster-insecure");
+    assert_eq!(insecure.len(), 1, "{insecure:?}");
+    assert_eq!(insecure[0]["role"], "agent");
 }
