@@ -431,6 +431,11 @@ mod tests {
             Some(Path::new("/etc/wasmproc/audit.jsonl"))
         );
         assert_eq!(args.cluster.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(
+            args.host_key.as_deref(),
+            Some(Path::new("/etc/wasmproc/host.nk"))
+        );
+        assert_eq!(args.trust_agent, ["UABC…"]);
         assert_eq!(args.dirs_ro, ["/etc/wasmproc/data::/data"]);
         assert!(args.dirs.is_empty());
         assert_eq!(args.timeout, Some(Duration::from_secs(10)));
@@ -574,6 +579,12 @@ mod tests {
                 "--cluster=nats://a:1",
                 "cluster = \"nats://a:1\"",
                 "cluster = \"nats://b:1\"",
+            ),
+            (
+                "host_key",
+                "--host-key=/etc/wasmproc/a.nk",
+                "host_key = \"a.nk\"",
+                "host_key = \"b.nk\"",
             ),
             (
                 "audit_log",
