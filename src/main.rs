@@ -410,8 +410,10 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMPROC_LOG")
                 // Sandbox warnings (a layer down, a grant the child user
-                // cannot use) are shown unless the operator chooses.
-                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn".into()),
+                // cannot use) and the cluster's (messages dropped from the
+                // bus, with their count) are shown unless the operator
+                // chooses.
+                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn,wasmproc::cluster=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -446,7 +448,14 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
     }
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
-    let (wasi, mut process) = contexts(&args.grants, &args.component, &args.args, &runner)?;
+    // One audit log for the guest and the cluster (one writer: whole lines).
+    let audit = open_audit(&args.grants)?;
+    let (wasi, mut process) = contexts(
+        &args.grants,
+        (&args.component, &args.args),
+        &runner,
+        audit.clone(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -455,7 +464,6 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             let g = &args.grants;
             let (identity, trust) = cluster_trust("run --cluster", &g.host_key, &g.trust_agent, g)?;
             let nats = g.nats(url, g.host_key.as_deref());
-            let audit = (g.audit_log.as_ref()).map(AuditLog::to_file).transpose()?;
             let cluster = wasmproc_host::cluster::Cluster::connect(&nats, identity, trust, audit);
             process.cluster(cluster.await?);
         }
@@ -475,7 +483,8 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
         bail!("an agent runs only the components granted with --allow-fork: grant at least one");
     }
     let runner = Runner::new()?;
-    let (_, mut process) = contexts(&args.grants, Path::new("agent"), &[], &runner)?;
+    let audit = open_audit(&args.grants)?;
+    let (_, mut process) = contexts(&args.grants, (Path::new("agent"), &[]), &runner, audit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -538,6 +547,14 @@ fn cluster_trust(
         (keys, _) => Trust::keys(keys)?,
     };
     Ok((identity, trust))
+}
+
+/// The audit log `--audit-log` names, opened.
+fn open_audit(args: &Grants) -> Result<Option<AuditLog>> {
+    let open = |path: &PathBuf| {
+        AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))
+    };
+    args.audit_log.as_ref().map(open).transpose()
 }
 
 /// `wasmproc keygen FILE`: a new identity's seed to FILE (0600, never
@@ -663,9 +680,9 @@ fn stopped(signal: &str, code: u8) -> u8 {
 /// may contain `runner`'s component cache or lie inside it.
 fn contexts(
     args: &Grants,
-    component: &Path,
-    guest_args: &[String],
+    (component, guest_args): (&Path, &[String]),
     runner: &Runner,
+    audit: Option<AuditLog>,
 ) -> Result<(WasiCtx, wasmproc_host::ProcessCtxBuilder)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
@@ -739,9 +756,7 @@ fn contexts(
     for &gid in &args.allow_gids {
         process.allow_gid(gid);
     }
-    if let Some(path) = &args.audit_log {
-        let log =
-            AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
+    if let Some(log) = audit {
         process.audit_log(log);
     }
     let (child_uid, child_gid) = (args.child_user).unwrap_or((DEFAULT_CHILD_ID, DEFAULT_CHILD_ID));
