@@ -723,6 +723,24 @@ impl Spy {
         });
     }
 
+    /// Answers every request on `subject` at once with `junk` (racing
+    /// the real responder).
+    fn answer_all(&self, subject: &str, junk: &'static [u8]) {
+        let (client, subject) = (self.client.clone(), subject.to_owned());
+        self.rt.block_on(async {
+            let mut sub = client.subscribe(subject).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                while let Some(m) = sub.next().await {
+                    if let Some(reply) = m.reply {
+                        let _ = client.publish(reply, junk.into()).await;
+                    }
+                }
+            });
+        });
+    }
+
     fn heard(&self) -> Vec<(String, Vec<u8>)> {
         self.heard.lock().unwrap().clone()
     }
@@ -795,7 +813,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte() {
+fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte_nor_forges_a_reply()
+ {
     let (_server, url) = open_bus();
     let ids = ids(1);
     let (agent_audit, host_audit) = (
@@ -806,6 +825,9 @@ fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte
     let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
     let spy = Spy::connect(&url, None);
     spy.listen(">");
+    // And answers each fork request first, with a forged reply.
+    let forger = Spy::connect(&url, None);
+    forger.answer_all("wasmproc.agent.>", b"{\"Started\":{\"pid\":1}}");
     let host = ids.host_args();
     // An argument that the worker prints (stdout), and one that its child
     // prints and the worker sends back (channel).
@@ -858,6 +880,9 @@ fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte
         // Nor the policy, nor the component's name: the request is sealed.
         assert!(!contains(payload, b"echo-worker"), "{subject}");
     }
+    // The forged replies were dropped (the runs above got the real ones).
+    let (_, reasons) = dropped(host_audit.path());
+    assert!(reasons.iter().any(|r| r == "undecryptable"), "{reasons:?}");
 }
 
 #[test]

@@ -259,6 +259,44 @@ pub(crate) enum Answer {
 }
 
 impl Cluster {
+    /// Sends the fork request `body` on `subject` and waits for the first
+    /// reply that opens with `opener` (anything else on the inbox is
+    /// dropped and counted: a forged reply cannot fail the fork).
+    async fn answer(
+        &self,
+        id: &str,
+        (subject, body): (String, bytes::Bytes),
+        opener: &mut Opener,
+    ) -> Result<Vec<u8>, Failure> {
+        use futures_util::StreamExt;
+        let client = &self.inner.client;
+        let asking =
+            |e: &dyn std::fmt::Display| Failure::Io(format!("asking agent {id} to fork: {e}"));
+        let inbox = client.new_inbox();
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| asking(&e))?;
+        (client.publish_with_reply(subject, inbox, body).await).map_err(|e| asking(&e))?;
+        let deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
+        loop {
+            let reply = match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => return Err(asking(&"the connection ended")),
+                Err(_) => {
+                    return Err(Failure::TimedOut(format!(
+                        "agent {id} did not answer the fork in time (does it trust this host's key {}?)",
+                        self.public_key()
+                    )));
+                }
+            };
+            match opener.open(&reply.payload) {
+                Ok(plain) => return Ok(plain),
+                Err(why) => self.inner.drops.count(why, &reply.subject),
+            }
+        }
+    }
+
     /// This host's id on the cluster.
     pub(crate) fn id(&self) -> &str {
         &self.inner.id
@@ -286,19 +324,9 @@ impl Cluster {
             .map_err(|e| Failure::Io(format!("sealing the fork request: {e}")))?;
         let subject = fork_subject(&agent.key, &agent.id);
         let body = self.inner.identity.sign(&subject, &sealed);
-        let id = &agent.id;
-        let reply = tokio::time::timeout(FORK_TIMEOUT, client.request(subject, body))
-            .await
-            .map_err(|_| {
-                Failure::TimedOut(format!(
-                    "agent {id} did not answer the fork in time (does it trust this host's key {}?)",
-                    self.public_key()
-                ))
-            })?
-            .map_err(|e| Failure::Io(format!("asking agent {id} to fork: {e}")))?;
         let mut opener = keys.opener(&request.session, false);
-        let plain = (opener.open(&reply.payload))
-            .map_err(|e| Failure::Io(format!("agent {id} answered a message that is {e}")))?;
+        let plain = self.answer(&agent.id, (subject, body), &mut opener).await?;
+        let id = &agent.id;
         match serde_json::from_slice::<ForkReply>(&plain) {
             Ok(ForkReply::Started { pid }) => Ok(Answer::Started {
                 pid,
