@@ -330,6 +330,35 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_fork_request_shows_no_env_value_arg_or_session_key() {
+        let keys = SessionKeys::new();
+        let request = crate::cluster::ForkRequest {
+            session: "s".into(),
+            parent: "p".into(),
+            component: "worker.wasm".into(),
+            args: vec!["ARG-S3CRET".into()],
+            env: vec![("TOKEN".into(), "ENV-S3CRET".into())],
+            dirs: vec![],
+            policy: crate::policy::Policy::default(),
+            stdout: true,
+            stderr: true,
+            keys: keys.clone(),
+        };
+        let plain = serde_json::to_vec(&request).unwrap();
+        let agent = nkeys::XKey::new();
+        let sealed = seal_to(&agent.public_key(), &plain).unwrap();
+        for secret in [
+            &b"S3CRET"[..],
+            b"TOKEN",
+            b"worker.wasm",
+            &keys.to_worker[..8],
+        ] {
+            assert!(!sealed.windows(secret.len()).any(|w| w == secret));
+        }
+        assert_eq!(open_from(&agent, &sealed).unwrap(), plain);
+    }
+
+    #[test]
     fn a_request_sealed_to_an_agent_opens_only_with_its_key() {
         let agent = nkeys::XKey::new();
         let sealed = seal_to(&agent.public_key(), b"SECRET=1").unwrap();
