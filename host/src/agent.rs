@@ -23,8 +23,8 @@ use crate::cluster::seal::open_from;
 use crate::cluster::{
     Advert, Drops, Ended, Ends, ForkReply, ForkRequest, HEARTBEAT, Identity, LOST_AFTER, Link,
     NatsOptions, Opener, Receiving, Rejected, SeenRequests, Signed, Trust, advert_subject,
-    channel_halves, fork_subject, is_id, kind, message, new_id, send_stream, session_subject,
-    stream, to_wire,
+    channel_halves, fork_subject, is_id, kind, message, new_id, parent_subject, send_stream,
+    session_subject, stream, to_wire,
 };
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
@@ -36,9 +36,11 @@ use crate::worker::spec::{WorkerDir, WorkerSpec};
 use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Fork requests an agent remembers (to refuse a replay) at most.
 const MAX_SEEN_REQUESTS: usize = 1 << 16;
@@ -59,6 +61,8 @@ pub struct Agent {
     parents: Parents,
     /// Fork requests seen, by signer and sequence number.
     seen: Mutex<SeenRequests>,
+    /// The task hearing each host's heartbeats, by host id.
+    hearing: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The sessions running.
     sessions: Mutex<std::collections::HashSet<String>>,
 }
@@ -91,6 +95,7 @@ impl Agent {
             ctx: Mutex::new(ctx),
             parents: Parents::default(),
             seen: Mutex::new(SeenRequests::new(MAX_SEEN_REQUESTS)),
+            hearing: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Default::default()),
         }))
     }
@@ -117,29 +122,6 @@ impl Agent {
         let mut requests = (self.client)
             .subscribe(fork_subject(self.public_key(), &self.id))
             .await?;
-        let mut parents = self.client.subscribe("wasmproc.parent.>").await?;
-        let hearing = {
-            let agent = self.clone();
-            tokio::spawn(async move {
-                while let Some(m) = parents.next().await {
-                    let sender = (m.subject.strip_prefix("wasmproc.parent."))
-                        .and_then(|rest| rest.split_once('.'));
-                    let heard = match sender {
-                        Some(sender) => {
-                            (agent.parents).beat(&agent.trust, &m.subject, sender, &m.payload)
-                        }
-                        None => Err(Rejected::Malformed),
-                    };
-                    match (heard, sender) {
-                        // A trusted host's heartbeat with no worker here:
-                        // ordinary traffic, not worth a word.
-                        (Err(Rejected::Unknown), Some((key, _))) if agent.trust.trusts(key) => {}
-                        (Err(why), _) => agent.drops.count(why, &m.subject),
-                        (Ok(()), _) => {}
-                    }
-                }
-            })
-        };
         let advertising = {
             let agent = self.clone();
             let subject = advert_subject(self.public_key());
@@ -157,7 +139,6 @@ impl Agent {
             let agent = self.clone();
             tokio::spawn(async move { agent.fork(request).await });
         }
-        hearing.abort();
         advertising.abort();
         Ok(())
     }
@@ -241,7 +222,7 @@ impl Agent {
         if let Ok(session) = started {
             self.serve_session(session, to_host, opener).await;
             self.sessions().remove(&id);
-            self.parents.release(&parent);
+            self.release(&parent);
         }
     }
 
@@ -253,7 +234,7 @@ impl Agent {
     /// asks for, within this agent's policy, and listens to its host's
     /// messages on `from_host` (before the host hears of it).
     async fn start(
-        &self,
+        self: &Arc<Self>,
         req: ForkRequest,
         (host, seq): (&str, u64),
         from_host: String,
@@ -271,12 +252,19 @@ impl Agent {
         let admitted = (self.parents.admit(&parent, host, seq))
             .map_err(|_| Failure::AccessDenied(format!("host id {parent} is another key's")));
         let started = match admitted {
-            Ok(()) => {
-                let from_host = (self.client.subscribe(from_host).await)
-                    .map_err(|e| Failure::Io(format!("subscribing to the session: {e}")));
+            Ok(new) => {
+                let heard = match new {
+                    true => self.hear(host, &parent).await,
+                    false => Ok(()),
+                };
+                let from_host = match heard {
+                    Ok(()) => (self.client.subscribe(from_host).await)
+                        .map_err(|e| Failure::Io(format!("subscribing to the session: {e}"))),
+                    Err(e) => Err(e),
+                };
                 let started = from_host.and_then(|from_host| self.launch(req, from_host));
                 if started.is_err() {
-                    self.parents.release(&parent);
+                    self.release(&parent);
                 }
                 started
             }
@@ -286,6 +274,43 @@ impl Agent {
             self.sessions().remove(&session);
         }
         started
+    }
+
+    /// Hears the heartbeats of host `id` (key `key`) while it has workers
+    /// here: a subscription to its own subject, so that no other host's
+    /// heartbeat, nor a flood of made-up ids, ever reaches this agent.
+    async fn hear(self: &Arc<Self>, key: &str, id: &str) -> Result<(), Failure> {
+        let subject = parent_subject(key, id);
+        let mut beats = (self.client.subscribe(subject).await)
+            .map_err(|e| Failure::Io(format!("subscribing to the host's heartbeat: {e}")))?;
+        let (agent, key, parent) = (self.clone(), key.to_owned(), id.to_owned());
+        let task = tokio::spawn(async move {
+            while let Some(m) = beats.next().await {
+                let sender = (key.as_str(), parent.as_str());
+                if let Err(why) = (agent.parents).beat(&agent.trust, &m.subject, sender, &m.payload)
+                {
+                    agent.drops.count(why, &m.subject);
+                }
+            }
+        });
+        if let Some(old) = self.hearing().insert(id.to_owned(), task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    /// A session of host `id` ended: past its last, its heartbeats are
+    /// not listened to any more.
+    fn release(&self, id: &str) {
+        if self.parents.release(id)
+            && let Some(task) = self.hearing().remove(id)
+        {
+            task.abort();
+        }
+    }
+
+    fn hearing(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.hearing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the worker of `req`: the part of [`start`](Self::start) that

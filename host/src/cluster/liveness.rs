@@ -11,6 +11,9 @@
 //! sequence number above the last (a captured heartbeat played again is
 //! stale news). Nobody else can enter the table, so nobody can push a
 //! host out of it: its size is the number of hosts with workers here.
+//! The agent listens only to the heartbeat subjects of the hosts in the
+//! table (one subscription each, made when a host enters), so that the
+//! server, not the agent, sets aside everyone else's.
 
 use super::{Rejected, Signed, Trust};
 use std::collections::HashMap;
@@ -40,15 +43,16 @@ impl Parents {
     }
 
     /// Host `id` (key `key`) has a new session here, asked for in a
-    /// message of sequence number `seq`.
-    pub fn admit(&self, id: &str, key: &str, seq: u64) -> Result<(), Rejected> {
+    /// message of sequence number `seq`. Whether the host is new here.
+    pub fn admit(&self, id: &str, key: &str, seq: u64) -> Result<bool, Rejected> {
         let mut hosts = self.hosts();
         match hosts.get_mut(id) {
             // The same host id with another key is not that host.
-            Some(p) if p.key != key => return Err(Rejected::Untrusted),
+            Some(p) if p.key != key => Err(Rejected::Untrusted),
             Some(p) => {
                 p.sessions += 1;
                 p.seq = p.seq.max(seq);
+                Ok(false)
             }
             None => {
                 hosts.insert(
@@ -60,20 +64,23 @@ impl Parents {
                         sessions: 1,
                     },
                 );
+                Ok(true)
             }
         }
-        Ok(())
     }
 
-    /// A session of host `id` ended.
-    pub fn release(&self, id: &str) {
+    /// A session of host `id` ended. Whether that was its last here.
+    pub fn release(&self, id: &str) -> bool {
         let mut hosts = self.hosts();
-        if let Some(p) = hosts.get_mut(id) {
-            p.sessions -= 1;
-            if p.sessions == 0 {
-                hosts.remove(id);
-            }
+        let Some(p) = hosts.get_mut(id) else {
+            return false;
+        };
+        p.sessions -= 1;
+        if p.sessions > 0 {
+            return false;
         }
+        hosts.remove(id);
+        true
     }
 
     /// When host `id` was last heard from, if it is in the table.
@@ -141,7 +148,7 @@ mod tests {
             parents.beat(&trust, subject, (key, "h1"), &first),
             Err(Rejected::Unknown)
         );
-        parents.admit("h1", key, 0).unwrap();
+        assert!(parents.admit("h1", key, 0).unwrap());
         let at = parents.heard("h1").unwrap();
         let second = host.sign(subject, &[]);
         assert_eq!(parents.beat(&trust, subject, (key, "h1"), &second), Ok(()));
@@ -178,8 +185,8 @@ mod tests {
         let host = Identity::generate();
         let trust = Trust::keys([host.public_key()]).unwrap();
         let parents = Parents::default();
-        parents.admit("real", host.public_key(), 0).unwrap();
-        parents.admit("real", host.public_key(), 0).unwrap();
+        assert!(parents.admit("real", host.public_key(), 0).unwrap());
+        assert!(!parents.admit("real", host.public_key(), 0).unwrap());
         for i in 0..10_000 {
             let id = format!("fake{i}");
             let beat = host.sign(&format!("wasmproc.parent.K.{id}"), &[]);
@@ -190,9 +197,9 @@ mod tests {
         }
         assert_eq!(parents.len(), 1);
         assert!(parents.heard("real").is_some());
-        parents.release("real");
+        assert!(!parents.release("real"));
         assert!(parents.heard("real").is_some());
-        parents.release("real");
+        assert!(parents.release("real"));
         assert!(parents.heard("real").is_none());
     }
 }
