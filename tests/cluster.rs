@@ -1,4 +1,5 @@
-//! Scale-out end to end: a 3-node NATS cluster (routes on loopback) and 3
+//! Scale-out end to end: a 3-node NATS cluster (routes on loopback, from
+//! the shipped server configuration, deploy/nats/) and 3
 //! `wasmproc agent` processes, each with its own cache and exported
 //! directory, stand in for 3 machines; `wasmproc run --cluster` places
 //! the worker pool's workers on them.
@@ -44,8 +45,9 @@ fn wait_for_port(port: u16) {
     }
 }
 
-/// Three routed NATS servers; their client URLs.
-fn nats_cluster() -> (Vec<Killed>, Vec<String>) {
+/// Three routed NATS servers, from the shipped configuration (`conf`, a
+/// directory holding it and its users) if given; their client URLs.
+fn nats_cluster(conf: Option<&Path>) -> (Vec<Killed>, Vec<String>) {
     let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut servers = Vec::new();
@@ -54,7 +56,11 @@ fn nats_cluster() -> (Vec<Killed>, Vec<String>) {
             .filter(|&j| j != i)
             .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
             .collect();
-        let server = Command::new("nats-server")
+        let mut server = Command::new("nats-server");
+        if let Some(conf) = conf {
+            server.arg("-c").arg(conf.join("wasmproc.conf"));
+        }
+        let server = server
             .args(["-a", "127.0.0.1", "-p", &clients[i].to_string()])
             .args(["--cluster_name", "wasmproc-test"])
             .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
@@ -232,6 +238,7 @@ fn fork_agents(audit: &Path) -> Vec<(String, u32)> {
 
 struct Machines {
     _servers: Vec<Killed>,
+    _conf: tempfile::TempDir,
     urls: Vec<String>,
     ids: Ids,
     agents: Vec<(Killed, String)>,
@@ -241,8 +248,10 @@ struct Machines {
 /// The cluster, and one agent per server, each with its own copy of the
 /// data (`n` files of `size`) and its own cache.
 fn machines(n: usize, size: u64) -> Machines {
-    let (servers, urls) = nats_cluster();
     let ids = ids(3);
+    // The shipped configuration, every member with its own user.
+    let conf = shipped_conf(&[&ids.host], &ids.agents.iter().collect::<Vec<_>>());
+    let (servers, urls) = nats_cluster(Some(conf.path()));
     let mut agents = Vec::new();
     let mut dirs = Vec::new();
     for (i, url) in urls.iter().enumerate() {
@@ -254,6 +263,7 @@ fn machines(n: usize, size: u64) -> Machines {
     }
     Machines {
         _servers: servers,
+        _conf: conf,
         urls,
         ids,
         agents,
@@ -330,7 +340,7 @@ fn labels_place_workers_only_on_agents_that_have_them() {
 
 #[test]
 fn a_request_beyond_an_agents_policy_is_refused() {
-    let (_servers, urls) = nats_cluster();
+    let (_servers, urls) = nats_cluster(None);
     let cache = tempfile::tempdir().unwrap();
     let ids = ids(1);
     // This agent exports nothing.
@@ -544,9 +554,9 @@ fn a_remote_worker_keeps_the_local_contract_output_exit_codes_traps_and_audit() 
 // attacks only the signatures and the encryption can stop (rows 1, 5, 6).
 // ---------------------------------------------------------------------
 
-/// A NATS server for `hosts` and `agents` from the shipped configuration
-/// (deploy/nats/wasmproc.conf with users.sh's users); its URL.
-fn shipped_bus(hosts: &[&Key], agents: &[&Key]) -> (Killed, String, tempfile::TempDir) {
+/// The shipped configuration (deploy/nats/wasmproc.conf, and users.sh's
+/// users for `hosts` and `agents`), in a directory of its own.
+fn shipped_conf(hosts: &[&Key], agents: &[&Key]) -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats");
     let dir = tempfile::tempdir().unwrap();
     let mut users = Command::new(root.join("users.sh"));
@@ -560,6 +570,13 @@ fn shipped_bus(hosts: &[&Key], agents: &[&Key]) -> (Killed, String, tempfile::Te
     assert!(users.status.success(), "{}", text(&users.stderr));
     std::fs::write(dir.path().join("users.conf"), &users.stdout).unwrap();
     std::fs::copy(root.join("wasmproc.conf"), dir.path().join("wasmproc.conf")).unwrap();
+    dir
+}
+
+/// A NATS server for `hosts` and `agents` from the shipped configuration;
+/// its URL.
+fn shipped_bus(hosts: &[&Key], agents: &[&Key]) -> (Killed, String, tempfile::TempDir) {
+    let dir = shipped_conf(hosts, agents);
     let port = free_port();
     let server = Command::new("nats-server")
         .arg("-c")
