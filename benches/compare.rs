@@ -786,8 +786,12 @@ impl Remote {
         }
         let url = format!("nats://127.0.0.1:{port}");
         let worker = guest.components.join("echo-worker.wasm");
+        // The agent serves this host's key only (its own key is made for
+        // the run); the host takes any signing agent on this private bus.
+        let host = wasmproc_host::cluster::Identity::generate();
         let mut agent = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
-            .args(["agent", "--nats", &url, "--allow-fork"])
+            .args(["agent", "--nats", &url, "--trust-host", host.public_key()])
+            .arg("--allow-fork")
             .arg(&worker)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -803,9 +807,12 @@ impl Remote {
             url,
             ..Default::default()
         };
-        let cluster = guest
-            .rt
-            .block_on(wasmproc_host::cluster::Cluster::connect(&nats))?;
+        let cluster = guest.rt.block_on(wasmproc_host::cluster::Cluster::connect(
+            &nats,
+            host,
+            wasmproc_host::cluster::Trust::anyone(),
+            None,
+        ))?;
         *guest.cluster.borrow_mut() = Some(cluster);
         Ok(remote)
     }

@@ -88,6 +88,15 @@ enum Commands {
     /// (`wasmproc run --cluster URL`) place on this machine, each within
     /// this agent's own policy and in the same sandbox as a local worker.
     Agent(Box<AgentArgs>),
+    /// Make a cluster identity: write a new nkey seed (a NATS user key) to
+    /// FILE (mode 0600, never overwritten) and print its public key, which
+    /// the other side trusts (`--trust-agent`, `--trust-host`) and the
+    /// NATS server's configuration names (deploy/nats/).
+    Keygen {
+        /// Where the seed goes.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Compile components into the compiled-component cache ahead of time
     /// (as `wasmtime compile`), so that their first run or fork does not pay
     /// for it; prints `COMPONENT -> ENTRY` for each. The cache is
@@ -147,6 +156,18 @@ struct AgentArgs {
     /// `sha256:HEX` of every pinned program is added.
     #[arg(long = "label", value_name = "LABEL")]
     labels: Vec<String>,
+
+    /// This agent's identity: a file holding its nkey seed (`wasmproc
+    /// keygen FILE`). It signs its adverts, and is its NATS nkey unless
+    /// --nats-token, --nats-creds or --nats-nkey says otherwise. Without
+    /// it a key is made for this run and printed.
+    #[arg(long, value_name = "FILE")]
+    agent_key: Option<PathBuf>,
+
+    /// Serve the hosts with this public key (repeatable): fork requests
+    /// signed by any other key are dropped. Required unless --insecure.
+    #[arg(long = "trust-host", value_name = "KEY")]
+    trust_host: Vec<String>,
 
     /// The agent's own policy, the ceiling of every worker it runs: its
     /// programs, exported directories (`--dir HOST::NAME` exports HOST as
@@ -362,16 +383,38 @@ struct Grants {
     /// Require TLS to the NATS servers (implied by a `tls://` URL).
     #[arg(long)]
     nats_tls: bool,
+
+    /// This host's cluster identity: a file holding its nkey seed
+    /// (`wasmproc keygen FILE`). It signs its fork requests and heartbeat,
+    /// and is its NATS nkey unless --nats-token, --nats-creds or
+    /// --nats-nkey says otherwise. Without it a key is made for this run
+    /// and printed.
+    #[arg(long, value_name = "FILE")]
+    host_key: Option<PathBuf>,
+
+    /// Place workers only on agents with this public key (repeatable);
+    /// adverts signed by any other key are dropped. Required with
+    /// --cluster unless --insecure.
+    #[arg(long = "trust-agent", value_name = "KEY")]
+    trust_agent: Vec<String>,
+
+    /// Join a cluster (`run --cluster`, `agent`) trusting any key that
+    /// signs, when no key is trusted: for development only. Messages are
+    /// still signed and sealed; this is said on stderr and in the audit log.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl Grants {
-    /// How to reach the NATS servers at `url` with these credentials.
-    fn nats(&self, url: &str) -> wasmproc_host::cluster::NatsOptions {
+    /// How to reach the NATS servers at `url` with these credentials; with
+    /// none, as the cluster identity in `key` (a NATS user nkey).
+    fn nats(&self, url: &str, key: Option<&Path>) -> wasmproc_host::cluster::NatsOptions {
+        let other = self.nats_token.is_some() || self.nats_creds.is_some();
         wasmproc_host::cluster::NatsOptions {
             url: url.to_owned(),
             token: self.nats_token.clone(),
             creds: self.nats_creds.clone(),
-            nkey: self.nats_nkey.clone(),
+            nkey: (self.nats_nkey.clone()).or_else(|| key.filter(|_| !other).map(Path::to_owned)),
             ca: self.nats_ca.clone(),
             client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
             tls: self.nats_tls,
@@ -384,8 +427,10 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMPROC_LOG")
                 // Sandbox warnings (a layer down, a grant the child user
-                // cannot use) are shown unless the operator chooses.
-                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn".into()),
+                // cannot use) and the cluster's (messages dropped from the
+                // bus, with their count) are shown unless the operator
+                // chooses.
+                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn,wasmproc::cluster=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -393,6 +438,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(*args),
         Commands::Agent(args) => agent(*args),
+        Commands::Keygen { file } => keygen(&file),
         Commands::Worker {
             channel_fd,
             preload,
@@ -419,14 +465,24 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
     }
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
-    let (wasi, mut process) = contexts(&args.grants, &args.component, &args.args, &runner)?;
+    // One audit log for the guest and the cluster (one writer: whole lines).
+    let audit = open_audit(&args.grants)?;
+    let (wasi, mut process) = contexts(
+        &args.grants,
+        (&args.component, &args.args),
+        &runner,
+        audit.clone(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         if let Some(url) = &args.grants.cluster {
-            let nats = args.grants.nats(url);
-            process.cluster(wasmproc_host::cluster::Cluster::connect(&nats).await?);
+            let g = &args.grants;
+            let (identity, trust) = cluster_trust("run --cluster", &g.host_key, &g.trust_agent, g)?;
+            let nats = g.nats(url, g.host_key.as_deref());
+            let cluster = wasmproc_host::cluster::Cluster::connect(&nats, identity, trust, audit);
+            process.cluster(cluster.await?);
         }
         let component = runner.load(&args.component)?;
         let pre = runner.prepare(&component)?;
@@ -444,14 +500,16 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
         bail!("an agent runs only the components granted with --allow-fork: grant at least one");
     }
     let runner = Runner::new()?;
-    let (_, mut process) = contexts(&args.grants, Path::new("agent"), &[], &runner)?;
+    let audit = open_audit(&args.grants)?;
+    let (_, mut process) = contexts(&args.grants, (Path::new("agent"), &[]), &runner, audit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let keys = cluster_trust("agent", &args.agent_key, &args.trust_host, &args.grants)?;
     runtime.block_on(async {
-        let nats = args.grants.nats(&args.nats);
-        let agent =
-            wasmproc_host::agent::Agent::connect(&nats, process.build(), args.labels).await?;
+        let nats = args.grants.nats(&args.nats, args.agent_key.as_deref());
+        let agent = wasmproc_host::agent::Agent::connect(&nats, process.build(), args.labels, keys);
+        let agent = agent.await?;
         println!("agent {} serving", agent.id());
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -462,6 +520,75 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The identity in `key` (else one made now, and printed) and the keys
+/// `trusted` of a cluster member, `what`; with none trusted, anyone, but
+/// only with --insecure (said on stderr here, in the audit log by the
+/// library).
+fn cluster_trust(
+    what: &str,
+    key: &Option<PathBuf>,
+    trusted: &[String],
+    grants: &Grants,
+) -> Result<(
+    wasmproc_host::cluster::Identity,
+    wasmproc_host::cluster::Trust,
+)> {
+    use wasmproc_host::cluster::{Identity, Trust};
+    let identity = match key {
+        Some(path) => Identity::from_file(path)?,
+        None => {
+            let identity = Identity::generate();
+            eprintln!(
+                "wasmproc: {what}: no key file given: this run's key is {}",
+                identity.public_key()
+            );
+            identity
+        }
+    };
+    let (flag, role) = match what {
+        "agent" => ("--trust-host", "host"),
+        _ => ("--trust-agent", "agent"),
+    };
+    let trust = match (trusted, grants.insecure) {
+        ([], false) => bail!(
+            "{what} trusts no {role}: give {flag} KEY for each {role} (its public key, as              `wasmproc keygen` prints it), or --insecure to trust anyone on the bus"
+        ),
+        ([], true) => {
+            eprintln!(
+                "wasmproc: warning: {what} is insecure: it trusts any {role} that signs, and                  anyone who can reach the NATS server can be one (--insecure)"
+            );
+            Trust::anyone()
+        }
+        (keys, _) => Trust::keys(keys)?,
+    };
+    Ok((identity, trust))
+}
+
+/// The audit log `--audit-log` names, opened.
+fn open_audit(args: &Grants) -> Result<Option<AuditLog>> {
+    let open = |path: &PathBuf| {
+        AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))
+    };
+    args.audit_log.as_ref().map(open).transpose()
+}
+
+/// `wasmproc keygen FILE`: a new identity's seed to FILE (0600, never
+/// overwritten), its public key to stdout.
+fn keygen(file: &Path) -> Result<ExitCode> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let identity = wasmproc_host::cluster::Identity::generate();
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating {}", file.display()))?;
+    writeln!(out, "{}", identity.seed())?;
+    println!("{}", identity.public_key());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`.
@@ -570,9 +697,9 @@ fn stopped(signal: &str, code: u8) -> u8 {
 /// may contain `runner`'s component cache or lie inside it.
 fn contexts(
     args: &Grants,
-    component: &Path,
-    guest_args: &[String],
+    (component, guest_args): (&Path, &[String]),
     runner: &Runner,
+    audit: Option<AuditLog>,
 ) -> Result<(WasiCtx, wasmproc_host::ProcessCtxBuilder)> {
     let mut wasi = WasiCtx::builder();
     let mut process = ProcessCtx::builder();
@@ -646,9 +773,7 @@ fn contexts(
     for &gid in &args.allow_gids {
         process.allow_gid(gid);
     }
-    if let Some(path) = &args.audit_log {
-        let log =
-            AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
+    if let Some(log) = audit {
         process.audit_log(log);
     }
     process

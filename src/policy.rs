@@ -10,6 +10,8 @@
 //! env = { MODE = "fast" }            # --env (the guest's own)
 //! audit_log = "audit.jsonl"          # --audit-log
 //! cluster = "nats://127.0.0.1:4222"  # --cluster
+//! host_key = "host.nk"               # --host-key
+//! trust_agents = ["UABC…"]           # --trust-agent
 //!
 //! [[dir]]                            # --dir / --dir-ro
 //! host = "data"
@@ -69,6 +71,9 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 struct Policy {
     cluster: Option<String>,
+    host_key: Option<String>,
+    #[serde(default)]
+    trust_agents: Vec<String>,
     shell: Option<String>,
     #[serde(default)]
     shells: Vec<String>,
@@ -154,6 +159,9 @@ fn apply_text(path: &Path, text: &str, args: &mut Grants) -> Result<()> {
     let policy: Policy = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let file = Source::new(path);
     args.cluster = file.agree("cluster", args.cluster.take(), policy.cluster.clone())?;
+    let key = policy.host_key.as_deref().map(|key| file.path(key));
+    args.host_key = file.agree("host_key", args.host_key.take(), key)?;
+    args.trust_agent.extend(policy.trust_agents.iter().cloned());
     programs(&file, &policy, args)?;
     environment(&policy, args);
     let log = policy.audit_log.as_deref().map(|log| file.path(log));
@@ -440,6 +448,11 @@ mod tests {
             Some(Path::new("/etc/wasmproc/audit.jsonl"))
         );
         assert_eq!(args.cluster.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(
+            args.host_key.as_deref(),
+            Some(Path::new("/etc/wasmproc/host.nk"))
+        );
+        assert_eq!(args.trust_agent, ["UABC…"]);
         assert_eq!(args.dirs_ro, ["/etc/wasmproc/data::/data"]);
         assert!(args.dirs.is_empty());
         assert_eq!(args.timeout, Some(Duration::from_secs(10)));
@@ -596,6 +609,12 @@ mod tests {
                 "--cluster=nats://a:1",
                 "cluster = \"nats://a:1\"",
                 "cluster = \"nats://b:1\"",
+            ),
+            (
+                "host_key",
+                "--host-key=/etc/wasmproc/a.nk",
+                "host_key = \"a.nk\"",
+                "host_key = \"b.nk\"",
             ),
             (
                 "audit_log",

@@ -9,18 +9,27 @@
 //! is started exactly as a local fork's ([`ProcessCtx::start_worker`]),
 //! so it runs in the same sandbox; its channel, stdout, stderr and reports
 //! are bridged to the host, its spawns audited here and there.
+//!
+//! An agent serves only hosts whose keys it trusts: a fork request must be
+//! signed by one, fresh, never seen before, and sealed to this agent's
+//! curve key; anything else is dropped unanswered and counted (the audit
+//! log's `cluster-dropped`). Its workers' sessions are encrypted with the
+//! keys the request carried, and it watches the heartbeats of the hosts
+//! whose workers it runs, and no others (see [`crate::cluster`]).
 
 use crate::child::Child;
+use crate::cluster::liveness::Parents;
+use crate::cluster::seal::open_from;
 use crate::cluster::{
-    ADVERTS, Advert, Ended, ForkReply, ForkRequest, HEARTBEAT, LOST_AFTER, NatsOptions, Receiving,
-    channel_halves, fork_subject, is_id, kind, message, new_id, send_stream, session_subject,
-    stream, to_wire,
+    Advert, Drops, Ended, Ends, ForkReply, ForkRequest, HEARTBEAT, Identity, LOST_AFTER, Link,
+    NatsOptions, Opener, Receiving, Rejected, SeenRequests, Signed, Trust, advert_subject,
+    channel_halves, fork_subject, is_id, kind, message, new_id, parent_subject, send_stream,
+    session_subject, stream, to_wire,
 };
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
 use crate::outcome::Termination;
 use crate::policy::DirAccess;
-use crate::policy::Policy;
 use crate::policy::{Denial, Lent};
 use crate::stdio::Asked;
 use crate::worker::spec::{WorkerDir, WorkerSpec};
@@ -30,38 +39,63 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Fork requests an agent remembers (to refuse a replay) at most.
+const MAX_SEEN_REQUESTS: usize = 1 << 16;
 
 /// A running agent.
 pub struct Agent {
     id: String,
+    identity: Identity,
+    /// The hosts it serves.
+    trust: Trust,
+    /// The curve key fork requests are sealed to (made at start).
+    xkey: nkeys::XKey,
+    drops: Drops,
     labels: Vec<String>,
     client: async_nats::Client,
     ctx: Mutex<ProcessCtx>,
-    /// When each forking host was last heard from.
-    parents: Mutex<HashMap<String, Instant>>,
+    /// The hosts whose workers run here, and their heartbeats.
+    parents: Parents,
+    /// Fork requests seen, by signer and sequence number.
+    seen: Mutex<SeenRequests>,
+    /// The task hearing each host's heartbeats, by host id.
+    hearing: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The sessions running.
     sessions: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Agent {
-    /// Connects to NATS as an agent that runs workers within `ctx`'s
-    /// policy, advertising `labels` (and `sha256:HEX` of each pinned
-    /// program). Must be called inside a tokio runtime.
+    /// Connects to NATS as an agent, `identity`, that runs workers
+    /// within `ctx`'s policy for the hosts `trust` trusts, advertising
+    /// `labels` (and `sha256:HEX` of each pinned program). Must be called
+    /// inside a tokio runtime.
     pub async fn connect(
         nats: &NatsOptions,
         ctx: ProcessCtx,
         mut labels: Vec<String>,
+        (identity, trust): (Identity, Trust),
     ) -> Result<Arc<Agent>> {
-        let client = nats.connect("wasmproc agent").await?;
+        let client = nats.connect("wasmproc agent", None).await?;
         labels.extend(ctx.policy.pinned_labels());
+        let drops = Drops::new("agent", ctx.audit.clone());
+        if trust.is_anyone() {
+            drops.insecure();
+        }
         Ok(Arc::new(Agent {
             id: new_id(),
+            identity,
+            trust,
+            xkey: nkeys::XKey::new(),
+            drops,
             labels,
             client,
             ctx: Mutex::new(ctx),
-            parents: Mutex::new(HashMap::new()),
+            parents: Parents::default(),
+            seen: Mutex::new(SeenRequests::new(MAX_SEEN_REQUESTS)),
+            hearing: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Default::default()),
         }))
     }
@@ -71,33 +105,31 @@ impl Agent {
         &self.id
     }
 
+    /// The agent's public key.
+    pub fn public_key(&self) -> &str {
+        self.identity.public_key()
+    }
+
+    /// What this agent dropped from the bus.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
+    }
+
     /// Serves fork requests until the connection ends.
     pub async fn serve(self: Arc<Self>) -> Result<()> {
         // Its worker template and warm workers, before the first request.
         self.ctx().warm_up();
-        let mut requests = self.client.subscribe(fork_subject(&self.id)).await?;
-        let mut parents = self.client.subscribe("wasmproc.parent.*").await?;
-        let hearing = {
-            let agent = self.clone();
-            tokio::spawn(async move {
-                while let Some(m) = parents.next().await {
-                    if let Some(id) = m.subject.strip_prefix("wasmproc.parent.") {
-                        let mut parents = agent.parents();
-                        parents.insert(id.to_owned(), Instant::now());
-                        // Hosts long gone are forgotten.
-                        if parents.len() > 1024 {
-                            parents.retain(|_, at| at.elapsed() < LOST_AFTER * 10);
-                        }
-                    }
-                }
-            })
-        };
+        let mut requests = (self.client)
+            .subscribe(fork_subject(self.public_key(), &self.id))
+            .await?;
         let advertising = {
             let agent = self.clone();
+            let subject = advert_subject(self.public_key());
             tokio::spawn(async move {
                 loop {
                     let advert = serde_json::to_vec(&agent.advert()).expect("serializable");
-                    let _ = agent.client.publish(ADVERTS, advert.into()).await;
+                    let signed = agent.identity.sign(&subject, &advert);
+                    let _ = agent.client.publish(subject.clone(), signed).await;
                     tokio::time::sleep(HEARTBEAT).await;
                 }
             })
@@ -107,13 +139,8 @@ impl Agent {
             let agent = self.clone();
             tokio::spawn(async move { agent.fork(request).await });
         }
-        hearing.abort();
         advertising.abort();
         Ok(())
-    }
-
-    fn parents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.parents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ctx(&self) -> std::sync::MutexGuard<'_, ProcessCtx> {
@@ -127,18 +154,57 @@ impl Agent {
             id: self.id.clone(),
             labels: self.labels.clone(),
             free: u32::try_from(free.live).unwrap_or(u32::MAX),
+            xkey: self.xkey.public_key(),
         }
     }
 
-    /// Answers one fork request, then serves the session it starts.
+    /// Opens fork request `m`: signed by a trusted host, fresh, never seen
+    /// before, sealed to this agent. The request, its signer's key and
+    /// sequence number.
+    fn open_request(
+        &self,
+        m: &async_nats::Message,
+    ) -> Result<(ForkRequest, String, u64), Rejected> {
+        let signed = Signed::parse(&m.payload)?;
+        if !self.trust.trusts(signed.key) {
+            return Err(Rejected::Untrusted);
+        }
+        self.trust.check(&m.subject, &signed)?;
+        (self.seen.lock().unwrap_or_else(|e| e.into_inner())).first(&signed)?;
+        let plain = open_from(&self.xkey, signed.body)?;
+        let req = serde_json::from_slice::<ForkRequest>(&plain).map_err(|_| Rejected::Malformed)?;
+        // Ids become parts of NATS subjects.
+        if !is_id(&req.session) || !is_id(&req.parent) {
+            return Err(Rejected::Malformed);
+        }
+        Ok((req, signed.key.to_owned(), signed.seq))
+    }
+
+    /// Answers one fork request, then serves the session it starts. A
+    /// request that is not a trusted host's is dropped unanswered.
     async fn fork(self: Arc<Self>, request: async_nats::Message) {
-        let Some(reply_to) = request.reply.clone() else {
-            return;
+        let opened = match request.reply.clone() {
+            Some(reply_to) => self.open_request(&request).map(|r| (r, reply_to)),
+            None => Err(Rejected::Malformed),
         };
-        let started = match serde_json::from_slice::<ForkRequest>(&request.payload) {
-            Ok(req) => self.start(req).await,
-            Err(e) => Err(Failure::InvalidArgument(format!("a bad fork request: {e}"))),
+        let ((req, host, seq), reply_to) = match opened {
+            Ok(opened) => opened,
+            Err(why) => return self.drops.count(why, &request.subject),
         };
+        let ends = Ends {
+            host: &host,
+            agent: self.public_key(),
+            session: &req.session,
+        };
+        let to_host = Link::new(
+            self.client.clone(),
+            session_subject(&ends, false),
+            req.keys.sealer(&req.session, false),
+        );
+        let opener = req.keys.opener(&req.session, true);
+        let from_host = session_subject(&ends, true);
+        let (id, parent) = (req.session.clone(), req.parent.clone());
+        let started = self.start(req, (&host, seq), from_host).await;
         let reply = match &started {
             Ok(session) => ForkReply::Started {
                 pid: session.child.pid(),
@@ -149,14 +215,14 @@ impl Agent {
             }
         };
         let reply = serde_json::to_vec(&reply).expect("serializable");
-        let _ = self.client.publish(reply_to, reply.into()).await;
+        let _ = self.client.publish(reply_to, to_host.seal(&reply)).await;
         // The agent's own warm workers (`--warm-workers`) and template,
         // refilled once the host has its answer.
         self.ctx().refill();
         if let Ok(session) = started {
-            let id = session.req.session.clone();
-            self.serve_session(session).await;
+            self.serve_session(session, to_host, opener).await;
             self.sessions().remove(&id);
+            self.release(&parent);
         }
     }
 
@@ -164,35 +230,87 @@ impl Agent {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the worker `req` asks for, within this agent's policy, and
-    /// listens to its host's messages (before the host hears of it).
-    async fn start(&self, req: ForkRequest) -> Result<Session, Failure> {
-        // Ids become parts of NATS subjects; and a session is one host's.
-        if let Some(id) = [&req.session, &req.parent]
-            .into_iter()
-            .find(|id| !is_id(id))
-        {
-            return Err(Failure::InvalidArgument(format!(
-                "`{id}` is not a session or host id"
-            )));
-        }
+    /// Starts the worker `req` (signed by `host`, sequence number `seq`)
+    /// asks for, within this agent's policy, and listens to its host's
+    /// messages on `from_host` (before the host hears of it).
+    async fn start(
+        self: &Arc<Self>,
+        req: ForkRequest,
+        (host, seq): (&str, u64),
+        from_host: String,
+    ) -> Result<Session, Failure> {
+        // A session is one host's.
         if !self.sessions().insert(req.session.clone()) {
             return Err(Failure::InvalidArgument(format!(
                 "session {} is taken",
                 req.session
             )));
         }
-        let from_host = self
-            .client
-            .subscribe(session_subject(&req.session, true))
-            .await
-            .map_err(|e| Failure::Io(format!("subscribing to the session: {e}")));
         let session = req.session.clone();
-        let started = from_host.and_then(|from_host| self.launch(req, from_host));
+        let parent = req.parent.clone();
+        // The host's heartbeats count from now on (and only its key's).
+        let admitted = (self.parents.admit(&parent, host, seq))
+            .map_err(|_| Failure::AccessDenied(format!("host id {parent} is another key's")));
+        let started = match admitted {
+            Ok(new) => {
+                let heard = match new {
+                    true => self.hear(host, &parent).await,
+                    false => Ok(()),
+                };
+                let from_host = match heard {
+                    Ok(()) => (self.client.subscribe(from_host).await)
+                        .map_err(|e| Failure::Io(format!("subscribing to the session: {e}"))),
+                    Err(e) => Err(e),
+                };
+                let started = from_host.and_then(|from_host| self.launch(req, from_host));
+                if started.is_err() {
+                    self.release(&parent);
+                }
+                started
+            }
+            Err(e) => Err(e),
+        };
         if started.is_err() {
             self.sessions().remove(&session);
         }
         started
+    }
+
+    /// Hears the heartbeats of host `id` (key `key`) while it has workers
+    /// here: a subscription to its own subject, so that no other host's
+    /// heartbeat, nor a flood of made-up ids, ever reaches this agent.
+    async fn hear(self: &Arc<Self>, key: &str, id: &str) -> Result<(), Failure> {
+        let subject = parent_subject(key, id);
+        let mut beats = (self.client.subscribe(subject).await)
+            .map_err(|e| Failure::Io(format!("subscribing to the host's heartbeat: {e}")))?;
+        let (agent, key, parent) = (self.clone(), key.to_owned(), id.to_owned());
+        let task = tokio::spawn(async move {
+            while let Some(m) = beats.next().await {
+                let sender = (key.as_str(), parent.as_str());
+                if let Err(why) = (agent.parents).beat(&agent.trust, &m.subject, sender, &m.payload)
+                {
+                    agent.drops.count(why, &m.subject);
+                }
+            }
+        });
+        if let Some(old) = self.hearing().insert(id.to_owned(), task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    /// A session of host `id` ended: past its last, its heartbeats are
+    /// not listened to any more.
+    fn release(&self, id: &str) {
+        if self.parents.release(id)
+            && let Some(task) = self.hearing().remove(id)
+        {
+            task.abort();
+        }
+    }
+
+    fn hearing(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.hearing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the worker of `req`: the part of [`start`](Self::start) that
@@ -239,7 +357,6 @@ impl Agent {
         let stdio = [Asked::Null, output(req.stdout), output(req.stderr)];
         let started = ctx.start_worker(spec, opened, lent, stdio, Some(tee))?;
         drop(ctx);
-        self.parents().insert(req.parent.clone(), Instant::now());
         Ok(Session {
             req,
             child: started.child,
@@ -282,7 +399,7 @@ impl Agent {
     /// Bridges a started worker to its host until it ends (then sends its
     /// exit, after everything it sent) or the host is gone or drops it
     /// (then kills it).
-    async fn serve_session(&self, session: Session) {
+    async fn serve_session(&self, session: Session, to_host: Link, mut opener: Opener) {
         let Session {
             req,
             mut child,
@@ -291,13 +408,11 @@ impl Agent {
             mut from_host,
             mut report_lines,
         } = session;
-        let to_host = session_subject(&req.session, false);
-        let mut receiving = Receiving::new(self.client.clone(), to_host.clone());
+        let mut receiving = Receiving::new(to_host.clone());
         let mut senders = Vec::new();
         match channel_halves(socket) {
             Ok((read, write)) => {
-                let (task, credits) =
-                    send_stream(read, self.client.clone(), to_host.clone(), stream::CHANNEL);
+                let (task, credits) = send_stream(read, to_host.clone(), stream::CHANNEL);
                 receiving.credit(stream::CHANNEL, credits);
                 receiving.channel_sink(write);
                 senders.push(task);
@@ -313,7 +428,7 @@ impl Agent {
             (stream::STDERR, child.take_stderr()),
         ] {
             if let Some(pipe) = reader.and_then(|r| r.into_receiver().ok()) {
-                let (task, credits) = send_stream(pipe, self.client.clone(), to_host.clone(), id);
+                let (task, credits) = send_stream(pipe, to_host.clone(), id);
                 receiving.credit(id, credits);
                 senders.push(task);
             }
@@ -331,11 +446,18 @@ impl Agent {
                 // Once the worker is gone, its streams end; then its exit.
                 () = &mut sent, if ended.is_some() => break,
                 Some(line) = report_lines.recv() => {
-                    let _ = self.client.publish(to_host.clone(), line).await;
+                    let _ = to_host.publish(&line).await;
                 }
                 m = from_host.next() => {
                     let Some(m) = m else { return };
-                    let Some((&k, body)) = m.payload.split_first() else { continue };
+                    let plain = match opener.open(&m.payload) {
+                        Ok(plain) => plain,
+                        Err(why) => {
+                            self.drops.count(why, &m.subject);
+                            continue;
+                        }
+                    };
+                    let Some((&k, body)) = plain.split_first() else { continue };
                     match k {
                         kind::KILL => {
                             let _ = child.kill(body.first().copied().unwrap_or(9));
@@ -350,7 +472,7 @@ impl Agent {
                     }
                 }
                 _ = check.tick() => {
-                    let seen = self.parents().get(&req.parent).copied();
+                    let seen = self.parents.heard(&req.parent);
                     if seen.is_none_or(|at| at.elapsed() > LOST_AFTER) {
                         tracing::warn!(target: "wasmproc::cluster", parent = %req.parent, "the forking host was lost: killing its worker");
                         return;
@@ -366,7 +488,7 @@ impl Agent {
         drop(reports);
         // The tee is gone with the reports: every line is queued now.
         while let Ok(line) = report_lines.try_recv() {
-            let _ = self.client.publish(to_host.clone(), line).await;
+            let _ = to_host.publish(&line).await;
         }
         let ended = match ended {
             Some(Ok(ended)) => Ended::from(&Termination { trap, ..ended }),
@@ -377,16 +499,14 @@ impl Agent {
     }
 
     /// Kills the worker for `why` (a broken session) and tells its host.
-    async fn end_session(&self, to_host: &str, child: Child, why: String) {
+    async fn end_session(&self, to_host: &Link, child: Child, why: String) {
         drop(child);
         self.send_exit(to_host, &lost(why)).await;
     }
 
-    async fn send_exit(&self, to_host: &str, ended: &Ended) {
+    async fn send_exit(&self, to_host: &Link, ended: &Ended) {
         let exit = serde_json::to_vec(ended).expect("serializable");
-        let _ = (self.client)
-            .publish(to_host.to_owned(), message(kind::EXIT, &exit))
-            .await;
+        let _ = to_host.publish(&message(kind::EXIT, &exit)).await;
         let _ = self.client.flush().await;
     }
 }
@@ -411,218 +531,5 @@ fn lost(why: String) -> Ended {
         user_cpu_ns: 0,
         system_cpu_ns: 0,
         max_rss_bytes: 0,
-    }
-}
-
-impl Policy {
-    /// This policy (a forking host's request, narrowed by it) within
-    /// `ceiling` (an agent's own): every program, shell, component and
-    /// environment name must be one the ceiling grants too (its grants are
-    /// used: they name the agent's binaries), a pinned program must be
-    /// pinned to the same digest there; limits are the lower of the two;
-    /// confinement the agent's, required if either requires it; network
-    /// only if both allow it; the user ids the agent's. Else the denial.
-    pub(crate) fn within(&self, ceiling: &Policy) -> Result<Policy, Denial> {
-        let same = |ours: &crate::policy::ProgramGrant,
-                    theirs: &crate::policy::ProgramGrant|
-         -> Result<crate::policy::ProgramGrant, Denial> {
-            match (&ours.pin, &theirs.pin) {
-                (Some((want, _)), Some((have, _))) if want != have => {
-                    Err(Denial::PinMismatch(ours.name.clone()))
-                }
-                (Some(_), None) => Err(Denial::PinMismatch(ours.name.clone())),
-                _ => Ok(theirs.clone()),
-            }
-        };
-        let programs = (self.programs.iter())
-            .map(|p| same(p, ceiling.find_program(&p.name)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let shells = (self.shells.iter())
-            .map(|s| {
-                let theirs = (ceiling.shells.iter()).find(|c| c.name == s.name);
-                same(s, theirs.ok_or(Denial::ShellName(s.name.clone()))?)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let forks = (self.forks.iter())
-            .map(|f| Ok(ceiling.find_fork(&f.name)?.clone()))
-            .collect::<Result<Vec<_>, Denial>>()?;
-        if let Some(name) = (self.allowed_env.iter()).find(|n| !ceiling.allowed_env.contains(*n)) {
-            return Err(Denial::EnvName(name.clone()));
-        }
-        // The host's own id for its children means nothing here: only an
-        // id the guest asked for is checked against the agent's.
-        let asked = (self.child_id_asked).then_some(self.child_id);
-        let child_id = match ceiling.check_user(asked.map(|id| id.0), asked.map(|id| id.1))? {
-            Some(id) => id,
-            None => ceiling.child_id,
-        };
-        Ok(Policy {
-            programs,
-            shells,
-            forks,
-            allowed_env: self.allowed_env.clone(),
-            injection_env: (self.injection_env)
-                .intersection(&ceiling.injection_env)
-                .cloned()
-                .collect(),
-            limits: self.limits.lower(&ceiling.limits),
-            channel_spin: ceiling.channel_spin,
-            confine: ceiling.confine,
-            network: self.network && ceiling.network,
-            require_confinement: self.require_confinement || ceiling.require_confinement,
-            use_sandbox: ceiling.use_sandbox,
-            child_id,
-            child_id_asked: self.child_id_asked,
-            allowed_uids: (self.allowed_uids)
-                .intersection(&ceiling.allowed_uids)
-                .copied()
-                .collect(),
-            allowed_gids: (self.allowed_gids)
-                .intersection(&ceiling.allowed_gids)
-                .copied()
-                .collect(),
-            use_cgroup: ceiling.use_cgroup,
-            cgroup_per_child: self.cgroup_per_child || ceiling.cgroup_per_child,
-            keep_caps: self.keep_caps & ceiling.keep_caps,
-            warm_workers: 0,
-            // A remote worker is a nested one: no template of its own.
-            worker_template: false,
-        })
-    }
-
-    /// `sha256:HEX` of each pinned program, for an agent's labels.
-    fn pinned_labels(&self) -> Vec<String> {
-        (self.programs.iter())
-            .filter_map(|p| p.pin.as_ref())
-            .map(|(digest, _)| format!("sha256:{}", crate::hex::hex(digest)))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! A forking host's request within an agent's policy, without wasm,
-    //! processes or NATS.
-    use super::*;
-    use crate::policy::Limits;
-
-    fn policy(build: impl FnOnce(&mut crate::ctx::ProcessCtxBuilder)) -> Policy {
-        let mut b = ProcessCtx::builder();
-        b.confine(false);
-        build(&mut b);
-        b.build().policy().clone()
-    }
-
-    #[test]
-    fn a_request_gets_the_agents_own_grants_of_what_it_names() {
-        let agent = policy(|b| {
-            b.allow_program("/bin/true").unwrap();
-            b.allow_program("/bin/sh").unwrap();
-        });
-        let host = policy(|b| {
-            b.allow_program("/usr/bin/true").unwrap();
-        });
-        let got = host.within(&agent).unwrap();
-        let paths: Vec<_> = got.programs.iter().map(|p| p.path.clone()).collect();
-        assert_eq!(paths, [std::path::PathBuf::from("/bin/true")]);
-    }
-
-    #[test]
-    fn anything_beyond_the_agents_policy_is_denied() {
-        let agent = policy(|b| {
-            b.allow_program("/bin/true").unwrap();
-            b.allow_env("LANG").unwrap();
-        });
-        let program = policy(|b| {
-            b.allow_program("/bin/sh").unwrap();
-        });
-        assert_eq!(
-            program.within(&agent).unwrap_err(),
-            Denial::Program("sh".into())
-        );
-        let env = policy(|b| {
-            b.allow_env("HOME").unwrap();
-        });
-        assert_eq!(
-            env.within(&agent).unwrap_err(),
-            Denial::EnvName("HOME".into())
-        );
-        let shell = policy(|b| {
-            b.allow_shell("/bin/sh").unwrap();
-        });
-        assert_eq!(
-            shell.within(&agent).unwrap_err(),
-            Denial::ShellName("sh".into())
-        );
-    }
-
-    #[test]
-    fn a_pinned_program_runs_only_where_it_is_pinned_to_the_same_digest() {
-        use sha2::{Digest, Sha256};
-        let hex: String = Sha256::digest(std::fs::read("/bin/true").unwrap())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let pinned = policy(|b| {
-            b.allow_program_pinned("/bin/true", &hex).unwrap();
-        });
-        let unpinned = policy(|b| {
-            b.allow_program("/bin/true").unwrap();
-        });
-        assert_eq!(
-            pinned.within(&unpinned).unwrap_err(),
-            Denial::PinMismatch("true".into())
-        );
-        assert!(pinned.within(&pinned).is_ok());
-        assert_eq!(pinned.pinned_labels(), [format!("sha256:{hex}")]);
-    }
-
-    #[test]
-    fn a_default_timeout_is_never_above_the_lower_maximum() {
-        let hour = std::time::Duration::from_secs(3600);
-        let ten = std::time::Duration::from_secs(10);
-        let host = Limits {
-            default_timeout: Some(hour),
-            ..Limits::default()
-        };
-        let agent = Limits {
-            max_timeout: Some(ten),
-            ..Limits::default()
-        };
-        let got = host.lower(&agent);
-        assert_eq!(
-            (got.default_timeout, got.max_timeout),
-            (Some(ten), Some(ten))
-        );
-    }
-
-    #[test]
-    fn limits_are_the_lower_of_both_and_network_needs_both() {
-        let agent = policy(|b| {
-            b.limits(Limits {
-                max_live_children: 4,
-                max_buffer: 1 << 30,
-                ..Limits::default()
-            })
-            .allow_network(false);
-        });
-        let host = policy(|b| {
-            b.limits(Limits {
-                max_live_children: 10,
-                max_buffer: 1 << 10,
-                max_timeout: Some(std::time::Duration::from_secs(3)),
-                ..Limits::default()
-            })
-            .allow_network(true)
-            .require_confinement(true);
-        });
-        let got = host.within(&agent).unwrap();
-        assert_eq!(got.limits.max_live_children, 4);
-        assert_eq!(got.limits.max_buffer, 1 << 10);
-        assert_eq!(
-            got.limits.max_timeout,
-            Some(std::time::Duration::from_secs(3))
-        );
-        assert!(!got.network && got.require_confinement);
     }
 }

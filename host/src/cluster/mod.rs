@@ -30,27 +30,46 @@
 //!   after what arrived, and `wait` fails naming the agent). The host
 //!   publishes its own heartbeat, and an agent kills the workers of a host
 //!   it stops hearing from, so nothing is left behind either way.
+//! - **Trusting no one on the bus.** Everything that reaches a host or an
+//!   agent through NATS may come from anyone who can publish there, so
+//!   nothing is taken on the server's word: adverts, heartbeats and fork
+//!   requests are signed by the sender's nkey and accepted only from
+//!   trusted keys, fresh and not replayed ([`identity`]); fork requests
+//!   are sealed to the agent and every session message is encrypted and
+//!   authenticated end to end ([`seal`]); an agent watches only the hosts
+//!   whose workers it runs ([`liveness`]). What is dropped is counted. The
+//!   subjects carry the public keys of the host and agent they belong to
+//!   (`wasmproc.s.HOST.AGENT.SESSION.p`), so that a server configuration
+//!   can give each key only its own subjects (`deploy/nats/`): defence in
+//!   depth, since the signatures and the encryption hold without it.
+//!   With `--insecure` (no keys trusted), anyone who signs is taken, and
+//!   both sides say so; messages are still signed and sealed.
 
+mod ceiling;
+mod host;
+pub mod identity;
+pub(crate) mod liveness;
+pub(crate) mod seal;
 mod session;
 #[cfg(test)]
 mod tests;
 mod wire;
 
+pub(crate) use host::Answer;
+pub use host::Cluster;
+pub use identity::{Drops, FRESH, Identity, KeyError, Rejected, Trust};
+pub(crate) use identity::{Seen as SeenRequests, Signed};
+pub(crate) use seal::{Link, Opener, SessionKeys};
 pub(crate) use session::*;
 pub(crate) use wire::*;
 
-use crate::failure::Failure;
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use std::time::Duration;
 
-/// Where agents advertise themselves.
+/// Where agents advertise themselves: `wasmproc.agents.KEY`, KEY the
+/// agent's public key.
 pub const ADVERTS: &str = "wasmproc.agents";
 
 /// How often agents advertise and hosts send their heartbeat.
@@ -88,19 +107,45 @@ pub(crate) fn is_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The subject an agent takes fork requests on.
-pub(crate) fn fork_subject(agent: &str) -> String {
-    format!("wasmproc.agent.{agent}.fork")
+/// The subject agent `key` advertises on.
+pub(crate) fn advert_subject(key: &str) -> String {
+    format!("{ADVERTS}.{key}")
 }
 
-/// The subject a forking host's heartbeat goes to.
-pub(crate) fn parent_subject(parent: &str) -> String {
-    format!("wasmproc.parent.{parent}")
+/// The subject agent `id` (key `key`) takes fork requests on.
+pub(crate) fn fork_subject(key: &str, agent: &str) -> String {
+    format!("wasmproc.agent.{key}.{agent}.fork")
+}
+
+/// The subject a forking host's heartbeat goes to: host `parent`, key
+/// `key`.
+pub(crate) fn parent_subject(key: &str, parent: &str) -> String {
+    format!("wasmproc.parent.{key}.{parent}")
+}
+
+/// The prefix of the inboxes a host with key `key` gets replies on.
+pub(crate) fn inbox_prefix(key: &str) -> String {
+    format!("wasmproc.inbox.{key}")
+}
+
+/// The ends of a session: the host's and the agent's public keys, and
+/// the session's id.
+#[derive(Debug, Clone)]
+pub(crate) struct Ends<'a> {
+    pub host: &'a str,
+    pub agent: &'a str,
+    pub session: &'a str,
 }
 
 /// The subject of one direction of a session: `to_worker` or not.
-pub(crate) fn session_subject(session: &str, to_worker: bool) -> String {
-    format!("wasmproc.s.{session}.{}", if to_worker { "p" } else { "w" })
+pub(crate) fn session_subject(ends: &Ends<'_>, to_worker: bool) -> String {
+    let Ends {
+        host,
+        agent,
+        session,
+    } = ends;
+    let way = if to_worker { "p" } else { "w" };
+    format!("wasmproc.s.{host}.{agent}.{session}.{way}")
 }
 
 /// What an agent says of itself every [`HEARTBEAT`].
@@ -113,6 +158,9 @@ pub struct Advert {
     pub labels: Vec<String>,
     /// Workers it can still start.
     pub free: u32,
+    /// The curve (xkey) public key fork requests are sealed to.
+    #[serde(default)]
+    pub xkey: String,
 }
 
 /// How to reach the NATS servers: the URL and the credentials and TLS
@@ -136,9 +184,13 @@ pub struct NatsOptions {
 }
 
 impl NatsOptions {
-    /// Connects, named `name` (shown by the servers' monitoring).
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
+    /// Connects, named `name` (shown by the servers' monitoring), with
+    /// request inboxes under `inbox` if given.
+    pub async fn connect(&self, name: &str, inbox: Option<String>) -> Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::new().name(name);
+        if let Some(inbox) = inbox {
+            options = options.custom_inbox_prefix(inbox);
+        }
         if let Some(token) = &self.token {
             options = options.token(token.clone());
         }
@@ -167,197 +219,5 @@ impl NatsOptions {
             .connect(servers.as_slice())
             .await
             .with_context(|| format!("connecting to NATS at {}", self.url))
-    }
-}
-
-/// A forking host's membership of a cluster: its connection, its
-/// heartbeat, and the agents it has seen.
-#[derive(Clone)]
-pub struct Cluster {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: async_nats::Client,
-    id: String,
-    agents: Mutex<HashMap<String, Seen>>,
-    /// Woken by every advert.
-    adverts: Notify,
-    /// When this host joined: until a round of adverts has come, it does
-    /// not know every agent yet.
-    joined: Instant,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-struct Seen {
-    advert: Advert,
-    at: Instant,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("id", &self.inner.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Cluster {
-    /// Joins the cluster of the NATS servers `options` names: starts
-    /// listening to adverts and sending this host's heartbeat. Must be
-    /// called inside a tokio runtime.
-    pub async fn connect(options: &NatsOptions) -> Result<Cluster> {
-        let client = options.connect("wasmproc host").await?;
-        let id = new_id();
-        let mut adverts = client.subscribe(ADVERTS).await?;
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let listen = {
-                let weak = weak.clone();
-                tokio::spawn(async move {
-                    use futures_util::StreamExt;
-                    while let Some(m) = adverts.next().await {
-                        let Some(inner) = weak.upgrade() else { return };
-                        let Ok(advert) = serde_json::from_slice::<Advert>(&m.payload) else {
-                            continue;
-                        };
-                        if !is_id(&advert.id) {
-                            continue;
-                        }
-                        let id = advert.id.clone();
-                        let seen = Seen {
-                            advert,
-                            at: Instant::now(),
-                        };
-                        let mut agents = inner.agents();
-                        agents.insert(id, seen);
-                        if agents.len() > 1024 {
-                            agents.retain(|_, s| s.at.elapsed() < LOST_AFTER * 10);
-                        }
-                        drop(agents);
-                        inner.adverts.notify_waiters();
-                    }
-                })
-            };
-            let beat = {
-                let (client, subject) = (client.clone(), parent_subject(&id));
-                tokio::spawn(async move {
-                    loop {
-                        let _ = client.publish(subject.clone(), Bytes::new()).await;
-                        tokio::time::sleep(HEARTBEAT).await;
-                    }
-                })
-            };
-            Inner {
-                client,
-                id,
-                agents: Mutex::new(HashMap::new()),
-                adverts: Notify::new(),
-                joined: Instant::now(),
-                tasks: vec![listen, beat],
-            }
-        });
-        Ok(Cluster { inner })
-    }
-
-    /// Whether agent `id` was heard from within [`LOST_AFTER`].
-    pub(crate) fn alive(&self, id: &str) -> bool {
-        (self.inner.agents().get(id)).is_some_and(|s| s.at.elapsed() < LOST_AFTER)
-    }
-
-    /// The agent for `placement`: of those alive with every label asked
-    /// for, the one with the most free slots. Waits for adverts up to
-    /// [`FORK_TIMEOUT`].
-    pub(crate) async fn pick(&self, labels: &[String]) -> Result<String, Failure> {
-        // Every agent has advertised once (and a little more) before the
-        // first choice: else the first agent heard would get every worker.
-        let settled = self.inner.joined + HEARTBEAT + HEARTBEAT / 2;
-        tokio::time::sleep_until(settled.into()).await;
-        let deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
-        loop {
-            let advertised = self.inner.adverts.notified();
-            {
-                let mut agents = self.inner.agents();
-                let best = (agents.iter_mut())
-                    .filter(|(_, s)| s.at.elapsed() < LOST_AFTER && s.advert.free > 0)
-                    .filter(|(_, s)| labels.iter().all(|l| s.advert.labels.contains(l)))
-                    .max_by_key(|(_, s)| s.advert.free);
-                if let Some((id, seen)) = best {
-                    // Until its next advert, count the slot as taken.
-                    seen.advert.free -= 1;
-                    return Ok(id.clone());
-                }
-            }
-            if tokio::time::timeout_at(deadline, advertised).await.is_err() {
-                let which = match labels {
-                    [] => "no agent of the cluster has a free worker slot".to_owned(),
-                    _ => format!(
-                        "no agent of the cluster with labels {} has a free worker slot",
-                        labels.join(", ")
-                    ),
-                };
-                return Err(Failure::LimitExceeded(which));
-            }
-        }
-    }
-}
-
-impl Inner {
-    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        self.agents.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// What an agent answered a fork request.
-pub(crate) enum Answer {
-    /// The worker runs, with this pid; the session's messages from it.
-    Started(u32, async_nats::Subscriber),
-    /// The agent refused, with the error code and message on the wire.
-    Refused { code: String, message: String },
-}
-
-impl Cluster {
-    /// This host's id on the cluster.
-    pub(crate) fn id(&self) -> &str {
-        &self.inner.id
-    }
-
-    /// The NATS client.
-    pub(crate) fn client(&self) -> &async_nats::Client {
-        &self.inner.client
-    }
-
-    /// Asks `agent` to start the worker of `request`, listening to the
-    /// session before asking (the worker may answer at once).
-    pub(crate) async fn ask_fork(
-        &self,
-        agent: &str,
-        request: &ForkRequest,
-    ) -> Result<Answer, Failure> {
-        let client = &self.inner.client;
-        let from_worker = (client
-            .subscribe(session_subject(&request.session, false))
-            .await)
-            .map_err(|e| Failure::Io(format!("subscribing to the worker's session: {e}")))?;
-        let body = serde_json::to_vec(request).map_err(|e| Failure::Io(e.to_string()))?;
-        let reply = tokio::time::timeout(
-            FORK_TIMEOUT,
-            client.request(fork_subject(agent), body.into()),
-        )
-        .await
-        .map_err(|_| Failure::TimedOut(format!("agent {agent} did not answer the fork in time")))?
-        .map_err(|e| Failure::Io(format!("asking agent {agent} to fork: {e}")))?;
-        match serde_json::from_slice::<ForkReply>(&reply.payload) {
-            Ok(ForkReply::Started { pid }) => Ok(Answer::Started(pid, from_worker)),
-            Ok(ForkReply::Refused { code, message }) => Ok(Answer::Refused { code, message }),
-            Err(e) => Err(Failure::Io(format!("agent {agent} answered: {e}"))),
-        }
     }
 }

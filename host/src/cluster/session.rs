@@ -3,8 +3,8 @@
 //! within credit windows ([`send_stream`], [`Receiving`]).
 
 use super::{
-    CHUNK, Cluster, Ended, HEARTBEAT, LOST_AFTER, WINDOW_BYTES, WINDOW_MESSAGES, kind, message,
-    stream,
+    CHUNK, Cluster, Ended, HEARTBEAT, LOST_AFTER, Link, Opener, WINDOW_BYTES, WINDOW_MESSAGES,
+    kind, message, stream,
 };
 use crate::failure::Failure;
 use crate::outcome::Termination;
@@ -21,8 +21,7 @@ pub(crate) struct Remote {
     pid: u32,
     agent: String,
     state: watch::Receiver<State>,
-    client: async_nats::Client,
-    to_worker: String,
+    to_worker: Link,
     pub stdout: Option<PipeReader>,
     pub stderr: Option<PipeReader>,
     tasks: Vec<JoinHandle<()>>,
@@ -73,15 +72,8 @@ impl Remote {
 
     pub fn kill(&self, signal: u8) -> Result<(), Failure> {
         crate::launch::os_child::signal(signal)?;
-        self.send(message(kind::KILL, &[signal]));
+        self.to_worker.publish_soon(&message(kind::KILL, &[signal]));
         Ok(())
-    }
-
-    fn send(&self, m: Bytes) {
-        let (client, subject) = (self.client.clone(), self.to_worker.clone());
-        tokio::spawn(async move {
-            let _ = client.publish(subject, m).await;
-        });
     }
 }
 
@@ -92,7 +84,7 @@ impl Drop for Remote {
         // Unless the agent said it ended, it may still run there (a worker
         // "lost" by a stalled advert too): the agent kills it.
         if !matches!(&*self.state.borrow(), State::Ended(_)) {
-            self.send(message(kind::CLOSE, &[]));
+            self.to_worker.publish_soon(&message(kind::CLOSE, &[]));
         }
         for task in &self.tasks {
             task.abort();
@@ -121,7 +113,7 @@ fn output_sink(
 /// until the worker's exit or the agent is lost. Never waits on a write:
 /// stream bytes go to their sinks' tasks.
 async fn watch_session(
-    mut from_worker: async_nats::Subscriber,
+    (mut from_worker, mut opener): (async_nats::Subscriber, Opener),
     mut receiving: Receiving,
     mut reports: std::fs::File,
     state: watch::Sender<State>,
@@ -135,7 +127,14 @@ async fn watch_session(
                 let Some(m) = m else {
                     break format!("the connection to agent {agent} ended");
                 };
-                let Some((&k, body)) = m.payload.split_first() else { continue };
+                let plain = match opener.open(&m.payload) {
+                    Ok(plain) => plain,
+                    Err(why) => {
+                        cluster.drops().count(why, &m.subject);
+                        continue;
+                    }
+                };
+                let Some((&k, body)) = plain.split_first() else { continue };
                 match k {
                     kind::EXIT => {
                         // How it ended is known before the channel says
@@ -191,8 +190,7 @@ pub(crate) struct Credits {
 /// while the peer's credits allow; then its end.
 pub(crate) fn send_stream(
     mut source: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    client: async_nats::Client,
-    subject: String,
+    link: Link,
     stream: u8,
 ) -> (JoinHandle<()>, Arc<Credits>) {
     let credits = Arc::new(Credits::default());
@@ -214,10 +212,8 @@ pub(crate) fn send_stream(
             }
             let n = match source.read(&mut buf[..]).await {
                 Ok(0) | Err(_) => {
-                    let _ = client
-                        .publish(subject.clone(), message(kind::EOF, &[stream]))
-                        .await;
-                    let _ = client.flush().await;
+                    let _ = link.publish(&message(kind::EOF, &[stream])).await;
+                    let _ = link.client.flush().await;
                     return;
                 }
                 Ok(n) => n,
@@ -227,7 +223,7 @@ pub(crate) fn send_stream(
             m.put_u8(stream);
             m.put_u64_le(seq);
             m.put_slice(&buf[..n]);
-            if client.publish(subject.clone(), m.freeze()).await.is_err() {
+            if link.publish(&m).await.is_err() {
                 return;
             }
             seq += 1;
@@ -244,9 +240,8 @@ pub(crate) fn send_stream(
 /// stream, however slow its reader, holds up the others or the control
 /// messages.
 pub(crate) struct Receiving {
-    client: async_nats::Client,
-    /// The peer's subject, for credits.
-    subject: String,
+    /// The way to the peer, for credits.
+    link: Link,
     queues: [Option<tokio::sync::mpsc::UnboundedSender<Bytes>>; 3],
     next_seq: [u64; 3],
     /// The credits of this side's own streams, which the peer grants.
@@ -268,8 +263,7 @@ struct Direct {
 /// What a stream's sink has written, and credited, so far.
 pub(super) struct Written {
     pub(super) counts: Mutex<((u64, u64), (u64, u64))>,
-    pub(super) client: async_nats::Client,
-    pub(super) subject: String,
+    pub(super) link: Link,
     pub(super) stream: u8,
 }
 
@@ -288,18 +282,14 @@ impl Written {
         body[0] = self.stream;
         body[1..9].copy_from_slice(&written.0.to_le_bytes());
         body[9..].copy_from_slice(&written.1.to_le_bytes());
-        let (client, subject) = (self.client.clone(), self.subject.clone());
-        tokio::spawn(async move {
-            let _ = client.publish(subject, message(kind::ACK, &body)).await;
-        });
+        self.link.publish_soon(&message(kind::ACK, &body));
     }
 }
 
 impl Receiving {
-    pub fn new(client: async_nats::Client, subject: String) -> Receiving {
+    pub fn new(link: Link) -> Receiving {
         Receiving {
-            client,
-            subject,
+            link,
             queues: Default::default(),
             next_seq: [0; 3],
             credits: Default::default(),
@@ -316,8 +306,7 @@ impl Receiving {
         let backlog = Arc::new(AtomicU64::new(0));
         let written = Arc::new(Written {
             counts: Mutex::new(((0, 0), (0, 0))),
-            client: self.client.clone(),
-            subject: self.subject.clone(),
+            link: self.link.clone(),
             stream: stream::CHANNEL,
         });
         let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
@@ -389,8 +378,7 @@ impl Receiving {
         self.queues[usize::from(stream)] = Some(queue);
         let written = Written {
             counts: Mutex::new(((0, 0), (0, 0))),
-            client: self.client.clone(),
-            subject: self.subject.clone(),
+            link: self.link.clone(),
             stream,
         };
         tokio::spawn(async move {
@@ -477,8 +465,7 @@ pub(crate) fn channel_halves(
 /// A remote worker the agent started, until the host holds it: dropped, it
 /// tells the agent to kill it and gives back its slots.
 pub(crate) struct Started {
-    pub client: async_nats::Client,
-    pub to_worker: String,
+    pub to_worker: Link,
     pub slots: Option<(Arc<AtomicUsize>, usize)>,
 }
 
@@ -486,18 +473,16 @@ impl Drop for Started {
     fn drop(&mut self) {
         if let Some((live, slots)) = self.slots.take() {
             live.fetch_sub(slots, Ordering::AcqRel);
-            let (client, subject) = (self.client.clone(), self.to_worker.clone());
-            tokio::spawn(async move {
-                let _ = client.publish(subject, message(kind::CLOSE, &[])).await;
-            });
+            self.to_worker.publish_soon(&message(kind::CLOSE, &[]));
         }
     }
 }
 
 /// What a forking host has of a session the agent started.
 pub(crate) struct Session {
-    /// The session's messages from the worker.
+    /// The session's messages from the worker, and how to open them.
     pub from_worker: async_nats::Subscriber,
+    pub opener: Opener,
     /// The worker's pid on the agent.
     pub pid: u32,
     /// The cluster, to notice the agent lost.
@@ -521,15 +506,10 @@ impl Remote {
         outputs: [Option<bool>; 2],
         inherited: impl Fn(bool) -> Sink,
     ) -> std::io::Result<Remote> {
-        let client = started.client.clone();
-        let mut receiving = Receiving::new(client.clone(), started.to_worker.clone());
+        let to_worker = started.to_worker.clone();
+        let mut receiving = Receiving::new(to_worker.clone());
         let (read, write) = channel_halves(session.channel)?;
-        let (outbound, credits) = send_stream(
-            read,
-            client.clone(),
-            started.to_worker.clone(),
-            stream::CHANNEL,
-        );
+        let (outbound, credits) = send_stream(read, to_worker.clone(), stream::CHANNEL);
         receiving.credit(stream::CHANNEL, credits);
         receiving.channel_sink(write);
         let mut readers = [None, None];
@@ -542,7 +522,7 @@ impl Remote {
         let (state_tx, state) = watch::channel(State::Running);
         let agent = session.agent;
         let watch = tokio::spawn(watch_session(
-            session.from_worker,
+            (session.from_worker, session.opener),
             receiving,
             session.reports,
             state_tx,
@@ -553,8 +533,7 @@ impl Remote {
             pid: session.pid,
             agent,
             state,
-            client,
-            to_worker: started.to_worker.clone(),
+            to_worker,
             stdout,
             stderr,
             tasks: vec![outbound, watch],

@@ -3,8 +3,11 @@
 //! NATS server: an offline client queues what it publishes (what
 //! crosses a real server is tests/cluster.rs's).
 use super::*;
+use crate::failure::Failure;
 use crate::outcome::Termination;
 use crate::policy::Policy;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::outcome::{ExitStatus, ResourceUsage};
 use proptest::prelude::*;
@@ -32,11 +35,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A sealed way to `subject` on `client`, with keys of its own.
+fn link(client: async_nats::Client, subject: &str) -> Link {
+    let sealer = SessionKeys::new().sealer("test", true);
+    Link::new(client, subject.to_owned(), sealer)
+}
+
 /// A `Receiving` on an offline client, with its runtime.
 fn offline_receiving() -> (tokio::runtime::Runtime, Receiving) {
     let rt = runtime();
     let client = rt.block_on(offline_client());
-    (rt, Receiving::new(client, "peer".into()))
+    (rt, Receiving::new(link(client, "peer")))
 }
 
 /// The body of a data message, as `kind::DATA` documents it.
@@ -76,7 +85,12 @@ fn advert() -> impl Strategy<Value = Advert> {
         prop::collection::vec(any::<String>(), 0..6),
         any::<u32>(),
     )
-        .prop_map(|(id, labels, free)| Advert { id, labels, free })
+        .prop_map(|(id, labels, free)| Advert {
+            id,
+            labels,
+            free,
+            xkey: String::new(),
+        })
 }
 
 fn fork_request() -> impl Strategy<Value = ForkRequest> {
@@ -98,6 +112,7 @@ fn fork_request() -> impl Strategy<Value = ForkRequest> {
                 policy: Policy::default(),
                 stdout,
                 stderr,
+                keys: SessionKeys::new(),
             },
         )
 }
@@ -166,11 +181,13 @@ proptest! {
     #[test]
     fn a_valid_id_is_exactly_one_token_of_every_subject(id in "[A-Za-z0-9]{1,64}") {
         prop_assert!(is_id(&id));
+        let ends = Ends { host: &id, agent: &id, session: &id };
         for (subject, count) in [
-            (fork_subject(&id), 4),
-            (parent_subject(&id), 3),
-            (session_subject(&id, true), 4),
-            (session_subject(&id, false), 4),
+            (fork_subject(&id, &id), 5),
+            (parent_subject(&id, &id), 4),
+            (advert_subject(&id), 3),
+            (session_subject(&ends, true), 6),
+            (session_subject(&ends, false), 6),
         ] {
             let tokens: Vec<&str> = subject.split('.').collect();
             prop_assert_eq!(tokens.len(), count);
@@ -329,11 +346,17 @@ fn ids_that_could_escape_a_subject_token_are_refused() {
 
 #[test]
 fn a_session_has_one_subject_each_way() {
-    assert_eq!(fork_subject("abc"), "wasmproc.agent.abc.fork");
-    assert_eq!(parent_subject("abc"), "wasmproc.parent.abc");
-    let (to, from) = (session_subject("abc", true), session_subject("abc", false));
-    assert_eq!(to, "wasmproc.s.abc.p");
-    assert_eq!(from, "wasmproc.s.abc.w");
+    assert_eq!(fork_subject("K", "abc"), "wasmproc.agent.K.abc.fork");
+    assert_eq!(parent_subject("K", "abc"), "wasmproc.parent.K.abc");
+    assert_eq!(advert_subject("K"), "wasmproc.agents.K");
+    let ends = Ends {
+        host: "H",
+        agent: "A",
+        session: "abc",
+    };
+    let (to, from) = (session_subject(&ends, true), session_subject(&ends, false));
+    assert_eq!(to, "wasmproc.s.H.A.abc.p");
+    assert_eq!(from, "wasmproc.s.H.A.abc.w");
     assert_ne!(to, from);
 }
 
@@ -396,6 +419,7 @@ fn out_of_range_numbers_and_wrong_shapes_in_json_messages_are_errors() {
         id: "a".into(),
         labels,
         free: 1,
+        xkey: String::new(),
     })
     .unwrap();
     assert_eq!(
@@ -556,9 +580,9 @@ async fn a_sender_stops_at_a_full_message_window_and_resumes_as_credits_come() {
         chunk: 1,
         limit: u64::MAX,
     };
-    let (task, credits) = send_stream(source, client.clone(), "peer".into(), stream::STDOUT);
+    let (task, credits) = send_stream(source, link(client.clone(), "peer"), stream::STDOUT);
     reads_stop_at(&reads, WINDOW_MESSAGES).await;
-    let mut receiving = Receiving::new(client, "unused".into());
+    let mut receiving = Receiving::new(link(client, "unused"));
     receiving.credit(stream::STDOUT, credits);
     receiving
         .handle(kind::ACK, &ack(stream::STDOUT, 256, 256))
@@ -585,10 +609,10 @@ async fn a_sender_stops_at_a_full_byte_window_and_resumes_as_credits_come() {
         chunk: CHUNK,
         limit: u64::MAX,
     };
-    let (task, credits) = send_stream(source, client.clone(), "peer".into(), stream::CHANNEL);
+    let (task, credits) = send_stream(source, link(client.clone(), "peer"), stream::CHANNEL);
     let per_window = WINDOW_BYTES / CHUNK as u64;
     reads_stop_at(&reads, per_window).await;
-    let mut receiving = Receiving::new(client, "unused".into());
+    let mut receiving = Receiving::new(link(client, "unused"));
     receiving.credit(stream::CHANNEL, credits);
     receiving
         .handle(kind::ACK, &ack(stream::CHANNEL, WINDOW_BYTES / 4, 1))
@@ -607,7 +631,7 @@ async fn a_grant_beyond_what_was_sent_never_underflows_the_window() {
         chunk: 1,
         limit,
     };
-    let (task, credits) = send_stream(source, client, "peer".into(), stream::STDERR);
+    let (task, credits) = send_stream(source, link(client, "peer"), stream::STDERR);
     credits.bytes.store(u64::MAX, Ordering::Release);
     credits.messages.store(u64::MAX, Ordering::Release);
     credits.changed.notify_waiters();
@@ -620,8 +644,7 @@ async fn a_grant_beyond_what_was_sent_never_underflows_the_window() {
 async fn a_receiver_grants_credits_each_time_a_quarter_of_the_window_is_written() {
     let written = Written {
         counts: Mutex::new(((0, 0), (0, 0))),
-        client: offline_client().await,
-        subject: "peer".into(),
+        link: link(offline_client().await, "peer"),
         stream: stream::STDOUT,
     };
     let counts = || *written.counts.lock().unwrap();
@@ -645,7 +668,7 @@ async fn a_receiver_grants_credits_each_time_a_quarter_of_the_window_is_written(
 
 #[tokio::test]
 async fn a_sink_gets_its_stream_in_order_then_its_end() {
-    let mut receiving = Receiving::new(offline_client().await, "peer".into());
+    let mut receiving = Receiving::new(link(offline_client().await, "peer"));
     let (sink, mut out) = tokio::io::duplex(1 << 16);
     receiving.sink(stream::STDOUT, Box::pin(sink));
     let (err_sink, mut err_out) = tokio::io::duplex(1 << 16);

@@ -25,6 +25,9 @@ pub(crate) struct ForkRequest {
     /// Whether the worker's stdout and stderr come back (else /dev/null).
     pub stdout: bool,
     pub stderr: bool,
+    /// The session's keys, one per direction (the request is sealed to
+    /// the agent: only it reads them).
+    pub keys: super::SessionKeys,
 }
 
 /// An agent's answer to a [`ForkRequest`].

@@ -4,7 +4,7 @@
 //! [`Worker`] whose channel and output are the local ones, bridged.
 
 use crate::cluster::{
-    Answer, ForkRequest, Remote, Session, Started, from_wire, new_id, session_subject,
+    Answer, ForkRequest, Opener, Remote, Session, SessionKeys, Started, from_wire, new_id,
 };
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
@@ -47,9 +47,16 @@ pub(crate) async fn fork_remote(
         policy,
         stdout: stdout.is_some(),
         stderr: stderr.is_some(),
+        keys: SessionKeys::new(),
     };
-    let pid = match cluster.ask_fork(&agent, &request).await? {
-        Answer::Started(pid, from_worker) => (pid, from_worker),
+    let (picked, agent) = (agent.clone(), agent.id);
+    let (pid, from_worker, link) = match cluster.ask_fork(&picked, request).await? {
+        Answer::Started {
+            pid,
+            from_worker,
+            opener,
+            link,
+        } => (pid, (from_worker, *opener), link),
         Answer::Refused { code, message } => {
             let error = from_wire(&code, format!("agent {agent}: {message}"));
             if code == "access-denied" || code == "limit-exceeded" {
@@ -61,8 +68,6 @@ pub(crate) async fn fork_remote(
             return Err(error);
         }
     };
-    let (pid, from_worker) = pid;
-    let client = cluster.client().clone();
     ctx.budget.take(slots, 1 + lent.spawns);
     if let Some(audit) = &ctx.audit {
         audit.record(
@@ -73,8 +78,7 @@ pub(crate) async fn fork_remote(
     // From here the worker runs on the agent: until the `Remote` holds
     // it, a failure must give back the slots and have the agent kill it.
     let mut guard = Started {
-        client: client.clone(),
-        to_worker: session_subject(&session, true),
+        to_worker: link,
         slots: Some((ctx.budget.live().clone(), slots)),
     };
     connect_remote(
@@ -91,7 +95,7 @@ pub(crate) async fn fork_remote(
 fn connect_remote(
     ctx: &mut ProcessCtx,
     started: &mut Started,
-    from_worker: async_nats::Subscriber,
+    (from_worker, opener): (async_nats::Subscriber, Opener),
     (pid, name, agent): (u32, String, String),
     outputs: [Option<bool>; 2],
 ) -> Result<Worker, Failure> {
@@ -115,6 +119,7 @@ fn connect_remote(
     .map_err(io("watching the worker's reports"))?;
     let session = Session {
         from_worker,
+        opener,
         pid,
         cluster,
         agent,
