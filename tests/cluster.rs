@@ -1328,3 +1328,58 @@ fn agent_and_cluster_host_refuse_to_trust_no_one_unless_insecure_and_then_say_so
     assert_eq!(insecure.len(), 1, "{insecure:?}");
     assert_eq!(insecure[0]["role"], "agent");
 }
+
+/// Issue 22, row 5: two hosts' remote workers on one agent. Each
+/// session's children run as a user id leased for that session alone
+/// (and so in a sandbox of their own: the agent keys its workers' views,
+/// with their IPC and PID namespaces, by that id), never the agent's one
+/// id for all: the agent's audit log shows two different ids, each from
+/// the leased range, while both children run at once.
+#[test]
+fn two_hosts_sessions_on_one_agent_run_their_children_as_different_users() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let ids = ids(1);
+    let dir = tempfile::tempdir().unwrap();
+    let bob = keygen(dir.path(), "bob.nk");
+    let (_server, url, _conf) = shipped_bus(&[&ids.host, &bob], &[&ids.agents[0]]);
+    let (agent_audit, host_audit) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut agent_keys = ids.agent_args(0);
+    agent_keys.extend(["--trust-host".into(), bob.public.clone()]);
+    let (_agent, _) = probe_agent(&url, &agent_keys, agent_audit.path(), export.path());
+    let mut bob_keys = vec!["--host-key".to_owned(), bob.file.display().to_string()];
+    bob_keys.extend(["--trust-agent".into(), ids.agents[0].public.clone()]);
+    let sleeper = ["worker", "testprog", "-", "exec", "testprog", "sleep", "3"];
+    let hosts = [ids.host_args(), bob_keys].map(|keys| {
+        let run = probe_host(&url, &keys, host_audit.path(), local.path(), &sleeper)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Killed(run)
+    });
+    let sleeping = || events(agent_audit.path(), "exec-file").len() >= 2;
+    assert!(eventually(30, sleeping), "both sessions' children started");
+    let uids: Vec<u64> = (events(agent_audit.path(), "exec-file").iter())
+        .map(|e| {
+            e["identity"]["uid"]
+                .as_u64()
+                .expect("a child of its own user")
+        })
+        .collect();
+    for mut run in hosts {
+        let (status, _, stderr) = finish(&mut run);
+        assert!(status.success(), "{stderr}");
+    }
+    let range = wasmproc_host::sandbox::DEFAULT_CHILD_UIDS;
+    assert!(
+        uids.iter().all(|u| range.contains(&(*u as u32))),
+        "{uids:?}"
+    );
+    assert_ne!(uids[0], uids[1], "two sessions' children share a user");
+}

@@ -31,7 +31,7 @@ use crate::failure::Failure;
 use crate::outcome::Termination;
 use crate::policy::DirAccess;
 use crate::policy::{Denial, Lent};
-use crate::stdio::Asked;
+use crate::stdio::StdioRequest;
 use crate::worker::spec::{WorkerDir, WorkerSpec};
 use anyhow::Result;
 use bytes::Bytes;
@@ -337,6 +337,17 @@ impl Agent {
             }));
         }
         let mut policy = policy;
+        // Each session's children run as a user id of that session's own
+        // (and so in a view of their own: IPC and PID namespaces), unless
+        // the guest asked for an id the agent allows.
+        let ids = match (policy.child_id_asked, ctx.launcher.lease_for_tenant()) {
+            (false, Some(lease)) => {
+                let lease = lease?;
+                policy.child_id = (lease.id, lease.id);
+                Some(lease)
+            }
+            _ => None,
+        };
         let live = policy.limits.max_live_children.min(free.live / 2);
         policy.limits.max_live_children = live;
         let spawns = free.spawns.map(|s| s / 2);
@@ -353,12 +364,19 @@ impl Agent {
         let tee: crate::worker::spec::Tee = Box::new(move |line: &[u8]| {
             let _ = reports_tx.send(message(kind::REPORT, line));
         });
-        let output = |piped: bool| if piped { Asked::Piped } else { Asked::Null };
-        let stdio = [Asked::Null, output(req.stdout), output(req.stderr)];
+        let output = |piped: bool| {
+            if piped {
+                StdioRequest::Piped
+            } else {
+                StdioRequest::Null
+            }
+        };
+        let stdio = [StdioRequest::Null, output(req.stdout), output(req.stderr)];
         let started = ctx.start_worker(spec, opened, lent, stdio, Some(tee))?;
         drop(ctx);
         Ok(Session {
             req,
+            _ids: ids,
             child: started.child,
             socket: started.socket,
             reports: started.reports,
@@ -402,6 +420,8 @@ impl Agent {
     async fn serve_session(&self, session: Session, to_host: Link, mut opener: Opener) {
         let Session {
             req,
+            // Held until the session (and so every child of its) ends.
+            _ids: _lease,
             mut child,
             socket,
             reports,
@@ -514,6 +534,8 @@ impl Agent {
 /// A worker the agent started, and what its session needs.
 struct Session {
     req: ForkRequest,
+    /// The user id this session's children run as, leased while it runs.
+    _ids: Option<crate::launch::identity::IdLease>,
     child: Child,
     socket: std::os::unix::net::UnixStream,
     reports: Arc<Mutex<crate::worker::spec::Reports>>,

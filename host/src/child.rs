@@ -29,6 +29,10 @@ pub struct Child {
     /// Tasks copying `inherit`ed output to the guest's streams.
     pub(crate) forwarders: Vec<JoinHandle<()>>,
     deadline: Option<Deadline>,
+    /// For a worker: the sandbox its children run in, kept while the
+    /// worker lives (its PID namespace ends when the last holder drops
+    /// it, even if the launcher's cache forgot it first).
+    view: Option<Arc<crate::launch::sandbox::Sandbox>>,
 }
 
 /// `ended` if it comes within `ms` milliseconds, else `timed-out` saying
@@ -197,7 +201,14 @@ impl Child {
             stderr: None,
             forwarders: Vec::new(),
             deadline: None,
+            view: None,
         }
+    }
+
+    /// Keeps `view`, the sandbox of this worker's children, while the
+    /// worker lives.
+    pub(crate) fn hold_view(&mut self, view: Option<Arc<crate::launch::sandbox::Sandbox>>) {
+        self.view = view;
     }
 
     /// The leader's pid.

@@ -14,9 +14,9 @@ use crate::bindings::fork::{ForkOptions, Host, HostWorker};
 use crate::bindings::parent;
 use crate::channel::{Channel, Readiness};
 use crate::failure::Failure;
-use crate::forked::{End, Worker};
+use crate::forked::{Worker, WorkerSite};
 use crate::policy::{WorkerRequest, no_nul};
-use crate::stdio::Asked;
+use crate::stdio::StdioRequest;
 use crate::{ProcessCtxView, ProcessError, ProcessResult};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynPollable, Pollable};
@@ -31,7 +31,7 @@ impl Host for ProcessCtxView<'_> {
         let request = WorkerRequest::from(&options);
         // Streams given are taken first: they are the host's now.
         let stdio = [
-            Asked::Null,
+            StdioRequest::Null,
             self.ask(options.stdout)?,
             self.ask(options.stderr)?,
         ];
@@ -62,7 +62,7 @@ impl ProcessCtxView<'_> {
         component: &str,
         args: Vec<String>,
         request: &WorkerRequest,
-        stdio: [Asked; 3],
+        stdio: [StdioRequest; 3],
     ) -> Result<Worker, Failure> {
         let ctx = &mut *self.ctx;
         let path = (ctx.policy.find_fork(component))
@@ -73,7 +73,7 @@ impl ProcessCtxView<'_> {
         let started = ctx.start_worker(spec, dirs, lent, stdio, None)?;
         Ok(Worker {
             channel: ctx.channel(started.socket)?,
-            end: End::Local(started.child),
+            end: WorkerSite::Local(started.child),
             reports: started.reports,
         })
     }

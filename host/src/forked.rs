@@ -13,59 +13,59 @@ use wasmtime_wasi::p2::Pollable;
 /// the worker's process group.
 pub struct Worker {
     pub(crate) channel: Channel,
-    pub(crate) end: End,
+    pub(crate) end: WorkerSite,
     /// Its audit events and denials, on their way to this host's.
     pub(crate) reports: std::sync::Arc<std::sync::Mutex<crate::worker::spec::Reports>>,
 }
 
 /// Where a worker's process is.
-pub(crate) enum End {
+pub(crate) enum WorkerSite {
     /// A child process of this host.
     Local(Child),
     /// A process of a cluster agent.
     Remote(crate::cluster::Remote),
 }
 
-impl End {
+impl WorkerSite {
     pub(crate) fn pid(&self) -> u32 {
         match self {
-            End::Local(child) => child.pid(),
-            End::Remote(remote) => remote.pid(),
+            WorkerSite::Local(child) => child.pid(),
+            WorkerSite::Remote(remote) => remote.pid(),
         }
     }
 
     pub(crate) async fn reap(&mut self) -> Result<Termination, Failure> {
         match self {
-            End::Local(child) => child.reap().await,
-            End::Remote(remote) => remote.reap().await,
+            WorkerSite::Local(child) => child.reap().await,
+            WorkerSite::Remote(remote) => remote.reap().await,
         }
     }
 
     pub(crate) fn try_status(&mut self) -> Result<Option<Termination>, Failure> {
         match self {
-            End::Local(child) => child.try_status(),
-            End::Remote(remote) => remote.try_status(),
+            WorkerSite::Local(child) => child.try_status(),
+            WorkerSite::Remote(remote) => remote.try_status(),
         }
     }
 
     pub(crate) fn kill(&self, signal: u8) -> Result<(), Failure> {
         match self {
-            End::Local(child) => child.kill(signal),
-            End::Remote(remote) => remote.kill(signal),
+            WorkerSite::Local(child) => child.kill(signal),
+            WorkerSite::Remote(remote) => remote.kill(signal),
         }
     }
 
     pub(crate) fn take_stdout(&mut self) -> Option<crate::pipe::PipeReader> {
         match self {
-            End::Local(child) => child.take_stdout(),
-            End::Remote(remote) => remote.stdout.take(),
+            WorkerSite::Local(child) => child.take_stdout(),
+            WorkerSite::Remote(remote) => remote.stdout.take(),
         }
     }
 
     pub(crate) fn take_stderr(&mut self) -> Option<crate::pipe::PipeReader> {
         match self {
-            End::Local(child) => child.take_stderr(),
-            End::Remote(remote) => remote.stderr.take(),
+            WorkerSite::Local(child) => child.take_stderr(),
+            WorkerSite::Remote(remote) => remote.stderr.take(),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::child::Child;
 use crate::failure::Failure;
 use crate::pipe::PipeReader;
 use crate::policy::{Request, Run};
-use crate::stdio::Asked;
+use crate::stdio::StdioRequest;
 use crate::{ProcessCtxView, ProcessError, ProcessResult};
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -20,12 +20,12 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
 
 impl ProcessCtxView<'_> {
     /// `kind`, taking a stream it gives out of the table.
-    pub(crate) fn ask(&mut self, kind: Stdio) -> Result<Asked, Failure> {
+    pub(crate) fn ask(&mut self, kind: Stdio) -> Result<StdioRequest, Failure> {
         Ok(match kind {
-            Stdio::Piped => Asked::Piped,
-            Stdio::Inherit => Asked::Inherit,
-            Stdio::Null => Asked::Null,
-            Stdio::File(file) => Asked::File {
+            Stdio::Piped => StdioRequest::Piped,
+            Stdio::Inherit => StdioRequest::Inherit,
+            Stdio::Null => StdioRequest::Null,
+            Stdio::File(file) => StdioRequest::File {
                 path: file.path,
                 mode: file.mode.into(),
             },
@@ -42,7 +42,7 @@ impl ProcessCtxView<'_> {
                     )));
                 }
                 // The stream is gone: the pipe is this host's alone.
-                Asked::PipeFrom(
+                StdioRequest::PipeFrom(
                     pipe.as_deref()
                         .map(crate::pipe::blocking_read_end)
                         .transpose(),

@@ -21,7 +21,7 @@ use wasmtime_wasi::p2::DynOutputStream;
 /// One of a child's standard streams as the guest asked for it, with a
 /// stream it gave already taken out of its resource table (a stream passed
 /// to the host is the host's, whatever happens next).
-pub(crate) enum Asked {
+pub(crate) enum StdioRequest {
     Piped,
     Inherit,
     Null,
@@ -68,16 +68,22 @@ impl ProcessCtx {
     /// [`inherited_output`](Self::inherited_output), never the host's own
     /// open file: a child holding that could truncate or seek the
     /// operator's log, or change its flags.
-    pub(crate) fn route(&self, name: &str, asked: Asked) -> Result<(ChildIo, Route), Failure> {
+    pub(crate) fn route(
+        &self,
+        name: &str,
+        asked: StdioRequest,
+    ) -> Result<(ChildIo, Route), Failure> {
         Ok(match asked {
-            Asked::Piped => (ChildIo::Pipe, Route::Guest),
-            Asked::Inherit => (
+            StdioRequest::Piped => (ChildIo::Pipe, Route::Guest),
+            StdioRequest::Inherit => (
                 ChildIo::Pipe,
                 Route::Forward(self.inherited_output(name == "stderr")),
             ),
-            Asked::Null => (ChildIo::Null, Route::Os),
-            Asked::File { path, mode } => (self.open_stdio_file(&path, mode, true)?, Route::Os),
-            Asked::PipeFrom(_) => {
+            StdioRequest::Null => (ChildIo::Null, Route::Os),
+            StdioRequest::File { path, mode } => {
+                (self.open_stdio_file(&path, mode, true)?, Route::Os)
+            }
+            StdioRequest::PipeFrom(_) => {
                 return Err(Failure::InvalidArgument(format!(
                     "{name} cannot be `pipe-from`: it is for stdin only"
                 )));
@@ -86,20 +92,20 @@ impl ProcessCtx {
     }
 
     /// The OS stdin asked as `asked`.
-    fn stdin_io(&self, asked: Asked) -> Result<ChildIo, Failure> {
+    fn stdin_io(&self, asked: StdioRequest) -> Result<ChildIo, Failure> {
         Ok(match asked {
-            Asked::Piped => ChildIo::Pipe,
-            Asked::Inherit => ChildIo::Inherit,
-            Asked::Null => ChildIo::Null,
-            Asked::File { path, mode } => self.open_stdio_file(&path, mode, false)?,
-            Asked::PipeFrom(Ok(Some(pipe))) => ChildIo::Given(pipe),
-            Asked::PipeFrom(Ok(None)) => {
+            StdioRequest::Piped => ChildIo::Pipe,
+            StdioRequest::Inherit => ChildIo::Inherit,
+            StdioRequest::Null => ChildIo::Null,
+            StdioRequest::File { path, mode } => self.open_stdio_file(&path, mode, false)?,
+            StdioRequest::PipeFrom(Ok(Some(pipe))) => ChildIo::Given(pipe),
+            StdioRequest::PipeFrom(Ok(None)) => {
                 return Err(Failure::InvalidArgument(
                     "the stream given as stdin is not a piped stdout or stderr of a child or worker"
                         .into(),
                 ));
             }
-            Asked::PipeFrom(Err(e)) => return Err(Failure::from_io("taking the pipe", &e)),
+            StdioRequest::PipeFrom(Err(e)) => return Err(Failure::from_io("taking the pipe", &e)),
         })
     }
 
@@ -150,7 +156,7 @@ impl ProcessCtx {
         &mut self,
         kind: &'static str,
         prepared: &Prepared,
-        [stdin, stdout, stderr]: [Asked; 3],
+        [stdin, stdout, stderr]: [StdioRequest; 3],
     ) -> Result<Child, Failure> {
         let stdin = self.stdin_io(stdin)?;
         let (out_os, out_route) = self.route("stdout", stdout)?;

@@ -475,6 +475,7 @@ impl ProcessCtxBuilder {
                 ctx.policy.child_id = (lease.id, lease.id);
             }
             ctx.launcher.ids = Some(lease.map_err(|e| e.to_string()));
+            ctx.launcher.id_range = Some(range);
         }
         if ctx.policy.confine && ctx.policy.use_sandbox && ctx.launcher.can_change_user {
             let processes = &mut ctx.policy.limits.rlimits.processes;

@@ -44,12 +44,16 @@ use wasmtime_wasi::cli::StdoutStream;
 const WORKER_VIEWS: usize = 8;
 
 /// What a worker's view is built from: its directories (device, inode and
-/// whether read-only), its programs and whether it has the network.
+/// whether read-only), its programs and whether it has the network; and
+/// whose children it holds (their user and group), so that two tenants
+/// (two sessions on an agent) never share one, its IPC and PID
+/// namespaces included.
 #[derive(Debug, PartialEq, Eq)]
 struct ViewKey {
     dirs: Vec<((u64, u64), bool)>,
     programs: Vec<PathBuf>,
     network: bool,
+    owner: (u32, u32),
 }
 
 /// The walls of one guest's children, and the starting of them.
@@ -74,6 +78,9 @@ pub(crate) struct Launcher {
     /// be (then children that would change user are refused rather than
     /// run as another guest's).
     pub(crate) ids: Option<Result<identity::IdLease, String>>,
+    /// The range `ids` was leased from, for leases of the guest's tenants
+    /// (an agent's remote sessions).
+    pub(crate) id_range: Option<std::ops::RangeInclusive<u32>>,
     /// Where `inherit`ed child stdout and stderr go (`None`: the host's).
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
@@ -124,6 +131,16 @@ impl Launcher {
                 Confiner::none()
             });
         }
+    }
+
+    /// A user and group id of its own for a tenant of this guest (a remote
+    /// session on an agent), leased from the guest's range; `None` where
+    /// the guest leases none (a fixed child user, or a host without root).
+    pub(crate) fn lease_for_tenant(&self) -> Option<Result<identity::IdLease, Failure>> {
+        let range = self.id_range.as_ref()?;
+        Some(identity::lease(range).map_err(|e| {
+            Failure::LimitExceeded(format!("no user id for this session's children: {e}"))
+        }))
     }
 
     /// The guest's sandbox, if it was built.
@@ -297,7 +314,8 @@ impl Launcher {
     }
 
     /// The sandbox for the children of a worker holding `grants`,
-    /// `programs` and (or not) the network: a view of the worker's own,
+    /// `programs` and (or not) the network, whose children run as `owner`:
+    /// a view of the worker's own,
     /// narrowed grants, not of this guest's (issue 22, row 4: Landlock
     /// alone left a worker's children able to stat, chmod, utime and
     /// setxattr files of the parent's grants, and to connect to its
@@ -310,7 +328,7 @@ impl Launcher {
         &mut self,
         grants: &[DirGrant],
         programs: &[&ProgramGrant],
-        network: bool,
+        (network, owner): (bool, (u32, u32)),
     ) -> Option<Arc<Sandbox>> {
         let key = ViewKey {
             dirs: (grants.iter())
@@ -318,6 +336,7 @@ impl Launcher {
                 .collect(),
             programs: programs.iter().map(|p| p.real_path.clone()).collect(),
             network,
+            owner,
         };
         if let Some((_, view)) = self.views.iter().find(|(k, _)| *k == key) {
             return Some(view.clone());

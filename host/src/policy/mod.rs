@@ -52,19 +52,26 @@ pub const DEFAULT_CHILD_ID: u32 = 65534;
 /// [`ProcessCtxBuilder`](crate::ProcessCtxBuilder)'s: nothing granted.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
+    /// The programs `exec-file` and `spawn` may run, resolved when granted.
     pub(crate) programs: Vec<ProgramGrant>,
     /// The shells `exec` may use; the first is the default.
     pub(crate) shells: Vec<ProgramGrant>,
+    /// The components `fork` may start.
     pub(crate) forks: Vec<ProgramGrant>,
+    /// The environment variable names the guest may set for children.
     pub(crate) allowed_env: BTreeSet<String>,
     /// Of those, the injection variables the embedder opted in to.
     pub(crate) injection_env: BTreeSet<String>,
+    /// Timeouts, buffers, counts, rlimits and memory (see [`Limits`]).
     pub(crate) limits: Limits,
     /// How long a channel's `receive` spins before sleeping.
     pub(crate) channel_spin: Duration,
     /// Landlock and the sandbox at all.
     pub(crate) confine: bool,
+    /// Whether children may use the network (TCP, and no empty network
+    /// namespace).
     pub(crate) network: bool,
+    /// Whether a child that cannot be fully confined is refused.
     pub(crate) require_confinement: bool,
     /// Whether children run in the guest's sandbox (namespaces, seccomp).
     pub(crate) use_sandbox: bool,

@@ -24,7 +24,7 @@ use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
 use crate::launch::sandbox::Sandbox;
 use crate::policy::{Denial, DirAccess, DirGrant, Headroom, Lent, Prepared, WorkerRequest};
-use crate::stdio::Asked;
+use crate::stdio::StdioRequest;
 use crate::worker::spec::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -113,7 +113,7 @@ impl ProcessCtx {
         mut spec: WorkerSpec,
         dirs: Vec<Dir>,
         lent: Lent,
-        [_, stdout, stderr]: [Asked; 3],
+        [_, stdout, stderr]: [StdioRequest; 3],
         tee: Option<crate::worker::spec::Tee>,
     ) -> Result<StartedWorker, Failure> {
         let (slots, spawns) = (1 + lent.live, 1 + lent.spawns);
@@ -156,6 +156,7 @@ impl ProcessCtx {
         drop(passed);
         let (mut child, socket, held) = started?;
         child.count(slots - held);
+        child.hold_view(sandbox);
         self.budget.spawned(spawns);
         child.attach(out_reader, err_reader, forwarders);
         drop((dirs, report_end, out, err));
@@ -205,7 +206,7 @@ impl ProcessCtx {
                 })
             })
             .collect();
-        self.launcher.view(&grants, &programs, policy.network)
+        (self.launcher).view(&grants, &programs, (policy.network, policy.child_id))
     }
 
     /// The compiled code of `spec`'s component and of each component it
@@ -455,7 +456,11 @@ impl ProcessCtx {
             IdleRole::Template => "worker-template",
             _ => "worker-process",
         };
-        let child = self.start_child(kind, &prepared, [Asked::Null, Asked::Null, Asked::Null])?;
+        let child = self.start_child(
+            kind,
+            &prepared,
+            [StdioRequest::Null, StdioRequest::Null, StdioRequest::Null],
+        )?;
         Ok((child, ours))
     }
 
@@ -532,7 +537,7 @@ impl ProcessCtx {
     fn worker_output(
         &self,
         name: &str,
-        asked: Asked,
+        asked: StdioRequest,
     ) -> Result<
         (
             std::os::fd::OwnedFd,

@@ -8,9 +8,9 @@ use crate::cluster::{
 };
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
-use crate::forked::{End, Worker};
+use crate::forked::{Worker, WorkerSite};
 use crate::policy::{Denial, WorkerRequest};
-use crate::stdio::Asked;
+use crate::stdio::StdioRequest;
 
 /// `fork` with a placement other than `local`: the worker's policy is
 /// narrowed as for a local fork (its budget lent from this guest's), sent
@@ -21,7 +21,7 @@ pub(crate) async fn fork_remote(
     args: Vec<String>,
     request: &WorkerRequest,
     labels: &[String],
-    [_, stdout, stderr]: [Asked; 3],
+    [_, stdout, stderr]: [StdioRequest; 3],
 ) -> Result<Worker, Failure> {
     let Some(cluster) = ctx.workers.cluster.clone() else {
         return Err(Failure::Unsupported(
@@ -132,7 +132,7 @@ fn connect_remote(
     .map_err(io("bridging the worker's session"))?;
     Ok(Worker {
         channel: ctx.channel(ours)?,
-        end: End::Remote(remote),
+        end: WorkerSite::Remote(remote),
         reports,
     })
 }
@@ -140,14 +140,16 @@ fn connect_remote(
 /// What a worker output stream asked as `asked` needs from the agent:
 /// `None` for /dev/null, else the stream back and whether it is for the
 /// guest (`piped`) rather than the host's own (`inherit`).
-fn remote_output(name: &str, asked: Asked) -> Result<Option<bool>, Failure> {
+fn remote_output(name: &str, asked: StdioRequest) -> Result<Option<bool>, Failure> {
     match asked {
-        Asked::Null => Ok(None),
-        Asked::Piped => Ok(Some(true)),
-        Asked::Inherit => Ok(Some(false)),
-        Asked::File { .. } | Asked::PipeFrom(_) => Err(Failure::InvalidArgument(format!(
-            "a remote worker's {name} cannot be a local file or pipe: descriptors do not cross machines"
-        ))),
+        StdioRequest::Null => Ok(None),
+        StdioRequest::Piped => Ok(Some(true)),
+        StdioRequest::Inherit => Ok(Some(false)),
+        StdioRequest::File { .. } | StdioRequest::PipeFrom(_) => {
+            Err(Failure::InvalidArgument(format!(
+                "a remote worker's {name} cannot be a local file or pipe: descriptors do not cross machines"
+            )))
+        }
     }
 }
 
@@ -157,13 +159,16 @@ mod tests {
 
     #[test]
     fn a_remote_output_can_be_null_piped_or_inherited_but_not_a_descriptor() {
-        assert_eq!(remote_output("stdout", Asked::Null).unwrap(), None);
-        assert_eq!(remote_output("stdout", Asked::Piped).unwrap(), Some(true));
+        assert_eq!(remote_output("stdout", StdioRequest::Null).unwrap(), None);
         assert_eq!(
-            remote_output("stderr", Asked::Inherit).unwrap(),
+            remote_output("stdout", StdioRequest::Piped).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            remote_output("stderr", StdioRequest::Inherit).unwrap(),
             Some(false)
         );
-        let e = remote_output("stderr", Asked::PipeFrom(Ok(None))).unwrap_err();
+        let e = remote_output("stderr", StdioRequest::PipeFrom(Ok(None))).unwrap_err();
         assert!(
             matches!(&e, Failure::InvalidArgument(m) if m.contains("stderr")),
             "{e:?}"
