@@ -4,9 +4,9 @@
 //! directories, by guest name), limits and sandbox settings are the
 //! ceiling of every request. See [`crate::cluster`] for the protocol.
 //!
-//! A request is checked with [`Policy::within`]; anything beyond is
+//! A request is checked with `Policy::within` (`cluster/ceiling.rs`); anything beyond is
 //! refused (`access-denied`) and reported as a denial. An accepted worker
-//! is started exactly as a local fork's ([`ProcessCtx::start_worker`]),
+//! is started exactly as a local fork's (`ProcessCtx::start_worker`),
 //! so it runs in the same sandbox; its channel, stdout, stderr and reports
 //! are bridged to the host, its spawns audited here and there.
 //!

@@ -60,7 +60,7 @@ const FLUSH_AT: usize = 64 << 10;
 
 /// Bytes of unread messages a channel takes in from its peer while the
 /// guest waits for the peer's exit, unless set otherwise: 16 MiB (see
-/// [`Channel::absorb`]).
+/// `Channel::absorb`).
 pub const ABSORB_BYTES: usize = crate::policy::DEFAULT_CHANNEL_BUFFER;
 
 /// Bytes read from the socket at a time.

@@ -36,8 +36,8 @@
 //!   requests are signed by the sender's nkey and accepted only from
 //!   trusted keys, fresh and not replayed ([`identity`]); fork requests
 //!   are sealed to the agent and every session message is encrypted and
-//!   authenticated end to end ([`seal`]); an agent watches only the hosts
-//!   whose workers it runs ([`liveness`]). What is dropped is counted. The
+//!   authenticated end to end (`seal`); an agent watches only the hosts
+//!   whose workers it runs (`liveness`). What is dropped is counted. The
 //!   subjects carry the public keys of the host and agent they belong to
 //!   (`wasmproc.s.HOST.AGENT.SESSION.p`), so that a server configuration
 //!   can give each key only its own subjects (`deploy/nats/`): defence in

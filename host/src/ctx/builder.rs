@@ -417,7 +417,7 @@ impl ProcessCtxBuilder {
     /// The ids a root host leases one from for each guest tree: its
     /// children run as that uid and gid, which no other guest of any host
     /// on the machine holds while it runs (see
-    /// [`identity`](crate::launch::identity)). Default:
+    /// `launch::identity`). Default:
     /// [`DEFAULT_CHILD_UIDS`](crate::sandbox::DEFAULT_CHILD_UIDS). If
     /// every id is leased, children are refused (`unsupported`).
     pub fn child_uids(&mut self, ids: RangeInclusive<u32>) -> &mut Self {

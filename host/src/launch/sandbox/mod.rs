@@ -8,7 +8,7 @@
 //!
 //! | layer | what it does | what it closes |
 //! |---|---|---|
-//! | identity | a root host's children run as an unprivileged user and group of their guest's own, leased from a range ([`DEFAULT_CHILD_UIDS`] unless set; see [`crate::launch::identity`]), or one the embedder sets for all, with no supplementary groups | ownership of the host's files: chmod/chown/utime of root's files, setuid-root binaries; signals, `prlimit`, renicing and SysV objects between guests |
+//! | identity | a root host's children run as an unprivileged user and group of their guest's own, leased from a range ([`DEFAULT_CHILD_UIDS`] unless set; see `launch::identity`), or one the embedder sets for all, with no supplementary groups | ownership of the host's files: chmod/chown/utime of root's files, setuid-root binaries; signals, `prlimit`, renicing and SysV objects between guests |
 //! | mount | a mount namespace whose root is a read-only tmpfs holding only the system directories and files ([`crate::launch::confine::SYSTEM_DIRS`], [`crate::launch::confine::SYSTEM_FILES`], [`DEVICES`]), the granted directories and the granted programs, each bound at its host path; system paths and programs read-only, grants read-only or read-write as granted, every mount `nosuid,nodev` (the device nodes are the only `dev` mounts) | every path outside the grants: stat, chmod, utime, xattrs, Unix sockets by path |
 //! | network | a new, empty network namespace (unless the network is granted) | UDP, MPTCP, raw sockets, abstract Unix sockets, every port of the host |
 //! | IPC | an IPC namespace of the guest's own, and a session keyring of each child's own | SysV shared memory, semaphores, message queues, POSIX queues of others |
