@@ -69,22 +69,8 @@ struct OpenHow {
 /// # Safety
 /// Only in the sandbox builder.
 pub(super) unsafe fn make_root_tmpfs() -> Result<c_int, c_int> {
-    // SAFETY: the file system context is the descriptor `new_tmpfs` opened,
-    // closed once mounted; `fsmount` reads no memory of ours.
-    unsafe {
-        let fs = new_tmpfs(c"0755", None)?;
-        let root = libc::syscall(
-            libc::SYS_fsmount,
-            fs,
-            libc::FSMOUNT_CLOEXEC,
-            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        ) as c_int;
-        libc::close(fs);
-        if root < 0 {
-            return Err(last_errno());
-        }
-        Ok(root)
-    }
+    // SAFETY: the builder (see the contract).
+    unsafe { mount_tmpfs(c"0755", None) }
 }
 
 /// Makes a detached private tmpfs for `/tmp`: mode 1777, at most
@@ -93,20 +79,31 @@ pub(super) unsafe fn make_root_tmpfs() -> Result<c_int, c_int> {
 /// # Safety
 /// Only in the sandbox builder.
 unsafe fn make_private_tmpfs() -> Result<c_int, c_int> {
-    // SAFETY: as in `make_root_tmpfs`.
+    // SAFETY: the builder (see the contract).
+    unsafe { mount_tmpfs(c"1777", Some((TMP_SIZE, TMP_INODES))) }
+}
+
+/// A new tmpfs (see [`new_tmpfs`]) mounted nosuid and nodev, detached;
+/// returns its descriptor (close-on-exec).
+///
+/// # Safety
+/// Only in the sandbox builder.
+unsafe fn mount_tmpfs(mode: &CStr, size: Option<(&CStr, &CStr)>) -> Result<c_int, c_int> {
+    // SAFETY: the file system context is the descriptor `new_tmpfs` opened,
+    // closed once mounted; `fsmount` reads no memory of ours.
     unsafe {
-        let fs = new_tmpfs(c"1777", Some((TMP_SIZE, TMP_INODES)))?;
-        let tmp = libc::syscall(
+        let fs = new_tmpfs(mode, size)?;
+        let mounted = libc::syscall(
             libc::SYS_fsmount,
             fs,
             libc::FSMOUNT_CLOEXEC,
             libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         ) as c_int;
         libc::close(fs);
-        if tmp < 0 {
+        if mounted < 0 {
             return Err(last_errno());
         }
-        Ok(tmp)
+        Ok(mounted)
     }
 }
 
