@@ -97,6 +97,13 @@ enum Commands {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print a policy file with every key `--policy` accepts, each
+    /// commented with the flag it stands for.
+    Policy {
+        /// Print the example (the only thing this command does).
+        #[arg(long, required = true)]
+        example: bool,
+    },
     /// Compile components into the compiled-component cache ahead of time
     /// (as `wasmtime compile`), so that their first run or fork does not pay
     /// for it; prints `COMPONENT -> ENTRY` for each. The cache is
@@ -180,8 +187,8 @@ struct AgentArgs {
 /// confinement flags shared by `run` and `agent`.
 #[derive(clap::Args)]
 struct Grants {
-    /// Read grants from a TOML policy file (see `wasmproc help run` and
-    /// the README); they add to the flags' grants.
+    /// Read grants from a TOML policy file (every key: `wasmproc policy
+    /// --example`; docs/policy.md); they add to the flags' grants.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
 
@@ -445,6 +452,10 @@ fn main() -> ExitCode {
             template,
         } => worker(channel_fd, &preload, template),
         Commands::Compile { components } => compile(&components),
+        Commands::Policy { example: _ } => {
+            print!("{}", policy::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Wit => {
             print!("{}", include_str!("../wit/process.wit"));
             Ok(ExitCode::SUCCESS)

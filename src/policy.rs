@@ -1,47 +1,9 @@
 //! `wasmproc run --policy FILE`: the same grants as the flags, in TOML.
 //!
-//! ```toml
-//! shell = "/bin/sh"                  # --allow-shell (the default shell)
-//! shells = ["/bin/bash"]             # more --allow-shell
-//! programs = ["sort", "tools/wc@sha256:…"]   # --allow-run
-//! forks = ["worker.wasm"]            # --allow-fork
-//! allow_env = ["LANG"]               # --allow-env
-//! allow_injection_env = []           # --allow-injection-env
-//! env = { MODE = "fast" }            # --env (the guest's own)
-//! audit_log = "audit.jsonl"          # --audit-log
-//! cluster = "nats://127.0.0.1:4222"  # --cluster
-//! host_key = "host.nk"               # --host-key
-//! trust_agents = ["UABC…"]           # --trust-agent
+//! Every key, commented with the flag it stands for, is in
+//! `src/policy-example.toml`, which `wasmproc policy --example` prints and
+//! a test parses; `docs/policy.md` is the reference.
 //!
-//! [[dir]]                            # --dir / --dir-ro
-//! host = "data"
-//! guest = "/data"                    # default: the host path
-//! access = "ro"                      # "ro" or "rw" (default)
-//!
-//! [limits]
-//! timeout = "10s"                    # --timeout
-//! max_buffer = 1048576               # --max-buffer
-//! max_children = 64                  # --max-children
-//! max_wasm_memory = 268435456        # --max-wasm-memory
-//! channel_buffer = 16777216          # --channel-buffer
-//! channel_buffer_total = 67108864    # --channel-buffer-total
-//! warm_workers = 2                   # --warm-workers
-//! worker_template = true             # false: --no-worker-template
-//! rlimits = { cpu = 10, nofile = 256 }   # --rlimit
-//!
-//! [confinement]
-//! require = true                     # --require-confinement
-//! network = false                    # --allow-network
-//! enabled = true                     # false: --no-confinement
-//! cgroup = true                      # false: --no-cgroup
-//! cgroup_per_child = false           # --cgroup-per-child
-//! allow_uid_change = false           # --allow-uid-change
-//! sandbox = true                     # false: --no-sandbox
-//! child_uids = "1500000000-1500065535" # --child-uids (an id per guest)
-//! # child_user = "65534:65534"       # --child-user (one id for all)
-//! allow_uids = [1000]                # --allow-uid
-//! allow_gids = [1000]                # --allow-gid
-//! ```
 //!
 //! Host paths (`dir.host`, `forks`, `audit_log`, and shells and programs
 //! written as paths, with a `/`) are relative to the policy file's
@@ -62,6 +24,9 @@
 //! Unknown keys and bad values are errors that name the line.
 
 use crate::Grants;
+
+/// A policy file with every key, commented (`wasmproc policy --example`).
+pub const EXAMPLE: &str = include_str!("policy-example.toml");
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -423,15 +388,7 @@ mod tests {
 
     /// The example policy of this module's docs.
     fn documented_example() -> String {
-        let source = include_str!("policy.rs");
-        let lines = source.lines().map(|l| l.strip_prefix("//!").unwrap_or(l));
-        let lines = lines.map(|l| l.strip_prefix(' ').unwrap_or(l));
-        let example: Vec<&str> = lines
-            .skip_while(|l| *l != "```toml")
-            .skip(1)
-            .take_while(|l| *l != "```")
-            .collect();
-        example.join("\n")
+        EXAMPLE.to_owned()
     }
 
     #[test]

@@ -833,3 +833,27 @@ fn the_rust_process_layer_covers_wit_0_2_0() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn policy_example_prints_the_example_file_that_the_policy_parser_is_tested_on() {
+    let out = wasmproc(&["policy", "--example"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let example = std::fs::read_to_string(repo().join("src/policy-example.toml")).unwrap();
+    assert_eq!(text(&out.stdout), example);
+    // Every key it shows is one the file format knows: an unknown key is
+    // refused, naming it.
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), "no_such_key = 1\n").unwrap();
+    let refused = wasmproc(&[
+        "run",
+        "--policy",
+        policy.path().to_str().unwrap(),
+        guest("exec-probe").to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no_such_key"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
