@@ -110,7 +110,7 @@ impl ProcessCtxBuilder {
     /// run (not glibc on x86_64), each worker process is started from the
     /// executable. Its cost: the idle process, and every worker of the
     /// guest starts as a copy of the same process (its address-space
-    /// layout, stack canary and hash keys; see the README).
+    /// layout, stack canary and hash keys; see docs/design.md).
     pub fn worker_template(&mut self, on: bool) -> &mut Self {
         self.ctx.policy.worker_template = on;
         self
