@@ -649,6 +649,28 @@ fn probe_host(url: &str, keys: &[String], audit: &Path, local: &Path, args: &[&s
     cmd
 }
 
+/// Starts host `keys` on `url` whose guest (fork-probe) waits `ms` for its
+/// remote worker, granted `local` and auditing to `audit` (its output
+/// piped or dropped); returns it once the fork is in the audit log, with
+/// the worker's pid and session.
+fn host_with_a_waiting_worker(
+    (url, keys): (&str, &[String]),
+    (audit, local): (&Path, &Path),
+    ms: u64,
+    piped: bool,
+) -> (Killed, u32, String) {
+    let output = || if piped { Stdio::piped() } else { Stdio::null() };
+    let run = probe_host(url, keys, audit, local, &["wait-timeout", &ms.to_string()])
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let run = Killed(run);
+    assert!(eventually(15, || remote_fork(audit).is_some()));
+    let (pid, session) = remote_fork(audit).unwrap();
+    (run, pid, session)
+}
+
 /// The audit events named `event` in the log at `path`.
 fn events(path: &Path, event: &str) -> Vec<serde_json::Value> {
     let log = std::fs::read_to_string(path).unwrap_or_default();
@@ -1095,20 +1117,12 @@ fn attack_4_another_host_can_neither_read_nor_signal_a_hosts_session() {
     let (_agent, _) = probe_agent(&url, &agent_keys, agent_audit.path(), export.path());
     // A's worker sleeps; A waits 4 s for it, then kills it itself.
     let started = Instant::now();
-    let run = probe_host(
-        &url,
-        &ids.host_args(),
-        host_audit.path(),
-        local.path(),
-        &["wait-timeout", "4000"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut run = Killed(run);
-    assert!(eventually(15, || remote_fork(host_audit.path()).is_some()));
-    let (pid, session) = remote_fork(host_audit.path()).unwrap();
+    let (mut run, pid, session) = host_with_a_waiting_worker(
+        (&url, &ids.host_args()),
+        (host_audit.path(), local.path()),
+        4000,
+        true,
+    );
     let (host, agent) = (&ids.host.public, &ids.agents[0].public);
     let spy = Spy::connect(&url, Some(&bob));
     for subject in [
@@ -1154,20 +1168,12 @@ fn attack_5_replayed_heartbeats_of_a_killed_host_keep_nothing_alive() {
     let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
     let spy = Spy::connect(&url, None);
     spy.listen("wasmproc.parent.>");
-    let run = probe_host(
-        &url,
-        &ids.host_args(),
-        host_audit.path(),
-        local.path(),
-        &["wait-timeout", "60000"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut run = Killed(run);
-    assert!(eventually(15, || remote_fork(host_audit.path()).is_some()));
-    let (pid, _) = remote_fork(host_audit.path()).unwrap();
+    let (mut run, pid, _) = host_with_a_waiting_worker(
+        (&url, &ids.host_args()),
+        (host_audit.path(), local.path()),
+        60000,
+        false,
+    );
     // Heartbeats of the host, captured while it lives.
     std::thread::sleep(Duration::from_secs(1));
     let captured = spy.heard();
@@ -1233,20 +1239,12 @@ fn attack_6_a_flood_of_heartbeat_ids_loses_no_real_host() {
         })
         .collect();
     let started = Instant::now();
-    let run = probe_host(
-        &url,
-        &ids.host_args(),
-        host_audit.path(),
-        local.path(),
-        &["wait-timeout", "10000"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut run = Killed(run);
-    assert!(eventually(15, || remote_fork(host_audit.path()).is_some()));
-    let (pid, session) = remote_fork(host_audit.path()).unwrap();
+    let (mut run, pid, session) = host_with_a_waiting_worker(
+        (&url, &ids.host_args()),
+        (host_audit.path(), local.path()),
+        10000,
+        true,
+    );
     // With signals to the worker, unsealed, on its own session.
     let kill = format!("wasmproc.s.{host}.{agent}.{session}.p");
     let mut messages = flood;
