@@ -1100,21 +1100,61 @@ fn attack_3_an_agent_the_host_does_not_trust_gets_none_of_its_workers() {
     );
 }
 
+/// Two hosts of one NATS system on the shipped configuration (the test's
+/// `ids.host`, and Bob) and one agent that serves both (`probe_agent`),
+/// with the agent's and the first host's audit logs and the host's
+/// directory.
+struct TwoHosts {
+    ids: Ids,
+    bob: Key,
+    url: String,
+    agent_audit: tempfile::NamedTempFile,
+    host_audit: tempfile::NamedTempFile,
+    local: tempfile::TempDir,
+    _running: (Killed, Killed),
+    _dirs: (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir),
+}
+
+impl TwoHosts {
+    fn start() -> TwoHosts {
+        let ids = ids(1);
+        let dir = tempfile::tempdir().unwrap();
+        let bob = keygen(dir.path(), "bob.nk");
+        let (server, url, conf) = shipped_bus(&[&ids.host, &bob], &[&ids.agents[0]]);
+        let (agent_audit, host_audit) = (
+            tempfile::NamedTempFile::new().unwrap(),
+            tempfile::NamedTempFile::new().unwrap(),
+        );
+        let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut agent_keys = ids.agent_args(0);
+        agent_keys.extend(["--trust-host".into(), bob.public.clone()]);
+        let (agent, _) = probe_agent(&url, &agent_keys, agent_audit.path(), export.path());
+        TwoHosts {
+            ids,
+            bob,
+            url,
+            agent_audit,
+            host_audit,
+            local,
+            _running: (agent, server),
+            _dirs: (dir, conf, export),
+        }
+    }
+}
+
 #[test]
 fn attack_4_another_host_can_neither_read_nor_signal_a_hosts_session() {
-    let ids = ids(1);
-    let dir = tempfile::tempdir().unwrap();
     // Bob is another host of the system, and even one the agent serves.
-    let bob = keygen(dir.path(), "bob.nk");
-    let (_server, url, _conf) = shipped_bus(&[&ids.host, &bob], &[&ids.agents[0]]);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut agent_keys = ids.agent_args(0);
-    agent_keys.extend(["--trust-host".into(), bob.public.clone()]);
-    let (_agent, _) = probe_agent(&url, &agent_keys, agent_audit.path(), export.path());
+    let TwoHosts {
+        ids,
+        bob,
+        url,
+        agent_audit: _agent_audit,
+        host_audit,
+        local,
+        _running,
+        _dirs,
+    } = TwoHosts::start();
     // A's worker sleeps; A waits 4 s for it, then kills it itself.
     let started = Instant::now();
     let (mut run, pid, session) = host_with_a_waiting_worker(
@@ -1338,18 +1378,16 @@ fn two_hosts_sessions_on_one_agent_run_their_children_as_different_users() {
     if !rustix::process::geteuid().is_root() {
         return;
     }
-    let ids = ids(1);
-    let dir = tempfile::tempdir().unwrap();
-    let bob = keygen(dir.path(), "bob.nk");
-    let (_server, url, _conf) = shipped_bus(&[&ids.host, &bob], &[&ids.agents[0]]);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut agent_keys = ids.agent_args(0);
-    agent_keys.extend(["--trust-host".into(), bob.public.clone()]);
-    let (_agent, _) = probe_agent(&url, &agent_keys, agent_audit.path(), export.path());
+    let TwoHosts {
+        ids,
+        bob,
+        url,
+        agent_audit,
+        host_audit,
+        local,
+        _running,
+        _dirs,
+    } = TwoHosts::start();
     let mut bob_keys = vec!["--host-key".to_owned(), bob.file.display().to_string()];
     bob_keys.extend(["--trust-agent".into(), ids.agents[0].public.clone()]);
     let sleeper = ["worker", "testprog", "-", "exec", "testprog", "sleep", "3"];
