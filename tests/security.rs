@@ -1956,3 +1956,76 @@ async fn a_childs_tmp_is_its_own_guests_not_the_hosts_nor_another_guests() {
     assert!(!host_got, "the note reached the host's /tmp");
     assert_eq!(granted, "in-grant\n");
 }
+
+/// The fields of `/proc/PID/status`, by name.
+fn proc_status(pid: &str) -> std::collections::BTreeMap<String, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    (status.lines())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Issue 22: workers and the worker template hold no privilege. A forked
+/// worker that asked for a child, and waits, runs as its guest's user
+/// (the one the child runs as) in every id slot, with no capability in any
+/// set and `no_new_privs`; its child was started by the host (its parent
+/// is the host, not the worker). So native code in a worker, should the
+/// compiled code it runs ever be an attacker's (row 1), is one more
+/// process of the guest's user, with nothing to start children with but
+/// the host's launcher, which checks each request against the worker's
+/// grants. (Before, the worker ran as root, with `CAP_SYS_ADMIN`,
+/// `CAP_SYS_CHROOT`, `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL`, and started
+/// its children itself.)
+#[test]
+fn a_worker_runs_as_its_guests_user_with_no_capability_and_its_children_are_the_hosts() {
+    use std::io::{BufRead, BufReader};
+    if !rustix::process::geteuid().is_root() {
+        println!("note: the host is not root here: workers have nothing to shed");
+        return;
+    }
+    let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-run", testprog().to_str().unwrap()])
+        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
+        .args([guest("fork-probe").to_str().unwrap(), "hold"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let mut pid = || {
+        let line = lines.next().unwrap().unwrap();
+        line.split(": ").nth(1).unwrap().to_owned()
+    };
+    let (worker, child) = (pid(), pid());
+    let (w, c) = (proc_status(&worker), proc_status(&child));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let one_id = |ids: &str| {
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        (ids.iter().all(|id| *id == ids[0]) && ids[0] != "0").then(|| ids[0].to_owned())
+    };
+    let no_caps = ["CapInh", "CapPrm", "CapEff", "CapAmb"]
+        .iter()
+        .all(|set| w[*set] == "0000000000000000");
+    let refused = one_id(&w["Uid"]).is_some()
+        && one_id(&w["Gid"]).is_some()
+        && one_id(&w["Uid"]) == one_id(&c["Uid"])
+        && no_caps
+        && w["NoNewPrivs"] == "1"
+        && c["PPid"] == host.id().to_string();
+    let how = format!(
+        "worker Uid {} Gid {} CapPrm {} CapEff {} NoNewPrivs {}; its child Uid {} PPid {} (host {})",
+        w["Uid"],
+        w["Gid"],
+        w["CapPrm"],
+        w["CapEff"],
+        w["NoNewPrivs"],
+        c["Uid"],
+        c["PPid"],
+        host.id()
+    );
+    report(&[(
+        "a forked worker holding root, a capability, or its children",
+        Verdict { refused, how },
+    )]);
+}

@@ -9,7 +9,7 @@ use crate::outcome::{Confinement, Termination};
 use crate::pipe::PipeReader;
 use rustix::process::Signal;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -29,10 +29,6 @@ pub struct Child {
     /// Tasks copying `inherit`ed output to the guest's streams.
     pub(crate) forwarders: Vec<JoinHandle<()>>,
     deadline: Option<Deadline>,
-    /// For a worker: the sandbox its children run in, kept while the
-    /// worker lives (its PID namespace ends when the last holder drops
-    /// it, even if the launcher's cache forgot it first).
-    view: Option<Arc<crate::launch::sandbox::Sandbox>>,
 }
 
 /// `ended` if it comes within `ms` milliseconds, else `timed-out` saying
@@ -142,12 +138,16 @@ async fn expire(
     expired: Arc<AtomicBool>,
 ) {
     tokio::time::sleep(timeout.after).await;
-    let options = rustix::process::WaitIdOptions::EXITED
-        | rustix::process::WaitIdOptions::NOHANG
-        | rustix::process::WaitIdOptions::NOWAIT;
+    // A pidfd is readable once its process has exited: this holds for a
+    // process that is not this one's child too (a forked worker's, which
+    // its launcher started), where `waitid` could not ask.
+    let mut poll = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
     let running = matches!(
-        rustix::process::waitid(rustix::process::WaitId::PidFd(pidfd.as_fd()), options),
-        Ok(None)
+        rustix::event::poll(&mut poll, Some(&rustix::event::Timespec::default())),
+        Ok(0)
     );
     let Some(guard) = group.upgrade().filter(|_| running) else {
         return;
@@ -201,14 +201,7 @@ impl Child {
             stderr: None,
             forwarders: Vec::new(),
             deadline: None,
-            view: None,
         }
-    }
-
-    /// Keeps `view`, the sandbox of this worker's children, while the
-    /// worker lives.
-    pub(crate) fn hold_view(&mut self, view: Option<Arc<crate::launch::sandbox::Sandbox>>) {
-        self.view = view;
     }
 
     /// The leader's pid.

@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// A request refused or failed, with a message that names what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Failure {
     /// The policy does not grant it.
     AccessDenied(String),

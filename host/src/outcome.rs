@@ -3,7 +3,7 @@
 //! into `exit-status`, `resource-usage` and `confinement` (`convert`).
 
 /// How a process ended: exactly one of an exit code or a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitStatus {
     /// It exited with this code.
     Exited(u8),
@@ -25,7 +25,7 @@ pub struct Termination {
 }
 
 /// What a process used, as `wait4` reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceUsage {
     /// CPU time in user mode, in nanoseconds.
     pub user_cpu_ns: u64,
@@ -36,7 +36,7 @@ pub struct ResourceUsage {
 }
 
 /// How fully a process is confined by the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Confinement {
     /// Not confined.
     None,

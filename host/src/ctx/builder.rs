@@ -5,7 +5,6 @@ use super::ProcessCtx;
 use crate::audit::AuditLog;
 use crate::launch::Launcher;
 use crate::launch::identity::DEFAULT_CHILD_UIDS;
-use crate::launch::sandbox::Sandbox;
 use crate::policy::{
     Denial, DirAccess, DirGrant, Limits, Policy, ProgramGrant, default_child_processes,
 };
@@ -124,10 +123,13 @@ impl ProcessCtxBuilder {
         self
     }
 
-    /// Uses `sandbox` (a forked worker's parent's) for the children
-    /// instead of building one.
-    pub(crate) fn adopt_sandbox(&mut self, sandbox: Sandbox) -> &mut Self {
-        self.ctx.launcher.sandbox = Some(Arc::new(sandbox));
+    /// Has `launcher` (a forked worker's: the host that forked it) start
+    /// the children, instead of starting them here.
+    pub(crate) fn launcher(
+        &mut self,
+        launcher: crate::launch::remote::client::LaunchClient,
+    ) -> &mut Self {
+        self.ctx.launcher.remote = Some(Arc::new(launcher));
         self
     }
 

@@ -84,6 +84,9 @@ impl ProcessCtx {
 
     /// How children of this context are confined.
     pub fn confinement(&self) -> Confinement {
+        if let Some(remote) = &self.launcher.remote {
+            return remote.level;
+        }
         (self.launcher.layers(&self.policy, true, None)).level()
     }
 
@@ -160,13 +163,20 @@ impl ProcessCtx {
     }
 
     /// Starts `prepared` with the given stdin, stdout and stderr, counting
-    /// it against the live-child and total-spawn limits.
+    /// it against the live-child and total-spawn limits. A forked worker's
+    /// child is started by its launcher, the host that forked it (see
+    /// [`remote`](crate::launch::remote)).
     pub(crate) fn launch(
         &mut self,
         kind: &'static str,
         prepared: &Prepared,
         stdio: [ChildIo; 3],
     ) -> Result<Launched, Failure> {
+        if let (Some(remote), true) = (self.launcher.remote.clone(), prepared.confine) {
+            return self.counted(prepared, |_, slots| {
+                remote.start(kind, prepared, stdio, slots)
+            });
+        }
         self.launch_with(kind, prepared, |walls| {
             start_os_process(prepared, stdio, walls)
         })
@@ -180,6 +190,18 @@ impl ProcessCtx {
         prepared: &Prepared,
         start: impl FnOnce(&Walls<'_>) -> Result<(OsChild, Pid), Failure>,
     ) -> Result<Launched, Failure> {
+        self.counted(prepared, |ctx, slots| {
+            (ctx.launcher).start(&ctx.policy, kind, prepared, slots, start)
+        })
+    }
+
+    /// Starts `prepared` with `start`, if the guest's budget has room for
+    /// it, and takes that room.
+    fn counted(
+        &mut self,
+        prepared: &Prepared,
+        start: impl FnOnce(&Self, Slots<'_>) -> Result<Launched, Failure>,
+    ) -> Result<Launched, Failure> {
         // Slots lent to live workers count as live children: the guest's
         // budget covers its whole tree. A warm worker waiting for its
         // specification counts only once it gets one.
@@ -188,11 +210,12 @@ impl ProcessCtx {
             false => (0, 0),
         };
         self.check_budget(slots, spawns)?;
+        let live = self.budget.live().clone();
         let held = Slots {
             count: slots,
-            live: self.budget.live(),
+            live: &live,
         };
-        let launched = (self.launcher).start(&self.policy, kind, prepared, held, start)?;
+        let launched = start(self, held)?;
         self.budget.take(slots, spawns);
         Ok(launched)
     }

@@ -19,6 +19,7 @@ pub mod confine;
 pub mod identity;
 pub(crate) mod os_child;
 pub(crate) mod process;
+pub(crate) mod remote;
 pub mod sandbox;
 pub(crate) mod seccomp;
 
@@ -35,9 +36,8 @@ use sandbox::{Layers, Sandbox};
 use serde_json::json;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 use wasmtime_wasi::cli::StdoutStream;
 
 /// How many workers' views (see [`Launcher::view`]) a guest keeps.
@@ -71,7 +71,7 @@ pub(crate) struct Launcher {
     /// `CAP_SETUID` and `CAP_SETGID`), read once when it is built.
     pub(crate) can_change_user: bool,
     /// The cgroup children start in; `None`: none could be made.
-    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) cgroup: Option<Arc<Cgroup>>,
     /// Where start events go.
     pub(crate) audit: Option<AuditLog>,
     /// The user and group id leased to this guest tree, or why none could
@@ -84,6 +84,10 @@ pub(crate) struct Launcher {
     /// Where `inherit`ed child stdout and stderr go (`None`: the host's).
     pub(crate) inherit_stdout: Option<Box<dyn StdoutStream>>,
     pub(crate) inherit_stderr: Option<Box<dyn StdoutStream>>,
+    /// A forked worker's launcher (see [`remote`]): the host that forked
+    /// it, which starts its children; then none of the walls above is
+    /// this process's own.
+    pub(crate) remote: Option<Arc<remote::client::LaunchClient>>,
 }
 
 /// The budget a start takes: live-children `slots`, counted on `live`
@@ -100,8 +104,12 @@ impl Launcher {
     /// the walls) and its Landlock ruleset. Each that cannot be made is
     /// logged, and children run without it (see [`Launcher::layers`]).
     pub(crate) fn set_up(&mut self, policy: &Policy, dirs: &[DirGrant], spawns: bool) {
+        if self.remote.is_some() {
+            return;
+        }
         if policy.use_cgroup {
             self.cgroup = Cgroup::create()
+                .map(Arc::new)
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "children will run without a cgroup of their own");
                 })
@@ -119,6 +127,12 @@ impl Launcher {
                 })
                 .ok();
         }
+        self.confine(policy, dirs);
+    }
+
+    /// Makes the Landlock ruleset of `policy`'s grants, if it confines.
+    fn confine(&mut self, policy: &Policy, dirs: &[DirGrant]) {
+        let programs = policy.runnable();
         if policy.confine {
             let own = self
                 .sandbox
@@ -131,6 +145,36 @@ impl Launcher {
                 Confiner::none()
             });
         }
+    }
+
+    /// The walls of the children of a forked worker holding `policy` and
+    /// `dirs` (its narrowed grants), which this host starts for it (see
+    /// [`remote`]): behind `view`, under a Landlock ruleset of their own,
+    /// in this guest's cgroup and as its user, their events written to
+    /// `audit`.
+    pub(crate) fn for_worker(
+        &self,
+        policy: &Policy,
+        dirs: &[DirGrant],
+        view: Option<Arc<Sandbox>>,
+        audit: Option<AuditLog>,
+    ) -> Launcher {
+        let mut launcher = Launcher {
+            sandbox: view,
+            can_change_user: self.can_change_user,
+            cgroup: self.cgroup.clone(),
+            audit,
+            // The worker's policy names the user its children run as (the
+            // guest's lease, or its session's); only a failed lease is
+            // needed here, to refuse.
+            ids: match &self.ids {
+                Some(Err(why)) => Some(Err(why.clone())),
+                _ => None,
+            },
+            ..Launcher::default()
+        };
+        launcher.confine(policy, dirs);
+        launcher
     }
 
     /// A user and group id of its own for a tenant of this guest (a remote
@@ -265,16 +309,7 @@ impl Launcher {
         Ok(Launched {
             confinement: layers.level(),
             child,
-            group: GroupGuard {
-                pgid,
-                live: slots.live.clone(),
-                slots: slots.count.into(),
-                audit: self.audit.clone(),
-                started: Instant::now(),
-                status: OnceLock::new(),
-                killed: false.into(),
-                cgroup: child_cgroup,
-            },
+            group: GroupGuard::new(pgid, slots, self.audit.clone(), child_cgroup),
         })
     }
 

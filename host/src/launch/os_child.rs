@@ -4,7 +4,9 @@
 
 use crate::audit::AuditLog;
 use crate::failure::Failure;
+use crate::launch::Slots;
 use crate::launch::cgroup::ChildCgroup;
+use crate::launch::remote::client::LaunchClient;
 use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
@@ -35,6 +37,10 @@ pub(crate) struct OsChild {
     pub stdout: Option<OwnedFd>,
     /// The read end of the child's stderr pipe.
     pub stderr: Option<OwnedFd>,
+    /// The launcher that started it, for a forked worker's child: the
+    /// host's child, which only the host can reap (see
+    /// [`remote`](crate::launch::remote)).
+    pub launcher: Option<Arc<LaunchClient>>,
 }
 
 impl OsChild {
@@ -47,7 +53,17 @@ impl OsChild {
             stdin: None,
             stdout: None,
             stderr: None,
+            launcher: None,
         })
+    }
+
+    /// Reaps the process if it has exited (through `pidfd`, or its
+    /// launcher).
+    fn reap(&self, pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
+        match &self.launcher {
+            Some(launcher) => launcher.reap(self.pid),
+            None => reap(pidfd),
+        }
     }
 
     /// Waits for the process to exit and reaps it. Cancel safe.
@@ -58,7 +74,7 @@ impl OsChild {
         let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
         loop {
             let mut ready = pidfd.readable().await?;
-            if let Some(ended) = reap(pidfd.get_ref().as_fd())? {
+            if let Some(ended) = self.reap(pidfd.get_ref().as_fd())? {
                 self.ended = Some(ended);
                 return Ok(ended);
             }
@@ -75,7 +91,7 @@ impl OsChild {
     pub fn try_wait(&mut self) -> io::Result<Option<Ended>> {
         if self.ended.is_none() {
             let pidfd = self.pidfd.as_ref().expect("a child is reaped only on drop");
-            self.ended = reap(pidfd.get_ref().as_fd())?;
+            self.ended = self.reap(pidfd.get_ref().as_fd())?;
         }
         Ok(self.ended)
     }
@@ -94,6 +110,11 @@ impl Drop for OsChild {
     /// Reaps the process in the background if nobody did: the caller has
     /// killed it (or it is about to exit), so no zombie is left behind.
     fn drop(&mut self) {
+        if let Some(launcher) = &self.launcher {
+            // The launcher kills what is left of its group and reaps it.
+            launcher.release(self.pid);
+            return;
+        }
         let (Some(pidfd), None) = (self.pidfd.take(), self.ended) else {
             return;
         };
@@ -161,9 +182,33 @@ pub(crate) struct GroupGuard {
     /// The child's own cgroup, if it has one: SIGKILL goes to all of it,
     /// and dropping it kills what is left.
     pub(crate) cgroup: Option<ChildCgroup>,
+    /// The launcher that started it (a forked worker's child), which
+    /// signals the group for the worker.
+    pub(crate) launcher: Option<Arc<LaunchClient>>,
 }
 
 impl GroupGuard {
+    /// The guard of the group `pgid` leads, holding `slots`, writing its
+    /// `exit` event to `audit`; `cgroup`: the child's own.
+    pub fn new(
+        pgid: Pid,
+        slots: Slots<'_>,
+        audit: Option<AuditLog>,
+        cgroup: Option<ChildCgroup>,
+    ) -> GroupGuard {
+        GroupGuard {
+            pgid,
+            live: slots.live.clone(),
+            slots: slots.count.into(),
+            audit,
+            started: Instant::now(),
+            status: OnceLock::new(),
+            killed: false.into(),
+            cgroup,
+            launcher: None,
+        }
+    }
+
     /// Sends `signal` to every process of the group (SIGKILL also to every
     /// process of the child's own cgroup, if it has one). A group that is
     /// already gone is not an error.
@@ -174,6 +219,9 @@ impl GroupGuard {
     /// in use. So if a process with the leader's pid exists then, it is
     /// someone else's, our group is empty, and nothing is sent.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        if let Some(launcher) = &self.launcher {
+            return launcher.signal(self.pgid, signal);
+        }
         if signal == Signal::KILL
             && let Some(cgroup) = &self.cgroup
         {

@@ -46,6 +46,10 @@ pub(crate) struct Prepared {
     /// Whether it counts against the guest's budgets now (not a warm
     /// worker, which counts when it gets its specification).
     pub counted: bool,
+    /// The request as the guest asked it, which a worker sends the
+    /// launcher of its children to check again (`None`: a worker process,
+    /// which the host starts itself).
+    pub asked: Option<Asked>,
 }
 
 /// Budget lent to a forked worker, on top of the one slot it takes itself.
@@ -77,7 +81,68 @@ pub(crate) enum Run<'a> {
     Program(&'a str, &'a [String]),
 }
 
+/// A [`Request`] as owned data: what a forked worker sends the launcher
+/// of its children (`launch::remote`), which checks it again against the
+/// worker's grants rather than trust the worker's own check.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Asked {
+    run: AskedRun,
+    cwd: Option<String>,
+    env: Vec<(String, String)>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// The program part of an [`Asked`] request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum AskedRun {
+    Shell {
+        command: String,
+        shell: Option<String>,
+    },
+    Program {
+        program: String,
+        args: Vec<String>,
+    },
+}
+
+impl Asked {
+    /// The request it holds, to check.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            run: match &self.run {
+                AskedRun::Shell { command, shell } => Run::Shell(command, shell.as_deref()),
+                AskedRun::Program { program, args } => Run::Program(program, args),
+            },
+            cwd: self.cwd.as_deref(),
+            env: &self.env,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
 impl<'a> Request<'a> {
+    /// The request as owned data.
+    pub fn to_asked(&self) -> Asked {
+        Asked {
+            run: match self.run {
+                Run::Shell(command, shell) => AskedRun::Shell {
+                    command: command.to_owned(),
+                    shell: shell.map(str::to_owned),
+                },
+                Run::Program(program, args) => AskedRun::Program {
+                    program: program.to_owned(),
+                    args: args.to_vec(),
+                },
+            },
+            cwd: self.cwd.map(str::to_owned),
+            env: self.env.to_vec(),
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
     /// A request to run `run` with the `cwd` and `env` the guest gave.
     pub fn new(run: Run<'a>, cwd: &'a Option<String>, env: &'a [(String, String)]) -> Self {
         Request {
@@ -162,6 +227,7 @@ impl Policy {
             identity,
             lent: Lent::default(),
             counted: true,
+            asked: Some(req.to_asked()),
         })
     }
 

@@ -24,7 +24,7 @@ mod narrow;
 mod tests;
 
 pub(crate) use budget::Budget;
-pub(crate) use check::{Lent, Prepared, Request, Run};
+pub(crate) use check::{Asked, Lent, Prepared, Request, Run};
 pub(crate) use denial::Refusal;
 pub use denial::{Denial, DenialReporter};
 pub use env::{INJECTION_ENV, INJECTION_ENV_PREFIXES, is_injection_env};

@@ -22,15 +22,65 @@ use crate::child::Child;
 use crate::code::Code;
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
-use crate::launch::sandbox::Sandbox;
+use crate::launch::remote::service::{self, Rights};
+use crate::policy::Policy;
 use crate::policy::{Denial, DirAccess, DirGrant, Headroom, Lent, Prepared, WorkerRequest};
 use crate::stdio::StdioRequest;
-use crate::worker::spec::{CodeRef, HOST_ENV, WorkerDir, WorkerSpec};
+use crate::worker::spec::{CodeRef, HOST_ENV, LaunchRef, WorkerDir, WorkerSpec};
 use cap_std::fs::Dir;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A worker's launcher, as it is set up ([`ProcessCtx::worker_launch`]).
+struct WorkerLaunch {
+    /// The worker's end of its launch socket.
+    theirs: std::os::fd::OwnedFd,
+    /// How the launcher confines the worker's children.
+    level: crate::outcome::Confinement,
+    /// This host's end and the worker's rights, to serve once the worker
+    /// runs (`None`: another launcher serves it).
+    served: Option<Served>,
+}
+
+/// What this host serves a worker's launch socket with.
+struct Served {
+    ours: UnixStream,
+    rights: Rights,
+}
+
+impl Served {
+    /// Starts serving, writing the audit events of the worker's children
+    /// up its report pipe `reports` as the worker's own are, so that
+    /// they are tagged with the worker and reach whoever forked it (a
+    /// cluster host too).
+    fn serve(mut self, reports: &std::os::fd::OwnedFd) -> Result<(), Failure> {
+        let fail = |e: std::io::Error| Failure::from_io("starting the worker's launcher", &e);
+        let pipe = std::fs::File::from(reports.try_clone().map_err(fail)?);
+        self.rights.launcher.audit = Some(crate::audit::AuditLog::new(pipe));
+        service::serve(self.ours, Arc::new(std::sync::Mutex::new(self.rights))).map_err(fail)
+    }
+}
+
+/// The directory grants of a worker's directories `dirs`, as this host
+/// opened them (`opened`).
+fn worker_grants(dirs: &[WorkerDir], opened: &[Dir]) -> std::io::Result<Vec<DirGrant>> {
+    (dirs.iter().zip(opened))
+        .map(|(d, dir)| {
+            Ok(DirGrant {
+                guest_path: PathBuf::from(&d.guest_path),
+                host_path: d.host_path.clone(),
+                dir: Arc::new(dir.try_clone()?),
+                access: match d.read_only {
+                    true => DirAccess::ReadOnly,
+                    false => DirAccess::ReadWrite,
+                },
+            })
+        })
+        .collect()
+}
 
 impl ProcessCtx {
     /// What this guest has free of its budgets, not counting the worker
@@ -122,7 +172,7 @@ impl ProcessCtx {
         let held = usize::from(!self.workers.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
         let codes = self.tree_code(&spec)?;
-        let sandbox = self.worker_view(&spec, &dirs);
+        let mut launch = self.worker_launch(&spec.policy, &spec.dirs, &dirs)?;
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
@@ -143,7 +193,13 @@ impl ProcessCtx {
                 fd: (passed.len() - 1) as RawFd,
             });
         }
-        spec.sandbox = sandbox.as_ref().map(|s| s.to_inherit(&mut passed));
+        if let Some(launch) = &launch {
+            passed.push(launch.theirs.as_fd());
+            spec.launch = Some(LaunchRef {
+                fd: (passed.len() - 1) as RawFd,
+                level: launch.level,
+            });
+        }
         let started = serde_json::to_vec(&spec)
             .map_err(|e| Failure::Io(format!("encoding the worker specification: {e}")))
             .and_then(|json| {
@@ -156,10 +212,12 @@ impl ProcessCtx {
         drop(passed);
         let (mut child, socket, held) = started?;
         child.count(slots - held);
-        child.hold_view(sandbox);
+        if let Some(served) = launch.as_mut().and_then(|l| l.served.take()) {
+            served.serve(&report_end)?;
+        }
         self.budget.spawned(spawns);
         child.attach(out_reader, err_reader, forwarders);
-        drop((dirs, report_end, out, err));
+        drop((dirs, report_end, out, err, launch));
         let component = (spec.component.file_name())
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         if let Some(audit) = &self.audit {
@@ -183,30 +241,46 @@ impl ProcessCtx {
         })
     }
 
-    /// The sandbox for the children of the worker `spec` (its directories
-    /// `dirs` open): a view of its own, narrowed grants (see
-    /// [`Launcher::view`](crate::launch::Launcher::view)). `None` when the
-    /// worker can start no child or is not sandboxed.
-    fn worker_view(&mut self, spec: &WorkerSpec, dirs: &[Dir]) -> Option<Arc<Sandbox>> {
-        let policy = &spec.policy;
+    /// The launcher of the children of a worker holding `policy` and
+    /// directories `dirs` (`opened`): this host, serving the worker's
+    /// socket with the worker's own rights (see [`crate::launch::remote`]);
+    /// or, for a worker's worker, a socket of its own from the launcher of
+    /// this worker. `None` when the worker may start no child.
+    fn worker_launch(
+        &mut self,
+        policy: &Policy,
+        dirs: &[WorkerDir],
+        opened: &[Dir],
+    ) -> Result<Option<WorkerLaunch>, Failure> {
         let programs = policy.runnable();
-        if !(policy.confine && policy.use_sandbox) || programs.is_empty() {
-            return None;
+        if programs.is_empty() {
+            return Ok(None);
         }
-        let grants: Vec<DirGrant> = (spec.dirs.iter().zip(dirs))
-            .filter_map(|(d, dir)| {
-                Some(DirGrant {
-                    guest_path: PathBuf::from(&d.guest_path),
-                    host_path: d.host_path.clone(),
-                    dir: Arc::new(dir.try_clone().ok()?),
-                    access: match d.read_only {
-                        true => DirAccess::ReadOnly,
-                        false => DirAccess::ReadWrite,
-                    },
-                })
-            })
-            .collect();
-        (self.launcher).view(&grants, &programs, (policy.network, policy.child_id))
+        let fail = |e: std::io::Error| Failure::from_io("setting up the worker's launcher", &e);
+        if let Some(remote) = &self.launcher.remote {
+            return Ok(Some(WorkerLaunch {
+                theirs: remote.connect().map_err(fail)?,
+                level: remote.level,
+                served: None,
+            }));
+        }
+        let grants = worker_grants(dirs, opened).map_err(fail)?;
+        let view = (policy.confine && policy.use_sandbox)
+            .then(|| (self.launcher).view(&grants, &programs, (policy.network, policy.child_id)))
+            .flatten();
+        let launcher = self.launcher.for_worker(policy, &grants, view, None);
+        let level = launcher.layers(policy, true, None).level();
+        let (ours, theirs) = UnixStream::pair().map_err(fail)?;
+        let rights = Rights {
+            policy: policy.clone(),
+            dirs: grants,
+            launcher,
+        };
+        Ok(Some(WorkerLaunch {
+            theirs: theirs.into(),
+            level,
+            served: Some(Served { ours, rights }),
+        }))
     }
 
     /// The compiled code of `spec`'s component and of each component it
@@ -486,6 +560,7 @@ impl ProcessCtx {
             identity: None,
             lent: Lent::default(),
             counted: false,
+            asked: None,
         })
     }
 

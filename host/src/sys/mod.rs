@@ -21,6 +21,7 @@ mod fork;
 mod inherited;
 mod mounts;
 mod pid_init;
+mod privileges;
 mod sandbox;
 mod spawn;
 
@@ -28,6 +29,7 @@ pub(crate) use component::{deserialize_component, deserialize_sealed};
 pub(crate) use fork::{Forked, can_fork_as_sibling, fork_as_sibling, one_thread};
 pub(crate) use inherited::take_inherited_fd;
 pub(crate) use mounts::MountStep;
+pub(crate) use privileges::shed_privileges;
 pub(crate) use sandbox::{SandboxFds, SandboxSpec, build_sandbox};
 pub(crate) use spawn::{Namespaces, SpawnSpec, clone_and_exec};
 

@@ -237,10 +237,10 @@ impl WorkerProcess {
             bail!("the worker specification has no code for its component");
         };
         process.policy(spec.policy.clone());
-        if let Some(sandbox) = &spec.sandbox {
-            let sandbox = crate::launch::sandbox::Sandbox::adopt(sandbox, &mut take)
-                .context("taking the sandbox")?;
-            process.adopt_sandbox(sandbox);
+        if let Some(launch) = &spec.launch {
+            let socket = UnixStream::from(take(launch.fd).context("taking the launch socket")?);
+            let client = crate::launch::remote::client::LaunchClient::new(socket, launch.level)?;
+            process.launcher(client);
         }
         if !spec.policy.forks.is_empty() {
             // Its own workers run the same executable, on the code handed
@@ -254,6 +254,7 @@ impl WorkerProcess {
             reports = Some(pipe.try_clone()?);
             report_to_parent(&mut process, pipe)?;
         }
+        shed_privileges(&spec.policy)?;
         Ok(WorkerProcess {
             spec,
             wasi,
@@ -282,6 +283,23 @@ impl WorkerProcess {
     pub fn load(&self, engine: &wasmtime::Engine) -> Result<wasmtime::component::Component> {
         crate::code::load(engine, self.code.fd())
     }
+}
+
+/// Gives up every privilege this worker process has, before any of its
+/// guest's code runs: it becomes its guest's user (the one its children
+/// run as, when the host is root and gives children a user of their
+/// own), with no capability left and no way to gain one (`no_new_privs`).
+/// What it needs of the host's rights it was given as descriptors
+/// (opened above), and its children are started by its launcher (see
+/// [`crate::launch::remote`]); so native code in a worker, should the
+/// code it runs ever be an attacker's, is just another process of the
+/// guest's user.
+fn shed_privileges(policy: &crate::policy::Policy) -> Result<()> {
+    let (uid, gid) = policy.child_id;
+    let root = rustix::process::geteuid().is_root();
+    let user = (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
+        .then_some((uid, gid));
+    crate::sys::shed_privileges(user).context("giving up the worker's privileges")
 }
 
 /// Tells the parent host that the worker's guest trapped, with `message`,

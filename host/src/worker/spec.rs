@@ -36,10 +36,10 @@ pub(crate) struct WorkerSpec {
     /// Its stdout and stderr.
     #[serde(default)]
     pub stdio: Option<(RawFd, RawFd)>,
-    /// The parent's sandbox, for the worker's children (see
-    /// `Sandbox::to_inherit`).
+    /// The launcher of the worker's children (see `launch::remote`), if
+    /// it may start any.
     #[serde(default)]
-    pub sandbox: Option<crate::launch::sandbox::InheritedSandbox>,
+    pub launch: Option<LaunchRef>,
     /// The compiled code of its component and of every component it may
     /// fork in turn, in sealed memfds (see [`crate::code`]).
     #[serde(default)]
@@ -64,10 +64,19 @@ impl WorkerSpec {
             policy,
             report_fd: None,
             stdio: None,
-            sandbox: None,
+            launch: None,
             code: Vec::new(),
         }
     }
+}
+
+/// The launch socket of a worker, as its specification names it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LaunchRef {
+    /// The socket.
+    pub fd: RawFd,
+    /// How the launcher confines the worker's children.
+    pub level: crate::outcome::Confinement,
 }
 
 /// The compiled code of one component, as a worker gets it.

@@ -37,7 +37,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -139,23 +139,6 @@ pub(crate) struct Sandbox {
     fds: crate::sys::SandboxFds,
 }
 
-/// A parent's sandbox as a forked worker's specification names it: the
-/// indices of its descriptors among those sent with the specification.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(crate) struct InheritedSandbox {
-    root: RawFd,
-    user: Option<RawFd>,
-    mnt: RawFd,
-    net: Option<RawFd>,
-    ipc: RawFd,
-    #[serde(default)]
-    pid: Option<RawFd>,
-    #[serde(default)]
-    proc: Option<RawFd>,
-    #[serde(default)]
-    tmp: Option<RawFd>,
-}
-
 impl Sandbox {
     /// Builds the sandbox for these grants. `network`: the network is
     /// granted (no network namespace).
@@ -199,57 +182,6 @@ impl Sandbox {
             })?;
         }
         Ok(sandbox)
-    }
-
-    /// Adds to `passed` the descriptors a forked worker is given to use this
-    /// sandbox for its own children ([`Sandbox::adopt`]), and returns their
-    /// indices there, for its specification. The host gives a worker a
-    /// sandbox built for the worker's own grants (`ProcessCtx::worker_view`);
-    /// a worker that forks in turn, under its own Landlock (which forbids
-    /// mounting), passes its own, whose view holds its workers' grants and
-    /// more, and Landlock narrows each child to the worker's own.
-    pub fn to_inherit<'a>(
-        &'a self,
-        passed: &mut Vec<std::os::fd::BorrowedFd<'a>>,
-    ) -> InheritedSandbox {
-        let fds = &self.fds;
-        let mut pass = |fd: &'a OwnedFd| {
-            passed.push(fd.as_fd());
-            (passed.len() - 1) as RawFd
-        };
-        InheritedSandbox {
-            root: pass(&fds.root),
-            user: fds.user.as_ref().map(&mut pass),
-            mnt: pass(&fds.mnt),
-            net: fds.net.as_ref().map(&mut pass),
-            ipc: pass(&fds.ipc),
-            pid: fds.pid.as_ref().map(&mut pass),
-            proc: fds.proc.as_ref().map(&mut pass),
-            tmp: fds.tmp.as_ref().map(&mut pass),
-        }
-    }
-
-    /// The sandbox of the parent host, from the descriptors this worker
-    /// process was given (`take` maps the specification's numbers to them).
-    pub fn adopt(
-        inherited: &InheritedSandbox,
-        mut take: impl FnMut(RawFd) -> std::io::Result<OwnedFd>,
-    ) -> std::io::Result<Sandbox> {
-        Ok(Sandbox {
-            fds: crate::sys::SandboxFds {
-                root: take(inherited.root)?,
-                user: inherited.user.map(&mut take).transpose()?,
-                mnt: take(inherited.mnt)?,
-                net: inherited.net.map(&mut take).transpose()?,
-                ipc: take(inherited.ipc)?,
-                pid: inherited.pid.map(&mut take).transpose()?,
-                // The parent host's: it ends the namespace.
-                init: None,
-                proc: inherited.proc.map(&mut take).transpose()?,
-                init_stack: 0,
-                tmp: inherited.tmp.map(&mut take).transpose()?,
-            },
-        })
     }
 
     /// Whether the sandbox has a network namespace of its own (the network
@@ -336,13 +268,12 @@ pub(crate) fn can_change_user() -> bool {
     })
 }
 
-/// The capabilities (a bit per number) a forked worker process keeps so
-/// that it can build its own guest's sandbox and run its children as the
-/// child user: `CAP_SYS_ADMIN` (namespaces, mounts), `CAP_SYS_CHROOT`
-/// (entering a mount namespace), `CAP_SETUID` and `CAP_SETGID`, and
-/// `CAP_KILL` to signal those children, which are another user. The worker
-/// is the host itself; its children keep none.
-pub(crate) const WORKER_CAPS: u64 = 1 << 21 | 1 << 18 | 1 << 7 | 1 << 6 | 1 << 5;
+/// The capabilities (a bit per number) a forked worker process (and the
+/// worker template) keeps until it has its specification: `CAP_SETUID`
+/// and `CAP_SETGID`, to become its guest's user then, which drops them
+/// too (see `worker::WorkerProcess::accept`). Its children are started by
+/// the host that forked it (`launch::remote`), so it needs no other.
+pub(crate) const WORKER_CAPS: u64 = 1 << 7 | 1 << 6;
 
 /// `path` (absolute) relative to `/`; `.` for `/` itself.
 fn relative(path: &Path) -> PathBuf {

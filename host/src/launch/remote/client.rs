@@ -1,0 +1,167 @@
+//! A worker's side of its launch socket: children started, signalled and
+//! reaped by the host that forked it (see the [module docs](super)).
+
+use super::{Answer, Ask, Kind, Stdio};
+use crate::failure::Failure;
+use crate::launch::Slots;
+use crate::launch::os_child::{Ended, GroupGuard, Launched, OsChild};
+use crate::launch::process::ChildIo;
+use crate::outcome::Confinement;
+use crate::policy::Prepared;
+use rustix::process::{Pid, Signal};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+/// The launcher of a worker's children, at the other end of a socket.
+#[derive(Debug)]
+pub(crate) struct LaunchClient {
+    /// One request and its answer at a time.
+    socket: Mutex<UnixStream>,
+    /// How the launcher confines the children.
+    pub level: Confinement,
+}
+
+impl LaunchClient {
+    /// The launcher at the other end of `socket`, confining children at
+    /// `level`.
+    pub fn new(socket: UnixStream, level: Confinement) -> io::Result<LaunchClient> {
+        socket.set_nonblocking(false)?;
+        Ok(LaunchClient {
+            socket: Mutex::new(socket),
+            level,
+        })
+    }
+
+    /// A launch socket of its own for a worker this worker forks: its
+    /// children are started by the same launcher, within this worker's
+    /// grants (and within its own, which it checks itself).
+    pub fn connect(&self) -> io::Result<OwnedFd> {
+        match self.call(&Ask::Connect, &[])? {
+            (Answer::Done, fds) if fds.len() == 1 => Ok(fds.into_iter().next().expect("one")),
+            (other, _) => Err(io::Error::other(format!("the launcher answered {other:?}"))),
+        }
+    }
+
+    /// Sends `ask` (with `fds`) and reads its answer.
+    fn call(&self, ask: &Ask, fds: &[BorrowedFd<'_>]) -> io::Result<(Answer, Vec<OwnedFd>)> {
+        let bytes = serde_json::to_vec(ask).map_err(io::Error::other)?;
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        crate::channel::send_frame_with_fds(&socket, &bytes, fds)?;
+        let (answer, fds) = crate::channel::read_frame_with_fds(&socket)?;
+        let answer = serde_json::from_slice(&answer).map_err(io::Error::other)?;
+        Ok((answer, fds))
+    }
+
+    /// Asks for `prepared` (checked by this worker already) to be started
+    /// with `stdio`, holding `slots` of this worker's budget.
+    pub fn start(
+        self: &Arc<Self>,
+        kind: &'static str,
+        prepared: &Prepared,
+        stdio: [ChildIo; 3],
+        slots: Slots<'_>,
+    ) -> Result<Launched, Failure> {
+        let request = (prepared.asked.clone())
+            .ok_or_else(|| Failure::Io("a worker's child without its request".into()))?;
+        let mut given = Vec::new();
+        let stdio = stdio.map(|io| match io {
+            ChildIo::Pipe => Stdio::Pipe,
+            // A worker's own stdin is /dev/null.
+            ChildIo::Null | ChildIo::Inherit => Stdio::Null,
+            ChildIo::Given(fd) => {
+                given.push(fd);
+                Stdio::Given
+            }
+        });
+        let ask = Ask::Start {
+            kind: Kind::of(kind),
+            request,
+            stdio,
+        };
+        let passed: Vec<_> = given.iter().map(AsFd::as_fd).collect();
+        let (answer, fds) = (self.call(&ask, &passed))
+            .map_err(|e| Failure::from_io("asking the host to start the child", &e))?;
+        match answer {
+            Answer::Started {
+                pid,
+                confinement,
+                pipes,
+            } => self
+                .started(pid, fds, pipes, slots)
+                .map(|(child, group)| Launched {
+                    child,
+                    group,
+                    confinement,
+                }),
+            Answer::Failed(failure) => Err(failure),
+            other => Err(Failure::Io(format!("the launcher answered {other:?}"))),
+        }
+    }
+
+    /// The child `pid` the launcher started, from its pidfd and the pipe
+    /// ends (`pipes`) in `fds`.
+    fn started(
+        self: &Arc<Self>,
+        pid: i32,
+        fds: Vec<OwnedFd>,
+        pipes: [bool; 3],
+        slots: Slots<'_>,
+    ) -> Result<(OsChild, GroupGuard), Failure> {
+        let bad = |what: &str| Failure::Io(format!("the launcher's answer {what}"));
+        let pid = Pid::from_raw(pid).ok_or_else(|| bad("names no process"))?;
+        let expected = 1 + pipes.iter().filter(|p| **p).count();
+        if fds.len() != expected {
+            self.release(pid);
+            return Err(bad("has the wrong descriptors"));
+        }
+        let mut fds = fds.into_iter();
+        let pidfd = fds.next().expect("counted");
+        let mut child = OsChild::new(pid, pidfd).map_err(|e| {
+            self.release(pid);
+            Failure::from_io("watching the child", &e)
+        })?;
+        child.launcher = Some(self.clone());
+        let [stdin, stdout, stderr] = pipes.map(|p| p.then(|| fds.next().expect("counted")));
+        (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
+        let mut group = GroupGuard::new(pid, slots, None, None);
+        group.launcher = Some(self.clone());
+        Ok((child, group))
+    }
+
+    /// Sends `signal` to the group of child `pid`.
+    pub fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()> {
+        let ask = Ask::Signal {
+            pid: pid.as_raw_nonzero().get(),
+            signal: signal.as_raw(),
+        };
+        match self.call(&ask, &[])? {
+            (Answer::Done, _) => Ok(()),
+            (other, _) => Err(io::Error::other(format!("the launcher answered {other:?}"))),
+        }
+    }
+
+    /// How child `pid` ended, if it has.
+    pub fn reap(&self, pid: Pid) -> io::Result<Option<Ended>> {
+        let ask = Ask::Reap {
+            pid: pid.as_raw_nonzero().get(),
+        };
+        match self.call(&ask, &[])? {
+            (Answer::Reaped { ended }, _) => {
+                Ok(ended.map(|(status, usage)| Ended { status, usage }))
+            }
+            (other, _) => Err(io::Error::other(format!("the launcher answered {other:?}"))),
+        }
+    }
+
+    /// Tells the launcher this worker is done with child `pid`.
+    pub fn release(&self, pid: Pid) {
+        let ask = Ask::Release {
+            pid: pid.as_raw_nonzero().get(),
+        };
+        if let Err(e) = self.call(&ask, &[]) {
+            tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "cannot release a child");
+        }
+    }
+}

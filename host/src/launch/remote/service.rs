@@ -1,0 +1,252 @@
+//! The host's side of a worker's launch socket: one thread per worker that
+//! checks each request against the worker's grants and starts, signals and
+//! reaps the worker's children (see the [module docs](super)).
+
+use super::{Answer, Ask, Kind, Stdio};
+use crate::failure::Failure;
+use crate::launch::os_child::Launched;
+use crate::launch::process::{ChildIo, start_os_process};
+use crate::launch::{Launcher, Slots};
+use crate::outcome::{ExitStatus, ResourceUsage};
+use crate::policy::{Asked, Budget, DirGrant, Policy, Refusal};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+/// A worker's rights, shared by its launch sockets (its own, and its
+/// workers').
+pub(crate) type Shared = Arc<Mutex<Rights>>;
+
+/// What one worker's children may be: the worker's narrowed policy, its
+/// directories as the host opened them, and the walls they start behind.
+pub(crate) struct Rights {
+    pub policy: Policy,
+    pub dirs: Vec<DirGrant>,
+    pub launcher: Launcher,
+}
+
+/// Serves the worker at the other end of `socket` on a thread of its own,
+/// until the worker closes it (or dies); then kills and reaps every child
+/// it left.
+pub(crate) fn serve(socket: UnixStream, rights: Shared) -> io::Result<()> {
+    socket.set_nonblocking(false)?;
+    // A child's pidfd is watched by the runtime (and reaped in it if
+    // dropped unreaped), as the host's own children are.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    std::thread::Builder::new()
+        .name("wasmproc-launcher".into())
+        .spawn(move || {
+            let _entered = runtime.as_ref().map(|r| r.enter());
+            let mut service = Service {
+                rights,
+                budget: Budget::default(),
+                children: HashMap::new(),
+            };
+            service.run(&socket);
+        })?;
+    Ok(())
+}
+
+/// One worker's launcher: its rights, and the children it started.
+struct Service {
+    rights: Shared,
+    budget: Budget,
+    children: HashMap<i32, Launched>,
+}
+
+impl Service {
+    /// Answers requests in turn until the socket closes.
+    fn run(&mut self, socket: &UnixStream) {
+        while let Ok((frame, fds)) = crate::channel::read_frame_with_fds(socket) {
+            let (answer, passed) = match serde_json::from_slice::<Ask>(&frame) {
+                Ok(ask) => self.answer(ask, fds),
+                Err(e) => (
+                    Answer::Failed(Failure::InvalidArgument(format!(
+                        "not a launch request: {e}"
+                    ))),
+                    Vec::new(),
+                ),
+            };
+            let bytes = serde_json::to_vec(&answer).expect("an answer always encodes");
+            let passed: Vec<_> = passed.iter().map(AsFd::as_fd).collect();
+            if crate::channel::send_frame_with_fds(socket, &bytes, &passed).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The answer to `ask` (sent with `fds`), and the descriptors it
+    /// carries.
+    fn answer(&mut self, ask: Ask, fds: Vec<OwnedFd>) -> (Answer, Vec<OwnedFd>) {
+        let failed = |f| (Answer::Failed(f), Vec::new());
+        match ask {
+            Ask::Start {
+                kind,
+                request,
+                stdio,
+            } => self
+                .start(kind, &request, stdio, fds)
+                .unwrap_or_else(failed),
+            Ask::Signal { pid, signal } => match self.signal(pid, signal) {
+                Ok(()) => (Answer::Done, Vec::new()),
+                Err(f) => failed(f),
+            },
+            Ask::Reap { pid } => match self.reap(pid) {
+                Ok(ended) => (Answer::Reaped { ended }, Vec::new()),
+                Err(f) => failed(f),
+            },
+            Ask::Release { pid } => {
+                // Dropped: its group is killed and it is reaped.
+                self.children.remove(&pid);
+                (Answer::Done, Vec::new())
+            }
+            Ask::Connect => match self.connect() {
+                Ok(socket) => (Answer::Done, vec![socket]),
+                Err(e) => failed(Failure::from_io(
+                    "connecting a forked worker's launcher",
+                    &e,
+                )),
+            },
+        }
+    }
+
+    /// A new launch socket with this one's rights, served on a thread of
+    /// its own: the end to give the worker's worker.
+    fn connect(&self) -> io::Result<OwnedFd> {
+        let (ours, theirs) = UnixStream::pair()?;
+        serve(ours, self.rights.clone())?;
+        Ok(theirs.into())
+    }
+
+    /// Starts the child `asked` for, if the worker's grants allow it: the
+    /// answer, with the child's pidfd and the worker's ends of its pipes.
+    fn start(
+        &mut self,
+        kind: Kind,
+        asked: &Asked,
+        stdio: [Stdio; 3],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Answer, Vec<OwnedFd>), Failure> {
+        let rights = self.rights.lock().unwrap_or_else(|e| e.into_inner());
+        let Rights {
+            policy,
+            dirs,
+            launcher,
+        } = &*rights;
+        let refused = |r| refused(launcher, r);
+        let prepared = (policy.check(dirs, &asked.request())).map_err(refused)?;
+        let stdio = child_stdio(stdio, fds)?;
+        let limits = &policy.limits;
+        (self.budget.check(limits, 1, 1)).map_err(|d| refused(d.into()))?;
+        let slots = Slots {
+            count: 1,
+            live: self.budget.live(),
+        };
+        let mut launched = launcher.start(policy, kind.name(), &prepared, slots, |walls| {
+            start_os_process(&prepared, stdio, walls)
+        })?;
+        drop(rights);
+        self.budget.take(1, 1);
+        let child = &mut launched.child;
+        let pidfd = (child.pidfd().ok().flatten())
+            .ok_or_else(|| Failure::Io("the child has no pidfd".into()))?;
+        let ends = [child.stdin.take(), child.stdout.take(), child.stderr.take()];
+        let answer = Answer::Started {
+            pid: launched.group.pgid.as_raw_nonzero().get(),
+            confinement: launched.confinement,
+            pipes: ends.each_ref().map(Option::is_some),
+        };
+        let passed = std::iter::once(pidfd).chain(ends.into_iter().flatten());
+        self.children
+            .insert(launched.group.pgid.as_raw_nonzero().get(), launched);
+        Ok((answer, passed.collect()))
+    }
+
+    /// Sends `signal` to child `pid`'s group: nothing if the worker
+    /// released it (or never had it).
+    fn signal(&self, pid: i32, signal: i32) -> Result<(), Failure> {
+        let Some(child) = self.children.get(&pid) else {
+            return Ok(());
+        };
+        let signal = u8::try_from(signal)
+            .map_err(|_| Failure::InvalidArgument(format!("{signal} is not a signal number")))?;
+        let signal = crate::launch::os_child::signal(signal)?;
+        (child.group.signal(signal)).map_err(|e| Failure::from_io("signalling the child", &e))
+    }
+
+    /// How child `pid` ended, if it has (reaped now).
+    fn reap(&mut self, pid: i32) -> Result<Option<(ExitStatus, ResourceUsage)>, Failure> {
+        let Some(child) = self.children.get_mut(&pid) else {
+            return Err(Failure::InvalidArgument(format!(
+                "process {pid} is no child of this worker's"
+            )));
+        };
+        let ended = (child.child.try_wait())
+            .map_err(|e| Failure::from_io(format_args!("waiting for child {pid}"), &e))?;
+        if let Some(ended) = ended {
+            child.group.exited(ended.status);
+        }
+        Ok(ended.map(|e| (e.status, e.usage)))
+    }
+}
+
+/// The worker's error for a request its own grants refuse: which a worker
+/// checks first, so it is written to the audit log (by `launcher`) as what
+/// it is, a worker that tried more than it holds.
+fn refused(launcher: &Launcher, refusal: Refusal) -> Failure {
+    let failure = match refusal {
+        Refusal::Denied(denial) => {
+            if let Some(audit) = &launcher.audit {
+                let reason = format!("the worker's launcher refused: {denial}");
+                audit.record("denied", serde_json::json!({ "reason": reason }));
+            }
+            denial.to_error_code()
+        }
+        Refusal::Invalid(failure) => failure,
+    };
+    tracing::warn!(target: "wasmproc::denied", %failure, "a worker asked for a child its grants refuse");
+    failure
+}
+
+/// A child's stdio as the worker asked for it, with the descriptors it
+/// sent for the `Given` streams: only pipes and regular files (what a
+/// worker's own `file` and `pipe-from` streams are), never a directory,
+/// a socket or a path descriptor, which could take the child out of its
+/// view or past its grants.
+fn child_stdio(stdio: [Stdio; 3], fds: Vec<OwnedFd>) -> Result<[ChildIo; 3], Failure> {
+    let given = stdio.iter().filter(|s| **s == Stdio::Given).count();
+    if given != fds.len() {
+        return Err(Failure::InvalidArgument(format!(
+            "{} descriptors sent for {given} given streams",
+            fds.len()
+        )));
+    }
+    for fd in &fds {
+        check_given(fd)?;
+    }
+    let mut fds = fds.into_iter();
+    Ok(stdio.map(|s| match s {
+        Stdio::Pipe => ChildIo::Pipe,
+        Stdio::Null => ChildIo::Null,
+        Stdio::Given => ChildIo::Given(fds.next().expect("counted above")),
+    }))
+}
+
+/// Refuses a descriptor that is not an open pipe or regular file.
+fn check_given(fd: &OwnedFd) -> Result<(), Failure> {
+    use rustix::fs::FileType;
+    let bad = |what: String| Failure::InvalidArgument(format!("a child's stdio {what}"));
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| bad(format!("is unusable: {e}")))?;
+    if flags.contains(rustix::fs::OFlags::PATH) {
+        return Err(bad("is a path descriptor".into()));
+    }
+    let stat = rustix::fs::fstat(fd).map_err(|e| bad(format!("is unusable: {e}")))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Fifo | FileType::RegularFile => Ok(()),
+        other => Err(bad(format!(
+            "must be a pipe or a regular file, not {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,174 @@
+//! The launcher as a worker's native code would meet it: requests sent
+//! straight to its socket, outside what the worker's own context checks.
+
+use super::service::{Rights, serve};
+use super::{Answer, Ask, Kind, Stdio};
+use crate::ctx::ProcessCtx;
+use crate::failure::Failure;
+use crate::outcome::ExitStatus;
+use crate::policy::{DirAccess, Request, Run};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A launcher serving a worker granted `programs` and the directory
+/// `dir` (read-write), unconfined (these tests are of its checks); the
+/// worker's end of its socket.
+fn launcher(programs: &[&str], dir: &Path) -> UnixStream {
+    let mut builder = ProcessCtx::builder();
+    for program in programs {
+        builder.allow_program(program).unwrap();
+    }
+    builder.dir(dir, "/work", DirAccess::ReadWrite).unwrap();
+    let ctx = builder.confine(false).build();
+    let launcher = (ctx.launcher).for_worker(&ctx.policy, &ctx.dirs, None, None);
+    let rights = Rights {
+        policy: ctx.policy.clone(),
+        dirs: ctx.dirs.clone(),
+        launcher,
+    };
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    serve(ours, Arc::new(Mutex::new(rights))).unwrap();
+    theirs
+}
+
+/// Sends `ask` with `fds`; the answer and the descriptors with it.
+fn ask(socket: &UnixStream, ask: &Ask, fds: &[&OwnedFd]) -> (Answer, Vec<OwnedFd>) {
+    let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+    let bytes = serde_json::to_vec(ask).unwrap();
+    crate::channel::send_frame_with_fds(socket, &bytes, &fds).unwrap();
+    let (answer, fds) = crate::channel::read_frame_with_fds(socket).unwrap();
+    (serde_json::from_slice(&answer).unwrap(), fds)
+}
+
+/// A request to start `program` with `args` in working directory `cwd`.
+fn start(program: &str, args: &[&str], cwd: Option<&str>, stdio: [Stdio; 3]) -> Ask {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let cwd = cwd.map(str::to_owned);
+    Ask::Start {
+        kind: Kind::Spawn,
+        request: Request::new(Run::Program(program, &args), &cwd, &[]).to_asked(),
+        stdio,
+    }
+}
+
+const NULL: [Stdio; 3] = [Stdio::Null, Stdio::Null, Stdio::Null];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_asking_its_launcher_for_a_program_not_granted_to_it_is_refused_and_nothing_runs()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/true"], dir.path());
+    let marker = dir.path().join("marker");
+    let touch = start("/usr/bin/touch", &[marker.to_str().unwrap()], None, NULL);
+    let (answer, fds) = ask(&socket, &touch, &[]);
+    assert!(
+        matches!(&answer, Answer::Failed(Failure::AccessDenied(m)) if m.contains("touch")),
+        "{answer:?}"
+    );
+    assert!(fds.is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!marker.exists(), "the refused program ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_asking_for_a_working_directory_outside_its_grants_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/true"], dir.path());
+    for cwd in ["/etc", "/work/../..", "/"] {
+        let (answer, _) = ask(&socket, &start("true", &[], Some(cwd), NULL), &[]);
+        assert!(matches!(answer, Answer::Failed(_)), "{cwd}: {answer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_or_path_descriptor_given_as_a_childs_stdio_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/true"], dir.path());
+    let directory: OwnedFd = std::fs::File::open("/").unwrap().into();
+    let path = rustix::fs::open(
+        "/etc/passwd",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let given = [Stdio::Given, Stdio::Null, Stdio::Null];
+    for fd in [&directory, &path] {
+        let (answer, _) = ask(&socket, &start("true", &[], None, given), &[fd]);
+        assert!(
+            matches!(&answer, Answer::Failed(Failure::InvalidArgument(m)) if m.contains("stdio")),
+            "{answer:?}"
+        );
+    }
+    // One descriptor too few is refused too.
+    let (answer, _) = ask(&socket, &start("true", &[], None, given), &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::InvalidArgument(_))),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_child_starts_its_output_comes_back_and_it_is_reaped_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/echo"], dir.path());
+    let piped = [Stdio::Null, Stdio::Pipe, Stdio::Null];
+    let (answer, fds) = ask(&socket, &start("echo", &["hi"], Some("/work"), piped), &[]);
+    let Answer::Started { pid, pipes, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(pipes, [false, true, false]);
+    let [_pidfd, stdout] = <[OwnedFd; 2]>::try_from(fds).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(stdout), &mut out).unwrap();
+    assert_eq!(out, "hi\n");
+    let ended = loop {
+        match ask(&socket, &Ask::Reap { pid }, &[]).0 {
+            Answer::Reaped { ended: Some(ended) } => break ended,
+            Answer::Reaped { ended: None } => std::thread::yield_now(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(ended.0, ExitStatus::Exited(0));
+    // A pid that is not its child's: no answer but an error, no signal.
+    let (answer, _) = ask(&socket, &Ask::Reap { pid: 1 }, &[]);
+    assert!(matches!(answer, Answer::Failed(_)), "{answer:?}");
+    let (answer, _) = ask(&socket, &Ask::Signal { pid: 1, signal: 0 }, &[]);
+    assert!(matches!(answer, Answer::Done), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_that_are_no_request_are_refused_and_the_launcher_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/true"], dir.path());
+    crate::channel::send_frame_with_fds(&socket, b"{\"Start\": 7}", &[]).unwrap();
+    let (answer, _) = crate::channel::read_frame_with_fds(&socket).unwrap();
+    let answer: Answer = serde_json::from_slice(&answer).unwrap();
+    assert!(
+        matches!(answer, Answer::Failed(Failure::InvalidArgument(_))),
+        "{answer:?}"
+    );
+    let (answer, _) = ask(&socket, &start("true", &[], None, NULL), &[]);
+    assert!(matches!(answer, Answer::Started { .. }), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_children_are_killed_when_its_launch_socket_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/sleep"], dir.path());
+    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+    let Answer::Started { pid, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    drop(socket);
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rustix::process::test_kill_process(pid).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child outlived its worker's socket"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
