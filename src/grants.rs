@@ -13,7 +13,7 @@
 //! every key; tests keep it, the example file and this table the same.
 
 use crate::policy::{Dir, schema};
-use crate::values::{parse_id_range, parse_user};
+use crate::values::{Bytes, DirGrant, Written, parse_dir, parse_id_range, parse_user};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,14 +32,14 @@ schema! {
         /// Grant the host directory HOST to the guest as GUEST (default: the same
         /// path): the guest can use its files and start children in it. The
         /// first --dir is the children's default working directory.
-        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-        dirs: Vec<String>,
+        #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+        dirs: Vec<DirGrant>,
 
         /// As --dir, but children may only read the directory (and the guest's
         /// preopen is read-only).
-        #[arg(long = "dir-ro", value_name = "HOST[::GUEST]")]
-        dirs_ro: Vec<String>
-            ; key dir: Vec<Dir> => dirs(dirs, dirs_ro),
+        #[arg(long = "dir-ro", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+        dirs_ro: Vec<DirGrant>
+            ; key dir: Vec<Dir> => dirs(dirs, dirs_ro) via dir,
 
         /// Set the guest's own environment variable NAME (to VALUE, or to the
         /// host's value of NAME). Children do not inherit it.
@@ -161,16 +161,18 @@ schema! {
         timeout: Option<Duration>
             ; key timeout: Option<String> => agree(timeout) via duration,
 
-        /// Largest output, in bytes, exec may keep per stream.
-        #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_buffer)]
-        max_buffer: u64
-            ; key max_buffer: Option<u64> => file_wins(max_buffer),
+        /// Largest output exec may keep per stream (bytes, or with a unit:
+        /// 64k, 16MiB).
+        #[arg(long, value_name = "SIZE", default_value_t = Bytes(Limits::default().max_buffer))]
+        max_buffer: Bytes
+            ; key max_buffer: Option<Bytes> => file_wins(max_buffer),
 
-        /// Largest size, in bytes, each linear memory of the guest (and of
-        /// every worker it forks) may grow to; `0`: no limit.
-        #[arg(long, value_name = "BYTES", default_value_t = wasmproc_host::DEFAULT_MAX_WASM_MEMORY)]
-        max_wasm_memory: u64
-            ; key max_wasm_memory: Option<u64> => file_wins(max_wasm_memory),
+        /// Largest size each linear memory of the guest (and of every worker
+        /// it forks) may grow to (1GiB, 512M, ...); `0`: no limit.
+        #[arg(long, value_name = "SIZE",
+              default_value_t = Bytes(wasmproc_host::DEFAULT_MAX_WASM_MEMORY))]
+        max_wasm_memory: Bytes
+            ; key max_wasm_memory: Option<Bytes> => file_wins(max_wasm_memory),
 
         /// Most children alive at once.
         #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
@@ -192,19 +194,20 @@ schema! {
         no_worker_template: bool
             ; key worker_template: Option<bool> => on(no_worker_template) via not,
 
-        /// Bytes of a worker's messages the host takes in unread while the
+        /// How much of a worker's messages the host takes in unread while the
         /// guest waits for the worker's exit (past it, the worker waits for
         /// the guest to receive).
-        #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer)]
-        channel_buffer: usize
-            ; key channel_buffer: Option<usize> => file_wins(channel_buffer),
+        #[arg(long, value_name = "SIZE", default_value_t = Bytes(Limits::default().channel_buffer as u64))]
+        channel_buffer: Bytes
+            ; key channel_buffer: Option<Bytes> => file_wins(channel_buffer),
 
-        /// Bytes all of the guest's worker channels take in unread between
+        /// How much all of the guest's worker channels take in unread between
         /// them (each also within --channel-buffer), so the host's memory for
         /// unread messages is bounded however many workers the guest has.
-        #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer_total)]
-        channel_buffer_total: usize
-            ; key channel_buffer_total: Option<usize> => file_wins(channel_buffer_total),
+        #[arg(long, value_name = "SIZE",
+              default_value_t = Bytes(Limits::default().channel_buffer_total as u64))]
+        channel_buffer_total: Bytes
+            ; key channel_buffer_total: Option<Bytes> => file_wins(channel_buffer_total),
 
         /// How long a receive on a worker channel keeps checking the socket
         /// before it sleeps (lower latency for a little CPU); 0 never spins.
@@ -213,11 +216,11 @@ schema! {
         channel_spin: Duration
             ; key channel_spin: Option<String> => file_wins(channel_spin) via duration,
 
-        /// Set a resource limit in every child: cpu (seconds), as (bytes of
-        /// address space), nofile, nproc, fsize (bytes).
+        /// Set a resource limit in every child: cpu (seconds), as (size of
+        /// the address space: 1G, 512MiB, ...), nofile, nproc, fsize (size).
         #[arg(long = "rlimit", value_name = "NAME=VALUE")]
         rlimits: Vec<String>
-            ; key rlimits: BTreeMap<String, u64> => add(rlimits) via assignment,
+            ; key rlimits: BTreeMap<String, Written> => add(rlimits) via rlimit,
     }
 
     [confinement] ConfinementKeys, heading "Confinement" {
@@ -296,6 +299,23 @@ schema! {
 }
 
 impl Grants {
+    /// Refuses two directory grants at one guest path (the second would
+    /// hide the first), naming both.
+    pub fn check_guest_paths(&self) -> anyhow::Result<()> {
+        let mut granted = std::collections::HashMap::new();
+        let rw = self.dirs.iter().map(|d| ("--dir", d));
+        for (flag, dir) in rw.chain(self.dirs_ro.iter().map(|d| ("--dir-ro", d))) {
+            let named = format!("{flag} {dir}");
+            if let Some(first) = granted.insert(Path::new(&dir.guest), named.clone()) {
+                anyhow::bail!(
+                    "{named}: the guest path {} is granted already, by {first}",
+                    dir.guest
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// How to reach the NATS servers at `url` with these credentials; with
     /// none, as the cluster identity in `key` (a NATS user nkey).
     pub fn nats(&self, url: &str, key: Option<&Path>) -> wasmproc_host::cluster::NatsOptions {

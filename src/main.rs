@@ -2,7 +2,7 @@
 //! scoped OS processes.
 
 #![forbid(unsafe_code)]
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 mod grants;
 mod policy;
@@ -494,14 +494,14 @@ fn contexts(
         .dirs_ro
         .iter()
         .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
+    args.check_guest_paths()?;
     for (dir, access, perms, flag) in rw.chain(ro) {
-        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
         // First the process grant, which refuses a directory reaching the
         // component cache (the guard below).
         process
-            .dir(Path::new(host), guest, access)
+            .dir(&dir.host, &dir.guest, access)
             .with_context(|| format!("{flag} {dir}"))?;
-        wasi.preopened_dir(host, guest, perms)
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{flag} {dir}"))?;
     }
@@ -548,12 +548,12 @@ fn contexts(
         .limits(Limits {
             default_timeout: args.timeout,
             max_timeout: args.timeout,
-            max_buffer: args.max_buffer,
+            max_buffer: args.max_buffer.0,
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
-            max_wasm_memory: (args.max_wasm_memory > 0).then_some(args.max_wasm_memory),
-            channel_buffer: args.channel_buffer,
-            channel_buffer_total: args.channel_buffer_total,
+            max_wasm_memory: (args.max_wasm_memory.0 > 0).then_some(args.max_wasm_memory.0),
+            channel_buffer: args.channel_buffer.to_usize(),
+            channel_buffer_total: args.channel_buffer_total.to_usize(),
             ..Limits::default()
         })
         .confine(!args.no_confinement)
@@ -588,17 +588,14 @@ fn contexts(
 fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
     let mut limits = ChildRlimits::default();
     for flag in flags {
-        let (name, value) = flag.split_once('=').context("--rlimit takes NAME=VALUE")?;
-        let value: u64 = value
-            .parse()
-            .with_context(|| format!("--rlimit {flag}: not a number"))?;
+        let (name, value) =
+            values::parse_rlimit(flag).map_err(|e| anyhow!("--rlimit {flag}: {e}"))?;
         let slot = match name {
             "cpu" => &mut limits.cpu_seconds,
             "as" => &mut limits.address_space,
             "nofile" => &mut limits.open_files,
             "nproc" => &mut limits.processes,
-            "fsize" => &mut limits.file_size,
-            _ => bail!("--rlimit {flag}: unknown limit `{name}` (cpu, as, nofile, nproc, fsize)"),
+            _ => &mut limits.file_size,
         };
         *slot = Some(value);
     }

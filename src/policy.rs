@@ -169,7 +169,7 @@ pub(crate) struct Flag {
 }
 
 /// A `[[dir]]` of the file: a `--dir` or `--dir-ro` grant.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Dir {
     host: String,
@@ -178,9 +178,20 @@ pub(crate) struct Dir {
     access: Access,
 }
 
+/// As the file writes it: `{ host = "data", guest = "data" }`.
+impl Debug for Dir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{{ host = {:?}", self.host)?;
+        if let Some(guest) = &self.guest {
+            write!(f, ", guest = {guest:?}")?;
+        }
+        write!(f, " }}")
+    }
+}
+
 #[derive(Deserialize, Default, PartialEq, Debug)]
 #[serde(rename_all = "lowercase")]
-enum Access {
+pub(crate) enum Access {
     Ro,
     #[default]
     Rw,
@@ -265,6 +276,7 @@ impl<C> FileKey<'_, C> {
 /// precedence between the file and the flags decided.
 pub(crate) mod rule {
     use super::{Access, Convert, Dir, FileKey};
+    use crate::values::DirGrant;
     use anyhow::Result;
     use std::fmt::Debug;
 
@@ -369,21 +381,17 @@ pub(crate) mod rule {
         Ok(())
     }
 
-    /// `[[dir]]`: each a `HOST::GUEST` grant added to --dir or --dir-ro by
-    /// its access.
+    /// `[[dir]]`: each a grant added to --dir or --dir-ro by its access.
     pub(crate) fn dirs(
-        key: FileKey<impl Convert<Dir, Dir>>,
+        key: FileKey<impl Convert<Dir, (Access, DirGrant)>>,
         value: Vec<Dir>,
-        rw: &mut Vec<String>,
-        ro: &mut Vec<String>,
+        rw: &mut Vec<DirGrant>,
+        ro: &mut Vec<DirGrant>,
     ) -> Result<()> {
         for dir in value {
-            let dir = key.convert(dir)?;
-            let guest = dir.guest.as_deref().unwrap_or(&dir.host);
-            let grant = format!("{}::{guest}", key.file.base.join(&dir.host).display());
-            match dir.access {
-                Access::Ro => ro.push(grant),
-                Access::Rw => rw.push(grant),
+            match key.convert(dir)? {
+                (Access::Ro, grant) => ro.push(grant),
+                (Access::Rw, grant) => rw.push(grant),
             }
         }
         Ok(())
@@ -392,7 +400,9 @@ pub(crate) mod rule {
 
 /// What the file holds, made into what a flag holds (`via` in the table).
 pub(crate) mod convert {
-    use super::Source;
+    use super::{Access, Dir, Source};
+    use crate::values::DirGrant;
+    use crate::values::Written;
     use anyhow::{Result, anyhow};
     use std::fmt::Display;
     use std::path::PathBuf;
@@ -432,6 +442,27 @@ pub(crate) mod convert {
     /// `NAME = VALUE` of a table, as the flag's `NAME=VALUE`.
     pub(crate) fn assignment(_: &Source, (name, value): (String, impl Display)) -> Result<String> {
         Ok(format!("{name}={value}"))
+    }
+
+    /// `NAME = VALUE` of `[limits] rlimits`, as `--rlimit NAME=VALUE`.
+    pub(crate) fn rlimit(_: &Source, (name, value): (String, Written)) -> Result<String> {
+        let flag = format!("{name}={}", value.0);
+        crate::values::parse_rlimit(&flag).map_err(|e| anyhow!(e))?;
+        Ok(flag)
+    }
+
+    /// A `[[dir]]`: its host path relative to the file's directory, its
+    /// guest path as `--dir` takes it (the host path as written if none).
+    pub(crate) fn dir(file: &Source, dir: Dir) -> Result<(Access, DirGrant)> {
+        let host = file.base.join(&dir.host);
+        let grant = match &dir.guest {
+            Some(guest) => DirGrant::new(host, guest).map_err(|e| anyhow!(e))?,
+            None => DirGrant {
+                host,
+                guest: dir.host,
+            },
+        };
+        Ok((dir.access, grant))
     }
 
     /// A duration, as `--timeout` takes it (`500ms`, `10s`, `2m`).
@@ -489,6 +520,7 @@ impl Source<'_> {
 mod tests {
     use super::*;
     use crate::grants::{FLAGS, KEYS};
+    use crate::values::Bytes;
     use clap::Parser as _;
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
@@ -529,6 +561,11 @@ mod tests {
         }
     }
 
+    /// Directory grants as `HOST::GUEST`.
+    fn shown(dirs: &[crate::values::DirGrant]) -> Vec<String> {
+        dirs.iter().map(ToString::to_string).collect()
+    }
+
     /// The example policy of this module's docs.
     fn documented_example() -> String {
         EXAMPLE.to_owned()
@@ -553,17 +590,17 @@ mod tests {
             Some(Path::new("/etc/wasmproc/host.nk"))
         );
         assert_eq!(args.trust_agent, ["UABC…"]);
-        assert_eq!(args.dirs_ro, ["/etc/wasmproc/data::/data"]);
+        assert_eq!(shown(&args.dirs_ro), ["/etc/wasmproc/data::/data"]);
         assert!(args.dirs.is_empty());
         assert_eq!(args.timeout, Some(Duration::from_secs(10)));
-        assert_eq!(args.max_buffer, 1_048_576);
+        assert_eq!(args.max_buffer, Bytes(1_048_576));
         assert_eq!(args.max_children, 64);
-        assert_eq!(args.max_wasm_memory, 268_435_456);
-        assert_eq!(args.channel_buffer, 16_777_216);
+        assert_eq!(args.max_wasm_memory, Bytes(256 << 20));
+        assert_eq!(args.channel_buffer, Bytes(16 << 20));
         assert_eq!(args.warm_workers, 2);
         assert!(!args.no_worker_template);
         assert_eq!(args.channel_spin, Duration::from_micros(50));
-        assert_eq!(args.rlimits, ["cpu=10", "nofile=256"]);
+        assert_eq!(args.rlimits, ["as=4GiB", "cpu=10", "nofile=256"]);
         assert!(!args.nats_tls && args.nats_creds.is_none() && args.nats_cert.is_none());
         assert!(args.require_confinement);
         assert!(!args.allow_network && !args.no_confinement && !args.no_cgroup);
@@ -611,7 +648,7 @@ mod tests {
         let args = granted(&flag, "");
         assert_eq!(args.allow_run, ["sort"]);
         assert_eq!(args.timeout, Some(Duration::from_secs(3)));
-        assert_eq!(args.max_buffer, 7);
+        assert_eq!(args.max_buffer, Bytes(7));
         assert!(args.allow_shell.is_empty() && args.dirs.is_empty());
         assert_eq!((args.cluster, args.child_user), (None, None));
     }
@@ -631,8 +668,8 @@ mod tests {
         assert_eq!(args.allow_fork, forks);
         let log = Path::new("/etc/wasmproc/logs/audit.jsonl");
         assert_eq!(args.audit_log.as_deref(), Some(log));
-        assert_eq!(args.dirs, ["/etc/wasmproc/../data::/data"]);
-        assert_eq!(args.dirs_ro, ["/srv::/srv"]);
+        assert_eq!(shown(&args.dirs), ["/etc/wasmproc/../data::/data"]);
+        assert_eq!(shown(&args.dirs_ro), ["/srv::/srv"]);
     }
 
     #[test]
@@ -645,7 +682,7 @@ mod tests {
     #[test]
     fn a_directory_is_read_write_at_its_host_path_as_written_by_default() {
         let args = granted(&[], "[[dir]]\nhost = \"data\"\n");
-        assert_eq!(args.dirs, ["/etc/wasmproc/data::data"]);
+        assert_eq!(shown(&args.dirs), ["/etc/wasmproc/data::data"]);
         assert!(args.dirs_ro.is_empty());
     }
 
@@ -669,7 +706,7 @@ mod tests {
         assert_eq!(args.allow_run, ["cat", "sort"]);
         assert_eq!(args.allow_env, ["A", "B"]);
         assert_eq!(args.envs, ["X=1", "Y=2"]);
-        assert_eq!(args.dirs, ["/a", "/b::/b"]);
+        assert_eq!(shown(&args.dirs), ["/a::/a", "/b::/b"]);
         assert_eq!(args.rlimits, ["cpu=1", "nofile=9"]);
         assert_eq!(
             (args.allow_uids, args.allow_gids),
@@ -764,14 +801,14 @@ mod tests {
                 "--channel-buffer=4",
                 "--warm-workers=5",
             ],
-            "[limits]\nmax_buffer = 10\nmax_children = 20\nmax_wasm_memory = 30\n\
+            "[limits]\nmax_buffer = 10\nmax_children = 20\nmax_wasm_memory = \"30MiB\"\n\
              channel_buffer = 40\nwarm_workers = 50\n",
         );
         assert_eq!(
             (args.max_buffer, args.max_children, args.max_wasm_memory),
-            (10, 20, 30)
+            (Bytes(10), 20, Bytes(30 << 20))
         );
-        assert_eq!((args.channel_buffer, args.warm_workers), (40, 50));
+        assert_eq!((args.channel_buffer, args.warm_workers), (Bytes(40), 50));
     }
 
     #[test]
@@ -858,7 +895,7 @@ mod tests {
         let mut args = flags(&[]);
         apply(&path, &mut args).unwrap();
         let data = dir.path().join("data");
-        assert_eq!(args.dirs, [format!("{}::data", data.display())]);
+        assert_eq!(shown(&args.dirs), [format!("{}::data", data.display())]);
         let missing = dir.path().join("missing.toml");
         let error = format!("{:#}", apply(&missing, &mut args).unwrap_err());
         assert!(
@@ -1020,5 +1057,52 @@ mod tests {
             docs.unwrap().contains(&reference),
             "docs/policy.md should hold the table of keys:\n\n{reference}"
         );
+    }
+
+    #[test]
+    fn sizes_in_the_file_take_units_as_the_flags_do() {
+        let args = granted(
+            &["--max-buffer=1M"],
+            "[limits]\nmax_buffer = \"1k\"\nchannel_buffer_total = \"2 GB\"\n\
+             rlimits = { as = \"1GiB\", fsize = 4096 }\n",
+        );
+        assert_eq!(args.max_buffer, Bytes(1024));
+        assert_eq!(args.channel_buffer_total, Bytes(2_000_000_000));
+        assert_eq!(args.rlimits, ["as=1GiB", "fsize=4096"]);
+        let error = refused(&[], "[limits]\nmax_wasm_memory = \"1 lot\"\n");
+        assert!(error.contains("max_wasm_memory = \"1 lot\""), "{error}");
+        assert!(error.contains("`1 lot` is not a size"), "{error}");
+        let error = refused(&[], "[limits]\nrlimits = { nofile = \"1k\" }\n");
+        assert!(
+            error.ends_with("limits.rlimits = (\"nofile\", \"1k\"): `1k` is not a number"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_relative_guest_path_given_is_refused_naming_the_key() {
+        let error = refused(&[], "[[dir]]\nhost = \"data\"\nguest = \"data\"\n");
+        assert_eq!(
+            error,
+            format!(
+                "{FILE}: dir = {{ host = \"data\", guest = \"data\" }}: the guest path `data` \
+                 is relative: give an absolute one, such as `/data`"
+            )
+        );
+    }
+
+    #[test]
+    fn two_directories_at_one_guest_path_are_refused_naming_both() {
+        let args = granted(
+            &["--dir=/a::/data"],
+            "[[dir]]\nhost = \"/b\"\nguest = \"/data/\"\naccess = \"ro\"\n",
+        );
+        let error = format!("{:#}", args.check_guest_paths().unwrap_err());
+        assert_eq!(
+            error,
+            "--dir-ro /b::/data/: the guest path /data/ is granted already, by --dir /a::/data"
+        );
+        let args = granted(&["--dir=/a::/data", "--dir-ro=/data/b"], "");
+        args.check_guest_paths().unwrap();
     }
 }

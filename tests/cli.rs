@@ -857,3 +857,70 @@ fn policy_example_prints_the_example_file_that_the_policy_parser_is_tested_on() 
         text(&refused.stderr)
     );
 }
+
+#[test]
+fn sizes_take_the_usual_units_and_a_bad_one_is_refused_naming_the_flag() {
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--max-wasm-memory",
+        "64MiB",
+        "--max-buffer",
+        "1k",
+        "--allow-run",
+        testprog().to_str().unwrap(),
+        probe.to_str().unwrap(),
+        "--",
+        "--max-buffer",
+        "1025",
+        "file",
+        TP,
+        "echo",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("above the host's limit of 1024 bytes (raise it with --max-buffer)"),
+        "{stderr}"
+    );
+    let out = wasmproc(&["run", "--max-buffer", "1kg", probe.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "invalid value '1kg' for '--max-buffer <SIZE>': `1kg` is not a size: give bytes, \
+             or a number with a unit (k, M, G, KiB, MiB, GiB, kB, MB, GB)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_relative_guest_path_and_two_dirs_at_one_guest_path_are_refused_at_start_naming_the_flag() {
+    let seed = "guest-examples/prebuilt/seed-exec.wasm";
+    let out = wasmproc(&["run", "--dir-ro", "guest-examples::relative", seed]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "invalid value 'guest-examples::relative' for '--dir-ro <HOST[::GUEST]>': the guest \
+             path `relative` is relative: give an absolute one, such as `/relative`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        "--dir",
+        "guest-examples::/support",
+        "--dir",
+        "guest-examples/support::/support",
+        seed,
+    ]);
+    assert_eq!(
+        text(&out.stderr),
+        "wasmproc: error: --dir guest-examples/support::/support: the guest path /support is \
+         granted already, by --dir guest-examples::/support\n"
+    );
+    assert_eq!(text(&out.stdout), "", "the guest never ran");
+    assert!(!out.status.success());
+}
