@@ -299,9 +299,37 @@ schema! {
 }
 
 impl Grants {
+    /// Refuses, before anything starts, what the grants cannot mean
+    /// together, naming the flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.check_guest_paths()?;
+        self.check_injection_env()
+    }
+
+    /// Refuses an injection variable (LD_PRELOAD, NODE_OPTIONS, ...)
+    /// allowed with --allow-env alone: the host would refuse it whenever
+    /// the guest set it, so the grant could only fail later.
+    fn check_injection_env(&self) -> anyhow::Result<()> {
+        let injection = |name: &&String| wasmproc_host::is_injection_env(name);
+        let allowed = |name: &&String| self.allow_injection_env.contains(name);
+        match self
+            .allow_env
+            .iter()
+            .filter(injection)
+            .find(|name| !allowed(name))
+        {
+            Some(name) => anyhow::bail!(
+                "--allow-env {name}: {name} is a loader or interpreter injection variable, \
+                 which lets whoever sets it run code of their choice in the child: grant it \
+                 with --allow-injection-env {name}, knowingly"
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses two directory grants at one guest path (the second would
     /// hide the first), naming both.
-    pub fn check_guest_paths(&self) -> anyhow::Result<()> {
+    fn check_guest_paths(&self) -> anyhow::Result<()> {
         let mut granted = std::collections::HashMap::new();
         let rw = self.dirs.iter().map(|d| ("--dir", d));
         for (flag, dir) in rw.chain(self.dirs_ro.iter().map(|d| ("--dir-ro", d))) {

@@ -5,6 +5,7 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 
 mod grants;
+mod hints;
 mod policy;
 mod values;
 
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, GuestState, Runner};
 use wasmproc_host::sandbox::DEFAULT_CHILD_UIDS;
-use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
+use wasmproc_host::{AuditLog, ChildRlimits, DirAccess, Limits, ProcessCtx};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -494,7 +495,8 @@ fn contexts(
         .dirs_ro
         .iter()
         .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
-    args.check_guest_paths()?;
+    args.check()?;
+    let hints = hints::Hints::new(args);
     for (dir, access, perms, flag) in rw.chain(ro) {
         // First the process grant, which refuses a directory reaching the
         // component cache (the guard below).
@@ -566,7 +568,7 @@ fn contexts(
         .channel_spin(args.channel_spin)
         .warm_workers(args.warm_workers)
         .worker_template(!args.no_worker_template)
-        .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
+        .on_denial(move |denial| eprintln!("wasmproc: denied: {denial} ({})", hints.grant(denial)));
     match (args.child_user, args.child_uids.clone()) {
         (Some((uid, gid)), _) => process.child_user(uid, gid),
         (None, ids) => process.child_uids(ids.unwrap_or(DEFAULT_CHILD_UIDS)),
@@ -600,46 +602,4 @@ fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
         *slot = Some(value);
     }
     Ok(limits)
-}
-
-/// The flag that would have granted what `denial` refused.
-fn grant_hint(denial: &Denial) -> String {
-    match denial {
-        Denial::Program(p) => format!("grant it with --allow-run {p}"),
-        Denial::Shell => "grant one with --allow-shell".to_owned(),
-        Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
-        Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
-        Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
-        Denial::InjectionEnv(n) => format!("allow it with --allow-injection-env {n}, knowingly"),
-        Denial::PinMismatch(_) => "check the binary, then grant its new digest".to_owned(),
-        Denial::Limit {
-            limit: "max_timeout",
-            ..
-        } => "raise it with --timeout".to_owned(),
-        Denial::Limit {
-            limit: "max_buffer",
-            ..
-        } => "raise it with --max-buffer".to_owned(),
-        Denial::Limit {
-            limit: "max_live_children",
-            ..
-        } => "raise it with --max-children".to_owned(),
-        Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
-        Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
-        Denial::InWorker { .. } => {
-            "a worker holds what its parent passed it in fork-options".to_owned()
-        }
-        Denial::Uid(uid) => format!("allow it with --allow-uid {uid}"),
-        Denial::Gid(gid) => format!("allow it with --allow-gid {gid}"),
-        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
-            "a worker only gets what its parent holds".to_owned()
-        }
-        Denial::OnAgent { .. } => "the agent's own policy decides".to_owned(),
-        Denial::NotExported(d) => format!("export it on the agent with --dir HOST::{d}"),
-        Denial::File(_) | Denial::ReadOnlyFile(_) => {
-            "grant a directory holding it with --dir".to_owned()
-        }
-        Denial::ShellName(s) => format!("grant it with --allow-shell={s}"),
-        _ => "not grantable by a flag".to_owned(),
-    }
 }

@@ -1097,12 +1097,34 @@ mod tests {
             &["--dir=/a::/data"],
             "[[dir]]\nhost = \"/b\"\nguest = \"/data/\"\naccess = \"ro\"\n",
         );
-        let error = format!("{:#}", args.check_guest_paths().unwrap_err());
+        let error = format!("{:#}", args.check().unwrap_err());
         assert_eq!(
             error,
             "--dir-ro /b::/data/: the guest path /data/ is granted already, by --dir /a::/data"
         );
         let args = granted(&["--dir=/a::/data", "--dir-ro=/data/b"], "");
-        args.check_guest_paths().unwrap();
+        args.check().unwrap();
+    }
+
+    #[test]
+    fn an_injection_variable_allowed_without_allow_injection_env_is_refused() {
+        let error = format!(
+            "{:#}",
+            flags(&["--allow-env=A", "--allow-env=LD_PRELOAD"])
+                .check()
+                .unwrap_err()
+        );
+        assert!(
+            error.starts_with("--allow-env LD_PRELOAD: LD_PRELOAD is a loader or interpreter"),
+            "{error}"
+        );
+        assert!(error.ends_with("grant it with --allow-injection-env LD_PRELOAD, knowingly"));
+        let from_file = granted(&[], "allow_env = [\"NODE_OPTIONS\"]\n");
+        assert!(from_file.check().is_err());
+        let both = ["--allow-env=LD_PRELOAD", "--allow-injection-env=LD_PRELOAD"];
+        flags(&both).check().unwrap();
+        flags(&["--allow-injection-env=LD_PRELOAD"])
+            .check()
+            .unwrap();
     }
 }

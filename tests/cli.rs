@@ -924,3 +924,39 @@ fn a_relative_guest_path_and_two_dirs_at_one_guest_path_are_refused_at_start_nam
     assert_eq!(text(&out.stdout), "", "the guest never ran");
     assert!(!out.status.success());
 }
+
+#[test]
+fn an_injection_variable_allowed_without_allow_injection_env_is_refused_at_start() {
+    let seed = "guest-examples/prebuilt/seed-exec.wasm";
+    let out = wasmproc(&["run", "--allow-shell", "--allow-env", "LD_PRELOAD", seed]);
+    assert_eq!(
+        text(&out.stderr),
+        "wasmproc: error: --allow-env LD_PRELOAD: LD_PRELOAD is a loader or interpreter \
+         injection variable, which lets whoever sets it run code of their choice in the \
+         child: grant it with --allow-injection-env LD_PRELOAD, knowingly\n"
+    );
+    assert_eq!(text(&out.stdout), "", "the guest never ran");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_denied_program_off_the_path_gets_a_hint_that_works_when_pasted() {
+    let seed = "guest-examples/prebuilt/seed-spawn.wasm";
+    let out = wasmproc(&["run", seed]);
+    let stderr = text(&out.stderr);
+    let support = repo().join("guest-examples/support/support");
+    let hint = format!(
+        "wasmproc: denied: program `support` is not allowed (`support` is not on the host's \
+         PATH: grant it by its path, --allow-run {})",
+        support.display()
+    );
+    assert!(stderr.contains(&hint), "{stderr}");
+    let pasted = hint
+        .rsplit_once("--allow-run ")
+        .unwrap()
+        .1
+        .trim_end_matches(')');
+    let out = wasmproc(&["run", "--allow-run", pasted, seed]);
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success());
+}
