@@ -253,7 +253,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             let cluster = wasmproc_host::cluster::Cluster::connect(&nats, identity, trust, audit);
             process.cluster(cluster.await?);
         }
-        let component = runner.load(&args.component)?;
+        let component = load(&runner, &args.component)?;
         let pre = runner.prepare(&component)?;
         let code = run_prepared(&runner, &pre, wasi, process.build(), None).await?;
         Ok(ExitCode::from(code))
@@ -445,6 +445,33 @@ async fn run_prepared(
             134
         }
     })
+}
+
+/// The component at `path`, through `runner`'s cache. A big component
+/// whose load takes long is being compiled (its first run): that is said
+/// on stderr, once, with how to do it ahead of time, rather than leaving
+/// the operator to seconds of silence.
+fn load(runner: &Runner, path: &Path) -> Result<wasmtime::component::Component> {
+    const BIG: u64 = 4 << 20;
+    const LONG: std::time::Duration = std::time::Duration::from_secs(2);
+    if std::fs::metadata(path).map_or(true, |m| m.len() < BIG) {
+        return runner.load(path);
+    }
+    let (loaded, waiting) = std::sync::mpsc::channel::<()>();
+    let shown = path.display().to_string();
+    let notice = std::thread::spawn(move || {
+        if waiting.recv_timeout(LONG) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            tracing::info!(component = %shown, "compiling");
+            eprintln!(
+                "wasmproc: compiling {shown} (only on its first run: `wasmproc compile {shown}` \
+                 does it ahead of time)"
+            );
+        }
+    });
+    let component = runner.load(path);
+    drop(loaded);
+    let _ = notice.join();
+    component
 }
 
 /// `wasmproc compile`: fills the cache, one line per component.

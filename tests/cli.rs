@@ -960,3 +960,30 @@ fn a_denied_program_off_the_path_gets_a_hint_that_works_when_pasted() {
     assert_eq!(text(&out.stderr), "");
     assert!(out.status.success());
 }
+
+#[test]
+fn the_first_run_of_a_big_guest_says_it_compiles_once_and_how_to_do_it_ahead_of_time() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = guest("hello-py");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+            .args(["run", hello.to_str().unwrap()])
+            .env("WASMPROC_CACHE", cache.path().join("components"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let notice = format!(
+        "wasmproc: compiling {0} (only on its first run: `wasmproc compile {0}` does it ahead \
+         of time)\n",
+        hello.display()
+    );
+    assert_eq!(text(&first.stderr), notice);
+    let second = run();
+    assert_eq!(
+        text(&second.stderr),
+        "",
+        "the second run loads it from the cache"
+    );
+}
