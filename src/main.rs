@@ -198,6 +198,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "error,wasmproc::sandbox=warn,wasmproc::cluster=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::env::var_os("NO_COLOR"),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -226,6 +230,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether to colour the logs: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    no_color.is_none_or(|v| v.is_empty()) && terminal
+}
+
+#[cfg(test)]
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_without_no_color() {
+    assert!(colour(None, true));
+    assert!(colour(Some("".into()), true));
+    assert!(!colour(Some("1".into()), true));
+    assert!(!colour(None, false));
 }
 
 fn run(mut args: RunArgs) -> Result<ExitCode> {

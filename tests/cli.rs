@@ -987,3 +987,20 @@ fn the_first_run_of_a_big_guest_says_it_compiles_once_and_how_to_do_it_ahead_of_
         "the second run loads it from the cache"
     );
 }
+
+#[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-shell", "--dir-ro"])
+        .args([
+            "guest-examples/support::/support",
+            "guest-examples/prebuilt/seed-exec.wasm",
+        ])
+        .env("WASMPROC_LOG", "wasmproc=debug")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "logs were written: {stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
