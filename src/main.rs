@@ -2,17 +2,21 @@
 //! scoped OS processes.
 
 #![forbid(unsafe_code)]
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
+mod grants;
+mod hints;
 mod policy;
+mod values;
+
 use clap::{Parser, Subcommand};
+use grants::Grants;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, GuestState, Runner};
 use wasmproc_host::sandbox::DEFAULT_CHILD_UIDS;
-use wasmproc_host::{AuditLog, ChildRlimits, Denial, DirAccess, Limits, ProcessCtx};
+use wasmproc_host::{AuditLog, ChildRlimits, DirAccess, Limits, ProcessCtx};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -183,252 +187,6 @@ struct AgentArgs {
     grants: Grants,
 }
 
-/// What a guest (or an agent's workers) may do: the grant, limit and
-/// confinement flags shared by `run` and `agent`.
-#[derive(clap::Args)]
-struct Grants {
-    /// Read grants from a TOML policy file (every key: `wasmproc policy
-    /// --example`; docs/policy.md); they add to the flags' grants.
-    #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
-
-    /// Grant the host directory HOST to the guest as GUEST (default: the same
-    /// path): the guest can use its files and start children in it. The
-    /// first --dir is the children's default working directory.
-    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-    dirs: Vec<String>,
-
-    /// As --dir, but children may only read the directory (and the guest's
-    /// preopen is read-only).
-    #[arg(long = "dir-ro", value_name = "HOST[::GUEST]")]
-    dirs_ro: Vec<String>,
-
-    /// Set the guest's own environment variable NAME (to VALUE, or to the
-    /// host's value of NAME). Children do not inherit it.
-    #[arg(long = "env", value_name = "NAME[=VALUE]")]
-    envs: Vec<String>,
-
-    /// Let the guest run PROGRAM with exec-file and spawn. PROGRAM is a path
-    /// or a name looked up in the host's PATH now; `PROGRAM@sha256:HEX`
-    /// pins the binary to that digest.
-    #[arg(long = "allow-run", value_name = "PROGRAM[@sha256:HEX]")]
-    allow_run: Vec<String>,
-
-    /// Let the guest run shell commands with `exec`, through SHELL -c
-    /// (default /bin/sh; give another as --allow-shell=SHELL, so that the
-    /// argument after the flag is never taken for it). Repeat it to grant
-    /// several shells: the guest picks one with exec's `shell` option, the
-    /// first is the default. This grants running any program a shell can
-    /// reach.
-    #[arg(long = "allow-shell", value_name = "SHELL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "/bin/sh")]
-    allow_shell: Vec<String>,
-
-    /// Let the guest fork the component at PATH as a worker in its own
-    /// process (with at most the guest's own capabilities).
-    #[arg(long = "allow-fork", value_name = "PATH")]
-    allow_fork: Vec<PathBuf>,
-
-    /// Let the guest set environment variable NAME for its children.
-    #[arg(long = "allow-env", value_name = "NAME")]
-    allow_env: Vec<String>,
-
-    /// Let the guest set NAME for its children even though it is a loader or
-    /// interpreter injection variable (LD_PRELOAD, NODE_OPTIONS, ...), which
-    /// is refused otherwise.
-    #[arg(long = "allow-injection-env", value_name = "NAME")]
-    allow_injection_env: Vec<String>,
-
-    /// Let confined children bind and connect TCP sockets.
-    #[arg(long)]
-    allow_network: bool,
-
-    /// Refuse to start children unless the kernel can fully confine them
-    /// (Landlock: files and TCP).
-    #[arg(long)]
-    require_confinement: bool,
-
-    /// Run children without kernel confinement (only the checks made before
-    /// they start apply).
-    #[arg(long, conflicts_with = "require_confinement")]
-    no_confinement: bool,
-
-    /// Let children change their user and group ids: they keep the host's
-    /// uid and CAP_SETUID/CAP_SETGID when wasmproc runs as root (so the
-    /// identity layer is down and confinement is partial); every other
-    /// capability is always dropped.
-    #[arg(long)]
-    allow_uid_change: bool,
-
-    /// The user and group ids the children of a root host run as, the same
-    /// for every guest run so (65534:65534 is nobody, nogroup), in place
-    /// of an id leased per guest from --child-uids. They must be able to
-    /// enter the granted directories (and write the read-write ones);
-    /// wasmproc warns when they cannot.
-    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user, conflicts_with = "child_uids")]
-    child_user: Option<(u32, u32)>,
-
-    /// The ids a root host leases one from for each guest: the guest's
-    /// children run as that uid and gid, which no other guest of any
-    /// wasmproc on the machine holds while it runs (locks in
-    /// /run/wasmproc/child-uids). Default: 1500000000-1500065535.
-    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
-    child_uids: Option<std::ops::RangeInclusive<u32>>,
-
-    /// Let the guest ask for user id UID for a child (the `uid` option).
-    #[arg(long = "allow-uid", value_name = "UID")]
-    allow_uids: Vec<u32>,
-
-    /// Let the guest ask for group id GID for a child (the `gid` option).
-    #[arg(long = "allow-gid", value_name = "GID")]
-    allow_gids: Vec<u32>,
-
-    /// Run children without the namespace sandbox, the unprivileged
-    /// identity and the seccomp filter (Landlock still applies, unless
-    /// --no-confinement); confinement is then partial.
-    #[arg(long, conflicts_with = "require_confinement")]
-    no_sandbox: bool,
-
-    /// Do not start children in a cgroup of their own (by default one is
-    /// made when this process may, and killed when the guest ends, taking
-    /// every descendant with it, even one that left its process group).
-    #[arg(long)]
-    no_cgroup: bool,
-
-    /// Start each child in a cgroup of its own too, killed when the child is
-    /// dropped or its exec ends (then no descendant outlives its child).
-    #[arg(long, conflicts_with = "no_cgroup")]
-    cgroup_per_child: bool,
-
-    /// Set a resource limit in every child: cpu (seconds), as (bytes of
-    /// address space), nofile, nproc, fsize (bytes).
-    #[arg(long = "rlimit", value_name = "NAME=VALUE")]
-    rlimits: Vec<String>,
-
-    /// Append one JSON line per child started, denial and exit to FILE.
-    #[arg(long, value_name = "FILE")]
-    audit_log: Option<PathBuf>,
-
-    /// Longest time any child may run (for example 500ms, 10s, 2m). It is
-    /// also the default timeout of exec. Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    timeout: Option<Duration>,
-
-    /// Largest output, in bytes, exec may keep per stream.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_buffer)]
-    max_buffer: u64,
-
-    /// Largest size, in bytes, each linear memory of the guest (and of
-    /// every worker it forks) may grow to; `0`: no limit.
-    #[arg(long, value_name = "BYTES", default_value_t = wasmproc_host::DEFAULT_MAX_WASM_MEMORY)]
-    max_wasm_memory: u64,
-
-    /// Most children alive at once.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_live_children)]
-    max_children: usize,
-
-    /// Keep N worker processes started for `fork` (each has its engine up
-    /// and holds nothing until a fork hands it a specification), refilled
-    /// when the guest next waits for a worker. Default 0: each costs an
-    /// idle process and a live-children slot.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    warm_workers: usize,
-
-    /// Start each worker process from this executable rather than forking
-    /// it from the guest's worker template (an idle worker process with the
-    /// engine up and the guest's components loaded).
-    #[arg(long)]
-    no_worker_template: bool,
-
-    /// Bytes of a worker's messages the host takes in unread while the
-    /// guest waits for the worker's exit (past it, the worker waits for
-    /// the guest to receive).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer)]
-    channel_buffer: usize,
-
-    /// Bytes all of the guest's worker channels take in unread between
-    /// them (each also within --channel-buffer), so the host's memory for
-    /// unread messages is bounded however many workers the guest has.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().channel_buffer_total)]
-    channel_buffer_total: usize,
-
-    /// How long a receive on a worker channel keeps checking the socket
-    /// before it sleeps (lower latency for a little CPU); 0 never spins.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
-          default_value = "50us")]
-    channel_spin: Duration,
-
-    /// Join the cluster of the NATS server(s) at URL, so that `fork` can
-    /// place workers on its agents (placement `cluster` or `labels`).
-    #[arg(long, value_name = "URL")]
-    cluster: Option<String>,
-
-    /// A NATS token.
-    #[arg(long, value_name = "TOKEN")]
-    nats_token: Option<String>,
-
-    /// A NATS user credentials file (JWT and nkey seed).
-    #[arg(long, value_name = "FILE")]
-    nats_creds: Option<PathBuf>,
-
-    /// A file holding a NATS nkey seed.
-    #[arg(long, value_name = "FILE")]
-    nats_nkey: Option<PathBuf>,
-
-    /// A CA certificate to trust for NATS over TLS.
-    #[arg(long, value_name = "FILE")]
-    nats_ca: Option<PathBuf>,
-
-    /// A client certificate (and --nats-key its key) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "nats_key")]
-    nats_cert: Option<PathBuf>,
-
-    /// The key of --nats-cert.
-    #[arg(long, value_name = "FILE", requires = "nats_cert")]
-    nats_key: Option<PathBuf>,
-
-    /// Require TLS to the NATS servers (implied by a `tls://` URL).
-    #[arg(long)]
-    nats_tls: bool,
-
-    /// This host's cluster identity: a file holding its nkey seed
-    /// (`wasmproc keygen FILE`). It signs its fork requests and heartbeat,
-    /// and is its NATS nkey unless --nats-token, --nats-creds or
-    /// --nats-nkey says otherwise. Without it a key is made for this run
-    /// and printed.
-    #[arg(long, value_name = "FILE")]
-    host_key: Option<PathBuf>,
-
-    /// Place workers only on agents with this public key (repeatable);
-    /// adverts signed by any other key are dropped. Required with
-    /// --cluster unless --insecure.
-    #[arg(long = "trust-agent", value_name = "KEY")]
-    trust_agent: Vec<String>,
-
-    /// Join a cluster (`run --cluster`, `agent`) trusting any key that
-    /// signs, when no key is trusted: for development only. Messages are
-    /// still signed and sealed; this is said on stderr and in the audit log.
-    #[arg(long)]
-    insecure: bool,
-}
-
-impl Grants {
-    /// How to reach the NATS servers at `url` with these credentials; with
-    /// none, as the cluster identity in `key` (a NATS user nkey).
-    fn nats(&self, url: &str, key: Option<&Path>) -> wasmproc_host::cluster::NatsOptions {
-        let other = self.nats_token.is_some() || self.nats_creds.is_some();
-        wasmproc_host::cluster::NatsOptions {
-            url: url.to_owned(),
-            token: self.nats_token.clone(),
-            creds: self.nats_creds.clone(),
-            nkey: (self.nats_nkey.clone()).or_else(|| key.filter(|_| !other).map(Path::to_owned)),
-            ca: self.nats_ca.clone(),
-            client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
-            tls: self.nats_tls,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -440,6 +198,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "error,wasmproc::sandbox=warn,wasmproc::cluster=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::env::var_os("NO_COLOR"),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -470,6 +232,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether to colour the logs: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    no_color.is_none_or(|v| v.is_empty()) && terminal
+}
+
+#[cfg(test)]
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_without_no_color() {
+    assert!(colour(None, true));
+    assert!(colour(Some("".into()), true));
+    assert!(!colour(Some("1".into()), true));
+    assert!(!colour(None, false));
+}
+
 fn run(mut args: RunArgs) -> Result<ExitCode> {
     if let Some(path) = args.grants.policy.clone() {
         policy::apply(&path, &mut args.grants)?;
@@ -495,7 +272,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
             let cluster = wasmproc_host::cluster::Cluster::connect(&nats, identity, trust, audit);
             process.cluster(cluster.await?);
         }
-        let component = runner.load(&args.component)?;
+        let component = load(&runner, &args.component)?;
         let pre = runner.prepare(&component)?;
         let code = run_prepared(&runner, &pre, wasi, process.build(), None).await?;
         Ok(ExitCode::from(code))
@@ -689,6 +466,33 @@ async fn run_prepared(
     })
 }
 
+/// The component at `path`, through `runner`'s cache. A big component
+/// whose load takes long is being compiled (its first run): that is said
+/// on stderr, once, with how to do it ahead of time, rather than leaving
+/// the operator to seconds of silence.
+fn load(runner: &Runner, path: &Path) -> Result<wasmtime::component::Component> {
+    const BIG: u64 = 4 << 20;
+    const LONG: std::time::Duration = std::time::Duration::from_secs(2);
+    if std::fs::metadata(path).map_or(true, |m| m.len() < BIG) {
+        return runner.load(path);
+    }
+    let (loaded, waiting) = std::sync::mpsc::channel::<()>();
+    let shown = path.display().to_string();
+    let notice = std::thread::spawn(move || {
+        if waiting.recv_timeout(LONG) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            tracing::info!(component = %shown, "compiling");
+            eprintln!(
+                "wasmproc: compiling {shown} (only on its first run: `wasmproc compile {shown}` \
+                 does it ahead of time)"
+            );
+        }
+    });
+    let component = runner.load(path);
+    drop(loaded);
+    let _ = notice.join();
+    component
+}
+
 /// `wasmproc compile`: fills the cache, one line per component.
 fn compile(components: &[PathBuf]) -> Result<ExitCode> {
     let runner = Runner::new()?;
@@ -737,14 +541,15 @@ fn contexts(
         .dirs_ro
         .iter()
         .map(|d| (d, DirAccess::ReadOnly, FsPerms::ReadOnly, "--dir-ro"));
+    args.check()?;
+    let hints = hints::Hints::new(args);
     for (dir, access, perms, flag) in rw.chain(ro) {
-        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
         // First the process grant, which refuses a directory reaching the
         // component cache (the guard below).
         process
-            .dir(Path::new(host), guest, access)
+            .dir(&dir.host, &dir.guest, access)
             .with_context(|| format!("{flag} {dir}"))?;
-        wasi.preopened_dir(host, guest, perms)
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{flag} {dir}"))?;
     }
@@ -791,12 +596,12 @@ fn contexts(
         .limits(Limits {
             default_timeout: args.timeout,
             max_timeout: args.timeout,
-            max_buffer: args.max_buffer,
+            max_buffer: args.max_buffer.0,
             max_live_children: args.max_children,
             rlimits: rlimits(&args.rlimits)?,
-            max_wasm_memory: (args.max_wasm_memory > 0).then_some(args.max_wasm_memory),
-            channel_buffer: args.channel_buffer,
-            channel_buffer_total: args.channel_buffer_total,
+            max_wasm_memory: (args.max_wasm_memory.0 > 0).then_some(args.max_wasm_memory.0),
+            channel_buffer: args.channel_buffer.to_usize(),
+            channel_buffer_total: args.channel_buffer_total.to_usize(),
             ..Limits::default()
         })
         .confine(!args.no_confinement)
@@ -809,7 +614,7 @@ fn contexts(
         .channel_spin(args.channel_spin)
         .warm_workers(args.warm_workers)
         .worker_template(!args.no_worker_template)
-        .on_denial(|denial| eprintln!("wasmproc: denied: {denial} ({})", grant_hint(denial)));
+        .on_denial(move |denial| eprintln!("wasmproc: denied: {denial} ({})", hints.grant(denial)));
     match (args.child_user, args.child_uids.clone()) {
         (Some((uid, gid)), _) => process.child_user(uid, gid),
         (None, ids) => process.child_uids(ids.unwrap_or(DEFAULT_CHILD_UIDS)),
@@ -831,85 +636,16 @@ fn contexts(
 fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
     let mut limits = ChildRlimits::default();
     for flag in flags {
-        let (name, value) = flag.split_once('=').context("--rlimit takes NAME=VALUE")?;
-        let value: u64 = value
-            .parse()
-            .with_context(|| format!("--rlimit {flag}: not a number"))?;
+        let (name, value) =
+            values::parse_rlimit(flag).map_err(|e| anyhow!("--rlimit {flag}: {e}"))?;
         let slot = match name {
             "cpu" => &mut limits.cpu_seconds,
             "as" => &mut limits.address_space,
             "nofile" => &mut limits.open_files,
             "nproc" => &mut limits.processes,
-            "fsize" => &mut limits.file_size,
-            _ => bail!("--rlimit {flag}: unknown limit `{name}` (cpu, as, nofile, nproc, fsize)"),
+            _ => &mut limits.file_size,
         };
         *slot = Some(value);
     }
     Ok(limits)
-}
-
-/// The flag that would have granted what `denial` refused.
-fn grant_hint(denial: &Denial) -> String {
-    match denial {
-        Denial::Program(p) => format!("grant it with --allow-run {p}"),
-        Denial::Shell => "grant one with --allow-shell".to_owned(),
-        Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
-        Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
-        Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
-        Denial::InjectionEnv(n) => format!("allow it with --allow-injection-env {n}, knowingly"),
-        Denial::PinMismatch(_) => "check the binary, then grant its new digest".to_owned(),
-        Denial::Limit {
-            limit: "max_timeout",
-            ..
-        } => "raise it with --timeout".to_owned(),
-        Denial::Limit {
-            limit: "max_buffer",
-            ..
-        } => "raise it with --max-buffer".to_owned(),
-        Denial::Limit {
-            limit: "max_live_children",
-            ..
-        } => "raise it with --max-children".to_owned(),
-        Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
-        Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
-        Denial::InWorker { .. } => {
-            "a worker holds what its parent passed it in fork-options".to_owned()
-        }
-        Denial::Uid(uid) => format!("allow it with --allow-uid {uid}"),
-        Denial::Gid(gid) => format!("allow it with --allow-gid {gid}"),
-        Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
-            "a worker only gets what its parent holds".to_owned()
-        }
-        Denial::OnAgent { .. } => "the agent's own policy decides".to_owned(),
-        Denial::NotExported(d) => format!("export it on the agent with --dir HOST::{d}"),
-        Denial::File(_) | Denial::ReadOnlyFile(_) => {
-            "grant a directory holding it with --dir".to_owned()
-        }
-        Denial::ShellName(s) => format!("grant it with --allow-shell={s}"),
-        _ => "not grantable by a flag".to_owned(),
-    }
-}
-
-/// `UID[:GID]` (GID defaults to UID).
-fn parse_id_range(s: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
-    let number = |n: &str| (n.trim().parse::<u32>()).map_err(|_| format!("`{n}` is not an id"));
-    let (first, last) = s
-        .split_once('-')
-        .ok_or_else(|| format!("`{s}` is not a range FIRST-LAST"))?;
-    let (first, last) = (number(first)?, number(last)?);
-    if first == 0 || first > last {
-        return Err(format!("`{s}` must be FIRST-LAST with 0 < FIRST <= LAST"));
-    }
-    Ok(first..=last)
-}
-
-fn parse_user(s: &str) -> Result<(u32, u32), String> {
-    let number = |n: &str| {
-        n.parse::<u32>()
-            .map_err(|_| format!("`{n}` is not a user or group id"))
-    };
-    match s.split_once(':') {
-        Some((uid, gid)) => Ok((number(uid)?, number(gid)?)),
-        None => number(s).map(|uid| (uid, uid)),
-    }
 }

@@ -857,3 +857,150 @@ fn policy_example_prints_the_example_file_that_the_policy_parser_is_tested_on() 
         text(&refused.stderr)
     );
 }
+
+#[test]
+fn sizes_take_the_usual_units_and_a_bad_one_is_refused_naming_the_flag() {
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--max-wasm-memory",
+        "64MiB",
+        "--max-buffer",
+        "1k",
+        "--allow-run",
+        testprog().to_str().unwrap(),
+        probe.to_str().unwrap(),
+        "--",
+        "--max-buffer",
+        "1025",
+        "file",
+        TP,
+        "echo",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("above the host's limit of 1024 bytes (raise it with --max-buffer)"),
+        "{stderr}"
+    );
+    let out = wasmproc(&["run", "--max-buffer", "1kg", probe.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "invalid value '1kg' for '--max-buffer <SIZE>': `1kg` is not a size: give bytes, \
+             or a number with a unit (k, M, G, KiB, MiB, GiB, kB, MB, GB)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_relative_guest_path_and_two_dirs_at_one_guest_path_are_refused_at_start_naming_the_flag() {
+    let seed = "guest-examples/prebuilt/seed-exec.wasm";
+    let out = wasmproc(&["run", "--dir-ro", "guest-examples::relative", seed]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "invalid value 'guest-examples::relative' for '--dir-ro <HOST[::GUEST]>': the guest \
+             path `relative` is relative: give an absolute one, such as `/relative`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wasmproc(&[
+        "run",
+        "--allow-shell",
+        "--dir",
+        "guest-examples::/support",
+        "--dir",
+        "guest-examples/support::/support",
+        seed,
+    ]);
+    assert_eq!(
+        text(&out.stderr),
+        "wasmproc: error: --dir guest-examples/support::/support: the guest path /support is \
+         granted already, by --dir guest-examples::/support\n"
+    );
+    assert_eq!(text(&out.stdout), "", "the guest never ran");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn an_injection_variable_allowed_without_allow_injection_env_is_refused_at_start() {
+    let seed = "guest-examples/prebuilt/seed-exec.wasm";
+    let out = wasmproc(&["run", "--allow-shell", "--allow-env", "LD_PRELOAD", seed]);
+    assert_eq!(
+        text(&out.stderr),
+        "wasmproc: error: --allow-env LD_PRELOAD: LD_PRELOAD is a loader or interpreter \
+         injection variable, which lets whoever sets it run code of their choice in the \
+         child: grant it with --allow-injection-env LD_PRELOAD, knowingly\n"
+    );
+    assert_eq!(text(&out.stdout), "", "the guest never ran");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_denied_program_off_the_path_gets_a_hint_that_works_when_pasted() {
+    let seed = "guest-examples/prebuilt/seed-spawn.wasm";
+    let out = wasmproc(&["run", seed]);
+    let stderr = text(&out.stderr);
+    let support = repo().join("guest-examples/support/support");
+    let hint = format!(
+        "wasmproc: denied: program `support` is not allowed (`support` is not on the host's \
+         PATH: grant it by its path, --allow-run {})",
+        support.display()
+    );
+    assert!(stderr.contains(&hint), "{stderr}");
+    let pasted = hint
+        .rsplit_once("--allow-run ")
+        .unwrap()
+        .1
+        .trim_end_matches(')');
+    let out = wasmproc(&["run", "--allow-run", pasted, seed]);
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success());
+}
+
+#[test]
+fn the_first_run_of_a_big_guest_says_it_compiles_once_and_how_to_do_it_ahead_of_time() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = guest("hello-py");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+            .args(["run", hello.to_str().unwrap()])
+            .env("WASMPROC_CACHE", cache.path().join("components"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let notice = format!(
+        "wasmproc: compiling {0} (only on its first run: `wasmproc compile {0}` does it ahead \
+         of time)\n",
+        hello.display()
+    );
+    assert_eq!(text(&first.stderr), notice);
+    let second = run();
+    assert_eq!(
+        text(&second.stderr),
+        "",
+        "the second run loads it from the cache"
+    );
+}
+
+#[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-shell", "--dir-ro"])
+        .args([
+            "guest-examples/support::/support",
+            "guest-examples/prebuilt/seed-exec.wasm",
+        ])
+        .env("WASMPROC_LOG", "wasmproc=debug")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "logs were written: {stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}

@@ -1,0 +1,192 @@
+//! What to tell the operator when a guest is denied something: the flag
+//! that would grant it, written so that it works when pasted.
+
+use crate::Grants;
+use std::path::{Path, PathBuf};
+use wasmproc_host::Denial;
+
+/// What the hints look at: the directories granted to the guest (where a
+/// program it asks for by name may be) and where wasmproc was started.
+pub struct Hints {
+    dirs: Vec<PathBuf>,
+    here: Option<PathBuf>,
+}
+
+impl Hints {
+    pub fn new(args: &Grants) -> Hints {
+        let dirs = args.dirs.iter().chain(&args.dirs_ro);
+        Hints {
+            dirs: dirs
+                .filter_map(|d| std::path::absolute(&d.host).ok())
+                .collect(),
+            here: std::env::current_dir().ok(),
+        }
+    }
+
+    /// The hint for a program the guest may not run: `--allow-run NAME` if
+    /// the host's PATH has NAME (that is where the grant looks), else the
+    /// absolute path of a program of that name in a granted directory or
+    /// below the current one, else a request for its absolute path.
+    fn program(&self, program: &str) -> String {
+        if program.contains('/') || on_path(program).is_some() {
+            return format!("grant it with --allow-run {program}");
+        }
+        let below_here = self
+            .here
+            .iter()
+            .flat_map(|here| find_below(here, program, 3));
+        let granted = self.dirs.iter().map(|dir| dir.join(program));
+        match granted.filter(|p| is_program(p)).chain(below_here).next() {
+            Some(found) => format!(
+                "`{program}` is not on the host's PATH: grant it by its path, --allow-run {}",
+                found.display()
+            ),
+            None => format!(
+                "`{program}` is not on the host's PATH: grant it by its absolute path, \
+                 --allow-run /PATH/TO/{program}"
+            ),
+        }
+    }
+
+    /// The flag that would have granted what `denial` refused.
+    pub fn grant(&self, denial: &Denial) -> String {
+        match denial {
+            Denial::Program(p) => self.program(p),
+            Denial::Shell => "grant one with --allow-shell".to_owned(),
+            Denial::Cwd(c) => format!("grant a directory containing it with --dir HOST::{c}"),
+            Denial::CwdEscape { .. } => "no flag grants leaving a granted directory".to_owned(),
+            Denial::EnvName(n) => format!("allow it with --allow-env {n}"),
+            Denial::InjectionEnv(n) => {
+                format!("allow it with --allow-injection-env {n}, knowingly")
+            }
+            Denial::PinMismatch(_) => "check the binary, then grant its new digest".to_owned(),
+            Denial::Limit {
+                limit: "max_timeout",
+                ..
+            } => "raise it with --timeout".to_owned(),
+            Denial::Limit {
+                limit: "max_buffer",
+                ..
+            } => "raise it with --max-buffer".to_owned(),
+            Denial::Limit {
+                limit: "max_live_children",
+                ..
+            } => "raise it with --max-children".to_owned(),
+            Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
+            Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
+            Denial::InWorker { .. } => {
+                "a worker holds what its parent passed it in fork-options".to_owned()
+            }
+            Denial::Uid(uid) => format!("allow it with --allow-uid {uid}"),
+            Denial::Gid(gid) => format!("allow it with --allow-gid {gid}"),
+            Denial::ForkDir(_) | Denial::ReadOnlyDir(_) | Denial::ForkLimit { .. } => {
+                "a worker only gets what its parent holds".to_owned()
+            }
+            Denial::OnAgent { .. } => "the agent's own policy decides".to_owned(),
+            Denial::NotExported(d) => format!("export it on the agent with --dir HOST::{d}"),
+            Denial::File(_) | Denial::ReadOnlyFile(_) => {
+                "grant a directory holding it with --dir".to_owned()
+            }
+            Denial::ShellName(s) => format!("grant it with --allow-shell={s}"),
+            _ => "not grantable by a flag".to_owned(),
+        }
+    }
+}
+
+/// An executable regular file.
+fn is_program(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `name` in the host's PATH, as the grant looks it up.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_program(p))
+}
+
+/// A program called `name` in `dir` or below it, `depth` directories down
+/// at most, passing over hidden directories and build trees (`target`,
+/// `node_modules`), and giving up after a few thousand entries.
+fn find_below(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
+    let mut queue = std::collections::VecDeque::from([(dir.to_owned(), 0)]);
+    let mut seen = 0;
+    while let Some((dir, level)) = queue.pop_front() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > 5000 {
+                return None;
+            }
+            let (path, file) = (entry.path(), entry.file_name());
+            let skip = file.to_string_lossy().starts_with('.')
+                || ["target", "node_modules"].contains(&&*file.to_string_lossy());
+            if file == name && is_program(&path) {
+                return Some(path);
+            }
+            if level < depth && !skip && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push_back((path, level + 1));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn hints(dirs: &[&Path], here: &Path) -> Hints {
+        let dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
+        Hints {
+            dirs,
+            here: Some(here.to_owned()),
+        }
+    }
+
+    fn program(dir: &Path, name: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_program_on_the_path_is_granted_by_its_name() {
+        let none = tempfile::tempdir().unwrap();
+        let hint = hints(&[], none.path()).grant(&Denial::Program("sh".into()));
+        assert_eq!(hint, "grant it with --allow-run sh");
+    }
+
+    #[test]
+    fn a_program_off_the_path_is_granted_by_the_path_where_it_was_found() {
+        let here = tempfile::tempdir().unwrap();
+        let granted = tempfile::tempdir().unwrap();
+        let deep = program(&here.path().join("a/b/c"), "wasmproc-hint-test");
+        let hint = hints(&[], here.path()).grant(&Denial::Program("wasmproc-hint-test".into()));
+        assert!(
+            hint.ends_with(&format!("--allow-run {}", deep.display())),
+            "{hint}"
+        );
+        let in_grant = program(granted.path(), "wasmproc-hint-test");
+        let hint = hints(&[granted.path()], here.path())
+            .grant(&Denial::Program("wasmproc-hint-test".into()));
+        assert!(
+            hint.ends_with(&format!("--allow-run {}", in_grant.display())),
+            "{hint}"
+        );
+        program(&here.path().join("target/x"), "hidden-from-hints");
+        let hint = hints(&[], here.path()).grant(&Denial::Program("hidden-from-hints".into()));
+        assert_eq!(
+            hint,
+            "`hidden-from-hints` is not on the host's PATH: grant it by its absolute path, \
+             --allow-run /PATH/TO/hidden-from-hints"
+        );
+    }
+}
