@@ -155,8 +155,10 @@ schema! {
     }
 
     [limits] LimitsKeys, heading "Limits" {
-        /// Longest time any child may run (for example 500ms, 10s, 2m). It is
-        /// also the default timeout of exec. Default: no limit.
+        /// Longest time any child or forked worker may run (for example
+        /// 500ms, 10s, 2m): each gets it as a deadline it cannot leave out
+        /// (SIGTERM, then SIGKILL after the grace). It is also the default
+        /// timeout of exec. Default: no limit.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         timeout: Option<Duration>
             ; key timeout: Option<String> => agree(timeout) via duration,

@@ -787,7 +787,7 @@ from file: \"1\\n2\\n3\\n4\\n5\\n6\\n\"
 create_new over a file: io
 timeout: signaled(15), timed out success=false signal=Some(15)
 kill_signal: signaled(9), timed out
-output timeout: signaled(9), timed out true
+output timeout: signaled(15), timed out true
 wait_timeout: None then signaled(9)
 usage: rss>0=true cpu<10s=true
 exec_in: \"from sh\\n\"
@@ -1003,4 +1003,30 @@ fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("DEBUG"), "logs were written: {stderr}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
+#[test]
+fn timeout_is_a_deadline_for_every_child_even_one_spawned_without_a_timeout() {
+    let started = std::time::Instant::now();
+    let out = wasmproc(&[
+        "run",
+        "--timeout",
+        "1s",
+        "--allow-run",
+        testprog().to_str().unwrap(),
+        guest("spawn-probe").to_str().unwrap(),
+        "wait-timeout",
+        "20000",
+        "testprog",
+        "sleep",
+        "30",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Ended by the operator's deadline (SIGTERM), not the guest's wait.
+    assert!(
+        text(&out.stdout).contains("ended: signaled(15)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }

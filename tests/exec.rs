@@ -373,7 +373,7 @@ async fn cwd_that_does_not_exist_or_is_a_file_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn timeout_kills_the_child_and_its_grandchild() {
+async fn timeout_sends_sigterm_by_default_and_kills_the_child_and_its_grandchild() {
     let started = Instant::now();
     let out = probe_one(
         grants_testprog(),
@@ -381,7 +381,8 @@ async fn timeout_kills_the_child_and_its_grandchild() {
     )
     .await;
     assert_eq!(out.field("timed-out"), "true");
-    assert_eq!(out.field("status"), "signaled(9)");
+    // Node's default: SIGTERM first (SIGKILL only after the grace).
+    assert_eq!(out.field("status"), "signaled(15)");
     let printed = out
         .field("stdout")
         .trim_matches('"')
@@ -439,7 +440,8 @@ async fn output_over_max_buffer_is_truncated_and_flagged_and_the_host_stays_heal
     assert_eq!(outs[0].field("stdout"), quoted(&"x".repeat(1000)));
     assert_eq!(outs[0].field("stdout-truncated"), "true");
     assert_eq!(outs[0].field("stderr-truncated"), "false");
-    assert_eq!(outs[0].field("status"), "signaled(9)");
+    // The kill signal, SIGTERM unless asked (as Node's maxBuffer).
+    assert_eq!(outs[0].field("status"), "signaled(15)");
     assert_eq!(outs[1].field("stdout"), quoted("still fine\n"));
 }
 

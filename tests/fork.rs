@@ -210,7 +210,7 @@ async fn a_worker_gets_the_lower_limits_its_parent_asked_for() {
         ],
     )
     .await;
-    assert_eq!(value(&out, "reply"), "signaled(9) timed-out=true");
+    assert_eq!(value(&out, "reply"), "signaled(15) timed-out=true");
     // A child rlimit: the parent's 64 open files, the worker's children 16;
     // more than 64 is refused.
     let grants = || {
@@ -464,6 +464,21 @@ async fn wait_timeout_on_a_running_worker_says_timed_out() {
         "{error}"
     );
     assert_eq!(value(&out, "status"), "signaled(9)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_is_killed_at_the_hosts_maximum_timeout() {
+    let mut grants = grants_fork();
+    grants.limits(Limits {
+        max_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Limits::default()
+    });
+    let started = std::time::Instant::now();
+    // The worker sleeps for ever; the guest waits up to 20 s for it. The
+    // worker process ends on SIGTERM as a `wasmproc` process does (143).
+    let out = fork_probe(grants, &["wait-timeout", "20000"]).await;
+    assert_eq!(value(&out, "ended"), "exited(143)", "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -324,6 +324,23 @@ async fn a_spawn_deadline_above_the_hosts_maximum_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_spawn_without_a_deadline_gets_the_hosts_maximum_timeout() {
+    let mut grants = grants_testprog();
+    grants.limits(Limits {
+        max_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Limits::default()
+    });
+    let started = std::time::Instant::now();
+    let out = spawn_probe(grants, &["wait-timeout", "20000", TP, "sleep", "30"])
+        .await
+        .stdout;
+    // Killed by the host's deadline (SIGTERM), long before the guest's wait
+    // or the sleep would have ended.
+    assert_eq!(value(&out, "ended"), "signaled(15) timed-out", "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wait_timeout_says_timed_out_and_leaves_the_child_running() {
     let out = spawn_probe(
         grants_testprog(),

@@ -86,7 +86,8 @@ impl ProcessCtx {
             // The host's maximum bounds it, so it fits in memory.
             max_buffer: usize::try_from(max_buffer).unwrap_or(usize::MAX),
             timeout,
-            kill_signal: signal(options.kill_signal.unwrap_or(9))?,
+            // SIGTERM, as Node's `exec` sends, then SIGKILL after the grace.
+            kill_signal: signal(options.kill_signal.unwrap_or(15))?,
             grace: limits.kill_grace,
         })
     }

@@ -185,10 +185,15 @@ impl ProcessCtx {
         kill_signal: Option<u8>,
     ) -> Result<Option<Timeout>, Failure> {
         let signal = signal(kill_signal.unwrap_or(15))?;
-        let Some(ms) = timeout_ms else {
-            return Ok(None);
+        let limits = &self.policy.limits;
+        // The host's maximum is a deadline a guest cannot leave out.
+        let after = match timeout_ms {
+            Some(ms) => limits.asked_timeout(ms).map_err(|r| self.refuse(r))?,
+            None => match limits.max_timeout {
+                Some(max) => max,
+                None => return Ok(None),
+            },
         };
-        let after = (self.policy.limits.asked_timeout(ms)).map_err(|r| self.refuse(r))?;
         Ok(Some(Timeout {
             after,
             signal,

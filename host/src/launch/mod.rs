@@ -88,6 +88,17 @@ pub(crate) struct Launcher {
     /// it, which starts its children; then none of the walls above is
     /// this process's own.
     pub(crate) remote: Option<Arc<remote::client::LaunchClient>>,
+    /// The launch sockets this host serves for the guest's workers.
+    pub(crate) services: Arc<remote::service::Services>,
+}
+
+impl Drop for Launcher {
+    /// Stops the launchers of the guest's workers first: their children
+    /// are killed and reaped, and their hold on the guest's cgroup ends,
+    /// before the cgroup itself is removed.
+    fn drop(&mut self) {
+        self.services.stop();
+    }
 }
 
 /// The budget a start takes: live-children `slots`, counted on `live`
@@ -159,20 +170,17 @@ impl Launcher {
         view: Option<Arc<Sandbox>>,
         audit: Option<AuditLog>,
     ) -> Launcher {
-        let mut launcher = Launcher {
-            sandbox: view,
-            can_change_user: self.can_change_user,
-            cgroup: self.cgroup.clone(),
-            audit,
-            // The worker's policy names the user its children run as (the
-            // guest's lease, or its session's); only a failed lease is
-            // needed here, to refuse.
-            ids: match &self.ids {
-                Some(Err(why)) => Some(Err(why.clone())),
-                _ => None,
-            },
-            ..Launcher::default()
-        };
+        let mut launcher = Launcher::default();
+        launcher.sandbox = view;
+        launcher.can_change_user = self.can_change_user;
+        launcher.cgroup = self.cgroup.clone();
+        launcher.audit = audit;
+        // The worker's policy names the user its children run as (the
+        // guest's lease, or its session's); only a failed lease is needed
+        // here, to refuse.
+        if let Some(Err(why)) = &self.ids {
+            launcher.ids = Some(Err(why.clone()));
+        }
         launcher.confine(policy, dirs);
         launcher
     }

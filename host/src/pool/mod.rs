@@ -56,11 +56,16 @@ impl Served {
     /// up its report pipe `reports` as the worker's own are, so that
     /// they are tagged with the worker and reach whoever forked it (a
     /// cluster host too).
-    fn serve(mut self, reports: &std::os::fd::OwnedFd) -> Result<(), Failure> {
+    fn serve(
+        mut self,
+        services: &Arc<service::Services>,
+        reports: &std::os::fd::OwnedFd,
+    ) -> Result<(), Failure> {
         let fail = |e: std::io::Error| Failure::from_io("starting the worker's launcher", &e);
         let pipe = std::fs::File::from(reports.try_clone().map_err(fail)?);
         self.rights.launcher.audit = Some(crate::audit::AuditLog::new(pipe));
-        service::serve(self.ours, Arc::new(std::sync::Mutex::new(self.rights))).map_err(fail)
+        let rights = Arc::new(std::sync::Mutex::new(self.rights));
+        services.serve(self.ours, rights).map_err(fail)
     }
 }
 
@@ -212,8 +217,9 @@ impl ProcessCtx {
         drop(passed);
         let (mut child, socket, held) = started?;
         child.count(slots - held);
+        self.worker_deadline(&mut child)?;
         if let Some(served) = launch.as_mut().and_then(|l| l.served.take()) {
-            served.serve(&report_end)?;
+            served.serve(&self.launcher.services, &report_end)?;
         }
         self.budget.spawned(spawns);
         child.attach(out_reader, err_reader, forwarders);
@@ -239,6 +245,23 @@ impl ProcessCtx {
             child,
             reports,
         })
+    }
+
+    /// Gives the worker `child` this guest's maximum timeout as its
+    /// deadline, if there is one: the operator's cap on how long any child
+    /// runs holds for workers too (SIGTERM, then SIGKILL after the grace).
+    fn worker_deadline(&self, child: &mut Child) -> Result<(), Failure> {
+        let limits = &self.policy.limits;
+        let Some(after) = limits.max_timeout else {
+            return Ok(());
+        };
+        let timeout = crate::child::Timeout {
+            after,
+            signal: rustix::process::Signal::TERM,
+            grace: limits.kill_grace,
+        };
+        (child.set_deadline(timeout))
+            .map_err(|e| Failure::from_io("setting the worker's deadline", &e))
     }
 
     /// The launcher of the children of a worker holding `policy` and

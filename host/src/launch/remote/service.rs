@@ -27,31 +27,66 @@ pub(crate) struct Rights {
     pub launcher: Launcher,
 }
 
-/// Serves the worker at the other end of `socket` on a thread of its own,
-/// until the worker closes it (or dies); then kills and reaps every child
-/// it left.
-pub(crate) fn serve(socket: UnixStream, rights: Shared) -> io::Result<()> {
-    socket.set_nonblocking(false)?;
-    // A child's pidfd is watched by the runtime (and reaped in it if
-    // dropped unreaped), as the host's own children are.
-    let runtime = tokio::runtime::Handle::try_current().ok();
-    std::thread::Builder::new()
-        .name("wasmproc-launcher".into())
-        .spawn(move || {
-            let _entered = runtime.as_ref().map(|r| r.enter());
-            let mut service = Service {
-                rights,
-                budget: Budget::default(),
-                children: HashMap::new(),
-            };
-            service.run(&socket);
-        })?;
-    Ok(())
+/// The launch sockets a guest's host serves, one thread each: stopped
+/// (every child they started killed and reaped) when the guest's
+/// launcher is dropped, so that nothing of the guest outlives it, its
+/// cgroup included.
+#[derive(Debug, Default)]
+pub(crate) struct Services {
+    running: Mutex<Vec<(UnixStream, std::thread::JoinHandle<()>)>>,
+}
+
+impl Services {
+    /// Serves the worker at the other end of `socket` on a thread of its
+    /// own, until the worker closes it (or dies) or these services stop;
+    /// then kills and reaps every child it left.
+    pub(crate) fn serve(self: &Arc<Self>, socket: UnixStream, rights: Shared) -> io::Result<()> {
+        socket.set_nonblocking(false)?;
+        let stop = socket.try_clone()?;
+        // A child's pidfd is watched by the runtime (and reaped in it if
+        // dropped unreaped), as the host's own children are.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let services = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmproc-launcher".into())
+            .spawn(move || {
+                let _entered = runtime.as_ref().map(|r| r.enter());
+                let mut service = Service {
+                    rights,
+                    services,
+                    budget: Budget::default(),
+                    children: HashMap::new(),
+                };
+                service.run(&socket);
+            })?;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|(_, thread)| !thread.is_finished());
+        running.push((stop, thread));
+        Ok(())
+    }
+
+    /// Ends every service (and those they started), and waits for them.
+    pub(crate) fn stop(&self) {
+        loop {
+            let running =
+                std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+            if running.is_empty() {
+                return;
+            }
+            for (socket, thread) in running {
+                // The blocked read returns end-of-file: the thread ends.
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// One worker's launcher: its rights, and the children it started.
 struct Service {
     rights: Shared,
+    /// Where a worker's worker's launch socket is served.
+    services: Arc<Services>,
     budget: Budget,
     children: HashMap<i32, Launched>,
 }
@@ -116,7 +151,7 @@ impl Service {
     /// its own: the end to give the worker's worker.
     fn connect(&self) -> io::Result<OwnedFd> {
         let (ours, theirs) = UnixStream::pair()?;
-        serve(ours, self.rights.clone())?;
+        self.services.serve(ours, self.rights.clone())?;
         Ok(theirs.into())
     }
 

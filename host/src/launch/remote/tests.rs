@@ -1,7 +1,7 @@
 //! The launcher as a worker's native code would meet it: requests sent
 //! straight to its socket, outside what the worker's own context checks.
 
-use super::service::{Rights, serve};
+use super::service::{Rights, Services};
 use super::{Answer, Ask, Kind, Stdio};
 use crate::ctx::ProcessCtx;
 use crate::failure::Failure;
@@ -29,7 +29,8 @@ fn launcher(programs: &[&str], dir: &Path) -> UnixStream {
         launcher,
     };
     let (ours, theirs) = UnixStream::pair().unwrap();
-    serve(ours, Arc::new(Mutex::new(rights))).unwrap();
+    let services = Arc::new(Services::default());
+    services.serve(ours, Arc::new(Mutex::new(rights))).unwrap();
     theirs
 }
 
