@@ -254,7 +254,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
     // One audit log for the guest and the cluster (one writer: whole lines).
-    let audit = open_audit(&args.grants)?;
+    let audit = open_audit(&args.grants, Some(&args.component))?;
     let (wasi, mut process) = contexts(
         &args.grants,
         (&args.component, &args.args),
@@ -288,7 +288,7 @@ fn agent(mut args: AgentArgs) -> Result<ExitCode> {
         bail!("an agent runs only the components granted with --allow-fork: grant at least one");
     }
     let runner = Runner::new()?;
-    let audit = open_audit(&args.grants)?;
+    let audit = open_audit(&args.grants, None)?;
     let (_, mut process) = contexts(&args.grants, (Path::new("agent"), &[]), &runner, audit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,10 +354,25 @@ fn cluster_trust(
     Ok((identity, trust))
 }
 
-/// The audit log `--audit-log` names, opened.
-fn open_audit(args: &Grants) -> Result<Option<AuditLog>> {
+/// The audit log `--audit-log` names, opened: every event carries this
+/// run's id (its start time in milliseconds and the host's pid) and what
+/// it runs (`guest`: the component's path), so that runs sharing one log
+/// can be told apart (an agent's events have no `guest`: each carries the
+/// `worker` it came from).
+fn open_audit(args: &Grants, guest: Option<&Path>) -> Result<Option<AuditLog>> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let run = format!("{started}-{}", std::process::id());
+    let mut context = serde_json::json!({ "run": run });
+    if let Some(guest) = guest {
+        let guest = std::path::absolute(guest).unwrap_or_else(|_| guest.to_owned());
+        context["guest"] = serde_json::json!(guest);
+    }
     let open = |path: &PathBuf| {
-        AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))
+        let log =
+            AuditLog::to_file(path).with_context(|| format!("--audit-log {}", path.display()))?;
+        Ok(log.with_context(context.clone()))
     };
     args.audit_log.as_ref().map(open).transpose()
 }
@@ -454,6 +469,10 @@ async fn run_prepared(
     };
     Ok(match exit {
         GuestExit::Code(code) => u8::try_from(code).unwrap_or(1),
+        // Its output's reader went away (`wasmproc run … | head`): the
+        // guest failed writing to a closed pipe. End quietly, as a CLI
+        // killed by SIGPIPE does.
+        GuestExit::Trap if trap_report.is_none() && stdout_reader_gone() => 141,
         GuestExit::Trap => {
             if let (Some(pipe), Some(e)) = (trap_report, &trap) {
                 wasmproc_host::worker::report_trap(pipe, &e.root_cause().to_string());
@@ -464,6 +483,17 @@ async fn run_prepared(
             134
         }
     })
+}
+
+/// Whether this process's stdout is a pipe or socket whose reader has
+/// gone (so a write to it fails with EPIPE).
+fn stdout_reader_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::OUT)];
+    let now = rustix::event::Timespec::default();
+    matches!(poll(&mut fds, Some(&now)), Ok(1))
+        && (fds[0].revents()).intersects(PollFlags::ERR | PollFlags::HUP)
 }
 
 /// The component at `path`, through `runner`'s cache. A big component

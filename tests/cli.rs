@@ -1030,3 +1030,58 @@ fn timeout_is_a_deadline_for_every_child_even_one_spawned_without_a_timeout() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
+
+#[test]
+fn a_guest_whose_output_reader_goes_away_ends_quietly_as_a_cli_on_sigpipe() {
+    use std::io::Read;
+    // `wasmproc run … | head -c 1`: the guest writes a megabyte line to a
+    // pipe whose reader leaves after one byte.
+    let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-run", testprog().to_str().unwrap()])
+        .args([guest("exec-probe").to_str().unwrap(), "file", "testprog"])
+        .args(["flood", "1000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    host.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = host.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("trapped"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn audit_lines_name_their_run_and_guest_so_two_runs_sharing_a_log_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let probe = guest("exec-probe");
+    for _ in 0..2 {
+        let out = wasmproc(&[
+            "run",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--allow-run",
+            testprog().to_str().unwrap(),
+            probe.to_str().unwrap(),
+            "file",
+            "testprog",
+            "echo",
+            "hi",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let events = audit_events(&log);
+    assert!(events.len() >= 4, "{events:#?}");
+    let runs: std::collections::BTreeSet<String> =
+        events.iter().map(|e| e["run"].to_string()).collect();
+    assert_eq!(runs.len(), 2, "{events:#?}");
+    for event in &events {
+        assert!(event["run"].is_string(), "{event}");
+        assert_eq!(event["guest"], probe.to_str().unwrap(), "{event}");
+    }
+}

@@ -10,6 +10,10 @@
 //!   when the host killed a child nobody waited for), `duration_ms`;
 //! - `denied`: `reason`.
 //!
+//! Every event also carries the fields given with
+//! [`AuditLog::with_context`] (the CLI gives a `run` id and the `guest`'s
+//! path, so that runs sharing one log can be told apart).
+//!
 //! Events of a forked worker's guest (its children, exits and denials) are
 //! sent up to the forking host over a pipe and written here too, with a
 //! `worker` field (`pid`, `component`) naming the worker: a guest cannot
@@ -25,6 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 pub struct AuditLog {
     out: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// Fields every event gets (see [`AuditLog::with_context`]).
+    context: Option<Arc<serde_json::Map<String, Value>>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -47,6 +53,27 @@ impl AuditLog {
     pub fn new(out: impl Write + Send + 'static) -> AuditLog {
         AuditLog {
             out: Arc::new(Mutex::new(Box::new(out))),
+            context: None,
+        }
+    }
+
+    /// Adds `fields` (a JSON object; anything else is ignored) to every
+    /// event written through this log and its clones: for example the
+    /// `run` and the `guest` an event belongs to, when several runs share
+    /// one file. An event's own fields keep their values.
+    pub fn with_context(mut self, fields: Value) -> AuditLog {
+        if let Value::Object(fields) = fields {
+            self.context = Some(Arc::new(fields));
+        }
+        self
+    }
+
+    /// Adds the context's fields that `line` does not have.
+    fn add_context(&self, line: &mut serde_json::Map<String, Value>) {
+        for (name, value) in self.context.iter().flat_map(|c| c.iter()) {
+            if !line.contains_key(name) {
+                line.insert(name.clone(), value.clone());
+            }
         }
     }
 
@@ -73,14 +100,19 @@ impl AuditLog {
                 fields.insert("worker".to_owned(), inner);
                 fields.insert("via".to_owned(), Value::Array(via));
             }
+            self.add_context(fields);
         }
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);
     }
 
     fn write(&self, line: &Value) {
+        // One write a line: lines stay whole in a pipe two writers share
+        // (a worker and the host's launcher of its children).
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
@@ -90,10 +122,15 @@ impl AuditLog {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let mut line = json!({ "time": time as u64, "event": event });
-        if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
-            line.extend(fields);
-        }
+        // The event's own time and name win over a field of the same name.
+        let mut line = match fields {
+            Value::Object(fields) => fields,
+            _ => serde_json::Map::new(),
+        };
+        line.insert("time".to_owned(), json!(time as u64));
+        line.insert("event".to_owned(), json!(event));
+        self.add_context(&mut line);
+        let line = Value::Object(line);
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);
     }
@@ -179,6 +216,26 @@ mod tests {
         assert_eq!(lines[2]["event"], "denied");
         assert_eq!(lines[2]["reason"], "not granted");
         assert_eq!(lines[2].as_object().unwrap().len(), 3, "{}", lines[2]);
+    }
+
+    #[test]
+    fn every_event_carries_the_context_and_an_events_own_fields_win() {
+        let sink = Sink::default();
+        let log = AuditLog::new(sink.clone())
+            .with_context(json!({ "run": "r1", "guest": "/g.wasm", "pid": 1 }));
+        // A field named like the header never overwrites it.
+        log.record("exec", json!({ "pid": 42, "event": "forged", "time": 0 }));
+        log.clone()
+            .forward(json!({ "event": "exit", "pid": 7 }), &json!({ "pid": 9 }));
+        let lines = sink.lines();
+        assert_eq!(lines[0]["event"], "exec");
+        assert_ne!(lines[0]["time"], 0);
+        assert_eq!(lines[0]["pid"], 42);
+        for line in &lines {
+            assert_eq!(line["run"], "r1", "{line}");
+            assert_eq!(line["guest"], "/g.wasm", "{line}");
+        }
+        assert_eq!(lines[1]["pid"], 7);
     }
 
     #[test]
