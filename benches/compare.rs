@@ -5,7 +5,7 @@
 //! ```
 //!
 //! With KEYs, only the scenarios whose key contains one of them run (keys:
-//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, read, write, pipe,
+//! spawn, spawn-unsandboxed, exec, exec-unsandboxed, worker-spawn, read, write, pipe,
 //! fork, warm-fork, cold-fork, round-trip, pipelined, children,
 //! idle-workers, start-rust-cold,
 //! start-rust-warm, start-c-cold, start-c-warm, start-py-cold,
@@ -560,7 +560,7 @@ type Scenario = fn(&Bench) -> Result<Row>;
 
 /// The scenarios in table order; a command-line argument selects those
 /// whose key contains it.
-const SCENARIOS: [(&str, Scenario); 26] = [
+const SCENARIOS: [(&str, Scenario); 27] = [
     ("spawn", spawn),
     ("spawn-unsandboxed", spawn_unsandboxed),
     ("exec", exec),
@@ -568,6 +568,7 @@ const SCENARIOS: [(&str, Scenario); 26] = [
     ("read", read),
     ("write", write),
     ("pipe", pipe),
+    ("worker-spawn", worker_spawn),
     ("fork", fork),
     ("warm-fork", warm_fork),
     ("cold-fork", cold_fork),
@@ -727,6 +728,19 @@ fn cold_fork(b: &Bench) -> Result<Row> {
 
 /// Back-to-back forks, each cold (no warm worker: the worker template
 /// forks a new process), beside Node's `fork`.
+/// A forked worker's spawn+wait loop (timed by the worker), against the
+/// guest's own in the same run: what the launcher costs, each child's
+/// start, reap and release a round trip to the host.
+fn worker_spawn(b: &Bench) -> Result<Row> {
+    // The guest's own first: the row's spread is the last measured one.
+    let own = b.measure(&[&"spawn", &SPAWNS], false, |t| per_op(t, SPAWNS))?;
+    let figures = b.measure(&[&"worker-spawn", &SPAWNS], false, |t| per_op(t, SPAWNS))?;
+    let metric = "spawn+wait `/bin/true` from a forked worker, through the host's launcher (per op; native column: the guest's own)";
+    let mut row = Row::new(metric, Unit::Micros, figures, Goal::NativeAtMost(1.3));
+    row.native = Some(own.0);
+    Ok(row)
+}
+
 fn fork(b: &Bench) -> Result<Row> {
     let figures = b.measure(&[&"fork", &FORKS], true, |t| per_op(t, FORKS))?;
     let metric = "fork → first message → exit, cold, back to back (per op)";

@@ -202,6 +202,19 @@ fn main() {
             // Dropping each child kills its process group.
             drop(children);
         }
+        "worker-spawn" => {
+            // A forked worker's spawn+wait loop, timed by the worker: its
+            // children are started by the host's launcher.
+            let mut options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
+            options.programs.push("true".into());
+            let n = num(1).to_string();
+            let worker = fork(WORKER, &["spawn-wait".into(), n, "true".into()], options)
+                .unwrap_or_else(|e| fail("fork", e));
+            let ns = worker.receive().unwrap_or_else(|e| fail("receive", e));
+            worker.wait().unwrap_or_else(|e| fail("wait", e));
+            println!("elapsed-ns: {}", String::from_utf8_lossy(&ns));
+            return;
+        }
         "idle" => {
             let workers: Vec<Worker> = (0..num(1))
                 .map(|_| {

@@ -118,6 +118,21 @@ fn main() {
             }
             parent::send(format!("started {}, then {stopped}", children.len()).as_bytes()).expect("send");
         }
+        "spawn-wait" => {
+            // spawn+wait PROG N times (the bench's row of a worker's
+            // children); reply with the loop's nanoseconds.
+            use wasmproc_guest::spawn::{SpawnOptions, spawn};
+            use wasmproc_guest::types::Stdio;
+            let n: usize = arg(1).parse().unwrap();
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                let options =
+                    SpawnOptions { stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null, ..SpawnOptions::default() };
+                let child = spawn(&arg(2), &[], options).expect("spawn");
+                child.wait().expect("wait");
+            }
+            parent::send(t0.elapsed().as_nanos().to_string().as_bytes()).expect("send");
+        }
         "read" => {
             let reply = match std::fs::read(arg(1)) {
                 Ok(bytes) => bytes,

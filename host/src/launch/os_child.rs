@@ -268,7 +268,10 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
+        // A launcher's child: releasing it (its `OsChild` does) kills the
+        // group, at no extra round trip.
         if !*self.killed.get_mut()
+            && self.launcher.is_none()
             && let Err(e) = self.signal(Signal::KILL)
         {
             tracing::error!(pgid = self.pid(), error = %e, "cannot kill process group");
