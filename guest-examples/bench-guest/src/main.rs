@@ -208,8 +208,8 @@ fn main() {
             let mut options = ForkOptions { stdout: Stdio::Null, ..ForkOptions::default() };
             options.programs.push("true".into());
             let n = num(1).to_string();
-            let worker = fork(WORKER, &["spawn-wait".into(), n, "true".into()], options)
-                .unwrap_or_else(|e| fail("fork", e));
+            let worker =
+                fork(WORKER, &["spawn-wait".into(), n, "true".into()], options).unwrap_or_else(|e| fail("fork", e));
             let ns = worker.receive().unwrap_or_else(|e| fail("receive", e));
             worker.wait().unwrap_or_else(|e| fail("wait", e));
             println!("elapsed-ns: {}", String::from_utf8_lossy(&ns));

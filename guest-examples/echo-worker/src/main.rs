@@ -126,8 +126,12 @@ fn main() {
             let n: usize = arg(1).parse().unwrap();
             let t0 = std::time::Instant::now();
             for _ in 0..n {
-                let options =
-                    SpawnOptions { stdin: Stdio::Null, stdout: Stdio::Null, stderr: Stdio::Null, ..SpawnOptions::default() };
+                let options = SpawnOptions {
+                    stdin: Stdio::Null,
+                    stdout: Stdio::Null,
+                    stderr: Stdio::Null,
+                    ..SpawnOptions::default()
+                };
                 let child = spawn(&arg(2), &[], options).expect("spawn");
                 child.wait().expect("wait");
             }
