@@ -498,8 +498,9 @@ fn stdout_reader_gone() -> bool {
 
 /// The component at `path`, through `runner`'s cache. A big component
 /// whose load takes long is being compiled (its first run): that is said
-/// on stderr, once, with how to do it ahead of time, rather than leaving
-/// the operator to seconds of silence.
+/// on stderr when it is a terminal, once, with how to do it ahead of
+/// time, rather than leaving the operator to seconds of silence (and
+/// logged at `info` either way).
 fn load(runner: &Runner, path: &Path) -> Result<wasmtime::component::Component> {
     const BIG: u64 = 4 << 20;
     const LONG: std::time::Duration = std::time::Duration::from_secs(2);
@@ -511,6 +512,11 @@ fn load(runner: &Runner, path: &Path) -> Result<wasmtime::component::Component> 
     let notice = std::thread::spawn(move || {
         if waiting.recv_timeout(LONG) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
             tracing::info!(component = %shown, "compiling");
+            // Said to a person at a terminal; a script's stderr stays the
+            // guest's own (the log line above is there for it).
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                return;
+            }
             eprintln!(
                 "wasmproc: compiling {shown} (only on its first run: `wasmproc compile {shown}` \
                  does it ahead of time)"
