@@ -281,9 +281,10 @@ impl ProcessCtx {
         }
         let fail = |e: std::io::Error| Failure::from_io("setting up the worker's launcher", &e);
         if let Some(remote) = &self.launcher.remote {
+            let (theirs, level) = remote.connect(policy, dirs)?;
             return Ok(Some(WorkerLaunch {
-                theirs: remote.connect().map_err(fail)?,
-                level: remote.level,
+                theirs,
+                level,
                 served: None,
             }));
         }

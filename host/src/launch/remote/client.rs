@@ -34,13 +34,28 @@ impl LaunchClient {
         })
     }
 
-    /// A launch socket of its own for a worker this worker forks: its
-    /// children are started by the same launcher, within this worker's
-    /// grants (and within its own, which it checks itself).
-    pub fn connect(&self) -> io::Result<OwnedFd> {
-        match self.call(&Ask::Connect, &[])? {
-            (Answer::Done, fds) if fds.len() == 1 => Ok(fds.into_iter().next().expect("one")),
-            (other, _) => Err(io::Error::other(format!("the launcher answered {other:?}"))),
+    /// A launch socket of its own for a worker this worker forks, holding
+    /// `policy` and `dirs` (its narrowed grants): the launcher checks that
+    /// they lie within this worker's and serves the new socket with them.
+    /// The socket, and how its children are confined.
+    pub fn connect(
+        &self,
+        policy: &crate::policy::Policy,
+        dirs: &[crate::worker::spec::WorkerDir],
+    ) -> Result<(OwnedFd, Confinement), Failure> {
+        let ask = Ask::Connect {
+            policy: Box::new(policy.clone()),
+            dirs: (dirs.iter())
+                .map(|d| (d.guest_path.clone(), d.read_only))
+                .collect(),
+        };
+        let fail = |e: io::Error| Failure::from_io("asking for a launcher of the worker's", &e);
+        match self.call(&ask, &[]).map_err(fail)? {
+            (Answer::Connected { level }, fds) if fds.len() == 1 => {
+                Ok((fds.into_iter().next().expect("one"), level))
+            }
+            (Answer::Failed(failure), _) => Err(failure),
+            (other, _) => Err(Failure::Io(format!("the launcher answered {other:?}"))),
         }
     }
 

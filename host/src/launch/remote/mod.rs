@@ -37,7 +37,7 @@ mod tests;
 
 use crate::failure::Failure;
 use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
-use crate::policy::Asked;
+use crate::policy::{Asked, Policy};
 use serde::{Deserialize, Serialize};
 
 /// What a worker asks its launcher.
@@ -58,9 +58,16 @@ pub(crate) enum Ask {
     /// The worker is done with child `pid`: kill what is left of its
     /// group, and reap it.
     Release { pid: i32 },
-    /// A launch socket of its own for a worker this worker forks, with the
-    /// same rights (answered with [`Answer::Done`] and the socket).
-    Connect,
+    /// A launch socket of its own for a worker this worker forks, holding
+    /// `policy` (the worker's worker's, narrowed by this worker) and the
+    /// directories `dirs` (paths as this worker names them, and whether
+    /// read-only): checked to lie within this socket's rights, and served
+    /// with them narrowed so (answered with [`Answer::Connected`] and the
+    /// socket).
+    Connect {
+        policy: Box<Policy>,
+        dirs: Vec<(String, bool)>,
+    },
 }
 
 /// Which call started a child, as the audit log names it.
@@ -115,6 +122,9 @@ pub(crate) enum Answer {
     },
     /// Done.
     Done,
+    /// A new launch socket (with the message), confining children at
+    /// `level`.
+    Connected { level: Confinement },
     /// How the child ended, if it has.
     Reaped {
         ended: Option<(ExitStatus, ResourceUsage)>,

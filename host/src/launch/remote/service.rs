@@ -6,9 +6,11 @@ use super::{Answer, Ask, Kind, Stdio};
 use crate::failure::Failure;
 use crate::launch::os_child::Launched;
 use crate::launch::process::{ChildIo, start_os_process};
+use crate::launch::sandbox::Sandbox;
 use crate::launch::{Launcher, Slots};
+use crate::outcome::Confinement;
 use crate::outcome::{ExitStatus, ResourceUsage};
-use crate::policy::{Asked, Budget, DirGrant, Policy, Refusal};
+use crate::policy::{Asked, Budget, Denial, DirAccess, DirGrant, Policy, Refusal};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -137,22 +139,57 @@ impl Service {
                 self.children.remove(&pid);
                 (Answer::Done, Vec::new())
             }
-            Ask::Connect => match self.connect() {
-                Ok(socket) => (Answer::Done, vec![socket]),
-                Err(e) => failed(Failure::from_io(
-                    "connecting a forked worker's launcher",
-                    &e,
-                )),
+            Ask::Connect { policy, dirs } => match self.connect(&policy, &dirs) {
+                Ok((socket, level)) => (Answer::Connected { level }, vec![socket]),
+                Err(f) => failed(f),
             },
         }
     }
 
-    /// A new launch socket with this one's rights, served on a thread of
-    /// its own: the end to give the worker's worker.
-    fn connect(&self) -> io::Result<OwnedFd> {
-        let (ours, theirs) = UnixStream::pair()?;
-        self.services.serve(ours, self.rights.clone())?;
-        Ok(theirs.into())
+    /// A new launch socket for a worker's worker holding `asked` and the
+    /// directories `dirs` (as this worker names them, read-only or not),
+    /// if they lie within this socket's rights: served with the narrower
+    /// rights (the grants of this socket's policy for what it names,
+    /// directories opened here, a view built for them), on a thread of
+    /// its own. The end to give the worker's worker, and its confinement.
+    fn connect(
+        &self,
+        asked: &Policy,
+        dirs: &[(String, bool)],
+    ) -> Result<(OwnedFd, Confinement), Failure> {
+        let rights = self.rights.lock().unwrap_or_else(|e| e.into_inner());
+        let parent = &rights.launcher;
+        let policy = (asked.within(&rights.policy)).map_err(|d| refused(parent, d.into()))?;
+        let mut grants = Vec::new();
+        for (path, read_only) in dirs {
+            let grant = narrower_dir(&rights.dirs, path, *read_only);
+            grants.push(grant.map_err(|r| refused(parent, r))?);
+        }
+        let programs = policy.runnable();
+        let view = (policy.confine && policy.use_sandbox && !programs.is_empty())
+            .then(
+                || match Sandbox::build(&grants, &programs, policy.network) {
+                    Ok(view) => Some(Arc::new(view)),
+                    Err(e) => {
+                        tracing::warn!(target: "wasmproc::sandbox", error = %format!("{e:#}"),
+                        "a worker's worker's children get its parent's view");
+                        parent.sandbox.clone()
+                    }
+                },
+            )
+            .flatten();
+        let launcher = parent.for_worker(&policy, &grants, view, parent.audit.clone());
+        let level = launcher.layers(&policy, true, None).level();
+        drop(rights);
+        let fail = |e: io::Error| Failure::from_io("serving a worker's worker's launcher", &e);
+        let (ours, theirs) = UnixStream::pair().map_err(fail)?;
+        let narrower = Rights {
+            policy,
+            dirs: grants,
+            launcher,
+        };
+        (self.services.serve(ours, Arc::new(Mutex::new(narrower)))).map_err(fail)?;
+        Ok((theirs.into(), level))
     }
 
     /// Starts the child `asked` for, if the worker's grants allow it: the
@@ -243,6 +280,26 @@ fn refused(launcher: &Launcher, refusal: Refusal) -> Failure {
     };
     tracing::warn!(target: "wasmproc::denied", %failure, "a worker asked for a child its grants refuse");
     failure
+}
+
+/// The directory `path` (as the worker names it) opened here, if the
+/// worker holds it (writable, unless `read_only`).
+fn narrower_dir(dirs: &[DirGrant], path: &str, read_only: bool) -> Result<DirGrant, Refusal> {
+    let denied = || Denial::ForkDir(path.to_owned());
+    let (grant, rest, dir) =
+        crate::policy::open_granted_dir(dirs, path, "directory", denied, |_| denied())?;
+    if grant.access == DirAccess::ReadOnly && !read_only {
+        return Err(Denial::ReadOnlyDir(path.to_owned()).into());
+    }
+    Ok(DirGrant {
+        guest_path: path.into(),
+        host_path: grant.host_path_of(&rest),
+        dir: Arc::new(dir),
+        access: match read_only {
+            true => DirAccess::ReadOnly,
+            false => DirAccess::ReadWrite,
+        },
+    })
 }
 
 /// A child's stdio as the worker asked for it, with the descriptors it

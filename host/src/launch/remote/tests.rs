@@ -173,3 +173,65 @@ async fn a_workers_children_are_killed_when_its_launch_socket_closes() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Asks `socket` for a launch socket for a worker's worker holding
+/// `programs` and `dirs`.
+fn connect(socket: &UnixStream, programs: &[&str], dirs: &[(&str, bool)]) -> Answer {
+    let mut builder = ProcessCtx::builder();
+    for program in programs {
+        builder.allow_program(program).unwrap();
+    }
+    let policy = builder.confine(false).build().policy().clone();
+    let dirs = dirs.iter().map(|(d, ro)| (d.to_string(), *ro)).collect();
+    let request = Ask::Connect {
+        policy: Box::new(policy),
+        dirs,
+    };
+    let (answer, fds) = ask(socket, &request, &[]);
+    assert_eq!(
+        fds.len(),
+        usize::from(matches!(answer, Answer::Connected { .. }))
+    );
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_worker_gets_a_launcher_no_wider_than_its_own_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let socket = launcher(&["/bin/true", "/bin/echo"], dir.path());
+    // Wider than the worker: a program it does not hold, a directory
+    // outside its grants.
+    let answer = connect(&socket, &["/usr/bin/touch"], &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::AccessDenied(_))),
+        "{answer:?}"
+    );
+    let answer = connect(&socket, &["/bin/true"], &[("/etc", true)]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::AccessDenied(_))),
+        "{answer:?}"
+    );
+    // Narrower: only `true`, and only the subdirectory, read-only.
+    let (answer, fds) = {
+        let mut builder = ProcessCtx::builder();
+        builder.allow_program("/bin/true").unwrap();
+        let request = Ask::Connect {
+            policy: Box::new(builder.confine(false).build().policy().clone()),
+            dirs: vec![("/work/sub".into(), true)],
+        };
+        ask(&socket, &request, &[])
+    };
+    assert!(matches!(answer, Answer::Connected { .. }), "{answer:?}");
+    let narrower = UnixStream::from(fds.into_iter().next().unwrap());
+    // The worker could run echo and work in /work; its worker cannot.
+    let (answer, _) = ask(&narrower, &start("echo", &["hi"], None, NULL), &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::AccessDenied(_))),
+        "{answer:?}"
+    );
+    let (answer, _) = ask(&narrower, &start("true", &[], Some("/work"), NULL), &[]);
+    assert!(matches!(answer, Answer::Failed(_)), "{answer:?}");
+    let (answer, _) = ask(&narrower, &start("true", &[], Some("/work/sub"), NULL), &[]);
+    assert!(matches!(answer, Answer::Started { .. }), "{answer:?}");
+}
