@@ -898,6 +898,14 @@ fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(value(&text(&out.stdout), "reply"), "S3CRET-CHANNEL");
+    // A secret in the worker's own environment (fork-options.env), which
+    // the remote worker reads and sends back over the channel.
+    let args = ["env", "SECRET_TOKEN", "S3CRET-ENV-VALUE"];
+    let out = probe_host(&url, &host, host_audit.path(), local.path(), &args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(value(&text(&out.stdout), "reply"), "S3CRET-ENV-VALUE");
     spy.flush();
     let heard = spy.heard();
     // The spy heard the whole conversation: requests, replies, sessions.

@@ -41,6 +41,11 @@ fn main() {
                 parent::send(&message).expect("send");
             }
         }
+        "getenv" => {
+            // Its own environment variable NAME (fork-options.env).
+            let value = std::env::var(arg(1)).unwrap_or_else(|_| "(unset)".to_owned());
+            parent::send(value.as_bytes()).expect("send");
+        }
         "take" => {
             let n: u32 = arg(1).parse().unwrap();
             for i in 0..n {

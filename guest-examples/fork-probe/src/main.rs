@@ -18,6 +18,8 @@
 //!                                   (max-live-children|max-timeout-ms|open-files) lowered to VALUE, passing
 //!                                   on testprog; print its reply
 //! fork-probe hold                   fork a worker that spawns `testprog sleep 60`; print both pids; sleep
+//! fork-probe env NAME VALUE         fork a worker whose own environment has NAME=VALUE; print
+//!                                   what it says NAME is
 //! fork-probe close-here N           send N messages, close the channel; print what send/receive say
 //!                                   then, and the worker's exit code (how many it received)
 //! fork-probe close-there N          the worker sends N messages and closes its end; print what was
@@ -270,6 +272,12 @@ fn main() {
                     Err(e) => println!("fork: error: {}", show(&e)),
                 }
             }
+        }
+        "env" => {
+            let options = ForkOptions { env: vec![(arg(1), arg(2))], ..ForkOptions::default() };
+            let worker = start(&["getenv", &arg(1)], options).unwrap_or_else(|e| panic!("fork: {}", show(&e)));
+            println!("reply: {}", String::from_utf8(worker.receive().unwrap()).unwrap());
+            println!("status: {}", ended(&worker.wait().unwrap()));
         }
         "hold" => {
             let mut options = ForkOptions::default();
