@@ -369,27 +369,7 @@ fn worker_channels_work_without_spinning_and_with_a_long_spin() {
 
 #[test]
 fn a_killed_host_takes_its_workers_and_their_children_with_it() {
-    use std::io::{BufRead, BufReader};
-    let host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
-        .args(["run", "--allow-run", testprog().to_str().unwrap()])
-        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
-        .args([guest("fork-probe").to_str().unwrap(), "hold"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut host = host;
-    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
-    let mut pid = || {
-        lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .split(": ")
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    };
-    let (worker, grandchild) = (pid(), pid());
+    let (mut host, worker, grandchild) = holding_host();
     // The worker runs in the cgroup the host made for its guest's children.
     let cgroup = cgroup_dir(&worker);
     let name = format!("wasmproc-{}-", host.id());

@@ -1969,8 +1969,9 @@ fn proc_status(pid: &str) -> std::collections::BTreeMap<String, String> {
 /// Issue 22: workers and the worker template hold no privilege. A forked
 /// worker that asked for a child, and waits, runs as its guest's user
 /// (the one the child runs as) in every id slot, with no capability in any
-/// set and `no_new_privs`; its child was started by the host (its parent
-/// is the host, not the worker). So native code in a worker, should the
+/// set and `no_new_privs`, in network and IPC namespaces of its own (not
+/// the host's); its child was started by the host (its parent is the
+/// host, not the worker). So native code in a worker, should the
 /// compiled code it runs ever be an attacker's (row 1), is one more
 /// process of the guest's user, with nothing to start children with but
 /// the host's launcher, which checks each request against the worker's
@@ -1979,25 +1980,16 @@ fn proc_status(pid: &str) -> std::collections::BTreeMap<String, String> {
 /// its children itself.)
 #[test]
 fn a_worker_runs_as_its_guests_user_with_no_capability_and_its_children_are_the_hosts() {
-    use std::io::{BufRead, BufReader};
     if !rustix::process::geteuid().is_root() {
         println!("note: the host is not root here: workers have nothing to shed");
         return;
     }
-    let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
-        .args(["run", "--allow-run", testprog().to_str().unwrap()])
-        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
-        .args([guest("fork-probe").to_str().unwrap(), "hold"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
-    let mut pid = || {
-        let line = lines.next().unwrap().unwrap();
-        line.split(": ").nth(1).unwrap().to_owned()
-    };
-    let (worker, child) = (pid(), pid());
+    let (mut host, worker, child) = holding_host();
     let (w, c) = (proc_status(&worker), proc_status(&child));
+    let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    let own_namespaces = ["net", "ipc"]
+        .iter()
+        .all(|kind| ns(&worker, kind) != ns("self", kind));
     host.kill().unwrap();
     host.wait().unwrap();
     let one_id = |ids: &str| {
@@ -2012,9 +2004,10 @@ fn a_worker_runs_as_its_guests_user_with_no_capability_and_its_children_are_the_
         && one_id(&w["Uid"]) == one_id(&c["Uid"])
         && no_caps
         && w["NoNewPrivs"] == "1"
+        && own_namespaces
         && c["PPid"] == host.id().to_string();
     let how = format!(
-        "worker Uid {} Gid {} CapPrm {} CapEff {} NoNewPrivs {}; its child Uid {} PPid {} (host {})",
+        "worker Uid {} Gid {} CapPrm {} CapEff {} NoNewPrivs {} own net/ipc namespaces {own_namespaces}; its child Uid {} PPid {} (host {})",
         w["Uid"],
         w["Gid"],
         w["CapPrm"],

@@ -343,3 +343,25 @@ pub fn nats_server_bin() -> &'static Path {
         bin
     })
 }
+
+/// A `wasmproc run` of fork-probe `hold` (its worker spawns `testprog
+/// sleep 60`, and both wait), once both are up: the host process, the
+/// worker's pid and its child's.
+#[allow(dead_code)]
+pub fn holding_host() -> (std::process::Child, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args(["run", "--allow-run", testprog().to_str().unwrap()])
+        .args(["--allow-fork", guest("echo-worker").to_str().unwrap()])
+        .args([guest("fork-probe").to_str().unwrap(), "hold"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let mut pid = || {
+        let line = lines.next().unwrap().unwrap();
+        line.split(": ").nth(1).unwrap().to_owned()
+    };
+    let (worker, child) = (pid(), pid());
+    (host, worker, child)
+}

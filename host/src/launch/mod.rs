@@ -300,6 +300,12 @@ impl Launcher {
             },
             rlimits: &rlimits,
             namespaces: sandbox.map(|s| s.namespaces()),
+            // A worker process needs no network (its children get theirs
+            // from the launcher) and shares no IPC with the host: on a
+            // root host it gets empty namespaces of its own.
+            own_namespaces: !prepared.confine
+                && policy.use_sandbox
+                && rustix::process::geteuid().is_root(),
             identity,
             seccomp: layers.seccomp.then(sandbox::seccomp_program),
         };

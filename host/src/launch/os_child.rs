@@ -6,7 +6,6 @@ use crate::audit::AuditLog;
 use crate::failure::Failure;
 use crate::launch::Slots;
 use crate::launch::cgroup::ChildCgroup;
-use crate::launch::remote::client::LaunchClient;
 use crate::outcome::{Confinement, ExitStatus, ResourceUsage};
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
@@ -40,7 +39,21 @@ pub(crate) struct OsChild {
     /// The launcher that started it, for a forked worker's child: the
     /// host's child, which only the host can reap (see
     /// [`remote`](crate::launch::remote)).
-    pub launcher: Option<Arc<LaunchClient>>,
+    pub launcher: Option<Arc<dyn Keeper>>,
+}
+
+/// The process that keeps a child this process did not start (a forked
+/// worker's child, kept by the host's launcher: see
+/// [`remote`](crate::launch::remote)): only it can reap the child, and
+/// it signals the child's group for this process.
+pub(crate) trait Keeper: Send + Sync {
+    /// How child `pid` ended, if it has.
+    fn reap(&self, pid: Pid) -> io::Result<Option<Ended>>;
+    /// Sends `signal` to the group of child `pid`.
+    fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()>;
+    /// This process is done with child `pid`: kill what is left of its
+    /// group and reap it.
+    fn release(&self, pid: Pid);
 }
 
 impl OsChild {
@@ -184,7 +197,7 @@ pub(crate) struct GroupGuard {
     pub(crate) cgroup: Option<ChildCgroup>,
     /// The launcher that started it (a forked worker's child), which
     /// signals the group for the worker.
-    pub(crate) launcher: Option<Arc<LaunchClient>>,
+    pub(crate) launcher: Option<Arc<dyn Keeper>>,
 }
 
 impl GroupGuard {

@@ -36,6 +36,9 @@ pub(crate) struct Walls<'a> {
     pub(super) keep_caps: u64,
     pub(super) rlimits: &'a [(rustix::process::Resource, u64)],
     pub(super) namespaces: Option<crate::sys::Namespaces<'a>>,
+    /// New, empty network and IPC namespaces (a root host's worker
+    /// process).
+    pub(super) own_namespaces: bool,
     pub(super) identity: Option<(u32, u32)>,
     pub(super) seccomp: Option<&'a [libc::sock_filter]>,
 }
@@ -117,6 +120,7 @@ pub(crate) fn start_os_process(
         cgroup: walls.cgroup,
         keep_caps: walls.keep_caps,
         namespaces: walls.namespaces,
+        own_namespaces: walls.own_namespaces,
         identity: walls.identity,
         seccomp: walls.seccomp,
     };

@@ -281,6 +281,9 @@ impl ProcessCtx {
         }
         let fail = |e: std::io::Error| Failure::from_io("setting up the worker's launcher", &e);
         if let Some(remote) = &self.launcher.remote {
+            let dirs = (dirs.iter())
+                .map(|d| (d.guest_path.clone(), d.read_only))
+                .collect();
             let (theirs, level) = remote.connect(policy, dirs)?;
             return Ok(Some(WorkerLaunch {
                 theirs,

@@ -39,6 +39,9 @@ pub(crate) struct SpawnSpec<'a> {
     pub keep_caps: u64,
     /// The namespaces of the guest's sandbox to enter (see `sandbox`).
     pub namespaces: Option<Namespaces<'a>>,
+    /// New, empty network and IPC namespaces of the child's own (a forked
+    /// worker process of a root host, which needs neither).
+    pub own_namespaces: bool,
     /// The user and group id to run as (a root host's children).
     pub identity: Option<(u32, u32)>,
     /// The seccomp filter to install last, just before `exec`.
@@ -76,6 +79,8 @@ struct ChildArgs {
     keep_caps: u64,
     /// `user`, `mnt`, `net`, `ipc` descriptors; -1 where there is none.
     namespaces: [RawFd; 4],
+    /// `CLONE_NEW*` flags to `unshare` (0: none).
+    unshare: c_int,
     /// `(uid, gid)`; `uid` < 0: no change.
     identity: (i64, i64),
     /// The seccomp program (`len` 0: none).
@@ -154,6 +159,10 @@ pub(crate) fn clone_and_exec(spec: &SpawnSpec<'_>) -> io::Result<(Pid, OwnedFd)>
                 ns.net.map_or(-1, |fd| fd.as_raw_fd()),
                 ns.ipc.as_raw_fd(),
             ],
+        },
+        unshare: match spec.own_namespaces {
+            true => libc::CLONE_NEWNET | libc::CLONE_NEWIPC,
+            false => 0,
         },
         identity: spec
             .identity
@@ -315,6 +324,7 @@ unsafe fn prepare_child(args: &ChildArgs) -> Result<(), c_int> {
         install_stdio(args.stdio)?;
         close_other_descriptors(args)?;
         enter_namespaces(args.namespaces)?;
+        unshare_namespaces(args.unshare)?;
         enter_cwd(args.cwd)?;
         set_rlimits(args)?;
         join_session_keyring(args.namespaces);
@@ -429,6 +439,20 @@ unsafe fn enter_namespaces(namespaces: [RawFd; 4]) -> Result<(), c_int> {
         }
     }
     Ok(())
+}
+
+/// Makes new namespaces of the kinds in `flags` (0: none) for the child
+/// alone.
+///
+/// # Safety
+/// Only in [`clone_and_exec`]'s child, before `exec`.
+unsafe fn unshare_namespaces(flags: c_int) -> Result<(), c_int> {
+    if flags == 0 {
+        return Ok(());
+    }
+    // SAFETY: `unshare` of namespaces only (no CLONE_VM or files), in the
+    // child (see the contract): the host's stay as they are.
+    check_os(unsafe { libc::unshare(flags) })
 }
 
 /// Enters the working directory `cwd` with `fchdir` on the already opened

@@ -4,7 +4,7 @@
 use super::{Answer, Ask, Kind, Stdio};
 use crate::failure::Failure;
 use crate::launch::Slots;
-use crate::launch::os_child::{Ended, GroupGuard, Launched, OsChild};
+use crate::launch::os_child::{Ended, GroupGuard, Keeper, Launched, OsChild};
 use crate::launch::process::ChildIo;
 use crate::outcome::Confinement;
 use crate::policy::Prepared;
@@ -35,19 +35,18 @@ impl LaunchClient {
     }
 
     /// A launch socket of its own for a worker this worker forks, holding
-    /// `policy` and `dirs` (its narrowed grants): the launcher checks that
+    /// `policy` and `dirs` (its narrowed grants: paths as this worker names
+    /// them, and whether read-only): the launcher checks that
     /// they lie within this worker's and serves the new socket with them.
     /// The socket, and how its children are confined.
     pub fn connect(
         &self,
         policy: &crate::policy::Policy,
-        dirs: &[crate::worker::spec::WorkerDir],
+        dirs: Vec<(String, bool)>,
     ) -> Result<(OwnedFd, Confinement), Failure> {
         let ask = Ask::Connect {
             policy: Box::new(policy.clone()),
-            dirs: (dirs.iter())
-                .map(|d| (d.guest_path.clone(), d.read_only))
-                .collect(),
+            dirs,
         };
         let fail = |e: io::Error| Failure::from_io("asking for a launcher of the worker's", &e);
         match self.call(&ask, &[]).map_err(fail)? {
@@ -137,16 +136,18 @@ impl LaunchClient {
             self.release(pid);
             Failure::from_io("watching the child", &e)
         })?;
-        child.launcher = Some(self.clone());
+        child.launcher = Some(self.clone() as Arc<dyn Keeper>);
         let [stdin, stdout, stderr] = pipes.map(|p| p.then(|| fds.next().expect("counted")));
         (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
         let mut group = GroupGuard::new(pid, slots, None, None);
-        group.launcher = Some(self.clone());
+        group.launcher = Some(self.clone() as Arc<dyn Keeper>);
         Ok((child, group))
     }
+}
 
+impl Keeper for LaunchClient {
     /// Sends `signal` to the group of child `pid`.
-    pub fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()> {
+    fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()> {
         let ask = Ask::Signal {
             pid: pid.as_raw_nonzero().get(),
             signal: signal.as_raw(),
@@ -158,7 +159,7 @@ impl LaunchClient {
     }
 
     /// How child `pid` ended, if it has.
-    pub fn reap(&self, pid: Pid) -> io::Result<Option<Ended>> {
+    fn reap(&self, pid: Pid) -> io::Result<Option<Ended>> {
         let ask = Ask::Reap {
             pid: pid.as_raw_nonzero().get(),
         };
@@ -171,7 +172,7 @@ impl LaunchClient {
     }
 
     /// Tells the launcher this worker is done with child `pid`.
-    pub fn release(&self, pid: Pid) {
+    fn release(&self, pid: Pid) {
         let ask = Ask::Release {
             pid: pid.as_raw_nonzero().get(),
         };
