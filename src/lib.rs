@@ -85,7 +85,8 @@ impl Runner {
         match ComponentCache::new(&dir) {
             Ok(cache) => Runner::with_cache(Some(cache)),
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "compiling without a component cache");
+                tracing::warn!(target: "wasmproc::cache", error = %format!("{e:#}"),
+                    "compiling without a component cache");
                 let mut runner = Runner::with_cache(None)?;
                 runner.guard = Some(CacheGuard::at(&dir)?);
                 runner.no_cache = Some(format!("{e:#}"));

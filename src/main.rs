@@ -195,7 +195,10 @@ fn main() -> ExitCode {
                 // cannot use) and the cluster's (messages dropped from the
                 // bus, with their count) are shown unless the operator
                 // chooses.
-                .unwrap_or_else(|_| "error,wasmproc::sandbox=warn,wasmproc::cluster=warn".into()),
+                .unwrap_or_else(|_| {
+                    "error,wasmproc::sandbox=warn,wasmproc::cluster=warn,wasmproc::cache=warn"
+                        .into()
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(colour(

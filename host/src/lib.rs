@@ -161,8 +161,11 @@ impl HasData for WasmProcess {
 }
 
 /// Adds every interface of `wasmproc:process` (`types`, `exec`, `spawn`,
-/// `fork`, `parent`) to `linker`. The store must be used asynchronously
-/// (`Config::async_support(true)`, `call_async`) on a tokio runtime.
+/// `fork`, `parent`) to `linker`. The host functions are async: call the
+/// guest with the `_async` entry points (`call_async`, or
+/// `Command::instantiate_async` and `call_run`) on a tokio runtime; no
+/// `Config` switch is needed in wasmtime 48 (`async_support` is
+/// deprecated there).
 pub fn add_to_linker_async<T: ProcessView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {

@@ -71,7 +71,8 @@ use types::ErrorCode;
 
 impl Default for exec::ExecOptions {
     /// No cwd (the first granted directory), no environment, the host's
-    /// timeout and buffer defaults, SIGKILL on timeout, stdin `/dev/null`,
+    /// timeout and buffer defaults, SIGTERM on timeout (SIGKILL after the
+    /// host's grace), stdin `/dev/null`,
     /// the host's child user and group.
     fn default() -> Self {
         exec::ExecOptions {

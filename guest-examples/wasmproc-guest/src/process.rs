@@ -506,9 +506,7 @@ impl Command {
     /// [`timeout`](Self::timeout) expires (or, for `output`, a stream
     /// exceeds the [`max_buffer`](Self::max_buffer)); SIGKILL follows after
     /// the host's grace period if the group is still there. Default:
-    /// SIGTERM (15) for a spawned child, SIGKILL (9) for one the host runs
-    /// to completion (`output` without a [`stdin`](Self::stdin), and
-    /// [`exec_with`]).
+    /// SIGTERM (15), as Node's.
     pub fn kill_signal(&mut self, signal: u8) -> &mut Self {
         self.kill_signal = Some(signal);
         self

@@ -122,7 +122,8 @@ impl Launcher {
             self.cgroup = Cgroup::create()
                 .map(Arc::new)
                 .inspect_err(|e| {
-                    tracing::warn!(error = %e, "children will run without a cgroup of their own");
+                    tracing::warn!(target: "wasmproc::sandbox", error = %e,
+                        "children will run without a cgroup of their own");
                 })
                 .ok();
         }
@@ -152,7 +153,8 @@ impl Launcher {
                 .unwrap_or_default();
             let confiner = Confiner::new(dirs, &programs, policy.network, &own);
             self.confiner = confiner.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "children will run without Landlock confinement");
+                tracing::warn!(target: "wasmproc::sandbox", error = %e,
+                    "children will run without Landlock confinement");
                 Confiner::none()
             });
         }

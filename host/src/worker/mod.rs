@@ -10,14 +10,18 @@
 //! guest's worker template ([`serve_as_template`]), which has all that
 //! done already. The first message on the channel is a
 //! JSON `WorkerSpec`, sent with every descriptor it names (`SCM_RIGHTS`):
-//! its stdout and stderr, report pipe, directories and its parent's
-//! sandbox; everything after it belongs to the guests. The worker's guest gets no grant the spec does
-//! not name, and the spec only ever names a subset of its parent's, with
-//! the parent's confinement settings whole. The worker process itself
-//! keeps only the Linux capabilities it needs to sandbox its children
-//! (`sandbox::WORKER_CAPS`) and confines itself with Landlock ([`confine`])
-//! before its runtime starts. Its guest's audit events and denials go up a
-//! pipe to the parent host (`WorkerSpec::report_fd`).
+//! its stdout and stderr, report pipe, directories, code and launch
+//! socket; everything after it belongs to the guests. The worker's guest
+//! gets no grant the spec does not name, and the spec only ever names a
+//! subset of its parent's, with the parent's confinement settings whole.
+//! The worker process keeps only `CAP_SETUID` and `CAP_SETGID`
+//! (`sandbox::WORKER_CAPS`) until its specification comes, then becomes
+//! its guest's user with no capability at all ([`WorkerProcess::accept`])
+//! and confines itself with Landlock ([`confine`]) before its runtime
+//! starts. It starts no child itself: the host that forked it does, over
+//! the launch socket (see `launch::remote`). Its guest's audit
+//! events and denials go up a pipe to the parent host
+//! (`WorkerSpec::report_fd`).
 
 pub(crate) mod spec;
 
@@ -79,9 +83,10 @@ pub fn preloaded(
 ///
 /// Must be called while this process has one thread (checked): the
 /// template forks copies of itself, and starts no thread. It holds no grant
-/// of the guest's: its channel, the component cache's directory and key
-/// (as every worker), and the Linux capabilities a worker keeps to sandbox
-/// its children. Every worker it forks holds only its own channel (the
+/// of the guest's: its channel, the code it preloaded (never the component
+/// cache: no worker opens it) and `CAP_SETUID`/`CAP_SETGID`, which each
+/// worker it forks drops for good when its specification comes. Every
+/// worker it forks holds only its own channel (the
 /// template's is closed at once) until its specification comes, as any
 /// warm worker, and leads its own process group before the host hears of
 /// it.
