@@ -347,7 +347,6 @@ pub fn nats_server_bin() -> &'static Path {
 /// A `wasmproc run` of fork-probe `hold` (its worker spawns `testprog
 /// sleep 60`, and both wait), once both are up: the host process, the
 /// worker's pid and its child's.
-#[allow(dead_code)]
 pub fn holding_host() -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_wasmproc"))
