@@ -171,12 +171,19 @@ impl Keeper for LaunchClient {
         }
     }
 
-    /// Tells the launcher this worker is done with child `pid`.
+    /// Tells the launcher this worker is done with child `pid`, without
+    /// waiting: the launcher answers nothing to a release.
     fn release(&self, pid: Pid) {
         let ask = Ask::Release {
             pid: pid.as_raw_nonzero().get(),
         };
-        if let Err(e) = self.call(&ask, &[]) {
+        let sent = serde_json::to_vec(&ask)
+            .map_err(io::Error::other)
+            .and_then(|bytes| {
+                let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+                crate::channel::send_frame_with_fds(&socket, &bytes, &[])
+            });
+        if let Err(e) = sent {
             tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "cannot release a child");
         }
     }

@@ -25,8 +25,9 @@
 //! answer to [`Ask::Reap`]) and its ends of the child's pipes.
 //!
 //! The wire: one frame a message (`channel::send_frame_with_fds`), a JSON
-//! [`Ask`] from the worker and one JSON [`Answer`] back for each, strictly
-//! in turn, descriptors attached with `SCM_RIGHTS`.
+//! [`Ask`] from the worker and one JSON [`Answer`] back for each but
+//! [`Ask::Release`], strictly in turn, descriptors attached with
+//! `SCM_RIGHTS`.
 //!
 //! [`Policy::check`]: crate::policy::Policy::check
 
@@ -56,7 +57,8 @@ pub(crate) enum Ask {
     /// How child `pid` ended, if it has (answered with [`Answer::Reaped`]).
     Reap { pid: i32 },
     /// The worker is done with child `pid`: kill what is left of its
-    /// group, and reap it.
+    /// group, and reap it. The one request not answered: a worker does
+    /// not wait for it.
     Release { pid: i32 },
     /// A launch socket of its own for a worker this worker forks, holding
     /// `policy` (the worker's worker's, narrowed by this worker) and the

@@ -98,6 +98,12 @@ impl Service {
     fn run(&mut self, socket: &UnixStream) {
         while let Ok((frame, fds)) = crate::channel::read_frame_with_fds(socket) {
             let (answer, passed) = match serde_json::from_slice::<Ask>(&frame) {
+                Ok(Ask::Release { pid }) => {
+                    // Unanswered (the worker does not wait for it): its
+                    // group is killed and it is reaped, as it is dropped.
+                    self.children.remove(&pid);
+                    continue;
+                }
                 Ok(ask) => self.answer(ask, fds),
                 Err(e) => (
                     Answer::Failed(Failure::InvalidArgument(format!(
@@ -134,11 +140,8 @@ impl Service {
                 Ok(ended) => (Answer::Reaped { ended }, Vec::new()),
                 Err(f) => failed(f),
             },
-            Ask::Release { pid } => {
-                // Dropped: its group is killed and it is reaped.
-                self.children.remove(&pid);
-                (Answer::Done, Vec::new())
-            }
+            // Taken in `run`, unanswered.
+            Ask::Release { .. } => (Answer::Done, Vec::new()),
             Ask::Connect { policy, dirs } => match self.connect(&policy, &dirs) {
                 Ok((socket, level)) => (Answer::Connected { level }, vec![socket]),
                 Err(f) => failed(f),

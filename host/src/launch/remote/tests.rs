@@ -235,3 +235,31 @@ async fn a_workers_worker_gets_a_launcher_no_wider_than_its_own_grants() {
     let (answer, _) = ask(&narrower, &start("true", &[], Some("/work/sub"), NULL), &[]);
     assert!(matches!(answer, Answer::Started { .. }), "{answer:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_child_is_killed_and_the_release_is_not_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/sleep"], dir.path());
+    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+    let Answer::Started { pid, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    let release = serde_json::to_vec(&Ask::Release { pid }).unwrap();
+    crate::channel::send_frame_with_fds(&socket, &release, &[]).unwrap();
+    // The next answer is the next request's: the child is no longer the
+    // worker's to reap.
+    let (answer, _) = ask(&socket, &Ask::Reap { pid }, &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::InvalidArgument(_))),
+        "{answer:?}"
+    );
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rustix::process::test_kill_process(pid).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the released child lives on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
