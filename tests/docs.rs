@@ -137,3 +137,34 @@ fn anchors_are_githubs() {
     ];
     assert_eq!(anchors(page), want.iter().map(|a| a.to_string()).collect());
 }
+
+/// Each `cargo run --release -- run …` command of the README, as a newcomer
+/// pastes it, run with this build's `wasmproc` from the repository's root
+/// (the guests it names under `guest-examples/target/components/` are
+/// the ones the tests build): each must succeed.
+#[test]
+fn every_run_command_of_the_readme_succeeds_as_pasted() {
+    const CARGO_RUN: &str = "cargo run --release -- ";
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let built = format!("{}/", common::guests_dir().display());
+    let commands: Vec<&str> = (readme.lines())
+        .filter_map(|l| l.trim().strip_prefix(CARGO_RUN))
+        .collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for command in commands {
+        let args: Vec<String> = (command.split_whitespace())
+            .map(|a| a.replace("guest-examples/target/components/", &built))
+            .collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+            .args(&args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`wasmproc {command}`: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
