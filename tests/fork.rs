@@ -506,7 +506,10 @@ async fn a_workers_termination_reports_its_cpu_time_and_memory() {
     let out = fork_probe(grants_fork(), &["usage"]).await;
     assert_eq!(value(&out, "status"), "exited(0)");
     let cpu: u64 = value(&out, "cpu-ms").parse().unwrap();
-    assert!(cpu >= 100, "{out}");
+    // The worker spins for 300 ms of wall-clock time; on two busy cores
+    // (the whole suite runs at once) it got 88 ms of CPU once: what is
+    // checked is that its CPU time is counted, not how much it got.
+    assert!(cpu >= 30, "{out}");
     let rss: u64 = value(&out, "max-rss-kib").parse().unwrap();
     assert!(rss > 1024, "{out}");
 }
