@@ -1080,3 +1080,64 @@ fn audit_lines_name_their_run_and_guest_so_two_runs_sharing_a_log_are_told_apart
         assert_eq!(event["guest"], probe.to_str().unwrap(), "{event}");
     }
 }
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let parent = pid.to_string();
+    (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            fields.get(1) == Some(&parent.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_host_leaves_no_worker_even_one_that_never_reads_its_channel() {
+    // The worker sleeps (it reads nothing) while the guest waits for it:
+    // only the kernel's parent-death signal can end it with the host. A
+    // worker's change to its guest's user clears that signal: it must be
+    // set again after.
+    let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .args([
+            "run",
+            "--allow-fork",
+            guest("echo-worker").to_str().unwrap(),
+        ])
+        .args([
+            guest("fork-probe").to_str().unwrap(),
+            "wait-timeout",
+            "60000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its processes: the template, and the worker it forked (which the host
+    // counts as its own child).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let workers = loop {
+        let children = children_of(host.id());
+        if children.len() >= 2 {
+            break children;
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Past its specification: running as the guest's user.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    host.kill().unwrap(); // SIGKILL: no cleanup code runs in the host
+    host.wait().unwrap();
+    for pid in workers {
+        let alive = Command::new(testprog())
+            .args(["alive", &pid.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&alive.stdout),
+            "gone\n",
+            "worker process {pid} outlived the killed host"
+        );
+    }
+}

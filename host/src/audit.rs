@@ -68,10 +68,11 @@ impl AuditLog {
         self
     }
 
-    /// Adds the context's fields that `line` does not have.
-    fn add_context(&self, line: &mut serde_json::Map<String, Value>) {
+    /// Adds the context's fields to `line`: those it does not have, or
+    /// (`over`) all of them, over what it says.
+    fn add_context(&self, line: &mut serde_json::Map<String, Value>, over: bool) {
         for (name, value) in self.context.iter().flat_map(|c| c.iter()) {
-            if !line.contains_key(name) {
+            if over || !line.contains_key(name) {
                 line.insert(name.clone(), value.clone());
             }
         }
@@ -100,7 +101,8 @@ impl AuditLog {
                 fields.insert("worker".to_owned(), inner);
                 fields.insert("via".to_owned(), Value::Array(via));
             }
-            self.add_context(fields);
+            // A worker cannot pose as another run or guest.
+            self.add_context(fields, true);
         }
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);
@@ -129,7 +131,7 @@ impl AuditLog {
         };
         line.insert("time".to_owned(), json!(time as u64));
         line.insert("event".to_owned(), json!(event));
-        self.add_context(&mut line);
+        self.add_context(&mut line, false);
         let line = Value::Object(line);
         tracing::info!(target: "wasmproc::audit", "{line}");
         self.write(&line);
@@ -221,12 +223,15 @@ mod tests {
     #[test]
     fn every_event_carries_the_context_and_an_events_own_fields_win() {
         let sink = Sink::default();
-        let log = AuditLog::new(sink.clone())
-            .with_context(json!({ "run": "r1", "guest": "/g.wasm", "pid": 1 }));
+        let log =
+            AuditLog::new(sink.clone()).with_context(json!({ "run": "r1", "guest": "/g.wasm" }));
         // A field named like the header never overwrites it.
         log.record("exec", json!({ "pid": 42, "event": "forged", "time": 0 }));
-        log.clone()
-            .forward(json!({ "event": "exit", "pid": 7 }), &json!({ "pid": 9 }));
+        // A worker's line saying another run is given this one's.
+        log.clone().forward(
+            json!({ "event": "exit", "pid": 7, "run": "forged" }),
+            &json!({ "pid": 9 }),
+        );
         let lines = sink.lines();
         assert_eq!(lines[0]["event"], "exec");
         assert_ne!(lines[0]["time"], 0);

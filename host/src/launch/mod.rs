@@ -305,9 +305,7 @@ impl Launcher {
             // A worker process needs no network (its children get theirs
             // from the launcher) and shares no IPC with the host: on a
             // root host it gets empty namespaces of its own.
-            own_namespaces: !prepared.confine
-                && policy.use_sandbox
-                && rustix::process::geteuid().is_root(),
+            own_namespaces: !prepared.confine && policy.use_sandbox && can_make_namespaces(),
             identity,
             seccomp: layers.seccomp.then(sandbox::seccomp_program),
         };
@@ -408,6 +406,15 @@ impl Launcher {
             }
         }
     }
+}
+
+/// Whether this process may make namespaces (it holds `CAP_SYS_ADMIN`:
+/// a root host, not a worker, which holds nothing, whatever its uid).
+fn can_make_namespaces() -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+    })
 }
 
 /// The device and inode of the open directory `dir`.

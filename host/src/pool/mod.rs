@@ -65,7 +65,7 @@ impl Served {
         let pipe = std::fs::File::from(reports.try_clone().map_err(fail)?);
         self.rights.launcher.audit = Some(crate::audit::AuditLog::new(pipe));
         let rights = Arc::new(std::sync::Mutex::new(self.rights));
-        services.serve(self.ours, rights).map_err(fail)
+        (services.serve(self.ours, rights, service::Account::new())).map_err(fail)
     }
 }
 

@@ -9,11 +9,20 @@ use std::io;
 /// ids are the user's in every slot (real, effective, saved) and no
 /// capability is left.
 ///
-/// glibc's `setgroups`, `setresgid` and `setresuid` change the ids of every
-/// thread of the process (the kernel's calls change only the caller's), so
-/// this holds whatever threads the worker's runtime has started.
+/// Changing ids clears the parent-death signal (the kernel does, on any
+/// change of credentials): it is set again, and the parent checked to be
+/// the same, so that the process still dies with the host that started
+/// it.
+///
+/// Must be called while the process has one thread (checked when it
+/// changes user; a worker's worker, under its parent's Landlock, may not
+/// read `/proc` to check, and has no privilege left to shed): glibc's
+/// `setgroups`, `setresgid` and `setresuid` reach every thread, but the
+/// capability sets and `no_new_privs` are the calling thread's.
 pub(crate) fn shed_privileges(user: Option<(u32, u32)>) -> io::Result<()> {
+    let parent = rustix::process::getppid();
     if let Some((uid, gid)) = user {
+        super::one_thread()?;
         // SAFETY: plain libc calls with no pointer but `setgroups`' null
         // list of length 0, which the call never reads.
         let failed = unsafe {
@@ -24,12 +33,20 @@ pub(crate) fn shed_privileges(user: Option<(u32, u32)>) -> io::Result<()> {
         if failed {
             return Err(io::Error::last_os_error());
         }
-        let ids = rustix::process::getuid().as_raw() == uid
-            && rustix::process::geteuid().as_raw() == uid
-            && rustix::process::getgid().as_raw() == gid
-            && rustix::process::getegid().as_raw() == gid;
-        if !ids {
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        let (mut rg, mut eg, mut sg) = (0, 0, 0);
+        // SAFETY: each pointer is to a live local `uid_t`/`gid_t`.
+        let read = unsafe {
+            libc::getresuid(&mut r, &mut e, &mut s) == 0
+                && libc::getresgid(&mut rg, &mut eg, &mut sg) == 0
+        };
+        if !read || [r, e, s] != [uid; 3] || [rg, eg, sg] != [gid; 3] {
             return Err(io::Error::other(format!("still not uid {uid} gid {gid}")));
+        }
+        let kill = Some(rustix::process::Signal::KILL);
+        rustix::process::set_parent_process_death_signal(kill)?;
+        if rustix::process::getppid() != parent {
+            return Err(io::Error::other("the host ended while the worker set up"));
         }
     }
     let _ = rustix::thread::clear_ambient_capability_set();

@@ -42,7 +42,12 @@ impl Services {
     /// Serves the worker at the other end of `socket` on a thread of its
     /// own, until the worker closes it (or dies) or these services stop;
     /// then kills and reaps every child it left.
-    pub(crate) fn serve(self: &Arc<Self>, socket: UnixStream, rights: Shared) -> io::Result<()> {
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        socket: UnixStream,
+        rights: Shared,
+        account: Account,
+    ) -> io::Result<()> {
         socket.set_nonblocking(false)?;
         let stop = socket.try_clone()?;
         // A child's pidfd is watched by the runtime (and reaped in it if
@@ -56,7 +61,7 @@ impl Services {
                 let mut service = Service {
                     rights,
                     services,
-                    budget: Budget::default(),
+                    account,
                     children: HashMap::new(),
                 };
                 service.run(&socket);
@@ -84,12 +89,44 @@ impl Services {
     }
 }
 
+/// What a launch socket's starts are counted against: a budget of its
+/// own, under its worker's limits; and, for a worker's worker's socket,
+/// the live slot it holds of its parent's budget while it is served (so a
+/// worker opens no more such sockets than it may have live children).
+/// A worker's worker's starts are not also charged to its parent's
+/// budget: a worker that ignores its own lending can reach its limit
+/// once per socket it opens, within the kernel's per-user process limit.
+pub(crate) struct Account {
+    pub budget: Mutex<Budget>,
+    /// Held for its `Drop`.
+    pub _slot: Option<Slot>,
+}
+
+impl Account {
+    /// A budget of its own, for a worker's socket.
+    pub fn new() -> Account {
+        Account {
+            budget: Mutex::default(),
+            _slot: None,
+        }
+    }
+}
+
+/// One live slot of a budget, given back when dropped.
+pub(crate) struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One worker's launcher: its rights, and the children it started.
 struct Service {
     rights: Shared,
     /// Where a worker's worker's launch socket is served.
     services: Arc<Services>,
-    budget: Budget,
+    account: Account,
     children: HashMap<i32, Launched>,
 }
 
@@ -162,6 +199,20 @@ impl Service {
     ) -> Result<(OwnedFd, Confinement), Failure> {
         let rights = self.rights.lock().unwrap_or_else(|e| e.into_inner());
         let parent = &rights.launcher;
+        if rights.policy.forks.is_empty() {
+            return Err(refused(
+                parent,
+                Denial::ForkComponent("(any)".into()).into(),
+            ));
+        }
+        // The worker's worker is one of the worker's live children: its
+        // socket holds a slot of the shared budget while it is served.
+        let mut budget = self
+            .account
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (budget.check(&rights.policy.limits, 1, 0)).map_err(|d| refused(parent, d.into()))?;
         let policy = (asked.within(&rights.policy)).map_err(|d| refused(parent, d.into()))?;
         let mut grants = Vec::new();
         for (path, read_only) in dirs {
@@ -183,7 +234,6 @@ impl Service {
             .flatten();
         let launcher = parent.for_worker(&policy, &grants, view, parent.audit.clone());
         let level = launcher.layers(&policy, true, None).level();
-        drop(rights);
         let fail = |e: io::Error| Failure::from_io("serving a worker's worker's launcher", &e);
         let (ours, theirs) = UnixStream::pair().map_err(fail)?;
         let narrower = Rights {
@@ -191,7 +241,14 @@ impl Service {
             dirs: grants,
             launcher,
         };
-        (self.services.serve(ours, Arc::new(Mutex::new(narrower)))).map_err(fail)?;
+        budget.take(1, 0);
+        let account = Account {
+            budget: Mutex::default(),
+            _slot: Some(Slot(budget.live().clone())),
+        };
+        drop(budget);
+        let narrower = Arc::new(Mutex::new(narrower));
+        (self.services.serve(ours, narrower, account)).map_err(fail)?;
         Ok((theirs.into(), level))
     }
 
@@ -211,19 +268,24 @@ impl Service {
             launcher,
         } = &*rights;
         let refused = |r| refused(launcher, r);
+        let mut budget = self
+            .account
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The budget first: a worker past it costs no checking.
+        (budget.check(&policy.limits, 1, 1)).map_err(|d| refused(d.into()))?;
         let prepared = (policy.check(dirs, &asked.request())).map_err(refused)?;
         let stdio = child_stdio(stdio, fds)?;
-        let limits = &policy.limits;
-        (self.budget.check(limits, 1, 1)).map_err(|d| refused(d.into()))?;
         let slots = Slots {
             count: 1,
-            live: self.budget.live(),
+            live: budget.live(),
         };
         let mut launched = launcher.start(policy, kind.name(), &prepared, slots, |walls| {
             start_os_process(&prepared, stdio, walls)
         })?;
-        drop(rights);
-        self.budget.take(1, 1);
+        budget.take(1, 1);
+        drop((budget, rights));
         let child = &mut launched.child;
         let pidfd = (child.pidfd().ok().flatten())
             .ok_or_else(|| Failure::Io("the child has no pidfd".into()))?;

@@ -16,11 +16,21 @@ use std::sync::{Arc, Mutex};
 /// `dir` (read-write), unconfined (these tests are of its checks); the
 /// worker's end of its socket.
 fn launcher(programs: &[&str], dir: &Path) -> UnixStream {
+    launcher_with(programs, dir, |_| {})
+}
+
+/// As [`launcher`], the worker's grants changed by `more`.
+fn launcher_with(
+    programs: &[&str],
+    dir: &Path,
+    more: impl FnOnce(&mut crate::ctx::ProcessCtxBuilder),
+) -> UnixStream {
     let mut builder = ProcessCtx::builder();
     for program in programs {
         builder.allow_program(program).unwrap();
     }
     builder.dir(dir, "/work", DirAccess::ReadWrite).unwrap();
+    more(&mut builder);
     let ctx = builder.confine(false).build();
     let launcher = (ctx.launcher).for_worker(&ctx.policy, &ctx.dirs, None, None);
     let rights = Rights {
@@ -30,7 +40,10 @@ fn launcher(programs: &[&str], dir: &Path) -> UnixStream {
     };
     let (ours, theirs) = UnixStream::pair().unwrap();
     let services = Arc::new(Services::default());
-    services.serve(ours, Arc::new(Mutex::new(rights))).unwrap();
+    let account = super::service::Account::new();
+    services
+        .serve(ours, Arc::new(Mutex::new(rights)), account)
+        .unwrap();
     theirs
 }
 
@@ -195,11 +208,68 @@ fn connect(socket: &UnixStream, programs: &[&str], dirs: &[(&str, bool)]) -> Ans
     answer
 }
 
+/// A worker's grants that let it fork (a component in `dir`), with at most
+/// `live` live children.
+fn forking(dir: &Path, live: usize) -> impl FnOnce(&mut crate::ctx::ProcessCtxBuilder) {
+    let component = dir.join("w.wasm");
+    std::fs::write(&component, b"\0asm").unwrap();
+    move |b| {
+        b.allow_fork(&component).unwrap();
+        b.limits(crate::policy::Limits {
+            max_live_children: live,
+            ..crate::policy::Limits::default()
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_may_not_fork_gets_no_launcher_for_a_worker_and_one_that_may_no_more_than_its_slots()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher(&["/bin/true"], dir.path());
+    let answer = connect(&socket, &["/bin/true"], &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::AccessDenied(_))),
+        "{answer:?}"
+    );
+    // Two live children in all: a worker's worker's socket holds one while
+    // it is served, so a second one and a child past it are refused.
+    let socket = launcher_with(&["/bin/sleep"], dir.path(), forking(dir.path(), 2));
+    let request = Ask::Connect {
+        policy: Box::new(
+            ProcessCtx::builder()
+                .confine(false)
+                .build()
+                .policy()
+                .clone(),
+        ),
+        dirs: Vec::new(),
+    };
+    let (answer, _served) = ask(&socket, &request, &[]);
+    assert!(matches!(answer, Answer::Connected { .. }), "{answer:?}");
+    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+    assert!(matches!(answer, Answer::Started { .. }), "{answer:?}");
+    let answer = connect(&socket, &[], &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::LimitExceeded(_))),
+        "{answer:?}"
+    );
+    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::LimitExceeded(_))),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workers_worker_gets_a_launcher_no_wider_than_its_own_grants() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    let socket = launcher(&["/bin/true", "/bin/echo"], dir.path());
+    let socket = launcher_with(
+        &["/bin/true", "/bin/echo"],
+        dir.path(),
+        forking(dir.path(), 64),
+    );
     // Wider than the worker: a program it does not hold, a directory
     // outside its grants.
     let answer = connect(&socket, &["/usr/bin/touch"], &[]);
