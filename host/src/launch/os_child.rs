@@ -39,21 +39,30 @@ pub(crate) struct OsChild {
     /// The launcher that started it, for a forked worker's child: the
     /// host's child, which only the host can reap (see
     /// [`remote`](crate::launch::remote)).
-    pub launcher: Option<Arc<dyn Keeper>>,
+    pub launcher: Option<Kept>,
 }
 
 /// The process that keeps a child this process did not start (a forked
 /// worker's child, kept by the host's launcher: see
 /// [`remote`](crate::launch::remote)): only it can reap the child, and
-/// it signals the child's group for this process.
+/// it signals the child's group for this process. Children are named by
+/// the keeper's own ids, never by pid (a reaped child's pid may be a new
+/// child's).
 pub(crate) trait Keeper: Send + Sync {
-    /// How child `pid` ended, if it has.
-    fn reap(&self, pid: Pid) -> io::Result<Option<Ended>>;
-    /// Sends `signal` to the group of child `pid`.
-    fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()>;
-    /// This process is done with child `pid`: kill what is left of its
+    /// How child `id` ended, if it has.
+    fn reap(&self, id: u64) -> io::Result<Option<Ended>>;
+    /// Sends `signal` to the group of child `id`.
+    fn signal(&self, id: u64, signal: Signal) -> io::Result<()>;
+    /// This process is done with child `id`: kill what is left of its
     /// group and reap it.
-    fn release(&self, pid: Pid);
+    fn release(&self, id: u64);
+}
+
+/// A child another process keeps: who, and its id there.
+#[derive(Clone)]
+pub(crate) struct Kept {
+    pub keeper: Arc<dyn Keeper>,
+    pub id: u64,
 }
 
 impl OsChild {
@@ -74,7 +83,7 @@ impl OsChild {
     /// launcher).
     fn reap(&self, pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
         match &self.launcher {
-            Some(launcher) => launcher.reap(self.pid),
+            Some(kept) => kept.keeper.reap(kept.id),
             None => reap(pidfd),
         }
     }
@@ -123,9 +132,9 @@ impl Drop for OsChild {
     /// Reaps the process in the background if nobody did: the caller has
     /// killed it (or it is about to exit), so no zombie is left behind.
     fn drop(&mut self) {
-        if let Some(launcher) = &self.launcher {
+        if let Some(kept) = &self.launcher {
             // The launcher kills what is left of its group and reaps it.
-            launcher.release(self.pid);
+            kept.keeper.release(kept.id);
             return;
         }
         let (Some(pidfd), None) = (self.pidfd.take(), self.ended) else {
@@ -197,7 +206,7 @@ pub(crate) struct GroupGuard {
     pub(crate) cgroup: Option<ChildCgroup>,
     /// The launcher that started it (a forked worker's child), which
     /// signals the group for the worker.
-    pub(crate) launcher: Option<Arc<dyn Keeper>>,
+    pub(crate) launcher: Option<Kept>,
 }
 
 impl GroupGuard {
@@ -232,8 +241,8 @@ impl GroupGuard {
     /// in use. So if a process with the leader's pid exists then, it is
     /// someone else's, our group is empty, and nothing is sent.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        if let Some(launcher) = &self.launcher {
-            return launcher.signal(self.pgid, signal);
+        if let Some(kept) = &self.launcher {
+            return kept.keeper.signal(kept.id, signal);
         }
         if signal == Signal::KILL
             && let Some(cgroup) = &self.cgroup

@@ -4,7 +4,7 @@
 use super::{Answer, Ask, Kind, Stdio};
 use crate::failure::Failure;
 use crate::launch::Slots;
-use crate::launch::os_child::{Ended, GroupGuard, Keeper, Launched, OsChild};
+use crate::launch::os_child::{Ended, GroupGuard, Keeper, Kept, Launched, OsChild};
 use crate::launch::process::ChildIo;
 use crate::outcome::Confinement;
 use crate::policy::Prepared;
@@ -99,11 +99,12 @@ impl LaunchClient {
             .map_err(|e| Failure::from_io("asking the host to start the child", &e))?;
         match answer {
             Answer::Started {
+                id,
                 pid,
                 confinement,
                 pipes,
             } => self
-                .started(pid, fds, pipes, slots)
+                .started((id, pid), fds, pipes, slots)
                 .map(|(child, group)| Launched {
                     child,
                     group,
@@ -114,11 +115,11 @@ impl LaunchClient {
         }
     }
 
-    /// The child `pid` the launcher started, from its pidfd and the pipe
-    /// ends (`pipes`) in `fds`.
+    /// The child the launcher started (its id there, and its pid), from its
+    /// pidfd and the pipe ends (`pipes`) in `fds`.
     fn started(
         self: &Arc<Self>,
-        pid: i32,
+        (id, pid): (u64, i32),
         fds: Vec<OwnedFd>,
         pipes: [bool; 3],
         slots: Slots<'_>,
@@ -127,29 +128,33 @@ impl LaunchClient {
         let pid = Pid::from_raw(pid).ok_or_else(|| bad("names no process"))?;
         let expected = 1 + pipes.iter().filter(|p| **p).count();
         if fds.len() != expected {
-            self.release(pid);
+            self.release(id);
             return Err(bad("has the wrong descriptors"));
         }
         let mut fds = fds.into_iter();
         let pidfd = fds.next().expect("counted");
         let mut child = OsChild::new(pid, pidfd).map_err(|e| {
-            self.release(pid);
+            self.release(id);
             Failure::from_io("watching the child", &e)
         })?;
-        child.launcher = Some(self.clone() as Arc<dyn Keeper>);
+        let kept = Kept {
+            keeper: self.clone() as Arc<dyn Keeper>,
+            id,
+        };
+        child.launcher = Some(kept.clone());
         let [stdin, stdout, stderr] = pipes.map(|p| p.then(|| fds.next().expect("counted")));
         (child.stdin, child.stdout, child.stderr) = (stdin, stdout, stderr);
         let mut group = GroupGuard::new(pid, slots, None, None);
-        group.launcher = Some(self.clone() as Arc<dyn Keeper>);
+        group.launcher = Some(kept);
         Ok((child, group))
     }
 }
 
 impl Keeper for LaunchClient {
-    /// Sends `signal` to the group of child `pid`.
-    fn signal(&self, pid: Pid, signal: Signal) -> io::Result<()> {
+    /// Sends `signal` to the group of child `id`.
+    fn signal(&self, id: u64, signal: Signal) -> io::Result<()> {
         let ask = Ask::Signal {
-            pid: pid.as_raw_nonzero().get(),
+            id,
             signal: signal.as_raw(),
         };
         match self.call(&ask, &[])? {
@@ -158,11 +163,9 @@ impl Keeper for LaunchClient {
         }
     }
 
-    /// How child `pid` ended, if it has.
-    fn reap(&self, pid: Pid) -> io::Result<Option<Ended>> {
-        let ask = Ask::Reap {
-            pid: pid.as_raw_nonzero().get(),
-        };
+    /// How child `id` ended, if it has.
+    fn reap(&self, id: u64) -> io::Result<Option<Ended>> {
+        let ask = Ask::Reap { id };
         match self.call(&ask, &[])? {
             (Answer::Reaped { ended }, _) => {
                 Ok(ended.map(|(status, usage)| Ended { status, usage }))
@@ -171,12 +174,10 @@ impl Keeper for LaunchClient {
         }
     }
 
-    /// Tells the launcher this worker is done with child `pid`, without
+    /// Tells the launcher this worker is done with child `id`, without
     /// waiting: the launcher answers nothing to a release.
-    fn release(&self, pid: Pid) {
-        let ask = Ask::Release {
-            pid: pid.as_raw_nonzero().get(),
-        };
+    fn release(&self, id: u64) {
+        let ask = Ask::Release { id };
         let sent = serde_json::to_vec(&ask)
             .map_err(io::Error::other)
             .and_then(|bytes| {
@@ -184,7 +185,7 @@ impl Keeper for LaunchClient {
                 crate::channel::send_frame_with_fds(&socket, &bytes, &[])
             });
         if let Err(e) = sent {
-            tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "cannot release a child");
+            tracing::warn!(id, error = %e, "cannot release a child");
         }
     }
 }

@@ -52,14 +52,14 @@ pub(crate) enum Ask {
         request: Asked,
         stdio: [Stdio; 3],
     },
-    /// Send `signal` to the process group of child `pid`.
-    Signal { pid: i32, signal: i32 },
-    /// How child `pid` ended, if it has (answered with [`Answer::Reaped`]).
-    Reap { pid: i32 },
-    /// The worker is done with child `pid`: kill what is left of its
+    /// Send `signal` to the process group of child `id`.
+    Signal { id: u64, signal: i32 },
+    /// How child `id` ended, if it has (answered with [`Answer::Reaped`]).
+    Reap { id: u64 },
+    /// The worker is done with child `id`: kill what is left of its
     /// group, and reap it. The one request not answered: a worker does
     /// not wait for it.
-    Release { pid: i32 },
+    Release { id: u64 },
     /// A launch socket of its own for a worker this worker forks, holding
     /// `policy` (the worker's worker's, narrowed by this worker) and the
     /// directories `dirs` (paths as this worker names them, and whether
@@ -115,9 +115,12 @@ pub(crate) enum Stdio {
 /// The launcher's answer to one [`Ask`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Answer {
-    /// The child started: its pid and confinement; the message carries a
-    /// pidfd of it, then the worker's end of each `pipes` stream, in order.
+    /// The child started: the launcher's id of it (what later requests
+    /// name it by: its pid may be another child's once it is reaped), its
+    /// pid and confinement; the message carries a pidfd of it, then the
+    /// worker's end of each `pipes` stream, in order.
     Started {
+        id: u64,
         pid: i32,
         confinement: Confinement,
         pipes: [bool; 3],

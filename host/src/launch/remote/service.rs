@@ -63,6 +63,7 @@ impl Services {
                     services,
                     account,
                     children: HashMap::new(),
+                    next_id: 0,
                 };
                 service.run(&socket);
             })?;
@@ -127,7 +128,9 @@ struct Service {
     /// Where a worker's worker's launch socket is served.
     services: Arc<Services>,
     account: Account,
-    children: HashMap<i32, Launched>,
+    /// The children started, by the id given each.
+    children: HashMap<u64, Launched>,
+    next_id: u64,
 }
 
 impl Service {
@@ -135,10 +138,10 @@ impl Service {
     fn run(&mut self, socket: &UnixStream) {
         while let Ok((frame, fds)) = crate::channel::read_frame_with_fds(socket) {
             let (answer, passed) = match serde_json::from_slice::<Ask>(&frame) {
-                Ok(Ask::Release { pid }) => {
+                Ok(Ask::Release { id }) => {
                     // Unanswered (the worker does not wait for it): its
                     // group is killed and it is reaped, as it is dropped.
-                    self.children.remove(&pid);
+                    self.children.remove(&id);
                     continue;
                 }
                 Ok(ask) => self.answer(ask, fds),
@@ -169,11 +172,11 @@ impl Service {
             } => self
                 .start(kind, &request, stdio, fds)
                 .unwrap_or_else(failed),
-            Ask::Signal { pid, signal } => match self.signal(pid, signal) {
+            Ask::Signal { id, signal } => match self.signal(id, signal) {
                 Ok(()) => (Answer::Done, Vec::new()),
                 Err(f) => failed(f),
             },
-            Ask::Reap { pid } => match self.reap(pid) {
+            Ask::Reap { id } => match self.reap(id) {
                 Ok(ended) => (Answer::Reaped { ended }, Vec::new()),
                 Err(f) => failed(f),
             },
@@ -290,21 +293,23 @@ impl Service {
         let pidfd = (child.pidfd().ok().flatten())
             .ok_or_else(|| Failure::Io("the child has no pidfd".into()))?;
         let ends = [child.stdin.take(), child.stdout.take(), child.stderr.take()];
+        self.next_id += 1;
+        let id = self.next_id;
         let answer = Answer::Started {
+            id,
             pid: launched.group.pgid.as_raw_nonzero().get(),
             confinement: launched.confinement,
             pipes: ends.each_ref().map(Option::is_some),
         };
         let passed = std::iter::once(pidfd).chain(ends.into_iter().flatten());
-        self.children
-            .insert(launched.group.pgid.as_raw_nonzero().get(), launched);
+        self.children.insert(id, launched);
         Ok((answer, passed.collect()))
     }
 
-    /// Sends `signal` to child `pid`'s group: nothing if the worker
+    /// Sends `signal` to child `id`'s group: nothing if the worker
     /// released it (or never had it).
-    fn signal(&self, pid: i32, signal: i32) -> Result<(), Failure> {
-        let Some(child) = self.children.get(&pid) else {
+    fn signal(&self, id: u64, signal: i32) -> Result<(), Failure> {
+        let Some(child) = self.children.get(&id) else {
             return Ok(());
         };
         let signal = u8::try_from(signal)
@@ -313,13 +318,14 @@ impl Service {
         (child.group.signal(signal)).map_err(|e| Failure::from_io("signalling the child", &e))
     }
 
-    /// How child `pid` ended, if it has (reaped now).
-    fn reap(&mut self, pid: i32) -> Result<Option<(ExitStatus, ResourceUsage)>, Failure> {
-        let Some(child) = self.children.get_mut(&pid) else {
+    /// How child `id` ended, if it has (reaped now).
+    fn reap(&mut self, id: u64) -> Result<Option<(ExitStatus, ResourceUsage)>, Failure> {
+        let Some(child) = self.children.get_mut(&id) else {
             return Err(Failure::InvalidArgument(format!(
-                "process {pid} is no child of this worker's"
+                "child {id} is no child of this worker's"
             )));
         };
+        let pid = child.group.pid();
         let ended = (child.child.try_wait())
             .map_err(|e| Failure::from_io(format_args!("waiting for child {pid}"), &e))?;
         if let Some(ended) = ended {

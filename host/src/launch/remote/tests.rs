@@ -69,6 +69,25 @@ fn start(program: &str, args: &[&str], cwd: Option<&str>, stdio: [Stdio; 3]) -> 
 
 const NULL: [Stdio; 3] = [Stdio::Null, Stdio::Null, Stdio::Null];
 
+/// Starts `sleep 60` on `socket`; its id there and its pid.
+fn sleeper(socket: &UnixStream) -> (u64, i32) {
+    let (answer, _) = ask(socket, &start("sleep", &["60"], None, NULL), &[]);
+    let Answer::Started { id, pid, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    (id, pid)
+}
+
+/// Waits (10 s at most) for process `pid` to be gone: `what` did not end it.
+async fn gone(pid: i32, what: &str) {
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rustix::process::test_kill_process(pid).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_asking_its_launcher_for_a_program_not_granted_to_it_is_refused_and_nothing_runs()
 {
@@ -129,7 +148,7 @@ async fn a_granted_child_starts_its_output_comes_back_and_it_is_reaped_with_its_
     let socket = launcher(&["/bin/echo"], dir.path());
     let piped = [Stdio::Null, Stdio::Pipe, Stdio::Null];
     let (answer, fds) = ask(&socket, &start("echo", &["hi"], Some("/work"), piped), &[]);
-    let Answer::Started { pid, pipes, .. } = answer else {
+    let Answer::Started { id, pipes, .. } = answer else {
         panic!("{answer:?}");
     };
     assert_eq!(pipes, [false, true, false]);
@@ -138,17 +157,18 @@ async fn a_granted_child_starts_its_output_comes_back_and_it_is_reaped_with_its_
     std::io::Read::read_to_string(&mut std::fs::File::from(stdout), &mut out).unwrap();
     assert_eq!(out, "hi\n");
     let ended = loop {
-        match ask(&socket, &Ask::Reap { pid }, &[]).0 {
+        match ask(&socket, &Ask::Reap { id }, &[]).0 {
             Answer::Reaped { ended: Some(ended) } => break ended,
             Answer::Reaped { ended: None } => std::thread::yield_now(),
             other => panic!("{other:?}"),
         }
     };
     assert_eq!(ended.0, ExitStatus::Exited(0));
-    // A pid that is not its child's: no answer but an error, no signal.
-    let (answer, _) = ask(&socket, &Ask::Reap { pid: 1 }, &[]);
+    // An id that is not one of its children's: no answer but an error, no
+    // signal.
+    let (answer, _) = ask(&socket, &Ask::Reap { id: 99 }, &[]);
     assert!(matches!(answer, Answer::Failed(_)), "{answer:?}");
-    let (answer, _) = ask(&socket, &Ask::Signal { pid: 1, signal: 0 }, &[]);
+    let (answer, _) = ask(&socket, &Ask::Signal { id: 99, signal: 9 }, &[]);
     assert!(matches!(answer, Answer::Done), "{answer:?}");
 }
 
@@ -171,20 +191,9 @@ async fn bytes_that_are_no_request_are_refused_and_the_launcher_goes_on() {
 async fn a_workers_children_are_killed_when_its_launch_socket_closes() {
     let dir = tempfile::tempdir().unwrap();
     let socket = launcher(&["/bin/sleep"], dir.path());
-    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
-    let Answer::Started { pid, .. } = answer else {
-        panic!("{answer:?}");
-    };
+    let (_, pid) = sleeper(&socket);
     drop(socket);
-    let pid = rustix::process::Pid::from_raw(pid).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while rustix::process::test_kill_process(pid).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child outlived its worker's socket"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    gone(pid, "the child outlived its worker's socket").await;
 }
 
 /// Asks `socket` for a launch socket for a worker's worker holding
@@ -310,26 +319,15 @@ async fn a_workers_worker_gets_a_launcher_no_wider_than_its_own_grants() {
 async fn a_released_child_is_killed_and_the_release_is_not_answered() {
     let dir = tempfile::tempdir().unwrap();
     let socket = launcher(&["/bin/sleep"], dir.path());
-    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
-    let Answer::Started { pid, .. } = answer else {
-        panic!("{answer:?}");
-    };
-    let release = serde_json::to_vec(&Ask::Release { pid }).unwrap();
+    let (id, pid) = sleeper(&socket);
+    let release = serde_json::to_vec(&Ask::Release { id }).unwrap();
     crate::channel::send_frame_with_fds(&socket, &release, &[]).unwrap();
     // The next answer is the next request's: the child is no longer the
     // worker's to reap.
-    let (answer, _) = ask(&socket, &Ask::Reap { pid }, &[]);
+    let (answer, _) = ask(&socket, &Ask::Reap { id }, &[]);
     assert!(
         matches!(answer, Answer::Failed(Failure::InvalidArgument(_))),
         "{answer:?}"
     );
-    let pid = rustix::process::Pid::from_raw(pid).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while rustix::process::test_kill_process(pid).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the released child lives on"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    gone(pid, "the released child lives on").await;
 }
