@@ -52,18 +52,19 @@ struct Served {
 }
 
 impl Served {
-    /// Starts serving, writing the audit events of the worker's children
-    /// up its report pipe `reports` as the worker's own are, so that
+    /// Starts serving, handing the audit events of the worker's children
+    /// to the worker's `reports` as the worker's own lines are, so that
     /// they are tagged with the worker and reach whoever forked it (a
-    /// cluster host too).
+    /// cluster host too), but never through the worker's pipe, which the
+    /// worker could garble.
     fn serve(
         mut self,
         services: &Arc<service::Services>,
-        reports: &std::os::fd::OwnedFd,
+        reports: &Arc<std::sync::Mutex<crate::worker::spec::Reports>>,
     ) -> Result<(), Failure> {
         let fail = |e: std::io::Error| Failure::from_io("starting the worker's launcher", &e);
-        let pipe = std::fs::File::from(reports.try_clone().map_err(fail)?);
-        self.rights.launcher.audit = Some(crate::audit::AuditLog::new(pipe));
+        let lines = crate::worker::spec::ReportLines(reports.clone());
+        self.rights.launcher.audit = Some(crate::audit::AuditLog::new(lines));
         let rights = Arc::new(std::sync::Mutex::new(self.rights));
         (services.serve(self.ours, rights, service::Account::new())).map_err(fail)
     }
@@ -177,7 +178,7 @@ impl ProcessCtx {
         let held = usize::from(!self.workers.warm.is_empty());
         self.check_budget(slots - held, spawns)?;
         let codes = self.tree_code(&spec)?;
-        let mut launch = self.worker_launch(&spec.policy, &spec.dirs, &dirs)?;
+        let launch = self.worker_launch(&spec.policy, &spec.dirs, &dirs)?;
         let (out, out_reader, mut forwarders) = self.worker_output("stdout", stdout)?;
         let (err, err_reader, more) = self.worker_output("stderr", stderr)?;
         forwarders.extend(more);
@@ -218,12 +219,9 @@ impl ProcessCtx {
         let (mut child, socket, held) = started?;
         child.count(slots - held);
         self.worker_deadline(&mut child)?;
-        if let Some(served) = launch.as_mut().and_then(|l| l.served.take()) {
-            served.serve(&self.launcher.services, &report_end)?;
-        }
         self.budget.spawned(spawns);
         child.attach(out_reader, err_reader, forwarders);
-        drop((dirs, report_end, out, err, launch));
+        drop((dirs, report_end, out, err));
         let component = (spec.component.file_name())
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         if let Some(audit) = &self.audit {
@@ -240,6 +238,10 @@ impl ProcessCtx {
             tee,
         )
         .map_err(|e| Failure::from_io("watching the worker's reports", &e))?;
+        // (Its requests wait in the socket until then.)
+        if let Some(served) = launch.and_then(|l| l.served) {
+            served.serve(&self.launcher.services, &reports)?;
+        }
         Ok(StartedWorker {
             socket,
             child,

@@ -149,6 +149,25 @@ pub(crate) struct Reports {
 /// sends them on to the forking host).
 pub(crate) type Tee = Box<dyn Fn(&[u8]) + Send>;
 
+/// Whole lines written into a worker's [`Reports`] as if it had sent them
+/// up: how the host's launcher of the worker's children reports their
+/// events (its `AuditLog` writes each line in one `write`).
+pub(crate) struct ReportLines(pub std::sync::Arc<std::sync::Mutex<Reports>>);
+
+impl std::io::Write for ReportLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut reports = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            reports.handle(line);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Longest report line kept: a longer one is dropped (with a warning).
 const MAX_REPORT_LINE: usize = 1 << 20;
 
@@ -212,7 +231,9 @@ impl Reports {
         open
     }
 
-    fn handle(&mut self, line: &[u8]) {
+    /// Handles one report line (without its newline), as if read from the
+    /// pipe.
+    pub(crate) fn handle(&mut self, line: &[u8]) {
         if let Some(tee) = &self.tee {
             tee(line);
         }
@@ -236,5 +257,52 @@ impl Reports {
             let tag = serde_json::json!({ "pid": self.worker.0, "component": self.worker.1 });
             audit.forward(value, &tag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Where the audit log writes, read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_launchers_lines_stay_whole_and_tagged_whatever_the_worker_half_wrote() {
+        let sink = Sink::default();
+        let audit = crate::audit::AuditLog::new(sink.clone());
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let reports = Reports::start(read, (7, "w.wasm".into()), Some(audit), None, None).unwrap();
+        // The worker leaves half a line in its pipe, as if to swallow the
+        // next one written there.
+        let mut pipe = std::fs::File::from(write);
+        pipe.write_all(b"{\"event\":\"forged\",\"x\":\"").unwrap();
+        reports.lock().unwrap().drain();
+        // The launcher's event does not go through that pipe.
+        let mut lines = ReportLines(reports.clone());
+        lines
+            .write_all(b"{\"event\":\"spawn\",\"pid\":42}\n")
+            .unwrap();
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let events: Vec<serde_json::Value> = (written.lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 1, "{written}");
+        assert_eq!(events[0]["event"], "spawn");
+        assert_eq!(events[0]["pid"], 42);
+        assert_eq!(events[0]["worker"]["pid"], 7);
     }
 }
