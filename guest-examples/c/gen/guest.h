@@ -316,7 +316,7 @@ typedef struct wasmproc_process_exec_exec_options_t {
   guest_option_u64_t   timeout_ms;
   // Signal sent to the process group on timeout or when a buffer
   // overflows; if the group is still alive after a grace period it is
-  // killed with SIGKILL. `none`: 9 (SIGKILL).
+  // killed with SIGKILL. `none`: 15 (SIGTERM), as Node.
   guest_option_u8_t   kill_signal;
   // Largest number of bytes kept per output stream. When a stream
   // exceeds it, the child's group is killed, the output is truncated to
@@ -403,8 +403,10 @@ typedef struct wasmproc_process_spawn_spawn_options_t {
   // Kill the child's process group after this many milliseconds (as
   // Node's `spawn` `timeout`): `kill-signal` first, then SIGKILL if the
   // group is still there after the host's grace period. `wait` and
-  // `try-wait` then say `timed-out`. `none`: no deadline. A value above
-  // the host's maximum exec timeout is refused with `limit-exceeded`.
+  // `try-wait` then say `timed-out`. `none`: the host's maximum timeout
+  // if it has one (a deadline a guest cannot leave out), else no
+  // deadline. A value above the host's maximum is refused with
+  // `limit-exceeded`.
   guest_option_u64_t   timeout_ms;
   // The signal sent when the deadline expires. `none`: 15 (SIGTERM).
   guest_option_u8_t   kill_signal;
