@@ -138,13 +138,14 @@ impl AuditLog {
     }
 }
 
+/// An audit log's destination that tests read back.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// A destination that can be read back after the log wrote to it.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Sink {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -158,7 +159,7 @@ mod tests {
 
     impl Sink {
         /// Each line written, parsed; every line must end with a newline.
-        fn lines(&self) -> Vec<Value> {
+        pub(crate) fn lines(&self) -> Vec<Value> {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
             text.lines()
@@ -166,6 +167,12 @@ mod tests {
                 .collect()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Sink;
+    use super::*;
 
     fn now_ms() -> u64 {
         SystemTime::now()

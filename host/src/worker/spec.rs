@@ -263,22 +263,8 @@ impl Reports {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::testing::Sink;
     use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    /// Where the audit log writes, read back.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[tokio::test]
     async fn the_launchers_lines_stay_whole_and_tagged_whatever_the_worker_half_wrote() {
@@ -296,11 +282,8 @@ mod tests {
         lines
             .write_all(b"{\"event\":\"spawn\",\"pid\":42}\n")
             .unwrap();
-        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let events: Vec<serde_json::Value> = (written.lines())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(events.len(), 1, "{written}");
+        let events = sink.lines();
+        assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0]["event"], "spawn");
         assert_eq!(events[0]["pid"], 42);
         assert_eq!(events[0]["worker"]["pid"], 7);
