@@ -12,8 +12,9 @@
 //! flag with no key says why (`; flag only "..."`). docs/policy.md lists
 //! every key; tests keep it, the example file and this table the same.
 
-use crate::policy::{Dir, schema};
+use crate::policy::{Dir, Source, schema};
 use crate::values::{Bytes, DirGrant, Written, parse_dir, parse_id_range, parse_user};
+use anyhow::{Context as _, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -361,3 +362,60 @@ impl Grants {
         }
     }
 }
+
+/// Adds the grants of the policy file at `path` to `args`.
+pub fn apply_policy_file(path: &Path, args: &mut Grants) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    apply_text(path, &text, args)
+}
+
+/// Adds the grants of `text`, the policy file at `path`, to `args`, key by
+/// key (the first refusal is the error), then checks what the file and the
+/// flags say together.
+pub(crate) fn apply_text(path: &Path, text: &str, args: &mut Grants) -> Result<()> {
+    let policy: PolicyFile =
+        toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let file = Source::new(path);
+    crate::grants::apply(&file, policy, args)?;
+    file.check_cgroup(args)?;
+    file.check_identity(args)?;
+    file.check_confinement(args)?;
+    file.check_client_cert(args)
+}
+
+impl Source<'_> {
+    pub(crate) fn check_cgroup(&self, args: &Grants) -> Result<()> {
+        if args.no_cgroup && args.cgroup_per_child {
+            bail!(self.refuse("a cgroup per child needs the guest's cgroup"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_identity(&self, args: &Grants) -> Result<()> {
+        if args.child_user.is_some() && args.child_uids.is_some() {
+            bail!(self.refuse(
+                "child_user and child_uids cannot both be given (one id for all, or one per guest)"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_confinement(&self, args: &Grants) -> Result<()> {
+        if args.require_confinement && (args.no_confinement || args.no_sandbox) {
+            bail!(self.refuse("confinement is both required and disabled"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_client_cert(&self, args: &Grants) -> Result<()> {
+        if args.nats_cert.is_some() != args.nats_key.is_some() {
+            bail!(self.refuse("nats_cert and nats_key go together (a certificate and its key)"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

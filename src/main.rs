@@ -252,7 +252,7 @@ fn logs_are_coloured_only_on_a_terminal_and_without_no_color() {
 
 fn run(mut args: RunArgs) -> Result<ExitCode> {
     if let Some(path) = args.grants.policy.clone() {
-        policy::apply(&path, &mut args.grants)?;
+        grants::apply_policy_file(&path, &mut args.grants)?;
     }
     // The cache first: no grant may reach it.
     let runner = Runner::new()?;
@@ -285,7 +285,7 @@ fn run(mut args: RunArgs) -> Result<ExitCode> {
 /// `wasmproc agent`: see `wasmproc_host::agent`.
 fn agent(mut args: AgentArgs) -> Result<ExitCode> {
     if let Some(path) = args.grants.policy.clone() {
-        policy::apply(&path, &mut args.grants)?;
+        grants::apply_policy_file(&path, &mut args.grants)?;
     }
     if args.grants.allow_fork.is_empty() {
         bail!("an agent runs only the components granted with --allow-fork: grant at least one");
