@@ -139,6 +139,9 @@ enum Commands {
         /// request (see `wasmproc_host::worker::serve_as_template`).
         #[arg(long)]
         template: bool,
+        /// The user (UID:GID) the template becomes as it starts.
+        #[arg(long, value_parser = parse_user)]
+        user: Option<(u32, u32)>,
     },
 }
 
@@ -215,7 +218,8 @@ fn main() -> ExitCode {
             channel_fd,
             preload,
             template,
-        } => worker(channel_fd, &preload, template),
+            user,
+        } => worker(channel_fd, &preload, template.then_some(user)),
         Commands::Compile { components } => compile(&components),
         Commands::Policy { example: _ } => {
             print!("{}", policy::EXAMPLE);
@@ -397,8 +401,13 @@ fn keygen(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a forked worker: see `wasmproc_host::worker`.
-fn worker(channel_fd: i32, preload: &[String], template: bool) -> Result<ExitCode> {
+/// Runs a forked worker: see `wasmproc_host::worker`;
+/// `template`: serve as the worker template, becoming the user given.
+fn worker(
+    channel_fd: i32,
+    preload: &[String],
+    template: Option<Option<(u32, u32)>>,
+) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
     // starts later (the runtime's, the compiler's) is confined too.
@@ -420,9 +429,9 @@ fn worker(channel_fd: i32, preload: &[String], template: bool) -> Result<ExitCod
     // inherited by the template's copies).
     wasmproc_host::confine::system_rules();
     let mut channel = wasmproc_host::worker::inherited_channel(channel_fd)?;
-    if template {
+    if let Some(user) = template {
         // Returns in each worker it forks (with its own channel).
-        match wasmproc_host::worker::serve_as_template(channel)? {
+        match wasmproc_host::worker::serve_as_template(channel, user)? {
             Some(own) => channel = own,
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -687,4 +696,13 @@ fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
         *slot = Some(value);
     }
     Ok(limits)
+}
+
+/// A `UID:GID` pair.
+fn parse_user(text: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = text.split_once(':').ok_or("expected UID:GID")?;
+    Ok((
+        uid.parse().map_err(|e| format!("uid: {e}"))?,
+        gid.parse().map_err(|e| format!("gid: {e}"))?,
+    ))
 }

@@ -2022,3 +2022,78 @@ fn a_worker_runs_as_its_guests_user_with_no_capability_and_its_children_are_the_
         Verdict { refused, how },
     )]);
 }
+
+/// The pids of the host `host`'s worker template: its children running
+/// the worker executable with `--template`.
+fn templates_of(host: u32) -> Vec<String> {
+    let entries = std::fs::read_dir("/proc").unwrap().flatten();
+    entries
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.contains(&&b"--template"[..])
+                && std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .is_ok_and(|s| s.contains(&format!("PPid:\t{host}\n")))
+        })
+        .collect()
+}
+
+/// Issue 22: a worker lives inside its guest's sandbox, not in the host's
+/// view. A decoy file outside every grant exists for the host; through a
+/// live worker's root (`/proc/PID/root`) it does not, while the program
+/// the guest was granted does (the view is the guest's). The worker is
+/// in a PID namespace below the host's (two pids in `NSpid`), so its
+/// `/proc` names no process outside its guest's tree. The worker template
+/// waits as the guest's user, with no capability, in that view too.
+/// (Before, workers saw the host's whole file system and `/proc`, and the
+/// template held `CAP_SETUID` and `CAP_SETGID` as root.)
+#[test]
+fn a_worker_and_its_template_live_in_the_guests_view_and_pid_namespace() {
+    if !rustix::process::geteuid().is_root() {
+        println!("note: the host is not root here: there is no sandbox to enter");
+        return;
+    }
+    let decoy_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let decoy = decoy_dir.path().join("secret");
+    std::fs::write(&decoy, "the host's").unwrap();
+    let (mut host, worker, _child) = holding_host();
+    let through =
+        |pid: &str, path: &Path| Path::new(&format!("/proc/{pid}/root{}", path.display())).exists();
+    let granted = std::fs::canonicalize(testprog()).unwrap();
+    let sees_decoy = through(&worker, &decoy);
+    let sees_grant = through(&worker, &granted);
+    let w = proc_status(&worker);
+    let nspids = w["NSpid"].split_whitespace().count();
+    let templates = templates_of(host.id());
+    let template = templates
+        .first()
+        .map(|pid| (proc_status(pid), through(pid, &decoy)));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert!(through("self", &decoy), "the decoy is there for the host");
+    let template_holds = match &template {
+        Some((t, sees)) => {
+            t["Uid"].split_whitespace().all(|id| id != "0")
+                && t["CapPrm"] == "0000000000000000"
+                && t["CapEff"] == "0000000000000000"
+                && t["NSpid"].split_whitespace().count() == 2
+                && !sees
+        }
+        None => false,
+    };
+    let refused = !sees_decoy && sees_grant && nspids == 2 && template_holds;
+    let how = format!(
+        "worker sees the decoy {sees_decoy}, the granted program {sees_grant}, NSpid {}; template {:?}",
+        w["NSpid"],
+        template.map(|(t, sees)| format!(
+            "Uid {} CapPrm {} CapEff {} NSpid {} sees the decoy {sees}",
+            t["Uid"], t["CapPrm"], t["CapEff"], t["NSpid"]
+        )),
+    );
+    report(&[(
+        "a worker or its template seeing the host's files and processes",
+        Verdict { refused, how },
+    )]);
+}

@@ -74,10 +74,14 @@ impl Agent {
     /// inside a tokio runtime.
     pub async fn connect(
         nats: &NatsOptions,
-        ctx: ProcessCtx,
+        mut ctx: ProcessCtx,
         mut labels: Vec<String>,
         (identity, trust): (Identity, Trust),
     ) -> Result<Arc<Agent>> {
+        // Each session's workers run as a user of that session's own, so
+        // the worker template serves many users and keeps the right to
+        // become each.
+        ctx.workers.many_users = true;
         let client = nats.connect("wasmproc agent", None).await?;
         labels.extend(ctx.policy.pinned_labels());
         let drops = Drops::new("agent", ctx.audit.clone());

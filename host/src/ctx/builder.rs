@@ -491,7 +491,8 @@ impl ProcessCtxBuilder {
                 }
             }
         }
-        ctx.launcher.set_up(&ctx.policy, &ctx.dirs, spawns);
+        let worker = (ctx.workers.executable.as_deref()).filter(|_| !ctx.policy.forks.is_empty());
+        ctx.launcher.set_up(&ctx.policy, &ctx.dirs, worker);
         ctx
     }
 }

@@ -271,3 +271,18 @@ fn unescape(path: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Moves process `pid` into the cgroup open as `cgroup` (this host may: it
+/// is root): a worker that the worker template, which runs as its guest's
+/// user and may move nothing, forked.
+pub(crate) fn adopt(cgroup: BorrowedFd<'_>, pid: rustix::process::Pid) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let procs = rustix::fs::openat(
+        cgroup,
+        "cgroup.procs",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::io::write(&procs, pid.as_raw_nonzero().to_string().as_bytes())?;
+    Ok(())
+}

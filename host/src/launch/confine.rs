@@ -248,12 +248,11 @@ pub(crate) fn confine_worker(
     for path in read_write {
         extra.push((PathFd::new(path)?, AccessFs::from_all(ABI_USED)));
     }
-    // A worker that may fork runs the worker executable on its components.
+    // A worker that may fork runs the worker executable, on code handed
+    // down in memfds: it never reads its components' files (which its
+    // guest's view, where it runs, does not show).
     if let (Some(exe), false) = (worker_executable, policy.forks.is_empty()) {
         extra.push((PathFd::new(exe)?, AccessFs::ReadFile | AccessFs::Execute));
-        for fork in &policy.forks {
-            extra.push((PathFd::new(&fork.path)?, AccessFs::ReadFile.into()));
-        }
     }
     let programs = policy.runnable();
     let status = ruleset(dirs, &programs, policy.network, extra)?.restrict_self()?;

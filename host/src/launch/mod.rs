@@ -35,7 +35,7 @@ use rustix::process::Pid;
 use sandbox::{Layers, Sandbox};
 use serde_json::json;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use wasmtime_wasi::cli::StdoutStream;
@@ -114,7 +114,13 @@ impl Launcher {
     /// only here: nothing a guest does later can make it fail and lower
     /// the walls) and its Landlock ruleset. Each that cannot be made is
     /// logged, and children run without it (see [`Launcher::layers`]).
-    pub(crate) fn set_up(&mut self, policy: &Policy, dirs: &[DirGrant], spawns: bool) {
+    ///
+    /// The sandbox is built when the guest may run programs, or fork
+    /// (`worker`, the worker executable): its worker processes live in it
+    /// too (see [`Launcher::worker_view`]), so its view shows `worker`,
+    /// read-only (children may not execute it: Landlock grants them only
+    /// their programs).
+    pub(crate) fn set_up(&mut self, policy: &Policy, dirs: &[DirGrant], worker: Option<&Path>) {
         if self.remote.is_some() {
             return;
         }
@@ -127,8 +133,10 @@ impl Launcher {
                 })
                 .ok();
         }
-        let programs = policy.runnable();
-        if policy.confine && policy.use_sandbox && spawns && self.sandbox.is_none() {
+        let mut programs = policy.runnable();
+        let worker = worker.and_then(worker_grant);
+        programs.extend(worker.as_ref());
+        if policy.confine && policy.use_sandbox && !programs.is_empty() && self.sandbox.is_none() {
             self.sandbox = Sandbox::build(dirs, &programs, policy.network)
                 .map(Arc::new)
                 .inspect_err(|e| {
@@ -202,6 +210,17 @@ impl Launcher {
         self.sandbox.as_deref()
     }
 
+    /// The guest's sandbox as its worker processes (and the worker
+    /// template) enter it: its view, which shows the worker executable,
+    /// and its PID namespace, whose `/proc` a worker needs (it opens what
+    /// it was handed through `/proc/self/fd`). So a worker, which runs
+    /// wasm and may run native code should an attacker ever get it that
+    /// far, sees no path and no process outside its guest's; it then
+    /// narrows itself further with Landlock (`worker::confine`).
+    fn worker_view(&self, policy: &Policy) -> Option<&Sandbox> {
+        (self.sandbox()).filter(|s| policy.confine && policy.use_sandbox && s.has_pid_namespace())
+    }
+
     /// The walls a child stands behind: a confined one (not a forked
     /// worker) running as `identity` (the guest's ask) or the child user.
     pub(crate) fn layers(
@@ -211,12 +230,17 @@ impl Launcher {
         identity: Option<(u32, u32)>,
     ) -> Layers {
         if !confined || !policy.confine {
+            // A worker process: in the guest's view and PID namespace
+            // where it has them, with network and IPC namespaces of its
+            // own on a root host (its other walls it builds itself).
+            let view = !confined && self.worker_view(policy).is_some();
+            let own = !confined && policy.use_sandbox && can_make_namespaces();
             return Layers {
                 identity: false,
-                mount: false,
-                network: false,
-                ipc: false,
-                pid: false,
+                mount: view,
+                network: own,
+                ipc: own,
+                pid: view,
                 seccomp: false,
                 landlock: Confinement::None,
             };
@@ -303,9 +327,10 @@ impl Launcher {
             rlimits: &rlimits,
             namespaces: sandbox.map(|s| s.namespaces()),
             // A worker process needs no network (its children get theirs
-            // from the launcher) and shares no IPC with the host: on a
-            // root host it gets empty namespaces of its own.
-            own_namespaces: !prepared.confine && policy.use_sandbox && can_make_namespaces(),
+            // from the launcher) and shares no IPC with the host or its
+            // guest's children: on a root host it gets empty namespaces of
+            // its own (see `layers`).
+            own_namespaces: !prepared.confine && layers.ipc,
             identity,
             seccomp: layers.seccomp.then(sandbox::seccomp_program),
         };
@@ -406,6 +431,18 @@ impl Launcher {
             }
         }
     }
+}
+
+/// The worker executable `path` as the sandbox shows it: bound read-only
+/// at its real path, like a granted program (but not granted to children).
+fn worker_grant(path: &Path) -> Option<ProgramGrant> {
+    let real_path = std::fs::canonicalize(path).ok()?;
+    Some(ProgramGrant {
+        name: "wasmproc".into(),
+        path: path.to_owned(),
+        real_path,
+        pin: None,
+    })
 }
 
 /// Whether this process may make namespaces (it holds `CAP_SYS_ADMIN`:

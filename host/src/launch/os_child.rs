@@ -65,6 +65,19 @@ pub(crate) struct Kept {
     pub id: u64,
 }
 
+/// The pid, in this host's PID namespace, of the process `pidfd` refers
+/// to (its `fdinfo` says; a process forked in a guest's PID namespace has
+/// another pid there).
+pub(crate) fn pid_of(pidfd: &OwnedFd) -> io::Result<Pid> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    (info.lines())
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::other("no live pid behind the pidfd"))
+}
+
 impl OsChild {
     /// The host's child `pid`, known by `pidfd`, without pipes.
     pub fn new(pid: Pid, pidfd: OwnedFd) -> io::Result<OsChild> {

@@ -473,6 +473,7 @@ impl ProcessCtx {
                     socket,
                     ready: false,
                     started: std::time::Instant::now(),
+                    user: self.template_user(),
                 })
             }
             Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
@@ -550,7 +551,7 @@ impl ProcessCtx {
             IdleRole::Cold => Vec::new(),
             IdleRole::Warm | IdleRole::Template => self.preload_code(),
         };
-        let args = worker_args(idle, theirs.as_raw_fd(), &preload);
+        let args = worker_args(idle, theirs.as_raw_fd(), &preload, self.template_user());
         let inherit = std::iter::once(theirs.as_raw_fd())
             .chain(preload.iter().map(|code| code.fd().as_raw_fd()))
             .collect();
@@ -567,6 +568,17 @@ impl ProcessCtx {
         Ok((child, ours))
     }
 
+    /// The user the worker template becomes as soon as it starts: the
+    /// guest's, that every worker of this guest becomes anyway (see
+    /// `worker::shed_privileges`), so that the template holds no privilege
+    /// while it waits; none where workers run as several users
+    /// (`WorkerPool::many_users`) or keep root.
+    fn template_user(&self) -> Option<(u32, u32)> {
+        (!self.workers.many_users)
+            .then(|| crate::worker::own_user(&self.policy))
+            .flatten()
+    }
+
     /// A worker process to start (or, as the audit log shows it, that the
     /// template forked) with `args`, keeping the descriptors `inherit` (its
     /// channel first).
@@ -575,7 +587,8 @@ impl ProcessCtx {
             return Err(no_worker_executable());
         };
         Ok(Prepared {
-            real_program: executable.clone(),
+            // What the guest's view shows (see `Launcher::worker_view`).
+            real_program: std::fs::canonicalize(&executable).unwrap_or_else(|_| executable.clone()),
             program: executable,
             argv0: "wasmproc".to_owned(),
             args,
@@ -615,11 +628,23 @@ impl ProcessCtx {
         let prepared = self.worker_prepared(args, vec![theirs.as_raw_fd()])?;
         // Its copies start in the template's cgroup, the guest's, unless
         // each worker gets a cgroup of its own.
+        // (A template running as its guest's user may move no process:
+        // the host moves its copy, which waits for its specification.)
         let own_cgroup = self.policy.cgroup_per_child;
         let launched = self.launch_with("worker-process", &prepared, |walls| {
             let cgroup = walls.cgroup.filter(|_| own_cgroup);
-            (template.fork(theirs, cgroup))
-                .map_err(|e| Failure::from_io("forking a worker from the worker template", &e))
+            let fail = |e| Failure::from_io("forking a worker from the worker template", &e);
+            let (child, pid) = match template.user {
+                None => template.fork(theirs, cgroup).map_err(fail)?,
+                Some(_) => {
+                    let forked = template.fork(theirs, None).map_err(fail)?;
+                    if let Some(cgroup) = cgroup {
+                        crate::launch::cgroup::adopt(cgroup, forked.1).map_err(fail)?;
+                    }
+                    forked
+                }
+            };
+            Ok((child, pid))
         });
         match launched {
             Ok(launched) => {

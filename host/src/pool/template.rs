@@ -25,13 +25,24 @@ pub(super) fn no_worker_executable() -> Failure {
 }
 
 /// The worker executable's arguments for an `idle` worker process (or the
-/// template) on the inherited channel descriptor `channel_fd`, loading the
-/// inherited code `preload` before its specification comes.
-pub(super) fn worker_args(idle: IdleRole, channel_fd: RawFd, preload: &[Code]) -> Vec<String> {
+/// template, becoming `user` as soon as it starts if given) on the
+/// inherited channel descriptor `channel_fd`, loading the inherited code
+/// `preload` before its specification comes.
+pub(super) fn worker_args(
+    idle: IdleRole,
+    channel_fd: RawFd,
+    preload: &[Code],
+    user: Option<(u32, u32)>,
+) -> Vec<String> {
+    let user = user.filter(|_| idle == IdleRole::Template);
     ["__worker", "--channel-fd", &channel_fd.to_string()]
         .into_iter()
         .map(str::to_owned)
         .chain((idle == IdleRole::Template).then(|| "--template".to_owned()))
+        .chain(
+            user.into_iter()
+                .flat_map(|(uid, gid)| ["--user".to_owned(), format!("{uid}:{gid}")]),
+        )
         .chain(preload.iter().flat_map(|code| {
             let fd = code.fd().as_raw_fd();
             ["--preload".to_owned(), format!("{}:{fd}", code.key)]
@@ -75,6 +86,10 @@ pub(crate) struct Template {
     pub(super) ready: bool,
     /// When it was started.
     pub(super) started: std::time::Instant,
+    /// The user it became as it started (see `WorkerPool::many_users`),
+    /// if any: it then may move no process into a cgroup, and the host
+    /// moves its copies itself.
+    pub(super) user: Option<(u32, u32)>,
 }
 
 /// How long the host waits for the worker template to answer a request.
@@ -116,9 +131,10 @@ impl Template {
         let (reply, mut passed) = crate::channel::read_frame_with_fds(&self.socket)?;
         let forked = passed.pop();
         match (serde_json::from_slice(&reply)?, forked) {
-            (TemplateReply::Started { pid }, Some(pidfd)) => {
-                let pid = (rustix::process::Pid::from_raw(pid))
-                    .ok_or_else(|| std::io::Error::other("a bad pid"))?;
+            (TemplateReply::Started { .. }, Some(pidfd)) => {
+                // The pid the template saw is its PID namespace's (the
+                // guest's); the pidfd tells this host's.
+                let pid = crate::launch::os_child::pid_of(&pidfd)?;
                 Ok((crate::launch::os_child::OsChild::new(pid, pidfd)?, pid))
             }
             (TemplateReply::Failed { error }, forked) => {

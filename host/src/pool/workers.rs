@@ -28,6 +28,11 @@ pub(crate) struct WorkerPool {
     /// The worker template, once started (see
     /// [`worker_template`](crate::ProcessCtxBuilder::worker_template)).
     pub(super) template: Option<Template>,
+    /// Whether its workers run as more than one user (a cluster agent's,
+    /// a user per session): the worker template then keeps the right to
+    /// become each (`CAP_SETUID`, `CAP_SETGID`) rather than becoming the
+    /// guest's user as soon as it starts.
+    pub(crate) many_users: bool,
     /// How many times the template was started.
     pub(super) template_starts: u32,
     /// Whether a fork took a warm worker or lost the template since the

@@ -14,11 +14,13 @@
 //! socket; everything after it belongs to the guests. The worker's guest
 //! gets no grant the spec does not name, and the spec only ever names a
 //! subset of its parent's, with the parent's confinement settings whole.
-//! The worker process keeps only `CAP_SETUID` and `CAP_SETGID`
-//! (`sandbox::WORKER_CAPS`) until its specification comes, then becomes
-//! its guest's user with no capability at all ([`WorkerProcess::accept`])
-//! and confines itself with Landlock ([`confine`]) before its runtime
-//! starts. It starts no child itself: the host that forked it does, over
+//! On a root host every worker process runs inside its guest's sandbox
+//! (its view and PID namespace: `Launcher::worker_view`). It keeps only
+//! `CAP_SETUID` and `CAP_SETGID` (`sandbox::WORKER_CAPS`) until its
+//! specification comes, then becomes its guest's user with no capability
+//! at all ([`WorkerProcess::accept`]) and confines itself with Landlock
+//! ([`confine`]) before its runtime starts; the template becomes that
+//! user as it starts, so its copies hold nothing from the first. It starts no child itself: the host that forked it does, over
 //! the launch socket (see `launch::remote`). Its guest's audit
 //! events and denials go up a pipe to the parent host
 //! (`WorkerSpec::report_fd`).
@@ -90,13 +92,20 @@ pub fn preloaded(
 /// template's is closed at once) until its specification comes, as any
 /// warm worker, and leads its own process group before the host hears of
 /// it.
-pub fn serve_as_template(channel: UnixStream) -> Result<Option<UnixStream>> {
+pub fn serve_as_template(
+    channel: UnixStream,
+    user: Option<(u32, u32)>,
+) -> Result<Option<UnixStream>> {
     channel.set_nonblocking(false)?;
     if !crate::sys::can_fork_as_sibling() {
         bail!("this process cannot serve as a worker template (it needs glibc on x86_64)");
     }
     let one = crate::sys::one_thread().context("a worker template must have one thread")?;
     let host = rustix::process::getppid();
+    if user.is_some() {
+        // Its copies become that user anyway: it holds nothing meanwhile.
+        crate::sys::shed_privileges(user).context("giving up the template's privileges")?;
+    }
     reply(&channel, &TemplateReply::Ready, None)?;
     loop {
         let (request, fds) = match crate::channel::read_frame_with_fds(&channel) {
@@ -300,11 +309,20 @@ impl WorkerProcess {
 /// code it runs ever be an attacker's, is just another process of the
 /// guest's user.
 fn shed_privileges(policy: &crate::policy::Policy) -> Result<()> {
+    // A copy of a worker template that became the user already has no
+    // root to give up (and no right to change user again).
+    let user = own_user(policy).filter(|_| rustix::process::geteuid().is_root());
+    crate::sys::shed_privileges(user).context("giving up the worker's privileges")
+}
+
+/// The user a worker process holding `policy` becomes, on a root host:
+/// its guest's (the user its children run as), unless the guest keeps
+/// capabilities or runs without the sandbox, or that user is root.
+pub(crate) fn own_user(policy: &crate::policy::Policy) -> Option<(u32, u32)> {
     let (uid, gid) = policy.child_id;
     let root = rustix::process::geteuid().is_root();
-    let user = (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
-        .then_some((uid, gid));
-    crate::sys::shed_privileges(user).context("giving up the worker's privileges")
+    (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
+        .then_some((uid, gid))
 }
 
 /// Tells the parent host that the worker's guest trapped, with `message`,
@@ -357,8 +375,9 @@ pub fn confine(process: &ProcessCtx) -> Result<crate::outcome::Confinement> {
     if let Some(audit) = &process.audit {
         audit.record(
             "worker-confined",
+            // (No pid of its own: in its guest's PID namespace it has
+            // another; the host tags the event with the worker's.)
             serde_json::json!({
-                "pid": std::process::id(),
                 "landlock": crate::launch::sandbox::confinement_name(level),
             }),
         );
