@@ -16,8 +16,8 @@
 //! hashing an entry: a fork no longer verifies the cache.
 
 use crate::cache::ComponentCache;
+use crate::memfd::sealed;
 use anyhow::{Context as _, Result};
-use rustix::fs::{MemfdFlags, SealFlags};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ enum Source {
 type Stamp = (u64, u64, i64, i64, i64);
 
 /// Compiled code in a sealed memfd, named by its cache key (the component's
-/// SHA-256 and the engine's compatibility hash, in hex).
+/// BLAKE3 and the engine's compatibility hash, in hex).
 #[derive(Clone, Debug)]
 pub(crate) struct Code {
     pub key: String,
@@ -108,17 +108,17 @@ impl WorkerCode {
                 let source =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 let key = crate::cache::cache_key(engine, &source);
-                let bytes = match cache {
+                let fd = match cache {
                     Some(cache) => cache.code(engine, &key, &source, compile)?,
-                    None if compile => Some(engine.precompile_component(&source)?),
+                    None if compile => Some(sealed(&engine.precompile_component(&source)?)?),
                     None => None,
                 };
-                let Some(bytes) = bytes else {
+                let Some(fd) = fd else {
                     return Ok(None);
                 };
                 let code = Code {
                     key: crate::hex::hex(&key),
-                    fd: Arc::new(sealed(&bytes)?),
+                    fd: Arc::new(fd),
                 };
                 made.insert(path.to_owned(), (stamp, code.clone()));
                 Ok(Some(code))
@@ -131,22 +131,6 @@ impl WorkerCode {
 /// host handed it) into `engine`.
 pub fn load(engine: &Engine, code: BorrowedFd<'_>) -> Result<Component> {
     crate::sys::deserialize_sealed(engine, code).context("loading the code the host handed over")
-}
-
-/// `bytes` in a new memfd, sealed so that no one can change it.
-fn sealed(bytes: &[u8]) -> Result<OwnedFd> {
-    let fd = rustix::fs::memfd_create(
-        "wasmproc-code",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )?;
-    let mut file = std::fs::File::from(fd);
-    std::io::Write::write_all(&mut file, bytes)?;
-    let fd = OwnedFd::from(file);
-    rustix::fs::fcntl_add_seals(
-        &fd,
-        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-    )?;
-    Ok(fd)
 }
 
 /// The identity and version of the file at `path`.
@@ -179,6 +163,7 @@ impl Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::SealFlags;
     use rustix::io::Errno;
     use std::os::fd::AsRawFd;
 

@@ -108,6 +108,7 @@ mod fork;
 mod forked;
 mod hex;
 mod launch;
+mod memfd;
 pub mod outcome;
 mod pipe;
 mod policy;

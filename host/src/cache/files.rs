@@ -11,7 +11,6 @@ use super::{KEY_FILE, KEY_LEN};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
-use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Write as _};
 use std::os::fd::OwnedFd;
@@ -21,15 +20,26 @@ use wasmtime::Engine;
 
 /// The cache key of `source` compiled by `engine`.
 pub(crate) fn cache_key(engine: &Engine, source: &[u8]) -> [u8; 32] {
+    key_of(engine_hash(engine), source)
+}
+
+/// What identifies `engine`'s settings in a cache key: the hash of its
+/// compatibility hash.
+pub(super) fn engine_hash(engine: &Engine) -> u64 {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
-    Sha256::new()
-        .chain_update(source)
-        .chain_update(engine_hash.finish().to_le_bytes())
-        .finalize()
-        .into()
+    engine_hash.finish()
+}
+
+/// The cache key of `source` compiled by an engine of `engine_hash`: the
+/// BLAKE3 of both.
+pub(super) fn key_of(engine_hash: u64, source: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    super::hash_into(&mut hasher, source);
+    hasher.update(&engine_hash.to_le_bytes());
+    hasher.finalize().into()
 }
 
 pub(super) fn entry_name(key: &[u8; 32]) -> String {
@@ -69,7 +79,17 @@ pub(super) fn create_private_file(dir: &OwnedFd, name: &str) -> Result<std::fs::
 /// Checks that the open file `fd` is a regular file of the euid's, mode
 /// 0600 and one link (of exactly `len` bytes if given), then reads it whole.
 pub(super) fn read_private_file(fd: OwnedFd, len: Option<usize>) -> Result<Vec<u8>> {
-    let st = rustix::fs::fstat(&fd)?;
+    let st = check_private_file(&fd, len)?;
+    let size = usize::try_from(st.st_size).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(size);
+    std::fs::File::from(fd).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Checks that the open file `fd` is a regular file of the euid's, mode
+/// 0600 and one link (of exactly `len` bytes if given); its status.
+pub(super) fn check_private_file(fd: &OwnedFd, len: Option<usize>) -> Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(fd)?;
     let euid = rustix::process::geteuid().as_raw();
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         bail!("it is not a regular file");
@@ -89,9 +109,7 @@ pub(super) fn read_private_file(fd: OwnedFd, len: Option<usize>) -> Result<Vec<u
     {
         bail!("it holds {size} bytes, not {len}");
     }
-    let mut bytes = Vec::with_capacity(size);
-    std::fs::File::from(fd).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    Ok(st)
 }
 
 /// Checks that the open directory `fd` belongs to the euid and is not

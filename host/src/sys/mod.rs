@@ -25,7 +25,7 @@ mod privileges;
 mod sandbox;
 mod spawn;
 
-pub(crate) use component::{deserialize_component, deserialize_sealed};
+pub(crate) use component::{deserialize_sealed, deserialize_sealed_file, with_entry_mapped};
 pub(crate) use fork::{Forked, can_fork_as_sibling, fork_as_sibling, one_thread};
 pub(crate) use inherited::take_inherited_fd;
 pub(crate) use mounts::MountStep;
