@@ -93,6 +93,101 @@ impl Hints {
     }
 }
 
+/// What a granted program needs that a confined child cannot reach, if
+/// anything, as a warning that names what to grant: a version manager's
+/// shim (pyenv, rbenv, nodenv, asdf: a script in a `shims` directory that
+/// runs the manager's own files), or a script whose `#!` interpreter is
+/// outside what children see (`visible`: the system directories, the
+/// granted programs and directories). Either would run, and fail with
+/// exit status 127 in the child, only once the guest asks for it.
+pub fn unreachable_interpreter(program: &Path, visible: &dyn Fn(&Path) -> bool) -> Option<String> {
+    let interpreter = shebang(program)?;
+    let shown = program.display();
+    if program.parent()?.file_name()? == "shims" {
+        let name = program.file_name()?.to_string_lossy();
+        let real = shim_target(program)
+            .map(|p| format!("--allow-run {}", p.display()))
+            .unwrap_or_else(|| {
+                format!("--allow-run \"$(pyenv which {name})\" (or your version manager's `which`)")
+            });
+        return Some(format!(
+            "{shown} is a version manager's shim, which runs files children cannot see: \
+             grant the program it stands for, {real}"
+        ));
+    }
+    (!visible(&interpreter)).then(|| {
+        format!(
+            "{shown} is a script run by {}, which children cannot see: grant it too, \
+             --allow-run {0}",
+            interpreter.display()
+        )
+    })
+}
+
+/// The interpreter the `#!` line of the script `path` names (through
+/// `env`, the program `env` would find on PATH), if it is a script.
+fn shebang(path: &Path) -> Option<PathBuf> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next()?).into_owned();
+    let mut words = line.split_whitespace();
+    let interpreter = PathBuf::from(words.next()?);
+    if interpreter.file_name().is_some_and(|n| n == "env") {
+        let program = words.find(|w| !w.starts_with('-'))?;
+        return on_path(program);
+    }
+    Some(interpreter)
+}
+
+/// The program a pyenv-style shim at `shim` stands for: ROOT/versions/V/
+/// bin/NAME for the version `$PYENV_VERSION` or ROOT/version names.
+fn shim_target(shim: &Path) -> Option<PathBuf> {
+    let root = shim.parent()?.parent()?;
+    let version = std::env::var("PYENV_VERSION").ok().or_else(|| {
+        let file = std::fs::read_to_string(root.join("version")).ok()?;
+        Some(file.lines().next()?.trim().to_owned())
+    })?;
+    let target = root
+        .join("versions")
+        .join(version)
+        .join("bin")
+        .join(shim.file_name()?);
+    is_program(&target).then(|| std::fs::canonicalize(&target).unwrap_or(target))
+}
+
+/// Why the file at `path` cannot be run as a component, if it plainly
+/// cannot, said so that the operator knows what to do: not WebAssembly at
+/// all (and, for a program given right after a bare `--allow-shell` in
+/// `argv`, the `--allow-shell=PATH` that was meant), or a core module.
+pub fn not_a_component(path: &Path, argv: &[String]) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = [0u8; 8];
+    let mut file = std::fs::File::open(path).ok()?;
+    let n = file.read(&mut head).ok()?;
+    let shown = path.display();
+    if n < 8 || head[..4] != *b"\0asm" {
+        let after_shell =
+            (argv.windows(2)).any(|w| w[0] == "--allow-shell" && Path::new(&w[1]) == path);
+        return Some(match after_shell && is_program(path) {
+            true => format!(
+                "{shown} is not a WebAssembly file: it was taken for the component because \
+                 --allow-shell takes its shell only after `=`; write --allow-shell={shown}"
+            ),
+            false => format!("{shown} is not a WebAssembly file"),
+        });
+    }
+    // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
+    (head[6..8] == [0, 0]).then(|| {
+        format!(
+            "{shown} is a core WebAssembly module, not a component: build for \
+             wasm32-wasip2, or make one with `wasm-tools component new {shown} \
+             --adapt wasi_snapshot_preview1.command.wasm -o component.wasm`"
+        )
+    })
+}
+
 /// An executable regular file.
 fn is_program(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;

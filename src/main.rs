@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 use wasmproc::{GuestExit, GuestState, Runner};
 use wasmproc_host::sandbox::DEFAULT_CHILD_UIDS;
-use wasmproc_host::{AuditLog, ChildRlimits, DirAccess, Limits, ProcessCtx};
+use wasmproc_host::{AuditLog, ChildRlimits, DirAccess, Limits, ProcessCtx, ProcessCtxBuilder};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ))
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(guest_args_apart(std::env::args_os().collect()));
     let result = match cli.command {
         Commands::Run(args) => run(*args),
         Commands::Agent(args) => agent(*args),
@@ -255,6 +255,10 @@ fn logs_are_coloured_only_on_a_terminal_and_without_no_color() {
 }
 
 fn run(mut args: RunArgs) -> Result<ExitCode> {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(why) = hints::not_a_component(&args.component, &argv) {
+        bail!("{why}");
+    }
     if let Some(path) = args.grants.policy.clone() {
         grants::apply_policy_file(&path, &mut args.grants)?;
     }
@@ -399,6 +403,57 @@ fn keygen(file: &Path) -> Result<ExitCode> {
     writeln!(out, "{}", identity.seed())?;
     println!("{}", identity.public_key());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `argv` with `--` put after the component of `wasmproc run` (unless
+/// there is one already): what follows the component is the guest's, even
+/// where it looks like one of wasmproc's own flags (`run guest.wasm --dir
+/// x` gives the guest `--dir x`).
+fn guest_args_apart(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory as _;
+    let Some(run) = argv.iter().position(|a| a == "run") else {
+        return argv;
+    };
+    let command = Cli::command();
+    let Some(flags) = command.find_subcommand("run") else {
+        return argv;
+    };
+    let takes_value = |token: &str| {
+        flags.get_arguments().any(|arg| {
+            let long = token
+                .strip_prefix("--")
+                .is_some_and(|l| arg.get_long() == Some(l));
+            let short = (token.len() == 2 && token.starts_with('-') && !token.starts_with("--"))
+                .then(|| token.chars().nth(1))
+                .flatten()
+                .is_some_and(|c| arg.get_short() == Some(c));
+            // (A value only after `=` is never the next token.)
+            let next_is_value = arg.get_action().takes_values()
+                && !arg.is_require_equals_set()
+                && arg.get_num_args().is_none_or(|n| n.min_values() > 0);
+            (long || short) && next_is_value
+        })
+    };
+    let mut i = run + 1;
+    while let Some(token) = argv.get(i).and_then(|t| t.to_str()) {
+        match token {
+            "--" => return argv,
+            _ if token.starts_with('-') && token.len() > 1 => {
+                i += if !token.contains('=') && takes_value(token) {
+                    2
+                } else {
+                    1
+                };
+            }
+            _ => {
+                if argv.get(i + 1).is_some_and(|next| next != "--") {
+                    argv.insert(i + 1, "--".into());
+                }
+                return argv;
+            }
+        }
+    }
+    argv
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`;
@@ -667,6 +722,9 @@ fn contexts(
         (Some((uid, gid)), _) => process.child_user(uid, gid),
         (None, ids) => process.child_uids(ids.unwrap_or(DEFAULT_CHILD_UIDS)),
     };
+    if !args.no_confinement {
+        warn_unreachable_interpreters(&process, args);
+    }
     // Running wasmproc itself would let a guest choose its own flags.
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
     if process
@@ -678,6 +736,28 @@ fn contexts(
         );
     }
     Ok((wasi.build(), process))
+}
+
+/// Warns of each granted program that needs files confined children
+/// cannot see (a shim, a script's interpreter), naming what to grant.
+fn warn_unreachable_interpreters(process: &ProcessCtxBuilder, args: &Grants) {
+    let granted: Vec<PathBuf> = process.programs().map(Path::to_owned).collect();
+    let dirs: Vec<PathBuf> = (args.dirs.iter().chain(&args.dirs_ro))
+        .filter_map(|d| std::fs::canonicalize(&d.host).ok())
+        .collect();
+    let visible = |path: &Path| {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let system = wasmproc_host::confine::SYSTEM_DIRS.iter().map(Path::new);
+        granted.iter().any(|g| *g == real || g == path)
+            || system
+                .chain(dirs.iter().map(PathBuf::as_path))
+                .any(|d| real.starts_with(d))
+    };
+    for program in &granted {
+        if let Some(warning) = hints::unreachable_interpreter(program, &visible) {
+            eprintln!("wasmproc: warning: {warning}");
+        }
+    }
 }
 
 /// The `--rlimit NAME=VALUE` flags.

@@ -1148,3 +1148,163 @@ fn a_killed_host_leaves_no_worker_even_one_that_never_reads_its_channel() {
         );
     }
 }
+
+/// An executable file at `path` holding `text`.
+fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `wasmproc run GRANTS hello.wasm`, without pyenv's version override.
+fn run_hello_granting(grants: &[&str]) -> Output {
+    let hello = guest("hello");
+    Command::new(env!("CARGO_BIN_EXE_wasmproc"))
+        .arg("run")
+        .args(grants)
+        .arg(&hello)
+        .env_remove("PYENV_VERSION")
+        .current_dir(repo())
+        .output()
+        .expect("run wasmproc")
+}
+
+#[test]
+fn a_granted_pyenv_shim_is_named_with_the_interpreter_to_grant_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(".pyenv");
+    let shim = root.join("shims/python3");
+    executable(
+        &shim,
+        "#!/usr/bin/env bash\nexec \"$PYENV_ROOT/libexec/pyenv\" exec python3 \"$@\"\n",
+    );
+    std::fs::write(root.join("version"), "3.12.1\n").unwrap();
+    let real = root.join("versions/3.12.1/bin/python3");
+    executable(&real, "#!/bin/sh\n");
+    let out = run_hello_granting(&["--allow-run", shim.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} is a version manager's shim, which runs files children cannot see: \
+             grant the program it stands for, --allow-run {}",
+            shim.display(),
+            real.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_granted_script_whose_interpreter_children_cannot_see_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let interpreter = tmp.path().join("opt/interp");
+    executable(&interpreter, "#!/bin/sh\n");
+    let script = tmp.path().join("tool");
+    executable(
+        &script,
+        &format!("#!{} -x\nsay hi\n", interpreter.display()),
+    );
+    let out = run_hello_granting(&["--allow-run", script.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} is a script run by {1}, which children cannot see: grant it too, --allow-run {1}",
+            script.display(),
+            interpreter.display()
+        )),
+        "{stderr}"
+    );
+    // Granted too, or a script of the system's, it is not named.
+    let both = [
+        "--allow-run",
+        script.to_str().unwrap(),
+        "--allow-run",
+        interpreter.to_str().unwrap(),
+    ];
+    let out = run_hello_granting(&both);
+    assert!(
+        !text(&out.stderr).contains("children cannot see"),
+        "{}",
+        text(&out.stderr)
+    );
+    let system = tmp.path().join("system-tool");
+    executable(&system, "#!/bin/sh\necho hi\n");
+    let out = run_hello_granting(&["--allow-run", system.to_str().unwrap()]);
+    assert!(
+        !text(&out.stderr).contains("children cannot see"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn what_follows_the_component_is_the_guests_even_when_it_looks_like_a_flag() {
+    let probe = guest("exec-probe");
+    let out = wasmproc(&[
+        "run",
+        "--max-children",
+        "4",
+        probe.to_str().unwrap(),
+        "spawn",
+        "--dir",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // The guest asked to spawn `--dir` (not granted), and wasmproc did not
+    // take `--dir` for its own flag (which wants a value).
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("error: access-denied") && stdout.contains("--dir"),
+        "{stdout}"
+    );
+    // `--` given by hand still works, and is the guest's no longer.
+    let out = wasmproc(&["run", probe.to_str().unwrap(), "--", "spawn", "--dir"]);
+    assert!(text(&out.stdout).contains("--dir"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_file_that_is_not_webassembly_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text_file = tmp.path().join("notes.wasm");
+    std::fs::write(&text_file, "not wasm at all").unwrap();
+    let out = wasmproc(&["run", text_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{} is not a WebAssembly file",
+            text_file.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_shell_taken_for_the_component_after_a_bare_allow_shell_gets_the_flag_meant() {
+    let hello = guest("hello");
+    let out = wasmproc(&["run", "--allow-shell", "/bin/sh", hello.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("/bin/sh is not a WebAssembly file")
+            && stderr.contains("write --allow-shell=/bin/sh"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_core_module_is_named_with_how_to_make_a_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = tmp.path().join("module.wasm");
+    // The smallest core module: the magic and version 1.
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let out = wasmproc(&["run", module.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is a core WebAssembly module, not a component")
+            && stderr.contains("wasm-tools component new"),
+        "{stderr}"
+    );
+}

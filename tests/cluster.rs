@@ -1427,3 +1427,24 @@ fn two_hosts_sessions_on_one_agent_run_their_children_as_different_users() {
     );
     assert_ne!(uids[0], uids[1], "two sessions' children share a user");
 }
+
+/// A host whose bus has no agent on it (or none it trusts) is told so at
+/// once, naming the bus and how to start an agent, instead of waiting out
+/// the placement timeout for a "free worker slot".
+#[test]
+fn a_host_with_no_agent_on_its_bus_is_told_so_naming_the_bus() {
+    let (_server, url) = open_bus();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let keys = ["--insecure".to_owned()];
+    let out = probe_host(&url, &keys, &audit, dir.path(), &["output", "HELLO"])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains(&format!("no trusted agent is connected to {url}"))
+            && said.contains(&format!("wasmproc agent --nats {url} --trust-host U")),
+        "{said}"
+    );
+    assert!(!said.contains("free worker slot"), "{said}");
+}

@@ -138,20 +138,47 @@ fn anchors_are_githubs() {
     assert_eq!(anchors(page), want.iter().map(|a| a.to_string()).collect());
 }
 
-/// Each `cargo run --release -- run …` command of the README, as a newcomer
-/// pastes it, run with this build's `wasmproc` from the repository's root
-/// (the guests it names under `guest-examples/target/components/` are
-/// the ones the tests build): each must succeed.
+/// The lines of `markdown`, each with the lines its trailing `\\`
+/// continues joined to it, as a shell reads them.
+fn shell_lines(markdown: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut open: Option<String> = None;
+    for line in markdown.lines() {
+        let joined = match open.take() {
+            Some(head) => format!("{head} {}", line.trim()),
+            None => line.trim().to_owned(),
+        };
+        match joined.strip_suffix('\\') {
+            Some(head) => open = Some(head.trim_end().to_owned()),
+            None => lines.push(joined),
+        }
+    }
+    lines
+}
+
+/// Each `cargo run --release -- run …` command of the README and of the
+/// pages of docs/, as a newcomer pastes it (continuation lines joined),
+/// run with this build's `wasmproc` from the repository's root (the
+/// guests it names under `guest-examples/target/components/` are the
+/// ones the tests build): each must succeed.
 #[test]
-fn every_run_command_of_the_readme_succeeds_as_pasted() {
+fn every_run_command_of_the_readme_and_docs_succeeds_as_pasted() {
     const CARGO_RUN: &str = "cargo run --release -- ";
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let built = format!("{}/", common::guests_dir().display());
-    let commands: Vec<&str> = (readme.lines())
-        .filter_map(|l| l.trim().strip_prefix(CARGO_RUN))
-        .collect();
-    assert!(commands.len() >= 5, "{commands:?}");
-    for command in commands {
+    let mut commands = Vec::new();
+    for page in pages().iter().filter(|p| !p.ends_with("RESULTS.md")) {
+        let text = std::fs::read_to_string(page).unwrap();
+        let page = page
+            .strip_prefix(repo())
+            .unwrap_or(page)
+            .display()
+            .to_string();
+        (shell_lines(&text).iter())
+            .filter_map(|l| l.strip_prefix(CARGO_RUN))
+            .for_each(|command| commands.push((page.clone(), command.to_owned())));
+    }
+    assert!(commands.len() >= 9, "{commands:?}");
+    for (page, command) in commands {
         let args: Vec<String> = (command.split_whitespace())
             .map(|a| a.replace("guest-examples/target/components/", &built))
             .collect();
@@ -162,9 +189,15 @@ fn every_run_command_of_the_readme_succeeds_as_pasted() {
             .unwrap();
         assert!(
             out.status.success(),
-            "`wasmproc {command}`: {}\n{}",
+            "{page}: `wasmproc {command}`: {}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn continued_shell_lines_are_read_as_one() {
+    let text = "a \\\n    b \\\n  c\nd\n";
+    assert_eq!(shell_lines(text), ["a b c", "d"]);
 }

@@ -31,6 +31,8 @@ struct Inner {
     identity: Identity,
     trust: Trust,
     drops: Drops,
+    /// The NATS servers it joined (for messages).
+    url: String,
     agents: Mutex<HashMap<String, Seen>>,
     /// Woken by every advert.
     adverts: Notify,
@@ -102,6 +104,7 @@ impl Cluster {
             identity,
             trust,
             drops,
+            url: options.url.clone(),
             agents: Mutex::new(HashMap::new()),
             adverts: Notify::new(),
             joined: Instant::now(),
@@ -150,7 +153,8 @@ impl Cluster {
 
     /// The agent for `placement`: of those alive with every label asked
     /// for, the one with the most free slots. Waits for adverts up to
-    /// [`FORK_TIMEOUT`].
+    /// [`FORK_TIMEOUT`] while a trusted agent is connected, and fails at
+    /// once, saying so, while none is.
     pub(crate) async fn pick(&self, labels: &[String]) -> Result<Picked, Failure> {
         // Every agent has advertised once (and a little more) before the
         // first choice: else the first agent heard would get every worker.
@@ -173,6 +177,14 @@ impl Cluster {
                         key: seen.key.clone(),
                         xkey: seen.advert.xkey.clone(),
                     });
+                }
+                if !agents.values().any(|s| s.at.elapsed() < LOST_AFTER) {
+                    return Err(Failure::Unsupported(format!(
+                        "no trusted agent is connected to {} (start one with `wasmproc agent \
+                         --nats {0} --trust-host {}`)",
+                        self.inner.url,
+                        self.public_key()
+                    )));
                 }
             }
             if tokio::time::timeout_at(deadline, advertised).await.is_err() {

@@ -69,6 +69,8 @@ pub(crate) async fn fork_remote(
         }
     };
     ctx.budget.take(slots, 1 + lent.spawns);
+    tracing::info!(target: "wasmproc::cluster", component = %name, %agent, pid,
+        "the worker runs on agent {agent} (pid {pid} there)");
     if let Some(audit) = &ctx.audit {
         audit.record(
             "fork",
