@@ -10,7 +10,7 @@ use crate::launch::sandbox::Sandbox;
 use crate::launch::{Launcher, Slots};
 use crate::outcome::Confinement;
 use crate::outcome::{ExitStatus, ResourceUsage};
-use crate::policy::{Asked, Budget, Denial, DirAccess, DirGrant, Policy, Refusal};
+use crate::policy::{Asked, Budget, Denial, DirAccess, DirGrant, Limits, Policy, Refusal};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -91,26 +91,57 @@ impl Services {
 }
 
 /// What a launch socket's starts are counted against: a budget of its
-/// own, under its worker's limits; and, for a worker's worker's socket,
-/// the live slot it holds of its parent's budget while it is served (so a
-/// worker opens no more such sockets than it may have live children).
-/// A worker's worker's starts are not also charged to its parent's
-/// budget: a worker that ignores its own lending can reach its limit
-/// once per socket it opens, within the kernel's per-user process limit.
+/// own, under its worker's limits, and the budget of every launch socket
+/// above it (a worker's worker's socket: its parent's, and so on up),
+/// each under its own limits. So a worker that ignores its own lending,
+/// and gives each worker it forks all it holds, still starts no more
+/// children through them all than its own limits allow. A worker's
+/// worker's socket holds a live slot of each budget above it while it is
+/// served (it is one of their live children).
 pub(crate) struct Account {
-    pub budget: Mutex<Budget>,
-    /// Held for its `Drop`.
-    pub _slot: Option<Slot>,
+    pub budget: Arc<Mutex<Budget>>,
+    /// The budgets above this one, the topmost first, with their limits.
+    pub above: Vec<(Arc<Mutex<Budget>>, Limits)>,
+    /// Held for their `Drop`.
+    pub _slots: Vec<Slot>,
 }
 
 impl Account {
     /// A budget of its own, for a worker's socket.
     pub fn new() -> Account {
         Account {
-            budget: Mutex::default(),
-            _slot: None,
+            budget: Arc::default(),
+            above: Vec::new(),
+            _slots: Vec::new(),
         }
     }
+
+    /// Locks the budgets above this one, the topmost first (every thread
+    /// locks a chain in that order), and refuses `slots` live slots and
+    /// `spawns` spawns past any of their limits.
+    fn check_above(&self, slots: usize, spawns: u64) -> Result<Vec<Above<'_>>, Denial> {
+        let above: Vec<Above<'_>> = (self.above.iter())
+            .map(|(budget, limits)| (budget.lock().unwrap_or_else(|e| e.into_inner()), limits))
+            .collect();
+        for (budget, limits) in &above {
+            budget.check(limits, slots, spawns)?;
+        }
+        Ok(above)
+    }
+}
+
+/// A locked budget above an account, and its limits.
+type Above<'a> = (std::sync::MutexGuard<'a, Budget>, &'a Limits);
+
+/// Takes one live slot and `spawns` spawns of each budget in `above`: the
+/// slots, given back when dropped.
+fn take_above(above: Vec<Above<'_>>, spawns: u64) -> Vec<Slot> {
+    (above.into_iter())
+        .map(|(mut budget, _)| {
+            budget.take(1, spawns);
+            Slot(budget.live().clone())
+        })
+        .collect()
 }
 
 /// One live slot of a budget, given back when dropped.
@@ -128,8 +159,9 @@ struct Service {
     /// Where a worker's worker's launch socket is served.
     services: Arc<Services>,
     account: Account,
-    /// The children started, by the id given each.
-    children: HashMap<u64, Launched>,
+    /// The children started, by the id given each, with the slots they
+    /// hold of the budgets above this socket's.
+    children: HashMap<u64, (Launched, Vec<Slot>)>,
     next_id: u64,
 }
 
@@ -209,7 +241,9 @@ impl Service {
             ));
         }
         // The worker's worker is one of the worker's live children: its
-        // socket holds a slot of the shared budget while it is served.
+        // socket holds a slot of this budget, and of each above, while it
+        // is served.
+        let above = (self.account.check_above(1, 0)).map_err(|d| refused(parent, d.into()))?;
         let mut budget = self
             .account
             .budget
@@ -245,11 +279,16 @@ impl Service {
             launcher,
         };
         budget.take(1, 0);
-        let account = Account {
-            budget: Mutex::default(),
-            _slot: Some(Slot(budget.live().clone())),
-        };
+        let mut slots = take_above(above, 0);
+        slots.push(Slot(budget.live().clone()));
         drop(budget);
+        let mut chain = self.account.above.clone();
+        chain.push((self.account.budget.clone(), rights.policy.limits.clone()));
+        let account = Account {
+            budget: Arc::default(),
+            above: chain,
+            _slots: slots,
+        };
         let narrower = Arc::new(Mutex::new(narrower));
         (self.services.serve(ours, narrower, account)).map_err(fail)?;
         Ok((theirs.into(), level))
@@ -271,12 +310,13 @@ impl Service {
             launcher,
         } = &*rights;
         let refused = |r| refused(launcher, r);
+        // The budgets first: a worker past one costs no checking.
+        let above = (self.account.check_above(1, 1)).map_err(|d| refused(d.into()))?;
         let mut budget = self
             .account
             .budget
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // The budget first: a worker past it costs no checking.
         (budget.check(&policy.limits, 1, 1)).map_err(|d| refused(d.into()))?;
         let prepared = (policy.check(dirs, &asked.request())).map_err(refused)?;
         let stdio = child_stdio(stdio, fds)?;
@@ -288,6 +328,7 @@ impl Service {
             start_os_process(&prepared, stdio, walls)
         })?;
         budget.take(1, 1);
+        let held = take_above(above, 1);
         drop((budget, rights));
         let child = &mut launched.child;
         let pidfd = (child.pidfd().ok().flatten())
@@ -302,14 +343,14 @@ impl Service {
             pipes: ends.each_ref().map(Option::is_some),
         };
         let passed = std::iter::once(pidfd).chain(ends.into_iter().flatten());
-        self.children.insert(id, launched);
+        self.children.insert(id, (launched, held));
         Ok((answer, passed.collect()))
     }
 
     /// Sends `signal` to child `id`'s group: nothing if the worker
     /// released it (or never had it).
     fn signal(&self, id: u64, signal: i32) -> Result<(), Failure> {
-        let Some(child) = self.children.get(&id) else {
+        let Some((child, _)) = self.children.get(&id) else {
             return Ok(());
         };
         let signal = u8::try_from(signal)
@@ -320,7 +361,7 @@ impl Service {
 
     /// How child `id` ended, if it has (reaped now).
     fn reap(&mut self, id: u64) -> Result<Option<(ExitStatus, ResourceUsage)>, Failure> {
-        let Some(child) = self.children.get_mut(&id) else {
+        let Some((child, _)) = self.children.get_mut(&id) else {
             return Err(Failure::InvalidArgument(format!(
                 "child {id} is no child of this worker's"
             )));

@@ -331,3 +331,60 @@ async fn a_released_child_is_killed_and_the_release_is_not_answered() {
     );
     gone(pid, "the released child lives on").await;
 }
+
+/// Issue 22: a worker that ignores its own lending, and gives the worker
+/// it forks all it holds (three live children), starts no more children
+/// through that worker's socket than it holds itself: the worker's worker
+/// takes one of the three, and its socket's starts are charged to the
+/// worker's budget too. (Before, its socket had a budget of its own, and
+/// the same three started again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_workers_children_count_against_its_parents_limits_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = launcher_with(&["/bin/sleep"], dir.path(), forking(dir.path(), 3));
+    let all_it_holds = {
+        let mut builder = ProcessCtx::builder();
+        builder.allow_program("/bin/sleep").unwrap();
+        builder.limits(crate::policy::Limits {
+            max_live_children: 3,
+            ..crate::policy::Limits::default()
+        });
+        builder.confine(false).build().policy().clone()
+    };
+    let request = Ask::Connect {
+        policy: Box::new(all_it_holds),
+        dirs: Vec::new(),
+    };
+    let (answer, fds) = ask(&socket, &request, &[]);
+    assert!(matches!(answer, Answer::Connected { .. }), "{answer:?}");
+    let nested = UnixStream::from(fds.into_iter().next().unwrap());
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        started.push(sleeper(&nested));
+    }
+    let (answer, _) = ask(&nested, &start("sleep", &["60"], None, NULL), &[]);
+    assert!(
+        matches!(&answer, Answer::Failed(Failure::LimitExceeded(m)) if m.contains("3 of the 3")),
+        "{answer:?}"
+    );
+    // The worker itself is at its limit too.
+    let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+    assert!(
+        matches!(answer, Answer::Failed(Failure::LimitExceeded(_))),
+        "{answer:?}"
+    );
+    // A child released below gives its slot back above.
+    let (id, pid) = started.pop().unwrap();
+    let release = serde_json::to_vec(&Ask::Release { id }).unwrap();
+    crate::channel::send_frame_with_fds(&nested, &release, &[]).unwrap();
+    gone(pid, "the released child lived on").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (answer, _) = ask(&socket, &start("sleep", &["60"], None, NULL), &[]);
+        if matches!(answer, Answer::Started { .. }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
