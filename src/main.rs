@@ -139,7 +139,7 @@ enum Commands {
         /// request (see `wasmproc_host::worker::serve_as_template`).
         #[arg(long)]
         template: bool,
-        /// The user (UID:GID) the template becomes as it starts.
+        /// The user (UID:GID) the worker process becomes as it starts.
         #[arg(long, value_parser = parse_user)]
         user: Option<(u32, u32)>,
     },
@@ -219,7 +219,7 @@ fn main() -> ExitCode {
             preload,
             template,
             user,
-        } => worker(channel_fd, &preload, template.then_some(user)),
+        } => worker(channel_fd, &preload, template, user),
         Commands::Compile { components } => compile(&components),
         Commands::Policy { example: _ } => {
             print!("{}", policy::EXAMPLE);
@@ -457,11 +457,13 @@ fn guest_args_apart(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 }
 
 /// Runs a forked worker: see `wasmproc_host::worker`;
-/// `template`: serve as the worker template, becoming the user given.
+/// `template`: serve as the worker template; `user`: the user to become
+/// at once.
 fn worker(
     channel_fd: i32,
     preload: &[String],
-    template: Option<Option<(u32, u32)>>,
+    template: bool,
+    user: Option<(u32, u32)>,
 ) -> Result<ExitCode> {
     // Everything up to `confine` runs on this one thread: the worker
     // confines itself before any other thread exists, so every thread it
@@ -483,10 +485,13 @@ fn worker(
     // The system paths every Landlock ruleset grants, opened once (and
     // inherited by the template's copies).
     wasmproc_host::confine::system_rules();
+    if let Some(user) = user {
+        wasmproc_host::worker::become_user(user)?;
+    }
     let mut channel = wasmproc_host::worker::inherited_channel(channel_fd)?;
-    if let Some(user) = template {
+    if template {
         // Returns in each worker it forks (with its own channel).
-        match wasmproc_host::worker::serve_as_template(channel, user)? {
+        match wasmproc_host::worker::serve_as_template(channel)? {
             Some(own) => channel = own,
             None => return Ok(ExitCode::SUCCESS),
         }

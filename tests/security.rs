@@ -2023,9 +2023,9 @@ fn a_worker_runs_as_its_guests_user_with_no_capability_and_its_children_are_the_
     )]);
 }
 
-/// The pids of the host `host`'s worker template: its children running
-/// the worker executable with `--template`.
-fn templates_of(host: u32) -> Vec<String> {
+/// The pids of the host `host`'s worker processes (its children running
+/// the worker executable) that have `flag` among their arguments.
+fn workers_of(host: u32, flag: &str) -> Vec<String> {
     let entries = std::fs::read_dir("/proc").unwrap().flatten();
     entries
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
@@ -2033,7 +2033,7 @@ fn templates_of(host: u32) -> Vec<String> {
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.contains(&&b"--template"[..])
+            args.contains(&flag.as_bytes())
                 && std::fs::read_to_string(format!("/proc/{pid}/status"))
                     .is_ok_and(|s| s.contains(&format!("PPid:\t{host}\n")))
         })
@@ -2045,8 +2045,9 @@ fn templates_of(host: u32) -> Vec<String> {
 /// live worker's root (`/proc/PID/root`) it does not, while the program
 /// the guest was granted does (the view is the guest's). The worker is
 /// in a PID namespace below the host's (two pids in `NSpid`), so its
-/// `/proc` names no process outside its guest's tree. The worker template
-/// waits as the guest's user, with no capability, in that view too.
+/// `/proc` names no process outside its guest's tree. The worker template,
+/// and every idle worker process, waits as the guest's user, with no
+/// capability, in that view too.
 /// (Before, workers saw the host's whole file system and `/proc`, and the
 /// template held `CAP_SETUID` and `CAP_SETGID` as root.)
 #[test]
@@ -2066,10 +2067,18 @@ fn a_worker_and_its_template_live_in_the_guests_view_and_pid_namespace() {
     let sees_grant = through(&worker, &granted);
     let w = proc_status(&worker);
     let nspids = w["NSpid"].split_whitespace().count();
-    let templates = templates_of(host.id());
+    let templates = workers_of(host.id(), "--template");
     let template = templates
         .first()
         .map(|pid| (proc_status(pid), through(pid, &decoy)));
+    // Every worker process of the host, idle ones included, holds nothing.
+    let all: Vec<_> = workers_of(host.id(), "__worker")
+        .iter()
+        .map(|p| proc_status(p))
+        .collect();
+    let none_privileged = all.iter().all(|s| {
+        s["Uid"].split_whitespace().all(|id| id != "0") && s["CapPrm"] == "0000000000000000"
+    });
     host.kill().unwrap();
     host.wait().unwrap();
     assert!(through("self", &decoy), "the decoy is there for the host");
@@ -2083,10 +2092,12 @@ fn a_worker_and_its_template_live_in_the_guests_view_and_pid_namespace() {
         }
         None => false,
     };
-    let refused = !sees_decoy && sees_grant && nspids == 2 && template_holds;
+    let refused = !sees_decoy && sees_grant && nspids == 2 && template_holds && none_privileged;
     let how = format!(
-        "worker sees the decoy {sees_decoy}, the granted program {sees_grant}, NSpid {}; template {:?}",
+        "worker sees the decoy {sees_decoy}, the granted program {sees_grant}, NSpid {}; \
+         {} worker processes, none privileged {none_privileged}; template {:?}",
         w["NSpid"],
+        all.len(),
         template.map(|(t, sees)| format!(
             "Uid {} CapPrm {} CapEff {} NSpid {} sees the decoy {sees}",
             t["Uid"], t["CapPrm"], t["CapEff"], t["NSpid"]

@@ -473,7 +473,7 @@ impl ProcessCtx {
                     socket,
                     ready: false,
                     started: std::time::Instant::now(),
-                    user: self.template_user(),
+                    user: self.worker_user(),
                 })
             }
             Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
@@ -551,7 +551,7 @@ impl ProcessCtx {
             IdleRole::Cold => Vec::new(),
             IdleRole::Warm | IdleRole::Template => self.preload_code(),
         };
-        let args = worker_args(idle, theirs.as_raw_fd(), &preload, self.template_user());
+        let args = worker_args(idle, theirs.as_raw_fd(), &preload, self.worker_user());
         let inherit = std::iter::once(theirs.as_raw_fd())
             .chain(preload.iter().map(|code| code.fd().as_raw_fd()))
             .collect();
@@ -568,12 +568,12 @@ impl ProcessCtx {
         Ok((child, ours))
     }
 
-    /// The user the worker template becomes as soon as it starts: the
-    /// guest's, that every worker of this guest becomes anyway (see
-    /// `worker::shed_privileges`), so that the template holds no privilege
-    /// while it waits; none where workers run as several users
-    /// (`WorkerPool::many_users`) or keep root.
-    fn template_user(&self) -> Option<(u32, u32)> {
+    /// The user every worker process (the template included) becomes as
+    /// soon as it starts: the guest's, that every worker of this guest
+    /// becomes anyway (see `worker::shed_privileges`), so that none holds
+    /// a privilege while it waits; none where workers run as several
+    /// users (`WorkerPool::many_users`) or keep root.
+    fn worker_user(&self) -> Option<(u32, u32)> {
         (!self.workers.many_users)
             .then(|| crate::worker::own_user(&self.policy))
             .flatten()

@@ -25,7 +25,7 @@ pub(super) fn no_worker_executable() -> Failure {
 }
 
 /// The worker executable's arguments for an `idle` worker process (or the
-/// template, becoming `user` as soon as it starts if given) on the
+/// template), becoming `user` as soon as it starts if given, on the
 /// inherited channel descriptor `channel_fd`, loading the inherited code
 /// `preload` before its specification comes.
 pub(super) fn worker_args(
@@ -34,7 +34,6 @@ pub(super) fn worker_args(
     preload: &[Code],
     user: Option<(u32, u32)>,
 ) -> Vec<String> {
-    let user = user.filter(|_| idle == IdleRole::Template);
     ["__worker", "--channel-fd", &channel_fd.to_string()]
         .into_iter()
         .map(str::to_owned)

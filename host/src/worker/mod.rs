@@ -19,8 +19,10 @@
 //! `CAP_SETUID` and `CAP_SETGID` (`sandbox::WORKER_CAPS`) until its
 //! specification comes, then becomes its guest's user with no capability
 //! at all ([`WorkerProcess::accept`]) and confines itself with Landlock
-//! ([`confine`]) before its runtime starts; the template becomes that
-//! user as it starts, so its copies hold nothing from the first. It starts no child itself: the host that forked it does, over
+//! ([`confine`]) before its runtime starts. Where the host knows that user
+//! ahead (a guest's, not an agent's many sessions'), every worker process,
+//! the template included, becomes it as it starts ([`become_user`]), so
+//! that none holds a privilege while it waits. It starts no child itself: the host that forked it does, over
 //! the launch socket (see `launch::remote`). Its guest's audit
 //! events and denials go up a pipe to the parent host
 //! (`WorkerSpec::report_fd`).
@@ -92,20 +94,13 @@ pub fn preloaded(
 /// template's is closed at once) until its specification comes, as any
 /// warm worker, and leads its own process group before the host hears of
 /// it.
-pub fn serve_as_template(
-    channel: UnixStream,
-    user: Option<(u32, u32)>,
-) -> Result<Option<UnixStream>> {
+pub fn serve_as_template(channel: UnixStream) -> Result<Option<UnixStream>> {
     channel.set_nonblocking(false)?;
     if !crate::sys::can_fork_as_sibling() {
         bail!("this process cannot serve as a worker template (it needs glibc on x86_64)");
     }
     let one = crate::sys::one_thread().context("a worker template must have one thread")?;
     let host = rustix::process::getppid();
-    if user.is_some() {
-        // Its copies become that user anyway: it holds nothing meanwhile.
-        crate::sys::shed_privileges(user).context("giving up the template's privileges")?;
-    }
     reply(&channel, &TemplateReply::Ready, None)?;
     loop {
         let (request, fds) = match crate::channel::read_frame_with_fds(&channel) {
@@ -162,6 +157,16 @@ fn reply(
     let bytes = serde_json::to_vec(answer)?;
     let passed: Vec<_> = pidfd.into_iter().collect();
     crate::channel::send_frame_with_fds(channel, &bytes, &passed).context("answering the host")
+}
+
+/// Makes this worker process (a warm one, the template, or one started for
+/// the fork at hand) `user` as soon as it starts, before it reads anything
+/// from the host: the user it would become when its specification comes
+/// (see [`WorkerProcess::accept`]), so that it holds no privilege while it
+/// waits, and neither do the copies the template forks. Must be called
+/// while the process has one thread.
+pub fn become_user(user: (u32, u32)) -> Result<()> {
+    crate::sys::shed_privileges(Some(user)).context("giving up the worker process's privileges")
 }
 
 /// Makes a process just forked from the template of host `host` a worker
