@@ -187,17 +187,17 @@ fn child_process_options_results_and_errors_match_node_line_for_line() {
     ];
     let (by_node, by_wasmproc) = both("features", &grants, &["a", "b"], 2);
     assert_eq!(text(&by_wasmproc.stdout), text(&by_node.stdout));
-    assert_eq!(text(&by_node.stdout).lines().count(), 27);
+    assert_eq!(text(&by_node.stdout).lines().count(), 30);
 }
 
 #[test]
-fn exec_through_a_shell_not_granted_is_an_eacces_error_that_names_the_shell() {
+fn exec_through_a_shell_not_granted_is_an_enoent_error_that_names_the_shell() {
     let dir = fixture();
     let out = wasmproc(dir.path(), "shell", &["--allow-shell=/bin/sh"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "bash: EACCES | spawn /bin/bash EACCES (wasmproc access-denied: shell `/bin/bash` is not granted for `exec`)\n\
+        "bash: ENOENT | spawn /bin/bash ENOENT (wasmproc access-denied: shell `/bin/bash` is not granted for `exec`)\n\
          sh: hi\n"
     );
     let stderr = text(&out.stderr);
@@ -208,18 +208,20 @@ fn exec_through_a_shell_not_granted_is_an_eacces_error_that_names_the_shell() {
 }
 
 #[test]
-fn a_policy_denial_is_an_eacces_error_that_names_what_was_denied() {
+fn a_program_not_granted_is_an_enoent_error_that_names_what_was_denied() {
     let dir = fixture();
     let out = wasmproc(dir.path(), "denied", &["--allow-run", "node"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "execFileSync error: EACCES access-denied\n\
+        "execFileSync error: ENOENT access-denied\n\
          fs error: ERR_WASMPROC_UNSUPPORTED\n\
-         spawn error: EACCES -13 spawn cat | spawn cat EACCES (wasmproc access-denied: program `cat` is not allowed)\n\
-         spawn close: -13\n\
-         execFile error: EACCES\n\
-         exec error: EACCES\n"
+         spawn error: ENOENT -2 spawn cat | spawn cat ENOENT (wasmproc access-denied: program `cat` is not allowed)\n\
+         spawn spawnargs: [\"/etc/passwd\"]\n\
+         spawn close: -2\n\
+         execFile error: ENOENT\n\
+         exec error: ENOENT\n\
+         promisified execFile: ENOENT child true\n"
     );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("grant it with --allow-run cat"), "{stderr}");

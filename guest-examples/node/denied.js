@@ -5,6 +5,7 @@ const cp = require('child_process');
 const child = cp.spawn('cat', ['/etc/passwd']);
 child.on('error', function (e) {
   console.log('spawn error: ' + e.code + ' ' + e.errno + ' ' + e.syscall + ' | ' + e.message);
+  console.log('spawn spawnargs: ' + JSON.stringify(e.spawnargs));
 });
 child.on('close', function (code) {
   console.log('spawn close: ' + code);
@@ -31,3 +32,12 @@ try {
 } catch (e) {
   console.log('fs error: ' + e.code);
 }
+
+// util.promisify(execFile) as Node gives it: a promise with the child,
+// rejected with the error.
+const run = require('util').promisify(cp.execFile);
+const promise = run('cat', ['/etc/passwd']);
+const hasChild = promise.child !== undefined;
+promise.catch(function (e) {
+  console.log('promisified execFile: ' + e.code + ' child ' + hasChild);
+});

@@ -4,7 +4,7 @@
 // and, nothing else keeping it alive, it exits.
 const child_process = require('child_process');
 
-const worker = child_process.fork('echo.js');
+const worker = child_process.fork('./echo.js'); // as Node resolves it: from the cwd
 worker.on('message', function (message) {
   console.log('parent got ' + JSON.stringify(message));
   worker.disconnect();

@@ -190,6 +190,19 @@ step(function (done) {
 });
 
 step(function (done) {
+  const run = require('util').promisify(cp.exec);
+  const promise = run('echo promised; echo warned >&2');
+  console.log('promisify exec: child ' + (typeof promise.child.on));
+  promise.then(function (r) {
+    console.log('promisify exec: ' + JSON.stringify(r));
+    return require('util').promisify(cp.execFile)('node', ['-e', 'console.error("no"); process.exit(3)']);
+  }).catch(function (e) {
+    console.log('promisify execFile rejected: code=' + e.code + ' stdout=' + JSON.stringify(e.stdout) + ' stderr=' + JSON.stringify(e.stderr));
+    done();
+  });
+});
+
+step(function (done) {
   setTimeout(function () {
     console.log('timers run in the loop');
     process.exitCode = 2;

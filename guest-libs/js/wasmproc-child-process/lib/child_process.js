@@ -6,6 +6,7 @@
 import { EventEmitter } from 'events';
 import { Buffer } from 'buffer';
 import { StringDecoder } from 'string_decoder';
+import { promisify } from 'util';
 import * as wit from './_bindings.js';
 import * as loop from './loop.js';
 import { systemError } from './errors.js';
@@ -368,7 +369,7 @@ export function spawn(command, args, options) {
     if (stdio[1] === 'pipe') child.stdout = new Readable();
     if (stdio[2] === 'pipe') child.stderr = new Readable();
     child.stdio = [child.stdin, child.stdout, child.stderr];
-    child._failed(systemError(e, `spawn ${command}`, command, child.spawnargs));
+    child._failed(systemError(e, `spawn ${command}`, command, args));
     return child;
   }
   child._handle = handle;
@@ -443,8 +444,17 @@ function collect(child, cmd, options, callback) {
       err.code = code;
       err.killed = child.killed;
       err.signal = signal;
+      // As Node prints it: the message (the child's stderr with it), not
+      // the engine's frames or the builder's temporary paths.
+      err.stack = `Error: ${err.message}`;
     }
-    if (err) err.cmd = cmd;
+    if (err) {
+      err.cmd = cmd;
+      // As Node's: a failed call's output comes with its error (what
+      // util.promisify(exec) rejects with).
+      err.stdout = stdout;
+      err.stderr = stderr;
+    }
     if (callback) callback(err, stdout, stderr);
   };
   child.on('error', (e) => finish(e, null, null));
@@ -466,6 +476,23 @@ export function execFile(file, args, options, callback) {
   collect(child, [file, ...args.map(String)].join(' '), options, callback);
   return child;
 }
+
+/** `util.promisify(f)` of exec and execFile, as Node's: a promise of
+ * `{ stdout, stderr }`, rejected with an error that carries both, with
+ * the child as its `child`. */
+// (The npm port of `util` has a symbol of its own; Node's is global.)
+const PROMISIFY = [promisify.custom, Symbol.for('nodejs.util.promisify.custom')];
+function promisified(f) {
+  return (...args) => {
+    let child;
+    const promise = new Promise((resolve, reject) => {
+      child = f(...args, (err, stdout, stderr) => (err ? reject(err) : resolve({ stdout, stderr })));
+    });
+    promise.child = child;
+    return promise;
+  };
+}
+for (const symbol of PROMISIFY) Object.defineProperty(execFile, symbol, { value: promisified(execFile) });
 
 /** The shell of exec/execSync's `shell` option: a string names one the
  * host granted (`--allow-shell=SHELL`), else the host's first. */
@@ -495,7 +522,7 @@ export function exec(command, options, callback) {
     } catch (e) {
       child._exited = true;
       child._closed = true;
-      child.emit('error', systemError(e, `spawn ${sh}`, sh, child.spawnargs));
+      child.emit('error', systemError(e, `spawn ${sh}`, sh, child.spawnargs.slice(1)));
       return;
     }
     child.pid = out.pid;
@@ -511,6 +538,7 @@ export function exec(command, options, callback) {
   });
   return child;
 }
+for (const symbol of PROMISIFY) Object.defineProperty(exec, symbol, { value: promisified(exec) });
 
 function witExecOptions(options, input) {
   return {
@@ -535,7 +563,7 @@ function runSync(run, file, args, options) {
   try {
     out = run(witExecOptions(options, input));
   } catch (e) {
-    result.error = systemError(e, `spawnSync ${file}`, file, [file, ...args]);
+    result.error = systemError(e, `spawnSync ${file}`, file, args);
     return result;
   }
   const enc = options.encoding;
@@ -546,7 +574,7 @@ function runSync(run, file, args, options) {
   result.status = out.code;
   result.signal = signalName(out.signal);
   if (out.timedOut) {
-    result.error = systemError(new wit.WitError('timed-out', 'the timeout expired'), `spawnSync ${file}`, file, [file, ...args]);
+    result.error = systemError(new wit.WitError('timed-out', 'the timeout expired'), `spawnSync ${file}`, file, args);
   } else if (out.stdoutTruncated || out.stderrTruncated) {
     result.error = new RangeError('stdout maxBuffer length exceeded');
     result.error.code = 'ENOBUFS';
@@ -596,9 +624,14 @@ export function execFileSync(file, args, options) {
 }
 
 /** The component to fork for `modulePath`: `x.js` (also .cjs, .mjs) is
- * the component `x.wasm` built from it; any other name is used as it is. */
+ * the component `x.wasm` built from it; any other name is used as it is.
+ * A relative path (`./x.js`, `lib/x.js`, a `path.join(__dirname, …)`)
+ * names the granted component by its file name, as the host matches a
+ * name without `/` (its grants' names are unique); an absolute one must
+ * be the grant's own path. */
 export function componentFor(modulePath) {
-  return String(modulePath).replace(/\.(c|m)?js$/, '.wasm');
+  const component = String(modulePath).replace(/\.(c|m)?js$/, '.wasm');
+  return component.startsWith('/') ? component : component.split('/').pop();
 }
 
 /** fork(modulePath[, args][, options]): the component built from
@@ -623,7 +656,7 @@ export function fork(modulePath, args, options) {
       stderr: stdio[2],
     });
   } catch (e) {
-    child._failed(systemError(e, `fork ${component}`, component, child.spawnargs));
+    child._failed(systemError(e, `fork ${component}`, component, args));
     return child;
   }
   child._handle = worker;
