@@ -187,7 +187,7 @@ fn child_process_options_results_and_errors_match_node_line_for_line() {
     ];
     let (by_node, by_wasmproc) = both("features", &grants, &["a", "b"], 2);
     assert_eq!(text(&by_wasmproc.stdout), text(&by_node.stdout));
-    assert_eq!(text(&by_node.stdout).lines().count(), 30);
+    assert_eq!(text(&by_node.stdout).lines().count(), 31);
 }
 
 #[test]

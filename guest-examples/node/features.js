@@ -190,6 +190,16 @@ step(function (done) {
 });
 
 step(function (done) {
+  // 589 kB of text, decoded (by the engine's TextDecoder, not a JS loop),
+  // and the same bytes as a Buffer.
+  cp.exec('seq 1 100000', function (err, stdout) {
+    const buf = Buffer.from(stdout);
+    console.log('exec large: ' + err + ' ' + stdout.length + ' ' + JSON.stringify(stdout.slice(-7)) + ' ' + JSON.stringify(buf.toString('utf8', 0, 6)));
+    done();
+  });
+});
+
+step(function (done) {
   const run = require('util').promisify(cp.exec);
   const promise = run('echo promised; echo warned >&2');
   console.log('promisify exec: child ' + (typeof promise.child.on));

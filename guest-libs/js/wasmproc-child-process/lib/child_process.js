@@ -6,6 +6,7 @@
 import { EventEmitter } from 'events';
 import { Buffer } from 'buffer';
 import { StringDecoder } from 'string_decoder';
+import './fast_text.js';
 import { promisify } from 'util';
 import * as wit from './_bindings.js';
 import * as loop from './loop.js';
@@ -60,6 +61,11 @@ function toBytes(chunk, encoding) {
 function decode(buf, encoding) {
   return encoding && encoding !== 'buffer' ? buf.toString(encoding) : buf;
 }
+
+const encoder = new TextEncoder();
+
+/** The UTF-8 length of `text`, by the engine's own encoder. */
+const utf8Length = (text) => encoder.encode(text).length;
 
 /** A child's stdout or stderr: emits 'data' (Buffer, or string after
  * setEncoding), then 'end' and 'close'. */
@@ -406,15 +412,19 @@ function setEncoding(child, encoding = 'utf8') {
 function collect(child, cmd, options, callback) {
   const encoding = options.encoding ?? 'utf8';
   const maxBuffer = options.maxBuffer ?? 1024 * 1024;
+  const utf8 = /^utf-?8$/i.test(encoding);
   const out = { stdout: [], stderr: [] };
   const size = { stdout: 0, stderr: 0 };
   let failure = null;
   for (const name of ['stdout', 'stderr']) {
     if (!child[name]) continue;
     child[name].on('data', (d) => {
-      const buf = Buffer.isBuffer(d) ? d : Buffer.from(d);
-      size[name] += buf.length;
-      out[name].push(buf);
+      // Text (a stream with an encoding) stays text: encoding it back to
+      // bytes in JavaScript is what made a large exec slow.
+      const text = typeof d === 'string' && utf8;
+      if (typeof d === 'string' && !text) d = Buffer.from(d, encoding);
+      size[name] += text ? utf8Length(d) : d.length;
+      out[name].push(text || Buffer.isBuffer(d) ? d : Buffer.from(d));
       if (size[name] > maxBuffer && !failure) {
         failure = new RangeError(`${name} maxBuffer length exceeded`);
         failure.code = 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER';
@@ -432,7 +442,9 @@ function collect(child, cmd, options, callback) {
       failure.code = 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER';
     }
     const all = (name) => {
-      let b = Buffer.concat(out[name]);
+      if (typeof out[name][0] === 'string' && size[name] <= maxBuffer) return out[name].join('');
+      const bytes = out[name].map((d) => (typeof d === 'string' ? Buffer.from(encoder.encode(d)) : d));
+      let b = Buffer.concat(bytes);
       if (b.length > maxBuffer) b = b.subarray(0, maxBuffer);
       return decode(b, encoding);
     };

@@ -6,6 +6,7 @@
 // uncaught exception, as Node).
 
 import { Buffer } from 'buffer';
+import './fast_text.js';
 import { format } from 'util';
 import * as loop from './loop.js';
 import { exit } from './_bindings.js';
