@@ -2,8 +2,8 @@
 //! as CPython's `subprocess`: guest-examples/python/conformance.py prints
 //! the same, line for line, run by CPython with the standard library and
 //! run by `wasmproc run` as a component with `wasmproc_subprocess`, its
-//! children real `python3` processes. A policy denial is a PermissionError
-//! naming what was refused, and `fork`/`parent` pass JSON messages between
+//! children real `python3` processes. A program not granted is a
+//! FileNotFoundError naming what was refused, and `fork`/`parent` pass JSON messages between
 //! Python and JavaScript workers.
 
 mod common;
@@ -75,7 +75,7 @@ fn the_conformance_script_prints_what_cpython_prints() {
 }
 
 #[test]
-fn a_policy_denial_is_a_permission_error_that_names_what_was_denied() {
+fn a_program_not_granted_is_a_file_not_found_error_that_names_what_was_denied() {
     let dir = fixture();
     let run = wasmproc(
         dir.path(),
@@ -86,11 +86,11 @@ fn a_policy_denial_is_a_permission_error_that_names_what_was_denied() {
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(
         text(&run.stdout),
-        "denied cat: ('PermissionError', 13, 'cat', 'access-denied')\n\
-         [Errno 13] Permission denied (wasmproc access-denied: program `cat` is not allowed): 'cat'\n\
-         denied no-such-program: ('PermissionError', 13, 'no-such-program', 'access-denied')\n\
-         [Errno 13] Permission denied (wasmproc access-denied: program `no-such-program` is not allowed): 'no-such-program'\n\
-         denied shell: (13, 'access-denied')\n"
+        "denied cat: ('FileNotFoundError', 2, 'cat', 'access-denied')\n\
+         [Errno 2] No such file or directory (wasmproc access-denied: program `cat` is not allowed): 'cat'\n\
+         denied no-such-program: ('FileNotFoundError', 2, 'no-such-program', 'access-denied')\n\
+         [Errno 2] No such file or directory (wasmproc access-denied: program `no-such-program` is not allowed): 'no-such-program'\n\
+         denied shell: (2, 'access-denied')\n"
     );
 }
 
@@ -141,7 +141,7 @@ fn forked_python_and_javascript_workers_answer_json_messages() {
             "javascript answer: [{'child': 7, 'got': {'from': 'python'}}]",
             "javascript exited: 0",
             "trapped worker exited: 134",
-            "denied: 13 access-denied",
+            "denied: 2 access-denied",
         ]
     );
 }

@@ -172,16 +172,17 @@ def conformance(py):
 
 
 def denied():
-    """What a policy denial raises (wasmproc only)."""
+    """What a policy denial raises (wasmproc only): a program or shell not
+    granted is FileNotFoundError, as a missing one is under CPython."""
     for program in ["cat", "no-such-program"]:
         try:
             subprocess.run([program])
-        except PermissionError as e:
+        except FileNotFoundError as e:
             show(f"denied {program}", (type(e).__name__, e.errno, e.filename, e.wasmproc_code))
             print(e)
     try:
         subprocess.getoutput("echo hi")
-    except PermissionError as e:
+    except FileNotFoundError as e:
         show("denied shell", (e.errno, e.wasmproc_code))
 
 

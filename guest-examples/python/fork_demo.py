@@ -57,7 +57,7 @@ def main(argv):
 
     try:
         subprocess.fork("not-granted.wasm")
-    except PermissionError as e:
+    except FileNotFoundError as e:
         say("denied:", e.errno, e.wasmproc_code)
     return 0
 

@@ -5,8 +5,9 @@ library's: `run`, `Popen`, `call`, `check_call`, `check_output`,
 `getoutput`, `getstatusoutput`, `PIPE`, `DEVNULL`, `STDOUT`,
 `CalledProcessError`, `TimeoutExpired`. Children are real OS processes
 started by the wasmproc host under its policy: a program must be granted
-(`--allow-run`), a missing one raises FileNotFoundError, a refused one
-PermissionError whose message names what was refused.
+(`--allow-run`), a missing one, or one not granted, raises
+FileNotFoundError, another refusal PermissionError; the message names
+what was refused.
 
 Why a module of its own rather than the standard one: CPython's
 `subprocess` needs fork/exec and file descriptors, which a component does
@@ -16,6 +17,7 @@ worker component with a message channel (see `wasmproc_subprocess.workers`).
 What differs from CPython is listed in the package's README.
 """
 
+import re
 import io
 import math
 import os
@@ -140,17 +142,31 @@ _ERRORS = {
 }
 
 
+# A denial of a program, component, shell or working directory that was
+# not granted: outside its grants nothing exists for a guest (the sandbox
+# shows no path outside them either), so scripts, which catch
+# FileNotFoundError, get that, with the host's message naming the grant.
+_NOT_GRANTED = re.compile(
+    r"^((program|component|shell) `[^`]*` is not (allowed|granted)"
+    r"|no shell is granted|working directory `[^`]*` is outside)"
+)
+
+
 def _os_error(e, program, cwd=None):
     """The OSError CPython raises for the same failure: FileNotFoundError
-    for a missing program or directory, PermissionError for a policy
-    denial (with the host's message), ..."""
+    for a missing program or directory, or one not granted,
+    PermissionError for another policy denial (with the host's message),
+    ..."""
     wit = _wit
     if not isinstance(e, wit.WitError):
         return e
-    cls, code, text = _ERRORS.get(e.kind, _ERRORS["io"])
+    kind = e.kind
+    if kind == "access-denied" and _NOT_GRANTED.match(e.message):
+        kind = "not-found"
+    cls, code, text = _ERRORS.get(kind, _ERRORS["io"])
     if code is None:
         return cls(f"{program}: {e.kind}: {e.message}")
-    filename = cwd if e.kind == "not-found" and cwd is not None and "directory" in e.message else program
+    filename = cwd if kind == "not-found" and cwd is not None and "directory" in e.message else program
     err = cls(code, f"{text} (wasmproc {e.kind}: {e.message})", filename)
     err.wasmproc_code = e.kind
     return err
