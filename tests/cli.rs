@@ -1308,3 +1308,30 @@ fn a_core_module_is_named_with_how_to_make_a_component() {
         "{stderr}"
     );
 }
+
+/// `sh` found in PATH (/usr/bin/sh) and /bin/sh are one file under two
+/// names: granting both is one grant, and a guest asking for /bin/sh (as
+/// `shell=True` does in the guest libraries) gets it.
+#[test]
+fn sh_granted_by_name_answers_to_bin_sh_and_both_names_are_one_grant() {
+    let probe = guest("exec-probe");
+    let probe = probe.to_str().unwrap();
+    for grants in [
+        &["--allow-run", "sh"][..],
+        &["--allow-run", "sh", "--allow-run", "/bin/sh"],
+    ] {
+        let args: Vec<&str> = ["run"]
+            .iter()
+            .chain(grants)
+            .chain(&[probe, "spawn", "/bin/sh"])
+            .copied()
+            .collect();
+        let out = wasmproc(&args);
+        assert!(out.status.success(), "{grants:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).starts_with("spawned: pid"),
+            "{grants:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}

@@ -133,6 +133,15 @@ impl ProgramGrant {
     /// there has the same name.
     pub fn add_to(self, grants: &mut Vec<ProgramGrant>) -> Result<()> {
         grants.retain(|g| g.name != self.name || g.path != self.path);
+        // Two names of one file (`sh` found in PATH as /usr/bin/sh, and
+        // /bin/sh) are one grant: the first stands, and a request by the
+        // other name finds it (see `find`).
+        if grants
+            .iter()
+            .any(|g| g.real_path == self.real_path && g.pin == self.pin)
+        {
+            return Ok(());
+        }
         if let Some(other) = grants.iter().find(|g| g.name == self.name) {
             bail!(
                 "two grants are both named `{}`: {} and {}",
@@ -150,13 +159,24 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The grant named `name`: by absolute path if it has a `/`, else by file name.
+/// The grant named `name`: by file name if it has no `/`, else by
+/// absolute path, either as granted or as the file it resolves to (so
+/// `/bin/sh` finds the grant of `sh` found in PATH as `/usr/bin/sh`, one
+/// file under two names). Only a granted file is ever found, whatever
+/// links lead to it.
 pub(super) fn find<'a>(grants: &'a [ProgramGrant], name: &str) -> Option<&'a ProgramGrant> {
-    if name.contains('/') {
-        grants.iter().find(|g| g.path == Path::new(name))
-    } else {
-        grants.iter().find(|g| g.name == name)
+    if !name.contains('/') {
+        return grants.iter().find(|g| g.name == name);
     }
+    let path = Path::new(name);
+    if let Some(grant) = grants.iter().find(|g| g.path == path) {
+        return Some(grant);
+    }
+    let real = path
+        .is_absolute()
+        .then(|| std::fs::canonicalize(path).ok())
+        .flatten()?;
+    grants.iter().find(|g| g.real_path == real)
 }
 
 /// A directory children may run in.

@@ -42,6 +42,47 @@ fn a_program_is_granted_by_file_name_or_absolute_path_only() {
     }
 }
 
+/// Two names of one file (`sh` found in PATH as /usr/bin/sh, and /bin/sh
+/// through the /bin link) are one grant, and a request by either finds
+/// it; two different files of one name stay refused.
+#[test]
+fn two_names_of_one_file_are_one_grant_found_by_either() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let tool = real.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut b = ProcessCtx::builder();
+    b.allow_program(&tool).unwrap();
+    b.allow_program(link.join("tool")).unwrap();
+    let ctx = ctx(&mut b);
+    let args = vec![];
+    for name in [
+        tool.to_str().unwrap(),
+        link.join("tool").to_str().unwrap(),
+        "tool",
+    ] {
+        let req = Request::new(Run::Program(name, &args), &None, &[]);
+        assert_eq!(ctx.prepare(&req).unwrap().program, tool, "{name}");
+    }
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(&tool, other.join("tool")).unwrap();
+    let mut b = ProcessCtx::builder();
+    b.allow_program(&tool).unwrap();
+    let Err(e) = b.allow_program(other.join("tool")) else {
+        panic!("two files named tool were both granted");
+    };
+    assert!(
+        e.to_string().contains("two grants are both named `tool`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_policy_checks_without_a_context() {
     // The policy alone, as data (a worker's or a remote agent's), checks
