@@ -118,10 +118,17 @@ enum Commands {
         #[arg(required = true, value_name = "COMPONENT")]
         components: Vec<PathBuf>,
     },
-    /// Print the WIT package wasmproc:process@0.2.0 that guests import (the
-    /// wasi 0.2.12 packages it uses come with wasmtime-wasi 48 and any
-    /// wasi 0.2 toolchain).
-    Wit,
+    /// Print the WIT package wasmproc:process@0.2.0 that guests import, or,
+    /// with --out DIR, write it with the wasi 0.2.12 packages it uses
+    /// (DIR/process.wit, DIR/deps/...): a folder that WIT tools and guest
+    /// toolchains (wit-bindgen, componentize-py, componentize-js) build
+    /// against as it is.
+    Wit {
+        /// Write the package and its dependencies into this folder
+        /// (created if missing; files already there are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Worker mode, started by `fork`: the worker's capabilities come from
     /// its parent host over the channel, never from flags.
     #[command(name = "__worker", hide = true)]
@@ -225,10 +232,11 @@ fn main() -> ExitCode {
             print!("{}", policy::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
-        Commands::Wit => {
-            print!("{}", include_str!("../wit/process.wit"));
+        Commands::Wit { out: None } => {
+            print!("{}", WIT_FILES[0].1);
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Wit { out: Some(dir) } => write_wit(&dir),
     };
     match result {
         Ok(code) => code,
@@ -781,6 +789,48 @@ fn rlimits(flags: &[String]) -> Result<ChildRlimits> {
         *slot = Some(value);
     }
     Ok(limits)
+}
+
+/// The WIT package guests import, and the wasi packages it uses, as the
+/// repository's `wit/` folder holds them: (path in the folder, text).
+const WIT_FILES: &[(&str, &str)] = &[
+    ("process.wit", include_str!("../wit/process.wit")),
+    ("deps/io/io.wit", include_str!("../wit/deps/io/io.wit")),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "deps/random/random.wit",
+        include_str!("../wit/deps/random/random.wit"),
+    ),
+    (
+        "deps/filesystem/filesystem.wit",
+        include_str!("../wit/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "deps/sockets/sockets.wit",
+        include_str!("../wit/deps/sockets/sockets.wit"),
+    ),
+    ("deps/cli/cli.wit", include_str!("../wit/deps/cli/cli.wit")),
+];
+
+/// `wasmproc wit --out DIR`: writes [`WIT_FILES`] under `dir`, and says
+/// where.
+fn write_wit(dir: &Path) -> Result<ExitCode> {
+    for (path, text) in WIT_FILES {
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    }
+    println!(
+        "wrote wasmproc:process@0.2.0 and the wasi packages it uses to {}",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A `UID:GID` pair.

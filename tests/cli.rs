@@ -1335,3 +1335,36 @@ fn sh_granted_by_name_answers_to_bin_sh_and_both_names_are_one_grant() {
         );
     }
 }
+
+/// `wasmproc wit --out DIR` writes the package with every wasi package it
+/// uses, the repository's `wit/` folder file for file, so that a guest
+/// toolchain builds against DIR as it is; `wasmproc wit` alone prints
+/// process.wit.
+#[test]
+fn wit_out_writes_the_package_with_its_dependencies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = wasmproc(&["wit", "--out", tmp.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut todo = vec![repo().join("wit")];
+    let mut files = 0;
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(repo().join("wit")).unwrap();
+            let written = std::fs::read(tmp.path().join(rel))
+                .unwrap_or_else(|e| panic!("{} not written: {e}", rel.display()));
+            assert_eq!(written, std::fs::read(&path).unwrap(), "{}", rel.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 7, "{files}");
+    let printed = wasmproc(&["wit"]);
+    assert_eq!(
+        printed.stdout,
+        std::fs::read(repo().join("wit/process.wit")).unwrap()
+    );
+}
