@@ -48,6 +48,30 @@ impl Hints {
         }
     }
 
+    /// The hint for a component the guest may not fork: `--allow-fork`
+    /// with a path that works when pasted: the component's absolute path
+    /// if it has one, else that of a file of its name in a granted
+    /// directory, where wasmproc was started, or below it.
+    fn component(&self, component: &str) -> String {
+        let path = Path::new(component);
+        if path.is_absolute() {
+            return format!("grant it with --allow-fork {component}");
+        }
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        let here = self.here.iter().flat_map(|here| {
+            let direct = Some(here.join(name)).filter(|p| p.is_file());
+            direct.or_else(|| find_file_below(here, name, 3))
+        });
+        let granted = self.dirs.iter().map(|dir| dir.join(name));
+        match granted.filter(|p| p.is_file()).chain(here).next() {
+            Some(found) => format!("grant it with --allow-fork {}", found.display()),
+            None => format!(
+                "grant it by its path, --allow-fork /PATH/TO/{}",
+                name.display()
+            ),
+        }
+    }
+
     /// The flag that would have granted what `denial` refused.
     pub fn grant(&self, denial: &Denial) -> String {
         match denial {
@@ -73,7 +97,7 @@ impl Hints {
                 ..
             } => "raise it with --max-children".to_owned(),
             Denial::Limit { limit, .. } => format!("a host limit ({limit})"),
-            Denial::ForkComponent(c) => format!("grant it with --allow-fork {c}"),
+            Denial::ForkComponent(c) => self.component(c),
             Denial::InWorker { .. } => {
                 "a worker holds what its parent passed it in fork-options".to_owned()
             }
@@ -202,10 +226,26 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| is_program(p))
 }
 
+/// A file called `name` in `dir` or below it (see [`find_below`]).
+fn find_file_below(dir: &Path, name: &Path, depth: usize) -> Option<PathBuf> {
+    find_below_where(dir, name.as_os_str(), depth, &|p| p.is_file())
+}
+
 /// A program called `name` in `dir` or below it, `depth` directories down
 /// at most, passing over hidden directories and build trees (`target`,
 /// `node_modules`), and giving up after a few thousand entries.
 fn find_below(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
+    find_below_where(dir, std::ffi::OsStr::new(name), depth, &is_program)
+}
+
+/// A file called `name` in `dir` or below it that is `wanted` (see
+/// [`find_below`]).
+fn find_below_where(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    depth: usize,
+    wanted: &dyn Fn(&Path) -> bool,
+) -> Option<PathBuf> {
     let mut queue = std::collections::VecDeque::from([(dir.to_owned(), 0)]);
     let mut seen = 0;
     while let Some((dir, level)) = queue.pop_front() {
@@ -220,7 +260,7 @@ fn find_below(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
             let (path, file) = (entry.path(), entry.file_name());
             let skip = file.to_string_lossy().starts_with('.')
                 || ["target", "node_modules"].contains(&&*file.to_string_lossy());
-            if file == name && is_program(&path) {
+            if file == name && wanted(&path) {
                 return Some(path);
             }
             if level < depth && !skip && entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -283,5 +323,29 @@ mod tests {
             "`hidden-from-hints` is not on the host's PATH: grant it by its absolute path, \
              --allow-run /PATH/TO/hidden-from-hints"
         );
+    }
+
+    #[test]
+    fn a_component_not_granted_is_hinted_by_a_path_that_works_when_pasted() {
+        let here = tempfile::tempdir().unwrap();
+        let child = here.path().join("workers/child.wasm");
+        std::fs::create_dir_all(child.parent().unwrap()).unwrap();
+        std::fs::write(&child, b"\0asm").unwrap();
+        let h = hints(&[], here.path());
+        for asked in ["child.wasm", "./child.wasm", "lib/child.wasm"] {
+            let hint = h.grant(&Denial::ForkComponent(asked.into()));
+            assert_eq!(
+                hint,
+                format!("grant it with --allow-fork {}", child.display()),
+                "{asked}"
+            );
+        }
+        let hint = h.grant(&Denial::ForkComponent("other.wasm".into()));
+        assert_eq!(
+            hint,
+            "grant it by its path, --allow-fork /PATH/TO/other.wasm"
+        );
+        let hint = h.grant(&Denial::ForkComponent("/abs/x.wasm".into()));
+        assert_eq!(hint, "grant it with --allow-fork /abs/x.wasm");
     }
 }
