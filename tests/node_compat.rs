@@ -221,6 +221,7 @@ fn a_program_not_granted_is_an_enoent_error_that_names_what_was_denied() {
          spawn close: -2\n\
          execFile error: ENOENT\n\
          exec error: ENOENT\n\
+         fork error: ENOENT fork not-granted.wasm stdout true\n\
          promisified execFile: ENOENT child true\n"
     );
     let stderr = text(&out.stderr);

@@ -41,3 +41,11 @@ const hasChild = promise.child !== undefined;
 promise.catch(function (e) {
   console.log('promisified execFile: ' + e.code + ' child ' + hasChild);
 });
+
+// A fork that is refused, with silent: true: its streams exist, and the
+// refusal is an 'error' event (not a TypeError on child.stdout).
+const silent = cp.fork('./not-granted.js', [], { silent: true });
+silent.stdout.on('data', function () {});
+silent.on('error', function (e) {
+  console.log('fork error: ' + e.code + ' ' + e.syscall + ' stdout ' + (silent.stdout !== null));
+});

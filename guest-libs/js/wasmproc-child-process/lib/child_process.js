@@ -668,6 +668,11 @@ export function fork(modulePath, args, options) {
       stderr: stdio[2],
     });
   } catch (e) {
+    // As in Node, the piped streams exist even when the worker did not
+    // start (they end at once); the failure is an 'error' event.
+    if (stdio[1] === 'pipe') child.stdout = new Readable();
+    if (stdio[2] === 'pipe') child.stderr = new Readable();
+    child.stdio = [null, child.stdout ?? null, child.stderr ?? null];
     child._failed(systemError(e, `fork ${component}`, component, args));
     return child;
   }
