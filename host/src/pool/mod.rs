@@ -575,7 +575,7 @@ impl ProcessCtx {
     /// users (`WorkerPool::many_users`) or keep root.
     fn worker_user(&self) -> Option<(u32, u32)> {
         (!self.workers.many_users)
-            .then(|| crate::worker::own_user(&self.policy))
+            .then(|| crate::launch::identity::worker_user(&self.policy))
             .flatten()
     }
 

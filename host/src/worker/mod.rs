@@ -316,18 +316,9 @@ impl WorkerProcess {
 fn shed_privileges(policy: &crate::policy::Policy) -> Result<()> {
     // A copy of a worker template that became the user already has no
     // root to give up (and no right to change user again).
-    let user = own_user(policy).filter(|_| rustix::process::geteuid().is_root());
+    let user = crate::launch::identity::worker_user(policy)
+        .filter(|_| rustix::process::geteuid().is_root());
     crate::sys::shed_privileges(user).context("giving up the worker's privileges")
-}
-
-/// The user a worker process holding `policy` becomes, on a root host:
-/// its guest's (the user its children run as), unless the guest keeps
-/// capabilities or runs without the sandbox, or that user is root.
-pub(crate) fn own_user(policy: &crate::policy::Policy) -> Option<(u32, u32)> {
-    let (uid, gid) = policy.child_id;
-    let root = rustix::process::geteuid().is_root();
-    (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
-        .then_some((uid, gid))
 }
 
 /// Tells the parent host that the worker's guest trapped, with `message`,
