@@ -115,6 +115,18 @@ fn start_offset() -> u64 {
     RandomState::new().hash_one((std::process::id(), now))
 }
 
+/// The user a worker process holding `policy` becomes, on a root host:
+/// its guest's (the user its children run as), unless the guest keeps
+/// capabilities or runs without the sandbox, or that user is root. The
+/// host starts its guest's worker processes as it (`pool`), and a worker
+/// becomes it when its specification comes (`worker`).
+pub(crate) fn worker_user(policy: &crate::policy::Policy) -> Option<(u32, u32)> {
+    let (uid, gid) = policy.child_id;
+    let root = rustix::process::geteuid().is_root();
+    (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
+        .then_some((uid, gid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,16 +154,4 @@ mod tests {
         assert_eq!(lease(&range).expect("a lease after one ended").id, freed);
         drop(b);
     }
-}
-
-/// The user a worker process holding `policy` becomes, on a root host:
-/// its guest's (the user its children run as), unless the guest keeps
-/// capabilities or runs without the sandbox, or that user is root. The
-/// host starts its guest's worker processes as it (`pool`), and a worker
-/// becomes it when its specification comes (`worker`).
-pub(crate) fn worker_user(policy: &crate::policy::Policy) -> Option<(u32, u32)> {
-    let (uid, gid) = policy.child_id;
-    let root = rustix::process::geteuid().is_root();
-    (root && policy.use_sandbox && policy.keep_caps == 0 && uid != 0 && gid != 0)
-        .then_some((uid, gid))
 }
