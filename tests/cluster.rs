@@ -1448,3 +1448,60 @@ fn a_host_with_no_agent_on_its_bus_is_told_so_naming_the_bus() {
     );
     assert!(!said.contains("free worker slot"), "{said}");
 }
+
+/// Issue 28, a fault: the NATS server is killed while a host's worker runs
+/// on an agent. Neither side hangs: the agent, no longer hearing the host,
+/// kills the worker within the liveness bound, and the host's guest, no
+/// longer hearing the agent, gets an error for its worker and ends, well
+/// before the wait it asked for (30 s) runs out.
+#[test]
+fn killing_the_nats_server_mid_session_loses_the_worker_on_both_sides_and_nothing_hangs() {
+    let (mut server, url) = open_bus();
+    let ids = ids(1);
+    let (agent_audit, host_audit) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
+    let (mut run, pid, _) = host_with_a_waiting_worker(
+        (&url, &ids.host_args()),
+        (host_audit.path(), local.path()),
+        30000,
+        true,
+    );
+    assert!(running(pid));
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
+    let killed_at = Instant::now();
+    let gone = eventually(10, || !running(pid));
+    assert!(gone, "the worker outlived the bus by 10 s");
+    let ended = eventually(20, || matches!(run.0.try_wait(), Ok(Some(_))));
+    let took = killed_at.elapsed();
+    if !ended {
+        let _ = run.0.kill();
+        let _ = run.0.wait();
+    }
+    let mut out = String::new();
+    for stream in [
+        run.0
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+        run.0
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut stream = stream;
+        let _ = stream.read_to_string(&mut out);
+    }
+    assert!(
+        ended,
+        "the host still waits {took:?} after the bus died: {out}"
+    );
+    println!("the host ended {took:?} after the bus died: {out}");
+}
