@@ -1036,12 +1036,19 @@ fn timeout_is_a_deadline_for_every_child_even_one_spawned_without_a_timeout() {
 #[test]
 fn a_guest_whose_output_reader_goes_away_ends_quietly_as_a_cli_on_sigpipe() {
     use std::io::Read;
-    // `wasmproc run … | head -c 1`: the guest writes a megabyte line to a
-    // pipe whose reader leaves after one byte.
+    // `wasmproc run … | head -c 1`: the guest writes megabyte lines to a
+    // pipe whose reader leaves after one byte. (Three: the host may take a
+    // whole line in before the reader leaves, and the guest learns of a
+    // failed write only at its next one.)
+    let flood = ["file", "testprog", "flood", "1000000"];
     let mut host = Command::new(env!("CARGO_BIN_EXE_wasmproc"))
         .args(["run", "--allow-run", testprog().to_str().unwrap()])
-        .args([guest("exec-probe").to_str().unwrap(), "file", "testprog"])
-        .args(["flood", "1000000"])
+        .arg(guest("exec-probe"))
+        .args(flood)
+        .arg("---")
+        .args(flood)
+        .arg("---")
+        .args(flood)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
