@@ -633,6 +633,36 @@ fn probe_agent(url: &str, keys: &[String], audit: &Path, export: &Path) -> (Kill
     (Killed(child), id)
 }
 
+/// One agent on `url` with an identity of its own (see `probe_agent`),
+/// and what a host beside it needs: the identities, both audit logs, the
+/// agent's export and the host's local directory.
+struct OneAgent {
+    ids: Ids,
+    agent_audit: tempfile::NamedTempFile,
+    host_audit: tempfile::NamedTempFile,
+    export: tempfile::TempDir,
+    local: tempfile::TempDir,
+    _agent: Killed,
+}
+
+fn one_agent(url: &str) -> OneAgent {
+    let ids = ids(1);
+    let (agent_audit, host_audit) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_agent, _) = probe_agent(url, &ids.agent_args(0), agent_audit.path(), export.path());
+    OneAgent {
+        ids,
+        agent_audit,
+        host_audit,
+        export,
+        local,
+        _agent,
+    }
+}
+
 /// fork-probe ARGS as a host with `keys`, its worker on the cluster at
 /// `url`, granted `local` as /data.
 fn probe_host(url: &str, keys: &[String], audit: &Path, local: &Path, args: &[&str]) -> Command {
@@ -855,13 +885,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn attack_1_a_listener_on_the_whole_bus_reads_no_argument_output_or_channel_byte_nor_forges_a_reply()
  {
     let (_server, url) = open_bus();
-    let ids = ids(1);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
+    let OneAgent {
+        ids,
+        agent_audit: _agent_audit,
+        host_audit,
+        export: _export,
+        local,
+        _agent,
+    } = one_agent(&url);
     let spy = Spy::connect(&url, None);
     spy.listen(">");
     // And answers each fork request first, with a forged reply.
@@ -1207,13 +1238,14 @@ fn attack_4_another_host_can_neither_read_nor_signal_a_hosts_session() {
 #[test]
 fn attack_5_replayed_heartbeats_of_a_killed_host_keep_nothing_alive() {
     let (_server, url) = open_bus();
-    let ids = ids(1);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
+    let OneAgent {
+        ids,
+        agent_audit,
+        host_audit,
+        export: _export,
+        local,
+        _agent,
+    } = one_agent(&url);
     let spy = Spy::connect(&url, None);
     spy.listen("wasmproc.parent.>");
     let (mut run, pid, _) = host_with_a_waiting_worker(
@@ -1256,13 +1288,14 @@ fn attack_5_replayed_heartbeats_of_a_killed_host_keep_nothing_alive() {
 #[test]
 fn attack_6_a_flood_of_heartbeat_ids_loses_no_real_host() {
     let (_server, url) = open_bus();
-    let ids = ids(1);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
+    let OneAgent {
+        ids,
+        agent_audit,
+        host_audit,
+        export: _export,
+        local,
+        _agent,
+    } = one_agent(&url);
     // The flood, made beforehand: distinct ids, under the real host's key
     // and another, signed by a key nobody trusts or not signed at all.
     let spy = Spy::connect(&url, None);
@@ -1457,13 +1490,14 @@ fn a_host_with_no_agent_on_its_bus_is_told_so_naming_the_bus() {
 #[test]
 fn killing_the_nats_server_mid_session_loses_the_worker_on_both_sides_and_nothing_hangs() {
     let (mut server, url) = open_bus();
-    let ids = ids(1);
-    let (agent_audit, host_audit) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
-    let (export, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_agent, _) = probe_agent(&url, &ids.agent_args(0), agent_audit.path(), export.path());
+    let OneAgent {
+        ids,
+        agent_audit: _agent_audit,
+        host_audit,
+        export: _export,
+        local,
+        _agent,
+    } = one_agent(&url);
     let (mut run, pid, _) = host_with_a_waiting_worker(
         (&url, &ids.host_args()),
         (host_audit.path(), local.path()),

@@ -71,20 +71,28 @@ fn root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// hello.wasm run with its cache on a tmpfs mounted with `options` (kept
+/// mounted while the guard lives): it must run and print all the same.
+/// The mount, the cache's path, and the run's stderr.
+fn hello_on_a_tmpfs(options: &str) -> (tempfile::TempDir, Mounted, std::path::PathBuf, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mounted = Mounted::tmpfs(tmp.path(), options);
+    let cache = tmp.path().join("cache");
+    let out = hello_with_cache(&cache);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!text(&out.stdout).is_empty(), "the guest printed nothing");
+    (tmp, mounted, cache, stderr)
+}
+
 #[test]
 fn a_cache_on_a_full_disk_still_runs_the_guest_and_leaves_no_half_written_entry() {
     if !root() {
         println!("note: mounting a small file system needs root");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
     // Room for the cache's key and directories, not for a compiled entry.
-    let _full = Mounted::tmpfs(tmp.path(), "size=64k,mode=0700");
-    let cache = tmp.path().join("cache");
-    let out = hello_with_cache(&cache);
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!text(&out.stdout).is_empty(), "the guest printed nothing");
+    let (_tmp, full, cache, stderr) = hello_on_a_tmpfs("size=64k,mode=0700");
     assert!(
         stderr.contains("cannot write a compiled-component cache entry")
             && stderr.contains("No space left on device"),
@@ -93,7 +101,7 @@ fn a_cache_on_a_full_disk_still_runs_the_guest_and_leaves_no_half_written_entry(
     let entries: Vec<_> = files(&cache.join("entries"));
     assert!(entries.is_empty(), "left behind: {entries:?}");
     // Once there is room, the next run writes the entry, whole.
-    drop(_full);
+    drop(full);
     let out = hello_with_cache(&cache);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let entries = files(&cache.join("entries"));
@@ -112,13 +120,7 @@ fn a_cache_on_a_read_only_disk_still_runs_the_guest_and_says_why() {
         println!("note: mounting a read-only file system needs root");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let _ro = Mounted::tmpfs(tmp.path(), "ro,size=64k");
-    let cache = tmp.path().join("cache");
-    let out = hello_with_cache(&cache);
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!text(&out.stdout).is_empty(), "the guest printed nothing");
+    let (_tmp, _ro, cache, stderr) = hello_on_a_tmpfs("ro,size=64k");
     assert!(
         stderr.contains(&cache.display().to_string()) && stderr.contains("Read-only file system"),
         "{stderr}"

@@ -144,7 +144,8 @@ impl Records<'_> {
     pub fn write(&self, name: &str, seen: &Seen) {
         let changed = std::time::UNIX_EPOCH
             + std::time::Duration::new(seen.source[5].max(0) as u64, seen.source[6] as u32);
-        if changed.elapsed().is_ok_and(|age| age < SETTLED) || changed.elapsed().is_err() {
+        // (A change time in the future is never settled.)
+        if !changed.elapsed().is_ok_and(|age| age >= SETTLED) {
             return;
         }
         let temp = temp_name(name);

@@ -473,7 +473,6 @@ impl ProcessCtx {
                     socket,
                     ready: false,
                     started: std::time::Instant::now(),
-                    user: self.worker_user(),
                 })
             }
             Err(e) => tracing::warn!(error = ?e, "cannot start the worker template"),
@@ -631,12 +630,13 @@ impl ProcessCtx {
         // (A template running as its guest's user may move no process:
         // the host moves its copy, which waits for its specification.)
         let own_cgroup = self.policy.cgroup_per_child;
+        let unprivileged = self.worker_user().is_some();
         let launched = self.launch_with("worker-process", &prepared, |walls| {
             let cgroup = walls.cgroup.filter(|_| own_cgroup);
             let fail = |e| Failure::from_io("forking a worker from the worker template", &e);
-            let (child, pid) = match template.user {
-                None => template.fork(theirs, cgroup).map_err(fail)?,
-                Some(_) => {
+            let (child, pid) = match unprivileged {
+                false => template.fork(theirs, cgroup).map_err(fail)?,
+                true => {
                     let forked = template.fork(theirs, None).map_err(fail)?;
                     if let Some(cgroup) = cgroup {
                         crate::launch::cgroup::adopt(cgroup, forked.1).map_err(fail)?;

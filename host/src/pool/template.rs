@@ -85,10 +85,6 @@ pub(crate) struct Template {
     pub(super) ready: bool,
     /// When it was started.
     pub(super) started: std::time::Instant,
-    /// The user it became as it started (see `WorkerPool::many_users`),
-    /// if any: it then may move no process into a cgroup, and the host
-    /// moves its copies itself.
-    pub(super) user: Option<(u32, u32)>,
 }
 
 /// How long the host waits for the worker template to answer a request.

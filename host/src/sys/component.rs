@@ -18,28 +18,43 @@ pub(crate) fn with_entry_mapped<T>(
     len: usize,
     f: impl FnOnce(&[u8]) -> T,
 ) -> std::io::Result<T> {
+    // SAFETY: the file is at least `len` bytes long (the caller read its
+    // size), and nothing shrinks or rewrites it while it is mapped: an
+    // entry is only ever replaced by `rename` (a new file), never written
+    // in place, and only this user, in a directory only it can enter,
+    // could change it (the cache's checks).
+    unsafe { with_mapped(entry, len, f) }
+}
+
+/// Runs `f` on the first `len` bytes of the file `fd`, mapped private and
+/// read-only (empty if `len` is 0), then unmaps them.
+///
+/// # Safety
+/// The file must hold at least `len` bytes, and they must not change or
+/// shrink while `f` runs (a shrunk file faults the process, SIGBUS).
+unsafe fn with_mapped<T>(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> T,
+) -> std::io::Result<T> {
     use rustix::mm::{MapFlags, ProtFlags};
     if len == 0 {
         return Ok(f(&[]));
     }
-    // SAFETY: a fresh private, read-only mapping of `len` bytes of `entry`
-    // at an address the kernel picks; it aliases no Rust object.
+    // SAFETY: a fresh private, read-only mapping of `len` bytes of `fd` at
+    // an address the kernel picks; it aliases no Rust object.
     let map = unsafe {
         rustix::mm::mmap(
             std::ptr::null_mut(),
             len,
             ProtFlags::READ,
             MapFlags::PRIVATE,
-            entry,
+            fd,
             0,
         )?
     };
     // SAFETY: the mapping is `len` readable bytes, live until the `munmap`
-    // below. The file is at least `len` bytes long (the caller read its
-    // size), and nothing shrinks or rewrites it while the slice lives: an
-    // entry is only ever replaced by `rename` (a new file), never written
-    // in place, and only this user, in a directory only it can enter,
-    // could change it (the cache's checks).
+    // below, which do not change or vanish meanwhile (the contract).
     let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
     let result = f(bytes);
     // SAFETY: `map` is the mapping made above, of `len` bytes; `bytes` is
@@ -85,7 +100,6 @@ pub(crate) fn deserialize_sealed(
     engine: &wasmtime::Engine,
     code: BorrowedFd<'_>,
 ) -> anyhow::Result<wasmtime::component::Component> {
-    use rustix::mm::{MapFlags, ProtFlags};
     if !crate::memfd::is_sealed(code) {
         anyhow::bail!("the code's memfd is not sealed against change");
     }
@@ -93,34 +107,20 @@ pub(crate) fn deserialize_sealed(
     if len == 0 {
         anyhow::bail!("the code's memfd is empty");
     }
-    // SAFETY: a fresh private, read-only mapping of `len` bytes of `code`
-    // at an address the kernel picks; it aliases no Rust object.
-    let map = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::READ,
-            MapFlags::PRIVATE,
-            code,
-            0,
-        )?
+    let deserialize = |bytes: &[u8]| {
+        // SAFETY: `Component::deserialize` runs `bytes` as machine code,
+        // so it must be what `Engine::precompile_component` or
+        // `Component::serialize` of a compatible engine produced,
+        // unaltered. The parent host put in this memfd only code it
+        // compiled itself or read from an entry of its cache that passed
+        // every check of `ComponentCache` (owner, mode, one link, keyed
+        // tag under the host's key), then sealed it; no worker or guest
+        // ever writes it. wasmtime checks the engine's version and
+        // settings in the code's header, and copies the bytes before
+        // using them.
+        unsafe { wasmtime::component::Component::deserialize(engine, bytes) }
     };
-    // SAFETY: the mapping above is `len` readable bytes, live until the
-    // `munmap` below, and the memfd is sealed against writes and
-    // shrinking, so the bytes cannot change or vanish (no SIGBUS) while
-    // the slice lives.
-    let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
-    // SAFETY: `Component::deserialize` runs `bytes` as machine code, so it
-    // must be what `Engine::precompile_component` or `Component::serialize`
-    // of a compatible engine produced, unaltered. The parent host put in
-    // this memfd only code it compiled itself or read from an entry of its
-    // cache that passed every check of `ComponentCache` (owner, mode, one
-    // link, keyed tag under the host's key), then sealed it; no worker or guest
-    // ever writes it. wasmtime checks the engine's version and settings in
-    // the code's header, and copies the bytes before using them.
-    let component = unsafe { wasmtime::component::Component::deserialize(engine, bytes) };
-    // SAFETY: `map` is the mapping made above, of `len` bytes; `bytes` is
-    // not used after this.
-    unsafe { rustix::mm::munmap(map, len)? };
-    Ok(component?)
+    // SAFETY: the memfd is `len` bytes and sealed against writes and
+    // shrinking (checked above), so its bytes cannot change or vanish.
+    Ok(unsafe { with_mapped(code, len, deserialize) }??)
 }
